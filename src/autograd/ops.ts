@@ -1,0 +1,300 @@
+/**
+ * Differentiable ops. Each checks its inputs, runs one forward kernel from the active backend,
+ * and records itself on the tape (only when some input requires grad).
+ */
+import { backend } from "../kernels/index.js";
+import type { Rng } from "../tensor/random.js";
+import { broadcastShapes, broadcastStrides, check, numel, sameShape, shapeStr } from "../tensor/shape.js";
+import { Tensor } from "../tensor/tensor.js";
+import { record } from "./tape.js";
+
+const empty = (shape: readonly number[]) => new Float32Array(numel(shape));
+const last = (t: Tensor) => t.shape[t.shape.length - 1]!;
+
+/** Batch/matrix dims of a matmul, shared by its forward and gradient rule. */
+export function matmulShapes(a: Tensor, b: Tensor, transA: boolean, transB: boolean) {
+  check(
+    a.ndim >= 2 && b.ndim >= 2,
+    () => `matmul: operands need 2+ dims, got ${shapeStr(a.shape)} and ${shapeStr(b.shape)}`,
+  );
+  const batchDims = a.shape.slice(0, -2);
+  const [M, Ka] = transA ? [last(a), a.shape[a.ndim - 2]!] : [a.shape[a.ndim - 2]!, last(a)];
+  const [Kb, N] = transB ? [last(b), b.shape[b.ndim - 2]!] : [b.shape[b.ndim - 2]!, last(b)];
+  const bBroadcast = b.ndim === 2;
+  check(
+    bBroadcast || sameShape(b.shape.slice(0, -2), batchDims),
+    () =>
+      `matmul: batch dims of ${shapeStr(a.shape)} and ${shapeStr(b.shape)} differ (b must be 2-D or match)`,
+  );
+  check(
+    Ka === Kb,
+    () =>
+      `matmul: inner dims differ: ${shapeStr(a.shape)}${transA ? "ᵀ" : ""} @ ${shapeStr(b.shape)}${transB ? "ᵀ" : ""} (${Ka} vs ${Kb})`,
+  );
+  return { batchDims, batch: numel(batchDims), M, N, K: Ka, bBroadcast };
+}
+
+/** op(a) @ op(b). a: [..., M, K] (or [..., K, M] with transA); b: [K, N] (or [N, K]), 2-D or batched like a. */
+export function matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean } = {}): Tensor {
+  const transA = opts.transA ?? false;
+  const transB = opts.transB ?? false;
+  const { batchDims, batch, M, N, K, bBroadcast } = matmulShapes(a, b, transA, transB);
+  const outShape = [...batchDims, M, N];
+  const out = empty(outShape);
+  if (bBroadcast && !transA) {
+    // fold the batch into the rows: [batch*M, K] @ [K, N]
+    backend().matmul(out, a.data, b.data, {
+      batch: 1,
+      M: batch * M,
+      N,
+      K,
+      transA,
+      transB,
+      strideA: 0,
+      strideB: 0,
+      strideOut: 0,
+      accumulate: false,
+    });
+  } else {
+    backend().matmul(out, a.data, b.data, {
+      batch,
+      M,
+      N,
+      K,
+      transA,
+      transB,
+      strideA: M * K,
+      strideB: bBroadcast ? 0 : K * N,
+      strideOut: M * N,
+      accumulate: false,
+    });
+  }
+  return record("matmul", [a, b], new Tensor(out, outShape), { transA, transB }, null);
+}
+
+function broadcastBinary(op: "add" | "mul", a: Tensor, b: Tensor): Tensor {
+  const shape = broadcastShapes(a.shape, b.shape, op);
+  const out = empty(shape);
+  backend().binary(
+    op,
+    out,
+    a.data,
+    b.data,
+    shape,
+    broadcastStrides(a.shape, shape),
+    broadcastStrides(b.shape, shape),
+  );
+  return record(op, [a, b], new Tensor(out, shape), null, null);
+}
+
+/** a + b with numpy broadcasting. */
+export const add = (a: Tensor, b: Tensor): Tensor => broadcastBinary("add", a, b);
+/** a * b with numpy broadcasting. */
+export const mul = (a: Tensor, b: Tensor): Tensor => broadcastBinary("mul", a, b);
+
+/** s * x for a constant s. */
+export function scale(x: Tensor, s: number): Tensor {
+  const out = empty(x.shape);
+  backend().scale(out, x.data, s);
+  return record("scale", [x], new Tensor(out, x.shape), { s }, null);
+}
+
+/** The sum of all elements, as a scalar of shape []. */
+export function sum(x: Tensor): Tensor {
+  let s = 0;
+  for (let i = 0; i < x.size; i++) s += x.data[i]!;
+  return record("sum", [x], new Tensor(new Float32Array([s]), []), null, null);
+}
+
+/** The same data under another shape (one dim may be -1). Shares storage with x. */
+export function reshape(x: Tensor, shape: readonly number[]): Tensor {
+  const known = shape.filter((d) => d !== -1);
+  const inferred = shape.length - known.length;
+  check(inferred <= 1, () => `reshape: at most one -1 allowed, got ${shapeStr(shape)}`);
+  const fill = inferred ? x.size / numel(known) : 1;
+  const resolved = shape.map((d) => (d === -1 ? fill : d));
+  check(
+    Number.isInteger(fill) && numel(resolved) === x.size,
+    () => `reshape: cannot view ${shapeStr(x.shape)} (${x.size} values) as ${shapeStr(shape)}`,
+  );
+  return record("reshape", [x], new Tensor(x.data, resolved), null, null);
+}
+
+/** x[..., start:start+length] along the last dim. */
+export function slice(x: Tensor, start: number, length: number): Tensor {
+  const C = last(x);
+  check(
+    Number.isInteger(start) && Number.isInteger(length) && start >= 0 && length >= 0 && start + length <= C,
+    () => `slice: [${start}, ${start + length}) is outside the last dim of ${shapeStr(x.shape)}`,
+  );
+  const shape = [...x.shape.slice(0, -1), length];
+  const out = empty(shape);
+  backend().slice(out, x.data, x.size / C, C, start, length);
+  return record("slice", [x], new Tensor(out, shape), { start, length }, null);
+}
+
+/** Rows of weight: [V, C] picked by ids (shape idsShape) -> [...idsShape, C]. */
+export function embedding(
+  weight: Tensor,
+  ids: Int32Array,
+  idsShape: readonly number[] = [ids.length],
+): Tensor {
+  check(weight.ndim === 2, () => `embedding: weight must be [V, C], got ${shapeStr(weight.shape)}`);
+  check(
+    numel(idsShape) === ids.length,
+    () => `embedding: ${ids.length} ids do not fill shape ${shapeStr(idsShape)}`,
+  );
+  const [V, C] = weight.shape as [number, number];
+  for (const id of ids) {
+    if (!(id >= 0 && id < V))
+      throw new RangeError(`embedding: token id ${id} is outside the vocabulary [0, ${V})`);
+  }
+  const shape = [...idsShape, C];
+  const out = empty(shape);
+  backend().embeddingForward(out, weight.data, ids, C);
+  return record("embedding", [weight], new Tensor(out, shape), { ids }, null);
+}
+
+function checkNormParams(what: string, x: Tensor, ...params: Tensor[]): number {
+  const C = last(x);
+  for (const p of params) {
+    check(
+      p.ndim === 1 && p.shape[0] === C,
+      () => `${what}: parameter ${shapeStr(p.shape)} does not match x ${shapeStr(x.shape)}`,
+    );
+  }
+  return C;
+}
+
+/** Layer norm over the last dim (biased variance), then * weight + bias. */
+export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps: number): Tensor {
+  const C = checkNormParams("layerNorm", x, weight, bias);
+  const N = x.size / C;
+  const out = empty(x.shape);
+  const mean = new Float32Array(N);
+  const rstd = new Float32Array(N);
+  backend().layerNormForward(out, mean, rstd, x.data, weight.data, bias.data, N, C, eps);
+  return record("layerNorm", [x, weight, bias], new Tensor(out, x.shape), { eps }, { mean, rstd });
+}
+
+/** RMS norm over the last dim: x / sqrt(mean(x²) + eps) * weight (Llama's RMSNorm). */
+export function rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor {
+  const C = checkNormParams("rmsNorm", x, weight);
+  const N = x.size / C;
+  const out = empty(x.shape);
+  const rstd = new Float32Array(N);
+  backend().rmsNormForward(out, rstd, x.data, weight.data, N, C, eps);
+  return record("rmsNorm", [x, weight], new Tensor(out, x.shape), { eps }, { rstd });
+}
+
+/** GELU, tanh approximation (GPT-2's gelu_new). */
+export function gelu(x: Tensor): Tensor {
+  const out = empty(x.shape);
+  backend().geluForward(out, x.data);
+  return record("gelu", [x], new Tensor(out, x.shape), null, null);
+}
+
+/** SiLU: x * sigmoid(x). */
+export function silu(x: Tensor): Tensor {
+  const out = empty(x.shape);
+  backend().siluForward(out, x.data);
+  return record("silu", [x], new Tensor(out, x.shape), null, null);
+}
+
+/** Softmax over the last dim. */
+export function softmax(x: Tensor): Tensor {
+  const C = last(x);
+  const out = empty(x.shape);
+  backend().softmaxForward(out, x.data, x.size / C, C);
+  return record("softmax", [x], new Tensor(out, x.shape), null, null);
+}
+
+/** Rotary position embedding (rotate-half convention) on x: [B, T, H, D] at positions offset.. */
+export function rope(x: Tensor, offset: number, theta: number): Tensor {
+  check(
+    x.ndim === 4 && last(x) % 2 === 0,
+    () => `rope: x must be [B, T, H, D] with even D, got ${shapeStr(x.shape)}`,
+  );
+  const [B, T, H, D] = x.shape as [number, number, number, number];
+  const out = empty(x.shape);
+  backend().rope(out, x.data, B, T, H, D, offset, theta, false);
+  return record("rope", [x], new Tensor(out, x.shape), { offset, theta }, null);
+}
+
+/** Attention dims from q: [B, Tq, Hq, D], k, v: [B, Tk, Hkv, D]. */
+export function attentionDims(q: Tensor, k: Tensor, v: Tensor, causal: boolean) {
+  check(
+    q.ndim === 4 && k.ndim === 4 && sameShape(k.shape, v.shape),
+    () =>
+      `attention: need q [B, Tq, Hq, D] and k, v [B, Tk, Hkv, D]; got ${shapeStr(q.shape)}, ${shapeStr(k.shape)}, ${shapeStr(v.shape)}`,
+  );
+  const [B, Tq, Hq, D] = q.shape as [number, number, number, number];
+  const [Bk, Tk, Hkv, Dk] = k.shape as [number, number, number, number];
+  check(
+    B === Bk && D === Dk && Hq % Hkv === 0 && Tk >= Tq,
+    () =>
+      `attention: q ${shapeStr(q.shape)} and k ${shapeStr(k.shape)} disagree (batch, head dim, Hq % Hkv == 0, Tk >= Tq)`,
+  );
+  return { B, Tq, Tk, Hq, Hkv, D, causal };
+}
+
+/** Scaled dot-product attention, grouped-query, causal by default. Returns [B, Tq, Hq, D]. */
+export function attention(q: Tensor, k: Tensor, v: Tensor, causal = true): Tensor {
+  const d = attentionDims(q, k, v, causal);
+  const out = empty(q.shape);
+  const att = new Float32Array(d.B * d.Hq * d.Tq * d.Tk);
+  backend().attentionForward(out, att, q.data, k.data, v.data, d);
+  return record("attention", [q, k, v], new Tensor(out, q.shape), { causal }, { att });
+}
+
+/**
+ * Cross-entropy of logits [..., V] against integer targets (one per row; negative = ignored).
+ * "mean" averages over the rows that are not ignored; "sum" adds them up.
+ */
+export function crossEntropy(
+  logits: Tensor,
+  targets: Int32Array,
+  reduction: "mean" | "sum" = "mean",
+): Tensor {
+  const V = last(logits);
+  const N = logits.size / V;
+  check(
+    targets.length === N,
+    () => `crossEntropy: ${targets.length} targets for ${N} rows of logits ${shapeStr(logits.shape)}`,
+  );
+  let count = 0;
+  for (const t of targets) {
+    if (t >= V) throw new RangeError(`crossEntropy: target ${t} is outside the vocabulary [0, ${V})`);
+    if (t >= 0) count++;
+  }
+  if (reduction === "mean" && count === 0) {
+    throw new Error(
+      "crossEntropy: every target is ignored, so the mean loss is undefined; check the loss mask",
+    );
+  }
+  const losses = new Float32Array(N);
+  const lse = new Float32Array(N);
+  backend().crossEntropyForward(losses, lse, logits.data, targets, N, V);
+  let total = 0;
+  for (let n = 0; n < N; n++) total += losses[n]!;
+  const value = reduction === "mean" ? total / count : total;
+  return record(
+    "crossEntropy",
+    [logits],
+    new Tensor(new Float32Array([value]), []),
+    { targets, reduction },
+    { lse, count },
+  );
+}
+
+/** Inverted dropout: zeroes each value with probability p and scales the rest by 1/(1-p). */
+export function dropout(x: Tensor, p: number, rng: Rng): Tensor {
+  check(p >= 0 && p < 1, () => `dropout: p must be in [0, 1), got ${p}`);
+  if (p === 0) return x;
+  const mask = new Float32Array(x.size);
+  const keep = 1 / (1 - p);
+  for (let i = 0; i < mask.length; i++) mask[i] = rng.uniform() < p ? 0 : keep;
+  const out = empty(x.shape);
+  backend().binary("mul", out, x.data, mask, [x.size], [1], [1]);
+  return record("dropout", [x], new Tensor(out, x.shape), { p }, { mask });
+}

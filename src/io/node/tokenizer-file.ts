@@ -1,0 +1,36 @@
+/** Node: loads a Tokenizer from a model folder (tokenizer.json, optional tokenizer_config.json / generation_config.json). */
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Tokenizer } from "../tokenizer.js";
+
+function readJson(path: string): Record<string, unknown> {
+  const text = readFileSync(path, "utf8");
+  try {
+    return JSON.parse(text) as Record<string, unknown>;
+  } catch (err) {
+    throw new Error(`${path}: invalid JSON (${(err as Error).message})`);
+  }
+}
+
+const readOptional = (path: string) => (existsSync(path) ? readJson(path) : null);
+
+export function loadTokenizer(dir: string): Tokenizer {
+  const path = join(dir, "tokenizer.json");
+  if (!existsSync(path)) {
+    throw new Error(
+      `no tokenizer found: ${path} does not exist. Put the model's tokenizer.json there ` +
+        "(e.g. save it with transformers: AutoTokenizer.from_pretrained(name).save_pretrained(dir))",
+    );
+  }
+  let tokenizerConfig = readOptional(join(dir, "tokenizer_config.json"));
+  // Recent transformers saves the chat template beside tokenizer_config.json instead of inside it.
+  const jinja = join(dir, "chat_template.jinja");
+  if (tokenizerConfig?.chat_template === undefined && existsSync(jinja)) {
+    tokenizerConfig = { ...tokenizerConfig, chat_template: readFileSync(jinja, "utf8") };
+  }
+  return Tokenizer.fromJSON({
+    tokenizerJson: readJson(path),
+    tokenizerConfig,
+    generationConfig: readOptional(join(dir, "generation_config.json")),
+  });
+}

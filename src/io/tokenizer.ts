@@ -1,0 +1,187 @@
+/** Tokenizer: encode/decode, special ids and chat templates from parsed tokenizer.json + configs (browser-safe). */
+import { Template } from "@huggingface/jinja";
+import { Tokenizer as HFTokenizer } from "@huggingface/tokenizers";
+
+export type ChatMessage = { role: string; content: string };
+type Json = Record<string, unknown>;
+
+/** The parsed contents of a model folder's tokenizer.json, tokenizer_config.json and generation_config.json. */
+export interface TokenizerFiles {
+  tokenizerJson: unknown;
+  tokenizerConfig?: Json | null;
+  generationConfig?: Json | null;
+}
+
+/** A special token in tokenizer_config.json: a string or an AddedToken object `{content: ...}`. */
+function tokenString(v: unknown): string | null {
+  if (typeof v === "string") return v;
+  const content = v !== null && typeof v === "object" ? (v as Json).content : undefined;
+  return typeof content === "string" ? content : null;
+}
+
+function idList(v: unknown): number[] {
+  const list = Array.isArray(v) ? v : [v];
+  return list.filter((x): x is number => Number.isInteger(x));
+}
+
+/** tokenizer_config `chat_template`: a string, or a list of {name, template} where "default" is used. */
+function pickTemplate(v: unknown): string | null {
+  if (typeof v === "string") return v;
+  if (!Array.isArray(v)) return null;
+  const named = v.find((t) => t?.name === "default");
+  return typeof named?.template === "string" ? named.template : null;
+}
+
+export class Tokenizer {
+  readonly bosToken: string | null;
+  readonly eosToken: string | null;
+  readonly bosId: number | null;
+  /** Ids that end generation: tokenizer_config eos_token first, then generation_config eos_token_id(s). */
+  readonly eosIds: number[];
+  readonly padId: number | null;
+  /** One more than the largest token id, added tokens included. */
+  readonly vocabSize: number;
+  readonly chatTemplate: string | null;
+  private template: Template | null = null;
+  /** Special-token strings the chat template sees (bos_token, eos_token, ...), like transformers passes them. */
+  private readonly specialStrings: Record<string, unknown> = {};
+
+  private constructor(
+    private readonly hf: HFTokenizer,
+    private readonly config: Json,
+    generation: Json,
+  ) {
+    for (const key of [
+      "bos_token",
+      "eos_token",
+      "unk_token",
+      "pad_token",
+      "sep_token",
+      "cls_token",
+      "mask_token",
+    ]) {
+      const s = tokenString(config[key]);
+      if (s !== null) this.specialStrings[key] = s;
+    }
+    if (config.additional_special_tokens)
+      this.specialStrings.additional_special_tokens = config.additional_special_tokens;
+    // A token tokenizer_config names (even as null) wins; generation_config is the fallback.
+    const id = (key: string, fallback: unknown): number | null => {
+      const s = tokenString(config[key]);
+      if (s !== null) return hf.token_to_id(s) ?? null;
+      return key in config ? null : (idList(fallback)[0] ?? null);
+    };
+    this.bosToken = tokenString(config.bos_token);
+    this.eosToken = tokenString(config.eos_token);
+    this.bosId = id("bos_token", generation.bos_token_id);
+    this.padId = id("pad_token", generation.pad_token_id);
+    const eos = this.eosToken === null ? undefined : hf.token_to_id(this.eosToken);
+    this.eosIds = [...new Set([...(eos === undefined ? [] : [eos]), ...idList(generation.eos_token_id)])];
+    let maxId = -1; // (no Math.max(...ids): a 150k-entry spread overflows the stack)
+    for (const i of hf.get_vocab(true).values()) maxId = Math.max(maxId, i);
+    this.vocabSize = maxId + 1;
+    this.chatTemplate = pickTemplate(config.chat_template);
+  }
+
+  static fromJSON({ tokenizerJson, tokenizerConfig, generationConfig }: TokenizerFiles): Tokenizer {
+    if (tokenizerJson === null || typeof tokenizerJson !== "object" || !("model" in tokenizerJson)) {
+      throw new Error('tokenizer.json: expected an object with a "model" entry');
+    }
+    // tokenizers.js insists on these keys being present (null is fine); files saved by HF always have them.
+    const json = {
+      normalizer: null,
+      pre_tokenizer: null,
+      post_processor: null,
+      decoder: null,
+      added_tokens: [],
+      ...tokenizerJson,
+    };
+    const config: Json = { ...(tokenizerConfig ?? {}) };
+    // tokenizers.js reads special tokens as plain strings; modern transformers defaults clean-up to off.
+    for (const key of ["bos_token", "eos_token", "unk_token", "pad_token"]) {
+      if (key in config) config[key] = tokenString(config[key]);
+    }
+    if (Array.isArray(config.additional_special_tokens)) {
+      config.additional_special_tokens = config.additional_special_tokens
+        .map(tokenString)
+        .filter((s) => s !== null);
+    }
+    config.clean_up_tokenization_spaces ??= false;
+    return new Tokenizer(new HFTokenizer(json, config), config, generationConfig ?? {});
+  }
+
+  /**
+   * Token ids of `text`. With special tokens (the default) this follows transformers: explicit
+   * add_bos_token / add_eos_token in tokenizer_config decide BOS/EOS, else tokenizer.json's post-processor.
+   */
+  encode(text: string, { addSpecialTokens = true }: { addSpecialTokens?: boolean } = {}): number[] {
+    const { add_bos_token: addBos, add_eos_token: addEos } = this.config;
+    const flags = typeof addBos === "boolean" || typeof addEos === "boolean";
+    const ids = this.hf.encode(text, { add_special_tokens: addSpecialTokens && !flags }).ids;
+    if (!addSpecialTokens || !flags) return ids;
+    const bos = addBos === true && this.bosId !== null ? [this.bosId] : [];
+    const eos = addEos === true && this.eosIds.length > 0 ? [this.eosIds[0]!] : [];
+    return [...bos, ...ids, ...eos];
+  }
+
+  /** Text of `ids`; ids outside the vocabulary are dropped (as HF's Rust tokenizers does). */
+  decode(ids: number[], { skipSpecialTokens = false }: { skipSpecialTokens?: boolean } = {}): string {
+    const known = ids.filter((id) => this.hf.id_to_token(id) !== undefined);
+    if (known.length === 0) return ""; // tokenizers.js throws on an empty list
+    return this.hf.decode(known, { skip_special_tokens: skipSpecialTokens });
+  }
+
+  /** Renders `messages` with the model's chat template, passing special tokens and add_generation_prompt. */
+  applyChatTemplate(messages: ChatMessage[], { addGenerationPrompt = false } = {}): string {
+    if (this.chatTemplate === null) {
+      throw new Error(
+        "this model has no chat template (no chat_template in tokenizer_config.json); " +
+          "pass a plain prompt instead, or use a model that has a chat template",
+      );
+    }
+    this.template ??= new Template(this.chatTemplate);
+    return this.template.render({
+      ...this.specialStrings,
+      messages,
+      add_generation_prompt: addGenerationPrompt,
+    });
+  }
+}
+
+export interface StreamDecoder {
+  /** Adds one id; returns the text that became printable (possibly ""). */
+  push(id: number): string;
+  /** Returns whatever is still held back (e.g. an incomplete UTF-8 sequence). */
+  flush(): string;
+}
+
+/**
+ * Incremental decoding for streaming output. It decodes a window of recent ids and emits only the new
+ * suffix, holding text that ends in U+FFFD (a partial byte-fallback character) until it completes.
+ * `context` ids (e.g. the prompt) are decoded as left context but never emitted, so a first generated
+ * token like "▁there" keeps its leading space.
+ */
+export function createStreamDecoder(
+  tokenizer: Tokenizer,
+  { context = [], skipSpecialTokens = false }: { context?: number[]; skipSpecialTokens?: boolean } = {},
+): StreamDecoder {
+  const ids = [...context];
+  let start = 0; // the window: ids[start, shown) were already emitted, ids[shown, ...) not yet
+  let shown = ids.length;
+  const text = (end: number) => tokenizer.decode(ids.slice(start, end), { skipSpecialTokens });
+  const emit = (force: boolean): string => {
+    const before = text(shown);
+    const now = text(ids.length);
+    if (now.length <= before.length || (!force && now.endsWith("\uFFFD"))) return "";
+    start = shown;
+    shown = ids.length;
+    return now.slice(before.length);
+  };
+  return {
+    push(id) {
+      ids.push(id);
+      return emit(false);
+    },
+    flush: () => emit(true),
+  };
+}

@@ -1,0 +1,203 @@
+/**
+ * The kernel interface. Every numeric loop of the toolkit runs behind it, so a faster backend
+ * (WebAssembly SIMD, native) changes no model code. `ref` is the plain-TypeScript oracle.
+ *
+ * Conventions (llm.c style): outputs first, then inputs, then dims. Buffers are row-major f32.
+ * Names: B batch, T time, C channels, H heads, D head dim, V vocab, N rows (= B*T).
+ * Unless a kernel says "accumulates", it overwrites its outputs.
+ */
+
+export interface MatmulDims {
+  /** Number of independent products. */
+  batch: number;
+  M: number;
+  N: number;
+  K: number;
+  /** A is stored [K, M] (read transposed) instead of [M, K]. */
+  transA: boolean;
+  /** B is stored [N, K] (read transposed) instead of [K, N]. */
+  transB: boolean;
+  /** Element offsets between consecutive batch items; 0 broadcasts one operand. */
+  strideA: number;
+  strideB: number;
+  strideOut: number;
+  /** Add into `out` instead of overwriting it. */
+  accumulate: boolean;
+}
+
+export interface AttentionDims {
+  B: number;
+  Tq: number;
+  Tk: number;
+  Hq: number;
+  Hkv: number;
+  D: number;
+  /** Query i sits at absolute position Tk - Tq + i and sees keys 0..Tk-Tq+i. */
+  causal: boolean;
+}
+
+export interface AdamWParams {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** 1-based step number, for bias correction. */
+  step: number;
+}
+
+export interface Backend {
+  readonly name: string;
+
+  // out[b]: [M, N] = op(a[b]): [M, K] @ op(b[b]): [K, N]
+  matmul(out: Float32Array, a: Float32Array, b: Float32Array, d: MatmulDims): void;
+
+  // out[i] = a[i·aStrides] (+|*) b[i·bStrides], i over outShape (strides are 0 on broadcast dims)
+  binary(
+    op: "add" | "mul",
+    out: Float32Array,
+    a: Float32Array,
+    b: Float32Array,
+    outShape: readonly number[],
+    aStrides: readonly number[],
+    bStrides: readonly number[],
+  ): void;
+  // out (zeroed first): sum of g over the dims where outStrides is 0; g: [gShape]
+  sumTo(out: Float32Array, g: Float32Array, gShape: readonly number[], outStrides: readonly number[]): void;
+  // out = s * x
+  scale(out: Float32Array, x: Float32Array, s: number): void;
+
+  // x: [rows, C] -> out: [rows, len] = x[:, start:start+len]
+  slice(out: Float32Array, x: Float32Array, rows: number, C: number, start: number, len: number): void;
+  // dx: [rows, C] accumulates dout: [rows, len] into columns start:start+len
+  sliceBackward(
+    dx: Float32Array,
+    dout: Float32Array,
+    rows: number,
+    C: number,
+    start: number,
+    len: number,
+  ): void;
+
+  // weight: [V, C], ids: [N] -> out: [N, C]
+  embeddingForward(out: Float32Array, weight: Float32Array, ids: Int32Array, C: number): void;
+  // dweight: [V, C] accumulates dout: [N, C] at rows ids
+  embeddingBackward(dweight: Float32Array, dout: Float32Array, ids: Int32Array, C: number): void;
+
+  // x: [N, C] -> out: [N, C]; mean, rstd: [N] saved for backward
+  layerNormForward(
+    out: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+    x: Float32Array,
+    weight: Float32Array,
+    bias: Float32Array,
+    N: number,
+    C: number,
+    eps: number,
+  ): void;
+  // dx: [N, C] overwritten; dweight, dbias: [C] accumulate (null when not needed)
+  layerNormBackward(
+    dx: Float32Array | null,
+    dweight: Float32Array | null,
+    dbias: Float32Array | null,
+    dout: Float32Array,
+    x: Float32Array,
+    weight: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+    N: number,
+    C: number,
+  ): void;
+
+  // x: [N, C] -> out: [N, C] = x * rstd * weight; rstd: [N]
+  rmsNormForward(
+    out: Float32Array,
+    rstd: Float32Array,
+    x: Float32Array,
+    weight: Float32Array,
+    N: number,
+    C: number,
+    eps: number,
+  ): void;
+  rmsNormBackward(
+    dx: Float32Array | null,
+    dweight: Float32Array | null,
+    dout: Float32Array,
+    x: Float32Array,
+    weight: Float32Array,
+    rstd: Float32Array,
+    N: number,
+    C: number,
+  ): void;
+
+  // elementwise; GELU is the tanh approximation (GPT-2's gelu_new)
+  geluForward(out: Float32Array, x: Float32Array): void;
+  geluBackward(dx: Float32Array, dout: Float32Array, x: Float32Array): void;
+  siluForward(out: Float32Array, x: Float32Array): void;
+  siluBackward(dx: Float32Array, dout: Float32Array, x: Float32Array): void;
+
+  // x: [N, C] -> out: [N, C], softmax over C
+  softmaxForward(out: Float32Array, x: Float32Array, N: number, C: number): void;
+  // y: the forward output
+  softmaxBackward(dx: Float32Array, dout: Float32Array, y: Float32Array, N: number, C: number): void;
+
+  // x: [B, T, H, D] -> out: [B, T, H, D], rotate-half RoPE at positions offset..offset+T-1;
+  // inverse rotates the other way (that is the backward).
+  rope(
+    out: Float32Array,
+    x: Float32Array,
+    B: number,
+    T: number,
+    H: number,
+    D: number,
+    offset: number,
+    theta: number,
+    inverse: boolean,
+  ): void;
+
+  // q: [B, Tq, Hq, D], k, v: [B, Tk, Hkv, D] -> out: [B, Tq, Hq, D]; att: [B, Hq, Tq, Tk] probabilities
+  attentionForward(
+    out: Float32Array,
+    att: Float32Array,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    d: AttentionDims,
+  ): void;
+  // dq, dk, dv overwritten (null when not needed)
+  attentionBackward(
+    dq: Float32Array | null,
+    dk: Float32Array | null,
+    dv: Float32Array | null,
+    dout: Float32Array,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    att: Float32Array,
+    d: AttentionDims,
+  ): void;
+
+  // logits: [N, V], targets: [N] (negative = ignored) -> losses: [N] (0 where ignored), lse: [N]
+  crossEntropyForward(
+    losses: Float32Array,
+    lse: Float32Array,
+    logits: Float32Array,
+    targets: Int32Array,
+    N: number,
+    V: number,
+  ): void;
+  // dlogits: [N, V] = scale * (softmax(logits) - onehot(target)); rows with ignored targets get 0
+  crossEntropyBackward(
+    dlogits: Float32Array,
+    logits: Float32Array,
+    lse: Float32Array,
+    targets: Int32Array,
+    N: number,
+    V: number,
+    scale: number,
+  ): void;
+
+  // one AdamW step in place: m, v are the moment buffers; weightDecay is decoupled (0 gives Adam)
+  adamw(param: Float32Array, grad: Float32Array, m: Float32Array, v: Float32Array, p: AdamWParams): void;
+}

@@ -1,0 +1,133 @@
+/** Reference rotary embedding and causal grouped-query attention, forward and backward. */
+import type { AttentionDims } from "../backend.js";
+
+// x: [B, T, H, D] -> out: [B, T, H, D]; pairs (i, i + D/2) rotate by angle pos * theta^(-2i/D)
+export function rope(
+  out: Float32Array,
+  x: Float32Array,
+  B: number,
+  T: number,
+  H: number,
+  D: number,
+  offset: number,
+  theta: number,
+  inverse: boolean,
+): void {
+  const half = D >> 1;
+  const sign = inverse ? -1 : 1;
+  for (let t = 0; t < T; t++) {
+    const pos = offset + t;
+    for (let i = 0; i < half; i++) {
+      const angle = pos * theta ** ((-2 * i) / D);
+      const c = Math.cos(angle);
+      const s = sign * Math.sin(angle);
+      for (let b = 0; b < B; b++) {
+        for (let h = 0; h < H; h++) {
+          const o = ((b * T + t) * H + h) * D;
+          const x1 = x[o + i]!;
+          const x2 = x[o + i + half]!;
+          out[o + i] = x1 * c - x2 * s;
+          out[o + i + half] = x2 * c + x1 * s;
+        }
+      }
+    }
+  }
+}
+
+// q: [B, Tq, Hq, D], k, v: [B, Tk, Hkv, D] -> out: [B, Tq, Hq, D], att: [B, Hq, Tq, Tk]
+export function attentionForward(
+  out: Float32Array,
+  att: Float32Array,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  d: AttentionDims,
+): void {
+  const { B, Tq, Tk, Hq, Hkv, D, causal } = d;
+  const group = Hq / Hkv;
+  const scale = 1 / Math.sqrt(D);
+  att.fill(0);
+  out.fill(0);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < Hq; h++) {
+      const hk = Math.floor(h / group);
+      for (let i = 0; i < Tq; i++) {
+        const qo = ((b * Tq + i) * Hq + h) * D;
+        const ao = ((b * Hq + h) * Tq + i) * Tk;
+        const limit = causal ? Tk - Tq + i + 1 : Tk;
+        let mx = -Infinity;
+        for (let j = 0; j < limit; j++) {
+          const ko = ((b * Tk + j) * Hkv + hk) * D;
+          let s = 0;
+          for (let c = 0; c < D; c++) s += q[qo + c]! * k[ko + c]!;
+          att[ao + j] = s * scale;
+          mx = Math.max(mx, s * scale);
+        }
+        let sum = 0;
+        for (let j = 0; j < limit; j++) {
+          const e = Math.exp(att[ao + j]! - mx);
+          att[ao + j] = e;
+          sum += e;
+        }
+        for (let j = 0; j < limit; j++) {
+          const p = att[ao + j]! / sum;
+          att[ao + j] = p;
+          const vo = ((b * Tk + j) * Hkv + hk) * D;
+          for (let c = 0; c < D; c++) out[qo + c]! += p * v[vo + c]!;
+        }
+      }
+    }
+  }
+}
+
+export function attentionBackward(
+  dq: Float32Array | null,
+  dk: Float32Array | null,
+  dv: Float32Array | null,
+  dout: Float32Array,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  att: Float32Array,
+  d: AttentionDims,
+): void {
+  const { B, Tq, Tk, Hq, Hkv, D, causal } = d;
+  const group = Hq / Hkv;
+  const scale = 1 / Math.sqrt(D);
+  dq?.fill(0);
+  dk?.fill(0);
+  dv?.fill(0);
+  const dscore = new Float32Array(Tk);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < Hq; h++) {
+      const hk = Math.floor(h / group);
+      for (let i = 0; i < Tq; i++) {
+        const qo = ((b * Tq + i) * Hq + h) * D;
+        const ao = ((b * Hq + h) * Tq + i) * Tk;
+        const limit = causal ? Tk - Tq + i + 1 : Tk;
+        // in the forward pass: out_i = sum_j p_ij v_j, so dp_ij = dout_i . v_j and dv_j += p_ij dout_i
+        let dot = 0;
+        for (let j = 0; j < limit; j++) {
+          const vo = ((b * Tk + j) * Hkv + hk) * D;
+          const p = att[ao + j]!;
+          let dp = 0;
+          for (let c = 0; c < D; c++) {
+            dp += dout[qo + c]! * v[vo + c]!;
+            if (dv) dv[vo + c]! += p * dout[qo + c]!;
+          }
+          dscore[j] = dp;
+          dot += dp * p;
+        }
+        // softmax backward, then s_ij = scale * q_i . k_j
+        for (let j = 0; j < limit; j++) {
+          const ds = att[ao + j]! * (dscore[j]! - dot) * scale;
+          const ko = ((b * Tk + j) * Hkv + hk) * D;
+          for (let c = 0; c < D; c++) {
+            if (dq) dq[qo + c]! += ds * k[ko + c]!;
+            if (dk) dk[ko + c]! += ds * q[qo + c]!;
+          }
+        }
+      }
+    }
+  }
+}

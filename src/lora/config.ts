@@ -1,0 +1,62 @@
+/**
+ * LoRA configuration, with PEFT's adapter_config.json field names (snake_case), and its checks.
+ * Only fields this toolkit acts on are listed; io/ ignores the rest when reading.
+ */
+
+export interface LoraConfig {
+  /** Rank of the update B·A. */
+  r: number;
+  /** Scale numerator: the update is multiplied by lora_alpha / r (or / √r with use_rslora). */
+  lora_alpha: number;
+  lora_dropout: number;
+  /** A list (exact names or name suffixes), a full-match regex string, or "all-linear". */
+  target_modules: string[] | string;
+  /** Module names (exact, suffix) or a regex string never to adapt. */
+  exclude_modules?: string[] | string | null;
+  /** Only adapt blocks with these indices. */
+  layers_to_transform?: number[] | null;
+  use_rslora: boolean;
+  /** PEFT: true = kaiming-uniform A (its default); "gaussian" = A ~ N(0, 1/r). B starts at 0 either way. */
+  init_lora_weights: boolean | "gaussian";
+  /** Per-module rank and alpha overrides: key (exact name, suffix or regex) -> value. */
+  rank_pattern?: Record<string, number>;
+  alpha_pattern?: Record<string, number>;
+  /** true when the base layer stores its weight [in, out] (GPT-2's Conv1D). */
+  fan_in_fan_out?: boolean;
+}
+
+export const LORA_DEFAULTS = {
+  r: 8,
+  lora_alpha: 16,
+  lora_dropout: 0,
+  use_rslora: false,
+  init_lora_weights: true,
+} as const;
+
+/** The update's scale factor. */
+export function loraScaling(r: number, alpha: number, rslora: boolean): number {
+  return rslora ? alpha / Math.sqrt(r) : alpha / r;
+}
+
+/** Throws a message naming the value and what was expected, for a rank, alpha or dropout out of range. */
+export function checkLoraShape(
+  r: number,
+  alpha: number,
+  dropout: number,
+  inF: number,
+  outF: number,
+  where = "",
+) {
+  const at = where ? ` (${where})` : "";
+  if (!Number.isInteger(r) || r <= 0)
+    throw new RangeError(`LoRA rank r must be a positive integer, got ${r}${at}`);
+  if (r > Math.min(inF, outF)) {
+    throw new RangeError(
+      `LoRA rank r=${r} is larger than min(in, out) = min(${inF}, ${outF}) = ${Math.min(inF, outF)}${at}; a low-rank update needs r <= ${Math.min(inF, outF)}`,
+    );
+  }
+  if (!(alpha > 0) || !Number.isFinite(alpha))
+    throw new RangeError(`lora_alpha must be > 0, got ${alpha}${at}`);
+  if (!(dropout >= 0 && dropout < 1))
+    throw new RangeError(`lora_dropout must be in [0, 1), got ${dropout}${at}`);
+}

@@ -1,0 +1,4 @@
+/** LoRA: configuration, the wrapping layer, injection into a model, merging. */
+export * from "./config.js";
+export * from "./inject.js";
+export * from "./layer.js";

@@ -1,0 +1,160 @@
+/**
+ * Model surgery: find the Linear layers a LoraConfig targets, freeze everything, and wrap each
+ * target in a LoRALinear. Also merging, fusing and PEFT's trainable-parameter report.
+ */
+import { Linear } from "../nn/layers.js";
+import { type Module, setSubmodule } from "../nn/module.js";
+import { Rng } from "../tensor/random.js";
+import { LORA_DEFAULTS, type LoraConfig } from "./config.js";
+import { LoRALinear } from "./layer.js";
+
+/** A model LoRA can be applied to: any module tree, optionally naming its output head. */
+export interface Adaptable extends Module {
+  readonly headName?: string;
+}
+
+/** The block index in a path like "model.layers.3.self_attn.q_proj" or "transformer.h.3.attn.c_attn". */
+export function layerIndex(path: string): number | null {
+  const m = /\.(?:layers|h|blocks|layer)\.(\d+)\./.exec(`.${path}.`);
+  return m ? Number(m[1]) : null;
+}
+
+/** PEFT's matching: a list entry matches the exact name or a ".suffix"; a string is a full-match regex. */
+function matches(path: string, key: string): boolean {
+  return path === key || path.endsWith(`.${key}`);
+}
+
+function fullMatch(pattern: string, path: string): boolean {
+  try {
+    return new RegExp(`^(?:${pattern})$`).test(path);
+  } catch (e) {
+    throw new Error(
+      `target_modules: "${pattern}" is not a valid regular expression: ${(e as Error).message}`,
+    );
+  }
+}
+
+function selected(path: string, spec: string[] | string): boolean {
+  return typeof spec === "string" ? fullMatch(spec, path) : spec.some((k) => matches(path, k));
+}
+
+/** Per-module override from rank_pattern / alpha_pattern (exact, suffix, or full-match regex key). */
+function override(path: string, pattern: Record<string, number> | undefined): number | undefined {
+  for (const [key, value] of Object.entries(pattern ?? {})) {
+    if (matches(path, key) || fullMatch(`(?:.*\\.)?(?:${key})`, path)) return value;
+  }
+  return undefined;
+}
+
+/** The Linear layers a config targets, by path; throws listing what exists when a target matches nothing. */
+export function findTargets(model: Adaptable, config: LoraConfig): [string, Linear][] {
+  const linears = model.namedModules().filter((e): e is [string, Linear] => e[1] instanceof Linear);
+  const head = model.headName;
+  const spec = config.target_modules;
+  const layers = config.layers_to_transform;
+  const pick = (path: string) => {
+    if (spec === "all-linear") return path !== head && !path.endsWith(`.${head}`);
+    return selected(path, spec);
+  };
+  const found = linears.filter(([path]) => {
+    if (!pick(path)) return false;
+    if (config.exclude_modules && selected(path, config.exclude_modules)) return false;
+    if (layers && layers.length > 0) {
+      const i = layerIndex(path);
+      return i !== null && layers.includes(i);
+    }
+    return true;
+  });
+  const names = [...new Set(linears.map(([p]) => p.split(".").pop()!))];
+  const available = `available linear modules: ${names.join(", ")} (e.g. ${linears[0]?.[0] ?? "none"})`;
+  if (found.length === 0) {
+    const restricted = layers?.length ? ` in layers [${layers.join(", ")}]` : "";
+    throw new Error(
+      `LoRA target_modules ${JSON.stringify(spec)} matched no module${restricted}; ${available}`,
+    );
+  }
+  // A misspelled entry must not hide behind one that matches.
+  if (Array.isArray(spec)) {
+    const missing = spec.filter((k) => !linears.some(([p]) => matches(p, k)));
+    if (missing.length > 0) {
+      throw new Error(`LoRA target_modules ${JSON.stringify(missing)} matched no module; ${available}`);
+    }
+  }
+  return found;
+}
+
+/**
+ * Freezes the model and wraps every targeted Linear in a LoRALinear. Returns the wrapped paths.
+ * Only the LoRA A and B matrices require grad afterwards.
+ */
+export function applyLoRA(
+  model: Adaptable,
+  config: LoraConfig,
+  opts: { rng?: Rng; init?: "gaussian" | "kaiming" } = {},
+): string[] {
+  if (model.namedModules().some(([, m]) => m instanceof LoRALinear)) {
+    throw new Error("the model already has LoRA layers; load a fresh base model to apply another config");
+  }
+  const targets = findTargets(model, config);
+  model.freeze();
+  const rng = opts.rng ?? new Rng(0);
+  const init = opts.init ?? (config.init_lora_weights === "gaussian" ? "gaussian" : "kaiming");
+  for (const [path, linear] of targets) {
+    const r = override(path, config.rank_pattern) ?? config.r;
+    const alpha = override(path, config.alpha_pattern) ?? config.lora_alpha;
+    const layer = LoRALinear.fromBase(linear, {
+      r,
+      alpha,
+      dropout: config.lora_dropout ?? LORA_DEFAULTS.lora_dropout,
+      rslora: config.use_rslora,
+      init,
+      rng,
+    });
+    setSubmodule(model, path, layer);
+  }
+  return targets.map(([p]) => p);
+}
+
+/** Every LoRA layer in the model, with its path. */
+export function loraLayers(model: Module): [string, LoRALinear][] {
+  return model.namedModules().filter((e): e is [string, LoRALinear] => e[1] instanceof LoRALinear);
+}
+
+/** Merges every LoRA layer into its base weight (each refuses a second merge). */
+export function mergeLoRA(model: Module): void {
+  for (const [, layer] of loraLayers(model)) layer.merge();
+}
+
+export function unmergeLoRA(model: Module): void {
+  for (const [, layer] of loraLayers(model)) layer.unmerge();
+}
+
+/** Replaces every LoRA layer by a plain Linear holding the merged weight (PEFT's merge_and_unload). */
+export function fuseLoRA(model: Module): void {
+  for (const [path, layer] of loraLayers(model)) setSubmodule(model, path, layer.fuse());
+}
+
+export interface ParamReport {
+  trainable: number;
+  total: number;
+  percent: number;
+  /** PEFT's line: "trainable params: N || all params: M || trainable%: P". */
+  line: string;
+}
+
+export function parameterReport(model: Module): ParamReport {
+  let trainable = 0;
+  let total = 0;
+  for (const p of model.parameters()) {
+    total += p.size;
+    if (p.requiresGrad) trainable += p.size;
+  }
+  const percent = total === 0 ? 0 : (100 * trainable) / total;
+  const fmt = (n: number) => n.toLocaleString("en-US");
+  return {
+    trainable,
+    total,
+    percent,
+    line: `trainable params: ${fmt(trainable)} || all params: ${fmt(total)} || trainable%: ${percent.toFixed(4)}`,
+  };
+}

@@ -1,0 +1,143 @@
+/**
+ * LoRALinear wraps a frozen Linear (it does not subclass it):
+ *   h = W0·x + scaling · B·A·dropout(x),  A: [r, in], B: [out, r], scaling = alpha/r (or alpha/√r).
+ * A starts Gaussian or kaiming-uniform, B at zero, so the wrapped layer starts equal to the base.
+ * merge() folds scaling·B·A into W0 (guarded), unmerge() takes it out, fuse() returns a plain Linear.
+ */
+import { add, dropout, matmul, scale } from "../autograd/ops.js";
+import { noGrad } from "../autograd/tape.js";
+import { Linear, type LinearLike } from "../nn/layers.js";
+import { Module } from "../nn/module.js";
+import { Rng } from "../tensor/random.js";
+import { Tensor } from "../tensor/tensor.js";
+import { checkLoraShape, loraScaling } from "./config.js";
+
+export interface LoRAOptions {
+  r: number;
+  alpha: number;
+  dropout?: number;
+  /** "gaussian": A ~ N(0, 1/r) (PEFT's "gaussian"); "kaiming": U(±1/√in) (PEFT's default). */
+  init?: "gaussian" | "kaiming";
+  rslora?: boolean;
+  /** Draws the initial A and the dropout masks. */
+  rng?: Rng;
+}
+
+export class LoRALinear extends Module implements LinearLike {
+  base_layer: Linear;
+  lora_A: Tensor; // [r, in]
+  lora_B: Tensor; // [out, r]
+  readonly r: number;
+  readonly alpha: number;
+  readonly dropout: number;
+  readonly rslora: boolean;
+  private merged = false;
+
+  private constructor(
+    base: Linear,
+    A: Tensor,
+    B: Tensor,
+    opts: LoRAOptions,
+    private readonly rng: Rng,
+  ) {
+    super();
+    this.base_layer = base;
+    this.lora_A = A;
+    this.lora_B = B;
+    this.r = opts.r;
+    this.alpha = opts.alpha;
+    this.dropout = opts.dropout ?? 0;
+    this.rslora = opts.rslora ?? false;
+  }
+
+  static fromBase(base: Linear, opts: LoRAOptions): LoRALinear {
+    const { inFeatures: inF, outFeatures: outF } = base;
+    checkLoraShape(opts.r, opts.alpha, opts.dropout ?? 0, inF, outF);
+    const rng = opts.rng ?? new Rng(0);
+    const A =
+      (opts.init ?? "kaiming") === "gaussian"
+        ? Tensor.randn([opts.r, inF], rng, 1 / Math.sqrt(opts.r), true)
+        : Tensor.uniform([opts.r, inF], rng, -1 / Math.sqrt(inF), 1 / Math.sqrt(inF), true);
+    const B = Tensor.zeros([outF, opts.r], true);
+    return new LoRALinear(base, A, B, opts, rng);
+  }
+
+  /** Wraps a base layer with given A and B (for loading adapters); checks their shapes. */
+  static withWeights(base: Linear, A: Tensor, B: Tensor, opts: LoRAOptions): LoRALinear {
+    checkLoraShape(opts.r, opts.alpha, opts.dropout ?? 0, base.inFeatures, base.outFeatures);
+    const want = `A [${opts.r}, ${base.inFeatures}] and B [${base.outFeatures}, ${opts.r}]`;
+    if (
+      A.shape[0] !== opts.r ||
+      A.shape[1] !== base.inFeatures ||
+      B.shape[0] !== base.outFeatures ||
+      B.shape[1] !== opts.r
+    ) {
+      throw new Error(`LoRA weights A [${A.shape}] and B [${B.shape}] do not fit: expected ${want}`);
+    }
+    return new LoRALinear(base, A, B, opts, opts.rng ?? new Rng(0));
+  }
+
+  get scaling(): number {
+    return loraScaling(this.r, this.alpha, this.rslora);
+  }
+
+  get inFeatures(): number {
+    return this.base_layer.inFeatures;
+  }
+
+  get outFeatures(): number {
+    return this.base_layer.outFeatures;
+  }
+
+  get isMerged(): boolean {
+    return this.merged;
+  }
+
+  // x: [..., in] -> [..., out]
+  forward(x: Tensor): Tensor {
+    const y = this.base_layer.forward(x);
+    if (this.merged) return y;
+    const h = this.training && this.dropout > 0 ? dropout(x, this.dropout, this.rng) : x;
+    const ax = scale(matmul(h, this.lora_A, { transB: true }), this.scaling); // [..., r]
+    return add(y, matmul(ax, this.lora_B, { transB: true }));
+  }
+
+  /** scaling · B·A: [out, in]. */
+  delta(): Float32Array {
+    return noGrad(() => scale(matmul(this.lora_B, this.lora_A), this.scaling).data);
+  }
+
+  /** Folds the update into W0. Refuses a second merge, and a non-finite result (W0 is left untouched). */
+  merge(): void {
+    if (this.merged) throw new Error("LoRA layer is already merged; unmerge() it before merging again");
+    const w = this.base_layer.weight.data;
+    const merged = this.delta();
+    for (let i = 0; i < merged.length; i++) merged[i]! += w[i]!;
+    const bad = merged.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) {
+      throw new Error(
+        `merge refused: the merged weight has a non-finite value (${merged[bad]}) at index ${bad}; the adapter or base weight is corrupt`,
+      );
+    }
+    w.set(merged);
+    this.merged = true;
+  }
+
+  /** Subtracts the update from W0 again. */
+  unmerge(): void {
+    if (!this.merged) throw new Error("LoRA layer is not merged; nothing to unmerge");
+    const w = this.base_layer.weight.data;
+    const d = this.delta();
+    for (let i = 0; i < w.length; i++) w[i]! -= d[i]!;
+    this.merged = false;
+  }
+
+  /** A plain Linear with weight W0 + scaling·B·A (the base layer is not changed). */
+  fuse(): Linear {
+    const w = this.base_layer.weight;
+    const fused = this.merged ? w.data.slice() : this.delta();
+    if (!this.merged) for (let i = 0; i < fused.length; i++) fused[i]! += w.data[i]!;
+    const bias = this.base_layer.bias;
+    return new Linear(new Tensor(fused, w.shape), bias ? bias.clone(false) : null);
+  }
+}

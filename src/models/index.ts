@@ -1,0 +1,55 @@
+/** The model registry: model_type -> config parser, builder, and checkpoint naming rules. */
+import { GPT2LMHeadModel, gpt2Checkpoint, parseGPT2Config } from "./gpt2.js";
+import { LLAMA_TYPES, LlamaForCausalLM, llamaCheckpoint, parseLlamaConfig } from "./llama.js";
+import type { CausalLM, ParamFactory } from "./model.js";
+
+export type { CausalLM, ParamFactory, ParamKind } from "./model.js";
+export { randomParams } from "./model.js";
+
+export interface CheckpointRules {
+  names(param: string): string[];
+  transposed(param: string): boolean;
+  ignored(name: string): boolean;
+}
+
+export interface ModelFamily {
+  build(config: Record<string, unknown>, params: ParamFactory): CausalLM;
+  checkpoint: CheckpointRules;
+  /** PEFT's default LoRA targets for this family. */
+  defaultTargets: string[];
+}
+
+const gpt2: ModelFamily = {
+  build: (json, p) => new GPT2LMHeadModel(parseGPT2Config(json), p),
+  checkpoint: gpt2Checkpoint,
+  defaultTargets: ["c_attn"],
+};
+const llama: ModelFamily = {
+  build: (json, p) => new LlamaForCausalLM(parseLlamaConfig(json), p),
+  checkpoint: llamaCheckpoint,
+  defaultTargets: ["q_proj", "v_proj"],
+};
+
+const families: Record<string, ModelFamily> = {
+  gpt2,
+  ...Object.fromEntries(LLAMA_TYPES.map((t) => [t, llama])),
+};
+
+export const SUPPORTED_MODEL_TYPES = Object.keys(families);
+
+/** The family for a config.json, or an error naming the supported model types. */
+export function modelFamily(config: Record<string, unknown>, source = "config.json"): ModelFamily {
+  const type = config.model_type;
+  const family = typeof type === "string" ? families[type] : undefined;
+  if (!family) {
+    throw new Error(
+      `${source}: model_type ${JSON.stringify(type)} is not supported; supported: ${SUPPORTED_MODEL_TYPES.join(", ")}`,
+    );
+  }
+  return family;
+}
+
+/** Builds a model from a config.json object, creating each parameter with `params`. */
+export function buildModel(config: Record<string, unknown>, params: ParamFactory): CausalLM {
+  return modelFamily(config).build(config, params);
+}

@@ -1,0 +1,5 @@
+/** Neural-network building blocks. */
+
+export * from "./kv-cache.js";
+export * from "./layers.js";
+export * from "./module.js";

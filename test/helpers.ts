@@ -1,0 +1,51 @@
+/** Shared test helpers: repo paths, the shared data folder, and dtype-based tolerances. */
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** The repository root (tests run from dist/test/..., two levels below it). */
+export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+export const fixturesDir = resolve(repoRoot, "test/fixtures");
+
+/** `../shared/data` beside the checkout, or null when absent (tests then skip, saying so). */
+export function sharedData(sub = ""): string | null {
+  const dir = resolve(repoRoot, "../shared/data", sub);
+  return existsSync(dir) ? dir : null;
+}
+export const SHARED_MISSING = "skipped: ../shared/data is absent on this machine";
+
+/** Tolerances are set by dtype, never loosened per test. */
+export const TOL = {
+  f32: { rtol: 1e-4, atol: 1e-5 },
+  f16: { rtol: 2e-3, atol: 2e-3 },
+  bf16: { rtol: 1.6e-2, atol: 1.6e-2 },
+} as const;
+export type TolKey = keyof typeof TOL;
+
+/** Asserts |got - want| <= atol + rtol * |want| elementwise, and reports the worst element. */
+export function assertClose(
+  got: ArrayLike<number>,
+  want: ArrayLike<number>,
+  dtype: TolKey = "f32",
+  label = "",
+): void {
+  const { rtol, atol } = TOL[dtype];
+  assert.equal(got.length, want.length, `${label}: length ${got.length} != ${want.length}`);
+  let worst = -1;
+  let worstExcess = 0;
+  for (let i = 0; i < got.length; i++) {
+    const g = got[i]!;
+    const w = want[i]!;
+    const excess = Math.abs(g - w) - (atol + rtol * Math.abs(w));
+    if (!(excess <= 0) && (worst < 0 || !(excess <= worstExcess))) {
+      worst = i;
+      worstExcess = excess;
+    }
+  }
+  if (worst >= 0) {
+    assert.fail(
+      `${label}: element ${worst} got ${got[worst]} want ${want[worst]} (rtol ${rtol}, atol ${atol}, ${dtype})`,
+    );
+  }
+}
