@@ -4,10 +4,11 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
+import { parseDataset } from "../../src/io/dataset.js";
 import { readDataset } from "../../src/io/node/dataset-file.js";
 import { loadTokenizer } from "../../src/io/node/tokenizer-file.js";
 import { Tokenizer } from "../../src/io/tokenizer.js";
-import { parseDataset, tokenizeRow } from "../../src/train/data.js";
+import { tokenizeRow } from "../../src/train/data.js";
 import { fixturesDir, SHARED_MISSING, sharedData } from "../helpers.js";
 
 const SRC = "data/train.jsonl";

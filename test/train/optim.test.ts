@@ -167,6 +167,8 @@ test("createOptimizer: every kind is available; no trainable parameter is a clea
 
 test("SGD: p -= lr * g is bit-exact, step after step", () => {
   const { named } = makeParams();
+  // a larger, small-valued param where rounding lr to f32 first would show
+  named.push(["c", Tensor.randn([4096], new Rng(2), 1e-3, true)]);
   const trainable = named.filter(([, p]) => p.requiresGrad);
   const grads = makeGrads(trainable, 3);
   const opt = createOptimizer("sgd", named, { lr: 0.1 });
@@ -185,7 +187,7 @@ test("SGD: p -= lr * g is bit-exact, step after step", () => {
     });
   }
   assert.equal(opt.steps, 3);
-  assert.deepEqual(opt.stateDict().buffers, { a: {}, b: {} });
+  assert.deepEqual(opt.stateDict().buffers, { a: {}, b: {}, c: {} });
 });
 
 test("SGD with momentum and weight decay matches a float64 hand computation over 3 steps", () => {
@@ -498,6 +500,18 @@ test("clipGradNorm: the float64 norm over all grads; scales by maxNorm / (norm +
   let after = 0;
   for (const t of ts) for (const g of t.grad!) after += g * g;
   assertClose([Math.sqrt(after)], [1.5], "f32", "norm after clipping");
+});
+
+test("clipGradNorm: the 1e-6 in the coefficient shows on small norms", () => {
+  const x = gradTensor([3e-4, 4e-4]);
+  const g = Array.from(x.grad!);
+  const norm = Math.sqrt(g[0]! * g[0]! + g[1]! * g[1]!);
+  assert.equal(clipGradNorm([x], 1e-4), norm);
+  const coef = 1e-4 / (norm + 1e-6);
+  x.grad!.forEach((v, i) => {
+    const want = g[i]! * coef;
+    assert.ok(Math.abs(v - want) <= 1e-6 * Math.abs(want), `grad ${i}: ${v} want ${want}`);
+  });
 });
 
 test("clipGradNorm: maxNorm <= 0 only measures; a non-finite norm is returned and nothing is scaled", () => {

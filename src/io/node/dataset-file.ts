@@ -1,7 +1,7 @@
 /** Node: reads a dataset from a .txt/.jsonl file (train only) or a folder of train/valid/test.jsonl. */
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { extname, join } from "node:path";
-import { type DataRow, parseDataset } from "../../train/data.js";
+import { type DataRow, parseDataset } from "../dataset.js";
 
 export type DatasetSplits = { train: DataRow[]; valid?: DataRow[]; test?: DataRow[] };
 

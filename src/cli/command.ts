@@ -1,0 +1,113 @@
+/** A subcommand: its flags (parsed with node:util parseArgs), generated --help, and its run function. */
+import { parseArgs } from "node:util";
+
+export interface Flag {
+  type: "string" | "boolean";
+  description: string;
+  /** Shown in help as --flag <valueName>. */
+  valueName?: string;
+  multiple?: boolean;
+  short?: string;
+}
+
+export interface Command {
+  name: string;
+  summary: string;
+  usage: string;
+  flags: Record<string, Flag>;
+  examples?: string[];
+  run(values: Values): Promise<void> | void;
+}
+
+export type Values = Record<string, string | boolean | string[] | boolean[] | undefined>;
+
+/** A user-facing error: printed as one line, without a stack trace unless --debug. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+export const COMMON_FLAGS: Record<string, Flag> = {
+  help: { type: "boolean", short: "h", description: "show this help" },
+  debug: { type: "boolean", description: "print stack traces on errors" },
+};
+
+export function helpText(cmd: Command): string {
+  const flags = { ...cmd.flags, ...COMMON_FLAGS };
+  const left = Object.entries(flags).map(([name, f]) => {
+    const value = f.type === "string" ? ` <${f.valueName ?? "value"}>` : "";
+    return `${f.short ? `-${f.short}, ` : "    "}--${name}${value}`;
+  });
+  const width = Math.max(...left.map((l) => l.length)) + 2;
+  const lines = Object.values(flags).map(
+    (f, i) => `  ${left[i]!.padEnd(width)}${f.description}${f.multiple ? " (repeatable)" : ""}`,
+  );
+  const examples = cmd.examples?.length
+    ? `\n\nExamples:\n${cmd.examples.map((e) => `  ${e}`).join("\n")}`
+    : "";
+  return `${cmd.summary}\n\nUsage: ${cmd.usage}\n\nOptions:\n${lines.join("\n")}${examples}\n`;
+}
+
+/** Parses argv for a command; unknown flags and stray arguments are UsageErrors that point at --help. */
+export function parseFlags(cmd: Command, argv: string[]): Values {
+  const options = Object.fromEntries(
+    Object.entries({ ...cmd.flags, ...COMMON_FLAGS }).map(([k, f]) => [
+      k,
+      { type: f.type, multiple: f.multiple ?? false, ...(f.short ? { short: f.short } : {}) },
+    ]),
+  );
+  try {
+    const { values, positionals } = parseArgs({ args: argv, options, strict: true, allowPositionals: true });
+    if (positionals.length > 0) {
+      throw new UsageError(
+        `unexpected argument "${positionals[0]}" for 'lora ${cmd.name}'; see 'lora ${cmd.name} --help'`,
+      );
+    }
+    return values as Values;
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    const msg = (e as Error).message.replace(/\. To specify a positional argument.*$/s, "");
+    throw new UsageError(`${msg} (lora ${cmd.name}); see 'lora ${cmd.name} --help'`);
+  }
+}
+
+/** Flag value readers that name the flag and the expected form when a value is wrong. */
+export function str(v: Values, name: string): string | undefined {
+  const x = v[name];
+  return typeof x === "string" ? x : undefined;
+}
+
+export function required(v: Values, name: string, cmd: string): string {
+  const x = str(v, name);
+  if (x === undefined) throw new UsageError(`missing --${name} for 'lora ${cmd}'; see 'lora ${cmd} --help'`);
+  return x;
+}
+
+export function num(
+  v: Values,
+  name: string,
+  fallback: number,
+  check: { int?: boolean; min?: number; max?: number } = {},
+) {
+  const raw = str(v, name);
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  const okInt = !check.int || Number.isInteger(n);
+  if (
+    raw.trim() === "" ||
+    !Number.isFinite(n) ||
+    !okInt ||
+    (check.min !== undefined && n < check.min) ||
+    (check.max !== undefined && n > check.max)
+  ) {
+    const range = [
+      check.min !== undefined ? `>= ${check.min}` : "",
+      check.max !== undefined ? `<= ${check.max}` : "",
+    ]
+      .filter(Boolean)
+      .join(" and ");
+    throw new UsageError(
+      `--${name} must be ${check.int ? "an integer" : "a number"}${range ? ` ${range}` : ""}, got "${raw}"`,
+    );
+  }
+  return n;
+}

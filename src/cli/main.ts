@@ -1,0 +1,65 @@
+#!/usr/bin/env node
+/** The `lora` command line: dispatches to subcommands, and turns errors into one-line messages. */
+import { readFileSync } from "node:fs";
+import { type Command, helpText, parseFlags } from "./command.js";
+import { evalCommand } from "./eval.js";
+import { generateCommand } from "./generate.js";
+import { paramsCommand } from "./params.js";
+
+const COMMANDS: Command[] = [generateCommand, evalCommand, paramsCommand];
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+function mainHelp(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;
+  return `lora ${version()}: LoRA fine-tuning for Hugging Face transformer models, in TypeScript.
+
+Usage: lora <command> [options]
+
+Commands:
+${COMMANDS.map((c) => `  ${c.name.padEnd(width)}${c.summary}`).join("\n")}
+
+Run 'lora <command> --help' for a command's options.
+`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  const debug = argv.includes("--debug");
+  if (!name || name === "--help" || name === "-h" || name === "help") {
+    process.stdout.write(mainHelp());
+    return 0;
+  }
+  if (name === "--version" || name === "-v") {
+    console.log(version());
+    return 0;
+  }
+  const cmd = COMMANDS.find((c) => c.name === name);
+  if (!cmd) {
+    console.error(
+      `lora: unknown command "${name}"; commands: ${COMMANDS.map((c) => c.name).join(", ")}. See 'lora --help'.`,
+    );
+    return 2;
+  }
+  try {
+    const values = parseFlags(cmd, rest);
+    if (values.help) {
+      process.stdout.write(helpText(cmd));
+      return 0;
+    }
+    await cmd.run(values);
+    return 0;
+  } catch (e) {
+    const err = e as Error;
+    if (debug) console.error(err.stack ?? err);
+    else console.error(`lora ${cmd.name}: ${err.message}`);
+    return err.name === "UsageError" ? 2 : 1;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,21 @@
+/** The browser-safe library: tensors, kernels, autograd, layers, models, LoRA, formats, training pieces. */
+export * from "./autograd/index.js";
+export * from "./io/dataset.js";
+export * from "./io/model-loader.js";
+export * from "./io/peft.js";
+export * from "./io/safetensors.js";
+export * from "./io/tokenizer.js";
+export * from "./kernels/index.js";
+export * from "./lora/index.js";
+export * from "./models/generate.js";
+export * from "./models/index.js";
+export * from "./nn/index.js";
+export * from "./tensor/dtype.js";
+export { Rng } from "./tensor/random.js";
+export * from "./tensor/shape.js";
+export { Tensor } from "./tensor/tensor.js";
+export * from "./train/data.js";
+export * from "./train/evaluate.js";
+export * from "./train/loss.js";
+export * from "./train/optim.js";
+export * from "./train/schedule.js";
