@@ -14,11 +14,12 @@ export interface LoadedModel {
   unused: string[];
 }
 
-// w: [rows, cols] -> [cols, rows]
-function transpose(w: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(w.length);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = w[i * cols + j]!;
-  return out;
+// w: [rows, cols] -> [cols, rows], in place (through a temporary copy), so an F32 tensor that is a
+// view into the file's buffer stays there and the model does not hold two copies.
+function transposeInPlace(w: Float32Array, rows: number, cols: number): Float32Array {
+  const src = w.slice();
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) w[j * rows + i] = src[i * cols + j]!;
+  return w;
 }
 
 export function loadModelFromTensors(
@@ -46,7 +47,7 @@ export function loadModelFromTensors(
       return Tensor.zeros(shape);
     }
     const data = tensorToFloat32(entry);
-    return new Tensor(transposed ? transpose(data, stored[0]!, stored[1]!) : data, shape);
+    return new Tensor(transposed ? transposeInPlace(data, stored[0]!, stored[1]!) : data, shape);
   });
   if (errors.length > 0) {
     const shown = errors.slice(0, 20).map((e) => `  - ${e}`);
