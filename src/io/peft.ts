@@ -5,7 +5,7 @@
  * Loading checks every key and shape against the model and reports all problems at once.
  */
 import type { LoraConfig } from "../lora/config.js";
-import { findTargets, loraLayers } from "../lora/inject.js";
+import { findTargets, loraLayers, patternValue } from "../lora/inject.js";
 import { LoRALinear } from "../lora/layer.js";
 import { Linear } from "../nn/layers.js";
 import { type Module, setSubmodule } from "../nn/module.js";
@@ -116,15 +116,6 @@ export function adapterTensors(model: Module): SerializableTensor[] {
   ]);
 }
 
-/** Per-module rank or alpha from a PEFT pattern (exact, suffix or regex key), else the default. */
-function fromPattern(path: string, pattern: Record<string, number> | undefined, fallback: number): number {
-  for (const [key, value] of Object.entries(pattern ?? {})) {
-    if (path === key || path.endsWith(`.${key}`) || new RegExp(`^(?:.*\\.)?(?:${key})$`).test(path))
-      return value;
-  }
-  return fallback;
-}
-
 /**
  * Wraps the model's layers with the adapter's A and B (trainable, so training can continue).
  * The base model is frozen. Throws once, listing every key and shape that does not fit.
@@ -159,8 +150,8 @@ export function attachAdapter(
       errors.push(`"${path}" has lora_${A ? "A" : "B"} but no lora_${A ? "B" : "A"}`);
       continue;
     }
-    const r = fromPattern(path, config.rank_pattern, config.r);
-    const alpha = fromPattern(path, config.alpha_pattern, config.lora_alpha);
+    const r = patternValue(path, config.rank_pattern, config.r);
+    const alpha = patternValue(path, config.alpha_pattern, config.lora_alpha);
     const wantA = [r, base.inFeatures];
     const wantB = [base.outFeatures, r];
     const fits = (e: SafetensorsTensor, want: number[]) =>

@@ -38,12 +38,16 @@ function selected(path: string, spec: string[] | string): boolean {
   return typeof spec === "string" ? fullMatch(spec, path) : spec.some((k) => matches(path, k));
 }
 
-/** Per-module override from rank_pattern / alpha_pattern (exact, suffix, or full-match regex key). */
-function override(path: string, pattern: Record<string, number> | undefined): number | undefined {
+/** Per-module value from rank_pattern / alpha_pattern (exact, suffix, or regex key), else the fallback. */
+export function patternValue(
+  path: string,
+  pattern: Record<string, number> | undefined,
+  fallback: number,
+): number {
   for (const [key, value] of Object.entries(pattern ?? {})) {
     if (matches(path, key) || fullMatch(`(?:.*\\.)?(?:${key})`, path)) return value;
   }
-  return undefined;
+  return fallback;
 }
 
 /** The Linear layers a config targets, by path; throws listing what exists when a target matches nothing. */
@@ -100,8 +104,8 @@ export function applyLoRA(
   const rng = opts.rng ?? new Rng(0);
   const init = opts.init ?? (config.init_lora_weights === "gaussian" ? "gaussian" : "kaiming");
   for (const [path, linear] of targets) {
-    const r = override(path, config.rank_pattern) ?? config.r;
-    const alpha = override(path, config.alpha_pattern) ?? config.lora_alpha;
+    const r = patternValue(path, config.rank_pattern, config.r);
+    const alpha = patternValue(path, config.alpha_pattern, config.lora_alpha);
     const layer = LoRALinear.fromBase(linear, {
       r,
       alpha,

@@ -5,7 +5,7 @@ import type { LoraConfig } from "../../lora/config.js";
 import type { Module } from "../../nn/module.js";
 import { adapterConfigJson, adapterTensors, attachAdapter, parseAdapterConfig } from "../peft.js";
 import { serializeSafetensors } from "../safetensors.js";
-import { readJson } from "./model-folder.js";
+import { readJson } from "./json-file.js";
 import { readSafetensorsFile, writeFileAtomic } from "./safetensors-file.js";
 
 export function readAdapterConfig(dir: string, defaultTargets: string[]): LoraConfig {

@@ -2,17 +2,9 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer } from "../tokenizer.js";
+import { readJson } from "./json-file.js";
 
-function readJson(path: string): Record<string, unknown> {
-  const text = readFileSync(path, "utf8");
-  try {
-    return JSON.parse(text) as Record<string, unknown>;
-  } catch (err) {
-    throw new Error(`${path}: invalid JSON (${(err as Error).message})`);
-  }
-}
-
-const readOptional = (path: string) => (existsSync(path) ? readJson(path) : null);
+const readOptional = (path: string) => readJson(path, true);
 
 export function loadTokenizer(dir: string): Tokenizer {
   const path = join(dir, "tokenizer.json");
@@ -29,7 +21,7 @@ export function loadTokenizer(dir: string): Tokenizer {
     tokenizerConfig = { ...tokenizerConfig, chat_template: readFileSync(jinja, "utf8") };
   }
   return Tokenizer.fromJSON({
-    tokenizerJson: readJson(path),
+    tokenizerJson: readJson(path)!,
     tokenizerConfig,
     generationConfig: readOptional(join(dir, "generation_config.json")),
   });
