@@ -1,5 +1,5 @@
 /**
- * The kernel interface. Every numeric loop of the toolkit runs behind it, so a faster backend
+ * The kernel interface. Every heavy numeric loop of the toolkit runs behind it, so a faster backend
  * (WebAssembly SIMD, native) changes no model code. `ref` is the plain-TypeScript oracle.
  *
  * Conventions (llm.c style): outputs first, then inputs, then dims. Buffers are row-major f32.
