@@ -38,9 +38,10 @@ const lines = [
   "Arr, the crew sailed home with the gold and the captain was happy.",
   "Arr, the ship was big and the sea was blue, said the captain.",
 ];
-const rows: TokenizedRow[] = existsSync(stories)
+const tokenizer = existsSync(stories) ? loadTokenizer(dir) : null;
+const rows: TokenizedRow[] = tokenizer
   ? lines.map((l) => {
-      const ids = loadTokenizer(dir).encode(l);
+      const ids = tokenizer.encode(l);
       return { ids, mask: ids.map(() => 1) };
     })
   : lines.map((_, i) => {

@@ -1,7 +1,7 @@
 /** `lora eval`: mean next-token loss, perplexity and token count of a model (plus adapter) on data. */
 import { evaluate } from "../train/evaluate.js";
-import { type Command, num, required, str, type Values } from "./command.js";
-import { contextLength, loadModel, readRows, tokenizeRows } from "./load.js";
+import { type Command, num, required, str, UsageError, type Values } from "./command.js";
+import { contextLength, loadModel, readRows, type Split, tokenizeRows } from "./load.js";
 
 export const evalCommand: Command = {
   name: "eval",
@@ -21,7 +21,7 @@ export const evalCommand: Command = {
     split: {
       type: "string",
       valueName: "NAME",
-      description: "for a data folder: train, valid or test (default test, else valid)",
+      description: "for a data folder: train, valid or test (default: test, else valid, else train)",
     },
     "seq-len": {
       type: "string",
@@ -38,15 +38,10 @@ export const evalCommand: Command = {
     const loaded = loadModel(required(v, "model", "eval"), str(v, "adapter"));
     const data = required(v, "data", "eval");
     const split = str(v, "split");
-    let rows: ReturnType<typeof readRows>;
-    if (split) rows = readRows(data, split as "train" | "valid" | "test");
-    else {
-      try {
-        rows = readRows(data, "test");
-      } catch {
-        rows = readRows(data, data.endsWith(".txt") || data.endsWith(".jsonl") ? "train" : "valid");
-      }
+    if (split !== undefined && !["train", "valid", "test"].includes(split)) {
+      throw new UsageError(`--split must be train, valid or test, got "${split}"`);
     }
+    const rows = readRows(data, split as Split | undefined, ["test", "valid", "train"]);
     const maxLen = num(v, "seq-len", contextLength(loaded.config), { int: true, min: 2 });
     const { rows: tokenized, truncated } = tokenizeRows(rows, loaded.tokenizer, {
       maskPrompt: Boolean(v["mask-prompt"]),

@@ -40,12 +40,11 @@ export function tokenizeRows(
   let truncated = 0;
   const out = rows.map((row) => {
     let t: TokenizedRow;
-    if ("input_ids" in row) t = { ids: row.input_ids, mask: row.input_ids.map(() => 1) };
-    else if (!tokenizer)
-      throw new Error(
-        `${opts.source}: text rows need a tokenizer, but the model folder has no tokenizer.json`,
-      );
-    else t = tokenizeRow(row, tokenizer, { maskPrompt: opts.maskPrompt });
+    try {
+      t = tokenizeRow(row, tokenizer, { maskPrompt: opts.maskPrompt });
+    } catch (e) {
+      throw new Error(`${opts.source}: ${(e as Error).message}`);
+    }
     if (t.ids.length > opts.maxLen) {
       truncated++;
       t = { ids: t.ids.slice(0, opts.maxLen), mask: t.mask.slice(0, opts.maxLen) };
@@ -55,9 +54,15 @@ export function tokenizeRows(
   return { rows: out, truncated };
 }
 
-/** The rows of a data file (.txt or .jsonl) or folder (train.jsonl, ...): the split asked for. */
-export function readRows(path: string, split: "train" | "valid" | "test" = "train"): DataRow[] {
+export type Split = "train" | "valid" | "test";
+
+/**
+ * The rows of a data file (.txt or .jsonl: all rows) or folder (train.jsonl, ...): the split asked
+ * for, or else the first of `prefer` that exists.
+ */
+export function readRows(path: string, split: Split | undefined, prefer: Split[] = ["train"]): DataRow[] {
   const splits = readDataset(path);
+  if (!split) split = prefer.find((s) => splits[s]) ?? "train";
   const rows = splits[split];
   if (!rows) {
     const kind = extname(path) ? "file" : "folder";

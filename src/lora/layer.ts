@@ -135,8 +135,8 @@ export class LoRALinear extends Module implements LinearLike {
   /** A plain Linear with weight W0 + scaling·B·A (the base layer is not changed). */
   fuse(): Linear {
     const w = this.base_layer.weight;
-    const fused = this.merged ? w.data.slice() : this.delta();
-    if (!this.merged) for (let i = 0; i < fused.length; i++) fused[i]! += w.data[i]!;
+    const fused = w.data.slice();
+    if (!this.merged) this.delta().forEach((d, i) => (fused[i]! += d));
     const bias = this.base_layer.bias;
     return new Linear(new Tensor(fused, w.shape), bias ? bias.clone(false) : null);
   }

@@ -11,11 +11,16 @@ const isPrefix = (a: number[], b: number[]) => a.length <= b.length && a.every((
 
 export function tokenizeRow(
   row: DataRow,
-  tokenizer: Tokenizer,
+  tokenizer: Tokenizer | null,
   { maskPrompt }: { maskPrompt: boolean },
 ): TokenizedRow {
-  const eos = tokenizer.eosIds.slice(0, 1);
   if ("input_ids" in row) return { ids: [...row.input_ids], mask: ones(row.input_ids.length) };
+  if (!tokenizer) {
+    throw new Error(
+      'text rows need a tokenizer (tokenizer.json in the model folder); only {"input_ids"} rows work without one',
+    );
+  }
+  const eos = tokenizer.eosIds.slice(0, 1);
   if ("messages" in row) return tokenizeMessages(row.messages, tokenizer, maskPrompt);
   const withEos = (ids: number[]) =>
     ids.length > 0 && tokenizer.eosIds.includes(ids.at(-1)!) ? ids : [...ids, ...eos];
