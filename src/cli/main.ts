@@ -4,9 +4,11 @@ import { readFileSync } from "node:fs";
 import { type Command, helpText, parseFlags } from "./command.js";
 import { evalCommand } from "./eval.js";
 import { generateCommand } from "./generate.js";
+import { mergeCommand } from "./merge.js";
 import { paramsCommand } from "./params.js";
+import { trainCommand } from "./train.js";
 
-const COMMANDS: Command[] = [generateCommand, evalCommand, paramsCommand];
+const COMMANDS: Command[] = [trainCommand, evalCommand, generateCommand, mergeCommand, paramsCommand];
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as {

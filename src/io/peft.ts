@@ -11,7 +11,12 @@ import { Linear } from "../nn/layers.js";
 import { type Module, setSubmodule } from "../nn/module.js";
 import { shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
-import { type SafetensorsTensor, type SerializableTensor, tensorToFloat32 } from "./safetensors.js";
+import {
+  type SafetensorsTensor,
+  type SerializableTensor,
+  serializeSafetensors,
+  tensorToFloat32,
+} from "./safetensors.js";
 
 const PREFIX = "base_model.model.";
 const KEY = /^base_model\.model\.(.+)\.lora_(A|B)(?:\.[A-Za-z0-9_-]+)?\.weight$/;
@@ -114,6 +119,18 @@ export function adapterTensors(model: Module): SerializableTensor[] {
       data: l.lora_B.data,
     },
   ]);
+}
+
+/** An adapter folder's two files, as PEFT's save_pretrained writes them. */
+export function adapterFiles(
+  model: Module,
+  config: LoraConfig,
+  baseModel: string,
+): Record<string, Uint8Array | string> {
+  return {
+    "adapter_model.safetensors": serializeSafetensors(adapterTensors(model), { format: "pt" }),
+    "adapter_config.json": `${JSON.stringify(adapterConfigJson(config, baseModel), null, 2)}\n`,
+  };
 }
 
 /**

@@ -124,6 +124,11 @@ export function loraLayers(model: Module): [string, LoRALinear][] {
   return model.namedModules().filter((e): e is [string, LoRALinear] => e[1] instanceof LoRALinear);
 }
 
+/** Sets every LoRA layer's dropout, drawing all masks from one stream (which a checkpoint can save). */
+export function setLoraDropout(model: Module, p: number, rng: Rng): void {
+  for (const [, layer] of loraLayers(model)) layer.setDropout(p, rng);
+}
+
 /** Merges every LoRA layer into its base weight (each refuses a second merge). */
 export function mergeLoRA(model: Module): void {
   for (const [, layer] of loraLayers(model)) layer.merge();

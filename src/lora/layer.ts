@@ -29,7 +29,7 @@ export class LoRALinear extends Module implements LinearLike {
   lora_B: Tensor; // [out, r]
   readonly r: number;
   readonly alpha: number;
-  readonly dropout: number;
+  dropout: number;
   readonly rslora: boolean;
   private merged = false;
 
@@ -38,7 +38,7 @@ export class LoRALinear extends Module implements LinearLike {
     A: Tensor,
     B: Tensor,
     opts: LoRAOptions,
-    private readonly rng: Rng,
+    private rng: Rng,
   ) {
     super();
     this.base_layer = base;
@@ -75,6 +75,13 @@ export class LoRALinear extends Module implements LinearLike {
       throw new Error(`LoRA weights A [${A.shape}] and B [${B.shape}] do not fit: expected ${want}`);
     }
     return new LoRALinear(base, A, B, opts, opts.rng ?? new Rng(0));
+  }
+
+  /** Sets the dropout probability on the LoRA input and the stream its masks are drawn from. */
+  setDropout(p: number, rng: Rng): void {
+    checkLoraShape(this.r, this.alpha, p, this.inFeatures, this.outFeatures);
+    this.dropout = p;
+    this.rng = rng;
   }
 
   get scaling(): number {

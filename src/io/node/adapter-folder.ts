@@ -3,8 +3,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { LoraConfig } from "../../lora/config.js";
 import type { Module } from "../../nn/module.js";
-import { adapterConfigJson, adapterTensors, attachAdapter, parseAdapterConfig } from "../peft.js";
-import { serializeSafetensors } from "../safetensors.js";
+import { adapterFiles, attachAdapter, parseAdapterConfig } from "../peft.js";
 import { readJson } from "./json-file.js";
 import { readSafetensorsFile, writeFileAtomic } from "./safetensors-file.js";
 
@@ -36,10 +35,6 @@ export function loadAdapter(
 /** Writes the model's LoRA weights and config in PEFT's format, each file atomically. */
 export function saveAdapter(model: Module, dir: string, config: LoraConfig, baseModel: string): void {
   mkdirSync(dir, { recursive: true });
-  const bytes = serializeSafetensors(adapterTensors(model), { format: "pt" });
-  writeFileAtomic(join(dir, "adapter_model.safetensors"), bytes);
-  writeFileAtomic(
-    join(dir, "adapter_config.json"),
-    `${JSON.stringify(adapterConfigJson(config, baseModel), null, 2)}\n`,
-  );
+  for (const [name, data] of Object.entries(adapterFiles(model, config, baseModel)))
+    writeFileAtomic(join(dir, name), data);
 }

@@ -1,20 +1,58 @@
-/** Loads a Hugging Face model folder (config.json + safetensors weights) from disk. */
+/** Loads and saves Hugging Face model folders (config.json + safetensors weights + tokenizer files). */
+import { copyFileSync, existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { CausalLM } from "../../models/index.js";
+import type { DType } from "../../tensor/dtype.js";
 import { loadModelFromTensors } from "../model-loader.js";
+import { modelTensors } from "../model-saver.js";
+import { serializeSafetensors } from "../safetensors.js";
 import { readJson } from "./json-file.js";
-import { readModelWeights } from "./safetensors-file.js";
+import { readModelWeights, writeFileAtomic } from "./safetensors-file.js";
 
 export interface ModelFolder {
   dir: string;
   config: Record<string, unknown>;
   model: CausalLM;
   unused: string[];
+  /** The dtype of every checkpoint tensor, by its name in the files. */
+  dtypes: Map<string, { dtype: DType }>;
 }
 
 export function loadModelFolder(dir: string): ModelFolder {
   const config = readJson(join(dir, "config.json"))!;
   const { tensors } = readModelWeights(dir);
   const { model, unused } = loadModelFromTensors(config, tensors, dir);
-  return { dir, config, model, unused };
+  const dtypes = new Map([...tensors].map(([name, t]) => [name, { dtype: t.dtype }]));
+  return { dir, config, model, unused, dtypes };
+}
+
+/** Files of a model folder that are not weights, copied along when a model is saved anew. */
+export const TOKENIZER_FILES = [
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "vocab.json",
+  "merges.txt",
+  "tokenizer.model",
+  "added_tokens.json",
+  "chat_template.jinja",
+  "generation_config.json",
+];
+
+/**
+ * Writes `model` as a complete folder: config.json, model.safetensors (names, layouts and dtypes as
+ * the source checkpoint had them) and the tokenizer files of `from.dir`. Each file is written atomically.
+ */
+export function saveModelFolder(
+  model: CausalLM,
+  dir: string,
+  from: Pick<ModelFolder, "config" | "dtypes"> & { dir?: string },
+): string[] {
+  mkdirSync(dir, { recursive: true });
+  const tensors = modelTensors(model, from.config, from.dtypes);
+  writeFileAtomic(join(dir, "model.safetensors"), serializeSafetensors(tensors, { format: "pt" }));
+  writeFileAtomic(join(dir, "config.json"), `${JSON.stringify(from.config, null, 2)}\n`);
+  const copied = from.dir ? TOKENIZER_FILES.filter((f) => existsSync(join(from.dir!, f))) : [];
+  for (const f of copied) copyFileSync(join(from.dir!, f), join(dir, f));
+  return ["config.json", "model.safetensors", ...copied];
 }

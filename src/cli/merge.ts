@@ -1,0 +1,39 @@
+/** `lora merge`: folds an adapter into its base model, W' = W0 + scale·B·A, and writes a model folder. */
+import fs from "node:fs";
+import { resolve } from "node:path";
+import { loadAdapter } from "../io/node/adapter-folder.js";
+import { loadModelFolder, saveModelFolder } from "../io/node/model-folder.js";
+import { fuseLoRA, loraLayers, mergeLoRA } from "../lora/inject.js";
+import { modelFamily } from "../models/index.js";
+import { type Command, required, UsageError, type Values } from "./command.js";
+
+export const mergeCommand: Command = {
+  name: "merge",
+  summary: "Merge a LoRA adapter into its base model and write a complete Hugging Face model folder.",
+  usage: "lora merge --model DIR --adapter DIR --out DIR [--overwrite]",
+  flags: {
+    model: { type: "string", valueName: "DIR", description: "base model folder" },
+    adapter: { type: "string", valueName: "DIR", description: "PEFT adapter folder" },
+    out: { type: "string", valueName: "DIR", description: "folder for the merged model" },
+    overwrite: { type: "boolean", description: "replace a model already in --out" },
+  },
+  examples: ["lora merge --model ./my-model --adapter ./run --out ./my-model-merged"],
+  run(v: Values) {
+    const dir = required(v, "model", "merge");
+    const adapter = required(v, "adapter", "merge");
+    const out = required(v, "out", "merge");
+    if (resolve(out) === resolve(dir))
+      throw new UsageError("--out is the base model folder; merging must not overwrite the base model");
+    if (fs.existsSync(resolve(out, "model.safetensors")) && !v.overwrite)
+      throw new UsageError(`--out ${out} already holds a model; pass --overwrite to replace it`);
+    const folder = loadModelFolder(dir);
+    loadAdapter(folder.model, adapter, modelFamily(folder.config).defaultTargets);
+    const n = loraLayers(folder.model).length;
+    mergeLoRA(folder.model); // refuses non-finite results
+    fuseLoRA(folder.model);
+    const files = saveModelFolder(folder.model, out, folder);
+    const dtypes = [...new Set([...folder.dtypes.values()].map((d) => d.dtype))].join("/");
+    console.log(`merged ${n} LoRA layer(s) of ${adapter} into ${dir} (${dtypes})`);
+    console.log(`wrote ${out}: ${files.join(", ")}`);
+  },
+};

@@ -1,0 +1,84 @@
+/**
+ * Training progress: a live bar (cli-progress) when stdout is a terminal, otherwise plain lines
+ * every `every` steps. Both show step/total, loss, learning rate, tokens/s, ETA and peak memory.
+ */
+import cliProgress from "cli-progress";
+import type { EvalInfo, StepInfo } from "../train/trainer.js";
+
+/** Peak resident memory of this process so far, in MiB. */
+export const peakMiB = () => process.resourceUsage().maxRSS / 1024;
+
+const fmtTime = (s: number) =>
+  !Number.isFinite(s)
+    ? "?"
+    : s < 60
+      ? `${s.toFixed(0)}s`
+      : `${Math.floor(s / 60)}m${`${Math.round(s % 60)}`.padStart(2, "0")}s`;
+
+export class Progress {
+  private bar: cliProgress.SingleBar | null = null;
+  private startTokens: number | null = null;
+  private startS = 0;
+
+  constructor(
+    private readonly total: number,
+    private readonly firstStep: number,
+    private readonly every = Math.max(1, Math.round((total - firstStep) / 20)),
+    private readonly out: NodeJS.WriteStream = process.stdout,
+  ) {}
+
+  private fields(info: StepInfo) {
+    this.startTokens ??= info.tokens - info.stepTokens;
+    const done = info.step - this.firstStep;
+    const rate = (info.tokens - this.startTokens) / Math.max(1e-9, info.elapsedS - this.startS);
+    const eta = ((info.elapsedS - this.startS) / done) * (info.totalSteps - info.step);
+    return {
+      loss: info.loss.toFixed(4),
+      lr: info.lr.toExponential(2),
+      tps: Math.round(rate).toLocaleString("en-US"),
+      eta: fmtTime(eta),
+      mem: Math.round(peakMiB()).toLocaleString("en-US"),
+    };
+  }
+
+  /** Marks the clock at which this run's (possibly resumed) steps begin. */
+  begin(elapsedS: number): void {
+    this.startS = elapsedS;
+    if (!this.out.isTTY) return;
+    this.bar = new cliProgress.SingleBar(
+      {
+        format:
+          "train |{bar}| {value}/{total} | loss {loss} | lr {lr} | {tps} tok/s | ETA {eta} | peak {mem} MiB",
+        stream: this.out,
+        hideCursor: true,
+        barsize: 24,
+      },
+      cliProgress.Presets.shades_classic,
+    );
+    this.bar.start(this.total, this.firstStep, { loss: "-", lr: "-", tps: "-", eta: "?", mem: "-" });
+  }
+
+  step(info: StepInfo): void {
+    const f = this.fields(info);
+    if (this.bar) {
+      this.bar.update(info.step, f);
+      return;
+    }
+    if (info.step % this.every === 0 || info.step === info.totalSteps || info.step === this.firstStep + 1) {
+      this.out.write(
+        `step ${info.step}/${info.totalSteps}  loss ${f.loss}  lr ${f.lr}  ${f.tps} tok/s  ETA ${f.eta}  peak ${f.mem} MiB\n`,
+      );
+    }
+  }
+
+  eval(info: EvalInfo): void {
+    const line = `step ${info.step}: val loss ${info.valLoss.toFixed(4)} (perplexity ${Math.exp(info.valLoss).toFixed(3)})`;
+    // Over a live bar: clear its line, print, and let the next update draw the bar below.
+    this.out.write(`${this.bar ? "\r\x1b[K" : ""}${line}\n`);
+  }
+
+  stop(): void {
+    this.bar?.stop();
+    this.bar = null;
+  }
+}

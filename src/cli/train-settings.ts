@@ -1,0 +1,213 @@
+/**
+ * `lora train` settings: one table gives each flag, its type, default and help, and the same names
+ * are the keys of --config files and of the run record a checkpoint stores. Flags override the file.
+ */
+import { readJson } from "../io/node/json-file.js";
+import { OPTIMIZERS } from "../train/optim.js";
+import { SCHEDULES } from "../train/schedule.js";
+import { type Flag, num, UsageError, type Values } from "./command.js";
+
+type Kind = "string" | "int" | "number" | "boolean";
+interface Spec {
+  kind: Kind;
+  description: string;
+  valueName?: string;
+  def?: string | number | boolean;
+  min?: number;
+  max?: number;
+  choices?: readonly string[];
+  /** May differ on --resume: it does not change what is trained. */
+  free?: boolean;
+}
+
+export const SETTINGS = {
+  model: { kind: "string", valueName: "DIR", description: "Hugging Face model folder" },
+  data: {
+    kind: "string",
+    valueName: "PATH",
+    description: "training data: .txt, .jsonl (text | prompt+completion | messages | input_ids) or a folder",
+  },
+  out: { kind: "string", valueName: "DIR", free: true, description: "output folder (adapter, checkpoints)" },
+  "val-data": {
+    kind: "string",
+    valueName: "PATH",
+    free: true,
+    description: "held-out data (default: valid.jsonl of a --data folder)",
+  },
+  rank: { kind: "int", def: 8, min: 1, valueName: "R", description: "LoRA rank r" },
+  alpha: { kind: "number", def: 16, min: 0, valueName: "A", description: "LoRA alpha (scale alpha/r)" },
+  dropout: { kind: "number", def: 0, min: 0, max: 0.99, valueName: "P", description: "LoRA dropout" },
+  targets: {
+    kind: "string",
+    valueName: "LIST",
+    description: "modules to adapt: names (q_proj,v_proj), a regex, or all-linear (default: the model's)",
+  },
+  layers: { kind: "string", valueName: "LIST", description: "blocks to adapt, e.g. 0,1,4-7 (default: all)" },
+  rslora: { kind: "boolean", description: "rank-stabilised scale alpha/sqrt(r)" },
+  init: {
+    kind: "string",
+    def: "kaiming",
+    choices: ["kaiming", "gaussian"],
+    valueName: "KIND",
+    description: "init of A",
+  },
+  optimizer: {
+    kind: "string",
+    def: "adamw",
+    choices: OPTIMIZERS,
+    valueName: "NAME",
+    description: "optimizer",
+  },
+  lr: { kind: "number", def: 2e-4, min: 0, valueName: "LR", description: "peak learning rate" },
+  "weight-decay": { kind: "number", def: 0, min: 0, valueName: "WD", description: "weight decay" },
+  schedule: {
+    kind: "string",
+    def: "linear",
+    choices: SCHEDULES,
+    valueName: "KIND",
+    description: "learning-rate schedule",
+  },
+  warmup: { kind: "int", def: 0, min: 0, valueName: "N", description: "warmup steps" },
+  steps: { kind: "int", min: 1, valueName: "N", description: "optimizer steps (default: from --epochs)" },
+  epochs: { kind: "number", min: 0, valueName: "E", description: "passes over the data (default 1)" },
+  "batch-size": { kind: "int", def: 4, min: 1, valueName: "N", description: "rows per micro-batch" },
+  "grad-accum": { kind: "int", def: 1, min: 1, valueName: "N", description: "micro-batches per step" },
+  "seq-len": {
+    kind: "int",
+    min: 2,
+    valueName: "N",
+    description: "truncate rows to N tokens (default: context)",
+  },
+  "max-grad-norm": {
+    kind: "number",
+    def: 1,
+    min: 0,
+    valueName: "X",
+    description: "clip the gradient norm (0: off)",
+  },
+  seed: { kind: "int", def: 0, min: 0, valueName: "N", description: "seed of A's init, data order, dropout" },
+  "no-shuffle": { kind: "boolean", description: "keep the data in file order" },
+  "mask-prompt": { kind: "boolean", description: "loss only on completions and assistant turns" },
+  "eval-every": {
+    kind: "int",
+    min: 0,
+    free: true,
+    valueName: "N",
+    description: "held-out loss every N steps (default: 10 times a run; 0: start and end only)",
+  },
+  "save-every": {
+    kind: "int",
+    def: 100,
+    min: 1,
+    free: true,
+    valueName: "N",
+    description: "checkpoint every N steps (and at the end)",
+  },
+  keep: { kind: "int", def: 3, min: 0, free: true, valueName: "N", description: "checkpoints kept (0: all)" },
+  adapter: { kind: "string", valueName: "DIR", description: "start from this PEFT adapter" },
+  full: { kind: "boolean", description: "full fine-tuning: every weight trainable (the paper's baseline)" },
+} satisfies Record<string, Spec>;
+
+export type SettingName = keyof typeof SETTINGS;
+export type Settings = { [K in SettingName]: string | number | boolean | null };
+
+/** Flags of `lora train` that are not settings. */
+export const RUN_FLAGS: Record<string, Flag> = {
+  resume: {
+    type: "string",
+    valueName: "DIR",
+    description: "continue a checkpoint (a step-N folder, or a run folder: its newest)",
+  },
+  config: { type: "string", valueName: "FILE", description: "JSON file of settings (flags override it)" },
+  overwrite: { type: "boolean", description: "replace a run already in --out" },
+};
+
+export const TRAIN_FLAGS: Record<string, Flag> = {
+  ...Object.fromEntries(
+    Object.entries(SETTINGS as Record<string, Spec>).map(([name, s]) => [
+      name,
+      {
+        type: s.kind === "boolean" ? "boolean" : "string",
+        valueName: s.valueName,
+        description: `${s.description}${s.def !== undefined && s.kind !== "boolean" ? ` (default ${s.def})` : ""}${s.choices ? `: ${s.choices.join(", ")}` : ""}`,
+      } satisfies Flag,
+    ]),
+  ),
+  ...RUN_FLAGS,
+};
+
+/** Typed settings from flag-style values; unset optional ones are null. */
+export function settingsFrom(v: Values): Settings {
+  const out: Record<string, string | number | boolean | null> = {};
+  for (const [name, s] of Object.entries(SETTINGS as Record<string, Spec>)) {
+    const raw = v[name];
+    if (s.kind === "boolean") out[name] = raw === true;
+    else if (raw === undefined) out[name] = s.def ?? null;
+    else if (s.kind === "string") {
+      if (s.choices && !s.choices.includes(raw as string))
+        throw new UsageError(`--${name} must be one of ${s.choices.join(", ")}, got "${raw}"`);
+      out[name] = raw as string;
+    } else out[name] = num(v, name, 0, { int: s.kind === "int", min: s.min, max: s.max });
+  }
+  return out as Settings;
+}
+
+/** Settings back to flag-style values (for merging a stored run with new flags). */
+export function settingsToValues(s: Partial<Settings>): Values {
+  const v: Values = {};
+  for (const [k, x] of Object.entries(s)) {
+    if (x === null || x === false || !(k in SETTINGS)) continue;
+    v[k] = typeof x === "boolean" ? x : String(x);
+  }
+  return v;
+}
+
+/** A --config JSON file as flag-style values; keys may be kebab-case or snake_case flag names. */
+export function readConfigFile(path: string): Values {
+  const json = readJson(path)!;
+  const v: Values = {};
+  const known = Object.keys(SETTINGS);
+  for (const [key, value] of Object.entries(json)) {
+    const name = key.replaceAll("_", "-");
+    const spec = (SETTINGS as Record<string, Spec>)[name];
+    if (!spec) throw new UsageError(`${path}: unknown setting "${key}"; settings: ${known.join(", ")}`);
+    if (spec.kind === "boolean") {
+      if (typeof value !== "boolean") throw new UsageError(`${path}: "${key}" must be true or false`);
+      v[name] = value;
+    } else if (Array.isArray(value)) v[name] = value.join(",");
+    else if (typeof value === "string" || typeof value === "number") v[name] = String(value);
+    else throw new UsageError(`${path}: "${key}" must be a ${spec.kind}, got ${JSON.stringify(value)}`);
+  }
+  return v;
+}
+
+/** The settings that differ between a stored run and a new one, except those free to change. */
+export function settingDiffs(stored: Settings, now: Settings): string[] {
+  return Object.entries(SETTINGS as Record<string, Spec>)
+    .filter(([k, s]) => !s.free && stored[k as SettingName] !== now[k as SettingName])
+    .map(
+      ([k]) =>
+        `--${k}: ${JSON.stringify(stored[k as SettingName])} in the checkpoint, ${JSON.stringify(now[k as SettingName])} now`,
+    );
+}
+
+/** --targets: "all-linear", a regex (when it has regex syntax), or a comma-separated list of names. */
+export function parseTargets(s: string): string[] | string {
+  if (s === "all-linear" || /[\\^$*+?()[\]{}|]/.test(s)) return s;
+  return s
+    .split(",")
+    .map((x) => x.trim())
+    .filter(Boolean);
+}
+
+/** --layers: "0,2,5-7" -> [0, 2, 5, 6, 7]. */
+export function parseLayers(s: string): number[] {
+  const out: number[] = [];
+  for (const part of s.split(",").map((x) => x.trim())) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part);
+    if (!m || (m[2] !== undefined && Number(m[2]) < Number(m[1])))
+      throw new UsageError(`--layers must look like 0,1,4-7, got "${s}"`);
+    for (let i = Number(m[1]); i <= Number(m[2] ?? m[1]); i++) out.push(i);
+  }
+  return out;
+}

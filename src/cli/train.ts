@@ -1,0 +1,373 @@
+/** `lora train`: LoRA (or full) fine-tuning of a model folder, with checkpoints, exact resume and metrics. */
+import fs from "node:fs";
+import { join } from "node:path";
+import { checkpointFiles, parseCheckpoint } from "../io/checkpoint.js";
+import { modelTensors } from "../io/model-saver.js";
+import { loadAdapter } from "../io/node/adapter-folder.js";
+import {
+  listCheckpoints,
+  resolveCheckpoint,
+  runDirOf,
+  writeCheckpoint,
+} from "../io/node/checkpoint-folder.js";
+import { readJson } from "../io/node/json-file.js";
+import { loadModelFolder, saveModelFolder } from "../io/node/model-folder.js";
+import { readSafetensorsFile, writeFileAtomic } from "../io/node/safetensors-file.js";
+import { adapterFiles } from "../io/peft.js";
+import { serializeSafetensors } from "../io/safetensors.js";
+import { LORA_DEFAULTS, type LoraConfig } from "../lora/config.js";
+import { applyLoRA, parameterReport, setLoraDropout } from "../lora/inject.js";
+import { type CausalLM, modelFamily } from "../models/index.js";
+import { Rng } from "../tensor/random.js";
+import { Batcher, rowTargets } from "../train/batches.js";
+import type { TokenizedRow } from "../train/data.js";
+import { evaluate } from "../train/evaluate.js";
+import { createOptimizer, type OptimizerKind } from "../train/optim.js";
+import type { ScheduleKind } from "../train/schedule.js";
+import { DivergedError, type Snapshot, train } from "../train/trainer.js";
+import { type Command, str, UsageError, type Values } from "./command.js";
+import { contextLength, type Loaded, loadModel, readRows, tokenizeRows } from "./load.js";
+import { Progress, peakMiB } from "./progress.js";
+import {
+  parseLayers,
+  parseTargets,
+  readConfigFile,
+  type Settings,
+  settingDiffs,
+  settingsFrom,
+  settingsToValues,
+  TRAIN_FLAGS,
+} from "./train-settings.js";
+
+/** Files of a run folder that --overwrite replaces (and whose presence means "a run is here"). */
+const RUN_FILES = [
+  "adapter_config.json",
+  "adapter_model.safetensors",
+  "model.safetensors",
+  "metrics.jsonl",
+  "checkpoints",
+];
+
+const fmt = (n: number) => n.toLocaleString("en-US");
+
+/** FNV-1a over the rows' ids and masks: a resume refuses data that changed. */
+function fingerprint(rows: readonly TokenizedRow[]): string {
+  let h = 0x811c9dc5;
+  const mix = (x: number) => {
+    h = Math.imul(h ^ (x & 0xffff), 16777619);
+    h = Math.imul(h ^ (x >>> 16), 16777619);
+  };
+  for (const r of rows) {
+    mix(r.ids.length);
+    for (let i = 0; i < r.ids.length; i++) mix(r.ids[i]! * 2 + (r.mask[i] ? 1 : 0));
+  }
+  return `${rows.length}:${(h >>> 0).toString(16)}`;
+}
+
+function prepareRows(
+  path: string,
+  loaded: Loaded,
+  s: Settings,
+  seqLen: number,
+  what: string,
+): TokenizedRow[] {
+  const rows = readRows(path, undefined, what === "training" ? ["train"] : ["valid", "test", "train"]);
+  const { rows: tokenized, truncated } = tokenizeRows(rows, loaded.tokenizer, {
+    maskPrompt: s["mask-prompt"] as boolean,
+    maxLen: seqLen,
+    source: path,
+  });
+  if (truncated > 0)
+    console.error(
+      `warning: ${path}: ${truncated} ${what} row(s) longer than --seq-len ${seqLen} were truncated`,
+    );
+  const kept = tokenized.filter((r) => rowTargets(r) > 0);
+  if (kept.length === 0) {
+    throw new Error(
+      `${path}: no ${what} row has a token to predict (rows shorter than 2 tokens${s["mask-prompt"] ? ", or every token masked by --mask-prompt" : ""}); ${s["mask-prompt"] ? "train without --mask-prompt or check the completions" : "check the data"}`,
+    );
+  }
+  if (kept.length < tokenized.length)
+    console.error(
+      `warning: ${path}: ${tokenized.length - kept.length} ${what} row(s) have no token to predict and are skipped`,
+    );
+  return kept;
+}
+
+/** The LoRA config of a fresh run, from the settings. */
+function loraConfigOf(s: Settings, defaultTargets: string[]): LoraConfig {
+  return {
+    ...LORA_DEFAULTS,
+    r: s.rank as number,
+    lora_alpha: s.alpha as number,
+    lora_dropout: s.dropout as number,
+    target_modules: s.targets ? parseTargets(s.targets as string) : defaultTargets,
+    layers_to_transform: s.layers ? parseLayers(s.layers as string) : null,
+    use_rslora: s.rslora as boolean,
+    init_lora_weights: s.init === "gaussian" ? "gaussian" : true,
+  };
+}
+
+interface Resume {
+  dir: string;
+  state: ReturnType<typeof parseCheckpoint>;
+}
+
+/** Merges --config and flags, and on --resume checks them against the checkpoint's run. */
+function resolveSettings(v: Values): { s: Settings; resume: Resume | null } {
+  const given = { ...(typeof v.config === "string" ? readConfigFile(v.config) : {}), ...v };
+  const resumePath = str(v, "resume");
+  if (!resumePath) return { s: settingsFrom(given), resume: null };
+  const dir = resolveCheckpoint(resumePath);
+  const state = parseCheckpoint(
+    readJson(join(dir, "trainer_state.json"))!,
+    readSafetensorsFile(join(dir, "optimizer.safetensors")),
+    dir,
+  );
+  const stored = state.run.settings as Settings;
+  const s = settingsFrom({ ...settingsToValues(stored), ...given });
+  if (s.out === null) s.out = runDirOf(dir);
+  const diffs = settingDiffs(stored, s);
+  if (diffs.length > 0) {
+    throw new UsageError(
+      `--resume ${dir}: this checkpoint was made with other settings:\n  ${diffs.join("\n  ")}\nDrop those flags to continue it as it was, or start a new run with another --out.`,
+    );
+  }
+  return { s, resume: { dir, state } };
+}
+
+/** Refuses an --out that holds another run unless --overwrite (then clears that run's files). */
+function prepareOut(out: string, overwrite: boolean, resuming: boolean): void {
+  const present = fs.existsSync(out) ? RUN_FILES.filter((f) => fs.existsSync(join(out, f))) : [];
+  if (present.length > 0 && !resuming) {
+    if (!overwrite) {
+      throw new UsageError(
+        `--out ${out} already holds a run (${present.join(", ")}); pass --overwrite to replace it, --resume ${out} to continue it, or choose another --out`,
+      );
+    }
+    for (const f of present) fs.rmSync(join(out, f), { recursive: true, force: true });
+  }
+  fs.mkdirSync(out, { recursive: true });
+}
+
+/** Keeps the metrics rows up to `step` (a resumed run rewrites what came after its checkpoint). */
+function truncateMetrics(path: string, step: number): void {
+  if (!fs.existsSync(path)) return;
+  const keep = fs
+    .readFileSync(path, "utf8")
+    .split("\n")
+    .filter((line) => {
+      try {
+        return line !== "" && (JSON.parse(line) as { step: number }).step <= step;
+      } catch {
+        return false;
+      }
+    });
+  writeFileAtomic(path, keep.map((l) => `${l}\n`).join(""));
+}
+
+async function runTrain(v: Values): Promise<void> {
+  const { s, resume } = resolveSettings(v);
+  for (const name of ["model", "data", "out"] as const) {
+    if (s[name] === null) throw new UsageError(`missing --${name} for 'lora train'; see 'lora train --help'`);
+  }
+  if (s.steps !== null && s.epochs !== null) throw new UsageError("give --steps or --epochs, not both");
+  if (s.full && s.adapter)
+    throw new UsageError("--full trains every weight; it cannot start from an --adapter");
+  const out = s.out as string;
+  prepareOut(out, v.overwrite === true, resume !== null);
+
+  const loaded = loadModel(s.model as string);
+  const { model, config } = loaded;
+  const family = modelFamily(config);
+  if (resume) {
+    const diffs = Object.keys({ ...config, ...(resume.state.run.model_config as object) }).filter(
+      (k) =>
+        JSON.stringify(config[k]) !==
+        JSON.stringify((resume.state.run.model_config as Record<string, unknown>)[k]),
+    );
+    if (diffs.length > 0)
+      throw new UsageError(
+        `--resume ${resume.dir}: the checkpoint was made for another model (config.json differs in ${diffs.join(", ")})`,
+      );
+  }
+  const seqLen = (s["seq-len"] as number | null) ?? Math.min(contextLength(config), 2048);
+  const rows = prepareRows(s.data as string, loaded, s, seqLen, "training");
+  const dataPrint = fingerprint(rows);
+  if (resume && resume.state.run.data_fingerprint !== dataPrint)
+    throw new UsageError(
+      `--resume ${resume.dir}: the training data differs from the checkpoint's (${resume.state.run.data_fingerprint} rows:hash, now ${dataPrint})`,
+    );
+  const valPath =
+    (s["val-data"] as string | null) ??
+    (fs.statSync(s.data as string).isDirectory() && fs.existsSync(join(s.data as string, "valid.jsonl"))
+      ? (s.data as string)
+      : null);
+  const valRows = valPath ? prepareRows(valPath, loaded, s, seqLen, "validation") : null;
+
+  // What is trained: every weight (--full), a checkpoint's or given adapter, or a fresh LoRA.
+  let lora: LoraConfig | null = null;
+  let trained: CausalLM = model;
+  if (s.full) {
+    if (resume) trained = loadModelFolder(resume.dir).model;
+    trained.unfreeze();
+  } else if (resume || s.adapter) {
+    lora = loadAdapter(model, resume ? resume.dir : (s.adapter as string), family.defaultTargets).config;
+    lora = { ...lora, lora_dropout: s.dropout as number };
+  } else {
+    lora = loraConfigOf(s, family.defaultTargets);
+    applyLoRA(model, lora, { rng: new Rng(s.seed as number) });
+  }
+  const dropoutRng = new Rng((s.seed as number) ^ 0x5bd1e995);
+  if (lora) setLoraDropout(trained, s.dropout as number, dropoutRng);
+  const report = parameterReport(trained);
+  console.log(`model: ${s.model} (${config.model_type}, ${fmt(report.total)} parameters)`);
+  console.log(s.full ? `full fine-tuning: ${report.line}` : report.line);
+
+  const optimizer = createOptimizer(s.optimizer as OptimizerKind, trained.trainableParameters(), {
+    lr: s.lr as number,
+    weightDecay: s["weight-decay"] as number,
+  });
+  if (resume)
+    optimizer.loadStateDict(resume.state.optimizer as Parameters<typeof optimizer.loadStateDict>[0]);
+  const batcher = new Batcher(
+    rows,
+    {
+      batchSize: s["batch-size"] as number,
+      shuffle: !s["no-shuffle"],
+      seed: s.seed as number,
+      padId: loaded.tokenizer?.padId ?? 0,
+    },
+    resume?.state.data,
+  );
+  const accum = s["grad-accum"] as number;
+  const steps =
+    (s.steps as number | null) ??
+    Math.max(1, Math.ceil((((s.epochs as number | null) ?? 1) * batcher.batchesPerEpoch) / accum));
+  const evalEvery = (s["eval-every"] as number | null) ?? Math.max(1, Math.round(steps / 10));
+  console.log(
+    `data: ${fmt(rows.length)} training rows${valRows ? `, ${fmt(valRows.length)} validation rows` : ""}; ${steps} steps of ${s["batch-size"]}×${accum} rows, seq-len ≤ ${seqLen}`,
+  );
+
+  const baseName = s.model as string;
+  const weightFiles = (): Record<string, Uint8Array | string> => {
+    if (lora) return adapterFiles(trained, lora, baseName);
+    const f32 = { ...config, torch_dtype: "float32" };
+    return {
+      "config.json": `${JSON.stringify(f32, null, 2)}\n`,
+      "model.safetensors": serializeSafetensors(modelTensors(trained, f32), { format: "pt" }),
+    };
+  };
+  const run = { settings: s, model_config: config, data_fingerprint: dataPrint };
+  let lastSaved: string | null = resume?.dir ?? null;
+  const save = (snap: Snapshot) => {
+    lastSaved = writeCheckpoint(
+      out,
+      snap.step,
+      { ...weightFiles(), ...checkpointFiles(snap, run) },
+      {
+        keep: s.keep as number,
+      },
+    );
+  };
+
+  const metricsPath = join(out, "metrics.jsonl");
+  if (resume) truncateMetrics(metricsPath, resume.state.step);
+  else fs.writeFileSync(metricsPath, "");
+  const log = (row: Record<string, unknown>) => fs.appendFileSync(metricsPath, `${JSON.stringify(row)}\n`);
+
+  const firstStep = resume?.state.step ?? 0;
+  const progress = new Progress(steps, firstStep);
+  progress.begin(resume?.state.elapsedS ?? 0);
+  let result: Awaited<ReturnType<typeof train>>;
+  try {
+    result = await train(trained, {
+      optimizer,
+      data: batcher,
+      steps,
+      gradAccum: accum,
+      lr: s.lr as number,
+      schedule: { kind: s.schedule as ScheduleKind, warmup: s.warmup as number },
+      maxGradNorm: s["max-grad-norm"] as number,
+      evaluate: valRows ? () => evaluate(trained, valRows).loss : undefined,
+      evalEvery,
+      save,
+      saveEvery: s["save-every"] as number,
+      rng: dropoutRng,
+      resume: resume?.state,
+      onStep: (i) => {
+        log({
+          step: i.step,
+          loss: i.loss,
+          lr: i.lr,
+          tokens: i.tokens,
+          elapsed_s: i.elapsedS,
+          grad_norm: i.gradNorm,
+        });
+        progress.step(i);
+      },
+      onEval: (i) => {
+        log({
+          step: i.step,
+          val_loss: i.valLoss,
+          val_perplexity: Math.exp(i.valLoss),
+          elapsed_s: i.elapsedS,
+        });
+        progress.eval(i);
+      },
+    });
+  } catch (e) {
+    progress.stop();
+    if (e instanceof DivergedError) {
+      throw new Error(
+        `${e.message}. ${lastSaved ? `The last good checkpoint is ${lastSaved}: continue it with --resume ${lastSaved} after lowering the learning rate` : "No checkpoint was saved yet: lower --lr"} (now ${s.lr}) or keep --max-grad-norm on.`,
+      );
+    }
+    throw e;
+  }
+  progress.stop();
+
+  const written = lora ? Object.keys(adapterFiles(trained, lora, baseName)) : [];
+  if (lora)
+    for (const [name, data] of Object.entries(adapterFiles(trained, lora, baseName)))
+      writeFileAtomic(join(out, name), data);
+  else
+    written.push(
+      ...saveModelFolder(trained, out, {
+        config: { ...config, torch_dtype: "float32" },
+        dtypes: new Map(),
+        dir: s.model as string,
+      }),
+    );
+
+  const trainedSteps = result.steps - firstStep;
+  const wall = result.elapsedS - (resume?.state.elapsedS ?? 0);
+  const tokensNow = result.tokens - (resume?.state.tokens ?? 0);
+  console.log(
+    `\ndone: ${trainedSteps} step(s), ${fmt(tokensNow)} tokens in ${wall.toFixed(1)} s (${fmt(Math.round(tokensNow / Math.max(wall, 1e-9)))} tokens/s), peak memory ${fmt(Math.round(peakMiB()))} MiB`,
+  );
+  console.log(
+    `trainable: ${fmt(report.trainable)} of ${fmt(report.total)} parameters (${report.percent.toFixed(4)}%)`,
+  );
+  console.log(
+    `final train loss ${result.loss.toFixed(4)}${result.valLoss !== null ? `, validation loss ${result.valLoss.toFixed(4)} (perplexity ${Math.exp(result.valLoss).toFixed(3)})` : ""}`,
+  );
+  console.log(
+    `saved: ${written.map((f) => join(out, f)).join(", ")}; checkpoints in ${join(out, "checkpoints")}`,
+  );
+  if (listCheckpoints(out).length === 0) console.error("warning: no checkpoint was written");
+}
+
+export const trainCommand: Command = {
+  name: "train",
+  summary:
+    "Fine-tune a model folder with LoRA (or --full) on a dataset; writes a PEFT adapter and checkpoints.",
+  usage: "lora train --model DIR --data PATH --out DIR [options]",
+  flags: TRAIN_FLAGS,
+  examples: [
+    "lora train --model ./my-model --data ./data --out ./run --rank 8 --alpha 16 --steps 200",
+    "lora train --resume ./run",
+    "lora train --model ./my-model --data ./chat.jsonl --mask-prompt --targets all-linear --out ./run2",
+  ],
+  run: runTrain,
+};

@@ -1,0 +1,197 @@
+/**
+ * The training loop, a plain function (mlx-lm style): batching, loss, evaluation and saving are
+ * injected, and callbacks see every step. Pure and browser-safe: saving to disk is a callback.
+ *
+ * One optimizer step = `gradAccum` micro-batches. Each micro-batch's summed token loss is divided
+ * by the step's total target count, so the gradient is that of the mean loss over every target
+ * token of the step, however it is split into micro-batches.
+ */
+
+import { crossEntropy, scale } from "../autograd/ops.js";
+import { backward } from "../autograd/tape.js";
+import type { CausalLM } from "../models/index.js";
+import type { Rng, RngState } from "../tensor/random.js";
+import type { Tensor } from "../tensor/tensor.js";
+import type { Batch, DataPosition } from "./batches.js";
+import { clipGradNorm, type Optimizer, type OptimizerState } from "./optim.js";
+import { learningRate, type ScheduleKind } from "./schedule.js";
+
+/** Summed (not mean) loss over the batch's target tokens, as a scalar tensor. */
+export type LossFn = (model: CausalLM, batch: Batch) => Tensor;
+
+export const tokenLossSum: LossFn = (model, batch) =>
+  crossEntropy(model.forward(batch.ids, batch.shape), batch.targets, "sum");
+
+/** What a checkpoint must hold, besides the weights, to continue a run bit for bit. */
+export interface TrainProgress {
+  /** Optimizer steps done. */
+  step: number;
+  /** Target tokens trained on so far. */
+  tokens: number;
+  /** Seconds of training so far (loading excluded). */
+  elapsedS: number;
+  /** Where the next batch starts. */
+  data: DataPosition;
+  /** State of the random stream that draws dropout masks, if any. */
+  rng: { s: RngState; spare: number | null } | null;
+}
+
+export interface Snapshot extends TrainProgress {
+  optimizer: OptimizerState;
+}
+
+export interface StepInfo {
+  step: number;
+  totalSteps: number;
+  loss: number;
+  lr: number;
+  /** Target tokens this step and trained so far. */
+  stepTokens: number;
+  tokens: number;
+  gradNorm: number;
+  elapsedS: number;
+}
+
+export interface EvalInfo {
+  step: number;
+  valLoss: number;
+  elapsedS: number;
+}
+
+export interface TrainOptions {
+  optimizer: Optimizer;
+  /** Yields micro-batches and reports where it stands (a Batcher). */
+  data: { next(): Batch; readonly position: DataPosition };
+  steps: number;
+  gradAccum?: number;
+  schedule?: { kind: ScheduleKind; warmup: number; minLr?: number };
+  /** Peak learning rate (default: the optimizer's lr). */
+  lr?: number;
+  /** Clip the global gradient norm to this (0 = off). */
+  maxGradNorm?: number;
+  loss?: LossFn;
+  /** Held-out loss, run in eval mode every `evalEvery` steps, before the first step and at the end. */
+  evaluate?: () => number;
+  evalEvery?: number;
+  /** Called every `saveEvery` steps and after the last one; may be async. */
+  save?: (s: Snapshot) => void | Promise<void>;
+  saveEvery?: number;
+  /** The random stream of the model's dropout masks, saved in snapshots. */
+  rng?: Rng;
+  /** Continue from a checkpoint's progress (the weights and optimizer state must be loaded already). */
+  resume?: TrainProgress;
+  onStep?: (info: StepInfo) => void;
+  onEval?: (info: EvalInfo) => void;
+  /** Clock in seconds (injectable for tests). */
+  now?: () => number;
+}
+
+export interface TrainResult {
+  steps: number;
+  tokens: number;
+  elapsedS: number;
+  /** Loss of the last step, and the last held-out loss (null without evaluate). */
+  loss: number;
+  valLoss: number | null;
+}
+
+/** A loss or gradient that is no longer finite: training stops before the weights are touched. */
+export class DivergedError extends Error {
+  override name = "DivergedError";
+  constructor(
+    readonly step: number,
+    what: string,
+  ) {
+    super(`${what} at step ${step}; stopped before updating the weights`);
+  }
+}
+
+const clock = () => performance.now() / 1000;
+const nextTick = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
+
+export async function train(model: CausalLM, opts: TrainOptions): Promise<TrainResult> {
+  const { optimizer, data, steps } = opts;
+  const accum = opts.gradAccum ?? 1;
+  const lossFn = opts.loss ?? tokenLossSum;
+  const baseLr = opts.lr ?? optimizer.lr;
+  const schedule = opts.schedule ?? { kind: "constant", warmup: 0 };
+  const now = opts.now ?? clock;
+  if (!Number.isInteger(steps) || steps < 1)
+    throw new Error(`steps must be a positive integer, got ${steps}`);
+  if (!Number.isInteger(accum) || accum < 1)
+    throw new Error(`gradAccum must be a positive integer, got ${accum}`);
+
+  const start = opts.resume ?? { step: 0, tokens: 0, elapsedS: 0, data: data.position, rng: null };
+  if (opts.resume?.rng && opts.rng) opts.rng.setState(opts.resume.rng);
+  let { step, tokens } = start;
+  const t0 = now() - start.elapsedS;
+  const elapsed = () => now() - t0;
+  const params = optimizer.params;
+  let loss = Number.NaN;
+  let valLoss: number | null = null;
+
+  const evaluate = () => {
+    if (!opts.evaluate) return;
+    model.eval();
+    valLoss = opts.evaluate();
+    model.train();
+    opts.onEval?.({ step, valLoss, elapsedS: elapsed() });
+  };
+  const snapshot = (): Snapshot => ({
+    step,
+    tokens,
+    elapsedS: elapsed(),
+    data: data.position,
+    rng: opts.rng?.getState() ?? null,
+    optimizer: optimizer.stateDict(),
+  });
+
+  if (step === 0) evaluate();
+  model.train();
+  while (step < steps) {
+    optimizer.lr = learningRate(schedule.kind, {
+      base: baseLr,
+      step,
+      total: steps,
+      warmup: schedule.warmup,
+      minLr: schedule.minLr,
+    });
+    const batches = Array.from({ length: accum }, () => data.next());
+    const stepTokens = batches.reduce((s, b) => s + b.tokens, 0);
+    optimizer.zeroGrad();
+    loss = 0;
+    if (stepTokens > 0) {
+      for (const batch of batches) {
+        if (batch.tokens === 0) continue;
+        const l = scale(lossFn(model, batch), 1 / stepTokens);
+        loss += l.item();
+        backward(l);
+      }
+    }
+    if (!Number.isFinite(loss)) throw new DivergedError(step + 1, `the loss is ${loss}`);
+    const gradNorm = clipGradNorm(params, opts.maxGradNorm ?? 0);
+    if (!Number.isFinite(gradNorm)) throw new DivergedError(step + 1, `the gradient norm is ${gradNorm}`);
+    optimizer.step();
+    optimizer.zeroGrad();
+    step++;
+    tokens += stepTokens;
+    opts.onStep?.({
+      step,
+      totalSteps: steps,
+      loss,
+      lr: optimizer.lr,
+      stepTokens,
+      tokens,
+      gradNorm,
+      elapsedS: elapsed(),
+    });
+    if (opts.evalEvery && step % opts.evalEvery === 0 && step < steps) evaluate();
+    if (opts.save && opts.saveEvery && step % opts.saveEvery === 0 && step < steps)
+      await opts.save(snapshot());
+    await nextTick(); // lets a progress bar draw, and a browser page stay responsive
+  }
+  evaluate();
+  model.eval();
+  await opts.save?.(snapshot());
+  return { steps: step, tokens, elapsedS: elapsed(), loss, valLoss };
+}
