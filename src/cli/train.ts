@@ -17,7 +17,7 @@ import { adapterFiles } from "../io/peft.js";
 import { serializeSafetensors } from "../io/safetensors.js";
 import { LORA_DEFAULTS, type LoraConfig } from "../lora/config.js";
 import { applyLoRA, parameterReport, setLoraDropout } from "../lora/inject.js";
-import { type CausalLM, modelFamily } from "../models/index.js";
+import { type CausalLM, type ModelFamily, modelFamily } from "../models/index.js";
 import { Rng } from "../tensor/random.js";
 import { Batcher, rowTargets } from "../train/batches.js";
 import type { TokenizedRow } from "../train/data.js";
@@ -95,16 +95,17 @@ function prepareRows(
 }
 
 /** The LoRA config of a fresh run, from the settings. */
-function loraConfigOf(s: Settings, defaultTargets: string[]): LoraConfig {
+function loraConfigOf(s: Settings, family: ModelFamily): LoraConfig {
   return {
     ...LORA_DEFAULTS,
     r: s.rank as number,
     lora_alpha: s.alpha as number,
     lora_dropout: s.dropout as number,
-    target_modules: s.targets ? parseTargets(s.targets as string) : defaultTargets,
+    target_modules: s.targets ? parseTargets(s.targets as string) : family.defaultTargets,
     layers_to_transform: s.layers ? parseLayers(s.layers as string) : null,
     use_rslora: s.rslora as boolean,
     init_lora_weights: s.init === "gaussian" ? "gaussian" : true,
+    fan_in_fan_out: family.fanInFanOut,
   };
 }
 
@@ -213,9 +214,9 @@ async function runTrain(v: Values): Promise<void> {
     trained.unfreeze();
   } else if (resume || s.adapter) {
     lora = loadAdapter(model, resume ? resume.dir : (s.adapter as string), family.defaultTargets).config;
-    lora = { ...lora, lora_dropout: s.dropout as number };
+    lora = { ...lora, lora_dropout: s.dropout as number, fan_in_fan_out: family.fanInFanOut };
   } else {
-    lora = loraConfigOf(s, family.defaultTargets);
+    lora = loraConfigOf(s, family);
     applyLoRA(model, lora, { rng: new Rng(s.seed as number) });
   }
   const dropoutRng = new Rng((s.seed as number) ^ 0x5bd1e995);

@@ -17,17 +17,21 @@ export interface ModelFamily {
   checkpoint: CheckpointRules;
   /** PEFT's default LoRA targets for this family. */
   defaultTargets: string[];
+  /** The checkpoint stores linear weights [in, out] (GPT-2's Conv1D): PEFT's fan_in_fan_out. */
+  fanInFanOut: boolean;
 }
 
 const gpt2: ModelFamily = {
   build: (json, p) => new GPT2LMHeadModel(parseGPT2Config(json), p),
   checkpoint: gpt2Checkpoint,
   defaultTargets: ["c_attn"],
+  fanInFanOut: true,
 };
 const llama: ModelFamily = {
   build: (json, p) => new LlamaForCausalLM(parseLlamaConfig(json), p),
   checkpoint: llamaCheckpoint,
   defaultTargets: ["q_proj", "v_proj"],
+  fanInFanOut: false,
 };
 
 const families: Record<string, ModelFamily> = {
