@@ -8,7 +8,8 @@
  * - Each address is one line of text with no paragraph breaks, so "paragraphs" are made by joining
  *   whole sentences into chunks of MIN_CHARS..MAX_CHARS characters (a longer single sentence is its
  *   own chunk). Sentence ends are ". ! ?" (optionally closed by a quote or bracket) followed by a
- *   capital; titles like "Mr." or "Gen." do not end a sentence.
+ *   capital; titles like "Mr." or "Gen." do not end a sentence. A sentence longer than MAX_CHARS (old
+ *   addresses have some of 3,000+ characters) is split at "; " or ": ", else ", ", else spaces.
  * - Transcript stage directions ("[Laughter]", "[Applause]") are removed; editorial insertions like
  *   "[the States]" are kept.
  * - Text is made plain ASCII: curly quotes become straight ones, an em dash becomes "--" (the older
@@ -61,11 +62,34 @@ export function sentences(text: string): string[] {
   return out;
 }
 
+/** Splits a sentence longer than `max` at "; " or ": ", then ", ", then spaces, into pieces of at most `max`. */
+export function splitLong(sentence: string, max = MAX_CHARS): string[] {
+  if (sentence.length <= max) return [sentence];
+  for (const sep of [/(?<=[;:]) /, /(?<=,) /, / /]) {
+    const parts = sentence.split(sep);
+    if (parts.length < 2) continue;
+    const out: string[] = [];
+    let cur = "";
+    for (const p of parts) {
+      if (cur && cur.length + 1 + p.length > max) {
+        out.push(cur);
+        cur = "";
+      }
+      cur = cur ? `${cur} ${p}` : p;
+    }
+    out.push(cur);
+    return out.flatMap((piece) =>
+      piece.length > max && piece !== sentence ? splitLong(piece, max) : [piece],
+    );
+  }
+  return [sentence];
+}
+
 /** Greedily joins sentences into chunks of about MIN_CHARS..MAX_CHARS characters. */
 export function chunk(parts: string[], min = MIN_CHARS, max = MAX_CHARS): string[] {
   const chunks: string[] = [];
   let cur = "";
-  for (const s of parts) {
+  for (const s of parts.flatMap((p) => splitLong(p, max))) {
     if (cur && cur.length + 1 + s.length > max) {
       chunks.push(cur);
       cur = "";
