@@ -1,7 +1,9 @@
 /** The browser-safe library: tensors, kernels, autograd, layers, models, LoRA, formats, training pieces. */
 export * from "./autograd/index.js";
+export * from "./io/checkpoint.js";
 export * from "./io/dataset.js";
 export * from "./io/model-loader.js";
+export * from "./io/model-saver.js";
 export * from "./io/peft.js";
 export * from "./io/safetensors.js";
 export * from "./io/tokenizer.js";
@@ -14,8 +16,10 @@ export * from "./tensor/dtype.js";
 export { Rng } from "./tensor/random.js";
 export * from "./tensor/shape.js";
 export { Tensor } from "./tensor/tensor.js";
+export * from "./train/batches.js";
 export * from "./train/data.js";
 export * from "./train/evaluate.js";
 export * from "./train/loss.js";
 export * from "./train/optim.js";
 export * from "./train/schedule.js";
+export * from "./train/trainer.js";

@@ -36,7 +36,7 @@ export class Progress {
       loss: info.loss.toFixed(4),
       lr: info.lr.toExponential(2),
       tps: Math.round(rate).toLocaleString("en-US"),
-      eta: fmtTime(eta),
+      remaining: fmtTime(eta),
       mem: Math.round(peakMiB()).toLocaleString("en-US"),
     };
   }
@@ -48,14 +48,14 @@ export class Progress {
     this.bar = new cliProgress.SingleBar(
       {
         format:
-          "train |{bar}| {value}/{total} | loss {loss} | lr {lr} | {tps} tok/s | ETA {eta} | peak {mem} MiB",
+          "train |{bar}| {value}/{total} | loss {loss} | lr {lr} | {tps} tok/s | ETA {remaining} | peak {mem} MiB",
         stream: this.out,
         hideCursor: true,
         barsize: 24,
       },
       cliProgress.Presets.shades_classic,
     );
-    this.bar.start(this.total, this.firstStep, { loss: "-", lr: "-", tps: "-", eta: "?", mem: "-" });
+    this.bar.start(this.total, this.firstStep, { loss: "-", lr: "-", tps: "-", remaining: "?", mem: "-" });
   }
 
   step(info: StepInfo): void {
@@ -66,7 +66,7 @@ export class Progress {
     }
     if (info.step % this.every === 0 || info.step === info.totalSteps || info.step === this.firstStep + 1) {
       this.out.write(
-        `step ${info.step}/${info.totalSteps}  loss ${f.loss}  lr ${f.lr}  ${f.tps} tok/s  ETA ${f.eta}  peak ${f.mem} MiB\n`,
+        `step ${info.step}/${info.totalSteps}  loss ${f.loss}  lr ${f.lr}  ${f.tps} tok/s  ETA ${f.remaining}  peak ${f.mem} MiB\n`,
       );
     }
   }

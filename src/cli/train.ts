@@ -277,7 +277,26 @@ async function runTrain(v: Values): Promise<void> {
   else fs.writeFileSync(metricsPath, "");
   const log = (row: Record<string, unknown>) => fs.appendFileSync(metricsPath, `${JSON.stringify(row)}\n`);
 
+  // The final files: the adapter, or (--full) a complete f32 model folder.
+  const writeOutputs = (): string[] => {
+    if (!lora)
+      return saveModelFolder(trained, out, {
+        config: { ...config, torch_dtype: "float32" },
+        dtypes: new Map(),
+        dir: s.model as string,
+      });
+    const files = adapterFiles(trained, lora, baseName);
+    for (const [name, data] of Object.entries(files)) writeFileAtomic(join(out, name), data);
+    return Object.keys(files);
+  };
   const firstStep = resume?.state.step ?? 0;
+  if (firstStep >= steps) {
+    const files = writeOutputs();
+    console.log(
+      `the run was already complete at step ${firstStep}/${steps}; wrote ${files.map((f) => join(out, f)).join(", ")}`,
+    );
+    return;
+  }
   const progress = new Progress(steps, firstStep);
   progress.begin(resume?.state.elapsedS ?? 0);
   let result: Awaited<ReturnType<typeof train>>;
@@ -328,19 +347,7 @@ async function runTrain(v: Values): Promise<void> {
   }
   progress.stop();
 
-  const written = lora ? Object.keys(adapterFiles(trained, lora, baseName)) : [];
-  if (lora)
-    for (const [name, data] of Object.entries(adapterFiles(trained, lora, baseName)))
-      writeFileAtomic(join(out, name), data);
-  else
-    written.push(
-      ...saveModelFolder(trained, out, {
-        config: { ...config, torch_dtype: "float32" },
-        dtypes: new Map(),
-        dir: s.model as string,
-      }),
-    );
-
+  const written = writeOutputs();
   const trainedSteps = result.steps - firstStep;
   const wall = result.elapsedS - (resume?.state.elapsedS ?? 0);
   const tokensNow = result.tokens - (resume?.state.tokens ?? 0);
