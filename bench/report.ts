@@ -63,8 +63,9 @@ function table(head: string[], rows: string[][]): string {
 export function mainTable(runs: RunRecord[]): string {
   const rows = runs.map((r) => {
     const [o, t] = [r.ours, r.torch];
+    const gen = r.genAgree === null ? "" : `, gen ${r.genAgree}/${o?.gen?.newTokens ?? 0} same`;
     const check = r.lossCheck
-      ? `${r.lossCheck.ok ? "ok" : "MISMATCH"} ${r.lossCheck.ours.toFixed(6)} / ${r.lossCheck.torch.toFixed(6)}`
+      ? `${r.lossCheck.ok ? "ok" : "MISMATCH"} ${r.lossCheck.ours.toFixed(6)} / ${r.lossCheck.torch.toFixed(6)}${gen}`
       : "-";
     return [
       r.model,
@@ -94,7 +95,7 @@ export function mainTable(runs: RunRecord[]): string {
       "ours gen tok/s",
       "torch gen tok/s",
       "gen ratio",
-      "step-0 loss ours / torch",
+      "step-0 loss ours / torch (check)",
     ],
     rows,
   );
@@ -114,7 +115,7 @@ export function gemmTable(r: RunRecord): string {
   const rows = shapes.map((s) => [
     shapeName(s),
     String(s.callsPerStep),
-    fmt(s.callsPerStep * gflop(s), 2),
+    (s.callsPerStep * gflop(s)).toPrecision(3),
     fmt(s.ms, 2),
     fmt(s.gflops, 2),
   ]);

@@ -140,5 +140,6 @@ if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1]
     console.error("usage: node dist/bench/train-step.js '<StepSpec JSON>'");
     process.exit(2);
   }
-  process.stdout.write(`${JSON.stringify(runStep(JSON.parse(arg) as StepSpec))}\n`);
+  // Exit explicitly: a backend's worker threads must not keep the child alive.
+  process.stdout.write(`${JSON.stringify(runStep(JSON.parse(arg) as StepSpec))}\n`, () => process.exit(0));
 }
