@@ -82,6 +82,7 @@ function main(): number {
   }
   const torch = o.torch ? probeTorch() : { version: null, reason: "--no-torch" };
   if (!torch.version) log(`PyTorch side skipped: ${torch.reason}`);
+  if (torch.warning) log(`WARNING: ${torch.warning}`);
 
   const runs = o.models.flatMap((id) => runModel(id, o, torch.version !== null));
   const first = runs.find((r) => r.ours)?.ours;
@@ -95,6 +96,7 @@ function main(): number {
     cpu: cpus()[0]?.model ?? "unknown",
     cores: cpus().length,
     torch: torch.version,
+    torchBlas: torch.blas ?? null,
     timing:
       "per configuration: warm-up steps, then timed steps; step time = median of the timed steps " +
       "(forward + backward + AdamW + zero grad); tok/s = batch*seq / median; peak = maxRSS after training; " +
@@ -115,6 +117,7 @@ function main(): number {
       );
     }
   }
+  if (torch.warning) console.log(`WARNING: ${torch.warning}`);
   for (const r of runs) if (r.ours?.gemm) console.log(`\n${gemmTable(r)}`);
   const errors = runs.flatMap((r) => r.errors);
   for (const e of errors) console.log(`\nerror: ${e}`);

@@ -45,14 +45,35 @@ export function runOurs(spec: StepSpec, threads: number, backendName: string | u
   return parseChild(`ours (${spec.model}, ${threads} thread${threads > 1 ? "s" : ""})`, r);
 }
 
-/** The torch version, or null (with the reason) when /usr/bin/python3 cannot import torch. */
-export function probeTorch(): { version: string | null; reason?: string } {
+export interface TorchProbe {
+  version: string | null;
+  reason?: string;
+  blas?: string[];
+  /** Set when torch runs on a slow BLAS, which would make the comparison meaningless. */
+  warning?: string;
+}
+
+/** Debian's reference (netlib) BLAS: python3-torch falls back to it when no OpenBLAS is installed. */
+const REFERENCE_BLAS = /\/blas\/libblas\.so/;
+
+/** The torch version and BLAS, or a null version (with the reason) when /usr/bin/python3 cannot import torch. */
+export function probeTorch(): TorchProbe {
   const r = spawnSync(PYTHON, [TORCH_SCRIPT, "--probe"], { encoding: "utf8", timeout: 60_000 });
   if (r.error || r.status !== 0) {
     const why = r.error?.message ?? String(r.stderr).trim().split("\n").pop();
     return { version: null, reason: `${PYTHON} with torch not usable (${why})` };
   }
-  return { version: (JSON.parse(r.stdout) as { torch: string }).torch };
+  const { torch, blas } = JSON.parse(r.stdout) as { torch: string; blas: string[] };
+  const slow = blas.find((b) => REFERENCE_BLAS.test(b));
+  return {
+    version: torch,
+    blas,
+    ...(slow
+      ? {
+          warning: `torch uses the reference BLAS ${slow} (about 5 GFLOP/s): install libopenblas0-pthread for a fair comparison`,
+        }
+      : {}),
+  };
 }
 
 export function runTorch(spec: StepSpec, weightsDir: string, threads: number): ChildResult {

@@ -124,7 +124,8 @@ export function gemmTable(r: RunRecord): string {
   return [
     `GEMMs of one training step, ${r.model} ${r.threads} thread(s): ${shapes.length} shapes, ` +
       `${shapes.reduce((a, s) => a + s.callsPerStep, 0)} calls, ${stepFlop.toFixed(2)} GFLOP; ` +
-      `timed one by one they take ${stepMs.toFixed(0)} ms (${(stepFlop / (stepMs / 1000)).toFixed(2)} GFLOP/s)${share}`,
+      `timed one by one they take ${stepMs.toFixed(0)} ms (${(stepFlop / (stepMs / 1000)).toFixed(2)} GFLOP/s)${share} ` +
+      "(attention runs in the backend's attention kernels, not in matmul)",
     table(["shape (M x K @ K x N, op)", "calls/step", "GFLOP/step", "ms/call", "GFLOP/s"], rows),
   ].join("\n");
 }

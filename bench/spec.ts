@@ -76,6 +76,8 @@ export interface ChildResult {
   /** Data fields the backend object exposes (e.g. thread count, relaxed SIMD), when any. */
   backendInfo?: Record<string, unknown>;
   version: string;
+  /** torch: the BLAS libraries the process loaded (Debian's reference libblas is ~20x slower than OpenBLAS). */
+  blas?: string[];
   train: TrainResult;
   gen: GenResult | null;
   gemm?: GemmShape[];

@@ -36,6 +36,17 @@ def rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def blas_libraries():
+    """The BLAS/LAPACK libraries this process has loaded (Linux /proc/self/maps), after one matmul."""
+    torch.ones(8, 8) @ torch.ones(8, 8)
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "/" in line}
+    except OSError:
+        return []
+    return sorted(os.path.realpath(p) for p in paths if any(k in os.path.basename(p) for k in ("blas", "mkl")))
+
+
 def load_safetensors(path):
     """name -> tensor, all views into one buffer read once (no second copy of the weights)."""
     buf = bytearray(os.path.getsize(path))
@@ -261,6 +272,7 @@ def run(spec, weights_dir, threads):
         "side": "torch",
         "threads": threads,
         "backend": f"torch {torch.__version__}",
+        "blas": blas_libraries(),
         "version": f"python {sys.version.split()[0]}",
         "train": train,
         "gen": gen,
@@ -276,7 +288,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     if a.probe:
-        print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads()}))
+        print(json.dumps({"torch": torch.__version__, "blas": blas_libraries()}))
         return
     if not a.spec or not a.weights:
         ap.error("--spec and --weights are required")
