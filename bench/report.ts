@@ -52,7 +52,7 @@ export function genAgree(ours: ChildResult, torch: ChildResult): number | null {
 const fmt = (x: number | undefined | null, digits = 1) =>
   x === undefined || x === null || !Number.isFinite(x) ? "-" : x.toFixed(digits);
 const ratio = (a: number | undefined, b: number | undefined) =>
-  a === undefined || b === undefined ? "-" : `${(a / b).toFixed(2)}x`;
+  a === undefined || b === undefined ? "-" : `${a / b >= 1 ? (a / b).toFixed(2) : (a / b).toPrecision(2)}x`;
 
 function table(head: string[], rows: string[][]): string {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
