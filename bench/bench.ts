@@ -92,7 +92,8 @@ function main(): number {
     nodeFlags: NODE_FLAGS,
     backend: first?.backend ?? null,
     backendInfo: first?.backendInfo ?? {},
-    relaxedSimd: first?.backendInfo?.relaxedSimd ?? null,
+    /** The backend's own relaxed-SIMD field (any name containing "relaxed"), when it has one. */
+    relaxedSimd: Object.entries(first?.backendInfo ?? {}).find(([k]) => /relaxed/i.test(k))?.[1] ?? null,
     cpu: cpus()[0]?.model ?? "unknown",
     cores: cpus().length,
     torch: torch.version,
