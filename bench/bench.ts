@@ -9,34 +9,38 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type BenchOptions, parseBenchArgs, stepSpec, USAGE } from "./args.js";
 import { NODE_FLAGS, probeTorch, runOurs, runTorch } from "./children.js";
-import { preset } from "./models.js";
+import { type ModelPreset, preset } from "./models.js";
 import { gemmTable, genAgree, LOSS_RTOL, lossCheck, mainTable, type RunRecord } from "./report.js";
+import type { StepSpec } from "./spec.js";
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const log = (s: string) => process.stderr.write(`${s}\n`);
 const errText = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
+function emptyRecord(p: ModelPreset, spec: StepSpec, threads: number): RunRecord {
+  const base = { model: p.id, label: p.label, threads, batch: spec.batch, seq: spec.seq };
+  return {
+    ...base,
+    ...(p.note ? { note: p.note } : {}),
+    ours: null,
+    torch: null,
+    lossCheck: null,
+    genAgree: null,
+    errors: [],
+  };
+}
+
+/** Every thread count of one model: ours, then torch on the weights ours wrote. */
 function runModel(id: string, o: BenchOptions, torchOk: boolean): RunRecord[] {
   const p = preset(id);
   const spec = stepSpec(p, o);
   const dir = mkdtempSync(join(tmpdir(), "lora-bench-"));
   const records: RunRecord[] = [];
   try {
-    let weightsWritten = false;
+    // Only the torch side reads the weights file, so without torch nothing is written.
+    let weightsWritten = !torchOk;
     for (const threads of o.threads) {
-      const rec: RunRecord = {
-        model: id,
-        label: p.label,
-        ...(p.note ? { note: p.note } : {}),
-        threads,
-        batch: spec.batch,
-        seq: spec.seq,
-        ours: null,
-        torch: null,
-        lossCheck: null,
-        genAgree: null,
-        errors: [],
-      };
+      const rec = emptyRecord(p, spec, threads);
       records.push(rec);
       log(`${id} (${p.label}), B=${spec.batch} T=${spec.seq}, ${threads} thread(s): ours ...`);
       try {
