@@ -107,7 +107,7 @@ function main(): number {
       "(forward + backward + AdamW + zero grad); tok/s = batch*seq / median; peak = maxRSS after training; " +
       "generation tok/s = new tokens / whole generate call (prefill included), batch 1, greedy, KV cache",
   };
-  const result = { meta, options: o, runs };
+  const result = { meta, options: { ...o, backend: o.backend ?? null }, runs };
   mkdirSync(dirname(resolve(o.out)), { recursive: true });
   writeFileSync(resolve(o.out), `${JSON.stringify(result, null, 2)}\n`);
 
