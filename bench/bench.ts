@@ -112,6 +112,7 @@ function main(): number {
   writeFileSync(resolve(o.out), `${JSON.stringify(result, null, 2)}\n`);
 
   console.log(`\nLoRA r=8 alpha=16, AdamW, fp32; backend ${meta.backend} (${meta.cpu}, ${meta.node})`);
+  if (torch.version) console.log(`torch ${torch.version}, BLAS ${torch.blas?.join(", ") || "unknown"}`);
   console.log(`${meta.timing}\n`);
   console.log(mainTable(runs));
   for (const p of new Set(runs.map((r) => r.note).filter(Boolean))) console.log(`note: ${p}`);
