@@ -88,6 +88,10 @@ export const SETTINGS = {
   seed: { kind: "int", def: 0, min: 0, valueName: "N", description: "seed of A's init, data order, dropout" },
   "no-shuffle": { kind: "boolean", description: "keep the data in file order" },
   "mask-prompt": { kind: "boolean", description: "loss only on completions and assistant turns" },
+  pack: {
+    kind: "boolean",
+    description: "join the training rows and cut them into --seq-len chunks (pretraining)",
+  },
   "eval-every": {
     kind: "int",
     min: 0,

@@ -19,7 +19,7 @@ import { LORA_DEFAULTS, type LoraConfig } from "../lora/config.js";
 import { applyLoRA, parameterReport, setLoraDropout } from "../lora/inject.js";
 import { type CausalLM, type ModelFamily, modelFamily } from "../models/index.js";
 import { Rng } from "../tensor/random.js";
-import { Batcher, rowTargets } from "../train/batches.js";
+import { Batcher, packRows, rowTargets } from "../train/batches.js";
 import type { TokenizedRow } from "../train/data.js";
 import { evaluate } from "../train/evaluate.js";
 import { createOptimizer, type OptimizerKind } from "../train/optim.js";
@@ -72,11 +72,13 @@ function prepareRows(
   what: string,
 ): TokenizedRow[] {
   const rows = readRows(path, undefined, what === "training" ? ["train"] : ["valid", "test", "train"]);
-  const { rows: tokenized, truncated } = tokenizeRows(rows, loaded.tokenizer, {
+  const pack = s.pack && what === "training";
+  const { rows: cut, truncated } = tokenizeRows(rows, loaded.tokenizer, {
     maskPrompt: s["mask-prompt"] as boolean,
-    maxLen: seqLen,
+    maxLen: pack ? Number.POSITIVE_INFINITY : seqLen,
     source: path,
   });
+  const tokenized = pack ? packRows(cut, seqLen) : cut;
   if (truncated > 0)
     console.error(
       `warning: ${path}: ${truncated} ${what} row(s) longer than --seq-len ${seqLen} were truncated`,

@@ -102,3 +102,16 @@ export function rowTargets(row: TokenizedRow): number {
   for (let t = 1; t < row.ids.length; t++) if (row.mask[t]) n++;
   return n;
 }
+
+/**
+ * Pretraining-style packing: the rows, in order, joined into one stream and cut into rows of `len`
+ * tokens (the last may be shorter). Masks travel with their tokens; no padding is left to compute.
+ */
+export function packRows(rows: readonly TokenizedRow[], len: number): TokenizedRow[] {
+  const ids = rows.flatMap((r) => r.ids);
+  const mask = rows.flatMap((r) => r.mask);
+  const out: TokenizedRow[] = [];
+  for (let at = 0; at < ids.length; at += len)
+    out.push({ ids: ids.slice(at, at + len), mask: mask.slice(at, at + len) });
+  return out;
+}

@@ -1,0 +1,94 @@
+/** Runs one configuration's child processes: ours (Node entry, LORA_* env) and torch (/usr/bin/python3). */
+import { spawnSync } from "node:child_process";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { ChildResult, StepSpec } from "./spec.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** dist/bench/train-step.js beside this file. */
+const NODE_CHILD = join(here, "train-step.js");
+/** The Python source is not compiled: bench/torch_bench.py in the repo, two levels up from dist/bench. */
+export const TORCH_SCRIPT = join(here, "..", "..", "bench", "torch_bench.py");
+/** Debian's python3-torch is visible only to the system interpreter. */
+export const PYTHON = "/usr/bin/python3";
+
+/** Node 20-21 need this V8 flag for relaxed SIMD (it is process-wide, so it goes on the child). */
+export const NODE_FLAGS =
+  Number(process.versions.node.split(".")[0]) < 22 ? ["--experimental-wasm-relaxed-simd"] : [];
+
+const MAX_BUFFER = 64 << 20;
+
+function parseChild(what: string, r: ReturnType<typeof spawnSync>): ChildResult {
+  if (r.error) throw new Error(`${what}: ${r.error.message}`);
+  if (r.status !== 0) {
+    const err = String(r.stderr ?? "")
+      .trim()
+      .split("\n")
+      .slice(-5)
+      .join("\n");
+    throw new Error(`${what} exited with ${r.status ?? r.signal}${err ? `:\n${err}` : ""}`);
+  }
+  const last = String(r.stdout).trim().split("\n").pop() ?? "";
+  return JSON.parse(last) as ChildResult;
+}
+
+export function runOurs(spec: StepSpec, threads: number, backendName: string | undefined): ChildResult {
+  const env: NodeJS.ProcessEnv = { ...process.env, LORA_THREADS: String(threads) };
+  if (backendName) env.LORA_BACKEND = backendName;
+  else delete env.LORA_BACKEND;
+  const r = spawnSync(process.execPath, [...NODE_FLAGS, NODE_CHILD, JSON.stringify(spec)], {
+    env,
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "pipe"],
+    maxBuffer: MAX_BUFFER,
+  });
+  return parseChild(`ours (${spec.model}, ${threads} thread${threads > 1 ? "s" : ""})`, r);
+}
+
+export interface TorchProbe {
+  version: string | null;
+  reason?: string;
+  blas?: string[];
+  /** Set when torch runs on a slow BLAS, which would make the comparison meaningless. */
+  warning?: string;
+}
+
+/** Debian's reference (netlib) BLAS: python3-torch falls back to it when no OpenBLAS is installed. */
+const REFERENCE_BLAS = /\/blas\/libblas\.so/;
+
+/** The torch version and BLAS, or a null version (with the reason) when /usr/bin/python3 cannot import torch. */
+export function probeTorch(): TorchProbe {
+  const r = spawnSync(PYTHON, [TORCH_SCRIPT, "--probe"], { encoding: "utf8", timeout: 60_000 });
+  if (r.error || r.status !== 0) {
+    const why = r.error?.message ?? String(r.stderr).trim().split("\n").pop();
+    return { version: null, reason: `${PYTHON} with torch not usable (${why})` };
+  }
+  const { torch, blas } = JSON.parse(r.stdout) as { torch: string; blas: string[] };
+  const slow = blas.find((b) => REFERENCE_BLAS.test(b));
+  return {
+    version: torch,
+    blas,
+    ...(slow
+      ? {
+          warning: `torch uses the reference BLAS ${slow} (about 5 GFLOP/s): install libopenblas0-pthread for a fair comparison`,
+        }
+      : {}),
+  };
+}
+
+export function runTorch(spec: StepSpec, weightsDir: string, threads: number): ChildResult {
+  const n = String(threads);
+  const env = {
+    ...process.env,
+    OMP_NUM_THREADS: n,
+    OPENBLAS_NUM_THREADS: n,
+    MKL_NUM_THREADS: n,
+    OMP_WAIT_POLICY: "PASSIVE",
+  };
+  const r = spawnSync(
+    PYTHON,
+    [TORCH_SCRIPT, "--spec", JSON.stringify(spec), "--weights", weightsDir, "--threads", n],
+    { env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], maxBuffer: MAX_BUFFER },
+  );
+  return parseChild(`torch (${spec.model}, ${threads} thread${threads > 1 ? "s" : ""})`, r);
+}
