@@ -11,7 +11,7 @@ import { adapterTensors } from "../../src/io/peft.js";
 import { parseSafetensors } from "../../src/io/safetensors.js";
 import { applyLoRA, setLoraDropout } from "../../src/lora/inject.js";
 import { Rng } from "../../src/tensor/random.js";
-import { Batcher, makeBatch } from "../../src/train/batches.js";
+import { Batcher, makeBatch, packRows } from "../../src/train/batches.js";
 import type { TokenizedRow } from "../../src/train/data.js";
 import { evaluate } from "../../src/train/evaluate.js";
 import { IGNORE } from "../../src/train/loss.js";
@@ -58,6 +58,11 @@ describe("batches", () => {
     const I = IGNORE;
     assert.deepEqual([...b.targets], [2, 3, I, I, I, I, I, 7, 8, I]);
     assert.equal(b.tokens, 4);
+  });
+
+  it("packs rows into fixed-length chunks, masks travelling with their tokens", () => {
+    const packed = packRows([row([1, 2, 3], [0, 1, 1]), row([4, 5]), row([6, 7, 8, 9])], 4);
+    assert.deepEqual(packed, [row([1, 2, 3, 4], [0, 1, 1, 1]), row([5, 6, 7, 8]), row([9])]);
   });
 
   it("visits every row once per epoch, in a seeded order, and resumes at a position", () => {
