@@ -1,0 +1,225 @@
+/**
+ * Register-blocked GEMM with packed panels (Goto/BLIS style, llm.c naming).
+ * out[p]: [M, N] (+)= op(a[p]): [M, K] @ op(b[p]): [K, N] for p in [p0, p1), rows [i0, i1), cols [j0, j1).
+ * transA: a is stored [K, M]; transB: b is stored [N, K]. Packing reads the operands transposed, so no
+ * whole-operand copy is made. Every element sums over k in the same order (KC blocks, k ascending), so
+ * any split of rows, columns or batch items between threads gives bit-identical results.
+ */
+import { madd } from "./simd";
+
+const MR = 4; // rows of the register tile
+const NR = 8; // columns of the register tile (two v128)
+const KC = 256; // depth of a packed block
+const MC = 128; // rows of a packed A block (MC x KC fits in L2)
+const NC = 512; // columns of a packed B block
+
+// bytes of scratch one thread needs: edge tile + packed A block + packed B block
+export function gemmScratchBytes(): i32 {
+  return 256 + MC * KC * 4 + KC * NC * 4;
+}
+
+// op(A)[i0:i0+mc, p0:p0+kc] -> dst: [mc/MR][kc][MR], rows past mc zero
+function packA(dst: usize, a: usize, transA: bool, M: i32, K: i32, i0: i32, mc: i32, p0: i32, kc: i32): void {
+  for (let ir = 0; ir < mc; ir += MR) {
+    const rows = min(MR, mc - ir);
+    const panel = dst + ((<usize>ir * kc) << 2);
+    if (transA) {
+      // (i, k) at a[k*M + i]: MR consecutive floats per k
+      const src = a + ((<usize>p0 * M + i0 + ir) << 2);
+      const ld = <usize>M << 2;
+      if (rows == MR) {
+        for (let k = 0; k < kc; k++) v128.store(panel + (<usize>k << 4), v128.load(src + <usize>k * ld));
+      } else {
+        for (let k = 0; k < kc; k++) {
+          for (let r = 0; r < MR; r++) {
+            const v: f32 = r < rows ? load<f32>(src + <usize>k * ld + (<usize>r << 2)) : 0;
+            store<f32>(panel + (<usize>(k * MR + r) << 2), v);
+          }
+        }
+      }
+    } else {
+      // (i, k) at a[i*K + k]
+      for (let r = 0; r < MR; r++) {
+        const out = panel + (<usize>r << 2);
+        if (r < rows) {
+          const src = a + ((<usize>(i0 + ir + r) * K + p0) << 2);
+          for (let k = 0; k < kc; k++) store<f32>(out + (<usize>k << 4), load<f32>(src + (<usize>k << 2)));
+        } else {
+          for (let k = 0; k < kc; k++) store<f32>(out + (<usize>k << 4), 0);
+        }
+      }
+    }
+  }
+}
+
+// op(B)[p0:p0+kc, j0:j0+nc] -> dst: [nc/NR][kc][NR], columns past nc zero
+function packB(dst: usize, b: usize, transB: bool, N: i32, K: i32, j0: i32, nc: i32, p0: i32, kc: i32): void {
+  for (let jr = 0; jr < nc; jr += NR) {
+    const cols = min(NR, nc - jr);
+    const panel = dst + ((<usize>jr * kc) << 2);
+    if (!transB) {
+      // (k, j) at b[k*N + j]: NR consecutive floats per k
+      const src = b + ((<usize>p0 * N + j0 + jr) << 2);
+      const ld = <usize>N << 2;
+      if (cols == NR) {
+        for (let k = 0; k < kc; k++) {
+          const s = src + <usize>k * ld;
+          const d = panel + (<usize>k << 5);
+          v128.store(d, v128.load(s));
+          v128.store(d, v128.load(s, 16), 16);
+        }
+      } else {
+        for (let k = 0; k < kc; k++) {
+          for (let c = 0; c < NR; c++) {
+            const v: f32 = c < cols ? load<f32>(src + <usize>k * ld + (<usize>c << 2)) : 0;
+            store<f32>(panel + (<usize>(k * NR + c) << 2), v);
+          }
+        }
+      }
+    } else {
+      // (k, j) at b[j*K + k]
+      for (let c = 0; c < NR; c++) {
+        const out = panel + (<usize>c << 2);
+        if (c < cols) {
+          const src = b + ((<usize>(j0 + jr + c) * K + p0) << 2);
+          for (let k = 0; k < kc; k++) store<f32>(out + (<usize>k << 5), load<f32>(src + (<usize>k << 2)));
+        } else {
+          for (let k = 0; k < kc; k++) store<f32>(out + (<usize>k << 5), 0);
+        }
+      }
+    }
+  }
+}
+
+// c: [rows<=MR, cols<=NR] tile of out (row stride ldc bytes) = or += ap: [kc][MR] @ bp: [kc][NR]
+function kernel4x8(
+  ap: usize,
+  bp: usize,
+  kc: i32,
+  c: usize,
+  ldc: usize,
+  overwrite: bool,
+  rows: i32,
+  cols: i32,
+  tile: usize,
+): void {
+  let c00 = f32x4.splat(0);
+  let c01 = f32x4.splat(0);
+  let c10 = f32x4.splat(0);
+  let c11 = f32x4.splat(0);
+  let c20 = f32x4.splat(0);
+  let c21 = f32x4.splat(0);
+  let c30 = f32x4.splat(0);
+  let c31 = f32x4.splat(0);
+  for (let k = 0; k < kc; k++) {
+    const b0 = v128.load(bp);
+    const b1 = v128.load(bp, 16);
+    let a = v128.load32_splat(ap);
+    c00 = madd(a, b0, c00);
+    c01 = madd(a, b1, c01);
+    a = v128.load32_splat(ap, 4);
+    c10 = madd(a, b0, c10);
+    c11 = madd(a, b1, c11);
+    a = v128.load32_splat(ap, 8);
+    c20 = madd(a, b0, c20);
+    c21 = madd(a, b1, c21);
+    a = v128.load32_splat(ap, 12);
+    c30 = madd(a, b0, c30);
+    c31 = madd(a, b1, c31);
+    ap += 16;
+    bp += 32;
+  }
+  if (rows == MR && cols == NR) {
+    if (!overwrite) {
+      c00 = f32x4.add(c00, v128.load(c));
+      c01 = f32x4.add(c01, v128.load(c, 16));
+      c10 = f32x4.add(c10, v128.load(c + ldc));
+      c11 = f32x4.add(c11, v128.load(c + ldc, 16));
+      c20 = f32x4.add(c20, v128.load(c + 2 * ldc));
+      c21 = f32x4.add(c21, v128.load(c + 2 * ldc, 16));
+      c30 = f32x4.add(c30, v128.load(c + 3 * ldc));
+      c31 = f32x4.add(c31, v128.load(c + 3 * ldc, 16));
+    }
+    v128.store(c, c00);
+    v128.store(c, c01, 16);
+    v128.store(c + ldc, c10);
+    v128.store(c + ldc, c11, 16);
+    v128.store(c + 2 * ldc, c20);
+    v128.store(c + 2 * ldc, c21, 16);
+    v128.store(c + 3 * ldc, c30);
+    v128.store(c + 3 * ldc, c31, 16);
+    return;
+  }
+  // edge tile: spill to scratch, then copy the valid part
+  v128.store(tile, c00);
+  v128.store(tile, c01, 16);
+  v128.store(tile, c10, 32);
+  v128.store(tile, c11, 48);
+  v128.store(tile, c20, 64);
+  v128.store(tile, c21, 80);
+  v128.store(tile, c30, 96);
+  v128.store(tile, c31, 112);
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < cols; j++) {
+      const dst = c + <usize>r * ldc + (<usize>j << 2);
+      const v = load<f32>(tile + (<usize>(r * NR + j) << 2));
+      store<f32>(dst, overwrite ? v : load<f32>(dst) + v);
+    }
+  }
+}
+
+// out[p]: [M, N] (+)= op(a[p]) @ op(b[p]) over p in [p0, p1), rows [i0, i1), cols [j0, j1); strides in elements
+export function gemm(
+  out: usize,
+  a: usize,
+  b: usize,
+  M: i32,
+  N: i32,
+  K: i32,
+  transA: bool,
+  transB: bool,
+  strideA: i32,
+  strideB: i32,
+  strideOut: i32,
+  accumulate: bool,
+  scratch: usize,
+  p0: i32,
+  p1: i32,
+  i0: i32,
+  i1: i32,
+  j0: i32,
+  j1: i32,
+): void {
+  const tile = scratch;
+  const pa = scratch + 256;
+  const pb = pa + MC * KC * 4;
+  const ldc = <usize>N << 2;
+  for (let p = p0; p < p1; p++) {
+    const A = a + ((<usize>p * strideA) << 2);
+    const B = b + ((<usize>p * strideB) << 2);
+    const C = out + ((<usize>p * strideOut) << 2);
+    if (K == 0) {
+      if (!accumulate) for (let i = i0; i < i1; i++) memory.fill(C + <usize>i * ldc + (<usize>j0 << 2), 0, <usize>(j1 - j0) << 2);
+      continue;
+    }
+    for (let jc = j0; jc < j1; jc += NC) {
+      const nc = min(NC, j1 - jc);
+      for (let pc = 0; pc < K; pc += KC) {
+        const kc = min(KC, K - pc);
+        packB(pb, B, transB, N, K, jc, nc, pc, kc);
+        const overwrite = pc == 0 && !accumulate;
+        for (let ic = i0; ic < i1; ic += MC) {
+          const mc = min(MC, i1 - ic);
+          packA(pa, A, transA, M, K, ic, mc, pc, kc);
+          for (let jr = 0; jr < nc; jr += NR) {
+            const bp = pb + ((<usize>jr * kc) << 2);
+            for (let ir = 0; ir < mc; ir += MR) {
+              const c = C + <usize>(ic + ir) * ldc + (<usize>(jc + jr) << 2);
+              kernel4x8(pa + ((<usize>ir * kc) << 2), bp, kc, c, ldc, overwrite, min(MR, mc - ir), min(NR, nc - jr), tile);
+            }
+          }
+        }
+      }
+    }
+  }
+}
