@@ -12,6 +12,7 @@ const NR = 8; // columns of the register tile (two v128)
 const KC = 256; // depth of a packed block
 const MC = 128; // rows of a packed A block (MC x KC fits in L2)
 const NC = 512; // columns of a packed B block
+const DIRECT_NC = 64; // up to this many columns, A is read in place instead of packed
 
 // bytes of scratch one thread needs: edge tile + packed A block + packed B block
 export function gemmScratchBytes(): i32 {
@@ -91,9 +92,13 @@ function packB(dst: usize, b: usize, transB: bool, N: i32, K: i32, j0: i32, nc: 
   }
 }
 
+// @ts-ignore: decorator
+@inline
 // c: [rows<=MR, cols<=NR] tile of out (row stride ldc bytes) = or += ap: [kc][MR] @ bp: [kc][NR]
 function kernel4x8(
   ap: usize,
+  ars: usize,
+  aks: usize,
   bp: usize,
   kc: i32,
   c: usize,
@@ -111,23 +116,52 @@ function kernel4x8(
   let c21 = f32x4.splat(0);
   let c30 = f32x4.splat(0);
   let c31 = f32x4.splat(0);
-  for (let k = 0; k < kc; k++) {
-    const b0 = v128.load(bp);
-    const b1 = v128.load(bp, 16);
-    let a = v128.load32_splat(ap);
-    c00 = madd(a, b0, c00);
-    c01 = madd(a, b1, c01);
-    a = v128.load32_splat(ap, 4);
-    c10 = madd(a, b0, c10);
-    c11 = madd(a, b1, c11);
-    a = v128.load32_splat(ap, 8);
-    c20 = madd(a, b0, c20);
-    c21 = madd(a, b1, c21);
-    a = v128.load32_splat(ap, 12);
-    c30 = madd(a, b0, c30);
-    c31 = madd(a, b1, c31);
-    ap += 16;
-    bp += 32;
+  if (ars == 4 && aks == 16) {
+    // packed A: [kc][MR]
+    const end = ap + (<usize>kc << 4);
+    while (ap < end) {
+      const b0 = v128.load(bp);
+      const b1 = v128.load(bp, 16);
+      let a = v128.load32_splat(ap);
+      c00 = madd(a, b0, c00);
+      c01 = madd(a, b1, c01);
+      a = v128.load32_splat(ap, 4);
+      c10 = madd(a, b0, c10);
+      c11 = madd(a, b1, c11);
+      a = v128.load32_splat(ap, 8);
+      c20 = madd(a, b0, c20);
+      c21 = madd(a, b1, c21);
+      a = v128.load32_splat(ap, 12);
+      c30 = madd(a, b0, c30);
+      c31 = madd(a, b1, c31);
+      ap += 16;
+      bp += 32;
+    }
+  } else {
+    // A read in place; rows past `rows` repeat the last row (their results are dropped)
+    const a1 = ap + (rows > 1 ? ars : 0);
+    const a2 = ap + (rows > 2 ? 2 * ars : rows > 1 ? ars : 0);
+    const a3 = ap + <usize>(rows - 1) * ars;
+    let o: usize = 0;
+    const end = <usize>kc * aks;
+    while (o < end) {
+      const b0 = v128.load(bp);
+      const b1 = v128.load(bp, 16);
+      let a = v128.load32_splat(ap + o);
+      c00 = madd(a, b0, c00);
+      c01 = madd(a, b1, c01);
+      a = v128.load32_splat(a1 + o);
+      c10 = madd(a, b0, c10);
+      c11 = madd(a, b1, c11);
+      a = v128.load32_splat(a2 + o);
+      c20 = madd(a, b0, c20);
+      c21 = madd(a, b1, c21);
+      a = v128.load32_splat(a3 + o);
+      c30 = madd(a, b0, c30);
+      c31 = madd(a, b1, c31);
+      o += aks;
+      bp += 32;
+    }
   }
   if (rows == MR && cols == NR) {
     if (!overwrite) {
@@ -208,14 +242,21 @@ export function gemm(
         const kc = min(KC, K - pc);
         packB(pb, B, transB, N, K, jc, nc, pc, kc);
         const overwrite = pc == 0 && !accumulate;
+        // a few column panels do not repay packing A: the kernel then reads it in place
+        const direct = nc <= DIRECT_NC;
+        const ars: usize = direct ? (transA ? 4 : <usize>K << 2) : 4;
+        const aks: usize = direct ? (transA ? <usize>M << 2 : 4) : 16;
         for (let ic = i0; ic < i1; ic += MC) {
           const mc = min(MC, i1 - ic);
-          packA(pa, A, transA, M, K, ic, mc, pc, kc);
+          if (!direct) packA(pa, A, transA, M, K, ic, mc, pc, kc);
           for (let jr = 0; jr < nc; jr += NR) {
             const bp = pb + ((<usize>jr * kc) << 2);
             for (let ir = 0; ir < mc; ir += MR) {
               const c = C + <usize>(ic + ir) * ldc + (<usize>(jc + jr) << 2);
-              kernel4x8(pa + ((<usize>ir * kc) << 2), bp, kc, c, ldc, overwrite, min(MR, mc - ir), min(NR, nc - jr), tile);
+              const ap = direct
+                ? A + <usize>(ic + ir) * (transA ? 4 : <usize>K << 2) + <usize>pc * (transA ? <usize>M << 2 : 4)
+                : pa + ((<usize>ir * kc) << 2);
+              kernel4x8(ap, ars, aks, bp, kc, c, ldc, overwrite, min(MR, mc - ir), min(NR, nc - jr), tile);
             }
           }
         }
