@@ -1,8 +1,7 @@
 /**
  * GEMM throughput of the wasm backend: GFLOP/s = 2MNK / time, "best (median)" of the timed runs after
- * warm-up, at 1
- * and 2 threads, relaxed SIMD and plain mul+add, layouts NN / NT / TN. Also the share of a call spent
- * copying operands in and the result out. Not a test: run `npm run bench:gemm` on an idle machine.
+ * warm-up, at 1 and 2 threads, relaxed SIMD and plain mul+add, layouts NN / NT / TN. Also the share of
+ * a call spent copying operands in and the result out. Not a test: run `npm run bench:gemm`.
  */
 import type { MatmulDims } from "../src/kernels/backend.js";
 import { relaxedSupported } from "../src/kernels/wasm/index.js";
