@@ -65,6 +65,9 @@ describe("wasm backend vs ref", { skip: !wasmAvailable() && "WebAssembly SIMD un
           [70, 4, 96],
           [40, 64, 8],
           [9, 520, 530],
+          [129, 64, 33],
+          [33, 129, 64],
+          [65, 300, 4],
         ] as const) {
           const label = `matmul ${M}x${K}x${N} tA=${transA} tB=${transB}`;
           checkMatmul(wasmBackend, { M, N, K, transA, transB }, label);

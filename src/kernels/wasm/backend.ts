@@ -54,7 +54,8 @@ function rowParts(threads: Threads, rows: number, workPerRow: number): [number, 
 
 export function createWasmBackend(name: string, runtime: () => WasmRuntime): Backend {
   const rt = runtime;
-  const nul = (h: Heap, x: Float32Array | null) => (x ? h.put(x) : 0);
+  // an optional [n] buffer: copied in, or the null pointer 0
+  const nul = (h: Heap, x: Float32Array | null, n: number) => (x ? h.put(x, n) : 0);
   return {
     name,
 
@@ -165,8 +166,8 @@ export function createWasmBackend(name: string, runtime: () => WasmRuntime): Bac
     layerNormBackward(dx, dweight, dbias, dout, x, weight, mean, rstd, N, C) {
       const { heap: h } = rt();
       h.reset();
-      const pdw = nul(h, dweight);
-      const pdb = nul(h, dbias);
+      const pdw = nul(h, dweight, C);
+      const pdb = nul(h, dbias, C);
       const pg = h.put(dout, N * C);
       const px = h.put(x, N * C);
       const pw = h.put(weight, C);
@@ -175,8 +176,8 @@ export function createWasmBackend(name: string, runtime: () => WasmRuntime): Bac
       const pdx = dx ? h.alloc(N * C * 4) : 0;
       h.k.layerNormBackward!(pdx, pdw, pdb, pg, px, pw, pm, ps, N, C);
       if (dx) h.get(dx, pdx, N * C);
-      if (dweight) h.get(dweight, pdw);
-      if (dbias) h.get(dbias, pdb);
+      if (dweight) h.get(dweight, pdw, C);
+      if (dbias) h.get(dbias, pdb, C);
     },
 
     rmsNormForward(out, rstd, x, weight, N, C, eps) {
@@ -193,7 +194,7 @@ export function createWasmBackend(name: string, runtime: () => WasmRuntime): Bac
     rmsNormBackward(dx, dweight, dout, x, weight, rstd, N, C) {
       const { heap: h } = rt();
       h.reset();
-      const pdw = nul(h, dweight);
+      const pdw = nul(h, dweight, C);
       const pg = h.put(dout, N * C);
       const px = h.put(x, N * C);
       const pw = h.put(weight, C);
@@ -201,7 +202,7 @@ export function createWasmBackend(name: string, runtime: () => WasmRuntime): Bac
       const pdx = dx ? h.alloc(N * C * 4) : 0;
       h.k.rmsNormBackward!(pdx, pdw, pg, px, pw, ps, N, C);
       if (dx) h.get(dx, pdx, N * C);
-      if (dweight) h.get(dweight, pdw);
+      if (dweight) h.get(dweight, pdw, C);
     },
 
     geluForward(out, x) {
