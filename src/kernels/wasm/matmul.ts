@@ -4,8 +4,8 @@
  * out[b]: [M, N] (+)= op(a[b]): [M, K] @ op(b[b]): [K, N]
  */
 import type { MatmulDims } from "../backend.js";
-import type { Heap } from "./heap.js";
-import { ranges, type Threads } from "./threads.js";
+import type { WasmOp } from "./runtime.js";
+import { ranges } from "./threads.js";
 
 /** Below this many FLOPs per thread a split costs more than it saves. Waking a worker and waiting for it
  *  costs about 10-20 us on this 2-core machine (a split 64x64x64 GEMM: 0.024 ms against 0.014 ms on one
@@ -31,14 +31,8 @@ export function planGemm(d: MatmulDims, threads: number): number[][] {
   return ranges(M, t, MR).map(([i0, i1]) => [0, batch, i0, i1, 0, N]);
 }
 
-export function wasmMatmul(
-  heap: Heap,
-  threads: Threads,
-  out: Float32Array,
-  a: Float32Array,
-  b: Float32Array,
-  d: MatmulDims,
-): void {
+// out[b]: [M, N] (+)= op(a[b]): [M, K] @ op(b[b]): [K, N]
+export const matmul: WasmOp<"matmul"> = ({ heap, threads }, out, a, b, d) => {
   const { batch, M, N, K, transA, transB, strideA, strideB, strideOut, accumulate } = d;
   if (batch === 0 || M === 0 || N === 0) return;
   const nA = (batch - 1) * strideA + M * K;
@@ -58,4 +52,4 @@ export function wasmMatmul(
     plan.map((r, t) => [...common, scratch + t * scratchBytes, ...r]),
   );
   heap.get(out, po, nOut);
-}
+};
