@@ -19,15 +19,15 @@ export function gemmScratchBytes(): i32 {
   return 256 + MC * KC * 4 + KC * NC * 4;
 }
 
-// op(A)[i0:i0+mc, p0:p0+kc] -> dst: [mc/MR][kc][MR], rows past mc zero
-function packA(dst: usize, a: usize, transA: bool, M: i32, K: i32, i0: i32, mc: i32, p0: i32, kc: i32): void {
+// op(A)[i0:i0+mc, p0:p0+kc] -> dst: [mc/MR][kc][MR], rows past mc zero; lda: A's row stride in floats
+function packA(dst: usize, a: usize, transA: bool, lda: i32, i0: i32, mc: i32, p0: i32, kc: i32): void {
   for (let ir = 0; ir < mc; ir += MR) {
     const rows = min(MR, mc - ir);
     const panel = dst + ((<usize>ir * kc) << 2);
     if (transA) {
-      // (i, k) at a[k*M + i]: MR consecutive floats per k
-      const src = a + ((<usize>p0 * M + i0 + ir) << 2);
-      const ld = <usize>M << 2;
+      // (i, k) at a[k*lda + i]: MR consecutive floats per k
+      const src = a + ((<usize>p0 * lda + i0 + ir) << 2);
+      const ld = <usize>lda << 2;
       if (rows == MR) {
         for (let k = 0; k < kc; k++) v128.store(panel + (<usize>k << 4), v128.load(src + <usize>k * ld));
       } else {
@@ -39,11 +39,11 @@ function packA(dst: usize, a: usize, transA: bool, M: i32, K: i32, i0: i32, mc: 
         }
       }
     } else {
-      // (i, k) at a[i*K + k]
+      // (i, k) at a[i*lda + k]
       for (let r = 0; r < MR; r++) {
         const out = panel + (<usize>r << 2);
         if (r < rows) {
-          const src = a + ((<usize>(i0 + ir + r) * K + p0) << 2);
+          const src = a + ((<usize>(i0 + ir + r) * lda + p0) << 2);
           for (let k = 0; k < kc; k++) store<f32>(out + (<usize>k << 4), load<f32>(src + (<usize>k << 2)));
         } else {
           for (let k = 0; k < kc; k++) store<f32>(out + (<usize>k << 4), 0);
@@ -53,15 +53,15 @@ function packA(dst: usize, a: usize, transA: bool, M: i32, K: i32, i0: i32, mc: 
   }
 }
 
-// op(B)[p0:p0+kc, j0:j0+nc] -> dst: [nc/NR][kc][NR], columns past nc zero
-function packB(dst: usize, b: usize, transB: bool, N: i32, K: i32, j0: i32, nc: i32, p0: i32, kc: i32): void {
+// op(B)[p0:p0+kc, j0:j0+nc] -> dst: [nc/NR][kc][NR], columns past nc zero; ldb: B's row stride in floats
+function packB(dst: usize, b: usize, transB: bool, ldb: i32, j0: i32, nc: i32, p0: i32, kc: i32): void {
   for (let jr = 0; jr < nc; jr += NR) {
     const cols = min(NR, nc - jr);
     const panel = dst + ((<usize>jr * kc) << 2);
     if (!transB) {
-      // (k, j) at b[k*N + j]: NR consecutive floats per k
-      const src = b + ((<usize>p0 * N + j0 + jr) << 2);
-      const ld = <usize>N << 2;
+      // (k, j) at b[k*ldb + j]: NR consecutive floats per k
+      const src = b + ((<usize>p0 * ldb + j0 + jr) << 2);
+      const ld = <usize>ldb << 2;
       if (cols == NR) {
         for (let k = 0; k < kc; k++) {
           const s = src + <usize>k * ld;
@@ -78,11 +78,11 @@ function packB(dst: usize, b: usize, transB: bool, N: i32, K: i32, j0: i32, nc: 
         }
       }
     } else {
-      // (k, j) at b[j*K + k]
+      // (k, j) at b[j*ldb + k]
       for (let c = 0; c < NR; c++) {
         const out = panel + (<usize>c << 2);
         if (c < cols) {
-          const src = b + ((<usize>(j0 + jr + c) * K + p0) << 2);
+          const src = b + ((<usize>(j0 + jr + c) * ldb + p0) << 2);
           for (let k = 0; k < kc; k++) store<f32>(out + (<usize>k << 5), load<f32>(src + (<usize>k << 2)));
         } else {
           for (let k = 0; k < kc; k++) store<f32>(out + (<usize>k << 5), 0);
@@ -202,6 +202,67 @@ function kernel4x8(
   }
 }
 
+// c: [M, N] (row stride ldc) (+)= op(a) @ op(b), rows [i0, i1), cols [j0, j1); lda, ldb, ldc are the
+// row strides in floats of a, b and c as stored (a: [M, lda] or, transposed, [K, lda]; b likewise)
+export function gemmBlock(
+  C: usize,
+  A: usize,
+  B: usize,
+  M: i32,
+  N: i32,
+  K: i32,
+  lda: i32,
+  ldb: i32,
+  ldc: i32,
+  transA: bool,
+  transB: bool,
+  accumulate: bool,
+  scratch: usize,
+  i0: i32,
+  i1: i32,
+  j0: i32,
+  j1: i32,
+): void {
+  const tile = scratch;
+  const pa = scratch + 256;
+  const pb = pa + MC * KC * 4;
+  const ldcb = <usize>ldc << 2;
+  if (K == 0) {
+    if (!accumulate) for (let i = i0; i < i1; i++) memory.fill(C + <usize>i * ldcb + (<usize>j0 << 2), 0, <usize>(j1 - j0) << 2);
+    return;
+  }
+  // a few column panels do not repay packing A: the kernel then reads it in place
+  const ars: usize = transA ? 4 : <usize>lda << 2;
+  const aks: usize = transA ? <usize>lda << 2 : 4;
+  for (let jc = j0; jc < j1; jc += NC) {
+    const nc = min(NC, j1 - jc);
+    const direct = nc <= DIRECT_NC;
+    for (let pc = 0; pc < K; pc += KC) {
+      const kc = min(KC, K - pc);
+      packB(pb, B, transB, ldb, jc, nc, pc, kc);
+      const overwrite = pc == 0 && !accumulate;
+      for (let ic = i0; ic < i1; ic += MC) {
+        const mc = min(MC, i1 - ic);
+        if (!direct) packA(pa, A, transA, lda, ic, mc, pc, kc);
+        for (let jr = 0; jr < nc; jr += NR) {
+          const bp = pb + ((<usize>jr * kc) << 2);
+          for (let ir = 0; ir < mc; ir += MR) {
+            const c = C + <usize>(ic + ir) * ldcb + (<usize>(jc + jr) << 2);
+            const rows = min(MR, mc - ir);
+            const cols = min(NR, nc - jr);
+            if (direct) {
+              const ap = A + <usize>(ic + ir) * ars + <usize>pc * aks;
+              kernel4x8(ap, ars, aks, bp, kc, c, ldcb, overwrite, rows, cols, tile);
+            } else {
+              kernel4x8(pa + ((<usize>ir * kc) << 2), 4, 16, bp, kc, c, ldcb, overwrite, rows, cols, tile);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 // out[p]: [M, N] (+)= op(a[p]) @ op(b[p]) over p in [p0, p1), rows [i0, i1), cols [j0, j1); strides in elements
 export function gemm(
   out: usize,
@@ -224,43 +285,12 @@ export function gemm(
   j0: i32,
   j1: i32,
 ): void {
-  const tile = scratch;
-  const pa = scratch + 256;
-  const pb = pa + MC * KC * 4;
-  const ldc = <usize>N << 2;
+  const lda = transA ? M : K;
+  const ldb = transB ? K : N;
   for (let p = p0; p < p1; p++) {
     const A = a + ((<usize>p * strideA) << 2);
     const B = b + ((<usize>p * strideB) << 2);
     const C = out + ((<usize>p * strideOut) << 2);
-    if (K == 0) {
-      if (!accumulate) for (let i = i0; i < i1; i++) memory.fill(C + <usize>i * ldc + (<usize>j0 << 2), 0, <usize>(j1 - j0) << 2);
-      continue;
-    }
-    for (let jc = j0; jc < j1; jc += NC) {
-      const nc = min(NC, j1 - jc);
-      for (let pc = 0; pc < K; pc += KC) {
-        const kc = min(KC, K - pc);
-        packB(pb, B, transB, N, K, jc, nc, pc, kc);
-        const overwrite = pc == 0 && !accumulate;
-        // a few column panels do not repay packing A: the kernel then reads it in place
-        const direct = nc <= DIRECT_NC;
-        const ars: usize = direct ? (transA ? 4 : <usize>K << 2) : 4;
-        const aks: usize = direct ? (transA ? <usize>M << 2 : 4) : 16;
-        for (let ic = i0; ic < i1; ic += MC) {
-          const mc = min(MC, i1 - ic);
-          if (!direct) packA(pa, A, transA, M, K, ic, mc, pc, kc);
-          for (let jr = 0; jr < nc; jr += NR) {
-            const bp = pb + ((<usize>jr * kc) << 2);
-            for (let ir = 0; ir < mc; ir += MR) {
-              const c = C + <usize>(ic + ir) * ldc + (<usize>(jc + jr) << 2);
-              const ap = direct
-                ? A + <usize>(ic + ir) * (transA ? 4 : <usize>K << 2) + <usize>pc * (transA ? <usize>M << 2 : 4)
-                : pa + ((<usize>ir * kc) << 2);
-              kernel4x8(ap, ars, aks, bp, kc, c, ldc, overwrite, min(MR, mc - ir), min(NR, nc - jr), tile);
-            }
-          }
-        }
-      }
-    }
+    gemmBlock(C, A, B, M, N, K, lda, ldb, N, transA, transB, accumulate, scratch, i0, i1, j0, j1);
   }
 }

@@ -1,4 +1,7 @@
-/** RoPE and causal grouped-query attention through wasm; attention splits (batch, head) pairs between threads. */
+/**
+ * RoPE and causal grouped-query attention through wasm. Attention runs per head as GEMMs on the strided
+ * [B, T, H, D] head views (no transposed copies) and splits (batch, head) pairs between threads.
+ */
 import { rowParts, type WasmOp } from "./runtime.js";
 
 // x: [B, T, H, D] -> out; the cos/sin table [T, D/2] is computed here in f64, as ref does
@@ -32,10 +35,27 @@ export const attentionForward: WasmOp<"attentionForward"> = (rt, out, att, q, k,
   const po = h.alloc(B * Tq * Hq * D * 4);
   const pat = h.alloc(B * Hq * Tq * Tk * 4);
   const parts = rowParts(threads, B * Hq, Tq * Tk * D * 2);
+  const gemmBytes = h.k.gemmScratchBytes!();
+  const scratch = h.alloc(gemmBytes * parts.length);
   threads.run(
     h,
     "attentionForward",
-    parts.map(([r0, r1]) => [po, pat, pq, pk, pv, Tq, Tk, Hq, Hkv, D, +causal, r0, r1]),
+    parts.map(([r0, r1], t) => [
+      po,
+      pat,
+      pq,
+      pk,
+      pv,
+      Tq,
+      Tk,
+      Hq,
+      Hkv,
+      D,
+      +causal,
+      scratch + t * gemmBytes,
+      r0,
+      r1,
+    ]),
   );
   h.get(out, po, B * Tq * Hq * D);
   h.get(att, pat, B * Hq * Tq * Tk);
@@ -57,7 +77,10 @@ export const attentionBackward: WasmOp<"attentionBackward"> = (rt, dq, dk, dv, d
   const pdk = dk ? h.alloc(nk * 4) : 0;
   const pdv = dv ? h.alloc(nk * 4) : 0;
   const parts = rowParts(threads, B * Hkv, (Hq / Hkv) * Tq * Tk * D * 4);
-  const scratch = h.alloc(Tk * 4 * parts.length);
+  // per thread: GEMM packing scratch, then dP: [Tq, Tk]
+  const gemmBytes = h.k.gemmScratchBytes!();
+  const partBytes = gemmBytes + Math.ceil((Tq * Tk * 4) / 64) * 64;
+  const scratch = h.alloc(partBytes * parts.length);
   threads.run(
     h,
     "attentionBackward",
@@ -76,7 +99,8 @@ export const attentionBackward: WasmOp<"attentionBackward"> = (rt, dq, dk, dv, d
       Hkv,
       D,
       +causal,
-      scratch + t * Tk * 4,
+      scratch + t * partBytes,
+      scratch + t * partBytes + gemmBytes,
       r0,
       r1,
     ]),
