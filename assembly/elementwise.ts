@@ -1,5 +1,5 @@
 /** Elementwise and broadcast kernels: binary add/mul, sumTo, scale, GELU (tanh form), SiLU. */
-import { hsum, madd, vexp, vtanh } from "./simd";
+import { hsum, madd, vexp } from "./simd";
 
 // out: [outer..., n] = a op b; the outer dims (nd of them) iterate by odometer over shape/aStr/bStr
 // (i32 arrays at the given pointers, in elements); the inner dim has strides sa, sb (0 or 1 fast)
@@ -131,27 +131,30 @@ export function scale(out: usize, x: usize, n: i32, s: f32): void {
 const GELU_K: f32 = 0.7978845608028654; // sqrt(2 / pi)
 const GELU_C: f32 = 0.044715;
 
-// gelu(x) = 0.5 x (1 + tanh(k (x + c x^3))), four lanes
+// sigmoid(2u), u = k (x + c x^3): since 0.5 (1 + tanh(u)) = sigmoid(2u), this is the GELU gate
+// @ts-ignore: decorator
+@inline
+function geluGate4(x: v128): v128 {
+  const x3 = f32x4.mul(f32x4.mul(x, x), x);
+  const u2 = f32x4.mul(f32x4.splat(-2 * GELU_K), madd(f32x4.splat(GELU_C), x3, x));
+  return f32x4.div(f32x4.splat(1), f32x4.add(f32x4.splat(1), vexp(u2)));
+}
+
+// gelu(x) = 0.5 x (1 + tanh(u)) = x * sigmoid(2u), four lanes
 // @ts-ignore: decorator
 @inline
 function gelu4(x: v128): v128 {
-  const x3 = f32x4.mul(f32x4.mul(x, x), x);
-  const t = vtanh(f32x4.mul(f32x4.splat(GELU_K), madd(f32x4.splat(GELU_C), x3, x)));
-  return f32x4.mul(f32x4.mul(f32x4.splat(0.5), x), f32x4.add(f32x4.splat(1), t));
+  return f32x4.mul(x, geluGate4(x));
 }
 
-// dout * gelu'(x), four lanes
+// dout * gelu'(x) = dout * (s + x * 2 s (1 - s) * k (1 + 3c x^2)), s = sigmoid(2u) (1 - tanh^2 = 4 s (1 - s))
 // @ts-ignore: decorator
 @inline
 function geluGrad4(dout: v128, x: v128): v128 {
-  const x2 = f32x4.mul(x, x);
-  const t = vtanh(f32x4.mul(f32x4.splat(GELU_K), madd(f32x4.splat(GELU_C), f32x4.mul(x2, x), x)));
-  const dt = f32x4.mul(
-    f32x4.mul(f32x4.sub(f32x4.splat(1), f32x4.mul(t, t)), f32x4.splat(GELU_K)),
-    madd(f32x4.splat(3 * GELU_C), x2, f32x4.splat(1)),
-  );
-  const half = f32x4.splat(0.5);
-  return f32x4.mul(dout, madd(f32x4.mul(half, x), dt, f32x4.mul(half, f32x4.add(f32x4.splat(1), t))));
+  const s = geluGate4(x);
+  const one = f32x4.splat(1);
+  const du = f32x4.mul(f32x4.splat(2 * GELU_K), madd(f32x4.splat(3 * GELU_C), f32x4.mul(x, x), one));
+  return f32x4.mul(dout, madd(f32x4.mul(f32x4.mul(x, s), f32x4.sub(one, s)), du, s));
 }
 
 // x * sigmoid(x), four lanes

@@ -158,11 +158,11 @@ export function rmsNormBackward(dx: usize, dw: usize, dout: usize, x: usize, w: 
   }
 }
 
-// max of x: [n]
+// max of x: [n] (pmax: a NaN may be skipped here, but it still reaches the sum of exps)
 export function rowMax(x: usize, n: i32): f32 {
   let acc = f32x4.splat(-Infinity);
   let i = 0;
-  for (; i + 4 <= n; i += 4) acc = f32x4.max(acc, v128.load(x + (<usize>i << 2)));
+  for (; i + 4 <= n; i += 4) acc = f32x4.pmax(acc, v128.load(x + (<usize>i << 2)));
   let m = hmax(acc);
   for (; i < n; i++) m = max(m, load<f32>(x + (<usize>i << 2)));
   return m;

@@ -27,14 +27,17 @@ export function hmax(v: v128): f32 {
   return max(max(f32x4.extract_lane(v, 0), f32x4.extract_lane(v, 1)), max(f32x4.extract_lane(v, 2), f32x4.extract_lane(v, 3)));
 }
 
+// exp(x) per lane: Cephes expf polynomial (about 1 ulp) on x clamped to [-87.33, 88.37], so it
+// saturates at about 1.2e-38 and 2.4e38 instead of reaching 0 and inf; NaN stays NaN. Built from
+// cheap ops only: pmin/pmax (not min/max, which V8 expands for NaN rules), and the 1.5 * 2^23 trick
+// for round-to-integer, which also yields the integer in the low mantissa bits (no trunc_sat).
 // @ts-ignore: decorator
 @inline
-// exp(x) per lane, Cephes expf polynomial (about 1 ulp); 0 below -87.33, inf above 88.72, NaN kept
 export function vexp(x: v128): v128 {
-  const hi = f32x4.splat(88.3762626647949);
-  const lo = f32x4.splat(-87.3365478515625);
-  const xc = f32x4.max(f32x4.min(x, hi), lo);
-  const n = f32x4.nearest(f32x4.mul(xc, f32x4.splat(1.44269504088896341)));
+  const magic = f32x4.splat(12582912.0);
+  const xc = f32x4.pmin(f32x4.pmax(x, f32x4.splat(-87.3365478515625)), f32x4.splat(88.3762626647949));
+  const t = madd(xc, f32x4.splat(1.44269504088896341), magic);
+  const n = f32x4.sub(t, magic);
   let r = madd(n, f32x4.splat(-0.693359375), xc);
   r = madd(n, f32x4.splat(2.12194440e-4), r);
   let p = f32x4.splat(1.9875691500e-4);
@@ -43,21 +46,10 @@ export function vexp(x: v128): v128 {
   p = madd(p, r, f32x4.splat(4.1665795894e-2));
   p = madd(p, r, f32x4.splat(1.6666665459e-1));
   p = madd(p, r, f32x4.splat(5.0000001201e-1));
-  const r2 = f32x4.mul(r, r);
-  const y = f32x4.add(madd(p, r2, r), f32x4.splat(1.0));
-  const pow2n = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23);
-  let e = f32x4.mul(y, pow2n);
-  e = v128.bitselect(f32x4.splat(0), e, f32x4.lt(x, lo));
-  e = v128.bitselect(f32x4.splat(Infinity), e, f32x4.gt(x, f32x4.splat(88.72283935546875)));
-  return v128.bitselect(x, e, f32x4.ne(x, x));
-}
-
-// tanh(x) = 1 - 2 / (exp(2x) + 1)
-// @ts-ignore: decorator
-@inline
-export function vtanh(x: v128): v128 {
-  const e = vexp(f32x4.add(x, x));
-  return f32x4.sub(f32x4.splat(1.0), f32x4.div(f32x4.splat(2.0), f32x4.add(e, f32x4.splat(1.0))));
+  const y = f32x4.add(madd(p, f32x4.mul(r, r), r), f32x4.splat(1.0));
+  // 2^n: n sits in the low bits of t (t = 1.5 * 2^23 + n), so bits(t) - bits(magic) = n
+  const pow2n = i32x4.shl(i32x4.add(i32x4.sub(t, magic), i32x4.splat(127)), 23);
+  return f32x4.mul(y, pow2n);
 }
 
 // scalar exp through the vector path, so scalar tails round like the vector body

@@ -113,8 +113,16 @@ describe("wasm backend vs ref", { skip: !wasmAvailable() && "WebAssembly SIMD un
         [1, 0, 0],
       ],
       [[1], [0], [0]],
-      [[3, 4], [1, 3], [4, 1]],
-      [[2, 3, 4], [1, 8, 2], [0, 4, 1]],
+      [
+        [3, 4],
+        [1, 3],
+        [4, 1],
+      ],
+      [
+        [2, 3, 4],
+        [1, 8, 2],
+        [0, 4, 1],
+      ],
     ];
     for (const [shape, as, bs] of cases) {
       const total = shape.reduce((x, y) => x * y, 1);
