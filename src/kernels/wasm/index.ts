@@ -3,6 +3,10 @@
  * synchronously from the embedded bytes on first use (relaxed SIMD if this engine validates it).
  * Node code gets the threaded variant by importing src/kernels/wasm/node/pool.ts (src/node.ts and the
  * CLI do), which registers itself under the same name "wasm".
+ *
+ * Browsers: the bytes are embedded, so no fs or fetch is needed. Synchronous compilation of a ~20 KB
+ * module is fine in a Web Worker, but Chrome refuses it on the main thread (limit 4 KB); an async
+ * init for that case, and a Web Worker pool (the Threads interface in threads.ts), are not done yet.
  */
 import type { Backend } from "../backend.js";
 import { createWasmBackend, type WasmRuntime } from "./backend.js";
