@@ -11,7 +11,7 @@ const MR = 4; // rows of the register tile
 const NR = 8; // columns of the register tile (two v128)
 const KC = 256; // depth of a packed block
 const MC = 128; // rows of a packed A block (MC x KC fits in L2)
-const NC = 512; // columns of a packed B block
+const NC = 768; // columns of a packed B block (KC x NC = 768 KiB, within a 1 MiB L2)
 const DIRECT_NC = 64; // up to this many columns, A is read in place instead of packed
 
 // bytes of scratch one thread needs: edge tile + packed A block + packed B block
@@ -31,22 +31,45 @@ function packA(dst: usize, a: usize, transA: bool, lda: i32, i0: i32, mc: i32, p
       if (rows == MR) {
         for (let k = 0; k < kc; k++) v128.store(panel + (<usize>k << 4), v128.load(src + <usize>k * ld));
       } else {
+        // rows past `rows` are never read: a select would load them (and could run off the memory)
         for (let k = 0; k < kc; k++) {
           for (let r = 0; r < MR; r++) {
-            const v: f32 = r < rows ? load<f32>(src + <usize>k * ld + (<usize>r << 2)) : 0;
-            store<f32>(panel + (<usize>(k * MR + r) << 2), v);
+            const d = panel + (<usize>(k * MR + r) << 2);
+            if (r < rows) store<f32>(d, load<f32>(src + <usize>k * ld + (<usize>r << 2)));
+            else store<f32>(d, 0);
           }
         }
       }
     } else {
-      // (i, k) at a[i*lda + k]
+      // (i, k) at a[i*lda + k]: 4x4 blocks are loaded as four rows and transposed in registers
+      const src = a + ((<usize>(i0 + ir) * lda + p0) << 2);
+      const ld = <usize>lda << 2;
+      let k0 = 0;
+      if (rows == MR) {
+        for (; k0 + 4 <= kc; k0 += 4) {
+          const s = src + (<usize>k0 << 2);
+          const r0 = v128.load(s);
+          const r1 = v128.load(s + ld);
+          const r2 = v128.load(s + 2 * ld);
+          const r3 = v128.load(s + 3 * ld);
+          const t0 = i32x4.shuffle(r0, r1, 0, 4, 1, 5);
+          const t1 = i32x4.shuffle(r0, r1, 2, 6, 3, 7);
+          const t2 = i32x4.shuffle(r2, r3, 0, 4, 1, 5);
+          const t3 = i32x4.shuffle(r2, r3, 2, 6, 3, 7);
+          const d = panel + (<usize>k0 << 4);
+          v128.store(d, i32x4.shuffle(t0, t2, 0, 1, 4, 5));
+          v128.store(d, i32x4.shuffle(t0, t2, 2, 3, 6, 7), 16);
+          v128.store(d, i32x4.shuffle(t1, t3, 0, 1, 4, 5), 32);
+          v128.store(d, i32x4.shuffle(t1, t3, 2, 3, 6, 7), 48);
+        }
+      }
       for (let r = 0; r < MR; r++) {
         const out = panel + (<usize>r << 2);
+        const row = src + <usize>r * ld;
         if (r < rows) {
-          const src = a + ((<usize>(i0 + ir + r) * lda + p0) << 2);
-          for (let k = 0; k < kc; k++) store<f32>(out + (<usize>k << 4), load<f32>(src + (<usize>k << 2)));
+          for (let k = k0; k < kc; k++) store<f32>(out + (<usize>k << 4), load<f32>(row + (<usize>k << 2)));
         } else {
-          for (let k = 0; k < kc; k++) store<f32>(out + (<usize>k << 4), 0);
+          for (let k = k0; k < kc; k++) store<f32>(out + (<usize>k << 4), 0);
         }
       }
     }
@@ -72,8 +95,9 @@ function packB(dst: usize, b: usize, transB: bool, ldb: i32, j0: i32, nc: i32, p
       } else {
         for (let k = 0; k < kc; k++) {
           for (let c = 0; c < NR; c++) {
-            const v: f32 = c < cols ? load<f32>(src + <usize>k * ld + (<usize>c << 2)) : 0;
-            store<f32>(panel + (<usize>(k * NR + c) << 2), v);
+            const d = panel + (<usize>(k * NR + c) << 2);
+            if (c < cols) store<f32>(d, load<f32>(src + <usize>k * ld + (<usize>c << 2)));
+            else store<f32>(d, 0);
           }
         }
       }
