@@ -19,6 +19,24 @@ export function gemmScratchBytes(): i32 {
   return 256 + MC * KC * 4 + KC * NC * 4;
 }
 
+// dst rows 0..3 (stride dstStride bytes) = columns 0..3 of the 4x4 block at src (row stride ld bytes)
+// @ts-ignore: decorator
+@inline
+function transpose4(dst: usize, dstStride: usize, src: usize, ld: usize): void {
+  const r0 = v128.load(src);
+  const r1 = v128.load(src + ld);
+  const r2 = v128.load(src + 2 * ld);
+  const r3 = v128.load(src + 3 * ld);
+  const t0 = i32x4.shuffle(r0, r1, 0, 4, 1, 5);
+  const t1 = i32x4.shuffle(r0, r1, 2, 6, 3, 7);
+  const t2 = i32x4.shuffle(r2, r3, 0, 4, 1, 5);
+  const t3 = i32x4.shuffle(r2, r3, 2, 6, 3, 7);
+  v128.store(dst, i32x4.shuffle(t0, t2, 0, 1, 4, 5));
+  v128.store(dst + dstStride, i32x4.shuffle(t0, t2, 2, 3, 6, 7));
+  v128.store(dst + 2 * dstStride, i32x4.shuffle(t1, t3, 0, 1, 4, 5));
+  v128.store(dst + 3 * dstStride, i32x4.shuffle(t1, t3, 2, 3, 6, 7));
+}
+
 // op(A)[i0:i0+mc, p0:p0+kc] -> dst: [mc/MR][kc][MR], rows past mc zero; lda: A's row stride in floats
 function packA(dst: usize, a: usize, transA: bool, lda: i32, i0: i32, mc: i32, p0: i32, kc: i32): void {
   for (let ir = 0; ir < mc; ir += MR) {
@@ -47,20 +65,7 @@ function packA(dst: usize, a: usize, transA: bool, lda: i32, i0: i32, mc: i32, p
       let k0 = 0;
       if (rows == MR) {
         for (; k0 + 4 <= kc; k0 += 4) {
-          const s = src + (<usize>k0 << 2);
-          const r0 = v128.load(s);
-          const r1 = v128.load(s + ld);
-          const r2 = v128.load(s + 2 * ld);
-          const r3 = v128.load(s + 3 * ld);
-          const t0 = i32x4.shuffle(r0, r1, 0, 4, 1, 5);
-          const t1 = i32x4.shuffle(r0, r1, 2, 6, 3, 7);
-          const t2 = i32x4.shuffle(r2, r3, 0, 4, 1, 5);
-          const t3 = i32x4.shuffle(r2, r3, 2, 6, 3, 7);
-          const d = panel + (<usize>k0 << 4);
-          v128.store(d, i32x4.shuffle(t0, t2, 0, 1, 4, 5));
-          v128.store(d, i32x4.shuffle(t0, t2, 2, 3, 6, 7), 16);
-          v128.store(d, i32x4.shuffle(t1, t3, 0, 1, 4, 5), 32);
-          v128.store(d, i32x4.shuffle(t1, t3, 2, 3, 6, 7), 48);
+          transpose4(panel + (<usize>k0 << 4), 16, src + (<usize>k0 << 2), ld);
         }
       }
       for (let r = 0; r < MR; r++) {
@@ -102,14 +107,25 @@ function packB(dst: usize, b: usize, transB: bool, ldb: i32, j0: i32, nc: i32, p
         }
       }
     } else {
-      // (k, j) at b[j*ldb + k]
+      // (k, j) at b[j*ldb + k]: 4x4 blocks of the 8 stored rows are transposed in registers
+      const src = b + ((<usize>(j0 + jr) * ldb + p0) << 2);
+      const ld = <usize>ldb << 2;
+      let k0 = 0;
+      if (cols == NR) {
+        for (; k0 + 4 <= kc; k0 += 4) {
+          const s = src + (<usize>k0 << 2);
+          const d = panel + (<usize>k0 << 5);
+          transpose4(d, 32, s, ld);
+          transpose4(d + 16, 32, s + 4 * ld, ld);
+        }
+      }
       for (let c = 0; c < NR; c++) {
         const out = panel + (<usize>c << 2);
+        const row = src + <usize>c * ld;
         if (c < cols) {
-          const src = b + ((<usize>(j0 + jr + c) * ldb + p0) << 2);
-          for (let k = 0; k < kc; k++) store<f32>(out + (<usize>k << 5), load<f32>(src + (<usize>k << 2)));
+          for (let k = k0; k < kc; k++) store<f32>(out + (<usize>k << 5), load<f32>(row + (<usize>k << 2)));
         } else {
-          for (let k = 0; k < kc; k++) store<f32>(out + (<usize>k << 5), 0);
+          for (let k = k0; k < kc; k++) store<f32>(out + (<usize>k << 5), 0);
         }
       }
     }
