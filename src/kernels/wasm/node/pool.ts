@@ -48,8 +48,11 @@ export class WorkerPool implements Threads {
   private ensureWorkers(n: number): void {
     while (this.workers.length < n - 1) {
       const tid = this.workers.length + 1;
+      // execArgv: [] because the parent's (say `-e <script>`) would be run again by the worker; the
+      // relaxed-SIMD V8 flag is process-wide and needs no argument here
       const w = new Worker(new URL("./worker.js", import.meta.url), {
         workerData: { memory: this.memory, module: this.module, tid },
+        execArgv: [],
       });
       w.unref();
       this.workers.push(w);
@@ -57,7 +60,10 @@ export class WorkerPool implements Threads {
     for (let ready = Atomics.load(this.ctrl, READY); ready < this.workers.length; ) {
       Atomics.wait(this.ctrl, READY, ready, 10_000);
       const now = Atomics.load(this.ctrl, READY);
-      if (now === ready) throw new Error("wasm worker threads did not start within 10 s");
+      if (now === ready)
+        throw new Error(
+          `wasm worker threads (${new URL("./worker.js", import.meta.url)}) did not start within 10 s`,
+        );
       ready = now;
     }
   }
