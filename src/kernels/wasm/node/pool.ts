@@ -89,9 +89,14 @@ export class WorkerPool implements Threads {
       Atomics.add(ctrl, GEN + t, 1);
       Atomics.notify(ctrl, GEN + t);
     }
-    fn(...parts[0]!);
-    for (let p = Atomics.load(ctrl, PENDING); p !== 0; p = Atomics.load(ctrl, PENDING))
-      Atomics.wait(ctrl, PENDING, p);
+    try {
+      fn(...parts[0]!);
+    } finally {
+      // even when part 0 traps, wait for the workers: the next call reuses the control block
+      for (let p = Atomics.load(ctrl, PENDING); p !== 0; p = Atomics.load(ctrl, PENDING)) {
+        Atomics.wait(ctrl, PENDING, p);
+      }
+    }
     if (Atomics.load(ctrl, ERROR)) throw new Error(`wasm kernel ${kernel} failed in a worker thread`);
   }
 }
