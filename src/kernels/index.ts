@@ -9,6 +9,8 @@ import { refBackend } from "./ref/index.js";
 import { wasmAvailable, wasmBackend } from "./wasm/index.js";
 
 export type { AdamWParams, AttentionDims, Backend, MatmulDims } from "./backend.js";
+/** Browser main threads: `await precompileKernels()` before the first kernel call (see wasm/index.ts). */
+export { precompileKernels } from "./wasm/index.js";
 
 const registry = new Map<string, Backend>([["ref", refBackend]]);
 if (wasmAvailable()) registry.set(wasmBackend.name, wasmBackend);

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { Backend, MatmulDims } from "../../src/kernels/backend.js";
 import { refBackend } from "../../src/kernels/ref/index.js";
-import { wasmAvailable, wasmBackend } from "../../src/kernels/wasm/index.js";
+import { precompileKernels, wasmAvailable, wasmBackend } from "../../src/kernels/wasm/index.js";
 import { Rng } from "../../src/tensor/random.js";
 import { assertClose } from "../helpers.js";
 
@@ -301,6 +301,13 @@ describe("wasm backend vs ref", { skip: !wasmAvailable() && "WebAssembly SIMD un
         }),
       );
     });
+  });
+
+  it("precompileKernels resolves, and the backend then uses that module", async () => {
+    await precompileKernels();
+    const out = new Float32Array(3);
+    wasmBackend.scale(out, Float32Array.from([1, 2, 3]), 2);
+    assert.deepEqual([...out], [2, 4, 6]);
   });
 
   it("aliasing: out may be an input", () => {

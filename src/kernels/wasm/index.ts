@@ -5,8 +5,9 @@
  * CLI do), which registers itself under the same name "wasm".
  *
  * Browsers: the bytes are embedded, so no fs or fetch is needed. Synchronous compilation of a ~20 KB
- * module is fine in a Web Worker, but Chrome refuses it on the main thread (limit 4 KB); an async
- * init for that case, and a Web Worker pool (the Threads interface in threads.ts), are not done yet.
+ * module is fine in a Web Worker, but Chrome refuses it on the main thread (limit 4 KB): there, call
+ * `await precompileKernels()` first. A Web Worker pool (the Threads interface in threads.ts) is not
+ * done yet.
  */
 import type { Backend } from "../backend.js";
 import { createWasmBackend, type WasmRuntime } from "./backend.js";
@@ -16,7 +17,14 @@ import { singleThread } from "./threads.js";
 
 export { createWasmBackend, type WasmRuntime } from "./backend.js";
 export { CONTROL_OFFSET, Heap } from "./heap.js";
-export { compileKernels, INITIAL_PAGES, MAX_PAGES, relaxedSupported, simdSupported } from "./module.js";
+export {
+  compileKernels,
+  INITIAL_PAGES,
+  MAX_PAGES,
+  precompileKernels,
+  relaxedSupported,
+  simdSupported,
+} from "./module.js";
 export { PARALLEL_KERNELS, type ParallelKernel, ranges, singleThread, type Threads } from "./threads.js";
 
 let runtime: WasmRuntime | null = null;

@@ -13,7 +13,7 @@ function decode(b64: string): Uint8Array<ArrayBuffer> {
 }
 
 const cache = new Map<string, Uint8Array<ArrayBuffer>>();
-function bytesOf(name: "plain" | "relaxed" | "plainShared" | "relaxedShared"): Uint8Array<ArrayBuffer> {
+function bytesOf(name: Variant): Uint8Array<ArrayBuffer> {
   let b = cache.get(name);
   if (!b) {
     b = decode({ plain, relaxed, plainShared, relaxedShared }[name]);
@@ -36,18 +36,33 @@ export function relaxedSupported(): boolean {
 export const INITIAL_PAGES = 32;
 export const MAX_PAGES = 65536;
 
-/** Compiles the kernel module; `relaxed` defaults to what the engine supports. */
+type Variant = "plain" | "relaxed" | "plainShared" | "relaxedShared";
+const compiled = new Map<Variant, WebAssembly.Module>();
+
+function variant(opts: { shared: boolean; relaxed?: boolean }): { name: Variant; relaxed: boolean } {
+  const relaxed = opts.relaxed ?? relaxedSupported();
+  const base = relaxed ? "relaxed" : "plain";
+  return { name: opts.shared ? `${base}Shared` : base, relaxed };
+}
+
+/** Compiles the kernel module (or takes the one precompileKernels made); `relaxed` defaults to what
+ *  the engine supports. */
 export function compileKernels(opts: { shared: boolean; relaxed?: boolean }): {
   module: WebAssembly.Module;
   relaxed: boolean;
 } {
-  const useRelaxed = opts.relaxed ?? relaxedSupported();
-  const name = useRelaxed
-    ? opts.shared
-      ? "relaxedShared"
-      : "relaxed"
-    : opts.shared
-      ? "plainShared"
-      : "plain";
-  return { module: new WebAssembly.Module(bytesOf(name)), relaxed: useRelaxed };
+  const { name, relaxed } = variant(opts);
+  let module = compiled.get(name);
+  if (!module) {
+    module = new WebAssembly.Module(bytesOf(name));
+    compiled.set(name, module);
+  }
+  return { module, relaxed };
+}
+
+/** Compiles the module asynchronously ahead of first use: a browser main thread must (Chrome refuses
+ *  synchronous compiles over 4 KB there); `await precompileKernels()` before the first kernel call. */
+export async function precompileKernels(opts: { shared: boolean; relaxed?: boolean } = { shared: false }) {
+  const { name } = variant(opts);
+  if (!compiled.has(name)) compiled.set(name, await WebAssembly.compile(bytesOf(name)));
 }

@@ -21,4 +21,5 @@ declare namespace WebAssembly {
     readonly exports: Record<string, unknown>;
   }
   function validate(bytes: BufferSource): boolean;
+  function compile(bytes: BufferSource): Promise<Module>;
 }
