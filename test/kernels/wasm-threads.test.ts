@@ -5,6 +5,7 @@ import type { AttentionDims, MatmulDims } from "../../src/kernels/backend.js";
 import { backend } from "../../src/kernels/index.js";
 import { refBackend } from "../../src/kernels/ref/index.js";
 import { wasmAvailable } from "../../src/kernels/wasm/index.js";
+import { planGemm } from "../../src/kernels/wasm/matmul.js";
 import { getThreads, setThreads, threadedWasmBackend as wasm } from "../../src/kernels/wasm/node/pool.js";
 import { Rng } from "../../src/tensor/random.js";
 import { assertClose } from "../helpers.js";
@@ -33,9 +34,9 @@ describe("threaded wasm backend", { skip: !wasmAvailable() && "WebAssembly SIMD 
   it("matmul: same bits at 1 and 2 threads, and matches ref (rows, columns and batch splits)", () => {
     const shapes: Partial<MatmulDims>[] = [
       { batch: 1, M: 256, K: 96, N: 200 },
-      { batch: 1, M: 2000, K: 128, N: 8, transB: true },
-      { batch: 1, M: 40, K: 64, N: 900, transA: true },
-      { batch: 8, M: 64, K: 64, N: 64, transB: true },
+      { batch: 1, M: 4000, K: 128, N: 8, transB: true },
+      { batch: 1, M: 80, K: 64, N: 900, transA: true },
+      { batch: 16, M: 64, K: 64, N: 64, transB: true },
       { batch: 3, M: 70, K: 300, N: 70, accumulate: true },
     ];
     for (const s of shapes) {
@@ -52,6 +53,7 @@ describe("threaded wasm backend", { skip: !wasmAvailable() && "WebAssembly SIMD 
         strideB: s.K! * s.N!,
         strideOut: s.M! * s.N!,
       };
+      assert.equal(planGemm(d, 2).length, 2, `matmul ${JSON.stringify(s)} should split in 2`);
       const a = randn(d.batch * d.M * d.K, 1 / Math.sqrt(d.K));
       const b = randn(d.batch * d.K * d.N);
       const init = randn(d.batch * d.M * d.N);
