@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 /** The `lora` command line: dispatches to subcommands, and turns errors into one-line messages. */
 import { readFileSync } from "node:fs";
+// registers the worker-thread wasm backend (LORA_THREADS sets its size)
+import "../kernels/wasm/node/pool.js";
 import { type Command, helpText, parseFlags } from "./command.js";
 import { evalCommand } from "./eval.js";
 import { generateCommand } from "./generate.js";

@@ -1,15 +1,26 @@
-/** Backend selection. The default is the fastest available; LORA_BACKEND=<name> picks one explicitly. */
+/**
+ * Backend selection. The default is the fastest available: "wasm" (WebAssembly SIMD128) wherever the
+ * engine validates SIMD, else "ref". LORA_BACKEND=<name> picks one explicitly (LORA_BACKEND=ref keeps
+ * the plain-TypeScript oracle). Node entries import kernels/wasm/node/pool.ts, which re-registers "wasm"
+ * as the worker-thread variant.
+ */
 import type { Backend } from "./backend.js";
 import { refBackend } from "./ref/index.js";
+import { wasmAvailable, wasmBackend } from "./wasm/index.js";
 
 export type { AdamWParams, AttentionDims, Backend, MatmulDims } from "./backend.js";
+/** Browser main threads: `await precompileKernels()` before the first kernel call (see wasm/index.ts). */
+export { precompileKernels } from "./wasm/index.js";
 
 const registry = new Map<string, Backend>([["ref", refBackend]]);
+if (wasmAvailable()) registry.set(wasmBackend.name, wasmBackend);
 let active: Backend | null = null;
 
-/** Makes a backend selectable by name (faster backends register themselves when they load). */
+/** Makes a backend selectable by name (faster backends register themselves when they load). Registering
+ *  under the active backend's name replaces the active one too. */
 export function registerBackend(backend: Backend): void {
   registry.set(backend.name, backend);
+  if (active?.name === backend.name) active = backend;
 }
 
 export function availableBackends(): string[] {
@@ -28,9 +39,9 @@ export function setBackend(backend: Backend | string): Backend {
   return backend;
 }
 
-/** The active backend: LORA_BACKEND if set (and known), else the reference one. */
+/** The active backend: LORA_BACKEND if set, else wasm where SIMD validates, else ref. */
 export function backend(): Backend {
   if (active) return active;
   const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env;
-  return setBackend(env?.LORA_BACKEND ?? "ref");
+  return setBackend(env?.LORA_BACKEND || (registry.has("wasm") ? "wasm" : "ref"));
 }

@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
+import { scale } from "../../src/autograd/ops.js";
 import { checkpointFiles, parseCheckpoint } from "../../src/io/checkpoint.js";
 import { listCheckpoints, writeCheckpoint } from "../../src/io/node/checkpoint-folder.js";
 import { loadModelFolder } from "../../src/io/node/model-folder.js";
@@ -16,7 +17,7 @@ import type { TokenizedRow } from "../../src/train/data.js";
 import { evaluate } from "../../src/train/evaluate.js";
 import { IGNORE } from "../../src/train/loss.js";
 import { createOptimizer } from "../../src/train/optim.js";
-import { type Snapshot, type StepInfo, train } from "../../src/train/trainer.js";
+import { DivergedError, type Snapshot, type StepInfo, tokenLossSum, train } from "../../src/train/trainer.js";
 import { assertClose, fixturesDir } from "../helpers.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "lora-trainer-"));
@@ -167,6 +168,36 @@ describe("train()", () => {
     const resumed = await run(crashed.saved);
     assert.deepEqual([...crashed.losses.slice(0, 3), ...resumed.losses], whole.losses);
     assert.deepEqual(resumed.weights, whole.weights);
+  });
+
+  it("stops at a non-finite loss before updating, after the last good snapshot", async () => {
+    const { model } = loraModel();
+    const optimizer = createOptimizer("adamw", model.trainableParameters(), { lr: 1e-2 });
+    const saved: number[] = [];
+    let before: Float32Array[] = [];
+    let calls = 0;
+    await assert.rejects(
+      train(model, {
+        optimizer,
+        data: new Batcher(patternRows(8, 9), { batchSize: 2, shuffle: false, seed: 0 }),
+        steps: 10,
+        loss: (m, b) => {
+          if (++calls === 5) {
+            before = m.trainableParameters().map(([, p]) => p.data.slice());
+            return scale(tokenLossSum(m, b), Number.NaN);
+          }
+          return tokenLossSum(m, b);
+        },
+        save: (s) => void saved.push(s.step),
+        saveEvery: 2,
+      }),
+      (e: Error) => e instanceof DivergedError && e.step === 5 && /the loss is NaN at step 5/.test(e.message),
+    );
+    assert.deepEqual(saved, [2, 4]);
+    assert.deepEqual(
+      model.trainableParameters().map(([, p]) => p.data),
+      before,
+    );
   });
 });
 

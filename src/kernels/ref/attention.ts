@@ -61,7 +61,7 @@ export function attentionForward(
           let s = 0;
           for (let c = 0; c < D; c++) s += q[qo + c]! * k[ko + c]!;
           att[ao + j] = s * scale;
-          mx = Math.max(mx, s * scale);
+          mx = Math.max(mx, att[ao + j]!); // the stored f32 value, so that the max entry gives exp(0) = 1
         }
         let sum = 0;
         for (let j = 0; j < limit; j++) {

@@ -1,0 +1,22 @@
+/** What every wasm op runs on: the heap (memory, instance, arena) and the threads it may split across. */
+import type { Backend } from "../backend.js";
+import type { Heap } from "./heap.js";
+import { ranges, type Threads } from "./threads.js";
+
+export interface WasmRuntime {
+  heap: Heap;
+  threads: Threads;
+}
+
+type Method = Exclude<keyof Backend, "name">;
+/** A Backend method with the runtime as its first argument. */
+export type WasmOp<K extends Method> = (rt: WasmRuntime, ...args: Parameters<Backend[K]>) => void;
+
+/** Below this many inner-loop steps per thread, the row-split kernels stay on one thread. */
+const MIN_WORK_PER_THREAD = 1 << 18;
+
+/** Ranges of rows for a row-split kernel: one part unless each thread gets enough work. */
+export function rowParts(threads: Threads, rows: number, workPerRow: number): [number, number][] {
+  const t = Math.min(threads.count, Math.floor((rows * workPerRow) / MIN_WORK_PER_THREAD));
+  return ranges(rows, Math.max(1, t));
+}

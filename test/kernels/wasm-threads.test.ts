@@ -1,0 +1,103 @@
+/** The worker-thread wasm backend: matches ref, and gives bit-identical results at 1 and 2 threads. */
+import assert from "node:assert/strict";
+import { after, describe, it } from "node:test";
+import type { AttentionDims, MatmulDims } from "../../src/kernels/backend.js";
+import { backend } from "../../src/kernels/index.js";
+import { refBackend } from "../../src/kernels/ref/index.js";
+import { wasmAvailable } from "../../src/kernels/wasm/index.js";
+import { planGemm } from "../../src/kernels/wasm/matmul.js";
+import { getThreads, setThreads, threadedWasmBackend as wasm } from "../../src/kernels/wasm/node/pool.js";
+import { Rng } from "../../src/tensor/random.js";
+import { assertClose } from "../helpers.js";
+
+const rng = new Rng(3);
+const randn = (n: number, std = 1) => Float32Array.from({ length: n }, () => std * rng.normal());
+
+/** Runs fn at 1 and at 2 threads and returns both results. */
+function atOneAndTwo(fn: () => Float32Array[]): [Float32Array[], Float32Array[]] {
+  setThreads(1);
+  const one = fn();
+  setThreads(2);
+  const two = fn();
+  return [one, two];
+}
+
+describe("threaded wasm backend", { skip: !wasmAvailable() && "WebAssembly SIMD unavailable" }, () => {
+  const initial = getThreads();
+  after(() => setThreads(initial));
+
+  it("is the registered wasm backend once the pool is imported", () => {
+    if (process.env.LORA_BACKEND && process.env.LORA_BACKEND !== "wasm") return;
+    assert.equal(backend(), wasm);
+  });
+
+  it("matmul: same bits at 1 and 2 threads, and matches ref (rows, columns and batch splits)", () => {
+    const shapes: Partial<MatmulDims>[] = [
+      { batch: 1, M: 256, K: 96, N: 200 },
+      { batch: 1, M: 4000, K: 128, N: 8, transB: true },
+      { batch: 1, M: 80, K: 64, N: 900, transA: true },
+      { batch: 16, M: 64, K: 64, N: 64, transB: true },
+      { batch: 3, M: 70, K: 300, N: 70, accumulate: true },
+      // 2 threads get 64 columns each, so they read A in place where 1 thread packs it: same bits
+      { batch: 1, M: 64, K: 512, N: 128 },
+    ];
+    for (const s of shapes) {
+      const d: MatmulDims = {
+        batch: 1,
+        M: 1,
+        N: 1,
+        K: 1,
+        transA: false,
+        transB: false,
+        accumulate: false,
+        ...s,
+        strideA: s.M! * s.K!,
+        strideB: s.K! * s.N!,
+        strideOut: s.M! * s.N!,
+      };
+      assert.equal(planGemm(d, 2).length, 2, `matmul ${JSON.stringify(s)} should split in 2`);
+      const a = randn(d.batch * d.M * d.K, 1 / Math.sqrt(d.K));
+      const b = randn(d.batch * d.K * d.N);
+      const init = randn(d.batch * d.M * d.N);
+      const [[one], [two]] = atOneAndTwo(() => {
+        const out = init.slice();
+        wasm.matmul(out, a, b, d);
+        return [out];
+      });
+      assert.deepEqual(two, one, `matmul ${JSON.stringify(s)}: 2 threads differ from 1`);
+      const want = init.slice();
+      refBackend.matmul(want, a, b, d);
+      assertClose(one!, want, "f32", `matmul ${JSON.stringify(s)} vs ref`);
+    }
+  });
+
+  it("attention, softmax and cross-entropy: same bits at 1 and 2 threads, and match ref", () => {
+    const d: AttentionDims = { B: 2, Tq: 48, Tk: 64, Hq: 8, Hkv: 2, D: 32, causal: true };
+    const nq = d.B * d.Tq * d.Hq * d.D;
+    const nk = d.B * d.Tk * d.Hkv * d.D;
+    const na = d.B * d.Hq * d.Tq * d.Tk;
+    const [q, k, v, g] = [randn(nq), randn(nk), randn(nk), randn(nq)];
+    const [N, V] = [16, 50257];
+    const logits = randn(N * V, 2);
+    const targets = Int32Array.from({ length: N }, (_, i) => (i === 3 ? -100 : rng.int(V)));
+    const run = (k0: typeof wasm) => {
+      const out = new Float32Array(nq);
+      const att = new Float32Array(na);
+      k0.attentionForward(out, att, q, k, v, d);
+      const [dq, dk, dv] = [new Float32Array(nq), new Float32Array(nk), new Float32Array(nk)];
+      k0.attentionBackward(dq, dk, dv, g, q, k, v, att, d);
+      const losses = new Float32Array(N);
+      const lse = new Float32Array(N);
+      k0.crossEntropyForward(losses, lse, logits, targets, N, V);
+      const dlogits = new Float32Array(N * V);
+      k0.crossEntropyBackward(dlogits, logits, lse, targets, N, V, 1 / N);
+      const sm = new Float32Array(N * V);
+      k0.softmaxForward(sm, logits, N, V);
+      return [out, att, dq, dk, dv, losses, lse, dlogits, sm];
+    };
+    const [one, two] = atOneAndTwo(() => run(wasm));
+    two.forEach((x, i) => assert.deepEqual(x, one[i], `result ${i}: 2 threads differ from 1`));
+    const want = run(refBackend);
+    want.forEach((w, i) => assertClose(one[i]!, w, "f32", `result ${i} vs ref`));
+  });
+});
