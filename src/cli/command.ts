@@ -27,6 +27,16 @@ export class UsageError extends Error {
 }
 
 export const COMMON_FLAGS: Record<string, Flag> = {
+  threads: {
+    type: "string",
+    valueName: "N",
+    description: "compute threads (default: LORA_THREADS, else the number of cores)",
+  },
+  backend: {
+    type: "string",
+    valueName: "NAME",
+    description: "kernel backend: wasm or ref (default: LORA_BACKEND, else the fastest)",
+  },
   help: { type: "boolean", short: "h", description: "show this help" },
   debug: { type: "boolean", description: "print stack traces on errors" },
 };

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 /** The `lora` command line: dispatches to subcommands, and turns errors into one-line messages. */
 import { readFileSync } from "node:fs";
+import { backend, setBackend } from "../kernels/index.js";
 // registers the worker-thread wasm backend (LORA_THREADS sets its size)
-import "../kernels/wasm/node/pool.js";
-import { type Command, helpText, parseFlags } from "./command.js";
+import { getThreads, setThreads } from "../kernels/wasm/node/pool.js";
+import { type Command, helpText, num, parseFlags, str } from "./command.js";
 import { evalCommand } from "./eval.js";
 import { generateCommand } from "./generate.js";
 import { mergeCommand } from "./merge.js";
@@ -40,7 +41,9 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (name === "--version" || name === "-v") {
-    console.log(version());
+    console.log(
+      `lora ${version()} (backend ${backend().name}, ${getThreads()} thread(s), Node ${process.versions.node})`,
+    );
     return 0;
   }
   const cmd = COMMANDS.find((c) => c.name === name);
@@ -56,6 +59,9 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(helpText(cmd));
       return 0;
     }
+    const backendName = str(values, "backend");
+    if (backendName) setBackend(backendName);
+    if (values.threads !== undefined) setThreads(num(values, "threads", 1, { int: true, min: 1 }));
     await cmd.run(values);
     return 0;
   } catch (e) {
