@@ -104,7 +104,7 @@ const trained = await train(model, {
   optimizer,
   data: new Batcher(trainRows, { batchSize: 8, shuffle: true, seed: 0, padId: tokenizer.padId ?? 0 }),
   steps,
-  schedule: { kind: "cosine", warmup: 10 },
+  schedule: { kind: "cosine", warmup: Math.min(10, Math.floor(steps / 10)) },
   maxGradNorm: 1,
   onStep: (i) => progress.step(i),
 });

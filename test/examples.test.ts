@@ -21,3 +21,24 @@ it("examples/library.ts trains, saves, reloads and merges with equal held-out lo
   assert.ok(Number(adapter) < Number(first), r.stdout);
   assert.ok(Math.abs(Number(adapter) - Number(merged)) <= 1e-4 * Number(adapter), r.stdout);
 });
+
+it("npm start's quick start runs the whole story on the embedded model (a short run)", () => {
+  const r = spawnSync(
+    process.execPath,
+    [join(repoRoot, "dist/examples/quickstart.js"), "--steps", "4", "--out", join(tmp, "quickstart")],
+    { encoding: "utf8" },
+  );
+  assert.equal(r.status, 0, r.stderr + r.stdout);
+  assert.match(r.stdout, /trainable params: 116,736 \|\| all params: 2,674,368 \|\| trainable%: 4\.3650/);
+  for (const section of [
+    "1. Base model and LoRA",
+    "2. Before",
+    "3. LoRA training",
+    "4. After",
+    "5. Save, merge",
+  ])
+    assert.match(r.stdout, new RegExp(`== ${section}`));
+  assert.match(r.stdout, /merged model = base \+ adapter \(within 1e-4\)/);
+  const [, before, after] = /held-out loss +([\d.]+) -> ([\d.]+)/.exec(r.stdout)!;
+  assert.ok(Number(after) < Number(before), r.stdout);
+});

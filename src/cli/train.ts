@@ -247,6 +247,9 @@ async function runTrain(v: Values): Promise<void> {
   const steps =
     (s.steps as number | null) ??
     Math.max(1, Math.ceil((((s.epochs as number | null) ?? 1) * batcher.batchesPerEpoch) / accum));
+  if ((s.warmup as number) > steps)
+    throw new UsageError(`--warmup ${s.warmup} is more than the run's ${steps} steps; lower it or add steps`);
+  if (!((s.lr as number) > 0)) throw new UsageError(`--lr must be > 0, got ${s.lr}`);
   const evalEvery = (s["eval-every"] as number | null) ?? Math.max(1, Math.round(steps / 10));
   console.log(
     `data: ${fmt(rows.length)} training rows${valRows ? `, ${fmt(valRows.length)} validation rows` : ""}; ${steps} steps of ${s["batch-size"]}×${accum} rows, seq-len ≤ ${seqLen}`,
