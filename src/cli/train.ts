@@ -139,6 +139,22 @@ function resolveSettings(v: Values): { s: Settings; resume: Resume | null } {
   return { s, resume: { dir, state } };
 }
 
+/** Refuses a checkpoint made for another model (config.json) or other data (the tokenized rows' hash). */
+function checkResumeFits(resume: Resume, config: Record<string, unknown>, dataPrint: string): void {
+  const stored = resume.state.run.model_config as Record<string, unknown>;
+  const diffs = Object.keys({ ...config, ...stored }).filter(
+    (k) => JSON.stringify(config[k]) !== JSON.stringify(stored[k]),
+  );
+  if (diffs.length > 0)
+    throw new UsageError(
+      `--resume ${resume.dir}: the checkpoint was made for another model (config.json differs in ${diffs.join(", ")})`,
+    );
+  if (resume.state.run.data_fingerprint !== dataPrint)
+    throw new UsageError(
+      `--resume ${resume.dir}: the training data differs from the checkpoint's (rows:hash ${resume.state.run.data_fingerprint}, now ${dataPrint})`,
+    );
+}
+
 /** Refuses an --out that holds another run unless --overwrite (then clears that run's files). */
 function prepareOut(out: string, overwrite: boolean, resuming: boolean): void {
   const present = fs.existsSync(out) ? RUN_FILES.filter((f) => fs.existsSync(join(out, f))) : [];
@@ -183,24 +199,10 @@ async function runTrain(v: Values): Promise<void> {
   const loaded = loadModel(s.model as string);
   const { model, config } = loaded;
   const family = modelFamily(config);
-  if (resume) {
-    const diffs = Object.keys({ ...config, ...(resume.state.run.model_config as object) }).filter(
-      (k) =>
-        JSON.stringify(config[k]) !==
-        JSON.stringify((resume.state.run.model_config as Record<string, unknown>)[k]),
-    );
-    if (diffs.length > 0)
-      throw new UsageError(
-        `--resume ${resume.dir}: the checkpoint was made for another model (config.json differs in ${diffs.join(", ")})`,
-      );
-  }
   const seqLen = (s["seq-len"] as number | null) ?? Math.min(contextLength(config), 2048);
   const rows = prepareRows(s.data as string, loaded, s, seqLen, "training");
   const dataPrint = fingerprint(rows);
-  if (resume && resume.state.run.data_fingerprint !== dataPrint)
-    throw new UsageError(
-      `--resume ${resume.dir}: the training data differs from the checkpoint's (${resume.state.run.data_fingerprint} rows:hash, now ${dataPrint})`,
-    );
+  if (resume) checkResumeFits(resume, config, dataPrint);
   const valPath =
     (s["val-data"] as string | null) ??
     (fs.statSync(s.data as string).isDirectory() && fs.existsSync(join(s.data as string, "valid.jsonl"))

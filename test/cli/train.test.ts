@@ -37,6 +37,10 @@ const metrics = (dir: string) =>
     .split("\n")
     .map((l) => JSON.parse(l) as Record<string, number>);
 
+/** `lora train` on the tiny Llama fixture and the pattern data. */
+const trainTiny = (out: string, ...args: string[]) =>
+  lora("train", "--model", model("llama_gqa_tied"), "--data", patternData, "--out", out, ...args);
+
 /** A learnable folder dataset over ids every tiny fixture's vocabulary holds (>= 67). */
 const patternData = join(tmp, "pattern");
 mkdirSync(patternData);
@@ -148,13 +152,7 @@ describe("lora train: the exactness contract", () => {
 describe("lora train: progress, held-out loss, checkpoints", () => {
   it("lowers the held-out loss and logs every step to metrics.jsonl", () => {
     const out = join(tmp, "learn");
-    const r = lora(
-      "train",
-      "--model",
-      model("llama_gqa_tied"),
-      "--data",
-      patternData,
-      "--out",
+    const r = trainTiny(
       out,
       "--steps",
       "40",
@@ -282,20 +280,7 @@ describe("lora train: progress, held-out loss, checkpoints", () => {
 
   it("--full trains every weight and writes a model folder that loads", () => {
     const out = join(tmp, "full");
-    const r = lora(
-      "train",
-      "--model",
-      model("llama_gqa_tied"),
-      "--data",
-      patternData,
-      "--out",
-      out,
-      "--full",
-      "--steps",
-      "3",
-      "--lr",
-      "1e-3",
-    );
+    const r = trainTiny(out, "--full", "--steps", "3", "--lr", "1e-3");
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /trainable%: 100\.0000/);
     const e = lora("eval", "--model", out, "--data", patternData, "--json");
@@ -387,25 +372,23 @@ describe("lora merge", () => {
 });
 
 describe("lora train: bad input", () => {
-  const base = ["train", "--model", model("llama_gqa_tied"), "--data", patternData];
-
   it("refuses an --out that holds another run unless --overwrite", () => {
     const out = join(tmp, "taken");
-    assert.equal(lora(...base, "--out", out, "--steps", "1").code, 0);
+    assert.equal(trainTiny(out, "--steps", "1").code, 0);
     const adapter = readFileSync(join(out, "adapter_model.safetensors"));
-    const r = lora(...base, "--out", out, "--steps", "1");
+    const r = trainTiny(out, "--steps", "1");
     assert.equal(r.code, 2);
     assert.match(
       r.err,
       /already holds a run \(adapter_config\.json.*pass --overwrite to replace it, --resume/,
     );
     assert.deepEqual(readFileSync(join(out, "adapter_model.safetensors")), adapter);
-    assert.equal(lora(...base, "--out", out, "--steps", "1", "--overwrite", "--seed", "3").code, 0);
+    assert.equal(trainTiny(out, "--steps", "1", "--overwrite", "--seed", "3").code, 0);
   });
 
   it("refuses to resume with other settings or another model, saying what differs", () => {
     const out = join(tmp, "resume-check");
-    assert.equal(lora(...base, "--out", out, "--steps", "2", "--save-every", "1").code, 0);
+    assert.equal(trainTiny(out, "--steps", "2", "--save-every", "1").code, 0);
     const r = lora("train", "--resume", join(out, "checkpoints/step-1"), "--lr", "0.5", "--rank", "2");
     assert.equal(r.code, 2);
     assert.match(
@@ -415,6 +398,32 @@ describe("lora train: bad input", () => {
     const m = lora("train", "--resume", join(out, "checkpoints/step-1"), "--model", model("llama_untied"));
     assert.equal(m.code, 2);
     assert.match(m.err, /--model: .* in the checkpoint, .*llama_untied.* now/);
+  });
+
+  it("refuses to resume when the data file changed under the same name", () => {
+    const data = join(tmp, "changing.jsonl");
+    jsonl(data, [patternRow(1), patternRow(2)]);
+    const out = join(tmp, "resume-data");
+    assert.equal(
+      lora(
+        "train",
+        "--model",
+        model("llama_gqa_tied"),
+        "--data",
+        data,
+        "--out",
+        out,
+        "--steps",
+        "3",
+        "--save-every",
+        "1",
+      ).code,
+      0,
+    );
+    jsonl(data, [patternRow(1), patternRow(3)]);
+    const r = lora("train", "--resume", join(out, "checkpoints/step-1"));
+    assert.equal(r.code, 2);
+    assert.match(r.err, /the training data differs from the checkpoint's/);
   });
 
   it("stops at a non-finite loss, naming the step, and writes no adapter", () => {
@@ -433,7 +442,7 @@ describe("lora train: bad input", () => {
       serializeSafetensors(tensors, { format: "pt" }),
     );
     const out = join(tmp, "diverge");
-    const r = lora(...base, "--adapter", poisoned, "--out", out, "--steps", "3");
+    const r = trainTiny(out, "--adapter", poisoned, "--steps", "3");
     assert.equal(r.code, 1);
     assert.match(
       r.err,
@@ -444,7 +453,7 @@ describe("lora train: bad input", () => {
 
   it("warns about truncated rows and names a malformed data line", () => {
     const out = join(tmp, "trunc");
-    const r = lora(...base, "--out", out, "--steps", "1", "--seq-len", "8");
+    const r = trainTiny(out, "--steps", "1", "--seq-len", "8");
     assert.equal(r.code, 0, r.err);
     assert.match(r.err, /warning: .*pattern: 32 training row\(s\) longer than --seq-len 8 were truncated/);
     const bad = join(tmp, "bad.jsonl");
