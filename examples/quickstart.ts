@@ -37,7 +37,7 @@ import {
 const root = resolve(import.meta.dirname, "../..");
 const { values: args } = parseArgs({
   options: {
-    steps: { type: "string", default: "150" },
+    steps: { type: "string", default: "120" },
     out: { type: "string", default: join(root, "runs/quickstart") },
     model: { type: "string", default: join(root, "assets/base-model") },
     data: { type: "string", default: join(root, "assets/task") },
