@@ -5,8 +5,9 @@ import type { AttentionDims, MatmulDims } from "../../src/kernels/backend.js";
 import { backend } from "../../src/kernels/index.js";
 import { refBackend } from "../../src/kernels/ref/index.js";
 import { wasmAvailable } from "../../src/kernels/wasm/index.js";
-import { planGemm } from "../../src/kernels/wasm/matmul.js";
+import { chunkSizes, planGemm } from "../../src/kernels/wasm/matmul.js";
 import { getThreads, setThreads, threadedWasmBackend as wasm } from "../../src/kernels/wasm/node/pool.js";
+import { setMaxChunkFloats } from "../../src/kernels/wasm/runtime.js";
 import { Rng } from "../../src/tensor/random.js";
 import { assertClose } from "../helpers.js";
 
@@ -71,6 +72,55 @@ describe("threaded wasm backend", { skip: !wasmAvailable() && "WebAssembly SIMD 
     }
   });
 
+  it("matmul in chunks (rows, columns, KC blocks of depth): same bits as one call, at 1 and 2 threads", () => {
+    assert.deepEqual(chunkSizes(256, 50257, 768), [256, 10056, 768]);
+    assert.deepEqual(chunkSizes(256, 768, 50257), [256, 768, 10240]);
+    const shapes: Partial<MatmulDims>[] = [
+      { M: 40, K: 96, N: 700, transB: true },
+      { M: 36, K: 1100, N: 72 },
+      { M: 36, K: 1100, N: 72, transA: true, accumulate: true },
+      { M: 900, K: 64, N: 40, transA: true, transB: true },
+      { M: 300, K: 600, N: 300, accumulate: true },
+    ];
+    for (const s of shapes) {
+      const d: MatmulDims = {
+        batch: 1,
+        M: 1,
+        N: 1,
+        K: 1,
+        transA: false,
+        transB: false,
+        accumulate: false,
+        ...s,
+        strideA: s.M! * s.K!,
+        strideB: s.K! * s.N!,
+        strideOut: s.M! * s.N!,
+      };
+      const a = randn(d.M * d.K, 1 / Math.sqrt(d.K));
+      const b = randn(d.K * d.N);
+      const init = randn(d.M * d.N);
+      const call = () => {
+        const out = init.slice();
+        wasm.matmul(out, a, b, d);
+        return [out];
+      };
+      const [[whole]] = atOneAndTwo(call);
+      const prev = setMaxChunkFloats(20_000);
+      try {
+        const [m, n, k] = chunkSizes(d.M, d.N, d.K);
+        assert.ok(m < d.M || n < d.N || k < d.K, `matmul ${JSON.stringify(s)} should be chunked`);
+        const [[one], [two]] = atOneAndTwo(call);
+        assert.deepEqual(one, whole, `matmul ${JSON.stringify(s)}: chunked differs from one call`);
+        assert.deepEqual(two, whole, `matmul ${JSON.stringify(s)}: chunked at 2 threads differs`);
+      } finally {
+        setMaxChunkFloats(prev);
+      }
+      const want = init.slice();
+      refBackend.matmul(want, a, b, d);
+      assertClose(whole!, want, "f32", `matmul ${JSON.stringify(s)} vs ref`);
+    }
+  });
+
   it("attention, softmax and cross-entropy: same bits at 1 and 2 threads, and match ref", () => {
     const d: AttentionDims = { B: 2, Tq: 48, Tk: 64, Hq: 8, Hkv: 2, D: 32, causal: true };
     const nq = d.B * d.Tq * d.Hq * d.D;
@@ -97,6 +147,14 @@ describe("threaded wasm backend", { skip: !wasmAvailable() && "WebAssembly SIMD 
     };
     const [one, two] = atOneAndTwo(() => run(wasm));
     two.forEach((x, i) => assert.deepEqual(x, one[i], `result ${i}: 2 threads differ from 1`));
+    const prev = setMaxChunkFloats(3 * V);
+    try {
+      // cross-entropy in chunks of 3 rows: same bits
+      const [chunked] = atOneAndTwo(() => run(wasm));
+      chunked.forEach((x, i) => assert.deepEqual(x, one[i], `result ${i}: chunked differs`));
+    } finally {
+      setMaxChunkFloats(prev);
+    }
     const want = run(refBackend);
     want.forEach((w, i) => assertClose(one[i]!, w, "f32", `result ${i} vs ref`));
   });
