@@ -121,6 +121,46 @@ describe("threaded wasm backend", { skip: !wasmAvailable() && "WebAssembly SIMD 
     }
   });
 
+  it("elementwise, AdamW and norms (split by elements or rows): same bits at 1 and 2 threads, and match ref", () => {
+    const n = 600_003;
+    const x = randn(n, 2);
+    const g = randn(n);
+    const [N, C] = [400, 700];
+    const xn = randn(N * C, 3);
+    const gn = randn(N * C);
+    const [w, bias] = [randn(C), randn(C)];
+    const run = (k0: typeof wasm) => {
+      const res: Float32Array[] = [];
+      const out = (len: number, f: (o: Float32Array) => void) => {
+        const o = new Float32Array(len);
+        f(o);
+        res.push(o);
+        return o;
+      };
+      out(n, (o) => k0.geluForward(o, x));
+      out(n, (o) => k0.geluBackward(o, g, x));
+      out(n, (o) => k0.siluForward(o, x));
+      out(n, (o) => k0.siluBackward(o, g, x));
+      out(n, (o) => k0.scale(o, x, 0.37));
+      const [p, m, v] = [x.slice(), g.map((e) => e * 0.1), g.map((e) => e * e)];
+      k0.adamw(p, g, m, v, { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: 3 });
+      res.push(p, m, v);
+      const [mean, rstd] = [new Float32Array(N), new Float32Array(N)];
+      out(N * C, (o) => k0.layerNormForward(o, mean, rstd, xn, w, bias, N, C, 1e-5));
+      res.push(mean, rstd);
+      out(N * C, (o) => k0.layerNormBackward(o, null, null, gn, xn, w, mean, rstd, N, C));
+      const rs = new Float32Array(N);
+      out(N * C, (o) => k0.rmsNormForward(o, rs, xn, w, N, C, 1e-6));
+      res.push(rs);
+      out(N * C, (o) => k0.rmsNormBackward(o, null, gn, xn, w, rs, N, C));
+      return res;
+    };
+    const [one, two] = atOneAndTwo(() => run(wasm));
+    two.forEach((r, i) => assert.deepEqual(r, one[i], `result ${i}: 2 threads differ from 1`));
+    const want = run(refBackend);
+    want.forEach((r, i) => assertClose(one[i]!, r, "f32", `result ${i} vs ref`));
+  });
+
   it("attention, softmax and cross-entropy: same bits at 1 and 2 threads, and match ref", () => {
     const d: AttentionDims = { B: 2, Tq: 48, Tk: 64, Hq: 8, Hkv: 2, D: 32, causal: true };
     const nq = d.B * d.Tq * d.Hq * d.D;
