@@ -161,6 +161,16 @@ describe("threaded wasm backend", { skip: !wasmAvailable() && "WebAssembly SIMD 
     want.forEach((r, i) => assertClose(one[i]!, r, "f32", `result ${i} vs ref`));
   });
 
+  it("empty inputs return at once at 2 threads (no parts to run)", () => {
+    setThreads(2);
+    const e = new Float32Array(0);
+    wasm.geluForward(e, e);
+    wasm.scale(e, e, 2);
+    wasm.layerNormForward(e, e, e, e, e, e, 0, 0, 1e-5);
+    wasm.softmaxForward(e, e, 0, 8);
+    wasm.crossEntropyForward(e, e, e, new Int32Array(0), 0, 8);
+  });
+
   it("attention, softmax and cross-entropy: same bits at 1 and 2 threads, and match ref", () => {
     const d: AttentionDims = { B: 2, Tq: 48, Tk: 64, Hq: 8, Hkv: 2, D: 32, causal: true };
     const nq = d.B * d.Tq * d.Hq * d.D;
