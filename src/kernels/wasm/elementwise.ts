@@ -1,6 +1,10 @@
 /** Elementwise and broadcast kernels through wasm: binary add/mul, sumTo, scale, GELU, SiLU. */
-import type { Heap } from "./heap.js";
-import type { WasmOp } from "./runtime.js";
+
+import { elementParts, type WasmOp, type WasmRuntime } from "./runtime.js";
+import type { ParallelKernel } from "./threads.js";
+
+/** Work per element (relative to one inner-loop step) of the elementwise kernels, for the split. */
+const WORK = { geluForward: 16, geluBackward: 24, siluForward: 12, siluBackward: 16, scale: 1 } as const;
 
 /** Drops size-1 dims and merges adjacent dims that both stride arrays walk contiguously. */
 function collapse(shape: readonly number[], s1: readonly number[], s2: readonly number[]) {
@@ -28,20 +32,43 @@ function collapse(shape: readonly number[], s1: readonly number[], s2: readonly 
 const extent = (shape: number[], strides: number[]) =>
   shape.reduce((acc, s, d) => acc + (s - 1) * strides[d]!, 0) + 1;
 
-// out: [n] = f(x: [n])
-function unary(h: Heap, kernel: string, out: Float32Array, x: Float32Array): void {
+// out: [n] = f(x: [n]), split into element ranges between threads
+function unary(
+  rt: WasmRuntime,
+  kernel: ParallelKernel & keyof typeof WORK,
+  out: Float32Array,
+  x: Float32Array,
+): void {
+  const { heap: h, threads } = rt;
   h.reset();
   const px = h.put(x);
-  h.k[kernel]!(px, px, x.length);
+  const parts = elementParts(threads, x.length, WORK[kernel]);
+  threads.run(
+    h,
+    kernel,
+    parts.map(([i0, i1]) => [px + 4 * i0, px + 4 * i0, i1 - i0]),
+  );
   h.get(out, px, x.length);
 }
 
 // dx: [n] = dout * f'(x)
-function pointwiseGrad(h: Heap, kernel: string, dx: Float32Array, dout: Float32Array, x: Float32Array): void {
+function pointwiseGrad(
+  rt: WasmRuntime,
+  kernel: ParallelKernel & keyof typeof WORK,
+  dx: Float32Array,
+  dout: Float32Array,
+  x: Float32Array,
+): void {
+  const { heap: h, threads } = rt;
   h.reset();
   const pg = h.put(dout, x.length);
   const px = h.put(x);
-  h.k[kernel]!(pg, pg, px, x.length);
+  const parts = elementParts(threads, x.length, WORK[kernel]);
+  threads.run(
+    h,
+    kernel,
+    parts.map(([i0, i1]) => [pg + 4 * i0, pg + 4 * i0, px + 4 * i0, i1 - i0]),
+  );
   h.get(dx, pg, x.length);
 }
 
@@ -111,29 +138,34 @@ export const sumTo: WasmOp<"sumTo"> = (rt, out, g, gShape, outStrides) => {
 
 // out = s * x
 export const scale: WasmOp<"scale"> = (rt, out, x, s) => {
-  const { heap: h } = rt;
+  const { heap: h, threads } = rt;
   h.reset();
   const px = h.put(x);
-  h.k.scale!(px, px, x.length, s);
+  const parts = elementParts(threads, x.length, WORK.scale);
+  threads.run(
+    h,
+    "scale",
+    parts.map(([i0, i1]) => [px + 4 * i0, px + 4 * i0, i1 - i0, s]),
+  );
   h.get(out, px, x.length);
 };
 
 // x: [n] -> out: [n], GELU (tanh form)
 export const geluForward: WasmOp<"geluForward"> = (rt, out, x) => {
-  unary(rt.heap, "geluForward", out, x);
+  unary(rt, "geluForward", out, x);
 };
 
 // dx: [n] = dout * gelu'(x)
 export const geluBackward: WasmOp<"geluBackward"> = (rt, dx, dout, x) => {
-  pointwiseGrad(rt.heap, "geluBackward", dx, dout, x);
+  pointwiseGrad(rt, "geluBackward", dx, dout, x);
 };
 
 // x: [n] -> out: [n] = x * sigmoid(x)
 export const siluForward: WasmOp<"siluForward"> = (rt, out, x) => {
-  unary(rt.heap, "siluForward", out, x);
+  unary(rt, "siluForward", out, x);
 };
 
 // dx: [n] = dout * silu'(x)
 export const siluBackward: WasmOp<"siluBackward"> = (rt, dx, dout, x) => {
-  pointwiseGrad(rt.heap, "siluBackward", dx, dout, x);
+  pointwiseGrad(rt, "siluBackward", dx, dout, x);
 };

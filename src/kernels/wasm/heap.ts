@@ -2,7 +2,8 @@
  * The wasm side of the backend: one linear memory, one instance of the kernel module, and a bump
  * arena for the operands of the current call. Tensors live on the JS heap as Float32Arrays, so each
  * call copies its inputs in (the arena is reset at the start of the call) and its outputs back out.
- * The memory grows on demand and never shrinks: it stays at the largest call's size.
+ * The memory grows on demand and never shrinks: it stays at the largest call's size, which the ops
+ * bound by running large calls in chunks (runtime.ts maxChunkFloats).
  */
 
 /** Byte offset where the arena starts; below it sit the module's static data (from 4096) and the

@@ -1,5 +1,15 @@
-/** Cross-entropy over a vocabulary through wasm; rows split between threads. */
-import { rowParts, type WasmOp } from "./runtime.js";
+/**
+ * Cross-entropy over a vocabulary through wasm; rows split between threads. Large inputs (256 rows of
+ * a 50257-word vocabulary are 51 MB) run in chunks of rows, so the arena stays bounded; rows are
+ * independent, so chunks change no result.
+ */
+import { maxChunkFloats, rowParts, type WasmOp } from "./runtime.js";
+
+/** Rows per chunk of an [N, V] input: at least one. */
+const chunkRows = (N: number, V: number) => {
+  const fit = Math.max(1, Math.floor(maxChunkFloats() / Math.max(V, 1)));
+  return Math.ceil(N / Math.ceil(N / fit));
+};
 
 // logits: [N, V], targets: [N] (negative = ignored) -> losses: [N], lse: [N]
 export const crossEntropyForward: WasmOp<"crossEntropyForward"> = (
@@ -12,18 +22,22 @@ export const crossEntropyForward: WasmOp<"crossEntropyForward"> = (
   V,
 ) => {
   const { heap: h, threads } = rt;
-  h.reset();
-  const pl = h.put(logits, N * V);
-  const pt = h.put(targets, N);
-  const ploss = h.alloc(N * 4);
-  const plse = h.alloc(N * 4);
-  threads.run(
-    h,
-    "crossEntropyForward",
-    rowParts(threads, N, V * 4).map(([n0, n1]) => [ploss, plse, pl, pt, V, n0, n1]),
-  );
-  h.get(losses, ploss, N);
-  h.get(lse, plse, N);
+  const step = chunkRows(N, V);
+  for (let r0 = 0; r0 < N; r0 += step) {
+    const n = Math.min(N, r0 + step) - r0;
+    h.reset();
+    const pl = h.put(logits.subarray(r0 * V, (r0 + n) * V));
+    const pt = h.put(targets.subarray(r0, r0 + n));
+    const ploss = h.alloc(n * 4);
+    const plse = h.alloc(n * 4);
+    threads.run(
+      h,
+      "crossEntropyForward",
+      rowParts(threads, n, V * 4).map(([n0, n1]) => [ploss, plse, pl, pt, V, n0, n1]),
+    );
+    losses.set(h.f32(ploss, n), r0);
+    lse.set(h.f32(plse, n), r0);
+  }
 };
 
 // dlogits: [N, V] = scale * (softmax(logits) - onehot(target)); ignored rows get 0
@@ -38,14 +52,18 @@ export const crossEntropyBackward: WasmOp<"crossEntropyBackward"> = (
   scale,
 ) => {
   const { heap: h, threads } = rt;
-  h.reset();
-  const pl = h.put(logits, N * V);
-  const plse = h.put(lse, N);
-  const pt = h.put(targets, N);
-  threads.run(
-    h,
-    "crossEntropyBackward",
-    rowParts(threads, N, V * 4).map(([n0, n1]) => [pl, pl, plse, pt, V, scale, n0, n1]),
-  );
-  h.get(dlogits, pl, N * V);
+  const step = chunkRows(N, V);
+  for (let r0 = 0; r0 < N; r0 += step) {
+    const n = Math.min(N, r0 + step) - r0;
+    h.reset();
+    const pl = h.put(logits.subarray(r0 * V, (r0 + n) * V));
+    const plse = h.put(lse.subarray(r0, r0 + n));
+    const pt = h.put(targets.subarray(r0, r0 + n));
+    threads.run(
+      h,
+      "crossEntropyBackward",
+      rowParts(threads, n, V * 4).map(([n0, n1]) => [pl, pl, plse, pt, V, scale, n0, n1]),
+    );
+    dlogits.set(h.f32(pl, n * V), r0 * V);
+  }
 };

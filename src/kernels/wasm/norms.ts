@@ -18,14 +18,21 @@ export const layerNormForward: WasmOp<"layerNormForward"> = (
   C,
   eps,
 ) => {
-  const { heap: h } = rt;
+  const { heap: h, threads } = rt;
   h.reset();
   const px = h.put(x, N * C);
   const pw = h.put(weight, C);
   const pbias = h.put(bias, C);
   const pm = h.alloc(N * 4);
   const ps = h.alloc(N * 4);
-  h.k.layerNormForward!(px, pm, ps, px, pw, pbias, N, C, eps);
+  threads.run(
+    h,
+    "layerNormForward",
+    rowParts(threads, N, C * 3).map(([n0, n1]) => {
+      const o = 4 * n0 * C;
+      return [px + o, pm + 4 * n0, ps + 4 * n0, px + o, pw, pbias, n1 - n0, C, eps];
+    }),
+  );
   h.get(out, px, N * C);
   h.get(mean, pm, N);
   h.get(rstd, ps, N);
@@ -45,7 +52,7 @@ export const layerNormBackward: WasmOp<"layerNormBackward"> = (
   N,
   C,
 ) => {
-  const { heap: h } = rt;
+  const { heap: h, threads } = rt;
   h.reset();
   const pdw = nul(h, dweight, C);
   const pdb = nul(h, dbias, C);
@@ -55,7 +62,16 @@ export const layerNormBackward: WasmOp<"layerNormBackward"> = (
   const pm = h.put(mean, N);
   const ps = h.put(rstd, N);
   const pdx = dx ? h.alloc(N * C * 4) : 0;
-  h.k.layerNormBackward!(pdx, pdw, pdb, pg, px, pw, pm, ps, N, C);
+  // rows split only when no weight gradient sums over them
+  const parts = dweight || dbias ? [[0, N] as const] : rowParts(threads, N, C * 4);
+  threads.run(
+    h,
+    "layerNormBackward",
+    parts.map(([n0, n1]) => {
+      const o = 4 * n0 * C;
+      return [pdx && pdx + o, pdw, pdb, pg + o, px + o, pw, pm + 4 * n0, ps + 4 * n0, n1 - n0, C];
+    }),
+  );
   if (dx) h.get(dx, pdx, N * C);
   if (dweight) h.get(dweight, pdw, C);
   if (dbias) h.get(dbias, pdb, C);
@@ -63,19 +79,26 @@ export const layerNormBackward: WasmOp<"layerNormBackward"> = (
 
 // x: [N, C] -> out: [N, C] = x * rstd * weight; rstd: [N]
 export const rmsNormForward: WasmOp<"rmsNormForward"> = (rt, out, rstd, x, weight, N, C, eps) => {
-  const { heap: h } = rt;
+  const { heap: h, threads } = rt;
   h.reset();
   const px = h.put(x, N * C);
   const pw = h.put(weight, C);
   const ps = h.alloc(N * 4);
-  h.k.rmsNormForward!(px, ps, px, pw, N, C, eps);
+  threads.run(
+    h,
+    "rmsNormForward",
+    rowParts(threads, N, C * 2).map(([n0, n1]) => {
+      const o = 4 * n0 * C;
+      return [px + o, ps + 4 * n0, px + o, pw, n1 - n0, C, eps];
+    }),
+  );
   h.get(out, px, N * C);
   h.get(rstd, ps, N);
 };
 
 // dx: [N, C] overwritten; dweight: [C] accumulates (null: skipped)
 export const rmsNormBackward: WasmOp<"rmsNormBackward"> = (rt, dx, dweight, dout, x, weight, rstd, N, C) => {
-  const { heap: h } = rt;
+  const { heap: h, threads } = rt;
   h.reset();
   const pdw = nul(h, dweight, C);
   const pg = h.put(dout, N * C);
@@ -83,7 +106,16 @@ export const rmsNormBackward: WasmOp<"rmsNormBackward"> = (rt, dx, dweight, dout
   const pw = h.put(weight, C);
   const ps = h.put(rstd, N);
   const pdx = dx ? h.alloc(N * C * 4) : 0;
-  h.k.rmsNormBackward!(pdx, pdw, pg, px, pw, ps, N, C);
+  // rows split only when no weight gradient sums over them
+  const parts = dweight ? [[0, N] as const] : rowParts(threads, N, C * 3);
+  threads.run(
+    h,
+    "rmsNormBackward",
+    parts.map(([n0, n1]) => {
+      const o = 4 * n0 * C;
+      return [pdx && pdx + o, pdw, pg + o, px + o, pw, ps + 4 * n0, n1 - n0, C];
+    }),
+  );
   if (dx) h.get(dx, pdx, N * C);
   if (dweight) h.get(dweight, pdw, C);
 };

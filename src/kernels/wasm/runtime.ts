@@ -20,3 +20,25 @@ export function rowParts(threads: Threads, rows: number, workPerRow: number): [n
   const t = Math.min(threads.count, Math.floor((rows * workPerRow) / MIN_WORK_PER_THREAD));
   return ranges(rows, Math.max(1, t));
 }
+
+/** Element ranges for an elementwise kernel, in whole blocks of 16 so every element takes the same SIMD
+ *  or scalar path as in one call (the tail stays the tail): one part unless each thread gets enough work. */
+export function elementParts(threads: Threads, n: number, workPerElement: number): [number, number][] {
+  const t = Math.min(threads.count, Math.floor((n * workPerElement) / MIN_WORK_PER_THREAD));
+  return ranges(n, Math.max(1, t), 16);
+}
+
+let chunkFloats = 8 << 20;
+
+/** The most floats a kernel copies into the arena per operand at once (32 MiB): larger calls run in
+ *  chunks, so the arena, which never shrinks, stays bounded. */
+export function maxChunkFloats(): number {
+  return chunkFloats;
+}
+
+/** Sets the chunking limit (floats per operand); returns the previous one. For tests. */
+export function setMaxChunkFloats(n: number): number {
+  const prev = chunkFloats;
+  chunkFloats = Math.max(1, Math.floor(n));
+  return prev;
+}

@@ -17,6 +17,16 @@ export const PARALLEL_KERNELS = [
   "softmaxBackward",
   "crossEntropyForward",
   "crossEntropyBackward",
+  "geluForward",
+  "geluBackward",
+  "siluForward",
+  "siluBackward",
+  "scale",
+  "adamw",
+  "layerNormForward",
+  "layerNormBackward",
+  "rmsNormForward",
+  "rmsNormBackward",
 ] as const;
 export type ParallelKernel = (typeof PARALLEL_KERNELS)[number];
 

@@ -70,6 +70,8 @@ export class WorkerPool implements Threads {
 
   run(heap: Heap, kernel: ParallelKernel, parts: number[][]): void {
     const fn = heap.k[kernel]!;
+    // no parts (an empty input): nothing to run, and PENDING must never go negative
+    if (parts.length === 0) return;
     if (parts.length === 1) {
       fn(...parts[0]!);
       return;
