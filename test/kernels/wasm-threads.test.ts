@@ -14,6 +14,21 @@ import { assertClose } from "../helpers.js";
 const rng = new Rng(3);
 const randn = (n: number, std = 1) => Float32Array.from({ length: n }, () => std * rng.normal());
 
+/** One contiguous (batch-strided) matmul of the given shape; unset fields: 1 and false. */
+const dims = (s: Partial<MatmulDims>): MatmulDims => ({
+  batch: 1,
+  M: 1,
+  N: 1,
+  K: 1,
+  transA: false,
+  transB: false,
+  accumulate: false,
+  ...s,
+  strideA: s.M! * s.K!,
+  strideB: s.K! * s.N!,
+  strideOut: s.M! * s.N!,
+});
+
 /** Runs fn at 1 and at 2 threads and returns both results. */
 function atOneAndTwo(fn: () => Float32Array[]): [Float32Array[], Float32Array[]] {
   setThreads(1);
@@ -43,19 +58,7 @@ describe("threaded wasm backend", { skip: !wasmAvailable() && "WebAssembly SIMD 
       { batch: 1, M: 64, K: 512, N: 128 },
     ];
     for (const s of shapes) {
-      const d: MatmulDims = {
-        batch: 1,
-        M: 1,
-        N: 1,
-        K: 1,
-        transA: false,
-        transB: false,
-        accumulate: false,
-        ...s,
-        strideA: s.M! * s.K!,
-        strideB: s.K! * s.N!,
-        strideOut: s.M! * s.N!,
-      };
+      const d = dims(s);
       assert.equal(planGemm(d, 2).length, 2, `matmul ${JSON.stringify(s)} should split in 2`);
       const a = randn(d.batch * d.M * d.K, 1 / Math.sqrt(d.K));
       const b = randn(d.batch * d.K * d.N);
@@ -83,19 +86,7 @@ describe("threaded wasm backend", { skip: !wasmAvailable() && "WebAssembly SIMD 
       { M: 300, K: 600, N: 300, accumulate: true },
     ];
     for (const s of shapes) {
-      const d: MatmulDims = {
-        batch: 1,
-        M: 1,
-        N: 1,
-        K: 1,
-        transA: false,
-        transB: false,
-        accumulate: false,
-        ...s,
-        strideA: s.M! * s.K!,
-        strideB: s.K! * s.N!,
-        strideOut: s.M! * s.N!,
-      };
+      const d = dims(s);
       const a = randn(d.M * d.K, 1 / Math.sqrt(d.K));
       const b = randn(d.K * d.N);
       const init = randn(d.M * d.N);

@@ -5,11 +5,12 @@
  */
 import { maxChunkFloats, rowParts, type WasmOp } from "./runtime.js";
 
-/** Rows per chunk of an [N, V] input: at least one. */
-const chunkRows = (N: number, V: number) => {
+/** The row chunks [first row, row count] of an [N, V] input, each at least one row. */
+function* rowChunks(N: number, V: number): Generator<[number, number]> {
   const fit = Math.max(1, Math.floor(maxChunkFloats() / Math.max(V, 1)));
-  return Math.ceil(N / Math.ceil(N / fit));
-};
+  const step = Math.ceil(N / Math.ceil(N / fit));
+  for (let r0 = 0; r0 < N; r0 += step) yield [r0, Math.min(N, r0 + step) - r0];
+}
 
 // logits: [N, V], targets: [N] (negative = ignored) -> losses: [N], lse: [N]
 export const crossEntropyForward: WasmOp<"crossEntropyForward"> = (
@@ -22,9 +23,7 @@ export const crossEntropyForward: WasmOp<"crossEntropyForward"> = (
   V,
 ) => {
   const { heap: h, threads } = rt;
-  const step = chunkRows(N, V);
-  for (let r0 = 0; r0 < N; r0 += step) {
-    const n = Math.min(N, r0 + step) - r0;
+  for (const [r0, n] of rowChunks(N, V)) {
     h.reset();
     const pl = h.put(logits.subarray(r0 * V, (r0 + n) * V));
     const pt = h.put(targets.subarray(r0, r0 + n));
@@ -52,9 +51,7 @@ export const crossEntropyBackward: WasmOp<"crossEntropyBackward"> = (
   scale,
 ) => {
   const { heap: h, threads } = rt;
-  const step = chunkRows(N, V);
-  for (let r0 = 0; r0 < N; r0 += step) {
-    const n = Math.min(N, r0 + step) - r0;
+  for (const [r0, n] of rowChunks(N, V)) {
     h.reset();
     const pl = h.put(logits.subarray(r0 * V, (r0 + n) * V));
     const plse = h.put(lse.subarray(r0, r0 + n));
