@@ -25,6 +25,27 @@ export interface MatmulDims {
   accumulate: boolean;
 }
 
+/**
+ * A frozen weight stored in 16 bits (`--base-dtype`), only ever the `b` operand of matmul or the table of
+ * embeddingForward. Semantics, which every backend follows and the ref backend defines:
+ * - bf16: a product with it is bf16 × bf16: the other operand is rounded to bf16 (nearest even), the
+ *   product is exact in f32 and sums are f32, as torch.autocast(bfloat16) and the CPU's bf16 dot-product
+ *   instructions (AVX512_BF16 vdpbf16ps, Arm BFDOT) compute. This is what makes bf16 fast.
+ * - f16: decoded to f32 exactly, then f32 math (no CPU here multiplies f16 faster than f32).
+ * An embedding lookup decodes the rows exactly for either dtype.
+ */
+export interface HalfArray {
+  readonly dtype: "bf16" | "f16";
+  readonly bits: Uint16Array;
+}
+
+/** A weight operand: f32, or a frozen 16-bit weight. */
+export type WeightArray = Float32Array | HalfArray;
+
+export function isHalf(w: WeightArray): w is HalfArray {
+  return !(w instanceof Float32Array);
+}
+
 export interface AttentionDims {
   B: number;
   Tq: number;
@@ -49,8 +70,8 @@ export interface AdamWParams {
 export interface Backend {
   readonly name: string;
 
-  // out[b]: [M, N] = op(a[b]): [M, K] @ op(b[b]): [K, N]
-  matmul(out: Float32Array, a: Float32Array, b: Float32Array, d: MatmulDims): void;
+  // out[b]: [M, N] = op(a[b]): [M, K] @ op(b[b]): [K, N]; b may be a frozen 16-bit weight (see HalfArray)
+  matmul(out: Float32Array, a: Float32Array, b: WeightArray, d: MatmulDims): void;
 
   // out[i] = a[i·aStrides] (+|*) b[i·bStrides], i over outShape (strides are 0 on broadcast dims)
   binary(
@@ -79,8 +100,8 @@ export interface Backend {
     len: number,
   ): void;
 
-  // weight: [V, C], ids: [N] -> out: [N, C]
-  embeddingForward(out: Float32Array, weight: Float32Array, ids: Int32Array, C: number): void;
+  // weight: [V, C], ids: [N] -> out: [N, C] (16-bit rows decoded exactly)
+  embeddingForward(out: Float32Array, weight: WeightArray, ids: Int32Array, C: number): void;
   // dweight: [V, C] accumulates dout: [N, C] at rows ids
   embeddingBackward(dweight: Float32Array, dout: Float32Array, ids: Int32Array, C: number): void;
 

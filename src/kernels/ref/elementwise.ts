@@ -1,4 +1,6 @@
 /** Reference elementwise, broadcast, slice and embedding kernels. */
+import { isHalf, type WeightArray } from "../backend.js";
+import { decodeHalf } from "./half.js";
 
 /** Calls fn(outIndex, aIndex, bIndex) over every element of outShape in row-major order. */
 function forEachBroadcast(
@@ -80,8 +82,11 @@ export function sliceBackward(
   }
 }
 
-export function embeddingForward(out: Float32Array, weight: Float32Array, ids: Int32Array, C: number): void {
-  for (let n = 0; n < ids.length; n++) out.set(weight.subarray(ids[n]! * C, ids[n]! * C + C), n * C);
+export function embeddingForward(out: Float32Array, weight: WeightArray, ids: Int32Array, C: number): void {
+  for (let n = 0; n < ids.length; n++) {
+    const row = ids[n]! * C;
+    out.set(isHalf(weight) ? decodeHalf(weight, row, C) : weight.subarray(row, row + C), n * C);
+  }
 }
 
 export function embeddingBackward(

@@ -1,8 +1,12 @@
 /** Reference GEMM: plain loops, the oracle for every faster matmul. */
-import type { MatmulDims } from "../backend.js";
+import { isHalf, type MatmulDims, type WeightArray } from "../backend.js";
+import { decodeHalf, roundToBf16 } from "./half.js";
 
 // out[b]: [M, N] = op(a[b]): [M, K] @ op(b[b]): [K, N]
-export function matmul(out: Float32Array, a: Float32Array, b: Float32Array, d: MatmulDims): void {
+export function matmul(out: Float32Array, a: Float32Array, w: WeightArray, d: MatmulDims): void {
+  // a 16-bit weight: decoded exactly; with bf16, a is rounded to bf16 too (see HalfArray)
+  if (isHalf(w) && w.dtype === "bf16") a = roundToBf16(a);
+  const b = isHalf(w) ? decodeHalf(w) : w;
   const { batch, M, N, K, transA, transB, strideA, strideB, strideOut, accumulate } = d;
   // element (i, k) of op(A) and (k, j) of op(B)
   const aRow = transA ? 1 : K;

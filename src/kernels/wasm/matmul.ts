@@ -10,7 +10,8 @@
  * each KC block's partial sum into the output in ascending order whether or not it is chunked, so the
  * results are bit-identical to the unchunked call.
  */
-import type { MatmulDims } from "../backend.js";
+import { isHalf, type MatmulDims } from "../backend.js";
+import { decodeHalf, roundToBf16 } from "../ref/half.js";
 import type { Heap } from "./heap.js";
 import { maxChunkFloats, type WasmOp, type WasmRuntime } from "./runtime.js";
 import { ranges } from "./threads.js";
@@ -161,7 +162,11 @@ function chunkedGemm(
 }
 
 // out[b]: [M, N] (+)= op(a[b]): [M, K] @ op(b[b]): [K, N]
-export const matmul: WasmOp<"matmul"> = (rt, out, a, b, d) => {
+export const matmul: WasmOp<"matmul"> = (rt, out, a, w, d) => {
+  // a 16-bit weight: decoded into f32 (and a rounded to bf16 for bf16), the ref semantics; the arena copy
+  // would copy it anyway
+  if (isHalf(w) && w.dtype === "bf16") a = roundToBf16(a);
+  const b = isHalf(w) ? decodeHalf(w) : w;
   const { batch, M, N, K, strideA, strideB, strideOut, accumulate } = d;
   if (batch === 0 || M === 0 || N === 0) return;
   const lim = maxChunkFloats();
