@@ -69,6 +69,9 @@ export interface AdamWParams {
 
 export interface Backend {
   readonly name: string;
+  /** True when a matmul with a bf16 weight runs faster than with f32 (hardware bf16 dot products), so
+   *  `--base-dtype auto` picks bf16 on this backend. */
+  readonly fastBf16?: boolean;
 
   // out[b]: [M, N] = op(a[b]): [M, K] @ op(b[b]): [K, N]; b may be a frozen 16-bit weight (see HalfArray)
   matmul(out: Float32Array, a: Float32Array, b: WeightArray, d: MatmulDims): void;
