@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { type Backend, backend, setBackend } from "../src/kernels/index.js";
 
 /** The repository root (tests run from dist/test/..., two levels below it). */
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -48,4 +49,27 @@ export function assertClose(
       `${label}: element ${worst} got ${got[worst]} want ${want[worst]} (rtol ${rtol}, atol ${atol}, ${dtype})`,
     );
   }
+}
+
+/** Wraps the active backend, counting calls per kernel; `spy` sees every call's arguments. */
+export function counting(spy?: (kernel: string, args: unknown[]) => void): {
+  calls: Map<string, number>;
+  restore: () => void;
+} {
+  const inner = backend();
+  const calls = new Map<string, number>();
+  const wrapped = Object.fromEntries(
+    Object.entries(inner).map(([k, v]) => [
+      k,
+      typeof v === "function"
+        ? (...args: unknown[]) => {
+            calls.set(k, (calls.get(k) ?? 0) + 1);
+            spy?.(k, args);
+            return (v as (...a: unknown[]) => unknown).apply(inner, args);
+          }
+        : v,
+    ]),
+  ) as unknown as Backend;
+  setBackend(wrapped);
+  return { calls, restore: () => setBackend(inner) };
 }

@@ -6,7 +6,7 @@ import { backend } from "../kernels/index.js";
 import type { Rng } from "../tensor/random.js";
 import { broadcastShapes, broadcastStrides, check, numel, sameShape, shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
-import { record } from "./tape.js";
+import { needsTape, record } from "./tape.js";
 
 const empty = (shape: readonly number[]) => new Float32Array(numel(shape));
 const last = (t: Tensor) => t.shape[t.shape.length - 1]!;
@@ -262,16 +262,7 @@ export function crossEntropy(
     targets.length === N,
     () => `crossEntropy: ${targets.length} targets for ${N} rows of logits ${shapeStr(logits.shape)}`,
   );
-  let count = 0;
-  for (const t of targets) {
-    if (t >= V) throw new RangeError(`crossEntropy: target ${t} is outside the vocabulary [0, ${V})`);
-    if (t >= 0) count++;
-  }
-  if (reduction === "mean" && count === 0) {
-    throw new Error(
-      "crossEntropy: every target is ignored, so the mean loss is undefined; check the loss mask",
-    );
-  }
+  const count = countTargets("crossEntropy", targets, V, reduction);
   const losses = new Float32Array(N);
   const lse = new Float32Array(N);
   backend().crossEntropyForward(losses, lse, logits.data, targets, N, V);
@@ -297,4 +288,93 @@ export function dropout(x: Tensor, p: number, rng: Rng): Tensor {
   const out = empty(x.shape);
   backend().binary("mul", out, x.data, mask, [x.size], [1], [1]);
   return record("dropout", [x], new Tensor(out, x.shape), { p }, { mask });
+}
+
+/** The number of targets that are not ignored (negative); checks they lie in [0, V). */
+function countTargets(what: string, targets: Int32Array, V: number, reduction: "mean" | "sum"): number {
+  let count = 0;
+  for (const t of targets) {
+    if (t >= V) throw new RangeError(`${what}: target ${t} is outside the vocabulary [0, ${V})`);
+    if (t >= 0) count++;
+  }
+  if (reduction === "mean" && count === 0) {
+    throw new Error(`${what}: every target is ignored, so the mean loss is undefined; check the loss mask`);
+  }
+  return count;
+}
+
+/** At most this many logits (8 MiB of f32) exist at once in linearCrossEntropy. */
+export const LINEAR_CE_CHUNK = 1 << 22;
+
+const gemm = (M: number, N: number, K: number, transA: boolean, transB: boolean, accumulate = false) => ({
+  batch: 1,
+  M,
+  N,
+  K,
+  transA,
+  transB,
+  strideA: 0,
+  strideB: 0,
+  strideOut: 0,
+  accumulate,
+});
+
+/**
+ * crossEntropy(matmul(x, weight, { transB: true }), targets, reduction) without ever holding the [N, V]
+ * logits: x: [N, C], weight: [V, C] (a bias-free Linear such as the lm head). Rows run in chunks of at
+ * most `chunk` logits. When the tape records it, each chunk's gradients (dL/dx, and dL/dweight
+ * if the weight requires grad) are computed right away for dL/dloss = 1 and kept, so no logits outlive
+ * their chunk and backward only scales them: the gradients are linear in dL/dloss.
+ */
+export function linearCrossEntropy(
+  x: Tensor,
+  weight: Tensor,
+  targets: Int32Array,
+  reduction: "mean" | "sum" = "mean",
+  chunk = LINEAR_CE_CHUNK,
+): Tensor {
+  check(
+    x.ndim === 2 && weight.ndim === 2 && x.shape[1] === weight.shape[1],
+    () =>
+      `linearCrossEntropy: need x [N, C] and weight [V, C], got ${shapeStr(x.shape)}, ${shapeStr(weight.shape)}`,
+  );
+  const [N, C] = x.shape as [number, number];
+  const V = weight.shape[0]!;
+  check(targets.length === N, () => `linearCrossEntropy: ${targets.length} targets for ${N} rows`);
+  const count = countTargets("linearCrossEntropy", targets, V, reduction);
+  const k = backend();
+  const tape = needsTape([x, weight]);
+  const rows = Math.max(1, Math.min(N, Math.floor(chunk / V)));
+  const logits = new Float32Array(rows * V);
+  const dlogits = tape ? new Float32Array(rows * V) : null;
+  const dx = tape && x.requiresGrad ? new Float32Array(N * C) : null;
+  const dw = tape && weight.requiresGrad ? new Float32Array(V * C) : null;
+  const losses = new Float32Array(N);
+  const lse = new Float32Array(N);
+  for (let r0 = 0; r0 < N; r0 += rows) {
+    const n = Math.min(rows, N - r0);
+    const [xs, ts, ls, z] = [
+      x.data.subarray(r0 * C, (r0 + n) * C),
+      targets.subarray(r0, r0 + n),
+      lse.subarray(r0, r0 + n),
+      logits.subarray(0, n * V),
+    ];
+    k.matmul(z, xs, weight.data, gemm(n, V, C, false, true)); // [n, V]
+    k.crossEntropyForward(losses.subarray(r0, r0 + n), ls, z, ts, n, V);
+    if (!dlogits) continue;
+    const dz = dlogits.subarray(0, n * V);
+    k.crossEntropyBackward(dz, z, ls, ts, n, V, reduction === "mean" ? 1 / count : 1);
+    if (dx) k.matmul(dx.subarray(r0 * C, (r0 + n) * C), dz, weight.data, gemm(n, C, V, false, false));
+    if (dw) k.matmul(dw, dz, xs, gemm(V, C, n, true, false, true)); // dW[V, C] += dzᵀ @ x
+  }
+  let total = 0;
+  for (let i = 0; i < N; i++) total += losses[i]!;
+  const value = reduction === "mean" ? total / count : total;
+  return record(
+    "linearCrossEntropy",
+    [x, weight],
+    new Tensor(new Float32Array([value]), []),
+    { reduction },
+    { dx, dw },
+  );
 }

@@ -10,7 +10,7 @@ import { attentionDims, matmulShapes } from "./ops.js";
 import type { OpName } from "./spec.js";
 import type { Node } from "./tape.js";
 
-type Grads = (Float32Array | null)[];
+export type Grads = (Float32Array | null)[];
 export type GradRule<K extends OpName> = (node: Node<K>, g: Float32Array, needs: readonly boolean[]) => Grads;
 
 const last = (t: Tensor) => t.shape[t.shape.length - 1]!;
@@ -199,4 +199,44 @@ export const gradRules: { [K in OpName]: GradRule<K> } = {
     backend().binary("mul", dx, g, n.saved.mask, [g.length], [1], [1]);
     return [dx];
   },
+  // the forward pass computed the gradients for g = 1; they are linear in g
+  linearCrossEntropy: (n, g, needs) => {
+    const scaled = (d: Float32Array | null) => {
+      if (!d || g[0] === 1) return d;
+      backend().scale(d, d, g[0]!);
+      return d;
+    };
+    return [needs[0] ? scaled(n.saved.dx) : null, needs[1] ? scaled(n.saved.dw) : null];
+  },
+};
+
+/** The inputs whose data (and whether the output's data) a gradient rule reads, given `needs`. */
+type Reads = (needs: readonly boolean[]) => readonly (number | "out")[];
+const theOther: Reads = (needs) => [...(needs[0] ? [1] : []), ...(needs[1] ? [0] : [])];
+const none: Reads = () => [];
+
+/**
+ * What each rule reads, so the tape keeps only that alive (everything else it keeps as shapes).
+ * matmul with a frozen weight reads the weight to give dL/dx, but not x; add, slice and reshape read
+ * no data at all.
+ */
+export const ruleReads: { [K in OpName]: Reads } = {
+  matmul: theOther,
+  add: none,
+  mul: theOther,
+  scale: none,
+  sum: none,
+  reshape: none,
+  slice: none,
+  embedding: none,
+  layerNorm: () => [0, 1],
+  rmsNorm: () => [0, 1],
+  gelu: () => [0],
+  silu: () => [0],
+  softmax: () => ["out"],
+  rope: none,
+  attention: () => [0, 1, 2],
+  crossEntropy: () => [0],
+  dropout: none,
+  linearCrossEntropy: none,
 };

@@ -25,6 +25,11 @@ export interface OpSpecs {
     saved: { lse: Float32Array; count: number };
   };
   dropout: { attrs: { p: number }; saved: { mask: Float32Array } };
+  /** Saves the gradients themselves, computed during the forward pass for dL/dloss = 1. */
+  linearCrossEntropy: {
+    attrs: { reduction: "mean" | "sum" };
+    saved: { dx: Float32Array | null; dw: Float32Array | null };
+  };
 }
 
 export type OpName = keyof OpSpecs;

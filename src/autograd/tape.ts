@@ -4,19 +4,32 @@
  * never gets a gradient buffer, and no gradient is computed for it.
  */
 import { backend } from "../kernels/index.js";
-import type { Tensor } from "../tensor/tensor.js";
-import { gradRules } from "./rules.js";
+import { Tensor } from "../tensor/tensor.js";
+import { type Grads, gradRules, ruleReads } from "./rules.js";
 import type { OpName, OpSpecs } from "./spec.js";
 
 export interface Node<K extends OpName = OpName> {
   readonly op: K;
+  /** The op's inputs as its rule sees them: tensors whose data the rule does not read are shape-only. */
   readonly inputs: readonly Tensor[];
   readonly out: Tensor;
   readonly attrs: OpSpecs[K]["attrs"];
   readonly saved: OpSpecs[K]["saved"];
 }
 
-const producers = new WeakMap<Tensor, Node>();
+/**
+ * A tape entry links to the entries that produced its inputs, not to the tensors, so an intermediate
+ * whose data no rule reads is freed as soon as forward code drops it. `node` is null once backward has
+ * used it, which releases what it saved.
+ */
+interface Entry {
+  node: Node | null;
+  readonly parents: readonly (Entry | null)[];
+  /** Which inputs required grad when the op ran. */
+  readonly needs: readonly boolean[];
+}
+
+const producers = new WeakMap<Tensor, Entry>();
 let gradEnabled = true;
 
 export function isGradEnabled(): boolean {
@@ -39,7 +52,28 @@ export function needsTape(inputs: readonly Tensor[]): boolean {
   return gradEnabled && inputs.some((t) => t.requiresGrad);
 }
 
-/** Records that `out` came from `op` on `inputs`, when the tape needs it. Returns out. */
+/** A stand-in with t's shape and no data: reading its data throws. */
+function shapeOnly(t: Tensor): Tensor {
+  const s = Object.create(Tensor.prototype) as Tensor;
+  Object.defineProperties(s, {
+    shape: { value: t.shape },
+    size: { value: t.size },
+    requiresGrad: { value: t.requiresGrad },
+    grad: { value: null },
+    data: {
+      get() {
+        throw new Error("autograd: a gradient rule read data the tape did not keep (see ruleReads)");
+      },
+    },
+  });
+  return s;
+}
+
+/**
+ * Records that `out` came from `op` on `inputs`, when the tape needs it. Returns out.
+ * The node keeps the data of only the tensors its rule reads (ruleReads) and of the leaves that get a
+ * gradient; the rest it keeps as shapes, so their storage is freed once the forward code drops them.
+ */
 export function record<K extends OpName>(
   op: K,
   inputs: readonly Tensor[],
@@ -47,10 +81,16 @@ export function record<K extends OpName>(
   attrs: OpSpecs[K]["attrs"],
   saved: OpSpecs[K]["saved"],
 ): Tensor {
-  if (needsTape(inputs)) {
-    out.requiresGrad = true;
-    producers.set(out, { op, inputs, out, attrs, saved });
-  }
+  if (!needsTape(inputs)) return out;
+  out.requiresGrad = true;
+  const needs = inputs.map((x) => x.requiresGrad);
+  const parents = inputs.map((x) => producers.get(x) ?? null);
+  const reads = new Set<number | "out">(
+    (ruleReads[op] as (needs: readonly boolean[]) => readonly (number | "out")[])(needs),
+  );
+  const kept = inputs.map((x, j) => (reads.has(j) || (needs[j] && !parents[j]) ? x : shapeOnly(x)));
+  const node = { op, inputs: kept, out: reads.has("out") ? out : shapeOnly(out), attrs, saved };
+  producers.set(out, { node, parents, needs });
   return out;
 }
 
@@ -58,9 +98,29 @@ function addInto(dst: Float32Array, src: Float32Array): void {
   backend().binary("add", dst, dst, src, [dst.length], [1], [1]);
 }
 
+/** Every live entry that root depends on, inputs before the entries that use them. */
+function topologicalOrder(root: Entry): (Entry | null)[] {
+  const order: (Entry | null)[] = [];
+  const seen = new Set<Entry>([root]);
+  const stack: [Entry, number][] = [[root, 0]];
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1]!;
+    const next = top[0].parents[top[1]++];
+    if (next === undefined) {
+      order.push(top[0]);
+      stack.pop();
+    } else if (next?.node && !seen.has(next)) {
+      seen.add(next);
+      stack.push([next, 0]);
+    }
+  }
+  return order;
+}
+
 /**
  * Backpropagates from `root` (a scalar unless `seed` is given), accumulating into `.grad` of every
- * leaf that requires grad. The graph is released afterwards, as PyTorch does without retain_graph.
+ * leaf that requires grad. Each node's saved data is released as soon as its rule has run, and the
+ * graph is gone afterwards, as PyTorch does without retain_graph.
  */
 export function backward(root: Tensor, seed?: Float32Array): void {
   if (!root.requiresGrad) {
@@ -69,51 +129,34 @@ export function backward(root: Tensor, seed?: Float32Array): void {
   if (!seed && root.size !== 1) {
     throw new Error(`backward(): give a seed gradient for a non-scalar tensor of shape [${root.shape}]`);
   }
-  // Topological order by iterative depth-first search.
-  const order: Tensor[] = [];
-  const seen = new Set<Tensor>([root]);
-  const stack: [Tensor, number][] = [[root, 0]];
-  while (stack.length > 0) {
-    const top = stack[stack.length - 1]!;
-    const node = producers.get(top[0]);
-    if (node && top[1] < node.inputs.length) {
-      const next = node.inputs[top[1]++]!;
-      if (!seen.has(next) && producers.has(next)) {
-        seen.add(next);
-        stack.push([next, 0]);
-      }
-    } else {
-      order.push(top[0]);
-      stack.pop();
-    }
+  const top = producers.get(root);
+  if (!top?.node) {
+    throw new Error("backward(): no recorded op produced this tensor, or an earlier backward() released it");
   }
-  const grads = new Map<Tensor, Float32Array>([[root, seed ?? new Float32Array([1])]]);
+  const order = topologicalOrder(top);
+  const grads = new Map<Entry, Float32Array>([[top, seed ?? new Float32Array([1])]]);
   for (let i = order.length - 1; i >= 0; i--) {
-    const t = order[i]!;
-    const node = producers.get(t)!;
-    const g = grads.get(t);
-    grads.delete(t);
-    producers.delete(t);
+    const entry = order[i]!;
+    order[i] = null;
+    const node = entry.node!;
+    entry.node = null;
+    const g = grads.get(entry);
+    grads.delete(entry);
     if (!g) continue;
-    const needs = node.inputs.map((x) => x.requiresGrad);
-    const rule = gradRules[node.op] as (
-      n: Node,
-      g: Float32Array,
-      needs: boolean[],
-    ) => (Float32Array | null)[];
-    const results = rule(node, g, needs);
+    const rule = gradRules[node.op] as (n: Node, g: Float32Array, needs: readonly boolean[]) => Grads;
+    const results = rule(node, g, entry.needs);
     node.inputs.forEach((x, j) => {
       const r = results[j];
-      if (!r || !needs[j]) return;
-      if (producers.has(x)) {
-        const have = grads.get(x);
-        if (have) addInto(have, r);
-        else grads.set(x, r === g ? r.slice() : r);
-      } else if (x.grad) {
-        addInto(x.grad, r);
-      } else {
-        x.grad = r === g ? r.slice() : r;
+      if (!r || !entry.needs[j]) return;
+      const parent = entry.parents[j];
+      if (parent && !parent.node) {
+        throw new Error("backward(): part of this graph was released by an earlier backward()");
       }
+      const own = () => (r === g ? r.slice() : r);
+      const have = parent ? grads.get(parent) : x.grad;
+      if (have) addInto(have, r);
+      else if (parent) grads.set(parent, own());
+      else x.grad = own();
     });
   }
 }

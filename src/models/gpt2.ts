@@ -129,7 +129,7 @@ export class GPT2LMHeadModel extends Module implements CausalLM {
   readonly modelType = "gpt2";
   readonly headName = "lm_head";
   transformer: GPT2Model;
-  lm_head: Linear; // tied: shares transformer.wte.weight
+  lm_head: LinearLike; // tied: shares transformer.wte.weight
 
   constructor(
     readonly config: GPT2Config,
@@ -150,6 +150,16 @@ export class GPT2LMHeadModel extends Module implements CausalLM {
 
   // ids: [B, T] -> logits: [B, T, V]
   forward(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor {
+    return this.head(this.hidden(ids, shape, cache));
+  }
+
+  // [..., C] -> logits [..., V]
+  head(h: Tensor): Tensor {
+    return this.lm_head.forward(h);
+  }
+
+  // ids: [B, T] -> hidden states [B, T, C] after ln_f
+  hidden(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor {
     const [B, T] = shape;
     const past = cache?.length ?? 0;
     if (past + T > this.config.n_positions) {
@@ -160,7 +170,7 @@ export class GPT2LMHeadModel extends Module implements CausalLM {
     let x = add(t.wte.forward(ids, shape), t.wpe.forward(pos, shape)); // [B, T, C]
     for (const block of t.h) x = block.forward(x, cache);
     cache?.commit();
-    return this.lm_head.forward(t.ln_f.forward(x));
+    return t.ln_f.forward(x);
   }
 }
 

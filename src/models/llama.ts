@@ -166,7 +166,7 @@ class LlamaModel extends Module {
 export class LlamaForCausalLM extends Module implements CausalLM {
   readonly headName = "lm_head";
   model: LlamaModel;
-  lm_head: Linear; // [V, C]; shares model.embed_tokens.weight when tie_word_embeddings
+  lm_head: LinearLike; // [V, C]; shares model.embed_tokens.weight when tie_word_embeddings
 
   constructor(
     readonly config: LlamaConfig,
@@ -195,11 +195,21 @@ export class LlamaForCausalLM extends Module implements CausalLM {
 
   // ids: [B, T] -> logits: [B, T, V]
   forward(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor {
+    return this.head(this.hidden(ids, shape, cache));
+  }
+
+  // [..., C] -> logits [..., V]
+  head(h: Tensor): Tensor {
+    return this.lm_head.forward(h);
+  }
+
+  // ids: [B, T] -> hidden states [B, T, C] after the final norm
+  hidden(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor {
     const offset = cache?.length ?? 0;
     let x = this.model.embed_tokens.forward(ids, shape); // [B, T, C]
     for (const layer of this.model.layers) x = layer.forward(x, offset, cache);
     cache?.commit();
-    return this.lm_head.forward(this.model.norm.forward(x));
+    return this.model.norm.forward(x);
   }
 }
 

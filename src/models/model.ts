@@ -1,5 +1,6 @@
 /** What every causal language model in models/ provides, and how its parameters are created. */
 import type { KVCache } from "../nn/kv-cache.js";
+import type { LinearLike } from "../nn/layers.js";
 import type { Module } from "../nn/module.js";
 import { Rng } from "../tensor/random.js";
 import { Tensor } from "../tensor/tensor.js";
@@ -10,8 +11,15 @@ export interface CausalLM extends Module {
   readonly numLayers: number;
   /** The module path of the output head, which "all-linear" LoRA targeting leaves alone. */
   readonly headName: string;
-  /** ids: [B, T] -> logits [B, T, V]. With a cache, positions continue after the cached ones. */
+  /** The output head [..., C] -> [..., V]: a Linear, or a LoRA wrapper when an adapter targets it. */
+  readonly lm_head: LinearLike;
+  /** ids: [B, T] -> logits [B, T, V]; the same as head(hidden(ids, shape, cache)). With a cache,
+   *  positions continue after the cached ones. */
   forward(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor;
+  /** ids: [B, T] -> hidden states [B, T, C] after the final norm: everything but the head. */
+  hidden(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor;
+  /** hidden states [..., C] -> logits [..., V] (the lm head). */
+  head(h: Tensor): Tensor;
 }
 
 /** What a parameter is, so a random initialiser can pick a sensible value. */

@@ -7,12 +7,13 @@
  * token of the step, however it is split into micro-batches.
  */
 
-import { crossEntropy, scale } from "../autograd/ops.js";
+import { scale } from "../autograd/ops.js";
 import { backward } from "../autograd/tape.js";
 import type { CausalLM } from "../models/index.js";
 import type { Rng, RngState } from "../tensor/random.js";
 import type { Tensor } from "../tensor/tensor.js";
 import type { Batch, DataPosition } from "./batches.js";
+import { languageModelLoss } from "./loss.js";
 import { clipGradNorm, type Optimizer, type OptimizerState } from "./optim.js";
 import { learningRate, type ScheduleKind } from "./schedule.js";
 
@@ -20,7 +21,7 @@ import { learningRate, type ScheduleKind } from "./schedule.js";
 export type LossFn = (model: CausalLM, batch: Batch) => Tensor;
 
 export const tokenLossSum: LossFn = (model, batch) =>
-  crossEntropy(model.forward(batch.ids, batch.shape), batch.targets, "sum");
+  languageModelLoss(model, batch.ids, batch.shape, batch.targets, "sum");
 
 /** What a checkpoint must hold, besides the weights, to continue a run bit for bit. */
 export interface TrainProgress {

@@ -2,29 +2,10 @@
 import assert from "node:assert/strict";
 import { afterEach, describe, it } from "node:test";
 import { backward, noGrad, sum } from "../../src/autograd/index.js";
-import { type Backend, backend, setBackend } from "../../src/kernels/index.js";
 import { Linear } from "../../src/nn/layers.js";
 import { Rng } from "../../src/tensor/random.js";
 import { Tensor } from "../../src/tensor/tensor.js";
-
-/** Wraps the active backend, counting calls per kernel. */
-function counting(): { calls: Map<string, number>; restore: () => void } {
-  const inner = backend();
-  const calls = new Map<string, number>();
-  const wrapped = Object.fromEntries(
-    Object.entries(inner).map(([k, v]) => [
-      k,
-      typeof v === "function"
-        ? (...args: unknown[]) => {
-            calls.set(k, (calls.get(k) ?? 0) + 1);
-            return (v as (...a: unknown[]) => unknown).apply(inner, args);
-          }
-        : v,
-    ]),
-  ) as unknown as Backend;
-  setBackend(wrapped);
-  return { calls, restore: () => setBackend(inner) };
-}
+import { counting } from "../helpers.js";
 
 describe("frozen weights", () => {
   let restore = () => {};
