@@ -4,6 +4,10 @@ import { existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Backend, backend, setBackend } from "../src/kernels/index.js";
+import { applyLoRA } from "../src/lora/index.js";
+import { buildModel, type CausalLM, randomParams } from "../src/models/index.js";
+import { Rng } from "../src/tensor/random.js";
+import { Tensor } from "../src/tensor/tensor.js";
 
 /** The repository root (tests run from dist/test/..., two levels below it). */
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -72,4 +76,27 @@ export function counting(spy?: (kernel: string, args: unknown[]) => void): {
   ) as unknown as Backend;
   setBackend(wrapped);
   return { calls, restore: () => setBackend(inner) };
+}
+
+/** A random model with LoRA on `targets`; B gets values too, so every LoRA gradient is nonzero. */
+export function loraModel(config: Record<string, unknown>, targets: string[], layers?: number[]): CausalLM {
+  const model = buildModel(config, randomParams(1, 0.2));
+  applyLoRA(
+    model,
+    {
+      r: 4,
+      lora_alpha: 8,
+      lora_dropout: 0,
+      target_modules: targets,
+      use_rslora: false,
+      init_lora_weights: "gaussian",
+      layers_to_transform: layers ?? null,
+    },
+    { rng: new Rng(2) },
+  );
+  const rng = new Rng(3);
+  for (const [name, t] of model.trainableParameters()) {
+    if (name.endsWith("lora_B")) t.data.set(Tensor.randn(t.shape, rng, 0.1).data);
+  }
+  return model;
 }

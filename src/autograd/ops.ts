@@ -303,8 +303,12 @@ function countTargets(what: string, targets: Int32Array, V: number, reduction: "
   return count;
 }
 
-/** At most this many logits (8 MiB of f32) exist at once in linearCrossEntropy. */
-export const LINEAR_CE_CHUNK = 1 << 22;
+/**
+ * At most this many logits exist at once in linearCrossEntropy: 32 MiB of f32, the wasm arena's block per
+ * operand. Smaller chunks save memory but repeat the head's weight operand per chunk (each wasm call copies
+ * it into the arena): 8 Mi logits split GPT-2's 255 × 50257 in two.
+ */
+export const LINEAR_CE_CHUNK = 1 << 23;
 
 const gemm = (M: number, N: number, K: number, transA: boolean, transB: boolean, accumulate = false) => ({
   batch: 1,
@@ -344,7 +348,8 @@ export function linearCrossEntropy(
   const count = countTargets("linearCrossEntropy", targets, V, reduction);
   const k = backend();
   const tape = needsTape([x, weight]);
-  const rows = Math.max(1, Math.min(N, Math.floor(chunk / V)));
+  const chunks = Math.max(1, Math.ceil(N / Math.max(1, Math.floor(chunk / V))));
+  const rows = Math.ceil(N / chunks); // even chunks of at most `chunk` logits (one row at least)
   const logits = new Float32Array(rows * V);
   const dlogits = tape ? new Float32Array(rows * V) : null;
   const dx = tape && x.requiresGrad ? new Float32Array(N * C) : null;

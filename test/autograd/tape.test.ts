@@ -10,8 +10,7 @@ import { backward, gelu, matmul, sum } from "../../src/autograd/index.js";
 import { Rng } from "../../src/tensor/random.js";
 import { Tensor } from "../../src/tensor/tensor.js";
 import { languageModelLoss, nextTokenTargets } from "../../src/train/loss.js";
-import { counting } from "../helpers.js";
-import { loraModel } from "../train/loss.test.js";
+import { counting, loraModel } from "../helpers.js";
 
 setFlagsFromString("--expose-gc");
 const fullGc = runInNewContext("gc") as () => void;

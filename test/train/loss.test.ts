@@ -13,13 +13,12 @@ import {
   scale,
 } from "../../src/autograd/index.js";
 import type { MatmulDims } from "../../src/kernels/index.js";
-import { applyLoRA } from "../../src/lora/index.js";
 import { generate } from "../../src/models/generate.js";
-import { buildModel, type CausalLM, randomParams } from "../../src/models/index.js";
+import type { CausalLM } from "../../src/models/index.js";
 import { Rng } from "../../src/tensor/random.js";
 import { Tensor } from "../../src/tensor/tensor.js";
 import { IGNORE, languageModelLoss, nextTokenTargets } from "../../src/train/loss.js";
-import { assertClose, counting } from "../helpers.js";
+import { assertClose, counting, loraModel } from "../helpers.js";
 
 const configs: Record<string, Record<string, unknown>> = {
   gpt2: { model_type: "gpt2", vocab_size: 67, n_positions: 32, n_embd: 24, n_layer: 2, n_head: 4 },
@@ -35,29 +34,6 @@ const configs: Record<string, Record<string, unknown>> = {
   },
 };
 const attnTargets: Record<string, string[]> = { gpt2: ["c_attn"], llama: ["q_proj", "v_proj"] };
-
-/** A random model with LoRA on `targets`; B gets values too, so every LoRA gradient is nonzero. */
-export function loraModel(config: Record<string, unknown>, targets: string[], layers?: number[]): CausalLM {
-  const model = buildModel(config, randomParams(1, 0.2));
-  applyLoRA(
-    model,
-    {
-      r: 4,
-      lora_alpha: 8,
-      lora_dropout: 0,
-      target_modules: targets,
-      use_rslora: false,
-      init_lora_weights: "gaussian",
-      layers_to_transform: layers ?? null,
-    },
-    { rng: new Rng(2) },
-  );
-  const rng = new Rng(3);
-  for (const [name, t] of model.trainableParameters()) {
-    if (name.endsWith("lora_B")) t.data.set(Tensor.randn(t.shape, rng, 0.1).data);
-  }
-  return model;
-}
 
 /** Two rows of six tokens; the mask hides a prompt and part of the second row. */
 function batch(V: number) {
