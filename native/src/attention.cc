@@ -1,0 +1,107 @@
+// Causal grouped-query attention through the GEMM, one (batch, kv-head) group per task so that dk and dv
+// (shared by the group's query heads) are written by one thread only.
+// q: [B, Tq, Hq, D], k, v: [B, Tk, Hkv, D] -> out: [B, Tq, Hq, D]; att: [B, Hq, Tq, Tk] probabilities
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "gemm.h"
+#include "ops.h"
+#include "pool.h"
+#include "simd.h"
+
+namespace lora {
+namespace {
+
+thread_local std::vector<float> scratch;
+
+long limit_of(const AttnDims& d, long i) { return d.causal ? d.Tk - d.Tq + i + 1 : d.Tk; }
+
+// for every (b, kv head): fn(b, hk)
+template <class F>
+void groups(const AttnDims& d, F fn) {
+  parallel_range(d.B * d.Hkv, 1, 1, [&](long g0, long g1) {
+    for (long g = g0; g < g1; g++) fn(g / d.Hkv, g % d.Hkv);
+  });
+}
+
+}  // namespace
+
+void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, const AttnDims& d) {
+  const long group = d.Hq / d.Hkv, qs = d.Hq * d.D, ks = d.Hkv * d.D;
+  const float scale = (float)(1.0 / std::sqrt((double)d.D));
+  groups(d, [&](long b, long hk) {
+    const float* kb = k + b * d.Tk * ks + hk * d.D;
+    const float* vb = v + b * d.Tk * ks + hk * d.D;
+    for (long h = hk * group; h < (hk + 1) * group; h++) {
+      const float* qb = q + b * d.Tq * qs + h * d.D;
+      float* a = att + (b * d.Hq + h) * d.Tq * d.Tk;
+      // scores [Tq, Tk] = q_h [Tq, D] . k_hk^T
+      gemm_single((int)d.Tq, (int)d.Tk, (int)d.D, qb, qs, 1, kb, B_F32, 1, ks, a, d.Tk, false);
+      for (long i = 0; i < d.Tq; i++) {
+        float* row = a + i * d.Tk;
+        long lim = limit_of(d, i);
+        float m = -__builtin_inff();
+        for (long j = 0; j < lim; j++) {
+          row[j] *= scale;
+          m = row[j] > m ? row[j] : m;
+        }
+        double s = 0;
+        for (long j = 0; j < lim; j++) {
+          row[j] = vexp(row[j] - m);
+          s += row[j];
+        }
+        float inv = (float)(1.0 / s);
+        for (long j = 0; j < lim; j++) row[j] *= inv;
+        for (long j = lim; j < d.Tk; j++) row[j] = 0.0f;
+      }
+      // out_h [Tq, D] = att [Tq, Tk] . v_hk [Tk, D]
+      gemm_single((int)d.Tq, (int)d.D, (int)d.Tk, a, d.Tk, 1, vb, B_F32, ks, 1, out + b * d.Tq * qs + h * d.D, qs,
+                  false);
+    }
+  });
+}
+
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const float* att, const AttnDims& d) {
+  const long group = d.Hq / d.Hkv, qs = d.Hq * d.D, ks = d.Hkv * d.D;
+  const float scale = (float)(1.0 / std::sqrt((double)d.D));
+  groups(d, [&](long b, long hk) {
+    const float* kb = k + b * d.Tk * ks + hk * d.D;
+    const float* vb = v + b * d.Tk * ks + hk * d.D;
+    float* dkb = dk ? dk + b * d.Tk * ks + hk * d.D : nullptr;
+    float* dvb = dv ? dv + b * d.Tk * ks + hk * d.D : nullptr;
+    for (long j = 0; j < d.Tk; j++) {
+      if (dkb) std::memset(dkb + j * ks, 0, sizeof(float) * d.D);
+      if (dvb) std::memset(dvb + j * ks, 0, sizeof(float) * d.D);
+    }
+    scratch.resize(d.Tq * d.Tk);
+    float* ds = scratch.data();
+    for (long h = hk * group; h < (hk + 1) * group; h++) {
+      const float* qb = q + b * d.Tq * qs + h * d.D;
+      const float* gb = dout + b * d.Tq * qs + h * d.D;
+      const float* a = att + (b * d.Hq + h) * d.Tq * d.Tk;
+      // dv_hk [Tk, D] += att^T [Tk, Tq] . dout_h [Tq, D]
+      if (dvb) gemm_single((int)d.Tk, (int)d.D, (int)d.Tq, a, 1, d.Tk, gb, B_F32, qs, 1, dvb, ks, true);
+      if (!dq && !dkb) continue;
+      // dp [Tq, Tk] = dout_h . v_hk^T, then the softmax backward: ds = p (dp - p.dp) * scale
+      gemm_single((int)d.Tq, (int)d.Tk, (int)d.D, gb, qs, 1, vb, B_F32, 1, ks, ds, d.Tk, false);
+      for (long i = 0; i < d.Tq; i++) {
+        float* r = ds + i * d.Tk;
+        const float* p = a + i * d.Tk;
+        long lim = limit_of(d, i);
+        double dot = 0;
+        for (long j = 0; j < lim; j++) dot += (double)r[j] * p[j];
+        float df = (float)dot;
+        for (long j = 0; j < lim; j++) r[j] = p[j] * (r[j] - df) * scale;
+        for (long j = lim; j < d.Tk; j++) r[j] = 0.0f;
+      }
+      // dq_h [Tq, D] = ds . k_hk ; dk_hk [Tk, D] += ds^T . q_h
+      if (dq) gemm_single((int)d.Tq, (int)d.D, (int)d.Tk, ds, d.Tk, 1, kb, B_F32, ks, 1, dq + b * d.Tq * qs + h * d.D,
+                          qs, false);
+      if (dkb) gemm_single((int)d.Tk, (int)d.D, (int)d.Tq, ds, 1, d.Tk, qb, B_F32, qs, 1, dkb, ks, true);
+    }
+  });
+}
+
+}  // namespace lora
