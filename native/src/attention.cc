@@ -46,12 +46,13 @@ void attention_forward(float* out, float* att, const float* q, const float* k, c
           row[j] *= scale;
           m = row[j] > m ? row[j] : m;
         }
-        double s = 0;
+        float s = 0;
+#pragma omp simd reduction(+ : s)
         for (long j = 0; j < lim; j++) {
           row[j] = vexp(row[j] - m);
           s += row[j];
         }
-        float inv = (float)(1.0 / s);
+        float inv = 1.0f / s;
         for (long j = 0; j < lim; j++) row[j] *= inv;
         for (long j = lim; j < d.Tk; j++) row[j] = 0.0f;
       }

@@ -8,10 +8,12 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "pool.h"
+#include "simd.h"
 
 namespace lora {
 namespace {
@@ -36,8 +38,7 @@ inline uint16_t f32_to_bf16(float f) {
   return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 
-float f16_table[65536];
-bool f16_ready = false;
+float f16_table[65536];  // filled by pick(), before any kernel runs
 
 float f16_to_f32(uint16_t h) {
   uint32_t s = (h & 0x8000u) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff;
@@ -153,7 +154,6 @@ struct Isa {
 
 Isa pick() {
   for (int h = 0; h < 65536; h++) f16_table[h] = f16_to_f32((uint16_t)h);
-  f16_ready = true;
 #if defined(__x86_64__)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f")) {
@@ -179,21 +179,36 @@ thread_local Scratch scratch;
 // f32 path: pack A rows [i0, i0+mc) x depth [p0, p0+kc) into MR-row panels [kc][MR] (zero padded);
 // round = true rounds each value to bf16 (a bf16 weight on a CPU without bf16 products)
 void pack_a(float* dst, const float* A, long rsA, long csA, int i0, int mc, int p0, int kc, int MR, bool round) {
-  for (int r = 0; r < mc; r += MR) {
-    for (int k = 0; k < kc; k++) {
-      for (int ii = 0; ii < MR; ii++) {
-        float v = r + ii < mc ? A[(long)(i0 + r + ii) * rsA + (long)(p0 + k) * csA] : 0.0f;
-        *dst++ = round ? bf16_to_f32(f32_to_bf16(v)) : v;
-      }
+  for (int r = 0; r < mc; r += MR, dst += (long)kc * MR) {
+    int mr = mc - r < MR ? mc - r : MR;
+    if (mr < MR) std::memset(dst, 0, sizeof(float) * kc * MR);
+    for (int ii = 0; ii < mr; ii++) {
+      const float* src = A + (long)(i0 + r + ii) * rsA + (long)p0 * csA;
+      if (round)
+        for (int k = 0; k < kc; k++) dst[k * MR + ii] = bf16_to_f32(f32_to_bf16(src[(long)k * csA]));
+      else
+        for (int k = 0; k < kc; k++) dst[k * MR + ii] = src[(long)k * csA];
     }
   }
 }
 
 void pack_b(float* dst, const void* B, int bt, long rsB, long csB, int p0, int kc, int j0, int nc, int NR) {
-  for (int c = 0; c < nc; c += NR) {
-    for (int k = 0; k < kc; k++) {
-      long row = (long)(p0 + k) * rsB;
-      for (int jj = 0; jj < NR; jj++) *dst++ = c + jj < nc ? b_at(B, bt, row + (long)(j0 + c + jj) * csB) : 0.0f;
+  for (int c = 0; c < nc; c += NR, dst += (long)kc * NR) {
+    int nr = nc - c < NR ? nc - c : NR;
+    if (nr < NR) std::memset(dst, 0, sizeof(float) * kc * NR);
+    if (bt == B_F32 && csB == 1) {  // rows of B contiguous: copy NR floats per k
+      const float* src = (const float*)B + (long)p0 * rsB + j0 + c;
+      for (int k = 0; k < kc; k++) std::memcpy(dst + k * NR, src + (long)k * rsB, sizeof(float) * nr);
+    } else {  // columns of B contiguous (a transposed weight): read along k, write strided into the panel
+      for (int jj = 0; jj < nr; jj++) {
+        long col = (long)(j0 + c + jj) * csB + (long)p0 * rsB;
+        if (bt == B_F32) {
+          const float* src = (const float*)B + col;
+          for (int k = 0; k < kc; k++) dst[k * NR + jj] = src[(long)k * rsB];
+        } else {
+          for (int k = 0; k < kc; k++) dst[k * NR + jj] = b_at(B, bt, col + (long)k * rsB);
+        }
+      }
     }
   }
 }
@@ -234,6 +249,82 @@ void pack_b2(uint32_t* dst, const uint16_t* B, long rsB, long csB, int p0, int k
     }
   }
 }
+
+// ---- few rows (token-by-token generation): no packing, the weight streamed once -------------------------
+
+// a (rounded to bf16 for a bf16 weight, as the packed path does) widened into f32
+void load_row(float* dst, const float* a, long cs, int K, bool round) {
+  for (int k = 0; k < K; k++) dst[k] = round ? bf16_to_f32(f32_to_bf16(a[(long)k * cs])) : a[(long)k * cs];
+}
+
+// dot of f32 x with weight row w (contiguous along k)
+LORA_CLONES float dot_f32(const float* x, const float* w, int K) {
+  float s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int k = 0; k < K; k++) s += x[k] * w[k];
+  return s;
+}
+
+LORA_CLONES float dot_bf16(const float* x, const uint16_t* w, int K) {
+  float s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int k = 0; k < K; k++) s += x[k] * __builtin_bit_cast(float, (uint32_t)w[k] << 16);
+  return s;
+}
+
+// y[j] += s * w[j] over a weight row contiguous along j
+LORA_CLONES void axpy_f32(float* y, float s, const float* w, int n) {
+#pragma omp simd
+  for (int j = 0; j < n; j++) y[j] += s * w[j];
+}
+
+LORA_CLONES void axpy_bf16(float* y, float s, const uint16_t* w, int n) {
+#pragma omp simd
+  for (int j = 0; j < n; j++) y[j] += s * __builtin_bit_cast(float, (uint32_t)w[j] << 16);
+}
+
+// C[M, N] (+)= op(A) @ op(B) for M <= GEMV_ROWS, columns [n0, n1)
+void gemv(int M, int K, const float* A, long rsA, long csA, const void* B, int bt, long rsB, long csB, float* C,
+          long ldc, bool accumulate, int n0, int n1) {
+  std::vector<float> x((size_t)M * K), f16row;
+  for (int i = 0; i < M; i++) load_row(x.data() + (long)i * K, A + (long)i * rsA, csA, K, bt == B_BF16);
+  if (rsB == 1 || K == 1) {  // B(k, j) = W[j][k]: one dot per output
+    if (bt == B_F16) f16row.resize(K);
+    for (int j = n0; j < n1; j++) {
+      const char* wj = (const char*)B + (size_t)j * csB * (bt == B_F32 ? 4 : 2);
+      if (bt == B_F16)
+        for (int k = 0; k < K; k++) f16row[k] = f16_table[((const uint16_t*)wj)[k]];
+      for (int i = 0; i < M; i++) {
+        const float* xi = x.data() + (long)i * K;
+        float d = bt == B_F32    ? dot_f32(xi, (const float*)wj, K)
+                  : bt == B_BF16 ? dot_bf16(xi, (const uint16_t*)wj, K)
+                                 : dot_f32(xi, f16row.data(), K);
+        C[(long)i * ldc + j] = accumulate ? C[(long)i * ldc + j] + d : d;
+      }
+    }
+  } else {  // B(k, j) = W[k][j] (csB == 1): rows of B scaled and added
+    std::vector<float> y((size_t)(n1 - n0)), row(bt == B_F16 ? n1 - n0 : 0);
+    for (int i = 0; i < M; i++) {
+      std::fill(y.begin(), y.end(), 0.0f);
+      for (int k = 0; k < K; k++) {
+        float s = x[(long)i * K + k];
+        if (bt == B_F32) {
+          axpy_f32(y.data(), s, (const float*)B + (long)k * rsB + n0, n1 - n0);
+        } else if (bt == B_BF16) {
+          axpy_bf16(y.data(), s, (const uint16_t*)B + (long)k * rsB + n0, n1 - n0);
+        } else {
+          const uint16_t* w = (const uint16_t*)B + (long)k * rsB + n0;
+          for (int j = 0; j < n1 - n0; j++) row[j] = f16_table[w[j]];
+          axpy_f32(y.data(), s, row.data(), n1 - n0);
+        }
+      }
+      float* c = C + (long)i * ldc + n0;
+      for (int j = 0; j < n1 - n0; j++) c[j] = accumulate ? c[j] + y[j] : y[j];
+    }
+  }
+}
+
+constexpr int GEMV_ROWS = 4;
 
 }  // namespace
 
@@ -307,6 +398,7 @@ constexpr double MIN_SPLIT_WORK = 1 << 18;
 
 void gemm(const GemmArgs& g) {
   if (g.batch <= 0 || g.M <= 0 || g.N <= 0) return;
+  const Isa& s = isa();
   size_t esize = g.btype == B_F32 ? 4 : 2;
   auto item = [&](int b, int m0, int m1, int n0, int n1) {
     const char* Bb = (const char*)g.B + (size_t)b * g.strideB * esize + (size_t)n0 * g.csB * esize;
@@ -315,6 +407,18 @@ void gemm(const GemmArgs& g) {
   };
   int T = get_threads();
   double work = (double)g.M * g.N * (g.K > 0 ? g.K : 1);
+  if (g.M <= GEMV_ROWS && g.K > 0) {
+    // generation: memory-bound, so split the weight's columns between threads
+    for (int b = 0; b < g.batch; b++) {
+      const char* Bb = (const char*)g.B + (size_t)b * g.strideB * esize;
+      long grain = (long)(MIN_SPLIT_WORK / ((double)g.M * g.K)) + 16;
+      parallel_range(g.N, grain, 16, [&](long n0, long n1) {
+        gemv(g.M, g.K, g.A + b * g.strideA, g.rsA, g.csA, Bb, g.btype, g.rsB, g.csB, g.C + b * g.strideC, g.ldc,
+             g.accumulate, (int)n0, (int)n1);
+      });
+    }
+    return;
+  }
   if (g.batch > 1) {
     // tasks: batch items (attention heads); one thread per contiguous run of items
     if (work * g.batch < MIN_SPLIT_WORK * 2) T = 1;
@@ -328,7 +432,6 @@ void gemm(const GemmArgs& g) {
     item(0, 0, g.M, 0, g.N);
     return;
   }
-  const Isa& s = isa();
   // split the longer side, in whole micro-tiles (the result does not depend on the split)
   if (g.N >= g.M && g.N >= 2 * s.NR) {
     parallel_range(g.N, s.NR, s.NR, [&](long n0, long n1) { item(0, 0, g.M, (int)n0, (int)n1); });

@@ -35,30 +35,32 @@ void add_partials(float* out, const std::vector<float>& part, long nb, long C) {
 }
 
 LORA_CLONES void scale_loop(float* out, const float* x, long n, float s) {
+  SIMD
   for (long i = 0; i < n; i++) out[i] = s * x[i];
 }
 
 LORA_CLONES void add_loop(float* o, const float* a, long sa, const float* b, long sb, long n) {
   if (sa == 1 && sb == 1)
-    for (long i = 0; i < n; i++) o[i] = a[i] + b[i];
+    SIMD for (long i = 0; i < n; i++) o[i] = a[i] + b[i];
   else if (sa == 1 && sb == 0)
-    for (long i = 0; i < n; i++) o[i] = a[i] + b[0];
+    SIMD for (long i = 0; i < n; i++) o[i] = a[i] + b[0];
   else
-    for (long i = 0; i < n; i++) o[i] = a[i * sa] + b[i * sb];
+    SIMD for (long i = 0; i < n; i++) o[i] = a[i * sa] + b[i * sb];
 }
 
 LORA_CLONES void mul_loop(float* o, const float* a, long sa, const float* b, long sb, long n) {
   if (sa == 1 && sb == 1)
-    for (long i = 0; i < n; i++) o[i] = a[i] * b[i];
+    SIMD for (long i = 0; i < n; i++) o[i] = a[i] * b[i];
   else if (sa == 1 && sb == 0)
-    for (long i = 0; i < n; i++) o[i] = a[i] * b[0];
+    SIMD for (long i = 0; i < n; i++) o[i] = a[i] * b[0];
   else
-    for (long i = 0; i < n; i++) o[i] = a[i * sa] * b[i * sb];
+    SIMD for (long i = 0; i < n; i++) o[i] = a[i * sa] * b[i * sb];
 }
 
 constexpr float GELU_K = 0.7978845608028654f;  // sqrt(2 / pi)
 
 LORA_CLONES void gelu_fwd(float* out, const float* x, long n) {
+  SIMD
   for (long i = 0; i < n; i++) {
     float v = x[i];
     float t = 1.0f - 2.0f / (vexp(2.0f * GELU_K * (v + 0.044715f * v * v * v)) + 1.0f);
@@ -67,6 +69,7 @@ LORA_CLONES void gelu_fwd(float* out, const float* x, long n) {
 }
 
 LORA_CLONES void gelu_bwd(float* dx, const float* dout, const float* x, long n) {
+  SIMD
   for (long i = 0; i < n; i++) {
     float v = x[i];
     float t = 1.0f - 2.0f / (vexp(2.0f * GELU_K * (v + 0.044715f * v * v * v)) + 1.0f);
@@ -76,10 +79,12 @@ LORA_CLONES void gelu_bwd(float* dx, const float* dout, const float* x, long n) 
 }
 
 LORA_CLONES void silu_fwd(float* out, const float* x, long n) {
+  SIMD
   for (long i = 0; i < n; i++) out[i] = x[i] / (1.0f + vexp(-x[i]));
 }
 
 LORA_CLONES void silu_bwd(float* dx, const float* dout, const float* x, long n) {
+  SIMD
   for (long i = 0; i < n; i++) {
     float s = 1.0f / (1.0f + vexp(-x[i]));
     dx[i] = dout[i] * s * (1.0f + x[i] * (1.0f - s));
@@ -89,7 +94,8 @@ LORA_CLONES void silu_bwd(float* dx, const float* dout, const float* x, long n) 
 // max of a row; NaN anywhere gives NaN (so a poisoned row is never silently finite)
 LORA_CLONES float row_max(const float* x, long n) {
   float m = -__builtin_inff();
-  bool nan = false;
+  int nan = 0;
+#pragma omp simd reduction(max : m) reduction(| : nan)
   for (long i = 0; i < n; i++) {
     m = x[i] > m ? x[i] : m;
     nan |= x[i] != x[i];
@@ -99,21 +105,17 @@ LORA_CLONES float row_max(const float* x, long n) {
 
 // out[i] = exp(x[i] - m), returns the sum (f32 lanes, then f64 across)
 LORA_CLONES double exp_sum(float* out, const float* x, long n, float m) {
-  float acc[16] = {0};
-  long i = 0;
-  for (; i + 16 <= n; i += 16)
-    for (int j = 0; j < 16; j++) {
-      float e = vexp(x[i + j] - m);
-      if (out) out[i + j] = e;
-      acc[j] += e;
+  float s = 0;
+  if (out) {
+#pragma omp simd reduction(+ : s)
+    for (long i = 0; i < n; i++) {
+      out[i] = vexp(x[i] - m);
+      s += out[i];
     }
-  double s = 0;
-  for (; i < n; i++) {
-    float e = vexp(x[i] - m);
-    if (out) out[i] = e;
-    s += e;
+  } else {
+#pragma omp simd reduction(+ : s)
+    for (long i = 0; i < n; i++) s += vexp(x[i] - m);
   }
-  for (int j = 0; j < 16; j++) s += acc[j];
   return s;
 }
 
@@ -122,12 +124,13 @@ LORA_CLONES void softmax_rows(float* out, const float* x, long r0, long r1, long
     const float* xr = x + r * C;
     float* o = out + r * C;
     float inv = (float)(1.0 / exp_sum(o, xr, C, row_max(xr, C)));
-    for (long c = 0; c < C; c++) o[c] *= inv;
+    SIMD for (long c = 0; c < C; c++) o[c] *= inv;
   }
 }
 
 LORA_CLONES void adamw_loop(float* p, const float* g, float* m, float* v, long n, float b1, float b2, float c1,
                             float c2, float lr, float decay, float eps) {
+  SIMD
   for (long i = 0; i < n; i++) {
     float gi = g[i];
     float mi = b1 * m[i] + (1.0f - b1) * gi;
