@@ -15,6 +15,8 @@ namespace {
 
 thread_local std::vector<float> scratch;
 
+constexpr long ROWS = 64;  // query rows per block: blocks stop at their causal limit, halving the work
+
 long limit_of(const AttnDims& d, long i) { return d.causal ? d.Tk - d.Tq + i + 1 : d.Tk; }
 
 // for every (b, kv head): fn(b, hk)
@@ -36,8 +38,12 @@ void attention_forward(float* out, float* att, const float* q, const float* k, c
     for (long h = hk * group; h < (hk + 1) * group; h++) {
       const float* qb = q + b * d.Tq * qs + h * d.D;
       float* a = att + (b * d.Hq + h) * d.Tq * d.Tk;
-      // scores [Tq, Tk] = q_h [Tq, D] . k_hk^T
-      gemm_single((int)d.Tq, (int)d.Tk, (int)d.D, qb, qs, 1, kb, B_F32, 1, ks, a, d.Tk, false);
+      // scores [Tq, Tk] = q_h [Tq, D] . k_hk^T, by row blocks that stop at the causal limit
+      for (long i0 = 0; i0 < d.Tq; i0 += ROWS) {
+        long i1 = i0 + ROWS < d.Tq ? i0 + ROWS : d.Tq, cols = limit_of(d, i1 - 1);
+        gemm_single((int)(i1 - i0), (int)cols, (int)d.D, qb + i0 * qs, qs, 1, kb, B_F32, 1, ks, a + i0 * d.Tk, d.Tk,
+                    false);
+      }
       for (long i = 0; i < d.Tq; i++) {
         float* row = a + i * d.Tk;
         long lim = limit_of(d, i);
@@ -56,9 +62,12 @@ void attention_forward(float* out, float* att, const float* q, const float* k, c
         for (long j = 0; j < lim; j++) row[j] *= inv;
         for (long j = lim; j < d.Tk; j++) row[j] = 0.0f;
       }
-      // out_h [Tq, D] = att [Tq, Tk] . v_hk [Tk, D]
-      gemm_single((int)d.Tq, (int)d.D, (int)d.Tk, a, d.Tk, 1, vb, B_F32, ks, 1, out + b * d.Tq * qs + h * d.D, qs,
-                  false);
+      // out_h [Tq, D] = att [Tq, Tk] . v_hk [Tk, D]; a row block's probabilities are 0 past its limit
+      for (long i0 = 0; i0 < d.Tq; i0 += ROWS) {
+        long i1 = i0 + ROWS < d.Tq ? i0 + ROWS : d.Tq, depth = limit_of(d, i1 - 1);
+        gemm_single((int)(i1 - i0), (int)d.D, (int)depth, a + i0 * d.Tk, d.Tk, 1, vb, B_F32, ks, 1,
+                    out + (b * d.Tq + i0) * qs + h * d.D, qs, false);
+      }
     }
   });
 }
@@ -82,25 +91,32 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       const float* qb = q + b * d.Tq * qs + h * d.D;
       const float* gb = dout + b * d.Tq * qs + h * d.D;
       const float* a = att + (b * d.Hq + h) * d.Tq * d.Tk;
-      // dv_hk [Tk, D] += att^T [Tk, Tq] . dout_h [Tq, D]
-      if (dvb) gemm_single((int)d.Tk, (int)d.D, (int)d.Tq, a, 1, d.Tk, gb, B_F32, qs, 1, dvb, ks, true);
-      if (!dq && !dkb) continue;
-      // dp [Tq, Tk] = dout_h . v_hk^T, then the softmax backward: ds = p (dp - p.dp) * scale
-      gemm_single((int)d.Tq, (int)d.Tk, (int)d.D, gb, qs, 1, vb, B_F32, 1, ks, ds, d.Tk, false);
-      for (long i = 0; i < d.Tq; i++) {
-        float* r = ds + i * d.Tk;
-        const float* p = a + i * d.Tk;
-        long lim = limit_of(d, i);
-        double dot = 0;
-        for (long j = 0; j < lim; j++) dot += (double)r[j] * p[j];
-        float df = (float)dot;
-        for (long j = 0; j < lim; j++) r[j] = p[j] * (r[j] - df) * scale;
-        for (long j = lim; j < d.Tk; j++) r[j] = 0.0f;
+      for (long i0 = 0; i0 < d.Tq; i0 += ROWS) {
+        // query rows [i0, i1) see keys [0, lim): every product below stops there
+        const int m = (int)((i0 + ROWS < d.Tq ? i0 + ROWS : d.Tq) - i0), lim = (int)limit_of(d, i0 + m - 1);
+        const float* ab = a + i0 * d.Tk;
+        const float* gi = gb + i0 * qs;
+        // dv_hk [lim, D] += att^T [lim, m] . dout_h [m, D]
+        if (dvb) gemm_single(lim, (int)d.D, m, ab, 1, d.Tk, gi, B_F32, qs, 1, dvb, ks, true);
+        if (!dq && !dkb) continue;
+        // dp [m, lim] = dout_h . v_hk^T, then the softmax backward: ds = p (dp - p.dp) * scale
+        float* dsb = ds + i0 * d.Tk;
+        gemm_single(m, lim, (int)d.D, gi, qs, 1, vb, B_F32, 1, ks, dsb, d.Tk, false);
+        for (long i = 0; i < m; i++) {
+          float* r = dsb + i * d.Tk;
+          const float* p = ab + i * d.Tk;
+          long li = limit_of(d, i0 + i);
+          float dot = 0;
+#pragma omp simd reduction(+ : dot)
+          for (long j = 0; j < li; j++) dot += r[j] * p[j];
+          for (long j = 0; j < li; j++) r[j] = p[j] * (r[j] - dot) * scale;
+          for (long j = li; j < lim; j++) r[j] = 0.0f;
+        }
+        // dq_h [m, D] = ds . k_hk ; dk_hk [lim, D] += ds^T . q_h
+        if (dq)
+          gemm_single(m, (int)d.D, lim, dsb, d.Tk, 1, kb, B_F32, ks, 1, dq + (b * d.Tq + i0) * qs + h * d.D, qs, false);
+        if (dkb) gemm_single(lim, (int)d.D, m, dsb, 1, d.Tk, qb + i0 * qs, B_F32, qs, 1, dkb, ks, true);
       }
-      // dq_h [Tq, D] = ds . k_hk ; dk_hk [Tk, D] += ds^T . q_h
-      if (dq) gemm_single((int)d.Tq, (int)d.D, (int)d.Tk, ds, d.Tk, 1, kb, B_F32, ks, 1, dq + b * d.Tq * qs + h * d.D,
-                          qs, false);
-      if (dkb) gemm_single((int)d.Tk, (int)d.D, (int)d.Tq, ds, 1, d.Tk, qb, B_F32, qs, 1, dkb, ks, true);
     }
   });
 }
