@@ -215,36 +215,40 @@ void pack_b(float* dst, const void* B, int bt, long rsB, long csB, int p0, int k
 
 // bf16 path: k-pairs. A panel [kp][MR] of u32 (two bf16: k even low, k odd high); B panel [kp][NR] the same
 void pack_a2(uint32_t* dst, const float* A, long rsA, long csA, int i0, int mc, int p0, int kc, int MR) {
-  int kp = (kc + 1) / 2;
-  for (int r = 0; r < mc; r += MR) {
-    for (int k = 0; k < kp; k++) {
-      for (int ii = 0; ii < MR; ii++) {
-        uint32_t lo = 0, hi = 0;
-        if (r + ii < mc) {
-          const float* row = A + (long)(i0 + r + ii) * rsA;
-          lo = f32_to_bf16(row[(long)(p0 + 2 * k) * csA]);
-          if (2 * k + 1 < kc) hi = f32_to_bf16(row[(long)(p0 + 2 * k + 1) * csA]);
-        }
-        *dst++ = lo | (hi << 16);
-      }
+  const int kp = (kc + 1) / 2;
+  for (int r = 0; r < mc; r += MR, dst += (long)kp * MR) {
+    int mr = mc - r < MR ? mc - r : MR;
+    if (mr < MR) std::memset(dst, 0, sizeof(uint32_t) * kp * MR);
+    for (int ii = 0; ii < mr; ii++) {  // one row of A at a time: contiguous reads when A is not transposed
+      const float* row = A + (long)(i0 + r + ii) * rsA + (long)p0 * csA;
+      for (int k = 0; k < kc / 2; k++)
+        dst[k * MR + ii] = f32_to_bf16(row[2L * k * csA]) | (uint32_t)f32_to_bf16(row[(2L * k + 1) * csA]) << 16;
+      if (kc & 1) dst[(kp - 1) * MR + ii] = f32_to_bf16(row[(long)(kc - 1) * csA]);
     }
   }
 }
 
 void pack_b2(uint32_t* dst, const uint16_t* B, long rsB, long csB, int p0, int kc, int j0, int nc, int NR) {
-  int kp = (kc + 1) / 2;
-  for (int c = 0; c < nc; c += NR) {
-    for (int k = 0; k < kp; k++) {
-      const uint16_t* r0 = B + (long)(p0 + 2 * k) * rsB;
-      const uint16_t* r1 = 2 * k + 1 < kc ? r0 + rsB : nullptr;
-      for (int jj = 0; jj < NR; jj++) {
-        uint32_t lo = 0, hi = 0;
-        if (c + jj < nc) {
-          long col = (long)(j0 + c + jj) * csB;
-          lo = r0[col];
-          if (r1) hi = r1[col];
+  const int kp = (kc + 1) / 2;
+  for (int c = 0; c < nc; c += NR, dst += (long)kp * NR) {
+    int nr = nc - c < NR ? nc - c : NR;
+    if (nr < NR) std::memset(dst, 0, sizeof(uint32_t) * kp * NR);
+    if (rsB == 1) {  // a transposed weight [N, K]: each column's k-pairs are adjacent, one u32 each
+      for (int jj = 0; jj < nr; jj++) {
+        const uint16_t* col = B + (long)(j0 + c + jj) * csB + p0;
+        for (int k = 0; k < kc / 2; k++) {
+          uint32_t pair;
+          std::memcpy(&pair, col + 2 * k, 4);
+          dst[k * NR + jj] = pair;
         }
-        *dst++ = lo | (hi << 16);
+        if (kc & 1) dst[(kp - 1) * NR + jj] = col[kc - 1];
+      }
+    } else {  // a weight [K, N] read as is: interleave rows 2k and 2k + 1
+      for (int k = 0; k < kp; k++) {
+        const uint16_t* r0 = B + (long)(p0 + 2 * k) * rsB + (long)(j0 + c) * csB;
+        const uint16_t* r1 = 2 * k + 1 < kc ? r0 + rsB : nullptr;
+        for (int jj = 0; jj < nr; jj++)
+          dst[k * NR + jj] = r0[(long)jj * csB] | (r1 ? (uint32_t)r1[(long)jj * csB] << 16 : 0u);
       }
     }
   }
