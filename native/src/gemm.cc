@@ -1,11 +1,14 @@
 // Packed, register-blocked GEMM (BLIS loop order: NC columns of B, KC depth, MC rows of A, then NR x MR
 // micro-tiles). Micro-kernels, chosen once at load by CPU feature:
-//   avx512: 12x32 f32 FMA tile (24 zmm accumulators)     avx2: 6x16 (12 ymm)     generic: 4x16 plain C
+//   avx512: 12x32 f32 FMA tile (24 zmm accumulators)     avx2: 6x16 (12 ymm)
+//   generic: 4x16 plain C++ the compiler vectorizes (NEON on arm64)
 //   avx512_bf16: 12x32 tile of vdpbf16ps on k-pairs: the bf16-weight path, twice the f32 FLOP rate
 // A bf16 weight without avx512_bf16 takes the f32 kernels on bf16-rounded values: the same products.
 #include "gemm.h"
 
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 
 #include <cstdint>
 #include <algorithm>
@@ -64,6 +67,7 @@ inline float b_at(const void* B, int bt, long idx) {
 using KernelF32 = void (*)(int kc, const float* Ap, const float* Bp, float* C, long ldc, bool load);
 using KernelBF16 = void (*)(int kp, const uint32_t* Ap, const uint32_t* Bp, float* C, long ldc, bool load);
 
+#if defined(__x86_64__)
 __attribute__((target("avx512f"))) void k_avx512(int kc, const float* Ap, const float* Bp, float* C, long ldc,
                                                  bool load) {
   __m512 c[12][2];
@@ -134,6 +138,9 @@ __attribute__((target("avx2,fma"))) void k_avx2(int kc, const float* Ap, const f
   }
 }
 
+#endif  // __x86_64__
+
+// Portable C++: the compiler vectorizes it (NEON on arm64, SSE2 on any x86-64).
 void k_generic(int kc, const float* Ap, const float* Bp, float* C, long ldc, bool load) {
   float c[4][16];
   for (int i = 0; i < 4; i++)
