@@ -15,9 +15,37 @@ namespace {
 
 thread_local std::vector<float> scratch;
 
-constexpr long ROWS = 64;  // query rows per block: blocks stop at their causal limit, halving the work
-
 long limit_of(const AttnDims& d, long i) { return d.causal ? d.Tk - d.Tq + i + 1 : d.Tk; }
+
+// row: [Tk] scores -> probabilities over [0, lim) (scaled first), 0 after
+LORA_CLONES void softmax_row(float* row, long lim, long Tk, float scale) {
+  float m = -__builtin_inff();
+#pragma omp simd reduction(max : m)
+  for (long j = 0; j < lim; j++) {
+    row[j] *= scale;
+    m = row[j] > m ? row[j] : m;
+  }
+  float s = 0;
+#pragma omp simd reduction(+ : s)
+  for (long j = 0; j < lim; j++) {
+    row[j] = vexp(row[j] - m);
+    s += row[j];
+  }
+  float inv = 1.0f / s;
+#pragma omp simd
+  for (long j = 0; j < lim; j++) row[j] *= inv;
+  for (long j = lim; j < Tk; j++) row[j] = 0.0f;
+}
+
+// r: [Tk] dp -> ds = p (dp - p.dp) * scale over [0, lim), 0 after
+LORA_CLONES void softmax_backward_row(float* r, const float* p, long lim, long Tk, float scale) {
+  float dot = 0;
+#pragma omp simd reduction(+ : dot)
+  for (long j = 0; j < lim; j++) dot += r[j] * p[j];
+#pragma omp simd
+  for (long j = 0; j < lim; j++) r[j] = p[j] * (r[j] - dot) * scale;
+  for (long j = lim; j < Tk; j++) r[j] = 0.0f;
+}
 
 // for every (b, kv head): fn(b, hk)
 template <class F>
@@ -32,42 +60,21 @@ void groups(const AttnDims& d, F fn) {
 void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, const AttnDims& d) {
   const long group = d.Hq / d.Hkv, qs = d.Hq * d.D, ks = d.Hkv * d.D;
   const float scale = (float)(1.0 / std::sqrt((double)d.D));
+  // causal: the GEMMs skip what lies past each row's limit (about half the work)
+  const Tri tri_n = d.causal ? TRI_N : TRI_NONE, tri_k = d.causal ? TRI_K_LOWER : TRI_NONE;
+  const long off = d.Tk - d.Tq;
   groups(d, [&](long b, long hk) {
     const float* kb = k + b * d.Tk * ks + hk * d.D;
     const float* vb = v + b * d.Tk * ks + hk * d.D;
     for (long h = hk * group; h < (hk + 1) * group; h++) {
       const float* qb = q + b * d.Tq * qs + h * d.D;
       float* a = att + (b * d.Hq + h) * d.Tq * d.Tk;
-      // scores [Tq, Tk] = q_h [Tq, D] . k_hk^T, by row blocks that stop at the causal limit
-      for (long i0 = 0; i0 < d.Tq; i0 += ROWS) {
-        long i1 = i0 + ROWS < d.Tq ? i0 + ROWS : d.Tq, cols = limit_of(d, i1 - 1);
-        gemm_single((int)(i1 - i0), (int)cols, (int)d.D, qb + i0 * qs, qs, 1, kb, B_F32, 1, ks, a + i0 * d.Tk, d.Tk,
-                    false);
-      }
-      for (long i = 0; i < d.Tq; i++) {
-        float* row = a + i * d.Tk;
-        long lim = limit_of(d, i);
-        float m = -__builtin_inff();
-        for (long j = 0; j < lim; j++) {
-          row[j] *= scale;
-          m = row[j] > m ? row[j] : m;
-        }
-        float s = 0;
-#pragma omp simd reduction(+ : s)
-        for (long j = 0; j < lim; j++) {
-          row[j] = vexp(row[j] - m);
-          s += row[j];
-        }
-        float inv = 1.0f / s;
-        for (long j = 0; j < lim; j++) row[j] *= inv;
-        for (long j = lim; j < d.Tk; j++) row[j] = 0.0f;
-      }
-      // out_h [Tq, D] = att [Tq, Tk] . v_hk [Tk, D]; a row block's probabilities are 0 past its limit
-      for (long i0 = 0; i0 < d.Tq; i0 += ROWS) {
-        long i1 = i0 + ROWS < d.Tq ? i0 + ROWS : d.Tq, depth = limit_of(d, i1 - 1);
-        gemm_single((int)(i1 - i0), (int)d.D, (int)depth, a + i0 * d.Tk, d.Tk, 1, vb, B_F32, ks, 1,
-                    out + (b * d.Tq + i0) * qs + h * d.D, qs, false);
-      }
+      // scores [Tq, Tk] = q_h [Tq, D] . k_hk^T (tiles past the causal limit skipped)
+      gemm_single((int)d.Tq, (int)d.Tk, (int)d.D, qb, qs, 1, kb, B_F32, 1, ks, a, d.Tk, false, tri_n, off);
+      for (long i = 0; i < d.Tq; i++) softmax_row(a + i * d.Tk, limit_of(d, i), d.Tk, scale);
+      // out_h [Tq, D] = att [Tq, Tk] . v_hk [Tk, D] (each row's sum stops at its limit: att is 0 past it)
+      gemm_single((int)d.Tq, (int)d.D, (int)d.Tk, a, d.Tk, 1, vb, B_F32, ks, 1, out + b * d.Tq * qs + h * d.D, qs,
+                  false, tri_k, off);
     }
   });
 }
@@ -76,6 +83,9 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         const float* v, const float* att, const AttnDims& d) {
   const long group = d.Hq / d.Hkv, qs = d.Hq * d.D, ks = d.Hkv * d.D;
   const float scale = (float)(1.0 / std::sqrt((double)d.D));
+  const Tri tri_n = d.causal ? TRI_N : TRI_NONE, tri_k = d.causal ? TRI_K_LOWER : TRI_NONE;
+  const Tri tri_kt = d.causal ? TRI_K_UPPER : TRI_NONE;
+  const long off = d.Tk - d.Tq;
   groups(d, [&](long b, long hk) {
     const float* kb = k + b * d.Tk * ks + hk * d.D;
     const float* vb = v + b * d.Tk * ks + hk * d.D;
@@ -91,32 +101,17 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       const float* qb = q + b * d.Tq * qs + h * d.D;
       const float* gb = dout + b * d.Tq * qs + h * d.D;
       const float* a = att + (b * d.Hq + h) * d.Tq * d.Tk;
-      for (long i0 = 0; i0 < d.Tq; i0 += ROWS) {
-        // query rows [i0, i1) see keys [0, lim): every product below stops there
-        const int m = (int)((i0 + ROWS < d.Tq ? i0 + ROWS : d.Tq) - i0), lim = (int)limit_of(d, i0 + m - 1);
-        const float* ab = a + i0 * d.Tk;
-        const float* gi = gb + i0 * qs;
-        // dv_hk [lim, D] += att^T [lim, m] . dout_h [m, D]
-        if (dvb) gemm_single(lim, (int)d.D, m, ab, 1, d.Tk, gi, B_F32, qs, 1, dvb, ks, true);
-        if (!dq && !dkb) continue;
-        // dp [m, lim] = dout_h . v_hk^T, then the softmax backward: ds = p (dp - p.dp) * scale
-        float* dsb = ds + i0 * d.Tk;
-        gemm_single(m, lim, (int)d.D, gi, qs, 1, vb, B_F32, 1, ks, dsb, d.Tk, false);
-        for (long i = 0; i < m; i++) {
-          float* r = dsb + i * d.Tk;
-          const float* p = ab + i * d.Tk;
-          long li = limit_of(d, i0 + i);
-          float dot = 0;
-#pragma omp simd reduction(+ : dot)
-          for (long j = 0; j < li; j++) dot += r[j] * p[j];
-          for (long j = 0; j < li; j++) r[j] = p[j] * (r[j] - dot) * scale;
-          for (long j = li; j < lim; j++) r[j] = 0.0f;
-        }
-        // dq_h [m, D] = ds . k_hk ; dk_hk [lim, D] += ds^T . q_h
-        if (dq)
-          gemm_single(m, (int)d.D, lim, dsb, d.Tk, 1, kb, B_F32, ks, 1, dq + (b * d.Tq + i0) * qs + h * d.D, qs, false);
-        if (dkb) gemm_single(lim, (int)d.D, m, dsb, 1, d.Tk, qb + i0 * qs, B_F32, qs, 1, dkb, ks, true);
-      }
+      // dv_hk [Tk, D] += att^T [Tk, Tq] . dout_h [Tq, D]
+      if (dvb) gemm_single((int)d.Tk, (int)d.D, (int)d.Tq, a, 1, d.Tk, gb, B_F32, qs, 1, dvb, ks, true, tri_kt, off);
+      if (!dq && !dkb) continue;
+      // dp [Tq, Tk] = dout_h . v_hk^T, then the softmax backward: ds = p (dp - p.dp) * scale
+      gemm_single((int)d.Tq, (int)d.Tk, (int)d.D, gb, qs, 1, vb, B_F32, 1, ks, ds, d.Tk, false, tri_n, off);
+      for (long i = 0; i < d.Tq; i++) softmax_backward_row(ds + i * d.Tk, a + i * d.Tk, limit_of(d, i), d.Tk, scale);
+      // dq_h [Tq, D] = ds . k_hk ; dk_hk [Tk, D] += ds^T . q_h
+      if (dq)
+        gemm_single((int)d.Tq, (int)d.D, (int)d.Tk, ds, d.Tk, 1, kb, B_F32, ks, 1, dq + b * d.Tq * qs + h * d.D, qs,
+                    false, tri_k, off);
+      if (dkb) gemm_single((int)d.Tk, (int)d.D, (int)d.Tq, ds, 1, d.Tk, qb, B_F32, qs, 1, dkb, ks, true, tri_kt, off);
     }
   });
 }

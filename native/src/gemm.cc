@@ -189,13 +189,17 @@ void pack_a(float* dst, const float* A, long rsA, long csA, int i0, int mc, int 
   for (int r = 0; r < mc; r += MR, dst += (long)kc * MR) {
     int mr = mc - r < MR ? mc - r : MR;
     if (mr < MR) std::memset(dst, 0, sizeof(float) * kc * MR);
-    for (int ii = 0; ii < mr; ii++) {
-      const float* src = A + (long)(i0 + r + ii) * rsA + (long)p0 * csA;
-      if (round)
-        for (int k = 0; k < kc; k++) dst[k * MR + ii] = bf16_to_f32(f32_to_bf16(src[(long)k * csA]));
-      else
-        for (int k = 0; k < kc; k++) dst[k * MR + ii] = src[(long)k * csA];
+    const float* base = A + (long)(i0 + r) * rsA + (long)p0 * csA;
+    // read along whichever direction of A is contiguous
+    if (csA == 1) {
+      for (int ii = 0; ii < mr; ii++)
+        for (int k = 0; k < kc; k++) dst[k * MR + ii] = base[ii * rsA + k];
+    } else {
+      for (int k = 0; k < kc; k++)
+        for (int ii = 0; ii < mr; ii++) dst[k * MR + ii] = base[ii * rsA + (long)k * csA];
     }
+    if (round)
+      for (int i = 0; i < kc * MR; i++) dst[i] = bf16_to_f32(f32_to_bf16(dst[i]));
   }
 }
 
@@ -343,7 +347,7 @@ const char* gemm_isa() { return isa().name; }
 bool gemm_native_bf16() { return isa().bf16 != nullptr; }
 
 void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const void* B, int bt, long rsB,
-                 long csB, float* C, long ldc, bool accumulate) {
+                 long csB, float* C, long ldc, bool accumulate, Tri tri, long off) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     if (!accumulate)
@@ -375,6 +379,8 @@ void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const 
         pack_b(w.b.data(), B, bt, rsB, csB, pc, kc, jc, nc, NR);
       for (int ic = 0; ic < M; ic += MC) {
         int mc = M - ic < MC ? M - ic : MC;
+        if (tri == TRI_K_LOWER && pc > off + ic + mc - 1) continue;  // these rows' A is 0 in this block
+        if (tri == TRI_K_UPPER && pc + kc - 1 < ic - off) continue;
         if (dot)
           pack_a2(w.a2.data(), A, rsA, csA, ic, mc, pc, kc, MR);
         else
@@ -383,7 +389,14 @@ void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const 
           int nr = nc - jr < NR ? nc - jr : NR;
           for (int ir = 0; ir < mc; ir += MR) {
             int mr = mc - ir < MR ? mc - ir : MR;
-            float* c = C + (long)(ic + ir) * ldc + jc + jr;
+            const long r0 = ic + ir, r1 = r0 + mr - 1;  // the tile's first and last row of C
+            // causal structure: skip the tile, or run only the depth where A is not 0
+            int k0 = 0, k1 = kc;
+            if (tri == TRI_N && jc + jr > off + r1) continue;
+            if (tri == TRI_K_LOWER) k1 = (int)std::min<long>(kc, off + r1 + 1 - pc);
+            if (tri == TRI_K_UPPER) k0 = (int)std::max<long>(0, r0 - off - pc);
+            if (k1 <= k0) continue;  // load is true here: pc = 0 always has depth, TRI_K_UPPER accumulates
+            float* c = C + r0 * ldc + jc + jr;
             bool full = mr == MR && nr == NR;
             float* dst = full ? c : w.tile.data();
             long ld = full ? ldc : NR;
@@ -393,7 +406,7 @@ void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const 
             if (dot)
               s.bf16(kp, w.a2.data() + (long)ir * kp, w.b2.data() + (long)jr * kp, dst, ld, load);
             else
-              s.f32(kc, w.a.data() + (long)ir * kc, w.b.data() + (long)jr * kc, dst, ld, load);
+              s.f32(k1 - k0, w.a.data() + (long)ir * kc + k0 * MR, w.b.data() + (long)jr * kc + k0 * NR, dst, ld, load);
             if (!full)
               for (int i = 0; i < mr; i++)
                 for (int j = 0; j < nr; j++) c[(long)i * ldc + j] = w.tile[i * NR + j];

@@ -21,9 +21,15 @@ struct GemmArgs {
 
 // Splits between the pool's threads (by batch item, else by output columns or rows).
 void gemm(const GemmArgs& g);
+// Causal structure one product may skip (attention), for row i of C and offset `off` (= Tk - Tq):
+//   TRI_N:       only C[i][j] with j <= off + i is needed; tiles past it are skipped (left unspecified)
+//   TRI_K_LOWER: A[i][k] is 0 for k > off + i (probabilities, dS): the sum stops there
+//   TRI_K_UPPER: A[i][k] is 0 for k < i - off (their transposes); only with accumulate
+enum Tri { TRI_NONE = 0, TRI_N, TRI_K_LOWER, TRI_K_UPPER };
+
 // One thread, one product: the building block of gemm() and of attention.
 void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const void* B, int btype, long rsB,
-                 long csB, float* C, long ldc, bool accumulate);
+                 long csB, float* C, long ldc, bool accumulate, Tri tri = TRI_NONE, long off = 0);
 
 // What the GEMM runs on this CPU ("avx512", "avx2", "generic") and whether bf16 products are native.
 const char* gemm_isa();
