@@ -152,8 +152,18 @@ void binary(bool mul, float* out, const float* a, const float* b, int nd, const 
   long total = 1;
   for (int d = 0; d < nd; d++) total *= shape[d];
   if (total == 0) return;
+  // collapse the trailing dims both operands read contiguously (or broadcast) into one long row
+  int split = nd - 1;
   long inner = nd > 0 ? shape[nd - 1] : 1;
   long sa = nd > 0 ? as[nd - 1] : 0, sb = nd > 0 ? bs[nd - 1] : 0;
+  for (; split > 0; split--) {
+    long d = split - 1;
+    bool a_ok = (sa == 1 && as[d] == inner) || (sa == 0 && as[d] == 0);
+    bool b_ok = (sb == 1 && bs[d] == inner) || (sb == 0 && bs[d] == 0);
+    if (!a_ok || !b_ok || (sa == 0 && sb == 0)) break;
+    inner *= shape[d];
+  }
+  nd = split + 1;  // dims [0, split) stay outer; the collapsed run is the last "dim"
   long outer = total / inner;
   rows(outer, inner, [&](long r0, long r1) {
     for (long r = r0; r < r1; r++) {
