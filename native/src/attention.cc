@@ -1,0 +1,119 @@
+// Causal grouped-query attention through the GEMM, one (batch, kv-head) group per task so that dk and dv
+// (shared by the group's query heads) are written by one thread only.
+// q: [B, Tq, Hq, D], k, v: [B, Tk, Hkv, D] -> out: [B, Tq, Hq, D]; att: [B, Hq, Tq, Tk] probabilities
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "gemm.h"
+#include "ops.h"
+#include "pool.h"
+#include "simd.h"
+
+namespace lora {
+namespace {
+
+thread_local std::vector<float> scratch;
+
+long limit_of(const AttnDims& d, long i) { return d.causal ? d.Tk - d.Tq + i + 1 : d.Tk; }
+
+// row: [Tk] scores -> probabilities over [0, lim) (scaled first), 0 after
+LORA_CLONES void softmax_row(float* row, long lim, long Tk, float scale) {
+  float m = -__builtin_inff();
+#pragma omp simd reduction(max : m)
+  for (long j = 0; j < lim; j++) {
+    row[j] *= scale;
+    m = row[j] > m ? row[j] : m;
+  }
+  float s = 0;
+#pragma omp simd reduction(+ : s)
+  for (long j = 0; j < lim; j++) {
+    row[j] = vexp(row[j] - m);
+    s += row[j];
+  }
+  float inv = 1.0f / s;
+#pragma omp simd
+  for (long j = 0; j < lim; j++) row[j] *= inv;
+  for (long j = lim; j < Tk; j++) row[j] = 0.0f;
+}
+
+// r: [Tk] dp -> ds = p (dp - p.dp) * scale over [0, lim), 0 after
+LORA_CLONES void softmax_backward_row(float* r, const float* p, long lim, long Tk, float scale) {
+  float dot = 0;
+#pragma omp simd reduction(+ : dot)
+  for (long j = 0; j < lim; j++) dot += r[j] * p[j];
+#pragma omp simd
+  for (long j = 0; j < lim; j++) r[j] = p[j] * (r[j] - dot) * scale;
+  for (long j = lim; j < Tk; j++) r[j] = 0.0f;
+}
+
+// for every (b, kv head): fn(b, hk)
+template <class F>
+void groups(const AttnDims& d, F fn) {
+  parallel_range(d.B * d.Hkv, 1, 1, [&](long g0, long g1) {
+    for (long g = g0; g < g1; g++) fn(g / d.Hkv, g % d.Hkv);
+  });
+}
+
+}  // namespace
+
+void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, const AttnDims& d) {
+  const long group = d.Hq / d.Hkv, qs = d.Hq * d.D, ks = d.Hkv * d.D;
+  const float scale = (float)(1.0 / std::sqrt((double)d.D));
+  // causal: the GEMMs skip what lies past each row's limit (about half the work)
+  const Tri tri_n = d.causal ? TRI_N : TRI_NONE, tri_k = d.causal ? TRI_K_LOWER : TRI_NONE;
+  const long off = d.Tk - d.Tq;
+  groups(d, [&](long b, long hk) {
+    const float* kb = k + b * d.Tk * ks + hk * d.D;
+    const float* vb = v + b * d.Tk * ks + hk * d.D;
+    for (long h = hk * group; h < (hk + 1) * group; h++) {
+      const float* qb = q + b * d.Tq * qs + h * d.D;
+      float* a = att + (b * d.Hq + h) * d.Tq * d.Tk;
+      // scores [Tq, Tk] = q_h [Tq, D] . k_hk^T (tiles past the causal limit skipped)
+      gemm_single((int)d.Tq, (int)d.Tk, (int)d.D, qb, qs, 1, kb, B_F32, 1, ks, a, d.Tk, false, tri_n, off);
+      for (long i = 0; i < d.Tq; i++) softmax_row(a + i * d.Tk, limit_of(d, i), d.Tk, scale);
+      // out_h [Tq, D] = att [Tq, Tk] . v_hk [Tk, D] (each row's sum stops at its limit: att is 0 past it)
+      gemm_single((int)d.Tq, (int)d.D, (int)d.Tk, a, d.Tk, 1, vb, B_F32, ks, 1, out + b * d.Tq * qs + h * d.D, qs,
+                  false, tri_k, off);
+    }
+  });
+}
+
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const float* att, const AttnDims& d) {
+  const long group = d.Hq / d.Hkv, qs = d.Hq * d.D, ks = d.Hkv * d.D;
+  const float scale = (float)(1.0 / std::sqrt((double)d.D));
+  const Tri tri_n = d.causal ? TRI_N : TRI_NONE, tri_k = d.causal ? TRI_K_LOWER : TRI_NONE;
+  const Tri tri_kt = d.causal ? TRI_K_UPPER : TRI_NONE;
+  const long off = d.Tk - d.Tq;
+  groups(d, [&](long b, long hk) {
+    const float* kb = k + b * d.Tk * ks + hk * d.D;
+    const float* vb = v + b * d.Tk * ks + hk * d.D;
+    float* dkb = dk ? dk + b * d.Tk * ks + hk * d.D : nullptr;
+    float* dvb = dv ? dv + b * d.Tk * ks + hk * d.D : nullptr;
+    for (long j = 0; j < d.Tk; j++) {
+      if (dkb) std::memset(dkb + j * ks, 0, sizeof(float) * d.D);
+      if (dvb) std::memset(dvb + j * ks, 0, sizeof(float) * d.D);
+    }
+    scratch.resize(d.Tq * d.Tk);
+    float* ds = scratch.data();
+    for (long h = hk * group; h < (hk + 1) * group; h++) {
+      const float* qb = q + b * d.Tq * qs + h * d.D;
+      const float* gb = dout + b * d.Tq * qs + h * d.D;
+      const float* a = att + (b * d.Hq + h) * d.Tq * d.Tk;
+      // dv_hk [Tk, D] += att^T [Tk, Tq] . dout_h [Tq, D]
+      if (dvb) gemm_single((int)d.Tk, (int)d.D, (int)d.Tq, a, 1, d.Tk, gb, B_F32, qs, 1, dvb, ks, true, tri_kt, off);
+      if (!dq && !dkb) continue;
+      // dp [Tq, Tk] = dout_h . v_hk^T, then the softmax backward: ds = p (dp - p.dp) * scale
+      gemm_single((int)d.Tq, (int)d.Tk, (int)d.D, gb, qs, 1, vb, B_F32, 1, ks, ds, d.Tk, false, tri_n, off);
+      for (long i = 0; i < d.Tq; i++) softmax_backward_row(ds + i * d.Tk, a + i * d.Tk, limit_of(d, i), d.Tk, scale);
+      // dq_h [Tq, D] = ds . k_hk ; dk_hk [Tk, D] += ds^T . q_h
+      if (dq)
+        gemm_single((int)d.Tq, (int)d.D, (int)d.Tk, ds, d.Tk, 1, kb, B_F32, ks, 1, dq + b * d.Tq * qs + h * d.D, qs,
+                    false, tri_k, off);
+      if (dkb) gemm_single((int)d.Tk, (int)d.D, (int)d.Tq, ds, 1, d.Tk, qb, B_F32, qs, 1, dkb, ks, true, tri_kt, off);
+    }
+  });
+}
+
+}  // namespace lora
