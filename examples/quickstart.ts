@@ -133,7 +133,9 @@ show("merged model, held-out", merged);
 const tol = baseDtype === "f32" ? 1e-4 : 5e-3;
 const agree = Math.abs(merged.loss - after.loss) <= tol * after.loss;
 console.log(
-  agree ? `merged model = base + adapter (within ${tol})` : "MISMATCH between merged model and base + adapter",
+  agree
+    ? `merged model = base + adapter (within ${tol})`
+    : "MISMATCH between merged model and base + adapter",
 );
 
 title("Summary");

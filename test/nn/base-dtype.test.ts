@@ -7,7 +7,9 @@ import { backward, noGrad } from "../../src/autograd/tape.js";
 import { modelTensors } from "../../src/io/model-saver.js";
 import { loadModelFolder } from "../../src/io/node/model-folder.js";
 import { readModelWeights } from "../../src/io/node/safetensors-file.js";
+import { backend, setBackend } from "../../src/kernels/index.js";
 import { roundToBf16 } from "../../src/kernels/ref/half.js";
+import { refBackend } from "../../src/kernels/ref/index.js";
 import type { LoraConfig } from "../../src/lora/config.js";
 import { applyLoRA, loraLayers, mergeLoRA } from "../../src/lora/inject.js";
 import { buildModel, type CausalLM, randomParams } from "../../src/models/index.js";
@@ -149,8 +151,16 @@ describe("castBaseWeights", () => {
   it("leaves a fully trainable model alone (--full), and auto is f32 unless the backend has fast bf16", () => {
     const model = tinyModel().unfreeze();
     assert.equal(castBaseWeights(model, "f16").tensors, 0);
-    assert.equal(resolveBaseDtype("auto"), "f32"); // ref and wasm: no fast bf16
-    assert.equal(resolveBaseDtype("f16"), "f16");
+    const active = backend();
+    try {
+      setBackend({ ...refBackend, name: "slow-bf16", fastBf16: false });
+      assert.equal(resolveBaseDtype("auto"), "f32");
+      setBackend({ ...refBackend, name: "fast-bf16", fastBf16: true });
+      assert.equal(resolveBaseDtype("auto"), "bf16");
+      assert.equal(resolveBaseDtype("f16"), "f16");
+    } finally {
+      setBackend(active);
+    }
     castBaseWeights(tinyModel(), "bf16"); // a frozen model converts
     const frozen = tinyModel();
     castBaseWeights(frozen, "bf16");
