@@ -130,11 +130,11 @@ saveModelFolder(fresh.model, join(out, "merged"), base);
 const merged = evaluate(loadModelFolder(join(out, "merged"), { baseDtype }).model, heldOut);
 show("merged model, held-out", merged);
 // a 16-bit base rounds the merged weight once more, so it agrees to the 0.5% bf16 keeps to f32
-const tol = baseDtype === "f32" ? 1e-4 : 5e-3;
+const [tol, tolText] = baseDtype === "f32" ? [1e-4, "1e-4"] : [5e-3, "0.5%"];
 const agree = Math.abs(merged.loss - after.loss) <= tol * after.loss;
 console.log(
   agree
-    ? `merged model = base + adapter (within ${tol})`
+    ? `merged model = base + adapter (within ${tolText})`
     : "MISMATCH between merged model and base + adapter",
 );
 
