@@ -10,10 +10,19 @@ export interface BenchOptions {
   warmup: number;
   quick: boolean;
   torch: boolean;
-  /** LORA_BACKEND for the children; undefined lets the library pick the fastest. */
-  backend: string | undefined;
+  /** Our side's configurations: a backend (LORA_BACKEND) and the frozen weights' dtype, f32 ones first. */
+  variants: Variant[];
   out: string;
 }
+
+/** One configuration of our side: `native/bf16` is the native backend with a bf16 frozen base. */
+export interface Variant {
+  backend: string;
+  baseDtype: BaseDtype;
+}
+export type BaseDtype = "f32" | "bf16" | "f16";
+
+export const variantName = (v: Variant) => `${v.backend}/${v.baseDtype}`;
 
 export const USAGE = `usage: npm run bench -- [options]
 
@@ -23,7 +32,9 @@ export const USAGE = `usage: npm run bench -- [options]
   --warmup N       untimed steps first (default 2, --quick 1; at least 1)
   --quick          short run to check the harness: seq 64 (a) / 32 (b), 16 generated tokens, one call per GEMM shape
   --no-torch       skip the PyTorch side
-  --backend NAME   LORA_BACKEND for our side (default: the fastest available)
+  --variants LIST  our side's configurations as backend/base-dtype (default: native/f32,native/bf16,wasm/f32,
+                   without native when its addon is not built); base dtype f32|bf16|f16 = frozen weights' storage
+  --backend NAME   shorthand for --variants NAME/f32
   --out FILE       JSON results (default bench/results/latest.json)
   -h, --help`;
 
@@ -41,8 +52,26 @@ function count(s: string | undefined, flag: string, fallback: number, min: numbe
   return n;
 }
 
-/** Parses argv; returns null when help was asked for. */
-export function parseBenchArgs(argv: string[], defaultOut: string): BenchOptions | null {
+function parseVariants(s: string): Variant[] {
+  const out = list(s, "variants").map((item) => {
+    const [backend, baseDtype = "f32", extra] = item.split("/");
+    if (!backend || extra !== undefined || !["f32", "bf16", "f16"].includes(baseDtype)) {
+      throw new Error(
+        `--variants: "${item}" is not backend/dtype with dtype f32, bf16 or f16 (e.g. native/bf16)`,
+      );
+    }
+    return { backend, baseDtype: baseDtype as BaseDtype };
+  });
+  // f32 first: the first configuration writes the f32 weights the torch side loads
+  return out.sort((a, b) => Number(a.baseDtype !== "f32") - Number(b.baseDtype !== "f32"));
+}
+
+/** Parses argv; returns null when help was asked for. `defaultVariants` is what runs without --variants. */
+export function parseBenchArgs(
+  argv: string[],
+  defaultOut: string,
+  defaultVariants = "wasm/f32",
+): BenchOptions | null {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -53,6 +82,7 @@ export function parseBenchArgs(argv: string[], defaultOut: string): BenchOptions
       quick: { type: "boolean", default: false },
       "no-torch": { type: "boolean", default: false },
       backend: { type: "string" },
+      variants: { type: "string" },
       out: { type: "string", default: defaultOut },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -67,7 +97,7 @@ export function parseBenchArgs(argv: string[], defaultOut: string): BenchOptions
     warmup: count(values.warmup, "warmup", quick ? 1 : 2, 1),
     quick,
     torch: !values["no-torch"],
-    backend: values.backend,
+    variants: parseVariants(values.variants ?? (values.backend ? `${values.backend}/f32` : defaultVariants)),
     out: values.out!,
   };
 }

@@ -7,18 +7,19 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type BenchOptions, parseBenchArgs, stepSpec, USAGE } from "./args.js";
+import { nativeAddon } from "../src/kernels/native/node/addon.js";
+import { type BenchOptions, parseBenchArgs, stepSpec, USAGE, variantName } from "./args.js";
 import { NODE_FLAGS, probeTorch, runOurs, runTorch } from "./children.js";
 import { type ModelPreset, preset } from "./models.js";
-import { gemmTable, genAgree, LOSS_RTOL, lossCheck, mainTable, type RunRecord } from "./report.js";
-import type { StepSpec } from "./spec.js";
+import { gemmTable, genAgree, lossCheck, mainTable, type RunRecord } from "./report.js";
+import type { ChildResult, StepSpec } from "./spec.js";
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const log = (s: string) => process.stderr.write(`${s}\n`);
 const errText = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
-function emptyRecord(p: ModelPreset, spec: StepSpec, threads: number): RunRecord {
-  const base = { model: p.id, label: p.label, threads, batch: spec.batch, seq: spec.seq };
+function emptyRecord(p: ModelPreset, spec: StepSpec, threads: number, variant: string): RunRecord {
+  const base = { model: p.id, label: p.label, threads, variant, batch: spec.batch, seq: spec.seq };
   return {
     ...base,
     ...(p.note ? { note: p.note } : {}),
@@ -30,7 +31,7 @@ function emptyRecord(p: ModelPreset, spec: StepSpec, threads: number): RunRecord
   };
 }
 
-/** Every thread count of one model: ours, then torch on the weights ours wrote. */
+/** Every thread count of one model: each of our variants, then torch once on the weights ours wrote. */
 function runModel(id: string, o: BenchOptions, torchOk: boolean): RunRecord[] {
   const p = preset(id);
   const spec = stepSpec(p, o);
@@ -40,29 +41,47 @@ function runModel(id: string, o: BenchOptions, torchOk: boolean): RunRecord[] {
     // Only the torch side reads the weights file, so without torch nothing is written.
     let weightsWritten = !torchOk;
     for (const threads of o.threads) {
-      const rec = emptyRecord(p, spec, threads);
-      records.push(rec);
-      log(`${id} (${p.label}), B=${spec.batch} T=${spec.seq}, ${threads} thread(s): ours ...`);
-      try {
-        rec.ours = runOurs({ ...spec, ...(weightsWritten ? {} : { weightsOut: dir }) }, threads, o.backend);
-        weightsWritten = true;
-        log(`  ours: ${rec.ours.train.tokPerSec.toFixed(1)} tok/s (${rec.ours.backend})`);
-      } catch (e) {
-        rec.errors.push(errText(e));
-        log(`  ${errText(e)}`);
+      const group: RunRecord[] = [];
+      for (const v of o.variants) {
+        const rec = emptyRecord(p, spec, threads, variantName(v));
+        group.push(rec);
+        log(
+          `${id} (${p.label}), B=${spec.batch} T=${spec.seq}, ${threads} thread(s): ours ${rec.variant} ...`,
+        );
+        try {
+          // the weights file holds f32 weights: only an f32 configuration writes it (variants sort f32 first)
+          const write = !weightsWritten && v.baseDtype === "f32";
+          rec.ours = runOurs(
+            { ...spec, baseDtype: v.baseDtype, ...(write ? { weightsOut: dir } : {}) },
+            threads,
+            v.backend,
+          );
+          weightsWritten ||= write;
+          log(
+            `  ours: ${rec.ours.train.tokPerSec.toFixed(1)} tok/s (${rec.ours.backend}, ${v.baseDtype} base)`,
+          );
+        } catch (e) {
+          rec.errors.push(errText(e));
+          log(`  ${errText(e)}`);
+        }
       }
+      records.push(...group);
       if (!torchOk || !weightsWritten) continue;
       log("  torch ...");
+      let torch: ChildResult | null = null;
       try {
-        rec.torch = runTorch(spec, dir, threads);
-        log(`  torch: ${rec.torch.train.tokPerSec.toFixed(1)} tok/s`);
+        torch = runTorch(spec, dir, threads);
+        log(`  torch: ${torch.train.tokPerSec.toFixed(1)} tok/s`);
       } catch (e) {
-        rec.errors.push(errText(e));
+        group[0]!.errors.push(errText(e));
         log(`  ${errText(e)}`);
       }
-      if (rec.ours && rec.torch) {
-        rec.lossCheck = lossCheck(rec.ours, rec.torch);
-        rec.genAgree = genAgree(rec.ours, rec.torch);
+      for (const rec of group) {
+        rec.torch = torch;
+        if (rec.ours && torch) {
+          rec.lossCheck = lossCheck(rec.ours, torch, rec.variant.endsWith("/f32") ? "f32" : "16-bit");
+          rec.genAgree = genAgree(rec.ours, torch);
+        }
       }
     }
   } finally {
@@ -74,7 +93,8 @@ function runModel(id: string, o: BenchOptions, torchOk: boolean): RunRecord[] {
 function main(): number {
   let o: BenchOptions | null;
   try {
-    o = parseBenchArgs(process.argv.slice(2), join(repoRoot, "bench", "results", "latest.json"));
+    const variants = nativeAddon() ? "native/f32,native/bf16,wasm/f32" : "wasm/f32";
+    o = parseBenchArgs(process.argv.slice(2), join(repoRoot, "bench", "results", "latest.json"), variants);
     for (const id of o?.models ?? []) preset(id);
   } catch (e) {
     log(`bench: ${errText(e)}\n\n${USAGE}`);
@@ -107,11 +127,14 @@ function main(): number {
       "(forward + backward + AdamW + zero grad); tok/s = batch*seq / median; peak = maxRSS after training; " +
       "generation tok/s = new tokens / whole generate call (prefill included), batch 1, greedy, KV cache",
   };
-  const result = { meta, options: { ...o, backend: o.backend ?? null }, runs };
+  const result = { meta, options: o, runs };
   mkdirSync(dirname(resolve(o.out)), { recursive: true });
   writeFileSync(resolve(o.out), `${JSON.stringify(result, null, 2)}\n`);
 
-  console.log(`\nLoRA r=8 alpha=16, AdamW, fp32; backend ${meta.backend} (${meta.cpu}, ${meta.node})`);
+  console.log(
+    `\nLoRA r=8 alpha=16, AdamW; ours: ${o.variants.map(variantName).join(", ")} (backend/frozen-weight dtype; ` +
+      `LoRA, activations and optimizer f32); torch fp32 (${meta.cpu}, ${meta.node})`,
+  );
   if (torch.version) console.log(`torch ${torch.version}, BLAS ${torch.blas?.join(", ") || "unknown"}`);
   console.log(`${meta.timing}\n`);
   console.log(mainTable(runs));
@@ -119,7 +142,7 @@ function main(): number {
   for (const r of runs) {
     if (r.lossCheck && !r.lossCheck.ok) {
       console.log(
-        `MISMATCH ${r.model} ${r.threads}T: step-0 loss differs by ${r.lossCheck.relDiff.toExponential(2)} relative (> ${LOSS_RTOL}): the two sides do not compute the same step`,
+        `MISMATCH ${r.model} ${r.threads}T ${r.variant}: step-0 loss differs by ${r.lossCheck.relDiff.toExponential(2)} relative (> ${r.lossCheck.rtol}): the two sides do not compute the same step`,
       );
     }
   }

@@ -24,6 +24,8 @@ export interface StepSpec {
   gemm: boolean;
   /** Time each GEMM shape for at least this long (at least one call). */
   gemmMinMs: number;
+  /** Storage of the frozen base weights on our side (--base-dtype); torch is always f32. */
+  baseDtype?: "f32" | "bf16" | "f16";
   /** Folder to write weights.safetensors (initial weights, ids, targets, prompt) into; Node side only. */
   weightsOut?: string;
 }

@@ -1,5 +1,5 @@
 /** Node-only additions: reading and writing model folders, adapters, datasets and files on disk, and the
- *  worker-thread wasm backend (importing this entry makes backend() threaded). */
+ *  native and worker-thread wasm backends (importing this entry makes backend() native or threaded). */
 export * from "./index.js";
 export * from "./io/node/adapter-folder.js";
 export * from "./io/node/checkpoint-folder.js";
@@ -8,5 +8,6 @@ export * from "./io/node/json-file.js";
 export * from "./io/node/model-folder.js";
 export * from "./io/node/safetensors-file.js";
 export * from "./io/node/tokenizer-file.js";
-// the threaded wasm backend (registers itself as "wasm"), setThreads/getThreads
-export { createThreadedWasm, getThreads, setThreads, threadedWasmBackend } from "./kernels/wasm/node/pool.js";
+// the native backend (when its addon is built) and the threaded wasm one; one thread count for both
+export { getThreads, nativeIsa, nativeStatus, setThreads } from "./kernels/node/index.js";
+export { createThreadedWasm, threadedWasmBackend } from "./kernels/wasm/node/pool.js";

@@ -35,7 +35,7 @@ export const COMMON_FLAGS: Record<string, Flag> = {
   backend: {
     type: "string",
     valueName: "NAME",
-    description: "kernel backend: wasm or ref (default: LORA_BACKEND, else the fastest)",
+    description: "kernel backend: native, wasm or ref (default: LORA_BACKEND, else the fastest)",
   },
   help: { type: "boolean", short: "h", description: "show this help" },
   debug: { type: "boolean", description: "print stack traces on errors" },

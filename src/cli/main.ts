@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 /** The `lora` command line: dispatches to subcommands, and turns errors into one-line messages. */
 import { readFileSync } from "node:fs";
-import { backend, setBackend } from "../kernels/index.js";
-// registers the worker-thread wasm backend (LORA_THREADS sets its size)
-import { getThreads, setThreads } from "../kernels/wasm/node/pool.js";
+import { availableBackends, backend, setBackend } from "../kernels/index.js";
+// registers the native and worker-thread wasm backends (LORA_THREADS sets their size)
+import { getThreads, nativeIsa, nativeStatus, setThreads } from "../kernels/node/index.js";
 import { type Command, helpText, num, parseFlags, str } from "./command.js";
 import { evalCommand } from "./eval.js";
 import { generateCommand } from "./generate.js";
@@ -29,8 +29,38 @@ Usage: lora <command> [options]
 Commands:
 ${COMMANDS.map((c) => `  ${c.name.padEnd(width)}${c.summary}`).join("\n")}
 
-Run 'lora <command> --help' for a command's options.
+Run 'lora <command> --help' for a command's options, 'lora doctor' for which kernels run here.
 `;
+}
+
+/** The active backend, its threads, and why it is not native when it is not. */
+function backendLine(): string {
+  const b = backend();
+  const isa = nativeIsa();
+  const what = b.name === "native" ? `native ${isa}` : b.name;
+  const why =
+    b.name === "native"
+      ? ""
+      : process.env.LORA_BACKEND
+        ? `; LORA_BACKEND=${process.env.LORA_BACKEND}`
+        : isa
+          ? ""
+          : `; native unavailable: ${nativeStatus()}`;
+  return `backend ${what}, ${getThreads()} thread(s)${why}`;
+}
+
+/** `lora doctor`: what runs the kernels here, and what to do when it is not the fastest. */
+function doctor(): string {
+  const isa = nativeIsa();
+  return [
+    `lora ${version()}, Node ${process.versions.node} on ${process.platform}-${process.arch}`,
+    `active:    ${backendLine()}`,
+    `available: ${availableBackends().join(", ")}`,
+    isa
+      ? `native:    built, ${isa}${backend().fastBf16 ? " (bf16 products: --base-dtype auto picks bf16)" : ""}`
+      : `native:    not available: ${nativeStatus()}`,
+    "choose with --backend NAME or LORA_BACKEND=NAME, threads with --threads N or LORA_THREADS=N",
+  ].join("\n");
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -41,9 +71,11 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (name === "--version" || name === "-v") {
-    console.log(
-      `lora ${version()} (backend ${backend().name}, ${getThreads()} thread(s), Node ${process.versions.node})`,
-    );
+    console.log(`lora ${version()} (${backendLine()}, Node ${process.versions.node})`);
+    return 0;
+  }
+  if (name === "doctor") {
+    console.log(doctor());
     return 0;
   }
   const cmd = COMMANDS.find((c) => c.name === name);

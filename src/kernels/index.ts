@@ -1,8 +1,9 @@
 /**
- * Backend selection. The default is the fastest available: "wasm" (WebAssembly SIMD128) wherever the
- * engine validates SIMD, else "ref". LORA_BACKEND=<name> picks one explicitly (LORA_BACKEND=ref keeps
- * the plain-TypeScript oracle). Node entries import kernels/wasm/node/pool.ts, which re-registers "wasm"
- * as the worker-thread variant.
+ * Backend selection. The default is the fastest available: "native" (the C++ addon, Node only, when it
+ * was built), else "wasm" (WebAssembly SIMD128) wherever the engine validates SIMD, else "ref".
+ * LORA_BACKEND=<name> picks one explicitly (LORA_BACKEND=ref keeps the plain-TypeScript oracle). Node
+ * entries import kernels/node/index.ts, which registers "native" and re-registers "wasm" as the
+ * worker-thread variant.
  */
 import type { Backend } from "./backend.js";
 import { refBackend } from "./ref/index.js";
@@ -40,9 +41,12 @@ export function setBackend(backend: Backend | string): Backend {
   return backend;
 }
 
-/** The active backend: LORA_BACKEND if set, else wasm where SIMD validates, else ref. */
+/** Fastest first: the default is the first of these that is registered. */
+const PREFERENCE = ["native", "wasm", "ref"];
+
+/** The active backend: LORA_BACKEND if set, else the fastest registered (native, wasm, then ref). */
 export function backend(): Backend {
   if (active) return active;
   const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env;
-  return setBackend(env?.LORA_BACKEND || (registry.has("wasm") ? "wasm" : "ref"));
+  return setBackend(env?.LORA_BACKEND || PREFERENCE.find((name) => registry.has(name))!);
 }

@@ -1,9 +1,10 @@
-/** Backend selection: wasm by default where SIMD validates, LORA_BACKEND overrides; the pool lets the process exit. */
+/** Backend selection: native, then wasm where SIMD validates, then ref; LORA_BACKEND overrides; the pool lets the process exit. */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { it } from "node:test";
 import { availableBackends, backend } from "../../src/kernels/index.js";
+import { nativeAddon } from "../../src/kernels/native/node/addon.js";
 import { wasmAvailable } from "../../src/kernels/wasm/index.js";
 import { repoRoot } from "../helpers.js";
 
@@ -28,4 +29,24 @@ it("a process that used the worker pool exits on its own (workers are unref'd)",
     env: { ...process.env, LORA_BACKEND: "" },
   });
   assert.equal(stdout.trim(), "256");
+});
+
+it("the Node entry prefers native when its addon loads; without it, wasm, and lora --version says why", () => {
+  const cli = join(repoRoot, "dist/src/cli/main.js");
+  const run = (env: Record<string, string>) =>
+    execFileSync(process.execPath, [cli, "--version"], {
+      encoding: "utf8",
+      env: { ...process.env, LORA_BACKEND: "", ...env },
+    });
+  const plain = run({});
+  if (nativeAddon()) assert.match(plain, /backend native (avx512|avx2|generic)/);
+  else assert.match(plain, /backend wasm.*native unavailable: /);
+  const off = run({ LORA_NATIVE: "0" });
+  assert.match(off, /backend wasm, \d+ thread\(s\); native unavailable: disabled by LORA_NATIVE=0/);
+  const doctor = execFileSync(process.execPath, [cli, "doctor"], {
+    encoding: "utf8",
+    env: { ...process.env, LORA_NATIVE: "0" },
+  });
+  assert.match(doctor, /native: {4}not available: disabled by LORA_NATIVE=0/);
+  assert.match(doctor, /available: ref, wasm/);
 });

@@ -1,0 +1,297 @@
+// N-API glue: each export unpacks typed arrays (pointers into the JS heap: no copies) and numbers, and
+// calls the kernel. Argument order follows src/kernels/backend.ts; null is allowed where it allows null.
+#include <node_api.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "gemm.h"
+#include "ops.h"
+#include "pool.h"
+
+namespace lora {
+namespace {
+
+struct Args {
+  napi_env env;
+  napi_value v[20];
+  size_t n = 20;
+  Args(napi_env e, napi_callback_info info) : env(e) { napi_get_cb_info(e, info, &n, v, nullptr, nullptr); }
+
+  void* ptr(size_t i, size_t* len = nullptr) {
+    napi_valuetype t;
+    napi_typeof(env, v[i], &t);
+    if (t == napi_null || t == napi_undefined) {
+      if (len) *len = 0;
+      return nullptr;
+    }
+    napi_typedarray_type type;
+    size_t length;
+    void* data;
+    napi_value buf;
+    size_t off;
+    if (napi_get_typedarray_info(env, v[i], &type, &length, &data, &buf, &off) != napi_ok) {
+      napi_throw_type_error(env, nullptr, "lora_native: expected a typed array");
+      return nullptr;
+    }
+    if (len) *len = length;
+    return data;
+  }
+  float* f(size_t i) { return (float*)ptr(i); }
+  const int32_t* ids(size_t i) { return (const int32_t*)ptr(i); }
+  double d(size_t i) {
+    double x = 0;
+    napi_get_value_double(env, v[i], &x);
+    return x;
+  }
+  long l(size_t i) { return (long)d(i); }
+  bool b(size_t i) {
+    bool x = false;
+    napi_get_value_bool(env, v[i], &x);
+    return x;
+  }
+  size_t len(size_t i) {
+    size_t n = 0;
+    ptr(i, &n);
+    return n;
+  }
+};
+
+#define FN(name) napi_value name(napi_env env, napi_callback_info info)
+
+// matmul(out, a, b, btype, batch, M, N, K, transA, transB, strideA, strideB, strideOut, accumulate)
+FN(Matmul) {
+  Args a(env, info);
+  GemmArgs g;
+  g.C = a.f(0);
+  g.A = a.f(1);
+  g.B = a.ptr(2);
+  g.btype = (int)a.l(3);
+  g.batch = (int)a.l(4);
+  g.M = (int)a.l(5);
+  g.N = (int)a.l(6);
+  g.K = (int)a.l(7);
+  bool tA = a.b(8), tB = a.b(9);
+  g.strideA = a.l(10);
+  g.strideB = a.l(11);
+  g.strideC = a.l(12);
+  g.accumulate = a.b(13);
+  g.rsA = tA ? 1 : g.K;
+  g.csA = tA ? g.M : 1;
+  g.rsB = tB ? 1 : g.N;
+  g.csB = tB ? g.K : 1;
+  g.ldc = g.N;
+  gemm(g);
+  return nullptr;
+}
+
+// dims: Float64Array [shape..., aStrides..., bStrides...]
+void unpack_dims(Args& a, size_t i, int parts, int* nd, std::vector<long>& out) {
+  size_t n = a.len(i);
+  const double* p = (const double*)a.ptr(i);
+  *nd = (int)(n / parts);
+  out.assign(p, p + n);
+}
+
+FN(Binary) {
+  Args a(env, info);
+  int nd;
+  std::vector<long> dims;
+  unpack_dims(a, 4, 3, &nd, dims);
+  binary(a.b(0), a.f(1), a.f(2), a.f(3), nd, dims.data(), dims.data() + nd, dims.data() + 2 * nd);
+  return nullptr;
+}
+
+FN(SumTo) {
+  Args a(env, info);
+  int nd;
+  std::vector<long> dims;
+  unpack_dims(a, 2, 2, &nd, dims);
+  sum_to(a.f(0), (long)a.len(0), a.f(1), nd, dims.data(), dims.data() + nd);
+  return nullptr;
+}
+
+FN(Scale) {
+  Args a(env, info);
+  scale(a.f(0), a.f(1), (long)a.len(1), (float)a.d(2));
+  return nullptr;
+}
+
+FN(Slice) {
+  Args a(env, info);
+  slice(a.f(0), a.f(1), a.l(2), a.l(3), a.l(4), a.l(5));
+  return nullptr;
+}
+
+FN(SliceBackward) {
+  Args a(env, info);
+  slice_backward(a.f(0), a.f(1), a.l(2), a.l(3), a.l(4), a.l(5));
+  return nullptr;
+}
+
+// embeddingForward(out, weight, btype, ids, C)
+FN(EmbeddingForward) {
+  Args a(env, info);
+  long C = a.l(4);
+  embedding_forward(a.f(0), a.ptr(1), (int)a.l(2), a.ids(3), (long)a.len(3), C);
+  return nullptr;
+}
+
+FN(EmbeddingBackward) {
+  Args a(env, info);
+  embedding_backward(a.f(0), a.f(1), a.ids(2), (long)a.len(2), a.l(3));
+  return nullptr;
+}
+
+FN(LayerNormForward) {
+  Args a(env, info);
+  layernorm_forward(a.f(0), a.f(1), a.f(2), a.f(3), a.f(4), a.f(5), a.l(6), a.l(7), (float)a.d(8));
+  return nullptr;
+}
+
+FN(LayerNormBackward) {
+  Args a(env, info);
+  layernorm_backward(a.f(0), a.f(1), a.f(2), a.f(3), a.f(4), a.f(5), a.f(6), a.f(7), a.l(8), a.l(9));
+  return nullptr;
+}
+
+FN(RmsNormForward) {
+  Args a(env, info);
+  rmsnorm_forward(a.f(0), a.f(1), a.f(2), a.f(3), a.l(4), a.l(5), (float)a.d(6));
+  return nullptr;
+}
+
+FN(RmsNormBackward) {
+  Args a(env, info);
+  rmsnorm_backward(a.f(0), a.f(1), a.f(2), a.f(3), a.f(4), a.f(5), a.l(6), a.l(7));
+  return nullptr;
+}
+
+#define UNARY(Name, fn)                      \
+  FN(Name) {                                 \
+    Args a(env, info);                       \
+    fn(a.f(0), a.f(1), (long)a.len(1));      \
+    return nullptr;                          \
+  }
+#define UNARY_BWD(Name, fn)                       \
+  FN(Name) {                                      \
+    Args a(env, info);                            \
+    fn(a.f(0), a.f(1), a.f(2), (long)a.len(2));   \
+    return nullptr;                               \
+  }
+UNARY(GeluForward, gelu_forward)
+UNARY_BWD(GeluBackward, gelu_backward)
+UNARY(SiluForward, silu_forward)
+UNARY_BWD(SiluBackward, silu_backward)
+
+FN(SoftmaxForward) {
+  Args a(env, info);
+  softmax_forward(a.f(0), a.f(1), a.l(2), a.l(3));
+  return nullptr;
+}
+
+FN(SoftmaxBackward) {
+  Args a(env, info);
+  softmax_backward(a.f(0), a.f(1), a.f(2), a.l(3), a.l(4));
+  return nullptr;
+}
+
+FN(Rope) {
+  Args a(env, info);
+  rope(a.f(0), a.f(1), a.l(2), a.l(3), a.l(4), a.l(5), a.l(6), a.d(7), a.b(8));
+  return nullptr;
+}
+
+AttnDims attn_dims(Args& a, size_t i) {
+  return {a.l(i), a.l(i + 1), a.l(i + 2), a.l(i + 3), a.l(i + 4), a.l(i + 5), a.b(i + 6)};
+}
+
+FN(AttentionForward) {
+  Args a(env, info);
+  attention_forward(a.f(0), a.f(1), a.f(2), a.f(3), a.f(4), attn_dims(a, 5));
+  return nullptr;
+}
+
+FN(AttentionBackward) {
+  Args a(env, info);
+  attention_backward(a.f(0), a.f(1), a.f(2), a.f(3), a.f(4), a.f(5), a.f(6), a.f(7), attn_dims(a, 8));
+  return nullptr;
+}
+
+FN(CrossEntropyForward) {
+  Args a(env, info);
+  cross_entropy_forward(a.f(0), a.f(1), a.f(2), a.ids(3), a.l(4), a.l(5));
+  return nullptr;
+}
+
+FN(CrossEntropyBackward) {
+  Args a(env, info);
+  cross_entropy_backward(a.f(0), a.f(1), a.f(2), a.ids(3), a.l(4), a.l(5), (float)a.d(6));
+  return nullptr;
+}
+
+// adamw(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step)
+FN(AdamW) {
+  Args a(env, info);
+  adamw(a.f(0), a.f(1), a.f(2), a.f(3), (long)a.len(0), a.d(4), a.d(5), a.d(6), a.d(7), a.d(8), a.d(9));
+  return nullptr;
+}
+
+FN(SetThreads) {
+  Args a(env, info);
+  set_threads((int)a.l(0));
+  return nullptr;
+}
+
+FN(Info) {
+  napi_value o, isa, bf, th;
+  napi_create_object(env, &o);
+  napi_create_string_utf8(env, gemm_isa(), NAPI_AUTO_LENGTH, &isa);
+  napi_get_boolean(env, gemm_native_bf16(), &bf);
+  napi_create_int32(env, get_threads(), &th);
+  napi_set_named_property(env, o, "isa", isa);
+  napi_set_named_property(env, o, "bf16", bf);
+  napi_set_named_property(env, o, "threads", th);
+  (void)info;
+  return o;
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  napi_property_descriptor p[] = {
+#define E(name, fn) {name, nullptr, fn, nullptr, nullptr, nullptr, napi_default, nullptr}
+      E("matmul", Matmul),
+      E("binary", Binary),
+      E("sumTo", SumTo),
+      E("scale", Scale),
+      E("slice", Slice),
+      E("sliceBackward", SliceBackward),
+      E("embeddingForward", EmbeddingForward),
+      E("embeddingBackward", EmbeddingBackward),
+      E("layerNormForward", LayerNormForward),
+      E("layerNormBackward", LayerNormBackward),
+      E("rmsNormForward", RmsNormForward),
+      E("rmsNormBackward", RmsNormBackward),
+      E("geluForward", GeluForward),
+      E("geluBackward", GeluBackward),
+      E("siluForward", SiluForward),
+      E("siluBackward", SiluBackward),
+      E("softmaxForward", SoftmaxForward),
+      E("softmaxBackward", SoftmaxBackward),
+      E("rope", Rope),
+      E("attentionForward", AttentionForward),
+      E("attentionBackward", AttentionBackward),
+      E("crossEntropyForward", CrossEntropyForward),
+      E("crossEntropyBackward", CrossEntropyBackward),
+      E("adamw", AdamW),
+      E("setThreads", SetThreads),
+      E("info", Info),
+#undef E
+  };
+  napi_define_properties(env, exports, sizeof(p) / sizeof(p[0]), p);
+  return exports;
+}
+
+}  // namespace
+}  // namespace lora
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, lora::Init)

@@ -1,0 +1,455 @@
+// Elementwise, norm, softmax, rope, embedding, cross-entropy and AdamW kernels. Rows split between threads;
+// reductions over rows (dweight, dbias, sumTo) use fixed row blocks summed in order, so results do not
+// depend on the thread count.
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "gemm.h"
+#include "ops.h"
+#include "pool.h"
+#include "simd.h"
+
+namespace lora {
+namespace {
+
+constexpr long GRAIN = 1 << 15;  // elements per thread below which a split costs more than it saves
+constexpr long BLOCK = 32;       // rows per partial sum of a row reduction
+
+// fn(r0, r1) over row ranges, split when rows * cost is large enough
+template <class F>
+void rows(long N, long cost, F fn) {
+  long grain = GRAIN / (cost > 0 ? cost : 1);
+  parallel_range(N, grain > 0 ? grain : 1, 1, [&](long a, long b) { fn(a, b); });
+}
+
+template <class F>
+void elems(long n, F fn) {
+  parallel_range(n, GRAIN, 16, [&](long a, long b) { fn(a, b); });
+}
+
+// Adds the per-block partials [nb][C] into out[C] in block order.
+void add_partials(float* out, const std::vector<float>& part, long nb, long C) {
+  for (long b = 0; b < nb; b++)
+    for (long c = 0; c < C; c++) out[c] += part[b * C + c];
+}
+
+LORA_CLONES void scale_loop(float* out, const float* x, long n, float s) {
+  SIMD
+  for (long i = 0; i < n; i++) out[i] = s * x[i];
+}
+
+LORA_CLONES void add_loop(float* o, const float* a, long sa, const float* b, long sb, long n) {
+  if (sa == 1 && sb == 1)
+    SIMD for (long i = 0; i < n; i++) o[i] = a[i] + b[i];
+  else if (sa == 1 && sb == 0)
+    SIMD for (long i = 0; i < n; i++) o[i] = a[i] + b[0];
+  else
+    SIMD for (long i = 0; i < n; i++) o[i] = a[i * sa] + b[i * sb];
+}
+
+LORA_CLONES void mul_loop(float* o, const float* a, long sa, const float* b, long sb, long n) {
+  if (sa == 1 && sb == 1)
+    SIMD for (long i = 0; i < n; i++) o[i] = a[i] * b[i];
+  else if (sa == 1 && sb == 0)
+    SIMD for (long i = 0; i < n; i++) o[i] = a[i] * b[0];
+  else
+    SIMD for (long i = 0; i < n; i++) o[i] = a[i * sa] * b[i * sb];
+}
+
+constexpr float GELU_K = 0.7978845608028654f;  // sqrt(2 / pi)
+
+LORA_CLONES void gelu_fwd(float* out, const float* x, long n) {
+  SIMD
+  for (long i = 0; i < n; i++) {
+    float v = x[i];
+    float t = 1.0f - 2.0f / (vexp(2.0f * GELU_K * (v + 0.044715f * v * v * v)) + 1.0f);
+    out[i] = 0.5f * v * (1.0f + t);
+  }
+}
+
+LORA_CLONES void gelu_bwd(float* dx, const float* dout, const float* x, long n) {
+  SIMD
+  for (long i = 0; i < n; i++) {
+    float v = x[i];
+    float t = 1.0f - 2.0f / (vexp(2.0f * GELU_K * (v + 0.044715f * v * v * v)) + 1.0f);
+    float dt = (1.0f - t * t) * GELU_K * (1.0f + 3.0f * 0.044715f * v * v);
+    dx[i] = dout[i] * (0.5f * (1.0f + t) + 0.5f * v * dt);
+  }
+}
+
+LORA_CLONES void silu_fwd(float* out, const float* x, long n) {
+  SIMD
+  for (long i = 0; i < n; i++) out[i] = x[i] / (1.0f + vexp(-x[i]));
+}
+
+LORA_CLONES void silu_bwd(float* dx, const float* dout, const float* x, long n) {
+  SIMD
+  for (long i = 0; i < n; i++) {
+    float s = 1.0f / (1.0f + vexp(-x[i]));
+    dx[i] = dout[i] * s * (1.0f + x[i] * (1.0f - s));
+  }
+}
+
+// max of a row; NaN anywhere gives NaN (so a poisoned row is never silently finite)
+LORA_CLONES float row_max(const float* x, long n) {
+  float m = -__builtin_inff();
+  int nan = 0;
+#pragma omp simd reduction(max : m) reduction(| : nan)
+  for (long i = 0; i < n; i++) {
+    m = x[i] > m ? x[i] : m;
+    nan |= x[i] != x[i];
+  }
+  return nan ? __builtin_nanf("") : m;
+}
+
+// out[i] = exp(x[i] - m), returns the sum (f32 lanes, then f64 across)
+LORA_CLONES double exp_sum(float* out, const float* x, long n, float m) {
+  float s = 0;
+  if (out) {
+#pragma omp simd reduction(+ : s)
+    for (long i = 0; i < n; i++) {
+      out[i] = vexp(x[i] - m);
+      s += out[i];
+    }
+  } else {
+#pragma omp simd reduction(+ : s)
+    for (long i = 0; i < n; i++) s += vexp(x[i] - m);
+  }
+  return s;
+}
+
+LORA_CLONES void softmax_rows(float* out, const float* x, long r0, long r1, long C) {
+  for (long r = r0; r < r1; r++) {
+    const float* xr = x + r * C;
+    float* o = out + r * C;
+    float inv = (float)(1.0 / exp_sum(o, xr, C, row_max(xr, C)));
+    SIMD for (long c = 0; c < C; c++) o[c] *= inv;
+  }
+}
+
+LORA_CLONES void adamw_loop(float* p, const float* g, float* m, float* v, long n, float b1, float b2, float c1,
+                            float c2, float lr, float decay, float eps) {
+  SIMD
+  for (long i = 0; i < n; i++) {
+    float gi = g[i];
+    float mi = b1 * m[i] + (1.0f - b1) * gi;
+    float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = p[i] - decay * p[i] - lr * (mi * c1) / (std::sqrt(vi * c2) + eps);
+  }
+}
+
+}  // namespace
+
+void scale(float* out, const float* x, long n, float s) {
+  elems(n, [&](long a, long b) { scale_loop(out + a, x + a, b - a, s); });
+}
+
+void binary(bool mul, float* out, const float* a, const float* b, int nd, const long* shape, const long* as,
+            const long* bs) {
+  long total = 1;
+  for (int d = 0; d < nd; d++) total *= shape[d];
+  if (total == 0) return;
+  long inner = nd > 0 ? shape[nd - 1] : 1;
+  long sa = nd > 0 ? as[nd - 1] : 0, sb = nd > 0 ? bs[nd - 1] : 0;
+  long outer = total / inner;
+  rows(outer, inner, [&](long r0, long r1) {
+    for (long r = r0; r < r1; r++) {
+      long ia = 0, ib = 0, rem = r;
+      for (int d = nd - 2; d >= 0; d--) {
+        long i = rem % shape[d];
+        rem /= shape[d];
+        ia += i * as[d];
+        ib += i * bs[d];
+      }
+      if (mul)
+        mul_loop(out + r * inner, a + ia, sa, b + ib, sb, inner);
+      else
+        add_loop(out + r * inner, a + ia, sa, b + ib, sb, inner);
+    }
+  });
+}
+
+void sum_to(float* out, long outLen, const float* g, int nd, const long* shape, const long* os) {
+  std::memset(out, 0, sizeof(float) * outLen);
+  long total = 1;
+  for (int d = 0; d < nd; d++) total *= shape[d];
+  if (total == 0) return;
+  long inner = nd > 0 ? shape[nd - 1] : 1;
+  long so = nd > 0 ? os[nd - 1] : 0;
+  long outer = total / inner;
+  auto offset = [&](long r) {
+    long io = 0, rem = r;
+    for (int d = nd - 2; d >= 0; d--) {
+      io += (rem % shape[d]) * os[d];
+      rem /= shape[d];
+    }
+    return io;
+  };
+  // the common case, a bias gradient: rows [outer, inner] summed into [inner]; fixed blocks of rows
+  bool rowsum = so == 1 && outLen == inner;
+  for (int d = 0; d < nd - 1 && rowsum; d++) rowsum = os[d] == 0;
+  if (rowsum) {
+    long nb = (outer + BLOCK - 1) / BLOCK;
+    std::vector<float> part(nb * inner, 0.0f);
+    parallel_range(nb, 1, 1, [&](long b0, long b1) {
+      for (long blk = b0; blk < b1; blk++) {
+        float* p = part.data() + blk * inner;
+        for (long r = blk * BLOCK; r < outer && r < (blk + 1) * BLOCK; r++)
+          for (long c = 0; c < inner; c++) p[c] += g[r * inner + c];
+      }
+    });
+    add_partials(out, part, nb, inner);
+    return;
+  }
+  for (long r = 0; r < outer; r++) {
+    float* o = out + offset(r);
+    const float* gr = g + r * inner;
+    if (so == 0) {
+      float s = 0;
+      for (long c = 0; c < inner; c++) s += gr[c];
+      o[0] += s;
+    } else {
+      for (long c = 0; c < inner; c++) o[c * so] += gr[c];
+    }
+  }
+}
+
+void slice(float* out, const float* x, long R, long C, long start, long len) {
+  rows(R, len, [&](long r0, long r1) {
+    for (long r = r0; r < r1; r++) std::memcpy(out + r * len, x + r * C + start, sizeof(float) * len);
+  });
+}
+
+void slice_backward(float* dx, const float* dout, long R, long C, long start, long len) {
+  rows(R, len, [&](long r0, long r1) {
+    for (long r = r0; r < r1; r++) add_loop(dx + r * C + start, dx + r * C + start, 1, dout + r * len, 1, len);
+  });
+}
+
+void embedding_forward(float* out, const void* weight, int bt, const int32_t* ids, long N, long C) {
+  rows(N, C, [&](long r0, long r1) {
+    for (long n = r0; n < r1; n++) {
+      long row = (long)ids[n] * C;
+      if (bt == B_F32) {
+        std::memcpy(out + n * C, (const float*)weight + row, sizeof(float) * C);
+      } else {
+        // decode through the GEMM's exact converters: a 1 x C "product" would round; copy bits instead
+        const uint16_t* h = (const uint16_t*)weight + row;
+        for (long c = 0; c < C; c++) {
+          if (bt == B_BF16) {
+            uint32_t u = (uint32_t)h[c] << 16;
+            std::memcpy(out + n * C + c, &u, 4);
+          } else {
+            uint32_t s = (h[c] & 0x8000u) << 16, e = (h[c] >> 10) & 0x1f, m = h[c] & 0x3ff;
+            float f;
+            if (e == 0) {
+              f = (float)m * 5.9604644775390625e-8f;
+              f = s ? -f : f;
+            } else {
+              uint32_t u = e == 0x1f ? (s | 0x7f800000u | (m << 13)) : (s | ((e + 112) << 23) | (m << 13));
+              std::memcpy(&f, &u, 4);
+            }
+            out[n * C + c] = f;
+          }
+        }
+      }
+    }
+  });
+}
+
+void embedding_backward(float* dweight, const float* dout, const int32_t* ids, long N, long C) {
+  // rows may repeat: split by columns, each thread walks every n in order
+  parallel_range(C, GRAIN / (N > 0 ? N : 1) + 16, 16, [&](long c0, long c1) {
+    for (long n = 0; n < N; n++) {
+      float* d = dweight + (long)ids[n] * C;
+      const float* g = dout + n * C;
+      for (long c = c0; c < c1; c++) d[c] += g[c];
+    }
+  });
+}
+
+void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, long N,
+                       long C, float eps) {
+  rows(N, C, [&](long r0, long r1) {
+    for (long n = r0; n < r1; n++) {
+      const float* xr = x + n * C;
+      double m = 0;
+      for (long c = 0; c < C; c++) m += xr[c];
+      m /= C;
+      double v = 0;
+      for (long c = 0; c < C; c++) v += (xr[c] - m) * (xr[c] - m);
+      float s = (float)(1.0 / std::sqrt(v / C + eps));
+      float mf = (float)m;
+      float* o = out + n * C;
+      for (long c = 0; c < C; c++) o[c] = (xr[c] - mf) * s * w[c] + b[c];
+      mean[n] = mf;
+      rstd[n] = s;
+    }
+  });
+}
+
+void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x, const float* w,
+                        const float* mean, const float* rstd, long N, long C) {
+  long nb = (N + BLOCK - 1) / BLOCK;
+  std::vector<float> pw(dw ? nb * C : 0, 0.0f), pb(db ? nb * C : 0, 0.0f);
+  parallel_range(nb, GRAIN / (BLOCK * C) + 1, 1, [&](long b0, long b1) {
+    for (long blk = b0; blk < b1; blk++) {
+      for (long n = blk * BLOCK; n < N && n < (blk + 1) * BLOCK; n++) {
+        const float* xr = x + n * C;
+        const float* g = dout + n * C;
+        float m = mean[n], s = rstd[n];
+        float dm = 0, dmx = 0;
+        for (long c = 0; c < C; c++) {
+          float xhat = (xr[c] - m) * s;
+          float dn = g[c] * w[c];
+          dm += dn;
+          dmx += dn * xhat;
+        }
+        if (dw)
+          for (long c = 0; c < C; c++) pw[blk * C + c] += g[c] * (xr[c] - m) * s;
+        if (db)
+          for (long c = 0; c < C; c++) pb[blk * C + c] += g[c];
+        dm /= C;
+        dmx /= C;
+        if (dx)
+          for (long c = 0; c < C; c++) dx[n * C + c] = s * (g[c] * w[c] - dm - (xr[c] - m) * s * dmx);
+      }
+    }
+  });
+  if (dw) add_partials(dw, pw, nb, C);
+  if (db) add_partials(db, pb, nb, C);
+}
+
+void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, long N, long C, float eps) {
+  rows(N, C, [&](long r0, long r1) {
+    for (long n = r0; n < r1; n++) {
+      const float* xr = x + n * C;
+      double ss = 0;
+      for (long c = 0; c < C; c++) ss += (double)xr[c] * xr[c];
+      float s = (float)(1.0 / std::sqrt(ss / C + eps));
+      for (long c = 0; c < C; c++) out[n * C + c] = xr[c] * s * w[c];
+      rstd[n] = s;
+    }
+  });
+}
+
+void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
+                      long N, long C) {
+  long nb = (N + BLOCK - 1) / BLOCK;
+  std::vector<float> pw(dw ? nb * C : 0, 0.0f);
+  parallel_range(nb, GRAIN / (BLOCK * C) + 1, 1, [&](long b0, long b1) {
+    for (long blk = b0; blk < b1; blk++) {
+      for (long n = blk * BLOCK; n < N && n < (blk + 1) * BLOCK; n++) {
+        const float* xr = x + n * C;
+        const float* g = dout + n * C;
+        float s = rstd[n], dmx = 0;
+        for (long c = 0; c < C; c++) dmx += g[c] * w[c] * xr[c] * s;
+        if (dw)
+          for (long c = 0; c < C; c++) pw[blk * C + c] += g[c] * xr[c] * s;
+        dmx /= C;
+        if (dx)
+          for (long c = 0; c < C; c++) dx[n * C + c] = s * (g[c] * w[c] - xr[c] * s * dmx);
+      }
+    }
+  });
+  if (dw) add_partials(dw, pw, nb, C);
+}
+
+void gelu_forward(float* out, const float* x, long n) {
+  elems(n, [&](long a, long b) { gelu_fwd(out + a, x + a, b - a); });
+}
+void gelu_backward(float* dx, const float* dout, const float* x, long n) {
+  elems(n, [&](long a, long b) { gelu_bwd(dx + a, dout + a, x + a, b - a); });
+}
+void silu_forward(float* out, const float* x, long n) {
+  elems(n, [&](long a, long b) { silu_fwd(out + a, x + a, b - a); });
+}
+void silu_backward(float* dx, const float* dout, const float* x, long n) {
+  elems(n, [&](long a, long b) { silu_bwd(dx + a, dout + a, x + a, b - a); });
+}
+
+void softmax_forward(float* out, const float* x, long N, long C) {
+  rows(N, C * 4, [&](long r0, long r1) { softmax_rows(out, x, r0, r1, C); });
+}
+
+void softmax_backward(float* dx, const float* dout, const float* y, long N, long C) {
+  rows(N, C, [&](long r0, long r1) {
+    for (long n = r0; n < r1; n++) {
+      const float *g = dout + n * C, *yr = y + n * C;
+      double dot = 0;
+      for (long c = 0; c < C; c++) dot += g[c] * yr[c];
+      float d = (float)dot;
+      for (long c = 0; c < C; c++) dx[n * C + c] = yr[c] * (g[c] - d);
+    }
+  });
+}
+
+void rope(float* out, const float* x, long B, long T, long H, long D, long offset, double theta, bool inverse) {
+  long half = D / 2;
+  double sign = inverse ? -1.0 : 1.0;
+  rows(T, B * H * D * 4, [&](long t0, long t1) {
+    std::vector<double> cs(half), sn(half);
+    for (long t = t0; t < t1; t++) {
+      double pos = (double)(offset + t);
+      for (long i = 0; i < half; i++) {
+        double angle = pos * std::pow(theta, (-2.0 * i) / D);
+        cs[i] = std::cos(angle);
+        sn[i] = sign * std::sin(angle);
+      }
+      for (long b = 0; b < B; b++)
+        for (long h = 0; h < H; h++) {
+          long o = ((b * T + t) * H + h) * D;
+          for (long i = 0; i < half; i++) {
+            double x1 = x[o + i], x2 = x[o + i + half];
+            out[o + i] = (float)(x1 * cs[i] - x2 * sn[i]);
+            out[o + i + half] = (float)(x2 * cs[i] + x1 * sn[i]);
+          }
+        }
+    }
+  });
+}
+
+void cross_entropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets, long N, long V) {
+  rows(N, V * 4, [&](long r0, long r1) {
+    for (long n = r0; n < r1; n++) {
+      const float* l = logits + n * V;
+      float m = row_max(l, V);
+      float s = (float)(m + std::log(exp_sum(nullptr, l, V, m)));
+      lse[n] = s;
+      int t = targets[n];
+      losses[n] = t < 0 ? 0.0f : s - l[t];
+    }
+  });
+}
+
+void cross_entropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets, long N,
+                            long V, float scale) {
+  rows(N, V * 4, [&](long r0, long r1) {
+    for (long n = r0; n < r1; n++) {
+      float* d = dlogits + n * V;
+      int t = targets[n];
+      if (t < 0) {
+        std::memset(d, 0, sizeof(float) * V);
+        continue;
+      }
+      exp_sum(d, logits + n * V, V, lse[n]);
+      scale_loop(d, d, V, scale);
+      d[t] -= scale;
+    }
+  });
+}
+
+void adamw(float* p, const float* g, float* m, float* v, long n, double lr, double beta1, double beta2, double eps,
+           double wd, double step) {
+  float c1 = (float)(1.0 / (1.0 - std::pow(beta1, step)));
+  float c2 = (float)(1.0 / (1.0 - std::pow(beta2, step)));
+  elems(n, [&](long a, long b) {
+    adamw_loop(p + a, g + a, m + a, v + a, b - a, (float)beta1, (float)beta2, c1, c2, (float)lr, (float)(lr * wd),
+               (float)eps);
+  });
+}
+
+}  // namespace lora

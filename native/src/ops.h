@@ -1,0 +1,52 @@
+// The fused and elementwise kernels of the native backend; shapes as in src/kernels/backend.ts.
+#pragma once
+#include <cstdint>
+
+namespace lora {
+
+// out[i] = a[i . aStrides] (+|*) b[i . bStrides] over outShape (nd <= 8)
+void binary(bool mul, float* out, const float* a, const float* b, int nd, const long* shape, const long* as,
+            const long* bs);
+// out (zeroed first) = sum of g over the dims where outStrides is 0
+void sum_to(float* out, long outLen, const float* g, int nd, const long* shape, const long* os);
+void scale(float* out, const float* x, long n, float s);
+// x: [rows, C] -> out: [rows, len]; backward accumulates
+void slice(float* out, const float* x, long rows, long C, long start, long len);
+void slice_backward(float* dx, const float* dout, long rows, long C, long start, long len);
+// weight: [V, C] (btype: 0 f32, 1 bf16, 2 f16) -> out: [N, C]
+void embedding_forward(float* out, const void* weight, int btype, const int32_t* ids, long N, long C);
+void embedding_backward(float* dweight, const float* dout, const int32_t* ids, long N, long C);
+
+void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, long N,
+                       long C, float eps);
+void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x, const float* w,
+                        const float* mean, const float* rstd, long N, long C);
+void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, long N, long C, float eps);
+void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
+                      long N, long C);
+
+void gelu_forward(float* out, const float* x, long n);
+void gelu_backward(float* dx, const float* dout, const float* x, long n);
+void silu_forward(float* out, const float* x, long n);
+void silu_backward(float* dx, const float* dout, const float* x, long n);
+void softmax_forward(float* out, const float* x, long N, long C);
+void softmax_backward(float* dx, const float* dout, const float* y, long N, long C);
+
+void rope(float* out, const float* x, long B, long T, long H, long D, long offset, double theta, bool inverse);
+
+void cross_entropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets, long N, long V);
+void cross_entropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets, long N,
+                            long V, float scale);
+
+void adamw(float* p, const float* g, float* m, float* v, long n, double lr, double beta1, double beta2, double eps,
+           double wd, double step);
+
+struct AttnDims {
+  long B, Tq, Tk, Hq, Hkv, D;
+  bool causal;
+};
+void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, const AttnDims& d);
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const float* att, const AttnDims& d);
+
+}  // namespace lora

@@ -1,0 +1,42 @@
+// Helpers for loops the compiler vectorizes: per-function CPU dispatch, and exp without libm calls.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+// Loops marked SIMD are vectorized (with -fopenmp-simd; no OpenMP runtime is used).
+#define SIMD _Pragma("omp simd")
+
+// Compile a hot loop for AVX-512, AVX2 and baseline, picked at load time (GCC function multiversioning).
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+#define LORA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define LORA_CLONES
+#endif
+
+namespace lora {
+
+// exp(x) in f32 to about 1 ulp, branch-free so loops vectorize: 2^n * p(r), r = x - n ln2 (Cody-Waite).
+// Below -87 it gives 0 (below 2^-125, far under any tolerance), above 88.7 +inf; NaN stays NaN.
+
+static inline float vexp(float x) {
+  float xc = x < -87.3f ? -87.3f : x;  // ternaries, not fminf: those vectorize without -ffast-math
+  xc = xc > 88.7f ? 88.7f : xc;
+  // round to nearest (even) by adding and removing 1.5 * 2^23: vectorizes where roundevenf does not
+  float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t e = ((int32_t)n + 126) << 23;  // 2^(n-1), then * 2: n = 128 stays finite
+  float y = p * __builtin_bit_cast(float, e) * 2.0f;
+  y = x < -87.3f ? 0.0f : y;
+  y = x > 88.7f ? __builtin_inff() : y;
+  return x != x ? x : y;
+}
+
+}  // namespace lora

@@ -1,0 +1,59 @@
+/**
+ * Loads the native addon (native/, built by `npm install` through node-gyp where a C++ compiler is
+ * present; see scripts/build-native.mjs). When it is missing or fails to load, `nativeAddon()` is null and
+ * `nativeStatus()` says why, so `lora doctor` and `lora --version` can tell the user.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+
+/** The addon's exports (native/src/addon.cc); argument order follows src/kernels/backend.ts. */
+export interface NativeAddon {
+  info(): { isa: string; bf16: boolean; threads: number };
+  setThreads(n: number): void;
+  matmul(...args: unknown[]): void;
+  binary(mul: boolean, out: Float32Array, a: Float32Array, b: Float32Array, dims: Float64Array): void;
+  sumTo(out: Float32Array, g: Float32Array, dims: Float64Array): void;
+  [kernel: string]: (...args: never[]) => unknown;
+}
+
+const root = new URL("../../../../../", import.meta.url);
+/** Where node-gyp puts the addon, and where the install script records why it is absent. */
+export const ADDON_PATH = fileURLToPath(new URL("native/build/Release/lora_native.node", root));
+export const STATUS_PATH = fileURLToPath(new URL("native/build-status.json", root));
+
+let loaded: { addon: NativeAddon | null; reason: string } | undefined;
+
+function load(): { addon: NativeAddon | null; reason: string } {
+  if (process.env.LORA_NATIVE === "0") return { addon: null, reason: "disabled by LORA_NATIVE=0" };
+  if (!existsSync(ADDON_PATH)) {
+    let why = "it was not built";
+    if (existsSync(STATUS_PATH)) {
+      const s = JSON.parse(readFileSync(STATUS_PATH, "utf8")) as { ok: boolean; reason?: string };
+      if (!s.ok && s.reason) why = `its build failed at install: ${s.reason}`;
+    }
+    return {
+      addon: null,
+      reason: `${why}; run \`npm run build:native\` (needs a C++ compiler and Python 3)`,
+    };
+  }
+  try {
+    return { addon: createRequire(import.meta.url)(ADDON_PATH) as NativeAddon, reason: "" };
+  } catch (e) {
+    return {
+      addon: null,
+      reason: `${ADDON_PATH} did not load (${(e as Error).message}); run \`npm run build:native\``,
+    };
+  }
+}
+
+export function nativeAddon(): NativeAddon | null {
+  loaded ??= load();
+  return loaded.addon;
+}
+
+/** Empty when the addon loaded; otherwise why not, and what to do. */
+export function nativeStatus(): string {
+  loaded ??= load();
+  return loaded.reason;
+}

@@ -1,0 +1,77 @@
+/**
+ * The native backend: C++ kernels (native/src) called on the tensors' own memory, with no copies, split
+ * between the addon's own threads. AVX-512 (with bf16 dot products where the CPU has AVX512_BF16), AVX2
+ * or portable C++ is chosen at load time by the addon.
+ */
+import { type Backend, isHalf, type WeightArray } from "../../backend.js";
+import type { NativeAddon } from "./addon.js";
+
+const BTYPE = { f32: 0, bf16: 1, f16: 2 } as const;
+
+function unpack(w: WeightArray): [Float32Array | Uint16Array, number] {
+  return isHalf(w) ? [w.bits, BTYPE[w.dtype]] : [w, BTYPE.f32];
+}
+
+export function createNativeBackend(k: NativeAddon): Backend {
+  // biome-ignore lint/suspicious/noExplicitAny: the addon's functions are untyped N-API exports
+  const n = k as any;
+  return {
+    name: "native",
+    fastBf16: k.info().bf16,
+    matmul(out, a, b, d) {
+      const [bits, btype] = unpack(b);
+      n.matmul(
+        out,
+        a,
+        bits,
+        btype,
+        d.batch,
+        d.M,
+        d.N,
+        d.K,
+        d.transA,
+        d.transB,
+        d.strideA,
+        d.strideB,
+        d.strideOut,
+        d.accumulate,
+      );
+    },
+    binary(op, out, a, b, shape, as, bs) {
+      n.binary(op === "mul", out, a, b, Float64Array.from([...shape, ...as, ...bs]));
+    },
+    sumTo(out, g, shape, os) {
+      n.sumTo(out, g, Float64Array.from([...shape, ...os]));
+    },
+    scale: (out, x, s) => n.scale(out, x, s),
+    slice: (...a) => n.slice(...a),
+    sliceBackward: (...a) => n.sliceBackward(...a),
+    embeddingForward(out, weight, ids, C) {
+      const [bits, btype] = unpack(weight);
+      n.embeddingForward(out, bits, btype, ids, C);
+    },
+    embeddingBackward: (...a) => n.embeddingBackward(...a),
+    layerNormForward: (...a) => n.layerNormForward(...a),
+    layerNormBackward: (...a) => n.layerNormBackward(...a),
+    rmsNormForward: (...a) => n.rmsNormForward(...a),
+    rmsNormBackward: (...a) => n.rmsNormBackward(...a),
+    geluForward: (...a) => n.geluForward(...a),
+    geluBackward: (...a) => n.geluBackward(...a),
+    siluForward: (...a) => n.siluForward(...a),
+    siluBackward: (...a) => n.siluBackward(...a),
+    softmaxForward: (...a) => n.softmaxForward(...a),
+    softmaxBackward: (...a) => n.softmaxBackward(...a),
+    rope: (...a) => n.rope(...a),
+    attentionForward(out, att, q, k2, v, d) {
+      n.attentionForward(out, att, q, k2, v, d.B, d.Tq, d.Tk, d.Hq, d.Hkv, d.D, d.causal);
+    },
+    attentionBackward(dq, dk, dv, dout, q, k2, v, att, d) {
+      n.attentionBackward(dq, dk, dv, dout, q, k2, v, att, d.B, d.Tq, d.Tk, d.Hq, d.Hkv, d.D, d.causal);
+    },
+    crossEntropyForward: (...a) => n.crossEntropyForward(...a),
+    crossEntropyBackward: (...a) => n.crossEntropyBackward(...a),
+    adamw(param, grad, m, v, p) {
+      n.adamw(param, grad, m, v, p.lr, p.beta1, p.beta2, p.eps, p.weightDecay, p.step);
+    },
+  };
+}
