@@ -15,6 +15,7 @@ import {
   backend,
   backward,
   buildModel,
+  castBaseWeights,
   createOptimizer,
   generate,
   languageModelLoss,
@@ -66,6 +67,7 @@ export function runStep(spec: StepSpec): ChildResult {
     },
     { rng: new Rng(spec.seed + 2) },
   );
+  castBaseWeights(model, spec.baseDtype ?? "f32"); // --base-dtype: the frozen weights' storage
   const trainable = model.trainableParameters();
   const initial = new Map(trainable.map(([name, t]) => [name, t.data.slice()]));
   const data = benchBatch(spec, model.vocabSize);

@@ -28,6 +28,7 @@ import {
   parameterReport,
   Rng,
   readDataset,
+  resolveBaseDtype,
   saveAdapter,
   saveModelFolder,
   tokenizeRow,
@@ -50,7 +51,9 @@ const title = (s: string) => console.log(`\n== ${s} ${"=".repeat(Math.max(0, 70 
 
 // 1. The model, the task, and LoRA's share of the parameters.
 title("1. Base model and LoRA");
-const base = loadModelFolder(args.model!);
+// frozen base weights in bf16 where the backend multiplies bf16 faster, else f32 (`--base-dtype auto`)
+const baseDtype = resolveBaseDtype("auto");
+const base = loadModelFolder(args.model!, { baseDtype });
 const { model, config } = base;
 const tokenizer = loadTokenizer(args.model!);
 const splits = readDataset(args.data!);
@@ -59,7 +62,7 @@ const tokenize = (rows: typeof splits.train) =>
 const trainRows = tokenize(splits.train);
 const heldOut = tokenize(splits.valid ?? splits.test ?? []);
 console.log(
-  `model: ${args.model} (${config.model_type}, ${config.num_hidden_layers} layers, width ${config.hidden_size}, vocabulary ${config.vocab_size}); backend ${backend().name}`,
+  `model: ${args.model} (${config.model_type}, ${config.num_hidden_layers} layers, width ${config.hidden_size}, vocabulary ${config.vocab_size}); backend ${backend().name}, base weights ${baseDtype}`,
 );
 console.log(`task: ${args.data}: ${trainRows.length} training rows, ${heldOut.length} held-out rows`);
 const lora: LoraConfig = {
@@ -124,11 +127,15 @@ loadAdapter(fresh.model, join(out, "adapter"), []);
 mergeLoRA(fresh.model);
 fuseLoRA(fresh.model);
 saveModelFolder(fresh.model, join(out, "merged"), base);
-const merged = evaluate(loadModelFolder(join(out, "merged")).model, heldOut);
+const merged = evaluate(loadModelFolder(join(out, "merged"), { baseDtype }).model, heldOut);
 show("merged model, held-out", merged);
-const agree = Math.abs(merged.loss - after.loss) <= 1e-4 * after.loss;
+// a 16-bit base rounds the merged weight once more, so it agrees to the 0.5% bf16 keeps to f32
+const [tol, tolText] = baseDtype === "f32" ? [1e-4, "1e-4"] : [5e-3, "0.5%"];
+const agree = Math.abs(merged.loss - after.loss) <= tol * after.loss;
 console.log(
-  agree ? "merged model = base + adapter (within 1e-4)" : "MISMATCH between merged model and base + adapter",
+  agree
+    ? `merged model = base + adapter (within ${tolText})`
+    : "MISMATCH between merged model and base + adapter",
 );
 
 title("Summary");

@@ -38,7 +38,7 @@ it("npm start's quick start runs the whole story on the embedded model (a short 
     "5. Save, merge",
   ])
     assert.match(r.stdout, new RegExp(`== ${section}`));
-  assert.match(r.stdout, /merged model = base \+ adapter \(within 1e-4\)/);
+  assert.match(r.stdout, /merged model = base \+ adapter \(within (1e-4|0\.5%)\)/);
   const [, before, after] = /held-out loss +([\d.]+) -> ([\d.]+)/.exec(r.stdout)!;
   assert.ok(Number(after) < Number(before), r.stdout);
 });

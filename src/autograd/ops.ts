@@ -11,6 +11,17 @@ import { needsTape, record } from "./tape.js";
 const empty = (shape: readonly number[]) => new Float32Array(numel(shape));
 const last = (t: Tensor) => t.shape[t.shape.length - 1]!;
 
+/** Refuses a 16-bit frozen weight (--base-dtype) in an op that only takes f32 tensors. */
+function floatOnly(op: string, ...inputs: Tensor[]): void {
+  for (const t of inputs) {
+    if (t.half) {
+      throw new Error(
+        `${op}: input ${shapeStr(t.shape)} is a ${t.dtype} frozen weight, which only matmul (as operand b) and embedding take; convert it with toFloat32() first, or load the model with --base-dtype f32`,
+      );
+    }
+  }
+}
+
 /** Batch/matrix dims of a matmul, shared by its forward and gradient rule. */
 export function matmulShapes(a: Tensor, b: Tensor, transA: boolean, transB: boolean) {
   check(
@@ -34,16 +45,25 @@ export function matmulShapes(a: Tensor, b: Tensor, transA: boolean, transB: bool
   return { batchDims, batch: numel(batchDims), M, N, K: Ka, bBroadcast };
 }
 
-/** op(a) @ op(b). a: [..., M, K] (or [..., K, M] with transA); b: [K, N] (or [N, K]), 2-D or batched like a. */
+/**
+ * op(a) @ op(b). a: [..., M, K] (or [..., K, M] with transA); b: [K, N] (or [N, K]), 2-D or batched like a.
+ * b may be a frozen 16-bit weight (with transA false): bf16 rounds a to bf16 for the products, f16 is
+ * decoded exactly (see the kernels' HalfArray); the gradient for a follows the same rule.
+ */
 export function matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean } = {}): Tensor {
   const transA = opts.transA ?? false;
   const transB = opts.transB ?? false;
+  floatOnly("matmul (operand a)", a);
+  check(
+    !(b.half && transA),
+    () => `matmul: a ${b.dtype} weight ${shapeStr(b.shape)} needs transA false (only x @ W is supported)`,
+  );
   const { batchDims, batch, M, N, K, bBroadcast } = matmulShapes(a, b, transA, transB);
   const outShape = [...batchDims, M, N];
   const out = empty(outShape);
   if (bBroadcast && !transA) {
     // fold the batch into the rows: [batch*M, K] @ [K, N]
-    backend().matmul(out, a.data, b.data, {
+    backend().matmul(out, a.data, b.weights(), {
       batch: 1,
       M: batch * M,
       N,
@@ -56,7 +76,7 @@ export function matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: 
       accumulate: false,
     });
   } else {
-    backend().matmul(out, a.data, b.data, {
+    backend().matmul(out, a.data, b.weights(), {
       batch,
       M,
       N,
@@ -73,6 +93,7 @@ export function matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: 
 }
 
 function broadcastBinary(op: "add" | "mul", a: Tensor, b: Tensor): Tensor {
+  floatOnly(op, a, b);
   const shape = broadcastShapes(a.shape, b.shape, op);
   const out = empty(shape);
   backend().binary(
@@ -94,6 +115,7 @@ export const mul = (a: Tensor, b: Tensor): Tensor => broadcastBinary("mul", a, b
 
 /** s * x for a constant s. */
 export function scale(x: Tensor, s: number): Tensor {
+  floatOnly("scale", x);
   const out = empty(x.shape);
   backend().scale(out, x.data, s);
   return record("scale", [x], new Tensor(out, x.shape), { s }, null);
@@ -101,6 +123,7 @@ export function scale(x: Tensor, s: number): Tensor {
 
 /** The sum of all elements, as a scalar of shape []. */
 export function sum(x: Tensor): Tensor {
+  floatOnly("sum", x);
   let s = 0;
   for (let i = 0; i < x.size; i++) s += x.data[i]!;
   return record("sum", [x], new Tensor(new Float32Array([s]), []), null, null);
@@ -108,6 +131,7 @@ export function sum(x: Tensor): Tensor {
 
 /** The same data under another shape (one dim may be -1). Shares storage with x. */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
+  floatOnly("reshape", x);
   const known = shape.filter((d) => d !== -1);
   const inferred = shape.length - known.length;
   check(inferred <= 1, () => `reshape: at most one -1 allowed, got ${shapeStr(shape)}`);
@@ -122,6 +146,7 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
 
 /** x[..., start:start+length] along the last dim. */
 export function slice(x: Tensor, start: number, length: number): Tensor {
+  floatOnly("slice", x);
   const C = last(x);
   check(
     Number.isInteger(start) && Number.isInteger(length) && start >= 0 && length >= 0 && start + length <= C,
@@ -151,7 +176,7 @@ export function embedding(
   }
   const shape = [...idsShape, C];
   const out = empty(shape);
-  backend().embeddingForward(out, weight.data, ids, C);
+  backend().embeddingForward(out, weight.weights(), ids, C); // a 16-bit table is decoded exactly
   return record("embedding", [weight], new Tensor(out, shape), { ids }, null);
 }
 
@@ -168,6 +193,7 @@ function checkNormParams(what: string, x: Tensor, ...params: Tensor[]): number {
 
 /** Layer norm over the last dim (biased variance), then * weight + bias. */
 export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps: number): Tensor {
+  floatOnly("layerNorm", x, weight, bias);
   const C = checkNormParams("layerNorm", x, weight, bias);
   const N = x.size / C;
   const out = empty(x.shape);
@@ -179,6 +205,7 @@ export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps: number):
 
 /** RMS norm over the last dim: x / sqrt(mean(x²) + eps) * weight (Llama's RMSNorm). */
 export function rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor {
+  floatOnly("rmsNorm", x, weight);
   const C = checkNormParams("rmsNorm", x, weight);
   const N = x.size / C;
   const out = empty(x.shape);
@@ -189,6 +216,7 @@ export function rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor {
 
 /** GELU, tanh approximation (GPT-2's gelu_new). */
 export function gelu(x: Tensor): Tensor {
+  floatOnly("gelu", x);
   const out = empty(x.shape);
   backend().geluForward(out, x.data);
   return record("gelu", [x], new Tensor(out, x.shape), null, null);
@@ -196,6 +224,7 @@ export function gelu(x: Tensor): Tensor {
 
 /** SiLU: x * sigmoid(x). */
 export function silu(x: Tensor): Tensor {
+  floatOnly("silu", x);
   const out = empty(x.shape);
   backend().siluForward(out, x.data);
   return record("silu", [x], new Tensor(out, x.shape), null, null);
@@ -203,6 +232,7 @@ export function silu(x: Tensor): Tensor {
 
 /** Softmax over the last dim. */
 export function softmax(x: Tensor): Tensor {
+  floatOnly("softmax", x);
   const C = last(x);
   const out = empty(x.shape);
   backend().softmaxForward(out, x.data, x.size / C, C);
@@ -211,6 +241,7 @@ export function softmax(x: Tensor): Tensor {
 
 /** Rotary position embedding (rotate-half convention) on x: [B, T, H, D] at positions offset.. */
 export function rope(x: Tensor, offset: number, theta: number): Tensor {
+  floatOnly("rope", x);
   check(
     x.ndim === 4 && last(x) % 2 === 0,
     () => `rope: x must be [B, T, H, D] with even D, got ${shapeStr(x.shape)}`,
@@ -240,6 +271,7 @@ export function attentionDims(q: Tensor, k: Tensor, v: Tensor, causal: boolean) 
 
 /** Scaled dot-product attention, grouped-query, causal by default. Returns [B, Tq, Hq, D]. */
 export function attention(q: Tensor, k: Tensor, v: Tensor, causal = true): Tensor {
+  floatOnly("attention", q, k, v);
   const d = attentionDims(q, k, v, causal);
   const out = empty(q.shape);
   const att = new Float32Array(d.B * d.Hq * d.Tq * d.Tk);
@@ -256,6 +288,7 @@ export function crossEntropy(
   targets: Int32Array,
   reduction: "mean" | "sum" = "mean",
 ): Tensor {
+  floatOnly("crossEntropy", logits);
   const V = last(logits);
   const N = logits.size / V;
   check(
@@ -280,6 +313,7 @@ export function crossEntropy(
 
 /** Inverted dropout: zeroes each value with probability p and scales the rest by 1/(1-p). */
 export function dropout(x: Tensor, p: number, rng: Rng): Tensor {
+  floatOnly("dropout", x);
   check(p >= 0 && p < 1, () => `dropout: p must be in [0, 1), got ${p}`);
   if (p === 0) return x;
   const mask = new Float32Array(x.size);
@@ -364,12 +398,12 @@ export function linearCrossEntropy(
       lse.subarray(r0, r0 + n),
       logits.subarray(0, n * V),
     ];
-    k.matmul(z, xs, weight.data, gemm(n, V, C, false, true)); // [n, V]
+    k.matmul(z, xs, weight.weights(), gemm(n, V, C, false, true)); // [n, V]; the weight may be 16-bit
     k.crossEntropyForward(losses.subarray(r0, r0 + n), ls, z, ts, n, V);
     if (!dlogits) continue;
     const dz = dlogits.subarray(0, n * V);
     k.crossEntropyBackward(dz, z, ls, ts, n, V, reduction === "mean" ? 1 / count : 1);
-    if (dx) k.matmul(dx.subarray(r0 * C, (r0 + n) * C), dz, weight.data, gemm(n, C, V, false, false));
+    if (dx) k.matmul(dx.subarray(r0 * C, (r0 + n) * C), dz, weight.weights(), gemm(n, C, V, false, false));
     if (dw) k.matmul(dw, dz, xs, gemm(V, C, n, true, false, true)); // dW[V, C] += dzᵀ @ x
   }
   let total = 0;

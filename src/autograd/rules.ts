@@ -40,8 +40,8 @@ function matmulGrad(node: Node<"matmul">, g: Float32Array, needs: readonly boole
   if (needs[0]) {
     da = new Float32Array(a.size);
     if (!transA) {
-      // dA[M, K] = dC[M, N] @ op(B)ᵀ
-      k.matmul(da, g, b.data, {
+      // dA[M, K] = dC[M, N] @ op(B)ᵀ (B may be a frozen 16-bit weight: then dC is its a operand)
+      k.matmul(da, g, b.weights(), {
         batch,
         M,
         N: K,

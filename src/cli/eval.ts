@@ -1,14 +1,22 @@
 /** `lora eval`: mean next-token loss, perplexity and token count of a model (plus adapter) on data. */
 import { evaluate } from "../train/evaluate.js";
 import { type Command, num, required, str, UsageError, type Values } from "./command.js";
-import { contextLength, loadModel, readRows, type Split, tokenizeRows } from "./load.js";
+import {
+  BASE_DTYPE_FLAG,
+  baseDtypeOf,
+  contextLength,
+  loadModel,
+  readRows,
+  type Split,
+  tokenizeRows,
+} from "./load.js";
 
 export const evalCommand: Command = {
   name: "eval",
   summary:
     "Evaluate a model (and optional adapter) on held-out data: mean negative log-likelihood per predicted token (nats), perplexity, token count.",
   usage:
-    "lora eval --model DIR [--adapter DIR] --data FILE [--split valid] [--seq-len N] [--mask-prompt] [--json]",
+    "lora eval --model DIR [--adapter DIR] --data FILE [--split valid] [--seq-len N] [--mask-prompt] [--base-dtype auto] [--json]",
   flags: {
     model: { type: "string", valueName: "DIR", description: "model folder" },
     adapter: { type: "string", valueName: "DIR", description: "PEFT adapter folder to apply" },
@@ -29,13 +37,16 @@ export const evalCommand: Command = {
       description: "truncate rows to N tokens (default: the model's context)",
     },
     "mask-prompt": { type: "boolean", description: "score only completions and assistant turns" },
+    "base-dtype": BASE_DTYPE_FLAG,
     json: { type: "boolean", description: "print one JSON object {loss, perplexity, tokens}" },
   },
   examples: [
     "lora eval --model ../shared/data/stories260K-hf --data ../shared/data/tinyshakespeare/input.txt --json",
   ],
   run(v: Values) {
-    const loaded = loadModel(required(v, "model", "eval"), str(v, "adapter"));
+    const loaded = loadModel(required(v, "model", "eval"), str(v, "adapter"), {
+      baseDtype: baseDtypeOf(v),
+    });
     const data = required(v, "data", "eval");
     const split = str(v, "split");
     if (split !== undefined && !["train", "valid", "test"].includes(split)) {

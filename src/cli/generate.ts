@@ -2,14 +2,14 @@
 import { createStreamDecoder } from "../io/tokenizer.js";
 import { generate } from "../models/generate.js";
 import { type Command, num, required, str, type Values } from "./command.js";
-import { loadModel } from "./load.js";
+import { BASE_DTYPE_FLAG, baseDtypeOf, loadModel } from "./load.js";
 
 export const generateCommand: Command = {
   name: "generate",
   summary:
     "Generate text from a Hugging Face model folder, with an optional LoRA adapter. Streams to stdout.",
   usage:
-    "lora generate --model DIR [--adapter DIR] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--chat]",
+    "lora generate --model DIR [--adapter DIR] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--chat] [--base-dtype auto]",
   flags: {
     model: {
       type: "string",
@@ -36,6 +36,7 @@ export const generateCommand: Command = {
       description: "wrap the prompt as a user message with the model's chat template",
     },
     "no-stop": { type: "boolean", description: "do not stop at the end-of-sequence token" },
+    "base-dtype": BASE_DTYPE_FLAG,
   },
   examples: [
     'lora generate --model ../shared/data/stories260K-hf --prompt "Once upon a time" --max-tokens 40 --temperature 0',
@@ -43,6 +44,7 @@ export const generateCommand: Command = {
   run(v: Values) {
     const { model, tokenizer } = loadModel(required(v, "model", "generate"), str(v, "adapter"), {
       needTokenizer: true,
+      baseDtype: baseDtypeOf(v),
     });
     const tok = tokenizer!;
     const prompt = required(v, "prompt", "generate");

@@ -6,16 +6,40 @@ import { loadModelFolder, type ModelFolder } from "../io/node/model-folder.js";
 import { loadTokenizer } from "../io/node/tokenizer-file.js";
 import type { Tokenizer } from "../io/tokenizer.js";
 import { modelFamily } from "../models/index.js";
+import { BASE_DTYPES, type BaseDType, isBaseDtypeSetting, resolveBaseDtype } from "../nn/base-dtype.js";
 import { type DataRow, type TokenizedRow, tokenizeRow } from "../train/data.js";
+import { type Flag, str, UsageError, type Values } from "./command.js";
 
 export interface Loaded extends ModelFolder {
   tokenizer: Tokenizer | null;
   adapterPaths: string[];
 }
 
+export const BASE_DTYPE_HELP =
+  "store the frozen base weights in f32, or bf16/f16 for half the memory (LoRA weights stay f32); auto: bf16 where the backend multiplies it faster, else f32";
+
+/** --base-dtype of `lora eval` and `lora generate` (`lora train` has it in its settings table). */
+export const BASE_DTYPE_FLAG: Flag = {
+  type: "string",
+  valueName: "DTYPE",
+  description: `${BASE_DTYPE_HELP} (default auto): ${BASE_DTYPES.join(", ")}`,
+};
+
+/** The --base-dtype value, checked, with "auto" resolved for the active backend. */
+export function baseDtypeOf(v: Values): BaseDType {
+  const raw = str(v, "base-dtype") ?? "auto";
+  if (!isBaseDtypeSetting(raw))
+    throw new UsageError(`--base-dtype must be one of ${BASE_DTYPES.join(", ")}, got "${raw}"`);
+  return resolveBaseDtype(raw);
+}
+
 /** The model (plus an adapter when given) and its tokenizer (null when the folder has none). */
-export function loadModel(dir: string, adapter?: string, opts: { needTokenizer?: boolean } = {}): Loaded {
-  const folder = loadModelFolder(dir);
+export function loadModel(
+  dir: string,
+  adapter?: string,
+  opts: { needTokenizer?: boolean; baseDtype?: BaseDType } = {},
+): Loaded {
+  const folder = loadModelFolder(dir, { baseDtype: opts.baseDtype ?? "f32" });
   for (const name of folder.unused)
     console.error(`warning: ${dir}: checkpoint tensor "${name}" is not used by the model`);
   let tokenizer: Tokenizer | null = null;

@@ -3,9 +3,11 @@
  * are the keys of --config files and of the run record a checkpoint stores. Flags override the file.
  */
 import { readJson } from "../io/node/json-file.js";
+import { BASE_DTYPES } from "../nn/base-dtype.js";
 import { OPTIMIZERS } from "../train/optim.js";
 import { SCHEDULES } from "../train/schedule.js";
 import { type Flag, num, UsageError, type Values } from "./command.js";
+import { BASE_DTYPE_HELP } from "./load.js";
 
 type Kind = "string" | "int" | "number" | "boolean";
 interface Spec {
@@ -110,6 +112,13 @@ export const SETTINGS = {
   keep: { kind: "int", def: 3, min: 0, free: true, valueName: "N", description: "checkpoints kept (0: all)" },
   adapter: { kind: "string", valueName: "DIR", description: "start from this PEFT adapter" },
   full: { kind: "boolean", description: "full fine-tuning: every weight trainable (the paper's baseline)" },
+  "base-dtype": {
+    kind: "string",
+    def: "auto",
+    choices: BASE_DTYPES,
+    valueName: "DTYPE",
+    description: `${BASE_DTYPE_HELP}; --full needs f32`,
+  },
 } satisfies Record<string, Spec>;
 
 export type SettingName = keyof typeof SETTINGS;

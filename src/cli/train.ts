@@ -18,6 +18,7 @@ import { serializeSafetensors } from "../io/safetensors.js";
 import { LORA_DEFAULTS, type LoraConfig } from "../lora/config.js";
 import { applyLoRA, parameterReport, setLoraDropout } from "../lora/inject.js";
 import { type CausalLM, type ModelFamily, modelFamily } from "../models/index.js";
+import { type BaseDType, type BaseDTypeSetting, resolveBaseDtype } from "../nn/base-dtype.js";
 import { Rng } from "../tensor/random.js";
 import { Batcher, packRows, rowTargets } from "../train/batches.js";
 import type { TokenizedRow } from "../train/data.js";
@@ -116,19 +117,34 @@ interface Resume {
   state: ReturnType<typeof parseCheckpoint>;
 }
 
+/**
+ * --base-dtype as the run record stores it: "auto" resolved for this backend (so a resume keeps the
+ * dtype the run was trained with), and f32 for --full, which trains the base weights themselves.
+ */
+function withBaseDtype(s: Settings): Settings {
+  const dtype = s["base-dtype"] as BaseDTypeSetting;
+  if (s.full && dtype !== "auto" && dtype !== "f32")
+    throw new UsageError(
+      `--full trains every weight, so the base weights must be f32; drop --base-dtype ${dtype} (16-bit base weights are for LoRA runs)`,
+    );
+  return { ...s, "base-dtype": s.full ? "f32" : resolveBaseDtype(dtype) };
+}
+
 /** Merges --config and flags, and on --resume checks them against the checkpoint's run. */
 function resolveSettings(v: Values): { s: Settings; resume: Resume | null } {
   const given = { ...(typeof v.config === "string" ? readConfigFile(v.config) : {}), ...v };
   const resumePath = str(v, "resume");
-  if (!resumePath) return { s: settingsFrom(given), resume: null };
+  if (!resumePath) return { s: withBaseDtype(settingsFrom(given)), resume: null };
   const dir = resolveCheckpoint(resumePath);
   const state = parseCheckpoint(
     readJson(join(dir, "trainer_state.json"))!,
     readSafetensorsFile(join(dir, "optimizer.safetensors")),
     dir,
   );
-  const stored = state.run.settings as Settings;
-  const s = settingsFrom({ ...settingsToValues(stored), ...given });
+  // a checkpoint from before --base-dtype was trained on an f32 base
+  const recorded = state.run.settings as Settings;
+  const stored = { ...recorded, "base-dtype": recorded["base-dtype"] ?? "f32" };
+  const s = withBaseDtype(settingsFrom({ ...settingsToValues(stored), ...given }));
   if (s.out === null) s.out = runDirOf(dir);
   const diffs = settingDiffs(stored, s);
   if (diffs.length > 0) {
@@ -196,7 +212,7 @@ async function runTrain(v: Values): Promise<void> {
   const out = s.out as string;
   prepareOut(out, v.overwrite === true, resume !== null);
 
-  const loaded = loadModel(s.model as string);
+  const loaded = loadModel(s.model as string, undefined, { baseDtype: s["base-dtype"] as BaseDType });
   const { model, config } = loaded;
   const family = modelFamily(config);
   const seqLen = (s["seq-len"] as number | null) ?? Math.min(contextLength(config), 2048);
@@ -226,7 +242,9 @@ async function runTrain(v: Values): Promise<void> {
   const dropoutRng = new Rng((s.seed as number) ^ 0x5bd1e995);
   if (lora) setLoraDropout(trained, s.dropout as number, dropoutRng);
   const report = parameterReport(trained);
-  console.log(`model: ${s.model} (${config.model_type}, ${fmt(report.total)} parameters)`);
+  console.log(
+    `model: ${s.model} (${config.model_type}, ${fmt(report.total)} parameters, base weights ${s["base-dtype"]})`,
+  );
   console.log(s.full ? `full fine-tuning: ${report.line}` : report.line);
 
   const optimizer = createOptimizer(s.optimizer as OptimizerKind, trained.trainableParameters(), {

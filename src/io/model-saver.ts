@@ -9,13 +9,23 @@ import type { DType } from "../tensor/dtype.js";
 import type { SerializableTensor } from "./safetensors.js";
 
 // w: [rows, cols] -> a new [cols, rows]
-function transposed(w: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(w.length);
+function transposed<A extends Float32Array | Uint16Array>(w: A, rows: number, cols: number): A {
+  const out = new (w.constructor as new (n: number) => A)(w.length);
   for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = w[i * cols + j]!;
   return out;
 }
 
 const FLOAT_OUT: Partial<Record<DType, "F32" | "F16" | "BF16">> = { F32: "F32", F16: "F16", BF16: "BF16" };
+const HALF_DTYPE = { bf16: "BF16", f16: "F16" } as const;
+
+// 16-bit values -> their little-endian bytes
+function littleEndianBytes(bits: Uint16Array): Uint8Array {
+  const out = new Uint8Array(bits.length * 2);
+  const v = new DataView(out.buffer);
+  for (let i = 0; i < bits.length; i++) v.setUint16(i * 2, bits[i]!, true);
+  return out;
+}
+
 const TORCH_DTYPES: Record<string, "F32" | "F16" | "BF16"> = {
   float32: "F32",
   float16: "F16",
@@ -42,11 +52,14 @@ export function modelTensors(
     const stored = source?.get(name)?.dtype;
     const [rows, cols] = t.shape as [number, number];
     const flip = rules.transposed(param);
-    return {
-      name,
-      dtype: (stored && FLOAT_OUT[stored]) || fallback,
-      shape: flip ? [cols, rows] : [...t.shape],
-      data: flip ? transposed(t.data, rows, cols) : t.data,
-    };
+    const dtype = (stored && FLOAT_OUT[stored]) || fallback;
+    const shape = flip ? [cols, rows] : [...t.shape];
+    if (t.half && HALF_DTYPE[t.half.dtype] === dtype) {
+      // a 16-bit weight saved in its own dtype: its bits, exactly
+      const bits = flip ? transposed(t.half.bits, rows, cols) : t.half.bits;
+      return { name, dtype, shape, data: littleEndianBytes(bits) };
+    }
+    const data = t.half ? t.toFloat32().data : t.data;
+    return { name, dtype, shape, data: flip ? transposed(data, rows, cols) : data };
   });
 }

@@ -3,6 +3,7 @@
  *   h = W0·x + scaling · B·A·dropout(x),  A: [r, in], B: [out, r], scaling = alpha/r (or alpha/√r).
  * A starts Gaussian or kaiming-uniform, B at zero, so the wrapped layer starts equal to the base.
  * merge() folds scaling·B·A into W0 (guarded), unmerge() takes it out, fuse() returns a plain Linear.
+ * W0 may be a frozen 16-bit weight (--base-dtype); A and B are always f32.
  */
 import { add, dropout, matmul, scale } from "../autograd/ops.js";
 import { noGrad } from "../autograd/tape.js";
@@ -114,37 +115,55 @@ export class LoRALinear extends Module implements LinearLike {
     return noGrad(() => scale(matmul(this.lora_B, this.lora_A), this.scaling).data);
   }
 
-  /** Folds the update into W0. Refuses a second merge, and a non-finite result (W0 is left untouched). */
+  /**
+   * Folds the update into W0. Refuses a second merge, and a non-finite result (W0 is left untouched).
+   * On a 16-bit base (--base-dtype) the merged weight is rounded back to that dtype, as PEFT does for a
+   * bf16 model: inference stays correct to the dtype's precision, but unmerge() then restores W0 only to
+   * within that rounding. For an exact merge (`lora merge`), load the base in f32.
+   */
   merge(): void {
     if (this.merged) throw new Error("LoRA layer is already merged; unmerge() it before merging again");
-    const w = this.base_layer.weight.data;
+    const w = this.base_layer.weight;
     const merged = this.delta();
-    for (let i = 0; i < merged.length; i++) merged[i]! += w[i]!;
-    const bad = merged.findIndex((v) => !Number.isFinite(v));
+    const base = valuesOf(w);
+    for (let i = 0; i < merged.length; i++) merged[i]! += base[i]!;
+    // check what will be stored: f16 overflows to Inf above 65504
+    const stored = w.half ? new Tensor(merged, w.shape).toHalf(w.half.dtype).toFloat32().data : merged;
+    const bad = stored.findIndex((v) => !Number.isFinite(v));
     if (bad >= 0) {
       throw new Error(
-        `merge refused: the merged weight has a non-finite value (${merged[bad]}) at index ${bad}; the adapter or base weight is corrupt`,
+        `merge refused: the merged weight has a non-finite value (${stored[bad]}${w.half ? ` in ${w.dtype}` : ""}) at index ${bad}; the adapter or base weight is corrupt`,
       );
     }
-    w.set(merged);
+    w.assign(merged);
     this.merged = true;
   }
 
-  /** Subtracts the update from W0 again. */
+  /** Subtracts the update from W0 again (on a 16-bit base, to within its rounding: see merge). */
   unmerge(): void {
     if (!this.merged) throw new Error("LoRA layer is not merged; nothing to unmerge");
-    const w = this.base_layer.weight.data;
+    const w = this.base_layer.weight;
+    const values = valuesOf(w).slice();
     const d = this.delta();
-    for (let i = 0; i < w.length; i++) w[i]! -= d[i]!;
+    for (let i = 0; i < values.length; i++) values[i]! -= d[i]!;
+    w.assign(values);
     this.merged = false;
   }
 
-  /** A plain Linear with weight W0 + scaling·B·A (the base layer is not changed). */
+  /** A plain Linear with weight W0 + scaling·B·A in the base weight's dtype (the base layer is not changed). */
   fuse(): Linear {
     const w = this.base_layer.weight;
-    const fused = w.data.slice();
-    if (!this.merged) this.delta().forEach((d, i) => (fused[i]! += d));
     const bias = this.base_layer.bias;
-    return new Linear(new Tensor(fused, w.shape), bias ? bias.clone(false) : null);
+    let weight = w.clone(false);
+    if (!this.merged) {
+      const fused = valuesOf(w).slice();
+      this.delta().forEach((d, i) => (fused[i]! += d));
+      weight = new Tensor(fused, w.shape);
+      if (w.half) weight = weight.toHalf(w.half.dtype);
+    }
+    return new Linear(weight, bias ? bias.clone(false) : null);
   }
 }
+
+/** A weight's values as f32: the data itself, or a decoded copy of a 16-bit weight. */
+const valuesOf = (w: Tensor): Float32Array => (w.half ? w.toFloat32().data : w.data);

@@ -144,3 +144,37 @@ export function encodeFromFloat32(data: Float32Array, dtype: "F32" | "F16" | "BF
   else for (let i = 0; i < data.length; i++) v.setUint16(i * 2, f32ToBf16(data[i]!), true);
   return out;
 }
+
+/** The 16-bit float formats a frozen weight can be stored in (`--base-dtype`). */
+export type HalfDType = "bf16" | "f16";
+
+/** 16-bit floats as raw bits (the kernels' `HalfArray` has this shape). */
+export interface HalfBits {
+  readonly dtype: HalfDType;
+  readonly bits: Uint16Array;
+}
+
+/** float32 values -> 16-bit bits, rounding to nearest even (overflow to f16 gives Inf). */
+export function float32ToHalf(values: Float32Array, dtype: HalfDType): Uint16Array {
+  const out = new Uint16Array(values.length);
+  const round = dtype === "bf16" ? f32ToBf16 : f32ToF16;
+  for (let i = 0; i < values.length; i++) out[i] = round(values[i]!);
+  return out;
+}
+
+/** 16-bit bits -> float32 values (exact). */
+export function halfToFloat32(h: HalfBits): Float32Array {
+  const n = h.bits.length;
+  const out = new Float32Array(n);
+  if (h.dtype === "bf16") {
+    const bits = new Uint32Array(out.buffer);
+    for (let i = 0; i < n; i++) bits[i] = h.bits[i]! << 16;
+  } else {
+    if (!f16Table) {
+      f16Table = new Float32Array(0x10000);
+      for (let b = 0; b < 0x10000; b++) f16Table[b] = f16ToF32(b);
+    }
+    for (let i = 0; i < n; i++) out[i] = f16Table[h.bits[i]!]!;
+  }
+  return out;
+}

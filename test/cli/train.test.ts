@@ -96,6 +96,8 @@ describe("lora train: the exactness contract", () => {
         "0",
         "--dropout",
         "0",
+        "--base-dtype",
+        "f32", // the exact contract is for f32 base weights (auto may be bf16)
       );
       assert.equal(r.code, 0, r.err);
       const before = tensors(join(model(name), "adapter/adapter_model.safetensors"));
@@ -290,7 +292,7 @@ describe("lora train: progress, held-out loss, checkpoints", () => {
 
 describe("lora merge", () => {
   const evalLoss = (...args: string[]) => {
-    const r = lora("eval", ...args, "--data", patternData, "--json");
+    const r = lora("eval", ...args, "--data", patternData, "--json", "--base-dtype", "f32");
     assert.equal(r.code, 0, r.err);
     return JSON.parse(r.out).loss as number;
   };

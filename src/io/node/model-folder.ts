@@ -3,7 +3,7 @@ import { copyFileSync, existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { CausalLM } from "../../models/index.js";
 import type { DType } from "../../tensor/dtype.js";
-import { loadModelFromTensors } from "../model-loader.js";
+import { type LoadOptions, loadModelFromTensors } from "../model-loader.js";
 import { modelTensors } from "../model-saver.js";
 import { serializeSafetensors } from "../safetensors.js";
 import { readJson } from "./json-file.js";
@@ -18,10 +18,11 @@ export interface ModelFolder {
   dtypes: Map<string, { dtype: DType }>;
 }
 
-export function loadModelFolder(dir: string): ModelFolder {
+/** Loads a model folder; `opts.baseDtype` stores the frozen weights in 16 bits (see castBaseWeights). */
+export function loadModelFolder(dir: string, opts: LoadOptions = {}): ModelFolder {
   const config = readJson(join(dir, "config.json"))!;
   const { tensors } = readModelWeights(dir);
-  const { model, unused } = loadModelFromTensors(config, tensors, dir);
+  const { model, unused } = loadModelFromTensors(config, tensors, dir, opts);
   const dtypes = new Map([...tensors].map(([name, t]) => [name, { dtype: t.dtype }]));
   return { dir, config, model, unused, dtypes };
 }
