@@ -20,6 +20,7 @@ import {
   generate,
   languageModelLoss,
   nextTokenTargets,
+  type ParamFactory,
   parameterReport,
   Rng,
   randomParams,
@@ -54,7 +55,18 @@ function backendInfo(k: Backend): Record<string, unknown> {
 }
 
 export function runStep(spec: StepSpec): ChildResult {
-  const model = buildModel(spec.config, randomParams(spec.seed));
+  const dtype = spec.baseDtype ?? "f32";
+  // a 16-bit base is rounded as each weight is made, so the f32 model never exists whole (peak memory is
+  // what a 16-bit checkpoint loaded in its own dtype costs); castBaseWeights below then has nothing to do
+  const random = randomParams(spec.seed);
+  const params: ParamFactory =
+    dtype === "f32"
+      ? random
+      : (name, shape, kind) => {
+          const t = random(name, shape, kind);
+          return kind === "weight" || kind === "embedding" ? t.toHalf(dtype) : t;
+        };
+  const model = buildModel(spec.config, params);
   applyLoRA(
     model,
     {
@@ -67,7 +79,7 @@ export function runStep(spec: StepSpec): ChildResult {
     },
     { rng: new Rng(spec.seed + 2) },
   );
-  castBaseWeights(model, spec.baseDtype ?? "f32"); // --base-dtype: the frozen weights' storage
+  castBaseWeights(model, dtype); // --base-dtype: the frozen weights' storage
   const trainable = model.trainableParameters();
   const initial = new Map(trainable.map(([name, t]) => [name, t.data.slice()]));
   const data = benchBatch(spec, model.vocabSize);
