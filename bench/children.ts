@@ -17,9 +17,13 @@ export const NODE_FLAGS =
   Number(process.versions.node.split(".")[0]) < 22 ? ["--experimental-wasm-relaxed-simd"] : [];
 
 const MAX_BUFFER = 64 << 20;
+/** A configuration that runs longer than this is killed and reported, so one stuck child (a worker pool
+ *  that never wakes) cannot stall the whole run. */
+const CHILD_TIMEOUT_MS = 15 * 60_000;
 
 function parseChild(what: string, r: ReturnType<typeof spawnSync>): ChildResult {
   if (r.error) throw new Error(`${what}: ${r.error.message}`);
+  if (r.signal === "SIGTERM") throw new Error(`${what}: killed after ${CHILD_TIMEOUT_MS / 60_000} minutes`);
   if (r.status !== 0) {
     const err = String(r.stderr ?? "")
       .trim()
@@ -41,6 +45,7 @@ export function runOurs(spec: StepSpec, threads: number, backendName: string | u
     encoding: "utf8",
     stdio: ["ignore", "pipe", "pipe"],
     maxBuffer: MAX_BUFFER,
+    timeout: CHILD_TIMEOUT_MS,
   });
   return parseChild(`ours (${spec.model}, ${threads} thread${threads > 1 ? "s" : ""})`, r);
 }
@@ -88,7 +93,13 @@ export function runTorch(spec: StepSpec, weightsDir: string, threads: number): C
   const r = spawnSync(
     PYTHON,
     [TORCH_SCRIPT, "--spec", JSON.stringify(spec), "--weights", weightsDir, "--threads", n],
-    { env, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], maxBuffer: MAX_BUFFER },
+    {
+      env,
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "pipe"],
+      maxBuffer: MAX_BUFFER,
+      timeout: CHILD_TIMEOUT_MS,
+    },
   );
   return parseChild(`torch (${spec.model}, ${threads} thread${threads > 1 ? "s" : ""})`, r);
 }
