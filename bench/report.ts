@@ -112,7 +112,8 @@ const gflop = (s: GemmShape) => (2 * s.batch * s.M * s.N * s.K) / 1e9;
 
 function shapeName(s: GemmShape): string {
   const op = `${s.transA ? "T" : "N"}${s.transB ? "T" : "N"}${s.accumulate ? "+" : ""}`;
-  return `${s.batch > 1 ? `${s.batch}x ` : ""}${s.M}x${s.K} @ ${s.K}x${s.N} ${op}`;
+  const half = s.bDtype && s.bDtype !== "f32" ? ` (${s.bDtype} b)` : "";
+  return `${s.batch > 1 ? `${s.batch}x ` : ""}${s.M}x${s.K} @ ${s.K}x${s.N} ${op}${half}`;
 }
 
 export function gemmTable(r: RunRecord): string {

@@ -38,6 +38,8 @@ export interface GemmShape {
   transA: boolean;
   transB: boolean;
   accumulate: boolean;
+  /** The b operand's storage: a frozen weight may be 16-bit (--base-dtype). */
+  bDtype: "f32" | "bf16" | "f16";
   /** Calls of this shape in one training step. */
   callsPerStep: number;
   /** Median milliseconds per call, and the rate 2·batch·M·N·K / time. */

@@ -10,8 +10,11 @@ import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const statusFile = join(root, "native", "build-status.json");
-const record = (ok, reason) =>
-  writeFileSync(statusFile, `${JSON.stringify({ ok, reason, node: process.version })}\n`);
+const record = (ok, reason) => {
+  try {
+    writeFileSync(statusFile, `${JSON.stringify({ ok, reason, node: process.version })}\n`);
+  } catch {} // a read-only install folder: the status is advice, never a reason to fail the install
+};
 
 /** node-gyp: the one npm runs scripts with, else npm's bundled copy, else a `node-gyp` on PATH. */
 function nodeGyp() {

@@ -3,6 +3,8 @@
 #include <node_api.h>
 
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "gemm.h"
@@ -18,7 +20,8 @@ struct Args {
   size_t n = 20;
   Args(napi_env e, napi_callback_info info) : env(e) { napi_get_cb_info(e, info, &n, v, nullptr, nullptr); }
 
-  void* ptr(size_t i, size_t* len = nullptr) {
+  // a typed array's data (nullptr for null/undefined); throws unless its element type is one of `want`
+  void* ptr(size_t i, std::initializer_list<napi_typedarray_type> want, size_t* len = nullptr) {
     napi_valuetype t;
     napi_typeof(env, v[i], &t);
     if (t == napi_null || t == napi_undefined) {
@@ -30,15 +33,22 @@ struct Args {
     void* data;
     napi_value buf;
     size_t off;
-    if (napi_get_typedarray_info(env, v[i], &type, &length, &data, &buf, &off) != napi_ok) {
-      napi_throw_type_error(env, nullptr, "lora_native: expected a typed array");
-      return nullptr;
-    }
+    bool ok = napi_get_typedarray_info(env, v[i], &type, &length, &data, &buf, &off) == napi_ok;
+    bool match = false;
+    for (auto w : want) match = match || (ok && type == w);
+    if (!match) throw std::invalid_argument("lora_native: argument " + std::to_string(i) + " has the wrong array type");
     if (len) *len = length;
     return data;
   }
-  float* f(size_t i) { return (float*)ptr(i); }
-  const int32_t* ids(size_t i) { return (const int32_t*)ptr(i); }
+  float* f(size_t i) { return (float*)ptr(i, {napi_float32_array}); }
+  const int32_t* ids(size_t i) { return (const int32_t*)ptr(i, {napi_int32_array}); }
+  // a weight: f32, or the bits of a 16-bit one
+  const void* w(size_t i) { return ptr(i, {napi_float32_array, napi_uint16_array}); }
+  size_t len(size_t i) {
+    size_t n = 0;
+    ptr(i, {napi_float32_array, napi_int32_array, napi_uint16_array, napi_float64_array}, &n);
+    return n;
+  }
   double d(size_t i) {
     double x = 0;
     napi_get_value_double(env, v[i], &x);
@@ -50,14 +60,29 @@ struct Args {
     napi_get_value_bool(env, v[i], &x);
     return x;
   }
-  size_t len(size_t i) {
-    size_t n = 0;
-    ptr(i, &n);
-    return n;
-  }
 };
 
-#define FN(name) napi_value name(napi_env env, napi_callback_info info)
+// Each export: its body runs inside try/catch, so a bad argument or a failed allocation becomes a JS error
+// and no kernel runs on it.
+#define FN(name)                                                   \
+  void name##_body(napi_env env, napi_callback_info info);         \
+  napi_value name(napi_env env, napi_callback_info info) {         \
+    try {                                                          \
+      name##_body(env, info);                                      \
+    } catch (const std::exception& e) {                            \
+      napi_throw_error(env, nullptr, e.what());                    \
+    }                                                              \
+    return nullptr;                                                \
+  }                                                                \
+  void name##_body(napi_env env, napi_callback_info info)
+
+// ids must index rows of a table of `rows` rows (negative allowed when `ignore`: ignored targets)
+void check_ids(const int32_t* ids, size_t n, long rows, bool ignore, const char* what) {
+  for (size_t i = 0; i < n; i++)
+    if (ids[i] >= rows || (ids[i] < 0 && !ignore))
+      throw std::range_error(std::string("lora_native: ") + what + " " + std::to_string(ids[i]) +
+                             " is outside [0, " + std::to_string(rows) + ")");
+}
 
 // matmul(out, a, b, btype, batch, M, N, K, transA, transB, strideA, strideB, strideOut, accumulate)
 FN(Matmul) {
@@ -65,7 +90,7 @@ FN(Matmul) {
   GemmArgs g;
   g.C = a.f(0);
   g.A = a.f(1);
-  g.B = a.ptr(2);
+  g.B = a.w(2);
   g.btype = (int)a.l(3);
   g.batch = (int)a.l(4);
   g.M = (int)a.l(5);
@@ -82,13 +107,12 @@ FN(Matmul) {
   g.csB = tB ? g.K : 1;
   g.ldc = g.N;
   gemm(g);
-  return nullptr;
 }
 
 // dims: Float64Array [shape..., aStrides..., bStrides...]
 void unpack_dims(Args& a, size_t i, int parts, int* nd, std::vector<long>& out) {
   size_t n = a.len(i);
-  const double* p = (const double*)a.ptr(i);
+  const double* p = (const double*)a.ptr(i, {napi_float64_array});
   *nd = (int)(n / parts);
   out.assign(p, p + n);
 }
@@ -99,7 +123,6 @@ FN(Binary) {
   std::vector<long> dims;
   unpack_dims(a, 4, 3, &nd, dims);
   binary(a.b(0), a.f(1), a.f(2), a.f(3), nd, dims.data(), dims.data() + nd, dims.data() + 2 * nd);
-  return nullptr;
 }
 
 FN(SumTo) {
@@ -108,76 +131,68 @@ FN(SumTo) {
   std::vector<long> dims;
   unpack_dims(a, 2, 2, &nd, dims);
   sum_to(a.f(0), (long)a.len(0), a.f(1), nd, dims.data(), dims.data() + nd);
-  return nullptr;
 }
 
 FN(Scale) {
   Args a(env, info);
   scale(a.f(0), a.f(1), (long)a.len(1), (float)a.d(2));
-  return nullptr;
 }
 
 FN(Slice) {
   Args a(env, info);
   slice(a.f(0), a.f(1), a.l(2), a.l(3), a.l(4), a.l(5));
-  return nullptr;
 }
 
 FN(SliceBackward) {
   Args a(env, info);
   slice_backward(a.f(0), a.f(1), a.l(2), a.l(3), a.l(4), a.l(5));
-  return nullptr;
 }
 
 // embeddingForward(out, weight, btype, ids, C)
 FN(EmbeddingForward) {
   Args a(env, info);
   long C = a.l(4);
-  embedding_forward(a.f(0), a.ptr(1), (int)a.l(2), a.ids(3), (long)a.len(3), C);
-  return nullptr;
+  if (C <= 0) return;
+  check_ids(a.ids(3), a.len(3), (long)(a.len(1) / C), false, "embedding id");
+  embedding_forward(a.f(0), a.w(1), (int)a.l(2), a.ids(3), (long)a.len(3), C);
 }
 
 FN(EmbeddingBackward) {
   Args a(env, info);
+  if (a.l(3) <= 0) return;
+  check_ids(a.ids(2), a.len(2), (long)(a.len(0) / a.l(3)), false, "embedding id");
   embedding_backward(a.f(0), a.f(1), a.ids(2), (long)a.len(2), a.l(3));
-  return nullptr;
 }
 
 FN(LayerNormForward) {
   Args a(env, info);
   layernorm_forward(a.f(0), a.f(1), a.f(2), a.f(3), a.f(4), a.f(5), a.l(6), a.l(7), (float)a.d(8));
-  return nullptr;
 }
 
 FN(LayerNormBackward) {
   Args a(env, info);
   layernorm_backward(a.f(0), a.f(1), a.f(2), a.f(3), a.f(4), a.f(5), a.f(6), a.f(7), a.l(8), a.l(9));
-  return nullptr;
 }
 
 FN(RmsNormForward) {
   Args a(env, info);
   rmsnorm_forward(a.f(0), a.f(1), a.f(2), a.f(3), a.l(4), a.l(5), (float)a.d(6));
-  return nullptr;
 }
 
 FN(RmsNormBackward) {
   Args a(env, info);
   rmsnorm_backward(a.f(0), a.f(1), a.f(2), a.f(3), a.f(4), a.f(5), a.l(6), a.l(7));
-  return nullptr;
 }
 
-#define UNARY(Name, fn)                      \
-  FN(Name) {                                 \
-    Args a(env, info);                       \
-    fn(a.f(0), a.f(1), (long)a.len(1));      \
-    return nullptr;                          \
+#define UNARY(Name, fn)                 \
+  FN(Name) {                            \
+    Args a(env, info);                  \
+    fn(a.f(0), a.f(1), (long)a.len(1)); \
   }
-#define UNARY_BWD(Name, fn)                       \
-  FN(Name) {                                      \
-    Args a(env, info);                            \
-    fn(a.f(0), a.f(1), a.f(2), (long)a.len(2));   \
-    return nullptr;                               \
+#define UNARY_BWD(Name, fn)                     \
+  FN(Name) {                                    \
+    Args a(env, info);                          \
+    fn(a.f(0), a.f(1), a.f(2), (long)a.len(2)); \
   }
 UNARY(GeluForward, gelu_forward)
 UNARY_BWD(GeluBackward, gelu_backward)
@@ -187,19 +202,16 @@ UNARY_BWD(SiluBackward, silu_backward)
 FN(SoftmaxForward) {
   Args a(env, info);
   softmax_forward(a.f(0), a.f(1), a.l(2), a.l(3));
-  return nullptr;
 }
 
 FN(SoftmaxBackward) {
   Args a(env, info);
   softmax_backward(a.f(0), a.f(1), a.f(2), a.l(3), a.l(4));
-  return nullptr;
 }
 
 FN(Rope) {
   Args a(env, info);
   rope(a.f(0), a.f(1), a.l(2), a.l(3), a.l(4), a.l(5), a.l(6), a.d(7), a.b(8));
-  return nullptr;
 }
 
 AttnDims attn_dims(Args& a, size_t i) {
@@ -209,41 +221,37 @@ AttnDims attn_dims(Args& a, size_t i) {
 FN(AttentionForward) {
   Args a(env, info);
   attention_forward(a.f(0), a.f(1), a.f(2), a.f(3), a.f(4), attn_dims(a, 5));
-  return nullptr;
 }
 
 FN(AttentionBackward) {
   Args a(env, info);
   attention_backward(a.f(0), a.f(1), a.f(2), a.f(3), a.f(4), a.f(5), a.f(6), a.f(7), attn_dims(a, 8));
-  return nullptr;
 }
 
 FN(CrossEntropyForward) {
   Args a(env, info);
+  check_ids(a.ids(3), (size_t)a.l(4), a.l(5), true, "target");
   cross_entropy_forward(a.f(0), a.f(1), a.f(2), a.ids(3), a.l(4), a.l(5));
-  return nullptr;
 }
 
 FN(CrossEntropyBackward) {
   Args a(env, info);
+  check_ids(a.ids(3), (size_t)a.l(4), a.l(5), true, "target");
   cross_entropy_backward(a.f(0), a.f(1), a.f(2), a.ids(3), a.l(4), a.l(5), (float)a.d(6));
-  return nullptr;
 }
 
 // adamw(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step)
 FN(AdamW) {
   Args a(env, info);
   adamw(a.f(0), a.f(1), a.f(2), a.f(3), (long)a.len(0), a.d(4), a.d(5), a.d(6), a.d(7), a.d(8), a.d(9));
-  return nullptr;
 }
 
 FN(SetThreads) {
   Args a(env, info);
   set_threads((int)a.l(0));
-  return nullptr;
 }
 
-FN(Info) {
+napi_value Info(napi_env env, napi_callback_info info) {
   napi_value o, isa, bf, th;
   napi_create_object(env, &o);
   napi_create_string_utf8(env, gemm_isa(), NAPI_AUTO_LENGTH, &isa);

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <vector>
 
+#include "half.h"
 #include "pool.h"
 #include "simd.h"
 
@@ -26,34 +27,7 @@ constexpr int KC2 = 384; // the same 24 KB in bf16 holds twice the depth
 constexpr int MC = 96;   // rows of A per block (a multiple of 12 and 6 and 4)
 constexpr int NC = 1536; // columns of B per block (KC x NC floats = 1.1 MB, in L2/L3)
 
-inline float bf16_to_f32(uint16_t h) {
-  uint32_t u = (uint32_t)h << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-// round to nearest even; NaN stays a quiet NaN (the ref backend's f32ToBf16)
-inline uint16_t f32_to_bf16(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  if ((x & 0x7f800000u) == 0x7f800000u && (x & 0x7fffffu)) return (uint16_t)((x >> 16) | 0x40);
-  return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
-}
-
-float f16_table[65536];  // filled by pick(), before any kernel runs
-
-float f16_to_f32(uint16_t h) {
-  uint32_t s = (h & 0x8000u) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff;
-  float f;
-  if (e == 0) {
-    f = (float)m * 5.9604644775390625e-8f;  // 2^-24
-    return s ? -f : f;
-  }
-  uint32_t u = e == 0x1f ? (s | 0x7f800000u | (m << 13)) : (s | ((e + 112) << 23) | (m << 13));
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+float f16_table[65536];  // f16 bits -> f32, filled by pick(), before any kernel runs
 
 // element (k, j) of op(B) as f32 (exact decode)
 inline float b_at(const void* B, int bt, long idx) {
@@ -317,24 +291,28 @@ void gemv(int M, int K, const float* A, long rsA, long csA, const void* B, int b
         C[(long)i * ldc + j] = accumulate ? C[(long)i * ldc + j] + d : d;
       }
     }
-  } else {  // B(k, j) = W[k][j] (csB == 1): rows of B scaled and added
-    std::vector<float> y((size_t)(n1 - n0)), row(bt == B_F16 ? n1 - n0 : 0);
-    for (int i = 0; i < M; i++) {
-      std::fill(y.begin(), y.end(), 0.0f);
-      for (int k = 0; k < K; k++) {
-        float s = x[(long)i * K + k];
-        if (bt == B_F32) {
-          axpy_f32(y.data(), s, (const float*)B + (long)k * rsB + n0, n1 - n0);
-        } else if (bt == B_BF16) {
-          axpy_bf16(y.data(), s, (const uint16_t*)B + (long)k * rsB + n0, n1 - n0);
-        } else {
-          const uint16_t* w = (const uint16_t*)B + (long)k * rsB + n0;
-          for (int j = 0; j < n1 - n0; j++) row[j] = f16_table[w[j]];
-          axpy_f32(y.data(), s, row.data(), n1 - n0);
-        }
+  } else {  // B(k, j) = W[k][j] (csB == 1): rows of B scaled and added, each row read once for all M
+    const int n = n1 - n0;
+    std::vector<float> y((size_t)M * n, 0.0f), row(bt == B_F16 ? n : 0);
+    for (int k = 0; k < K; k++) {
+      const float* wk = (const float*)B + (long)k * rsB + n0;
+      const uint16_t* hk = (const uint16_t*)B + (long)k * rsB + n0;
+      if (bt == B_F16) {
+        for (int j = 0; j < n; j++) row[j] = f16_table[hk[j]];
+        wk = row.data();
       }
+      for (int i = 0; i < M; i++) {
+        float s = x[(long)i * K + k];
+        if (bt == B_BF16)
+          axpy_bf16(y.data() + (long)i * n, s, hk, n);
+        else
+          axpy_f32(y.data() + (long)i * n, s, wk, n);
+      }
+    }
+    for (int i = 0; i < M; i++) {
       float* c = C + (long)i * ldc + n0;
-      for (int j = 0; j < n1 - n0; j++) c[j] = accumulate ? c[j] + y[j] : y[j];
+      const float* yi = y.data() + (long)i * n;
+      for (int j = 0; j < n; j++) c[j] = accumulate ? c[j] + yi[j] : yi[j];
     }
   }
 }
@@ -354,6 +332,7 @@ void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const 
       for (int i = 0; i < M; i++) std::memset(C + (long)i * ldc, 0, sizeof(float) * N);
     return;
   }
+  if (off < 0) tri = TRI_NONE;  // more queries than keys (never from attention): no skipping, always exact
   const Isa& s = isa();
   const int MR = s.MR, NR = s.NR;
   const bool dot = bt == B_BF16 && s.bf16;
@@ -423,45 +402,39 @@ constexpr double MIN_SPLIT_WORK = 1 << 18;
 void gemm(const GemmArgs& g) {
   if (g.batch <= 0 || g.M <= 0 || g.N <= 0) return;
   const Isa& s = isa();
-  size_t esize = g.btype == B_F32 ? 4 : 2;
+  const size_t esize = g.btype == B_F32 ? 4 : 2;
   auto item = [&](int b, int m0, int m1, int n0, int n1) {
     const char* Bb = (const char*)g.B + (size_t)b * g.strideB * esize + (size_t)n0 * g.csB * esize;
     gemm_single(m1 - m0, n1 - n0, g.K, g.A + b * g.strideA + (long)m0 * g.rsA, g.rsA, g.csA, Bb, g.btype, g.rsB,
                 g.csB, g.C + b * g.strideC + (long)m0 * g.ldc + n0, g.ldc, g.accumulate);
   };
-  int T = get_threads();
-  double work = (double)g.M * g.N * (g.K > 0 ? g.K : 1);
-  if (g.M <= GEMV_ROWS && g.K > 0) {
-    // generation: memory-bound, so split the weight's columns between threads
-    for (int b = 0; b < g.batch; b++) {
+  const double work = (double)g.M * g.N * (g.K > 0 ? g.K : 1);
+  // one product, split by the longer side in whole micro-tiles (the result does not depend on the split)
+  auto one = [&](int b) {
+    if (g.M <= GEMV_ROWS && g.K > 0) {  // generation: memory-bound, so split the weight's columns
       const char* Bb = (const char*)g.B + (size_t)b * g.strideB * esize;
       long grain = (long)(MIN_SPLIT_WORK / ((double)g.M * g.K)) + 16;
       parallel_range(g.N, grain, 16, [&](long n0, long n1) {
         gemv(g.M, g.K, g.A + b * g.strideA, g.rsA, g.csA, Bb, g.btype, g.rsB, g.csB, g.C + b * g.strideC, g.ldc,
              g.accumulate, (int)n0, (int)n1);
       });
+    } else if (get_threads() == 1 || work < MIN_SPLIT_WORK * 2) {
+      item(b, 0, g.M, 0, g.N);
+    } else if (g.N >= g.M && g.N >= 2 * s.NR) {
+      parallel_range(g.N, s.NR, s.NR, [&](long n0, long n1) { item(b, 0, g.M, (int)n0, (int)n1); });
+    } else {
+      parallel_range(g.M, s.MR, s.MR, [&](long m0, long m1) { item(b, (int)m0, (int)m1, 0, g.N); });
     }
-    return;
-  }
-  if (g.batch > 1) {
-    // tasks: batch items (attention heads); one thread per contiguous run of items
-    if (work * g.batch < MIN_SPLIT_WORK * 2) T = 1;
+  };
+  // batch items to threads when each writes its own output and there is enough work; items that share
+  // one output (strideC 0, accumulating a broadcast operand's gradient) run in order
+  if (g.batch > 1 && g.strideC != 0 && g.M > GEMV_ROWS && work * g.batch >= MIN_SPLIT_WORK * 2) {
     parallel_range(g.batch, 1, 1, [&](long b0, long b1) {
       for (long b = b0; b < b1; b++) item((int)b, 0, g.M, 0, g.N);
     });
-    (void)T;
     return;
   }
-  if (T == 1 || work < MIN_SPLIT_WORK * 2) {
-    item(0, 0, g.M, 0, g.N);
-    return;
-  }
-  // split the longer side, in whole micro-tiles (the result does not depend on the split)
-  if (g.N >= g.M && g.N >= 2 * s.NR) {
-    parallel_range(g.N, s.NR, s.NR, [&](long n0, long n1) { item(0, 0, g.M, (int)n0, (int)n1); });
-  } else {
-    parallel_range(g.M, s.MR, s.MR, [&](long m0, long m1) { item(0, (int)m0, (int)m1, 0, g.N); });
-  }
+  for (int b = 0; b < g.batch; b++) one(b);
 }
 
 }  // namespace lora

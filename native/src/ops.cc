@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "gemm.h"
+#include "half.h"
 #include "ops.h"
 #include "pool.h"
 #include "simd.h"
@@ -103,7 +104,7 @@ LORA_CLONES float row_max(const float* x, long n) {
   return nan ? __builtin_nanf("") : m;
 }
 
-// out[i] = exp(x[i] - m), returns the sum (f32 lanes, then f64 across)
+// out[i] = exp(x[i] - m) (when out is given); returns their sum
 LORA_CLONES double exp_sum(float* out, const float* x, long n, float m) {
   float s = 0;
   if (out) {
@@ -246,25 +247,12 @@ void embedding_forward(float* out, const void* weight, int bt, const int32_t* id
       if (bt == B_F32) {
         std::memcpy(out + n * C, (const float*)weight + row, sizeof(float) * C);
       } else {
-        // decode through the GEMM's exact converters: a 1 x C "product" would round; copy bits instead
         const uint16_t* h = (const uint16_t*)weight + row;
-        for (long c = 0; c < C; c++) {
-          if (bt == B_BF16) {
-            uint32_t u = (uint32_t)h[c] << 16;
-            std::memcpy(out + n * C + c, &u, 4);
-          } else {
-            uint32_t s = (h[c] & 0x8000u) << 16, e = (h[c] >> 10) & 0x1f, m = h[c] & 0x3ff;
-            float f;
-            if (e == 0) {
-              f = (float)m * 5.9604644775390625e-8f;
-              f = s ? -f : f;
-            } else {
-              uint32_t u = e == 0x1f ? (s | 0x7f800000u | (m << 13)) : (s | ((e + 112) << 23) | (m << 13));
-              std::memcpy(&f, &u, 4);
-            }
-            out[n * C + c] = f;
-          }
-        }
+        float* o = out + n * C;
+        if (bt == B_BF16)
+          for (long c = 0; c < C; c++) o[c] = bf16_to_f32(h[c]);
+        else
+          for (long c = 0; c < C; c++) o[c] = f16_to_f32(h[c]);
       }
     }
   });
@@ -283,6 +271,7 @@ void embedding_backward(float* dweight, const float* dout, const int32_t* ids, l
 
 void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* w, const float* b, long N,
                        long C, float eps) {
+  if (N <= 0 || C <= 0) return;
   rows(N, C, [&](long r0, long r1) {
     for (long n = r0; n < r1; n++) {
       const float* xr = x + n * C;
@@ -303,6 +292,7 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* x, con
 
 void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x, const float* w,
                         const float* mean, const float* rstd, long N, long C) {
+  if (N <= 0 || C <= 0) return;
   long nb = (N + BLOCK - 1) / BLOCK;
   std::vector<float> pw(dw ? nb * C : 0, 0.0f), pb(db ? nb * C : 0, 0.0f);
   parallel_range(nb, GRAIN / (BLOCK * C) + 1, 1, [&](long b0, long b1) {
@@ -334,6 +324,7 @@ void layernorm_backward(float* dx, float* dw, float* db, const float* dout, cons
 }
 
 void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, long N, long C, float eps) {
+  if (N <= 0 || C <= 0) return;
   rows(N, C, [&](long r0, long r1) {
     for (long n = r0; n < r1; n++) {
       const float* xr = x + n * C;
@@ -348,6 +339,7 @@ void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, lo
 
 void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
                       long N, long C) {
+  if (N <= 0 || C <= 0) return;
   long nb = (N + BLOCK - 1) / BLOCK;
   std::vector<float> pw(dw ? nb * C : 0, 0.0f);
   parallel_range(nb, GRAIN / (BLOCK * C) + 1, 1, [&](long b0, long b1) {
@@ -382,10 +374,12 @@ void silu_backward(float* dx, const float* dout, const float* x, long n) {
 }
 
 void softmax_forward(float* out, const float* x, long N, long C) {
+  if (N <= 0 || C <= 0) return;
   rows(N, C * 4, [&](long r0, long r1) { softmax_rows(out, x, r0, r1, C); });
 }
 
 void softmax_backward(float* dx, const float* dout, const float* y, long N, long C) {
+  if (N <= 0 || C <= 0) return;
   rows(N, C, [&](long r0, long r1) {
     for (long n = r0; n < r1; n++) {
       const float *g = dout + n * C, *yr = y + n * C;
@@ -423,6 +417,7 @@ void rope(float* out, const float* x, long B, long T, long H, long D, long offse
 }
 
 void cross_entropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets, long N, long V) {
+  if (N <= 0 || V <= 0) return;
   rows(N, V * 4, [&](long r0, long r1) {
     for (long n = r0; n < r1; n++) {
       const float* l = logits + n * V;
@@ -437,6 +432,7 @@ void cross_entropy_forward(float* losses, float* lse, const float* logits, const
 
 void cross_entropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets, long N,
                             long V, float scale) {
+  if (N <= 0 || V <= 0) return;
   rows(N, V * 4, [&](long r0, long r1) {
     for (long n = r0; n < r1; n++) {
       float* d = dlogits + n * V;

@@ -1,81 +1,97 @@
 // The pool: workers sleep on a condition variable between calls, after spinning briefly (calls come in
 // quick succession during a training step; waking a sleeping thread costs tens of microseconds).
+// Each run is its own Job: a worker that wakes late only ever claims from the job it picked up, and finds
+// it exhausted, so it can never run a task of the next call nor touch a finished call's function.
 #include "pool.h"
 
 #include <atomic>
 #include <condition_variable>
+#include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
 namespace lora {
 namespace {
 
-struct Pool {
-  std::vector<std::thread> workers;
-  std::mutex mu;
-  std::condition_variable wake;
-  std::atomic<long> generation{0};
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+struct Job {
+  const std::function<void(int)>* fn;
+  int n;
   std::atomic<int> next{0};
   std::atomic<int> done{0};
-  int tasks = 0;
-  const std::function<void(int)>* fn = nullptr;
-  int threads = 1;
+  std::atomic<bool> failed{false};
 
   void work() {
-    for (int t = next.fetch_add(1); t < tasks; t = next.fetch_add(1)) {
-      (*fn)(t);
+    for (int t = next.fetch_add(1); t < n; t = next.fetch_add(1)) {
+      try {
+        (*fn)(t);
+      } catch (...) {  // never let an exception end a worker thread (std::terminate)
+        failed.store(true);
+      }
       done.fetch_add(1, std::memory_order_release);
     }
   }
+};
+
+struct Pool {
+  std::mutex mu;
+  std::condition_variable wake;
+  std::atomic<long> generation{0};
+  std::shared_ptr<Job> current;  // guarded by mu
+  std::mutex running;            // one run at a time (the addon may be loaded in several JS threads)
+  int started = 0;
+  int threads = 1;
 
   void loop() {
-    long seen = generation.load();
+    long seen = 0;
     for (;;) {
-      // spin ~50 us, then sleep
-      for (int i = 0; i < 20000 && generation.load(std::memory_order_acquire) == seen; i++) {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
-      }
-      if (generation.load(std::memory_order_acquire) == seen) {
+      // spin briefly (a few microseconds per 1000 pauses), then sleep
+      for (int i = 0; i < 4000 && generation.load(std::memory_order_acquire) == seen; i++) cpu_relax();
+      std::shared_ptr<Job> job;
+      {
         std::unique_lock<std::mutex> lock(mu);
         wake.wait(lock, [&] { return generation.load() != seen; });
+        seen = generation.load();
+        job = current;
       }
-      seen = generation.load();
-      work();
-    }
-  }
-
-  void ensure() {
-    while ((int)workers.size() < threads - 1) {
-      workers.emplace_back([this] { loop(); });
-      workers.back().detach();
+      if (job) job->work();
     }
   }
 
   void run(int n, const std::function<void(int)>& f) {
     if (n <= 0) return;
-    if (n == 1 || threads == 1) {
+    std::unique_lock<std::mutex> one(running, std::try_to_lock);
+    if (n == 1 || threads == 1 || !one.owns_lock()) {  // inline (also when another JS thread holds the pool)
       for (int t = 0; t < n; t++) f(t);
       return;
     }
-    ensure();
-    fn = &f;
-    tasks = n;
-    done.store(0);
-    next.store(0);
+    while (started < threads - 1) {
+      std::thread([this] { loop(); }).detach();
+      started++;
+    }
+    auto job = std::make_shared<Job>();
+    job->fn = &f;
+    job->n = n;
     {
       std::lock_guard<std::mutex> lock(mu);
+      current = job;
       generation.fetch_add(1, std::memory_order_release);
     }
     wake.notify_all();
-    work();
-    while (done.load(std::memory_order_acquire) < n) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
+    job->work();
+    while (job->done.load(std::memory_order_acquire) < n) cpu_relax();
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      current.reset();
     }
+    if (job->failed.load()) throw std::runtime_error("a native kernel failed in a worker thread");
   }
 };
 

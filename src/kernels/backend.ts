@@ -30,7 +30,8 @@ export interface MatmulDims {
  * embeddingForward. Semantics, which every backend follows and the ref backend defines:
  * - bf16: a product with it is bf16 × bf16: the other operand is rounded to bf16 (nearest even), the
  *   product is exact in f32 and sums are f32, as torch.autocast(bfloat16) and the CPU's bf16 dot-product
- *   instructions (AVX512_BF16 vdpbf16ps, Arm BFDOT) compute. This is what makes bf16 fast.
+ *   instructions (AVX512_BF16 vdpbf16ps, Arm BFDOT) compute. This is what makes bf16 fast. (vdpbf16ps also
+ *   flushes subnormals to zero, below 1e-38: far under any tolerance.)
  * - f16: decoded to f32 exactly, then f32 math (no CPU here multiplies f16 faster than f32).
  * An embedding lookup decodes the rows exactly for either dtype.
  */

@@ -95,6 +95,10 @@ export function conformance(name: string, fast: () => Backend, skip: string | fa
       checkMatmul(fast(), { batch: 4, M: 5, N: 9, K: 6, transA: true, strideA: 0 }, "broadcast A");
       checkMatmul(fast(), { batch: 2, M: 3, N: 5, K: 0 }, "K = 0");
       checkMatmul(fast(), { batch: 2, M: 3, N: 5, K: 0, accumulate: true }, "K = 0 accumulate");
+      // every item adds into one output (a broadcast operand's gradient): items must not race
+      const shared = { batch: 6, M: 64, N: 64, K: 40, strideOut: 0, accumulate: true };
+      checkMatmul(fast(), { ...shared, transA: true }, "batched into one output, transA");
+      checkMatmul(fast(), shared, "batched into one output");
     });
 
     it("binary and sumTo with broadcasting", () => {
