@@ -3,7 +3,7 @@
  * warm-up, at 1 and 2 threads, relaxed SIMD and plain mul+add, layouts NN / NT / TN. Also the share of
  * a call spent copying operands in and the result out. Not a test: run `npm run bench:gemm`.
  */
-import type { MatmulDims } from "../src/kernels/backend.js";
+import { singleMatmul } from "../src/kernels/backend.js";
 import { relaxedSupported } from "../src/kernels/wasm/index.js";
 import { createThreadedWasm } from "../src/kernels/wasm/node/pool.js";
 
@@ -55,18 +55,7 @@ for (const relaxed of builds) {
         const a = Float32Array.from({ length: M * K }, () => Math.random() - 0.5);
         const b = Float32Array.from({ length: K * N }, () => Math.random() - 0.5);
         const out = new Float32Array(M * N);
-        const d: MatmulDims = {
-          batch: 1,
-          M,
-          N,
-          K,
-          transA,
-          transB,
-          strideA: 0,
-          strideB: 0,
-          strideOut: 0,
-          accumulate: false,
-        };
+        const d = singleMatmul(M, N, K, { transA, transB });
         const [best, mid] = time(() => w.backend.matmul(out, a, b, d));
         const gflops = (ms: number) => ((2 * M * N * K) / ms / 1e6).toFixed(1);
         cells.push(`${gflops(best)} (${gflops(mid)})`);
@@ -94,18 +83,7 @@ if (!process.env.BENCH_NO_COPY) {
     out.set(c.subarray(0, M * N));
   };
   const w = createThreadedWasm({ threads: 1, name: "bench-copy" });
-  const d: MatmulDims = {
-    batch: 1,
-    M,
-    N,
-    K,
-    transA: false,
-    transB: false,
-    strideA: 0,
-    strideB: 0,
-    strideOut: 0,
-    accumulate: false,
-  };
+  const d = singleMatmul(M, N, K);
   const [total] = time(() => w.backend.matmul(out, a, b, d));
   const [copies] = time(copy);
   console.log(

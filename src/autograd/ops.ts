@@ -2,7 +2,7 @@
  * Differentiable ops. Each checks its inputs, runs one forward kernel from the active backend,
  * and records itself on the tape (only when some input requires grad).
  */
-import { backend } from "../kernels/index.js";
+import { backend, singleMatmul } from "../kernels/index.js";
 import type { Rng } from "../tensor/random.js";
 import { broadcastShapes, broadcastStrides, check, numel, sameShape, shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
@@ -344,19 +344,6 @@ function countTargets(what: string, targets: Int32Array, V: number, reduction: "
  */
 export const LINEAR_CE_CHUNK = 1 << 23;
 
-const gemm = (M: number, N: number, K: number, transA: boolean, transB: boolean, accumulate = false) => ({
-  batch: 1,
-  M,
-  N,
-  K,
-  transA,
-  transB,
-  strideA: 0,
-  strideB: 0,
-  strideOut: 0,
-  accumulate,
-});
-
 /**
  * crossEntropy(matmul(x, weight, { transB: true }), targets, reduction) without ever holding the [N, V]
  * logits: x: [N, C], weight: [V, C] (a bias-free Linear such as the lm head). Rows run in chunks of at
@@ -398,13 +385,13 @@ export function linearCrossEntropy(
       lse.subarray(r0, r0 + n),
       logits.subarray(0, n * V),
     ];
-    k.matmul(z, xs, weight.weights(), gemm(n, V, C, false, true)); // [n, V]; the weight may be 16-bit
+    k.matmul(z, xs, weight.weights(), singleMatmul(n, V, C, { transB: true })); // [n, V]; the weight may be 16-bit
     k.crossEntropyForward(losses.subarray(r0, r0 + n), ls, z, ts, n, V);
     if (!dlogits) continue;
     const dz = dlogits.subarray(0, n * V);
     k.crossEntropyBackward(dz, z, ls, ts, n, V, reduction === "mean" ? 1 / count : 1);
-    if (dx) k.matmul(dx.subarray(r0 * C, (r0 + n) * C), dz, weight.weights(), gemm(n, C, V, false, false));
-    if (dw) k.matmul(dw, dz, xs, gemm(V, C, n, true, false, true)); // dW[V, C] += dzᵀ @ x
+    if (dx) k.matmul(dx.subarray(r0 * C, (r0 + n) * C), dz, weight.weights(), singleMatmul(n, C, V));
+    if (dw) k.matmul(dw, dz, xs, singleMatmul(V, C, n, { transA: true, accumulate: true })); // dW[V, C] += dzᵀ @ x
   }
   let total = 0;
   for (let i = 0; i < N; i++) total += losses[i]!;

@@ -47,6 +47,17 @@ export function isHalf(w: WeightArray): w is HalfArray {
   return !(w instanceof Float32Array);
 }
 
+/** Dims of one plain product (batch 1): out[M, N] (+)= op(a)[M, K] @ op(b)[K, N]. */
+export function singleMatmul(
+  M: number,
+  N: number,
+  K: number,
+  opts: { transA?: boolean; transB?: boolean; accumulate?: boolean } = {},
+): MatmulDims {
+  const { transA = false, transB = false, accumulate = false } = opts;
+  return { batch: 1, M, N, K, transA, transB, strideA: 0, strideB: 0, strideOut: 0, accumulate };
+}
+
 export interface AttentionDims {
   B: number;
   Tq: number;

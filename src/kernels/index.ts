@@ -10,7 +10,7 @@ import { refBackend } from "./ref/index.js";
 import { wasmAvailable, wasmBackend } from "./wasm/index.js";
 
 export type { AdamWParams, AttentionDims, Backend, HalfArray, MatmulDims, WeightArray } from "./backend.js";
-export { isHalf } from "./backend.js";
+export { isHalf, singleMatmul } from "./backend.js";
 /** Browser main threads: `await precompileKernels()` before the first kernel call (see wasm/index.ts). */
 export { precompileKernels } from "./wasm/index.js";
 
