@@ -7,6 +7,8 @@
  * Unless a kernel says "accumulates", it overwrites its outputs.
  */
 
+import type { HalfBits } from "../tensor/dtype.js";
+
 export interface MatmulDims {
   /** Number of independent products. */
   batch: number;
@@ -35,10 +37,7 @@ export interface MatmulDims {
  * - f16: decoded to f32 exactly, then f32 math (no CPU here multiplies f16 faster than f32).
  * An embedding lookup decodes the rows exactly for either dtype.
  */
-export interface HalfArray {
-  readonly dtype: "bf16" | "f16";
-  readonly bits: Uint16Array;
-}
+export type HalfArray = HalfBits;
 
 /** A weight operand: f32, or a frozen 16-bit weight. */
 export type WeightArray = Float32Array | HalfArray;

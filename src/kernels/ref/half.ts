@@ -1,21 +1,10 @@
 /** 16-bit frozen weights in the reference backend: decode to f32 exactly, and bf16 rounding of the other operand. */
-import { f16ToF32, f32ToBf16 } from "../../tensor/dtype.js";
+import { f32ToBf16, halfToFloat32 } from "../../tensor/dtype.js";
 import type { HalfArray } from "../backend.js";
-
-let f16Table: Float32Array | undefined;
 
 /** Elements [start, start + n) of a 16-bit weight as f32 (exact). */
 export function decodeHalf(w: HalfArray, start = 0, n = w.bits.length - start): Float32Array {
-  const out = new Float32Array(n);
-  const src = w.bits.subarray(start, start + n);
-  if (w.dtype === "bf16") {
-    const bits = new Uint32Array(out.buffer);
-    for (let i = 0; i < n; i++) bits[i] = src[i]! << 16;
-  } else {
-    if (!f16Table) f16Table = Float32Array.from({ length: 0x10000 }, (_, b) => f16ToF32(b));
-    for (let i = 0; i < n; i++) out[i] = f16Table[src[i]!]!;
-  }
-  return out;
+  return halfToFloat32({ dtype: w.dtype, bits: w.bits.subarray(start, start + n) });
 }
 
 /** x rounded to bf16 (nearest even) and widened back: the operand a bf16 product really multiplies. */
