@@ -3,19 +3,18 @@
  * when its addon is built, the native one, which backend() then prefers. One thread count for both:
  * LORA_THREADS, setThreads(n), default the number of cores.
  */
-import { availableParallelism } from "node:os";
 import { registerBackend } from "../index.js";
 import { nativeAddon } from "../native/node/addon.js";
 import { createNativeBackend } from "../native/node/backend.js";
-import { setThreads as setWasmThreads, getThreads as wasmThreads } from "../wasm/node/pool.js";
+import {
+  defaultThreads,
+  setThreads as setWasmThreads,
+  getThreads as wasmThreads,
+} from "../wasm/node/pool.js";
 
 export { nativeStatus } from "../native/node/addon.js";
 
 const addon = nativeAddon();
-function defaultThreads(): number {
-  const env = Number(process.env.LORA_THREADS);
-  return env > 0 ? Math.floor(env) : availableParallelism();
-}
 if (addon) {
   addon.setThreads(defaultThreads());
   registerBackend(createNativeBackend(addon));

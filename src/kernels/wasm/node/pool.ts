@@ -107,7 +107,8 @@ function clampThreads(n: number): number {
   return Math.max(1, Math.min(MAX_THREADS, Math.floor(n)));
 }
 
-function defaultThreads(): number {
+/** LORA_THREADS, else the number of cores. */
+export function defaultThreads(): number {
   const env = Number(process.env.LORA_THREADS);
   return env > 0 ? env : availableParallelism();
 }
