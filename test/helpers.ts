@@ -1,5 +1,6 @@
 /** Shared test helpers: repo paths, the shared data folder, and dtype-based tolerances. */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -12,6 +13,22 @@ import { Tensor } from "../src/tensor/tensor.js";
 /** The repository root (tests run from dist/test/..., two levels below it). */
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const fixturesDir = resolve(repoRoot, "test/fixtures");
+
+/** The built `lora` command line. */
+export const CLI = resolve(repoRoot, "dist/src/cli/main.js");
+
+/** Runs `lora ...args` as a user does (env added to this process's); exit code, stdout, stderr. */
+export function lora(...args: string[]): { code: number | null; out: string; err: string } {
+  return loraWith({}, ...args);
+}
+
+export function loraWith(env: Record<string, string>, ...args: string[]) {
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    encoding: "utf8",
+    env: { ...process.env, ...env },
+  });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
 
 /** `../shared/data` beside the checkout, or null when absent (tests then skip, saying so). */
 export function sharedData(sub = ""): string | null {

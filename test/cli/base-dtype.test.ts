@@ -1,19 +1,13 @@
 /** --base-dtype on the command line: train, resume, --config, eval, generate, and the refusals. */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { UsageError } from "../../src/cli/command.js";
 import { settingsFrom } from "../../src/cli/train-settings.js";
-import { assertClose, fixturesDir, repoRoot } from "../helpers.js";
+import { assertClose, fixturesDir, lora, repoRoot } from "../helpers.js";
 
-const CLI = join(repoRoot, "dist/src/cli/main.js");
-const lora = (...args: string[]) => {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8" });
-  return { code: r.status, out: r.stdout, err: r.stderr };
-};
 const tmp = mkdtempSync(join(tmpdir(), "lora-base-dtype-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 

@@ -1,17 +1,11 @@
 /** The `lora` command line, run as a user runs it: output, help, exit codes, and bad input. */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { cpSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { assertClose, fixturesDir, repoRoot, SHARED_MISSING, sharedData } from "../helpers.js";
+import { assertClose, fixturesDir, lora, SHARED_MISSING, sharedData } from "../helpers.js";
 
-const CLI = join(repoRoot, "dist/src/cli/main.js");
-const lora = (...args: string[]) => {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8" });
-  return { code: r.status, out: r.stdout, err: r.stderr };
-};
 const tmp = mkdtempSync(join(tmpdir(), "lora-cli-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 

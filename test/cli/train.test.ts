@@ -1,6 +1,6 @@
 /** `lora train` and `lora merge` as a user runs them: the exactness contract, resume after kill -9, merge equality, bad input. */
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import {
   cpSync,
   existsSync,
@@ -16,13 +16,8 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { readSafetensorsFile } from "../../src/io/node/safetensors-file.js";
 import { serializeSafetensors, tensorToFloat32 } from "../../src/io/safetensors.js";
-import { assertClose, fixturesDir, repoRoot, SHARED_MISSING, sharedData } from "../helpers.js";
+import { assertClose, CLI, fixturesDir, lora, SHARED_MISSING, sharedData } from "../helpers.js";
 
-const CLI = join(repoRoot, "dist/src/cli/main.js");
-const lora = (...args: string[]) => {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8" });
-  return { code: r.status, out: r.stdout, err: r.stderr };
-};
 const tmp = mkdtempSync(join(tmpdir(), "lora-train-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 

@@ -6,7 +6,7 @@ import { it } from "node:test";
 import { availableBackends, backend } from "../../src/kernels/index.js";
 import { nativeAddon } from "../../src/kernels/native/node/addon.js";
 import { wasmAvailable } from "../../src/kernels/wasm/index.js";
-import { repoRoot } from "../helpers.js";
+import { loraWith, repoRoot } from "../helpers.js";
 
 it("backend() is LORA_BACKEND when set, else wasm where SIMD validates, else ref", () => {
   const want = process.env.LORA_BACKEND || (wasmAvailable() ? "wasm" : "ref");
@@ -32,21 +32,13 @@ it("a process that used the worker pool exits on its own (workers are unref'd)",
 });
 
 it("the Node entry prefers native when its addon loads; without it, wasm, and lora --version says why", () => {
-  const cli = join(repoRoot, "dist/src/cli/main.js");
-  const run = (env: Record<string, string>) =>
-    execFileSync(process.execPath, [cli, "--version"], {
-      encoding: "utf8",
-      env: { ...process.env, LORA_BACKEND: "", ...env },
-    });
+  const run = (env: Record<string, string>) => loraWith({ LORA_BACKEND: "", ...env }, "--version").out;
   const plain = run({});
   if (nativeAddon()) assert.match(plain, /backend native (avx512|avx2|generic)/);
   else assert.match(plain, /backend wasm.*native unavailable: /);
   const off = run({ LORA_NATIVE: "0" });
   assert.match(off, /backend wasm, \d+ thread\(s\); native unavailable: disabled by LORA_NATIVE=0/);
-  const doctor = execFileSync(process.execPath, [cli, "doctor"], {
-    encoding: "utf8",
-    env: { ...process.env, LORA_NATIVE: "0" },
-  });
+  const doctor = loraWith({ LORA_NATIVE: "0" }, "doctor").out;
   assert.match(doctor, /native: {4}not available: disabled by LORA_NATIVE=0/);
   assert.match(doctor, /available: ref, wasm/);
 });
