@@ -17,36 +17,6 @@ thread_local std::vector<float> scratch;
 
 long limit_of(const AttnDims& d, long i) { return d.causal ? d.Tk - d.Tq + i + 1 : d.Tk; }
 
-// row: [Tk] scores -> probabilities over [0, lim) (scaled first), 0 after
-LORA_CLONES void softmax_row(float* row, long lim, long Tk, float scale) {
-  float m = -__builtin_inff();
-#pragma omp simd reduction(max : m)
-  for (long j = 0; j < lim; j++) {
-    row[j] *= scale;
-    m = row[j] > m ? row[j] : m;
-  }
-  float s = 0;
-#pragma omp simd reduction(+ : s)
-  for (long j = 0; j < lim; j++) {
-    row[j] = vexp(row[j] - m);
-    s += row[j];
-  }
-  float inv = 1.0f / s;
-#pragma omp simd
-  for (long j = 0; j < lim; j++) row[j] *= inv;
-  for (long j = lim; j < Tk; j++) row[j] = 0.0f;
-}
-
-// r: [Tk] dp -> ds = p (dp - p.dp) * scale over [0, lim), 0 after
-LORA_CLONES void softmax_backward_row(float* r, const float* p, long lim, long Tk, float scale) {
-  float dot = 0;
-#pragma omp simd reduction(+ : dot)
-  for (long j = 0; j < lim; j++) dot += r[j] * p[j];
-#pragma omp simd
-  for (long j = 0; j < lim; j++) r[j] = p[j] * (r[j] - dot) * scale;
-  for (long j = lim; j < Tk; j++) r[j] = 0.0f;
-}
-
 // for every (b, kv head): fn(b, hk)
 template <class F>
 void groups(const AttnDims& d, F fn) {
@@ -71,7 +41,7 @@ void attention_forward(float* out, float* att, const float* q, const float* k, c
       float* a = att + (b * d.Hq + h) * d.Tq * d.Tk;
       // scores [Tq, Tk] = q_h [Tq, D] . k_hk^T (tiles past the causal limit skipped)
       gemm_single((int)d.Tq, (int)d.Tk, (int)d.D, qb, qs, 1, kb, B_F32, 1, ks, a, d.Tk, false, tri_n, off);
-      for (long i = 0; i < d.Tq; i++) softmax_row(a + i * d.Tk, limit_of(d, i), d.Tk, scale);
+      for (long i = 0; i < d.Tq; i++) softmax_row(a + i * d.Tk, a + i * d.Tk, limit_of(d, i), d.Tk, scale);
       // out_h [Tq, D] = att [Tq, Tk] . v_hk [Tk, D] (each row's sum stops at its limit: att is 0 past it)
       gemm_single((int)d.Tq, (int)d.D, (int)d.Tk, a, d.Tk, 1, vb, B_F32, ks, 1, out + b * d.Tq * qs + h * d.D, qs,
                   false, tri_k, off);
@@ -106,7 +76,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       if (!dq && !dkb) continue;
       // dp [Tq, Tk] = dout_h . v_hk^T, then the softmax backward: ds = p (dp - p.dp) * scale
       gemm_single((int)d.Tq, (int)d.Tk, (int)d.D, gb, qs, 1, vb, B_F32, 1, ks, ds, d.Tk, false, tri_n, off);
-      for (long i = 0; i < d.Tq; i++) softmax_backward_row(ds + i * d.Tk, a + i * d.Tk, limit_of(d, i), d.Tk, scale);
+      for (long i = 0; i < d.Tq; i++) softmax_backward_row(ds + i * d.Tk, ds + i * d.Tk, a + i * d.Tk, limit_of(d, i), d.Tk, scale);
       // dq_h [Tq, D] = ds . k_hk ; dk_hk [Tk, D] += ds^T . q_h
       if (dq)
         gemm_single((int)d.Tq, (int)d.D, (int)d.Tk, ds, d.Tk, 1, kb, B_F32, ks, 1, dq + b * d.Tq * qs + h * d.D, qs,

@@ -257,7 +257,7 @@ LORA_CLONES float dot_f32(const float* x, const float* w, int K) {
 LORA_CLONES float dot_bf16(const float* x, const uint16_t* w, int K) {
   float s = 0;
 #pragma omp simd reduction(+ : s)
-  for (int k = 0; k < K; k++) s += x[k] * __builtin_bit_cast(float, (uint32_t)w[k] << 16);
+  for (int k = 0; k < K; k++) s += x[k] * bf16_to_f32(w[k]);
   return s;
 }
 
@@ -269,7 +269,7 @@ LORA_CLONES void axpy_f32(float* y, float s, const float* w, int n) {
 
 LORA_CLONES void axpy_bf16(float* y, float s, const uint16_t* w, int n) {
 #pragma omp simd
-  for (int j = 0; j < n; j++) y[j] += s * __builtin_bit_cast(float, (uint32_t)w[j] << 16);
+  for (int j = 0; j < n; j++) y[j] += s * bf16_to_f32(w[j]);
 }
 
 // C[M, N] (+)= op(A) @ op(B) for M <= GEMV_ROWS, columns [n0, n1)

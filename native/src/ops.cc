@@ -105,7 +105,7 @@ LORA_CLONES float row_max(const float* x, long n) {
 }
 
 // out[i] = exp(x[i] - m) (when out is given); returns their sum
-LORA_CLONES double exp_sum(float* out, const float* x, long n, float m) {
+LORA_CLONES float exp_sum(float* out, const float* x, long n, float m) {
   float s = 0;
   if (out) {
 #pragma omp simd reduction(+ : s)
@@ -118,15 +118,6 @@ LORA_CLONES double exp_sum(float* out, const float* x, long n, float m) {
     for (long i = 0; i < n; i++) s += vexp(x[i] - m);
   }
   return s;
-}
-
-LORA_CLONES void softmax_rows(float* out, const float* x, long r0, long r1, long C) {
-  for (long r = r0; r < r1; r++) {
-    const float* xr = x + r * C;
-    float* o = out + r * C;
-    float inv = (float)(1.0 / exp_sum(o, xr, C, row_max(xr, C)));
-    SIMD for (long c = 0; c < C; c++) o[c] *= inv;
-  }
 }
 
 LORA_CLONES void adamw_loop(float* p, const float* g, float* m, float* v, long n, float b1, float b2, float c1,
@@ -143,6 +134,27 @@ LORA_CLONES void adamw_loop(float* p, const float* g, float* m, float* v, long n
 }
 
 }  // namespace
+
+LORA_CLONES void softmax_row(float* out, const float* x, long lim, long n, float scale) {
+  float m = -__builtin_inff();
+#pragma omp simd reduction(max : m)
+  for (long j = 0; j < lim; j++) {
+    out[j] = x[j] * scale;
+    m = out[j] > m ? out[j] : m;
+  }
+  // a NaN is skipped by the max but not by exp: it still turns the whole row into NaN
+  float inv = 1.0f / exp_sum(out, out, lim, m);
+  SIMD for (long j = 0; j < lim; j++) out[j] *= inv;
+  for (long j = lim; j < n; j++) out[j] = 0.0f;
+}
+
+LORA_CLONES void softmax_backward_row(float* ds, const float* dp, const float* p, long lim, long n, float scale) {
+  float dot = 0;
+#pragma omp simd reduction(+ : dot)
+  for (long j = 0; j < lim; j++) dot += dp[j] * p[j];
+  SIMD for (long j = 0; j < lim; j++) ds[j] = p[j] * (dp[j] - dot) * scale;
+  for (long j = lim; j < n; j++) ds[j] = 0.0f;
+}
 
 void scale(float* out, const float* x, long n, float s) {
   elems(n, [&](long a, long b) { scale_loop(out + a, x + a, b - a, s); });
@@ -375,19 +387,15 @@ void silu_backward(float* dx, const float* dout, const float* x, long n) {
 
 void softmax_forward(float* out, const float* x, long N, long C) {
   if (N <= 0 || C <= 0) return;
-  rows(N, C * 4, [&](long r0, long r1) { softmax_rows(out, x, r0, r1, C); });
+  rows(N, C * 4, [&](long r0, long r1) {
+    for (long r = r0; r < r1; r++) softmax_row(out + r * C, x + r * C, C, C, 1.0f);
+  });
 }
 
 void softmax_backward(float* dx, const float* dout, const float* y, long N, long C) {
   if (N <= 0 || C <= 0) return;
   rows(N, C, [&](long r0, long r1) {
-    for (long n = r0; n < r1; n++) {
-      const float *g = dout + n * C, *yr = y + n * C;
-      double dot = 0;
-      for (long c = 0; c < C; c++) dot += g[c] * yr[c];
-      float d = (float)dot;
-      for (long c = 0; c < C; c++) dx[n * C + c] = yr[c] * (g[c] - d);
-    }
+    for (long r = r0; r < r1; r++) softmax_backward_row(dx + r * C, dout + r * C, y + r * C, C, C, 1.0f);
   });
 }
 

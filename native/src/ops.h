@@ -29,6 +29,11 @@ void gelu_forward(float* out, const float* x, long n);
 void gelu_backward(float* dx, const float* dout, const float* x, long n);
 void silu_forward(float* out, const float* x, long n);
 void silu_backward(float* dx, const float* dout, const float* x, long n);
+// One row: out[0, lim) = softmax(scale * x[0, lim)) and out[lim, n) = 0 (lim = n for a plain softmax;
+// attention passes its causal limit); out may be x.
+void softmax_row(float* out, const float* x, long lim, long n, float scale);
+// ds[0, lim) = p (dp - p.dp) * scale, ds[lim, n) = 0; ds may be dp
+void softmax_backward_row(float* ds, const float* dp, const float* p, long lim, long n, float scale);
 void softmax_forward(float* out, const float* x, long N, long C);
 void softmax_backward(float* dx, const float* dout, const float* y, long N, long C);
 
