@@ -35,18 +35,11 @@ Run 'lora <command> --help' for a command's options, 'lora doctor' for which ker
 
 /** The active backend, its threads, and why it is not native when it is not. */
 function backendLine(): string {
-  const b = backend();
-  const isa = nativeIsa();
-  const what = b.name === "native" ? `native ${isa}` : b.name;
-  const why =
-    b.name === "native"
-      ? ""
-      : process.env.LORA_BACKEND
-        ? `; LORA_BACKEND=${process.env.LORA_BACKEND}`
-        : isa
-          ? ""
-          : `; native unavailable: ${nativeStatus()}`;
-  return `backend ${what}, ${getThreads()} thread(s)${why}`;
+  const name = backend().name;
+  const head = `backend ${name === "native" ? `native ${nativeIsa()}` : name}, ${getThreads()} thread(s)`;
+  if (name === "native") return head;
+  if (process.env.LORA_BACKEND) return `${head}; LORA_BACKEND=${process.env.LORA_BACKEND}`;
+  return nativeIsa() ? head : `${head}; native unavailable: ${nativeStatus()}`;
 }
 
 /** `lora doctor`: what runs the kernels here, and what to do when it is not the fastest. */
