@@ -29,6 +29,19 @@ void elems(long n, F fn) {
   parallel_range(n, GRAIN, 16, [&](long a, long b) { fn(a, b); });
 }
 
+// Row reductions: fn(block, row) for every row, rows grouped in fixed blocks of BLOCK and split between
+// threads by block. Each block sums into its own partial [C]; add_partials then adds them in block order,
+// so the result does not depend on the thread count.
+long blocks(long N) { return (N + BLOCK - 1) / BLOCK; }
+
+template <class F>
+void row_blocks(long N, long C, F fn) {
+  parallel_range(blocks(N), GRAIN / (BLOCK * C) + 1, 1, [&](long b0, long b1) {
+    for (long blk = b0; blk < b1; blk++)
+      for (long n = blk * BLOCK; n < N && n < (blk + 1) * BLOCK; n++) fn(blk, n);
+  });
+}
+
 // Adds the per-block partials [nb][C] into out[C] in block order.
 void add_partials(float* out, const std::vector<float>& part, long nb, long C) {
   for (long b = 0; b < nb; b++)
@@ -215,14 +228,11 @@ void sum_to(float* out, long outLen, const float* g, int nd, const long* shape, 
   bool rowsum = so == 1 && outLen == inner;
   for (int d = 0; d < nd - 1 && rowsum; d++) rowsum = os[d] == 0;
   if (rowsum) {
-    long nb = (outer + BLOCK - 1) / BLOCK;
+    long nb = blocks(outer);
     std::vector<float> part(nb * inner, 0.0f);
-    parallel_range(nb, 1, 1, [&](long b0, long b1) {
-      for (long blk = b0; blk < b1; blk++) {
-        float* p = part.data() + blk * inner;
-        for (long r = blk * BLOCK; r < outer && r < (blk + 1) * BLOCK; r++)
-          for (long c = 0; c < inner; c++) p[c] += g[r * inner + c];
-      }
+    row_blocks(outer, inner, [&](long blk, long r) {
+      float* p = part.data() + blk * inner;
+      for (long c = 0; c < inner; c++) p[c] += g[r * inner + c];
     });
     add_partials(out, part, nb, inner);
     return;
@@ -305,31 +315,27 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* x, con
 void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x, const float* w,
                         const float* mean, const float* rstd, long N, long C) {
   if (N <= 0 || C <= 0) return;
-  long nb = (N + BLOCK - 1) / BLOCK;
+  long nb = blocks(N);
   std::vector<float> pw(dw ? nb * C : 0, 0.0f), pb(db ? nb * C : 0, 0.0f);
-  parallel_range(nb, GRAIN / (BLOCK * C) + 1, 1, [&](long b0, long b1) {
-    for (long blk = b0; blk < b1; blk++) {
-      for (long n = blk * BLOCK; n < N && n < (blk + 1) * BLOCK; n++) {
-        const float* xr = x + n * C;
-        const float* g = dout + n * C;
-        float m = mean[n], s = rstd[n];
-        float dm = 0, dmx = 0;
-        for (long c = 0; c < C; c++) {
-          float xhat = (xr[c] - m) * s;
-          float dn = g[c] * w[c];
-          dm += dn;
-          dmx += dn * xhat;
-        }
-        if (dw)
-          for (long c = 0; c < C; c++) pw[blk * C + c] += g[c] * (xr[c] - m) * s;
-        if (db)
-          for (long c = 0; c < C; c++) pb[blk * C + c] += g[c];
-        dm /= C;
-        dmx /= C;
-        if (dx)
-          for (long c = 0; c < C; c++) dx[n * C + c] = s * (g[c] * w[c] - dm - (xr[c] - m) * s * dmx);
-      }
+  row_blocks(N, C, [&](long blk, long n) {
+    const float* xr = x + n * C;
+    const float* g = dout + n * C;
+    float m = mean[n], s = rstd[n];
+    float dm = 0, dmx = 0;
+    for (long c = 0; c < C; c++) {
+      float xhat = (xr[c] - m) * s;
+      float dn = g[c] * w[c];
+      dm += dn;
+      dmx += dn * xhat;
     }
+    if (dw)
+      for (long c = 0; c < C; c++) pw[blk * C + c] += g[c] * (xr[c] - m) * s;
+    if (db)
+      for (long c = 0; c < C; c++) pb[blk * C + c] += g[c];
+    dm /= C;
+    dmx /= C;
+    if (dx)
+      for (long c = 0; c < C; c++) dx[n * C + c] = s * (g[c] * w[c] - dm - (xr[c] - m) * s * dmx);
   });
   if (dw) add_partials(dw, pw, nb, C);
   if (db) add_partials(db, pb, nb, C);
@@ -352,22 +358,18 @@ void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, lo
 void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
                       long N, long C) {
   if (N <= 0 || C <= 0) return;
-  long nb = (N + BLOCK - 1) / BLOCK;
+  long nb = blocks(N);
   std::vector<float> pw(dw ? nb * C : 0, 0.0f);
-  parallel_range(nb, GRAIN / (BLOCK * C) + 1, 1, [&](long b0, long b1) {
-    for (long blk = b0; blk < b1; blk++) {
-      for (long n = blk * BLOCK; n < N && n < (blk + 1) * BLOCK; n++) {
-        const float* xr = x + n * C;
-        const float* g = dout + n * C;
-        float s = rstd[n], dmx = 0;
-        for (long c = 0; c < C; c++) dmx += g[c] * w[c] * xr[c] * s;
-        if (dw)
-          for (long c = 0; c < C; c++) pw[blk * C + c] += g[c] * xr[c] * s;
-        dmx /= C;
-        if (dx)
-          for (long c = 0; c < C; c++) dx[n * C + c] = s * (g[c] * w[c] - xr[c] * s * dmx);
-      }
-    }
+  row_blocks(N, C, [&](long blk, long n) {
+    const float* xr = x + n * C;
+    const float* g = dout + n * C;
+    float s = rstd[n], dmx = 0;
+    for (long c = 0; c < C; c++) dmx += g[c] * w[c] * xr[c] * s;
+    if (dw)
+      for (long c = 0; c < C; c++) pw[blk * C + c] += g[c] * xr[c] * s;
+    dmx /= C;
+    if (dx)
+      for (long c = 0; c < C; c++) dx[n * C + c] = s * (g[c] * w[c] - xr[c] * s * dmx);
   });
   if (dw) add_partials(dw, pw, nb, C);
 }
