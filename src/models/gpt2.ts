@@ -18,6 +18,8 @@ export interface GPT2Config {
   n_layer: number;
   n_head: number;
   layer_norm_epsilon: number;
+  /** The head shares wte's weight (the default); a merged folder may untie it (lm_head.weight). */
+  tie_word_embeddings: boolean;
 }
 
 export function parseGPT2Config(json: Record<string, unknown>): GPT2Config {
@@ -33,6 +35,7 @@ export function parseGPT2Config(json: Record<string, unknown>): GPT2Config {
     n_layer: intField(json, "n_layer"),
     n_head: intField(json, "n_head"),
     layer_norm_epsilon: numField(json, "layer_norm_epsilon", 1e-5),
+    tie_word_embeddings: json.tie_word_embeddings !== false,
   };
   if (c.n_embd % c.n_head !== 0)
     throw new Error(`config.json: n_embd ${c.n_embd} is not divisible by n_head ${c.n_head}`);
@@ -129,7 +132,7 @@ export class GPT2LMHeadModel extends Module implements CausalLM {
   readonly modelType = "gpt2";
   readonly headName = "lm_head";
   transformer: GPT2Model;
-  lm_head: LinearLike; // tied: shares transformer.wte.weight
+  lm_head: LinearLike; // [V, C]; shares transformer.wte.weight unless tie_word_embeddings is false
 
   constructor(
     readonly config: GPT2Config,
@@ -137,7 +140,11 @@ export class GPT2LMHeadModel extends Module implements CausalLM {
   ) {
     super();
     this.transformer = new GPT2Model(p, config);
-    this.lm_head = new Linear(this.transformer.wte.weight);
+    this.lm_head = new Linear(
+      config.tie_word_embeddings
+        ? this.transformer.wte.weight
+        : p("lm_head.weight", [config.vocab_size, config.n_embd], "weight"),
+    );
   }
 
   get vocabSize(): number {

@@ -5,6 +5,8 @@ import type { ChatMessage, Tokenizer } from "../io/tokenizer.js";
 export type { DataRow } from "../io/dataset.js";
 
 export type TokenizedRow = { ids: number[]; mask: number[] };
+/** A tokenized row, and for a prompt/completion row the number of tokens of its prompt. */
+export type TokenizedSource = TokenizedRow & { promptTokens?: number };
 
 const ones = (n: number) => new Array<number>(n).fill(1);
 const isPrefix = (a: number[], b: number[]) => a.length <= b.length && a.every((x, i) => x === b[i]);
@@ -13,7 +15,7 @@ export function tokenizeRow(
   row: DataRow,
   tokenizer: Tokenizer | null,
   { maskPrompt }: { maskPrompt: boolean },
-): TokenizedRow {
+): TokenizedSource {
   if ("input_ids" in row) return { ids: [...row.input_ids], mask: ones(row.input_ids.length) };
   if (!tokenizer) {
     throw new Error(
@@ -31,7 +33,7 @@ export function tokenizeRow(
   const prompt = tokenizer.encode(row.prompt);
   const completion = withEos(tokenizer.encode(row.completion, { addSpecialTokens: false }));
   const mask = [...new Array<number>(prompt.length).fill(maskPrompt ? 0 : 1), ...ones(completion.length)];
-  return { ids: [...prompt, ...completion], mask };
+  return { ids: [...prompt, ...completion], mask, promptTokens: prompt.length };
 }
 
 /**

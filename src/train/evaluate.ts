@@ -13,18 +13,24 @@ export interface EvalResult {
 }
 
 /** Each row is one sequence: position t predicts token t+1 where the row's mask marks it as a target. */
-export function evaluate(model: CausalLM, rows: readonly TokenizedRow[]): EvalResult {
+export function evaluate(
+  model: CausalLM,
+  rows: readonly TokenizedRow[],
+  onRow?: (done: number, total: number) => void,
+): EvalResult {
   let total = 0;
   let tokens = 0;
   noGrad(() => {
-    for (const row of rows) {
+    for (const [i, row] of rows.entries()) {
       const T = row.ids.length;
       const ids = Int32Array.from(row.ids);
       const targets = nextTokenTargets(ids, 1, T, row.mask);
       const count = targets.filter((t) => t >= 0).length;
-      if (count === 0) continue;
-      total += languageModelLoss(model, ids, [1, T], targets, "sum").item();
-      tokens += count;
+      if (count > 0) {
+        total += languageModelLoss(model, ids, [1, T], targets, "sum").item();
+        tokens += count;
+      }
+      onRow?.(i + 1, rows.length);
     }
   });
   if (tokens === 0)
