@@ -1,8 +1,8 @@
 /** Held-out evaluation: mean next-token negative log-likelihood (nats) over every predicted token. */
 import { noGrad } from "../autograd/tape.js";
 import type { CausalLM } from "../models/index.js";
-import type { TokenizedRow } from "./data.js";
 import { makeBatch } from "./batches.js";
+import type { TokenizedRow } from "./data.js";
 import { languageModelLoss } from "./loss.js";
 
 export interface EvalResult {
