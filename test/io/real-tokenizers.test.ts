@@ -108,3 +108,11 @@ for (const [name, dir] of Object.entries(DIRS)) {
     });
   });
 }
+
+describe("the date a chat template shows", () => {
+  it("is a run's own date_string, in strftime's %d %b %Y", async () => {
+    const { templateDate } = await import("../../src/cli/load.js");
+    assert.equal(templateDate(new Date("2024-07-26T12:00:00Z")), "26 Jul 2024");
+    assert.equal(templateDate(new Date("2026-03-05T00:00:00Z")), "05 Mar 2026");
+  });
+});
