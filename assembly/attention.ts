@@ -24,6 +24,11 @@ export function rope(out: usize, x: usize, cs: usize, B: i32, T: i32, H: i32, D:
   }
 }
 
+// the first key a causal query at position `pos` sees in a sliding window (0 without one)
+function windowStart(causal: bool, window: i32, pos: i32): i32 {
+  return causal && window > 0 ? max(0, pos - window + 1) : 0;
+}
+
 // scores row: [Tk] -> probabilities: scale, softmax over the first `limit` entries, zero after them
 function softmaxRow(row: usize, Tk: i32, limit: i32, scale: f32): void {
   const n = max(0, min(limit, Tk));
@@ -55,12 +60,13 @@ export function attentionForward(
   Hkv: i32,
   D: i32,
   causal: bool,
+  scale: f32,
+  window: i32,
   scratch: usize,
   bh0: i32,
   bh1: i32,
 ): void {
   const group = Hq / Hkv;
-  const scale: f32 = <f32>(1 / Math.sqrt(<f64>D));
   const ldq = Hq * D;
   const ldk = Hkv * D;
   for (let bh = bh0; bh < bh1; bh++) {
@@ -74,7 +80,11 @@ export function attentionForward(
     const ab = att + ((<usize>bh * Tq * Tk) << 2);
     gemmBlock(ab, qb, kb, Tq, Tk, D, ldq, ldk, Tk, false, true, false, scratch, 0, Tq, 0, Tk);
     for (let i = 0; i < Tq; i++) {
-      softmaxRow(ab + ((<usize>i * Tk) << 2), Tk, causal ? Tk - Tq + i + 1 : Tk, scale);
+      // a sliding window's row: softmax over [start, limit), zero before it
+      const row = ab + ((<usize>i * Tk) << 2);
+      const start = windowStart(causal, window, Tk - Tq + i);
+      zero(row, start);
+      softmaxRow(row + (<usize>start << 2), Tk - start, (causal ? Tk - Tq + i + 1 : Tk) - start, scale);
     }
     gemmBlock(ob, ab, vb, Tq, D, Tk, Tk, ldk, ldq, false, false, false, scratch, 0, Tq, 0, D);
   }
@@ -100,13 +110,14 @@ export function attentionBackward(
   Hkv: i32,
   D: i32,
   causal: bool,
+  scale: f32,
+  window: i32,
   scratch: usize,
   dp: usize,
   bk0: i32,
   bk1: i32,
 ): void {
   const group = Hq / Hkv;
-  const scale: f32 = <f32>(1 / Math.sqrt(<f64>D));
   const ldq = Hq * D;
   const ldk = Hkv * D;
   for (let bk = bk0; bk < bk1; bk++) {
@@ -124,9 +135,11 @@ export function attentionBackward(
       gemmBlock(dp, dout + qo, v + ko, Tq, Tk, D, ldq, ldk, Tk, false, true, false, scratch, 0, Tq, 0, Tk);
       if (dv) gemmBlock(dv + ko, ab, dout + qo, Tk, D, Tq, Tk, ldq, ldk, true, false, true, scratch, 0, Tk, 0, D);
       for (let i = 0; i < Tq; i++) {
-        const limit = max(0, min(Tk, causal ? Tk - Tq + i + 1 : Tk));
-        const pr = ab + ((<usize>i * Tk) << 2);
-        const dr = dp + ((<usize>i * Tk) << 2);
+        const start = windowStart(causal, window, Tk - Tq + i);
+        const limit = max(0, min(Tk, causal ? Tk - Tq + i + 1 : Tk)) - start;
+        zero(dp + ((<usize>i * Tk) << 2), start);
+        const pr = ab + ((<usize>(i * Tk + start)) << 2);
+        const dr = dp + ((<usize>(i * Tk + start)) << 2);
         const d = dot(dr, pr, limit);
         const vd = f32x4.splat(d);
         const vs = f32x4.splat(scale);
@@ -139,7 +152,7 @@ export function attentionBackward(
           const o = <usize>j << 2;
           store<f32>(dr + o, load<f32>(pr + o) * (load<f32>(dr + o) - d) * scale);
         }
-        if (limit < Tk) zero(dr + (<usize>limit << 2), Tk - limit);
+        if (limit < Tk - start) zero(dr + (<usize>limit << 2), Tk - start - limit);
       }
       if (dq) gemmBlock(dq + qo, dp, k + ko, Tq, D, Tk, Tk, ldk, ldq, false, false, false, scratch, 0, Tq, 0, D);
       if (dk) gemmBlock(dk + ko, dp, q + qo, Tk, D, Tq, Tk, ldq, ldk, true, false, true, scratch, 0, Tk, 0, D);

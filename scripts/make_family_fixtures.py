@@ -154,3 +154,38 @@ make(
     ["q_proj", "v_proj", "down_proj"],
     T=24,
 )
+# Mistral: every layer attends over a sliding window of 8 keys; T = 24
+make(
+    "mistral_window",
+    transformers.MistralConfig(**small, max_position_embeddings=64, sliding_window=8),
+    ["q_proj", "v_proj"],
+    T=24,
+)
+# Gemma 3 text: (1+w) RMSNorms (four per layer, and q/k norms), embeddings scaled by sqrt(hidden), a
+# query_pre_attn_scalar unequal to head_dim, gelu_pytorch_tanh, sliding layers (window 6, local theta)
+# beside a full one (global theta, linear scaling); T = 20 > window
+make(
+    "gemma3_text",
+    transformers.Gemma3TextConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=24,
+        query_pre_attn_scalar=32,
+        max_position_embeddings=64,
+        sliding_window=6,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters={
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1000000.0},
+        },
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    ),
+    ["q_proj", "v_proj", "o_proj", "gate_proj"],
+    T=20,
+)

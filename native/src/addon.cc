@@ -219,7 +219,7 @@ FN(Rope) {
 }
 
 AttnDims attn_dims(Args& a, size_t i) {
-  return {a.l(i), a.l(i + 1), a.l(i + 2), a.l(i + 3), a.l(i + 4), a.l(i + 5), a.b(i + 6)};
+  return {a.l(i), a.l(i + 1), a.l(i + 2), a.l(i + 3), a.l(i + 4), a.l(i + 5), a.b(i + 6), a.d(i + 7), a.l(i + 8)};
 }
 
 FN(AttentionForward) {

@@ -15,7 +15,12 @@ namespace {
 
 thread_local std::vector<float> scratch;
 
+// the keys query row i sees: [start_of, limit_of)
 long limit_of(const AttnDims& d, long i) { return d.causal ? d.Tk - d.Tq + i + 1 : d.Tk; }
+long start_of(const AttnDims& d, long i) {
+  long p = d.Tk - d.Tq + i;
+  return d.causal && d.window > 0 && p - d.window + 1 > 0 ? p - d.window + 1 : 0;
+}
 
 // for every (b, kv head): fn(b, hk)
 template <class F>
@@ -29,7 +34,7 @@ void groups(const AttnDims& d, F fn) {
 
 void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, const AttnDims& d) {
   const long group = d.Hq / d.Hkv, qs = d.Hq * d.D, ks = d.Hkv * d.D;
-  const float scale = (float)(1.0 / std::sqrt((double)d.D));
+  const float scale = (float)d.scale;
   // causal: the GEMMs skip what lies past each row's limit (about half the work)
   const Tri tri_n = d.causal ? TRI_N : TRI_NONE, tri_k = d.causal ? TRI_K_LOWER : TRI_NONE;
   const long off = d.Tk - d.Tq;
@@ -41,7 +46,13 @@ void attention_forward(float* out, float* att, const float* q, const float* k, c
       float* a = att + (b * d.Hq + h) * d.Tq * d.Tk;
       // scores [Tq, Tk] = q_h [Tq, D] . k_hk^T (tiles past the causal limit skipped)
       gemm_single((int)d.Tq, (int)d.Tk, (int)d.D, qb, qs, 1, kb, B_F32, 1, ks, a, d.Tk, false, tri_n, off);
-      for (long i = 0; i < d.Tq; i++) softmax_row(a + i * d.Tk, a + i * d.Tk, limit_of(d, i), d.Tk, scale);
+      // a sliding window's row is a softmax over [start, limit), zero before it
+      for (long i = 0; i < d.Tq; i++) {
+        float* row = a + i * d.Tk;
+        long s0 = start_of(d, i);
+        std::memset(row, 0, sizeof(float) * s0);
+        softmax_row(row + s0, row + s0, limit_of(d, i) - s0, d.Tk - s0, scale);
+      }
       // out_h [Tq, D] = att [Tq, Tk] . v_hk [Tk, D] (each row's sum stops at its limit: att is 0 past it)
       gemm_single((int)d.Tq, (int)d.D, (int)d.Tk, a, d.Tk, 1, vb, B_F32, ks, 1, out + b * d.Tq * qs + h * d.D, qs,
                   false, tri_k, off);
@@ -52,7 +63,7 @@ void attention_forward(float* out, float* att, const float* q, const float* k, c
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* att, const AttnDims& d) {
   const long group = d.Hq / d.Hkv, qs = d.Hq * d.D, ks = d.Hkv * d.D;
-  const float scale = (float)(1.0 / std::sqrt((double)d.D));
+  const float scale = (float)d.scale;
   const Tri tri_n = d.causal ? TRI_N : TRI_NONE, tri_k = d.causal ? TRI_K_LOWER : TRI_NONE;
   const Tri tri_kt = d.causal ? TRI_K_UPPER : TRI_NONE;
   const long off = d.Tk - d.Tq;
@@ -76,7 +87,12 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       if (!dq && !dkb) continue;
       // dp [Tq, Tk] = dout_h . v_hk^T, then the softmax backward: ds = p (dp - p.dp) * scale
       gemm_single((int)d.Tq, (int)d.Tk, (int)d.D, gb, qs, 1, vb, B_F32, 1, ks, ds, d.Tk, false, tri_n, off);
-      for (long i = 0; i < d.Tq; i++) softmax_backward_row(ds + i * d.Tk, ds + i * d.Tk, a + i * d.Tk, limit_of(d, i), d.Tk, scale);
+      for (long i = 0; i < d.Tq; i++) {
+        long s0 = start_of(d, i);
+        float* row = ds + i * d.Tk;
+        std::memset(row, 0, sizeof(float) * s0);
+        softmax_backward_row(row + s0, row + s0, a + i * d.Tk + s0, limit_of(d, i) - s0, d.Tk - s0, scale);
+      }
       // dq_h [Tq, D] = ds . k_hk ; dk_hk [Tk, D] += ds^T . q_h
       if (dq)
         gemm_single((int)d.Tq, (int)d.D, (int)d.Tk, ds, d.Tk, 1, kb, B_F32, ks, 1, dq + b * d.Tq * qs + h * d.D, qs,

@@ -50,6 +50,8 @@ void adamw(float* p, const float* g, float* m, float* v, long n, double lr, doub
 struct AttnDims {
   long B, Tq, Tk, Hq, Hkv, D;
   bool causal;
+  double scale;  // scores are q.k * scale
+  long window;   // sliding window (0: none): query at position p sees keys p - window < j <= p
 };
 void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, const AttnDims& d);
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,

@@ -2,7 +2,7 @@
  * Differentiable ops. Each checks its inputs, runs one forward kernel from the active backend,
  * and records itself on the tape (only when some input requires grad).
  */
-import { backend, singleMatmul } from "../kernels/index.js";
+import { type AttentionDims, backend, singleMatmul } from "../kernels/index.js";
 import type { Rng } from "../tensor/random.js";
 import { broadcastShapes, broadcastStrides, check, numel, sameShape, shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
@@ -264,7 +264,14 @@ export function ropeFrequencies(D: number, theta: number): Float64Array {
 }
 
 /** Attention dims from q: [B, Tq, Hq, D], k, v: [B, Tk, Hkv, D]. */
-export function attentionDims(q: Tensor, k: Tensor, v: Tensor, causal: boolean) {
+/** How attention masks and scales its scores (see AttentionDims). */
+export interface AttentionOptions {
+  causal?: boolean;
+  scale?: number;
+  window?: number;
+}
+
+export function attentionDims(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): AttentionDims {
   check(
     q.ndim === 4 && k.ndim === 4 && sameShape(k.shape, v.shape),
     () =>
@@ -277,17 +284,25 @@ export function attentionDims(q: Tensor, k: Tensor, v: Tensor, causal: boolean) 
     () =>
       `attention: q ${shapeStr(q.shape)} and k ${shapeStr(k.shape)} disagree (batch, head dim, Hq % Hkv == 0, Tk >= Tq)`,
   );
-  return { B, Tq, Tk, Hq, Hkv, D, causal };
+  const { causal = true, scale, window } = opts;
+  check(
+    !window || (causal && Number.isInteger(window) && window > 0),
+    () => `attention: a sliding window must be a positive integer on causal attention, got ${window}`,
+  );
+  return { B, Tq, Tk, Hq, Hkv, D, causal, ...(scale !== undefined && { scale }), ...(window && { window }) };
 }
 
-/** Scaled dot-product attention, grouped-query, causal by default. Returns [B, Tq, Hq, D]. */
-export function attention(q: Tensor, k: Tensor, v: Tensor, causal = true): Tensor {
+/**
+ * Scaled dot-product attention, grouped-query, causal by default (scale 1/√D unless given; a sliding
+ * window when given). Returns [B, Tq, Hq, D].
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
   floatOnly("attention", q, k, v);
-  const d = attentionDims(q, k, v, causal);
+  const d = attentionDims(q, k, v, opts);
   const out = empty(q.shape);
   const att = new Float32Array(d.B * d.Hq * d.Tq * d.Tk);
   backend().attentionForward(out, att, q.data, k.data, v.data, d);
-  return record("attention", [q, k, v], new Tensor(out, q.shape), { causal }, { att });
+  return record("attention", [q, k, v], new Tensor(out, q.shape), opts, { att });
 }
 
 /**

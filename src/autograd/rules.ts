@@ -179,7 +179,7 @@ export const gradRules: { [K in OpName]: GradRule<K> } = {
   },
   attention: (n, g, needs) => {
     const [q, k, v] = n.inputs as [Tensor, Tensor, Tensor];
-    const d = attentionDims(q, k, v, n.attrs.causal);
+    const d = attentionDims(q, k, v, n.attrs);
     const dq = needs[0] ? new Float32Array(q.size) : null;
     const dk = needs[1] ? new Float32Array(k.size) : null;
     const dv = needs[2] ? new Float32Array(v.size) : null;

@@ -19,7 +19,7 @@ export interface OpSpecs {
   silu: { attrs: null; saved: null };
   softmax: { attrs: null; saved: null };
   rope: { attrs: { offset: number; freqs: Float64Array }; saved: null };
-  attention: { attrs: { causal: boolean }; saved: { att: Float32Array } };
+  attention: { attrs: { causal?: boolean; scale?: number; window?: number }; saved: { att: Float32Array } };
   crossEntropy: {
     attrs: { targets: Int32Array; reduction: "mean" | "sum" };
     saved: { lse: Float32Array; count: number };

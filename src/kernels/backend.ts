@@ -66,7 +66,25 @@ export interface AttentionDims {
   D: number;
   /** Query i sits at absolute position Tk - Tq + i and sees keys 0..Tk-Tq+i. */
   causal: boolean;
+  /** Scores are q·k times this (default 1/√D; Gemma 3: query_pre_attn_scalar^-1/2). */
+  scale?: number;
+  /**
+   * Sliding-window attention (causal only; 0 or absent: none): the query at position p sees only the
+   * keys j with p - window < j <= p, as transformers' sliding_window masks.
+   */
+  window?: number;
 }
+
+/** The keys query row i sees: [start, limit) (a causal row stops at its position; a window starts later). */
+export function keyRange(d: AttentionDims, i: number): [number, number] {
+  const pos = d.Tk - d.Tq + i;
+  const limit = d.causal ? pos + 1 : d.Tk;
+  const start = d.causal && d.window ? Math.max(0, pos - d.window + 1) : 0;
+  return [start, limit];
+}
+
+/** The attention scale of `d`. */
+export const attentionScale = (d: AttentionDims) => d.scale ?? 1 / Math.sqrt(d.D);
 
 export interface AdamWParams {
   lr: number;

@@ -1,4 +1,5 @@
 /** The model registry: model_type -> config parser, builder, and checkpoint naming rules. */
+import { Gemma3ForCausalLM, gemma3Checkpoint, parseGemma3Config } from "./gemma3.js";
 import { GPT2LMHeadModel, gpt2Checkpoint, parseGPT2Config } from "./gpt2.js";
 import { LLAMA_TYPES, LlamaForCausalLM, llamaCheckpoint, parseLlamaConfig } from "./llama.js";
 import type { CausalLM, ParamFactory } from "./model.js";
@@ -38,10 +39,19 @@ const llama: ModelFamily = {
   learnedPositions: false,
 };
 
+const gemma3: ModelFamily = {
+  build: (json, p) => new Gemma3ForCausalLM(parseGemma3Config(json), p),
+  checkpoint: gemma3Checkpoint,
+  defaultTargets: ["q_proj", "v_proj"],
+  fanInFanOut: false,
+  learnedPositions: false,
+};
+
 // PEFT's default targets per model_type (its TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING);
 // smollm3 has none there, so --targets is required, as PEFT requires target_modules
 const families: Record<string, ModelFamily> = {
   gpt2,
+  gemma3_text: gemma3,
   ...Object.fromEntries(
     LLAMA_TYPES.map((t) => [t, t === "smollm3" ? { ...llama, defaultTargets: [] } : llama]),
   ),

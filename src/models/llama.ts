@@ -34,6 +34,8 @@ export interface LlamaConfig {
   qk_norm: boolean;
   /** smollm3: 1 where a layer uses RoPE, 0 for a NoPE layer (null: every layer uses it). */
   no_rope_layers: number[] | null;
+  /** Each layer's sliding window (0: full attention). */
+  layer_windows: number[];
   tie_word_embeddings: boolean;
   attention_bias: boolean;
   mlp_bias: boolean;
@@ -55,12 +57,7 @@ export function parseLlamaConfig(json: Record<string, unknown>): LlamaConfig {
     errors.push(
       `"no_rope_layers" must list 0 or 1 for each of the ${layers} layers, got ${JSON.stringify(noRope)}`,
     );
-  // sliding-window attention is not computed here yet: refuse the configs that turn it on
-  const sliding = Array.isArray(json.layer_types) && json.layer_types.includes("sliding_attention");
-  if (json.use_sliding_window === true && sliding)
-    errors.push(
-      "use_sliding_window with sliding_attention layers is not supported yet (only full attention); set use_sliding_window false if the model was trained without it",
-    );
+  const windows = layerWindows(json, type, layers, errors);
   if (errors.length > 0) throw new Error(`config.json: ${errors.join("; ")}`);
   const heads = intField(json, "num_attention_heads");
   const hidden = intField(json, "hidden_size");
@@ -81,6 +78,7 @@ export function parseLlamaConfig(json: Record<string, unknown>): LlamaConfig {
     mlp_bias: Boolean(json.mlp_bias ?? false),
     qk_norm: type === "qwen3",
     no_rope_layers: type === "smollm3" && Array.isArray(noRope) ? (noRope as number[]) : null,
+    layer_windows: windows,
   };
   if (c.num_attention_heads % c.num_key_value_heads !== 0) {
     throw new Error(
@@ -89,6 +87,44 @@ export function parseLlamaConfig(json: Record<string, unknown>): LlamaConfig {
   }
   if (c.head_dim % 2 !== 0) throw new Error(`config.json: head_dim ${c.head_dim} must be even for RoPE`);
   return c;
+}
+
+/**
+ * Each layer's sliding window, as transformers decides it: Mistral's `sliding_window` applies to every
+ * layer; Qwen2/Qwen3/SmolLM3 use it only with use_sliding_window, on the layers that `layer_types` marks
+ * "sliding_attention" (else, as Qwen2 derives them, from max_window_layers on).
+ */
+function layerWindows(
+  json: Record<string, unknown>,
+  type: LlamaType,
+  layers: number,
+  errors: string[],
+): number[] {
+  const w = json.sliding_window;
+  const none = new Array<number>(layers).fill(0);
+  if (w === undefined || w === null) return none;
+  if (typeof w !== "number" || !Number.isInteger(w) || w < 1) {
+    errors.push(`"sliding_window" must be a positive integer or null, got ${JSON.stringify(w)}`);
+    return none;
+  }
+  if (type === "mistral") return none.fill(w);
+  if (json.use_sliding_window !== true) return none;
+  const types = json.layer_types;
+  if (types !== undefined) {
+    if (
+      !Array.isArray(types) ||
+      types.length !== layers ||
+      types.some((t) => t !== "sliding_attention" && t !== "full_attention")
+    ) {
+      errors.push(
+        `"layer_types" must give "full_attention" or "sliding_attention" for each of the ${layers} layers`,
+      );
+      return none;
+    }
+    return types.map((t) => (t === "sliding_attention" ? w : 0));
+  }
+  const from = typeof json.max_window_layers === "number" ? json.max_window_layers : layers;
+  return none.map((_, i) => (i >= from ? w : 0));
 }
 
 const linear = (p: ParamFactory, name: string, inF: number, outF: number, bias: boolean) =>
@@ -135,7 +171,7 @@ class LlamaAttention extends Module {
     let k = heads(this.k_proj.forward(x), Hkv, this.k_norm);
     let v = reshape(this.v_proj.forward(x), [B, T, Hkv, D]);
     if (cache) [k, v] = cache.append(this.layer, k, v);
-    const y = attention(q, k, v); // [B, T, Hq, D]
+    const y = attention(q, k, v, { window: this.cfg.layer_windows[this.layer] }); // [B, T, Hq, D]
     return this.o_proj.forward(reshape(y, [B, T, Hq * D]));
   }
 }

@@ -121,6 +121,19 @@ describe("ops vs finite differences", () => {
     }
   });
 
+  it("sliding-window attention with its own scale, against finite differences", () => {
+    for (const [qs, ks, window] of [
+      [[1, 7, 2, 4], [1, 7, 1, 4], 3],
+      [[2, 3, 2, 4], [2, 8, 2, 4], 2],
+    ] as [number[], number[], number][]) {
+      checkOp(
+        `attention window ${window}`,
+        ([q, k, v]) => ops.attention(q!, k!, v!, { window, scale: 0.4 }),
+        [randn(qs, rng), randn(ks, rng), randn(ks, rng)],
+      );
+    }
+  });
+
   it("cross-entropy with ignored targets, mean and sum", () => {
     const targets = Int32Array.from([3, -100, 0, 6, 6, 1, 2]);
     checkOp("crossEntropy mean", ([x]) => ops.crossEntropy(x!, targets), [randn([7, 7], rng)]);
@@ -206,7 +219,7 @@ function opFor(c: OpCase): (xs: Record<string, Tensor>) => Tensor {
     case "rope":
       return (x) => ops.rope(x.x!, Number(a.offset), ops.ropeFrequencies(x.x!.shape[3]!, Number(a.theta)));
     case "attention":
-      return (x) => ops.attention(x.q!, x.k!, x.v!, Boolean(a.causal ?? true));
+      return (x) => ops.attention(x.q!, x.k!, x.v!, { causal: Boolean(a.causal ?? true) });
     case "cross_entropy":
       return (x) => ops.crossEntropy(x.logits!, ints("targets"));
     case "slice":

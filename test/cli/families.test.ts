@@ -40,6 +40,8 @@ const FAMILIES: [string, string[]][] = [
   ["llama3_rope", []],
   ["qwen3", []],
   ["smollm3", ["--targets", "q_proj,v_proj"]],
+  ["gemma3_text", []],
+  ["mistral_window", []],
 ];
 
 describe("newer families through the CLI", () => {
@@ -102,7 +104,7 @@ describe("newer families through the CLI", () => {
 });
 
 describe("newer families: KV-cached greedy decoding equals the full forward", () => {
-  for (const name of ["llama3_rope", "qwen3", "smollm3"]) {
+  for (const name of ["llama3_rope", "qwen3", "smollm3", "gemma3_text", "mistral_window"]) {
     it(name, () => {
       const { model: m } = loadModelFolder(model(name));
       const prompt = [3, 14, 15, 9, 26];

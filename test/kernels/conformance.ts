@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ropeFrequencies } from "../../src/autograd/ops.js";
-import type { Backend, HalfArray, MatmulDims } from "../../src/kernels/backend.js";
+import type { AttentionDims, Backend, HalfArray, MatmulDims } from "../../src/kernels/backend.js";
 import { refBackend } from "../../src/kernels/ref/index.js";
 import { encodeFromFloat32 } from "../../src/tensor/dtype.js";
 import { Rng } from "../../src/tensor/random.js";
@@ -261,13 +261,17 @@ export function conformance(name: string, fast: () => Backend, skip: string | fa
       }
     });
 
-    it("attention: causal, Tq < Tk, GQA, forward and backward", () => {
-      for (const d of [
+    it("attention: causal, Tq < Tk, GQA, sliding window, own scale, forward and backward", () => {
+      const dims: AttentionDims[] = [
         { B: 2, Tq: 5, Tk: 5, Hq: 2, Hkv: 2, D: 8, causal: true },
         { B: 1, Tq: 3, Tk: 7, Hq: 4, Hkv: 2, D: 6, causal: true },
         { B: 2, Tq: 4, Tk: 6, Hq: 6, Hkv: 3, D: 5, causal: false },
         { B: 1, Tq: 1, Tk: 9, Hq: 4, Hkv: 1, D: 16, causal: true },
-      ]) {
+        { B: 2, Tq: 11, Tk: 11, Hq: 4, Hkv: 2, D: 8, causal: true, window: 4, scale: 0.3 },
+        { B: 1, Tq: 2, Tk: 9, Hq: 2, Hkv: 1, D: 6, causal: true, window: 3 },
+        { B: 1, Tq: 6, Tk: 6, Hq: 2, Hkv: 2, D: 4, causal: true, window: 1 },
+      ];
+      for (const d of dims) {
         const nq = d.B * d.Tq * d.Hq * d.D;
         const nk = d.B * d.Tk * d.Hkv * d.D;
         const na = d.B * d.Hq * d.Tq * d.Tk;

@@ -30,8 +30,19 @@ interface Expected {
   grads_adapter?: Record<string, Arr>;
 }
 
-/** Made by the real transformers + PEFT (scripts/make_family_fixtures.py): rope scaling, Qwen3, SmolLM3. */
-const FAMILIES = ["llama3_rope", "llama_rope_linear", "llama_rope_dynamic", "qwen3", "smollm3"];
+/**
+ * Made by the real transformers + PEFT (scripts/make_family_fixtures.py): rope scaling, Qwen3, SmolLM3,
+ * Mistral's sliding window, Gemma 3.
+ */
+const FAMILIES = [
+  "llama3_rope",
+  "llama_rope_linear",
+  "llama_rope_dynamic",
+  "qwen3",
+  "smollm3",
+  "mistral_window",
+  "gemma3_text",
+];
 const MODELS = [
   "gpt2",
   "gpt2_noprefix",
@@ -156,6 +167,14 @@ describe("newer families: the features matter, and both config spellings read al
       (c) => ((c.rope_parameters as Record<string, unknown>).rope_type = "default"),
     ],
     ["smollm3", "RoPE on the NoPE layer", (c) => (c.no_rope_layers = [1, 1])],
+    ["mistral_window", "no sliding window", (c) => (c.sliding_window = null)],
+    ["gemma3_text", "no sliding window", (c) => (c.sliding_window = 64)],
+    [
+      "gemma3_text",
+      "the local theta on every layer",
+      (c) => (c.layer_types = ["sliding_attention", "sliding_attention", "sliding_attention"]),
+    ],
+    ["gemma3_text", "another query_pre_attn_scalar", (c) => (c.query_pre_attn_scalar = 24)],
   ];
   for (const [name, what, edit] of off) {
     it(`${name}: ${what} gives other logits (the fixture exercises the feature)`, () => {
@@ -174,6 +193,15 @@ describe("newer families: the features matter, and both config spellings read al
       });
       assertClose(logits, expected.logits_base.data, "f32", name);
     }
+    // Gemma 3 in transformers 4: rope_theta (+ rope_scaling) for full layers, rope_local_base_freq
+    const gemma = logitsWith("gemma3_text", (c) => {
+      const r = c.rope_parameters as Record<string, Record<string, unknown>>;
+      delete c.rope_parameters;
+      c.rope_theta = r.full_attention!.rope_theta;
+      c.rope_scaling = { rope_type: "linear", factor: r.full_attention!.factor };
+      c.rope_local_base_freq = r.sliding_attention!.rope_theta;
+    });
+    assertClose(gemma.logits, gemma.expected.logits_base.data, "f32", "gemma3_text");
   });
 
   it("refuses spellings that disagree, and rope types it does not compute, naming what is supported", () => {

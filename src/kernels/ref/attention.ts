@@ -1,5 +1,5 @@
 /** Reference rotary embedding and causal grouped-query attention, forward and backward. */
-import type { AttentionDims } from "../backend.js";
+import { type AttentionDims, attentionScale, keyRange } from "../backend.js";
 
 // x: [B, T, H, D] -> out: [B, T, H, D]; pairs (i, i + D/2) rotate by angle pos * freqs[i]
 export function rope(
@@ -43,9 +43,9 @@ export function attentionForward(
   v: Float32Array,
   d: AttentionDims,
 ): void {
-  const { B, Tq, Tk, Hq, Hkv, D, causal } = d;
+  const { B, Tq, Tk, Hq, Hkv, D } = d;
   const group = Hq / Hkv;
-  const scale = 1 / Math.sqrt(D);
+  const scale = attentionScale(d);
   att.fill(0);
   out.fill(0);
   for (let b = 0; b < B; b++) {
@@ -54,9 +54,9 @@ export function attentionForward(
       for (let i = 0; i < Tq; i++) {
         const qo = ((b * Tq + i) * Hq + h) * D;
         const ao = ((b * Hq + h) * Tq + i) * Tk;
-        const limit = causal ? Tk - Tq + i + 1 : Tk;
+        const [start, limit] = keyRange(d, i);
         let mx = -Infinity;
-        for (let j = 0; j < limit; j++) {
+        for (let j = start; j < limit; j++) {
           const ko = ((b * Tk + j) * Hkv + hk) * D;
           let s = 0;
           for (let c = 0; c < D; c++) s += q[qo + c]! * k[ko + c]!;
@@ -64,12 +64,12 @@ export function attentionForward(
           mx = Math.max(mx, att[ao + j]!); // the stored f32 value, so that the max entry gives exp(0) = 1
         }
         let sum = 0;
-        for (let j = 0; j < limit; j++) {
+        for (let j = start; j < limit; j++) {
           const e = Math.exp(att[ao + j]! - mx);
           att[ao + j] = e;
           sum += e;
         }
-        for (let j = 0; j < limit; j++) {
+        for (let j = start; j < limit; j++) {
           const p = att[ao + j]! / sum;
           att[ao + j] = p;
           const vo = ((b * Tk + j) * Hkv + hk) * D;
@@ -91,9 +91,9 @@ export function attentionBackward(
   att: Float32Array,
   d: AttentionDims,
 ): void {
-  const { B, Tq, Tk, Hq, Hkv, D, causal } = d;
+  const { B, Tq, Tk, Hq, Hkv, D } = d;
   const group = Hq / Hkv;
-  const scale = 1 / Math.sqrt(D);
+  const scale = attentionScale(d);
   dq?.fill(0);
   dk?.fill(0);
   dv?.fill(0);
@@ -104,10 +104,10 @@ export function attentionBackward(
       for (let i = 0; i < Tq; i++) {
         const qo = ((b * Tq + i) * Hq + h) * D;
         const ao = ((b * Hq + h) * Tq + i) * Tk;
-        const limit = causal ? Tk - Tq + i + 1 : Tk;
+        const [start, limit] = keyRange(d, i);
         // in the forward pass: out_i = sum_j p_ij v_j, so dp_ij = dout_i . v_j and dv_j += p_ij dout_i
         let dot = 0;
-        for (let j = 0; j < limit; j++) {
+        for (let j = start; j < limit; j++) {
           const vo = ((b * Tk + j) * Hkv + hk) * D;
           const p = att[ao + j]!;
           let dp = 0;
@@ -119,7 +119,7 @@ export function attentionBackward(
           dot += dp * p;
         }
         // softmax backward, then s_ij = scale * q_i . k_j
-        for (let j = 0; j < limit; j++) {
+        for (let j = start; j < limit; j++) {
           const ds = att[ao + j]! * (dscore[j]! - dot) * scale;
           const ko = ((b * Tk + j) * Hkv + hk) * D;
           for (let c = 0; c < D; c++) {

@@ -2,6 +2,7 @@
  * RoPE and causal grouped-query attention through wasm. Attention runs per head as GEMMs on the strided
  * [B, T, H, D] head views (no transposed copies) and splits (batch, head) pairs between threads.
  */
+import { attentionScale } from "../backend.js";
 import { rowParts, type WasmOp } from "./runtime.js";
 
 // x: [B, T, H, D] -> out; the cos/sin table [T, D/2] is computed here in f64, as ref does
@@ -52,6 +53,8 @@ export const attentionForward: WasmOp<"attentionForward"> = (rt, out, att, q, k,
       Hkv,
       D,
       +causal,
+      attentionScale(d),
+      d.window ?? 0,
       scratch + t * gemmBytes,
       r0,
       r1,
@@ -99,6 +102,8 @@ export const attentionBackward: WasmOp<"attentionBackward"> = (rt, dq, dk, dv, d
       Hkv,
       D,
       +causal,
+      attentionScale(d),
+      d.window ?? 0,
       scratch + t * partBytes,
       scratch + t * partBytes + gemmBytes,
       r0,

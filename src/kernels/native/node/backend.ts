@@ -3,7 +3,7 @@
  * between the addon's own threads. AVX-512 (with bf16 dot products where the CPU has AVX512_BF16), AVX2
  * or portable C++ is chosen at load time by the addon.
  */
-import { type Backend, isHalf, type WeightArray } from "../../backend.js";
+import { attentionScale, type Backend, isHalf, type WeightArray } from "../../backend.js";
 import type { NativeAddon } from "./addon.js";
 
 const BTYPE = { f32: 0, bf16: 1, f16: 2 } as const;
@@ -63,10 +63,43 @@ export function createNativeBackend(k: NativeAddon): Backend {
     softmaxBackward: (...a) => n.softmaxBackward(...a),
     rope: (...a) => n.rope(...a),
     attentionForward(out, att, q, k2, v, d) {
-      n.attentionForward(out, att, q, k2, v, d.B, d.Tq, d.Tk, d.Hq, d.Hkv, d.D, d.causal);
+      n.attentionForward(
+        out,
+        att,
+        q,
+        k2,
+        v,
+        d.B,
+        d.Tq,
+        d.Tk,
+        d.Hq,
+        d.Hkv,
+        d.D,
+        d.causal,
+        attentionScale(d),
+        d.window ?? 0,
+      );
     },
     attentionBackward(dq, dk, dv, dout, q, k2, v, att, d) {
-      n.attentionBackward(dq, dk, dv, dout, q, k2, v, att, d.B, d.Tq, d.Tk, d.Hq, d.Hkv, d.D, d.causal);
+      n.attentionBackward(
+        dq,
+        dk,
+        dv,
+        dout,
+        q,
+        k2,
+        v,
+        att,
+        d.B,
+        d.Tq,
+        d.Tk,
+        d.Hq,
+        d.Hkv,
+        d.D,
+        d.causal,
+        attentionScale(d),
+        d.window ?? 0,
+      );
     },
     crossEntropyForward: (...a) => n.crossEntropyForward(...a),
     crossEntropyBackward: (...a) => n.crossEntropyBackward(...a),

@@ -1,0 +1,324 @@
+/**
+ * Gemma 3 text models (model_type "gemma3_text", Gemma3ForCausalLM), as transformers'
+ * modeling_gemma3.py computes them:
+ * - RMSNorm as x̂·(1 + w), four per layer (input, post-attention, pre- and post-feedforward) and on
+ *   q and k per head;
+ * - embeddings scaled by √hidden_size, the scale cast to the embedding's dtype first as transformers does;
+ * - attention scores scaled by query_pre_attn_scalar^-1/2;
+ * - layer_types: "sliding_attention" layers see the last sliding_window keys and use the local RoPE
+ *   base (rope_local_base_freq), "full_attention" layers the global one (rope_theta, with its scaling);
+ * - a GELU (tanh) gated MLP, a tied head.
+ * Logit soft-capping and bidirectional attention are refused. Module paths match the checkpoint.
+ */
+import { add, attention, gelu, mul, reshape, rmsNorm, rope, scale } from "../autograd/ops.js";
+import type { KVCache } from "../nn/kv-cache.js";
+import { Embedding, Linear, type LinearLike } from "../nn/layers.js";
+import { Module } from "../nn/module.js";
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../tensor/dtype.js";
+import { Tensor } from "../tensor/tensor.js";
+import { type CausalLM, intField, numField, type ParamFactory } from "./model.js";
+import { parseRope, type RopeSettings, Rotary } from "./rope.js";
+
+type LayerType = "sliding_attention" | "full_attention";
+
+export interface Gemma3Config {
+  model_type: "gemma3_text";
+  vocab_size: number;
+  hidden_size: number;
+  intermediate_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  num_key_value_heads: number;
+  head_dim: number;
+  rms_norm_eps: number;
+  query_pre_attn_scalar: number;
+  max_position_embeddings: number;
+  sliding_window: number;
+  layer_types: LayerType[];
+  rope: Record<LayerType, RopeSettings>;
+  attention_bias: boolean;
+  tie_word_embeddings: boolean;
+  /** The dtype the checkpoint stores (the embedding scale is rounded to it). */
+  dtype: "float32" | "bfloat16" | "float16";
+}
+
+export function parseGemma3Config(json: Record<string, unknown>): Gemma3Config {
+  const errors: string[] = [];
+  const layers = intField(json, "num_hidden_layers");
+  const act = json.hidden_activation ?? json.hidden_act ?? "gelu_pytorch_tanh";
+  if (act !== "gelu_pytorch_tanh")
+    errors.push(`hidden_activation "${act}" is not supported (only gelu_pytorch_tanh)`);
+  for (const key of ["final_logit_softcapping", "attn_logit_softcapping"])
+    if (json[key] !== undefined && json[key] !== null)
+      errors.push(`${key} ${JSON.stringify(json[key])} is not supported yet (Gemma 3 sets it to null)`);
+  if (json.use_bidirectional_attention === true) errors.push("use_bidirectional_attention is not supported");
+  // layer_types, or transformers' default pattern: every 6th layer full, the rest sliding
+  const pattern = typeof json.sliding_window_pattern === "number" ? json.sliding_window_pattern : 6;
+  const types = (json.layer_types ??
+    Array.from({ length: layers }, (_, i) =>
+      (i + 1) % pattern ? "sliding_attention" : "full_attention",
+    )) as unknown;
+  if (
+    !Array.isArray(types) ||
+    types.length !== layers ||
+    types.some((t) => t !== "sliding_attention" && t !== "full_attention")
+  )
+    errors.push(
+      `"layer_types" must give "full_attention" or "sliding_attention" for each of the ${layers} layers`,
+    );
+  // rope per layer type: transformers 5 nests rope_parameters by type; 4 had rope_theta (+ rope_scaling)
+  // for full layers and rope_local_base_freq for sliding ones
+  const nested = (json.rope_parameters ?? {}) as Record<string, unknown>;
+  const ropeOf = (t: LayerType, v4: Record<string, unknown>, theta: number) => {
+    const e: string[] = [];
+    const r = parseRope(
+      { ...v4, rope_parameters: nested[t] ?? null, max_position_embeddings: json.max_position_embeddings },
+      theta,
+      e,
+    );
+    errors.push(...e.map((m) => `${t}: ${m}`));
+    return r;
+  };
+  const rope = {
+    full_attention: ropeOf(
+      "full_attention",
+      { rope_theta: json.rope_theta, rope_scaling: json.rope_scaling },
+      1e6,
+    ),
+    sliding_attention: ropeOf("sliding_attention", { rope_theta: json.rope_local_base_freq }, 1e4),
+  };
+  const heads = intField(json, "num_attention_heads");
+  const dtype = String(json.dtype ?? json.torch_dtype ?? "float32");
+  const c: Gemma3Config = {
+    model_type: "gemma3_text",
+    vocab_size: intField(json, "vocab_size"),
+    hidden_size: intField(json, "hidden_size"),
+    intermediate_size: intField(json, "intermediate_size"),
+    num_hidden_layers: layers,
+    num_attention_heads: heads,
+    num_key_value_heads: intField(json, "num_key_value_heads", heads),
+    head_dim: intField(json, "head_dim", 256),
+    rms_norm_eps: numField(json, "rms_norm_eps", 1e-6),
+    query_pre_attn_scalar: numField(json, "query_pre_attn_scalar", 256),
+    max_position_embeddings: intField(json, "max_position_embeddings", 131072),
+    sliding_window: intField(json, "sliding_window", 4096),
+    layer_types: types as LayerType[],
+    rope,
+    attention_bias: json.attention_bias === true,
+    tie_word_embeddings: json.tie_word_embeddings !== false,
+    dtype: dtype === "bfloat16" || dtype === "float16" ? dtype : "float32",
+  };
+  if (c.num_attention_heads % c.num_key_value_heads !== 0)
+    errors.push(
+      `num_attention_heads ${heads} is not a multiple of num_key_value_heads ${c.num_key_value_heads}`,
+    );
+  if (c.head_dim % 2 !== 0) errors.push(`head_dim ${c.head_dim} must be even for RoPE`);
+  if (errors.length > 0) throw new Error(`config.json: ${errors.join("; ")}`);
+  return c;
+}
+
+const ONE = new Tensor(new Float32Array([1]), [1]);
+
+/** Gemma's RMSNorm: x̂·(1 + w), w stored as the offset from 1. */
+class GemmaRMSNorm extends Module {
+  weight: Tensor;
+
+  constructor(
+    weight: Tensor,
+    readonly eps: number,
+  ) {
+    super();
+    this.weight = weight;
+  }
+
+  forward(x: Tensor): Tensor {
+    return rmsNorm(x, add(this.weight, ONE), this.eps);
+  }
+}
+
+const linear = (p: ParamFactory, name: string, inF: number, outF: number, bias: boolean) =>
+  new Linear(p(`${name}.weight`, [outF, inF], "weight"), bias ? p(`${name}.bias`, [outF], "bias") : null);
+const norm = (p: ParamFactory, name: string, C: number, eps: number) =>
+  new GemmaRMSNorm(p(`${name}.weight`, [C], "norm"), eps);
+
+class Gemma3Attention extends Module {
+  q_proj: LinearLike; // [C] -> [Hq*D]
+  k_proj: LinearLike; // [C] -> [Hkv*D]
+  v_proj: LinearLike; // [C] -> [Hkv*D]
+  o_proj: LinearLike; // [Hq*D] -> [C]
+  q_norm: GemmaRMSNorm; // [D]
+  k_norm: GemmaRMSNorm; // [D]
+
+  constructor(
+    p: ParamFactory,
+    name: string,
+    private readonly cfg: Gemma3Config,
+    private readonly layer: number,
+  ) {
+    super();
+    const { hidden_size: C, num_attention_heads: Hq, num_key_value_heads: Hkv, head_dim: D } = cfg;
+    this.q_proj = linear(p, `${name}.q_proj`, C, Hq * D, cfg.attention_bias);
+    this.k_proj = linear(p, `${name}.k_proj`, C, Hkv * D, cfg.attention_bias);
+    this.v_proj = linear(p, `${name}.v_proj`, C, Hkv * D, cfg.attention_bias);
+    this.o_proj = linear(p, `${name}.o_proj`, Hq * D, C, cfg.attention_bias);
+    this.q_norm = norm(p, `${name}.q_norm`, D, cfg.rms_norm_eps);
+    this.k_norm = norm(p, `${name}.k_norm`, D, cfg.rms_norm_eps);
+  }
+
+  // x: [B, T, C] -> [B, T, C]; freqs: [D/2] of this layer's type
+  forward(x: Tensor, offset: number, freqs: Float64Array, cache?: KVCache): Tensor {
+    const [B, T] = x.shape as [number, number, number];
+    const { num_attention_heads: Hq, num_key_value_heads: Hkv, head_dim: D } = this.cfg;
+    const q = rope(this.q_norm.forward(reshape(this.q_proj.forward(x), [B, T, Hq, D])), offset, freqs);
+    let k = rope(this.k_norm.forward(reshape(this.k_proj.forward(x), [B, T, Hkv, D])), offset, freqs);
+    let v = reshape(this.v_proj.forward(x), [B, T, Hkv, D]);
+    if (cache) [k, v] = cache.append(this.layer, k, v);
+    const sliding = this.cfg.layer_types[this.layer] === "sliding_attention";
+    const y = attention(q, k, v, {
+      scale: this.cfg.query_pre_attn_scalar ** -0.5,
+      window: sliding ? this.cfg.sliding_window : 0,
+    }); // [B, T, Hq, D]
+    return this.o_proj.forward(reshape(y, [B, T, Hq * D]));
+  }
+}
+
+class Gemma3MLP extends Module {
+  gate_proj: LinearLike; // [C] -> [I]
+  up_proj: LinearLike; // [C] -> [I]
+  down_proj: LinearLike; // [I] -> [C]
+
+  constructor(p: ParamFactory, name: string, cfg: Gemma3Config) {
+    super();
+    const { hidden_size: C, intermediate_size: I } = cfg;
+    this.gate_proj = linear(p, `${name}.gate_proj`, C, I, false);
+    this.up_proj = linear(p, `${name}.up_proj`, C, I, false);
+    this.down_proj = linear(p, `${name}.down_proj`, I, C, false);
+  }
+
+  // down(gelu_tanh(gate(x)) * up(x))
+  forward(x: Tensor): Tensor {
+    return this.down_proj.forward(mul(gelu(this.gate_proj.forward(x)), this.up_proj.forward(x)));
+  }
+}
+
+class Gemma3DecoderLayer extends Module {
+  input_layernorm: GemmaRMSNorm;
+  self_attn: Gemma3Attention;
+  post_attention_layernorm: GemmaRMSNorm;
+  pre_feedforward_layernorm: GemmaRMSNorm;
+  mlp: Gemma3MLP;
+  post_feedforward_layernorm: GemmaRMSNorm;
+
+  constructor(p: ParamFactory, name: string, cfg: Gemma3Config, layer: number) {
+    super();
+    const C = cfg.hidden_size;
+    const eps = cfg.rms_norm_eps;
+    this.input_layernorm = norm(p, `${name}.input_layernorm`, C, eps);
+    this.self_attn = new Gemma3Attention(p, `${name}.self_attn`, cfg, layer);
+    this.post_attention_layernorm = norm(p, `${name}.post_attention_layernorm`, C, eps);
+    this.pre_feedforward_layernorm = norm(p, `${name}.pre_feedforward_layernorm`, C, eps);
+    this.mlp = new Gemma3MLP(p, `${name}.mlp`, cfg);
+    this.post_feedforward_layernorm = norm(p, `${name}.post_feedforward_layernorm`, C, eps);
+  }
+
+  forward(x: Tensor, offset: number, freqs: Float64Array, cache?: KVCache): Tensor {
+    const a = this.self_attn.forward(this.input_layernorm.forward(x), offset, freqs, cache);
+    x = add(x, this.post_attention_layernorm.forward(a));
+    const m = this.mlp.forward(this.pre_feedforward_layernorm.forward(x));
+    return add(x, this.post_feedforward_layernorm.forward(m));
+  }
+}
+
+class Gemma3TextModel extends Module {
+  embed_tokens: Embedding; // [V, C]
+  layers: Gemma3DecoderLayer[];
+  norm: GemmaRMSNorm;
+
+  constructor(p: ParamFactory, cfg: Gemma3Config) {
+    super();
+    this.embed_tokens = new Embedding(
+      p("model.embed_tokens.weight", [cfg.vocab_size, cfg.hidden_size], "embedding"),
+    );
+    this.layers = Array.from(
+      { length: cfg.num_hidden_layers },
+      (_, i) => new Gemma3DecoderLayer(p, `model.layers.${i}`, cfg, i),
+    );
+    this.norm = norm(p, "model.norm", cfg.hidden_size, cfg.rms_norm_eps);
+  }
+}
+
+export class Gemma3ForCausalLM extends Module implements CausalLM {
+  readonly headName = "lm_head";
+  readonly modelType = "gemma3_text";
+  model: Gemma3TextModel;
+  lm_head: LinearLike; // [V, C]; shares model.embed_tokens.weight when tied
+  private readonly rotary: Record<LayerType, Rotary>;
+  /** √hidden_size in the checkpoint's dtype, as transformers' embed_scale.to(weight.dtype). */
+  private readonly embedScale: number;
+
+  constructor(
+    readonly config: Gemma3Config,
+    p: ParamFactory,
+  ) {
+    super();
+    this.model = new Gemma3TextModel(p, config);
+    this.lm_head = new Linear(
+      config.tie_word_embeddings
+        ? this.model.embed_tokens.weight
+        : p("lm_head.weight", [config.vocab_size, config.hidden_size], "weight"),
+    );
+    const { head_dim: D, max_position_embeddings: max } = config;
+    this.rotary = {
+      full_attention: new Rotary(config.rope.full_attention, D, max),
+      sliding_attention: new Rotary(config.rope.sliding_attention, D, max),
+    };
+    const s = Math.sqrt(config.hidden_size);
+    this.embedScale =
+      config.dtype === "bfloat16"
+        ? bf16ToF32(f32ToBf16(s))
+        : config.dtype === "float16"
+          ? f16ToF32(f32ToF16(s))
+          : Math.fround(s);
+  }
+
+  get vocabSize(): number {
+    return this.config.vocab_size;
+  }
+
+  get numLayers(): number {
+    return this.config.num_hidden_layers;
+  }
+
+  // ids: [B, T] -> logits: [B, T, V]
+  forward(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor {
+    return this.head(this.hidden(ids, shape, cache));
+  }
+
+  // [..., C] -> logits [..., V]
+  head(h: Tensor): Tensor {
+    return this.lm_head.forward(h);
+  }
+
+  // ids: [B, T] -> hidden states [B, T, C] after the final norm
+  hidden(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor {
+    const offset = cache?.length ?? 0;
+    const len = offset + shape[1];
+    const freqs = {
+      full_attention: this.rotary.full_attention.frequencies(len),
+      sliding_attention: this.rotary.sliding_attention.frequencies(len),
+    };
+    let x = scale(this.model.embed_tokens.forward(ids, shape), this.embedScale); // [B, T, C]
+    this.model.layers.forEach((layer, i) => {
+      x = layer.forward(x, offset, freqs[this.config.layer_types[i]!], cache);
+    });
+    cache?.commit();
+    return this.model.norm.forward(x);
+  }
+}
+
+/** Gemma 3 checkpoint quirks: a tied head may still be stored; rotary caches are not weights. */
+export const gemma3Checkpoint = {
+  names: (param: string): string[] => [param],
+  transposed: (_param: string): boolean => false,
+  ignored: (name: string): boolean => /rotary_emb\./.test(name) || name === "lm_head.weight",
+};
