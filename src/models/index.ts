@@ -13,7 +13,8 @@ export interface CheckpointRules {
 }
 
 export interface ModelFamily {
-  build(config: Record<string, unknown>, params: ParamFactory): CausalLM;
+  /** `source` names config.json in errors. */
+  build(config: Record<string, unknown>, params: ParamFactory, source?: string): CausalLM;
   checkpoint: CheckpointRules;
   /** PEFT's default LoRA targets for this family. */
   defaultTargets: string[];
@@ -22,13 +23,13 @@ export interface ModelFamily {
 }
 
 const gpt2: ModelFamily = {
-  build: (json, p) => new GPT2LMHeadModel(parseGPT2Config(json), p),
+  build: (json, p, source) => new GPT2LMHeadModel(parseGPT2Config(json, source), p),
   checkpoint: gpt2Checkpoint,
   defaultTargets: ["c_attn"],
   fanInFanOut: true,
 };
 const llama: ModelFamily = {
-  build: (json, p) => new LlamaForCausalLM(parseLlamaConfig(json), p),
+  build: (json, p, source) => new LlamaForCausalLM(parseLlamaConfig(json, source), p),
   checkpoint: llamaCheckpoint,
   defaultTargets: ["q_proj", "v_proj"],
   fanInFanOut: false,
@@ -53,7 +54,11 @@ export function modelFamily(config: Record<string, unknown>, source = "config.js
   return family;
 }
 
-/** Builds a model from a config.json object, creating each parameter with `params`. */
-export function buildModel(config: Record<string, unknown>, params: ParamFactory): CausalLM {
-  return modelFamily(config).build(config, params);
+/** Builds a model from a config.json object (read from `source`), creating each parameter with `params`. */
+export function buildModel(
+  config: Record<string, unknown>,
+  params: ParamFactory,
+  source = "config.json",
+): CausalLM {
+  return modelFamily(config, source).build(config, params, source);
 }
