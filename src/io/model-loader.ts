@@ -11,7 +11,7 @@ import { type BaseDType, castBaseWeights } from "../nn/base-dtype.js";
 import type { DType, HalfDType } from "../tensor/dtype.js";
 import { numel, shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
-import { FLOAT_DTYPES, nonFiniteValues, type SafetensorsTensor, tensorToFloat32 } from "./safetensors.js";
+import { describeNonFinite, FLOAT_DTYPES, type SafetensorsTensor, tensorToFloat32 } from "./safetensors.js";
 
 export interface LoadedModel {
   model: CausalLM;
@@ -153,12 +153,8 @@ export function loadModelFromTensors(
       const key = rules.names(name).find((k) => tensors.has(k))!;
       claimed.add(key);
       const entry = tensors.get(key)!;
-      const bad = nonFiniteValues(entry);
-      if (bad) {
-        damaged.push(
-          `tensor "${key}" in ${entry.file ?? source} holds ${bad.count} NaN or infinite value${bad.count > 1 ? "s" : ""} (the first at flat index ${bad.first})`,
-        );
-      }
+      const bad = describeNonFinite(entry);
+      if (bad) damaged.push(`tensor "${key}" in ${entry.file ?? source} ${bad}`);
       const transposed = rules.transposed(name);
       const base = kind === "weight" || kind === "embedding";
       if (base && baseDtype !== "f32" && HALF_OF[entry.dtype] === baseDtype) {

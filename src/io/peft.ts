@@ -7,13 +7,14 @@
 import { type LoraConfig, loraScaling } from "../lora/config.js";
 import { findTargets, loraLayers, patternValue } from "../lora/inject.js";
 import { LoRALinear } from "../lora/layer.js";
+import { ConfigFields, showValue } from "../models/model.js";
 import { Linear } from "../nn/layers.js";
 import { type Module, setSubmodule } from "../nn/module.js";
 import { shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
 import {
+  describeNonFinite,
   FLOAT_DTYPES,
-  nonFiniteValues,
   type SafetensorsTensor,
   type SerializableTensor,
   serializeSafetensors,
@@ -24,9 +25,6 @@ const PREFIX = "base_model.model.";
 const KEY = /^base_model\.model\.(.+)\.lora_(A|B)(?:\.[A-Za-z0-9_-]+)?\.weight$/;
 
 type Json = Record<string, unknown>;
-
-const show = (v: unknown) =>
-  typeof v === "number" ? String(v) : `${JSON.stringify(v)}${typeof v === "string" ? " (a string)" : ""}`;
 
 /**
  * The largest LoRA scale (lora_alpha / r, or / √r with rsLoRA) accepted. Adapters in use have scales of
@@ -56,14 +54,14 @@ export function loraConfigProblems(c: LoraNumbers): string[] {
   ];
   for (const [what, r] of ranks)
     if (!(Number.isSafeInteger(r) && (r as number) > 0))
-      problems.push(`${what} must be a positive integer, got ${show(r)}`);
+      problems.push(`${what} must be a positive integer, got ${showValue(r)}`);
   for (const [what, a] of alphas) {
     if (!(typeof a === "number" && Number.isFinite(a) && a > 0))
-      problems.push(`${what} must be a positive finite number, got ${show(a)}`);
+      problems.push(`${what} must be a positive finite number, got ${showValue(a)}`);
   }
   const d = c.lora_dropout;
   if (!(typeof d === "number" && d >= 0 && d < 1))
-    problems.push(`lora_dropout must be in [0, 1), got ${show(d)}`);
+    problems.push(`lora_dropout must be in [0, 1), got ${showValue(d)}`);
   if (problems.length > 0) return problems;
   const r = Math.min(...ranks.map(([, v]) => v as number));
   const alpha = Math.max(...alphas.map(([, v]) => v as number));
@@ -84,39 +82,28 @@ const named = (key: string, pattern: Record<string, number> | undefined): Array<
  * fields read are checked, and every problem is reported at once.
  */
 export function parseAdapterConfig(json: Json, source: string, defaultTargets: string[]): LoraConfig {
-  const problems: string[] = [];
-  const flag = (key: string): boolean => {
-    const v = json[key] ?? false;
-    if (typeof v === "boolean") return v;
-    problems.push(`"${key}" must be true or false (a JSON boolean), got ${show(v)}`);
-    return false;
-  };
-  if (json.peft_type !== undefined && json.peft_type !== "LORA")
-    problems.push(
-      `peft_type ${JSON.stringify(json.peft_type)} is not supported; only LORA adapters load here`,
-    );
-  if (flag("use_dora")) problems.push("DoRA adapters (use_dora: true) are not supported yet");
-  if (flag("lora_bias")) problems.push("adapters with LoRA biases (lora_bias: true) are not supported yet");
-  if (Array.isArray(json.modules_to_save) && json.modules_to_save.length > 0) {
-    problems.push(
-      `modules_to_save ${JSON.stringify(json.modules_to_save)} is not supported; only LoRA A/B weights load`,
-    );
-  }
+  const f = new ConfigFields(json, source, "fix the file or re-save the adapter");
+  f.require(
+    json.peft_type === undefined || json.peft_type === "LORA",
+    `peft_type ${JSON.stringify(json.peft_type)} is not supported; only LORA adapters load here`,
+  );
+  f.require(!f.flag("use_dora"), "DoRA adapters (use_dora: true) are not supported yet");
+  f.require(!f.flag("lora_bias"), "adapters with LoRA biases (lora_bias: true) are not supported yet");
+  f.require(
+    !(Array.isArray(json.modules_to_save) && json.modules_to_save.length > 0),
+    `modules_to_save ${JSON.stringify(json.modules_to_save)} is not supported; only LoRA A/B weights load`,
+  );
   const targets = json.target_modules ?? defaultTargets;
-  if (
-    !(typeof targets === "string" || (Array.isArray(targets) && targets.every((t) => typeof t === "string")))
-  ) {
-    problems.push(
-      `"target_modules" must be a list of names or a regex string, got ${JSON.stringify(targets)}`,
-    );
-  }
+  f.require(
+    typeof targets === "string" || (Array.isArray(targets) && targets.every((t) => typeof t === "string")),
+    `"target_modules" must be a list of names or a regex string, got ${JSON.stringify(targets)}`,
+  );
   const layers = json.layers_to_transform;
   const pattern = (key: string) => {
     const v = json[key] ?? {};
-    if (typeof v === "object" && v !== null && Object.values(v).every((x) => typeof x === "number"))
-      return v as Record<string, number>;
-    problems.push(`"${key}" must map module names to numbers`);
-    return {};
+    const ok = typeof v === "object" && v !== null && Object.values(v).every((x) => typeof x === "number");
+    f.require(ok, `"${key}" must map module names to numbers`);
+    return ok ? (v as Record<string, number>) : {};
   };
   const config: LoraConfig = {
     r: (json.r ?? 8) as number,
@@ -126,20 +113,14 @@ export function parseAdapterConfig(json: Json, source: string, defaultTargets: s
     exclude_modules: (json.exclude_modules as string[] | string | null | undefined) ?? null,
     layers_to_transform:
       typeof layers === "number" ? [layers] : ((layers as number[] | null | undefined) ?? null),
-    use_rslora: flag("use_rslora"),
+    use_rslora: f.flag("use_rslora"),
     init_lora_weights: json.init_lora_weights === "gaussian" ? "gaussian" : json.init_lora_weights !== false,
     rank_pattern: pattern("rank_pattern"),
     alpha_pattern: pattern("alpha_pattern"),
-    fan_in_fan_out: flag("fan_in_fan_out"),
+    fan_in_fan_out: f.flag("fan_in_fan_out"),
   };
-  problems.push(...loraConfigProblems(config));
-  if (problems.length === 1)
-    throw new Error(`${source}: ${problems[0]}; fix the file or re-save the adapter`);
-  if (problems.length > 1) {
-    throw new Error(
-      `${source}: ${problems.length} problems:\n${problems.map((p) => `  - ${p}`).join("\n")}\nFix the file or re-save the adapter.`,
-    );
-  }
+  for (const p of loraConfigProblems(config)) f.require(false, p);
+  f.done();
   return config;
 }
 
@@ -255,12 +236,8 @@ export function attachAdapter(
       const name = `"${path}.lora_${which}.weight"`;
       if (!FLOAT_DTYPES.includes(e.dtype))
         damaged.push(`${name} is stored as ${e.dtype}; LoRA weights are floats (${FLOAT_DTYPES.join(", ")})`);
-      const bad = nonFiniteValues(e);
-      if (bad) {
-        damaged.push(
-          `${name} holds ${bad.count} NaN or infinite value${bad.count > 1 ? "s" : ""} (the first at flat index ${bad.first})`,
-        );
-      }
+      const bad = describeNonFinite(e);
+      if (bad) damaged.push(`${name} ${bad}`);
     }
     if (fits(A, wantA) && fits(B, wantB)) {
       const a = new Tensor(tensorToFloat32(A), wantA, true);

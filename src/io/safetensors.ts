@@ -326,8 +326,9 @@ const EXPONENT: Partial<Record<DType, [size: number, top: number, next: number]>
   BF16: [2, 0x7f, 0x80],
   F16: [2, 0x7c, 0x00],
 };
-// The same masks over aligned 32-bit words (one F32, or two 16-bit values): adding the low bit of the
-// exponent carries into the bit above it exactly when every exponent bit is set.
+// The same masks over aligned 32-bit words (one F32, or two 16-bit values) on a little-endian host:
+// adding the low bit of the exponent carries into the bit above it exactly when every exponent bit is set.
+const HOST_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const WORD: Partial<Record<DType, [mask: number, carry: number, top: number]>> = {
   F32: [0x7f800000, 0x00800000, 0x80000000 | 0],
   BF16: [0x7f807f80, 0x00800080, 0x80008000 | 0],
@@ -346,7 +347,7 @@ export function nonFiniteValues(
   const exp = EXPONENT[dtype];
   if (!exp) return null;
   const word = WORD[dtype];
-  if (word && bytes.byteOffset % 4 === 0 && bytes.byteLength % 4 === 0) {
+  if (word && HOST_LE && bytes.byteOffset % 4 === 0 && bytes.byteLength % 4 === 0) {
     const [mask, carry, top] = word;
     const u = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
     let acc = 0;
@@ -360,4 +361,12 @@ export function nonFiniteValues(
     if ((bytes[i]! & hi) === hi && (bytes[i - 1]! & lo) === lo && count++ === 0) first = (i + 1) / size - 1;
   }
   return count > 0 ? { count, first } : null;
+}
+
+/** "holds N NaN or infinite value(s) (the first at flat index i)", or null when every value is finite. */
+export function describeNonFinite(entry: Pick<SafetensorsTensor, "dtype" | "bytes">): string | null {
+  const bad = nonFiniteValues(entry);
+  if (!bad) return null;
+  const s = bad.count > 1 ? "s" : "";
+  return `holds ${bad.count} NaN or infinite value${s} (the first at flat index ${bad.first})`;
 }

@@ -41,13 +41,20 @@ export function randomParams(seed = 0, std = 0.02): ParamFactory {
   };
 }
 
-const show = (v: unknown) => `${JSON.stringify(v)}${typeof v === "string" ? " (a string)" : ""}`;
+/** A JSON value as an error message shows it: numbers as JS prints them, strings marked as strings. */
+export function showValue(v: unknown): string {
+  if (v === undefined) return "nothing (the field is missing)";
+  if (typeof v === "number") return String(v);
+  return `${JSON.stringify(v)}${typeof v === "string" ? " (a string)" : ""}`;
+}
+const show = showValue;
 
 /**
  * Reads config.json fields with checks, collecting every problem; `done()` throws them all at once.
  * HF configs are plain JSON, so every field is validated: sizes are positive integers, epsilons and
  * rope_theta positive finite numbers, flags JSON booleans. A field that fails reads as a harmless
- * placeholder (1, or the fallback), so the checks after it still run.
+ * placeholder (1, or the fallback), so the checks after it still run. `fix` says what to do (io/ reads
+ * adapter_config.json with it too).
  */
 export class ConfigFields {
   private readonly problems: string[] = [];
@@ -56,6 +63,7 @@ export class ConfigFields {
   constructor(
     private readonly json: Record<string, unknown>,
     readonly source = "config.json",
+    private readonly fix = "fix config.json, or re-download it with the model",
   ) {}
 
   /** A size or count: a positive integer (absent or null: `fallback`). */
@@ -75,7 +83,7 @@ export class ConfigFields {
   }
 
   /** A JSON boolean (absent or null: `fallback`). A string such as "false" is refused, never read as true. */
-  flag(key: string, fallback: boolean): boolean {
+  flag(key: string, fallback = false): boolean {
     const v = this.json[key] ?? fallback;
     if (typeof v === "boolean") return v;
     this.fail(key, `"${key}" must be true or false (a JSON boolean), got ${show(this.json[key])}`);
@@ -99,7 +107,7 @@ export class ConfigFields {
   done(): void {
     const n = this.problems.length;
     if (n === 0) return;
-    const fix = "fix config.json, or re-download it with the model";
+    const fix = this.fix;
     if (n === 1) throw new Error(`${this.source}: ${this.problems[0]}; ${fix}`);
     throw new Error(
       `${this.source}: ${n} problems:\n${this.problems.map((p) => `  - ${p}`).join("\n")}\n${fix[0]!.toUpperCase()}${fix.slice(1)}.`,

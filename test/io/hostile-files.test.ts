@@ -9,6 +9,7 @@ import fs from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { checkpointFiles, parseCheckpoint } from "../../src/io/checkpoint.js";
 import { checkModelTensors } from "../../src/io/model-loader.js";
 import { nonFiniteParameters } from "../../src/io/model-saver.js";
 import { loadAdapter } from "../../src/io/node/adapter-folder.js";
@@ -186,6 +187,38 @@ describe("non-finite weights (item 3)", () => {
       ]);
       assert.deepEqual(nonFiniteParameters(model, { trainableOnly: true }), []);
     }
+  });
+
+  it("a checkpoint whose optimizer state holds NaN is refused on resume, naming the buffer", () => {
+    const files = checkpointFiles(
+      {
+        step: 4,
+        tokens: 100,
+        elapsedS: 1,
+        data: { epoch: 0, cursor: 4 },
+        rng: null,
+        optimizer: {
+          kind: "adamw",
+          step: 4,
+          buffers: {
+            "a.lora_A.weight": { m: new Float32Array([1, 2]), v: new Float32Array([3, Number.NaN]) },
+          },
+        },
+      },
+      {},
+    );
+    assert.throws(
+      () =>
+        parseCheckpoint(
+          JSON.parse(files["trainer_state.json"] as string),
+          parseSafetensors(files["optimizer.safetensors"] as Uint8Array, "optimizer.safetensors"),
+          "run/checkpoints/step-4",
+        ),
+      {
+        message:
+          'run/checkpoints/step-4: optimizer.safetensors "a.lora_A.weight.v" holds 1 NaN or infinite value (the first at flat index 1): a diverged step was saved; resume from an earlier checkpoint',
+      },
+    );
   });
 });
 
