@@ -119,11 +119,14 @@ export function checkModelTensors(
     if (err !== STOP) throw err;
   }
   if (problems.length > 0) {
+    const stopped = problems.length > MAX_PROBLEMS;
     throw problemList(
       source,
       "the weights do not fit config.json",
       problems,
-      "Check that config.json and the safetensors files come from the same model.",
+      stopped
+        ? `The files hold ${tensors.size} tensors and config.json asks for many more: check its sizes (the layer count first).`
+        : "Check that config.json and the safetensors files come from the same model.",
     );
   }
   if (opts.memoryLimit !== undefined && size.bytes > opts.memoryLimit) {

@@ -41,13 +41,14 @@ export function randomParams(seed = 0, std = 0.02): ParamFactory {
   };
 }
 
+const MAX_SIZE = 2 ** 31 - 1;
+
 /** A JSON value as an error message shows it: numbers as JS prints them, strings marked as strings. */
 export function showValue(v: unknown): string {
   if (v === undefined) return "nothing (the field is missing)";
   if (typeof v === "number") return String(v);
   return `${JSON.stringify(v)}${typeof v === "string" ? " (a string)" : ""}`;
 }
-const show = showValue;
 
 /**
  * Reads config.json fields with checks, collecting every problem; `done()` throws them all at once.
@@ -66,11 +67,15 @@ export class ConfigFields {
     private readonly fix = "fix config.json, or re-download it with the model",
   ) {}
 
-  /** A size or count: a positive integer (absent or null: `fallback`). */
+  /**
+   * A size or count: a positive integer (absent or null: `fallback`) of at most 2^31 - 1, as token ids,
+   * typed-array lengths and the kernels' indices are 32-bit: a larger dimension cannot work anyway.
+   */
   size(key: string, fallback?: number): number {
     const v = this.json[key] ?? fallback;
-    if (Number.isSafeInteger(v) && (v as number) > 0) return v as number;
-    this.fail(key, `"${key}" must be a positive integer, got ${show(this.json[key])}`);
+    if (Number.isInteger(v) && (v as number) > 0 && (v as number) <= MAX_SIZE) return v as number;
+    const range = Number.isInteger(v) && (v as number) > 0 ? ` up to ${MAX_SIZE}` : "";
+    this.fail(key, `"${key}" must be a positive integer${range}, got ${showValue(this.json[key])}`);
     return 1;
   }
 
@@ -78,7 +83,7 @@ export class ConfigFields {
   positive(key: string, fallback: number): number {
     const v = this.json[key] ?? fallback;
     if (typeof v === "number" && Number.isFinite(v) && v > 0) return v;
-    this.fail(key, `"${key}" must be a positive finite number, got ${show(this.json[key])}`);
+    this.fail(key, `"${key}" must be a positive finite number, got ${showValue(this.json[key])}`);
     return fallback;
   }
 
@@ -86,7 +91,7 @@ export class ConfigFields {
   flag(key: string, fallback = false): boolean {
     const v = this.json[key] ?? fallback;
     if (typeof v === "boolean") return v;
-    this.fail(key, `"${key}" must be true or false (a JSON boolean), got ${show(this.json[key])}`);
+    this.fail(key, `"${key}" must be true or false (a JSON boolean), got ${showValue(this.json[key])}`);
     return fallback;
   }
 

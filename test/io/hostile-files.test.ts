@@ -346,7 +346,7 @@ describe("configs that would exhaust the machine (item 6)", () => {
     assert.ok(r.rss < 500, `peak memory ${r.rss} MB`);
   });
 
-  it("vocab_size 1e12 names the tensor and the shapes, not 'Invalid typed array length'", (t) => {
+  it("vocab_size 1e12 names the field, not 'Invalid typed array length'; a wrong size names the shapes", (t) => {
     const dir = hostileModel(tempDir(t), {
       config: (c) => {
         c.vocab_size = 1e12;
@@ -355,9 +355,15 @@ describe("configs that would exhaust the machine (item 6)", () => {
     const msg = loadError(dir);
     assert.match(
       msg,
-      /tensor "model\.embed_tokens\.weight" has shape \[71, 32\], but config\.json implies \[1000000000000, 32\]/,
+      /config\.json: "vocab_size" must be a positive integer up to 2147483647, got 1000000000000/,
     );
     assert.doesNotMatch(msg, /Invalid typed array length/);
+    const c = readJson(join(dir, "config.json"))!;
+    fs.writeFileSync(join(dir, "config.json"), JSON.stringify({ ...c, vocab_size: 1e6 }));
+    assert.match(
+      loadError(dir),
+      /tensor "model\.embed_tokens\.weight" has shape \[71, 32\], but config\.json implies \[1000000, 32\]/,
+    );
   });
 
   it("a model bigger than the memory limit is refused before reading, with the numbers", (t) => {
