@@ -59,8 +59,17 @@ const tokenizer = loadTokenizer(args.model!);
 const splits = readDataset(args.data!);
 const tokenize = (rows: typeof splits.train) =>
   rows.map((r) => tokenizeRow(r, tokenizer, { maskPrompt: false })).filter((r) => r.ids.length > 1);
-const trainRows = tokenize(splits.train);
-const heldOut = tokenize(splits.valid ?? splits.test ?? []);
+// a single file has no held-out split: its last tenth is held out (in file order, so it is repeatable)
+const given = splits.valid ?? splits.test;
+const all = tokenize(splits.train);
+const cut = given ? all.length : all.length - Math.max(1, Math.floor(all.length / 10));
+if (cut < 1)
+  throw new Error(
+    `${args.data}: ${all.length} usable row(s): too few to hold any out; give a folder with train.jsonl and valid.jsonl, or more rows`,
+  );
+const trainRows = all.slice(0, cut);
+const heldOut = given ? tokenize(given) : all.slice(cut);
+if (!given) console.log(`${args.data} has no valid/test split: holding out its last ${heldOut.length} rows`);
 console.log(
   `model: ${args.model} (${config.model_type}, ${config.num_hidden_layers} layers, width ${config.hidden_size}, vocabulary ${config.vocab_size}); backend ${backend().name}, base weights ${baseDtype}`,
 );
@@ -102,7 +111,7 @@ title("3. LoRA training");
 const steps = Number(args.steps);
 const optimizer = createOptimizer("adamw", model.trainableParameters(), { lr: 3e-3, weightDecay: 0 });
 const progress = new Progress(steps, 0);
-progress.begin(0);
+progress.begin();
 const trained = await train(model, {
   optimizer,
   data: new Batcher(trainRows, { batchSize: 8, shuffle: true, seed: 0, padId: tokenizer.padId ?? 0 }),
@@ -148,7 +157,7 @@ const rows: [string, string][] = [
   ],
   [
     "training",
-    `${trained.steps} steps, ${trained.tokens.toLocaleString("en-US")} tokens in ${trained.elapsedS.toFixed(1)} s (${Math.round(trained.tokens / trained.elapsedS).toLocaleString("en-US")} tokens/s)`,
+    `${trained.steps} steps, ${trained.tokens.toLocaleString("en-US")} tokens in ${trained.trainS.toFixed(1)} s (${Math.round(trained.tokens / trained.trainS).toLocaleString("en-US")} tokens/s)`,
   ],
   ["total time", `${seconds().toFixed(1)} s, peak memory ${Math.round(peakMiB())} MiB`],
   ["adapter (PEFT)", join(out, "adapter")],

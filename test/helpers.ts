@@ -23,9 +23,15 @@ export function lora(...args: string[]): { code: number | null; out: string; err
 }
 
 export function loraWith(env: Record<string, string>, ...args: string[]) {
+  return loraIn({ env }, ...args);
+}
+
+/** `lora ...args` run from another directory (`cwd`) and/or with extra environment variables. */
+export function loraIn(opts: { cwd?: string; env?: Record<string, string> }, ...args: string[]) {
   const r = spawnSync(process.execPath, [CLI, ...args], {
     encoding: "utf8",
-    env: { ...process.env, ...env },
+    cwd: opts.cwd,
+    env: { ...process.env, ...opts.env },
   });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }

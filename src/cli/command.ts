@@ -66,7 +66,8 @@ export function parseFlags(cmd: Command, argv: string[]): Values {
     ]),
   );
   try {
-    const { values, positionals } = parseArgs({ args: argv, options, strict: true, allowPositionals: true });
+    const args = joinNegativeValues(argv, options);
+    const { values, positionals } = parseArgs({ args, options, strict: true, allowPositionals: true });
     if (positionals.length > 0) {
       throw new UsageError(
         `unexpected argument "${positionals[0]}" for 'lora ${cmd.name}'; see 'lora ${cmd.name} --help'`,
@@ -78,6 +79,24 @@ export function parseFlags(cmd: Command, argv: string[]): Values {
     const msg = (e as Error).message.replace(/\. To specify a positional argument.*$/s, "");
     throw new UsageError(`${msg} (lora ${cmd.name}); see 'lora ${cmd.name} --help'`);
   }
+}
+
+/**
+ * `--steps -1` as `--steps=-1`: parseArgs takes a value that starts with "-" for an option (and calls
+ * it ambiguous), so a negative number reaches the flag's own range check and its message instead.
+ */
+function joinNegativeValues(argv: string[], options: Record<string, { type: string }>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const next = argv[i + 1];
+    const isValueFlag = a.startsWith("--") && !a.includes("=") && options[a.slice(2)]?.type === "string";
+    if (isValueFlag && next !== undefined && /^-(\d|\.\d|Infinity)/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
 }
 
 /** Flag value readers that name the flag and the expected form when a value is wrong. */
@@ -96,22 +115,23 @@ export function num(
   v: Values,
   name: string,
   fallback: number,
-  check: { int?: boolean; min?: number; max?: number } = {},
+  check: { int?: boolean; min?: number; exclusiveMin?: boolean; max?: number } = {},
 ) {
   const raw = str(v, name);
   if (raw === undefined) return fallback;
   const n = Number(raw);
-  const okInt = !check.int || Number.isInteger(n);
+  const okInt = !check.int || Number.isSafeInteger(n);
+  const { min, max } = check;
   if (
     raw.trim() === "" ||
     !Number.isFinite(n) ||
     !okInt ||
-    (check.min !== undefined && n < check.min) ||
-    (check.max !== undefined && n > check.max)
+    (min !== undefined && (check.exclusiveMin ? n <= min : n < min)) ||
+    (max !== undefined && n > max)
   ) {
     const range = [
-      check.min !== undefined ? `>= ${check.min}` : "",
-      check.max !== undefined ? `<= ${check.max}` : "",
+      min !== undefined ? `${check.exclusiveMin ? ">" : ">="} ${min}` : "",
+      max !== undefined ? `<= ${max}` : "",
     ]
       .filter(Boolean)
       .join(" and ");

@@ -1,8 +1,8 @@
 /** `lora generate`: stream a continuation of a prompt, optionally through a PEFT adapter. */
 import { createStreamDecoder } from "../io/tokenizer.js";
 import { generate } from "../models/generate.js";
-import { type Command, num, required, str, type Values } from "./command.js";
-import { BASE_DTYPE_FLAG, baseDtypeOf, loadModel } from "./load.js";
+import { type Command, num, required, str, UsageError, type Values } from "./command.js";
+import { BASE_DTYPE_FLAG, baseDtypeOf, contextLength, loadModel } from "./load.js";
 
 export const generateCommand: Command = {
   name: "generate",
@@ -29,7 +29,11 @@ export const generateCommand: Command = {
       valueName: "K",
       description: "sample from the K most likely tokens (default 0 = off)",
     },
-    "top-p": { type: "string", valueName: "P", description: "nucleus sampling mass (default 1 = off)" },
+    "top-p": {
+      type: "string",
+      valueName: "P",
+      description: "nucleus sampling mass, in (0, 1] (default 1 = off)",
+    },
     seed: { type: "string", valueName: "S", description: "random seed for sampling (default 0)" },
     chat: {
       type: "boolean",
@@ -42,7 +46,7 @@ export const generateCommand: Command = {
     'lora generate --model ../shared/data/stories260K-hf --prompt "Once upon a time" --max-tokens 40 --temperature 0',
   ],
   run(v: Values) {
-    const { model, tokenizer } = loadModel(required(v, "model", "generate"), str(v, "adapter"), {
+    const { model, tokenizer, config } = loadModel(required(v, "model", "generate"), str(v, "adapter"), {
       needTokenizer: true,
       baseDtype: baseDtypeOf(v),
     });
@@ -57,11 +61,23 @@ export const generateCommand: Command = {
         )
       : tok.encode(prompt);
     const stream = createStreamDecoder(tok, { context: ids });
+    // generation stops at the model's context, as transformers' max_length does (no position past it
+    // was trained; GPT-2 has none)
+    const room = contextLength(config) - ids.length;
+    if (room < 1)
+      throw new UsageError(
+        `the prompt is ${ids.length} tokens, and the model's context is ${contextLength(config)}: shorten the prompt`,
+      );
+    const asked = num(v, "max-tokens", 100, { int: true, min: 0 });
+    if (asked > room)
+      console.error(
+        `warning: --max-tokens ${asked} would pass the model's context of ${contextLength(config)} tokens; generating at most ${room}`,
+      );
     const opts = {
-      maxTokens: num(v, "max-tokens", 100, { int: true, min: 0 }),
+      maxTokens: Math.min(asked, room),
       temperature: num(v, "temperature", 0, { min: 0 }),
       topK: num(v, "top-k", 0, { int: true, min: 0 }),
-      topP: num(v, "top-p", 1, { min: 0, max: 1 }),
+      topP: num(v, "top-p", 1, { min: 0, exclusiveMin: true, max: 1 }),
       seed: num(v, "seed", 0, { int: true }),
       stopIds: v["no-stop"] ? [] : tok.eosIds,
     };

@@ -7,7 +7,7 @@ import { loadTokenizer } from "../io/node/tokenizer-file.js";
 import type { Tokenizer } from "../io/tokenizer.js";
 import { modelFamily } from "../models/index.js";
 import { BASE_DTYPES, type BaseDType, isBaseDtypeSetting, resolveBaseDtype } from "../nn/base-dtype.js";
-import { type DataRow, type TokenizedRow, tokenizeRow } from "../train/data.js";
+import { type DataRow, type TokenizedRow, type TokenizedSource, tokenizeRow } from "../train/data.js";
 import { type Flag, str, UsageError, type Values } from "./command.js";
 
 export interface Loaded extends ModelFolder {
@@ -55,27 +55,45 @@ export function loadModel(
   return { ...folder, tokenizer, adapterPaths };
 }
 
-/** Tokenizes rows; text rows need the tokenizer, pre-tokenised rows do not. Long rows are cut to maxLen. */
+/**
+ * Tokenizes rows; text rows need the tokenizer, pre-tokenised rows do not. A row longer than maxLen
+ * is cut at its end, except a prompt/completion row whose completion fits: it loses the start of its
+ * prompt instead (after a leading BOS), so what it teaches stays whole. Ids must lie in the vocabulary.
+ */
 export function tokenizeRows(
   rows: readonly DataRow[],
   tokenizer: Tokenizer | null,
-  opts: { maskPrompt: boolean; maxLen: number; source: string },
-): { rows: TokenizedRow[]; truncated: number } {
+  opts: { maskPrompt: boolean; maxLen: number; source: string; vocabSize?: number },
+): { rows: TokenizedRow[]; truncated: number; promptCut: number } {
   let truncated = 0;
-  const out = rows.map((row) => {
-    let t: TokenizedRow;
+  let promptCut = 0;
+  const out = rows.map((row, i) => {
+    let t: TokenizedSource;
     try {
       t = tokenizeRow(row, tokenizer, { maskPrompt: opts.maskPrompt });
     } catch (e) {
       throw new Error(`${opts.source}: ${(e as Error).message}`);
     }
-    if (t.ids.length > opts.maxLen) {
-      truncated++;
-      t = { ids: t.ids.slice(0, opts.maxLen), mask: t.mask.slice(0, opts.maxLen) };
+    const { vocabSize } = opts;
+    if (vocabSize !== undefined) {
+      const bad = t.ids.find((id) => id >= vocabSize);
+      if (bad !== undefined)
+        throw new UsageError(
+          `${opts.source}: row ${i + 1} has token id ${bad}, outside the model's vocabulary of ${vocabSize} (ids 0-${vocabSize - 1}); this data was tokenized for another model`,
+        );
     }
-    return t;
+    const over = t.ids.length - opts.maxLen;
+    if (over <= 0) return { ids: t.ids, mask: t.mask };
+    const head = tokenizer?.bosId != null && t.ids[0] === tokenizer.bosId ? 1 : 0;
+    if (t.promptTokens !== undefined && t.promptTokens - head > over) {
+      promptCut++;
+      const cut = <A>(a: A[]) => [...a.slice(0, head), ...a.slice(head + over)];
+      return { ids: cut(t.ids), mask: cut(t.mask) };
+    }
+    truncated++;
+    return { ids: t.ids.slice(0, opts.maxLen), mask: t.mask.slice(0, opts.maxLen) };
   });
-  return { rows: out, truncated };
+  return { rows: out, truncated, promptCut };
 }
 
 export type Split = "train" | "valid" | "test";
@@ -99,4 +117,20 @@ export function readRows(path: string, split: Split | undefined, prefer: Split[]
 export function contextLength(config: Record<string, unknown>): number {
   const n = config.n_positions ?? config.max_position_embeddings;
   return typeof n === "number" && n > 0 ? n : 2048;
+}
+
+/**
+ * Refuses a sequence length past a learned-position model's context (GPT-2: no position exists there)
+ * and warns past a RoPE model's, as transformers does: those positions were never trained.
+ */
+export function checkSeqLen(len: number, config: Record<string, unknown>, what: string): void {
+  const ctx = contextLength(config);
+  if (len <= ctx) return;
+  if (modelFamily(config).learnedPositions)
+    throw new UsageError(
+      `${what} ${len} is longer than the model's context of ${ctx} positions (n_positions); its learned positions end there: use ${ctx} or less`,
+    );
+  console.error(
+    `warning: ${what} ${len} is longer than the model's context of ${ctx} tokens (max_position_embeddings): positions past it were never trained, and results degrade`,
+  );
 }

@@ -21,13 +21,14 @@ function version(): string {
 }
 
 function mainHelp(): string {
-  const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;
+  const width = Math.max(...[...COMMANDS.map((c) => c.name), "doctor"].map((n) => n.length)) + 2;
   return `lora ${version()}: LoRA fine-tuning for Hugging Face transformer models, in TypeScript.
 
 Usage: lora <command> [options]
 
 Commands:
 ${COMMANDS.map((c) => `  ${c.name.padEnd(width)}${c.summary}`).join("\n")}
+  ${"doctor".padEnd(width)}Say which kernels run here (native / wasm / ref), on which CPU features, and why.
 
 Run 'lora <command> --help' for a command's options, 'lora doctor' for which kernels run here.
 `;

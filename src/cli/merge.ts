@@ -29,11 +29,19 @@ export const mergeCommand: Command = {
     const folder = loadModelFolder(dir);
     loadAdapter(folder.model, adapter, modelFamily(folder.config).defaultTargets);
     const n = loraLayers(folder.model).length;
-    mergeLoRA(folder.model); // refuses non-finite results
+    const untied = mergeLoRA(folder.model); // refuses non-finite results
     fuseLoRA(folder.model);
-    const files = saveModelFolder(folder.model, out, folder);
+    // an adapted head that was tied to the embedding now has a weight of its own
+    const config = untied.length > 0 ? { ...folder.config, tie_word_embeddings: false } : folder.config;
+    const files = saveModelFolder(folder.model, out, { ...folder, config });
     const dtypes = [...new Set([...folder.dtypes.values()].map((d) => d.dtype))].join("/");
-    console.log(`merged ${n} LoRA layer(s) of ${adapter} into ${dir} (${dtypes})`);
+    console.log(
+      `merged ${n} LoRA layer(s) of ${adapter} with the base model ${dir} (${dtypes}), which is unchanged`,
+    );
+    if (untied.length > 0)
+      console.log(
+        `${untied.join(", ")} shared the embedding's weight (tie_word_embeddings); the merged model stores its own copy and has tie_word_embeddings: false, so the embedding keeps its trained values`,
+      );
     console.log(`wrote ${out}: ${files.join(", ")}`);
   },
 };

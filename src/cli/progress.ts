@@ -18,7 +18,6 @@ const fmtTime = (s: number) =>
 export class Progress {
   private bar: cliProgress.SingleBar | null = null;
   private startTokens: number | null = null;
-  private startS = 0;
 
   constructor(
     private readonly total: number,
@@ -29,9 +28,10 @@ export class Progress {
 
   private fields(info: StepInfo) {
     this.startTokens ??= info.tokens - info.stepTokens;
+    // rates and ETA count training steps only: evaluation and checkpoints are not in info.trainS
     const done = info.step - this.firstStep;
-    const rate = (info.tokens - this.startTokens) / Math.max(1e-9, info.elapsedS - this.startS);
-    const eta = ((info.elapsedS - this.startS) / done) * (info.totalSteps - info.step);
+    const rate = (info.tokens - this.startTokens) / Math.max(1e-9, info.trainS);
+    const eta = (info.trainS / done) * (info.totalSteps - info.step);
     return {
       loss: info.loss.toFixed(4),
       lr: info.lr.toExponential(2),
@@ -41,9 +41,8 @@ export class Progress {
     };
   }
 
-  /** Marks the clock at which this run's (possibly resumed) steps begin. */
-  begin(elapsedS: number): void {
-    this.startS = elapsedS;
+  /** Starts the bar (on a terminal). */
+  begin(): void {
     if (!this.out.isTTY) return;
     this.bar = new cliProgress.SingleBar(
       {
@@ -71,6 +70,12 @@ export class Progress {
     }
   }
 
+  /** Evaluation in progress: on a terminal, a line that counts the rows (the bar resumes after it). */
+  evalRow(done: number, total: number): void {
+    if (this.bar && (done === 1 || done % 5 === 0 || done === total))
+      this.out.write(`\r\x1b[Kevaluating: ${done}/${total} validation rows`);
+  }
+
   eval(info: EvalInfo): void {
     const line = `step ${info.step}: val loss ${info.valLoss.toFixed(4)} (perplexity ${Math.exp(info.valLoss).toFixed(3)})`;
     // Over a live bar: clear its line, print, and let the next update draw the bar below.
@@ -81,4 +86,23 @@ export class Progress {
     this.bar?.stop();
     this.bar = null;
   }
+}
+
+/**
+ * Progress of `lora eval` on stderr (stdout may carry --json): a live count on a terminal, else a
+ * line at every quarter of the rows.
+ */
+export function evalProgress(
+  out: NodeJS.WriteStream = process.stderr,
+): (done: number, total: number) => void {
+  let shown = 0;
+  return (done, total) => {
+    if (out.isTTY) {
+      if (done === 1 || done % 5 === 0 || done === total)
+        out.write(`\r\x1b[Kevaluating: ${done}/${total} rows${done === total ? "\n" : ""}`);
+    } else if (total >= 8 && done * 4 >= (shown + 1) * total && done < total) {
+      shown = Math.floor((done * 4) / total);
+      out.write(`evaluating: ${done}/${total} rows\n`);
+    }
+  };
 }

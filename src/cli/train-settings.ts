@@ -2,6 +2,7 @@
  * `lora train` settings: one table gives each flag, its type, default and help, and the same names
  * are the keys of --config files and of the run record a checkpoint stores. Flags override the file.
  */
+import { resolve } from "node:path";
 import { readJson } from "../io/node/json-file.js";
 import { BASE_DTYPES } from "../nn/base-dtype.js";
 import { OPTIMIZERS } from "../train/optim.js";
@@ -16,25 +17,54 @@ interface Spec {
   valueName?: string;
   def?: string | number | boolean;
   min?: number;
+  /** min itself is not allowed (epochs > 0). */
+  exclusiveMin?: boolean;
   max?: number;
   choices?: readonly string[];
-  /** May differ on --resume: it does not change what is trained. */
+  /** May differ on --resume: it does not change what is trained (a path whose content is checked). */
   free?: boolean;
+  /** May differ on --resume, and changes how training continues: printed and recorded in the run. */
+  tunable?: boolean;
+  /** A path: stored resolved, so a resume works from any directory. */
+  path?: boolean;
 }
 
 export const SETTINGS = {
-  model: { kind: "string", valueName: "DIR", description: "Hugging Face model folder" },
+  model: {
+    kind: "string",
+    valueName: "DIR",
+    free: true,
+    path: true,
+    description: "Hugging Face model folder",
+  },
   data: {
     kind: "string",
     valueName: "PATH",
+    free: true,
+    path: true,
     description: "training data: .txt, .jsonl (text | prompt+completion | messages | input_ids) or a folder",
   },
-  out: { kind: "string", valueName: "DIR", free: true, description: "output folder (adapter, checkpoints)" },
+  out: {
+    kind: "string",
+    valueName: "DIR",
+    free: true,
+    path: true,
+    description: "output folder (adapter, checkpoints); a new folder, never the model's",
+  },
   "val-data": {
     kind: "string",
     valueName: "PATH",
     free: true,
+    path: true,
     description: "held-out data (default: valid.jsonl of a --data folder)",
+  },
+  "val-batches": {
+    kind: "int",
+    def: 25,
+    min: 0,
+    free: true,
+    valueName: "N",
+    description: "held-out loss on the first N × --batch-size validation rows (0: all of them)",
   },
   rank: { kind: "int", def: 8, min: 1, valueName: "R", description: "LoRA rank r" },
   alpha: { kind: "number", def: 16, min: 0, valueName: "A", description: "LoRA alpha (scale alpha/r)" },
@@ -60,18 +90,46 @@ export const SETTINGS = {
     valueName: "NAME",
     description: "optimizer",
   },
-  lr: { kind: "number", def: 2e-4, min: 0, valueName: "LR", description: "peak learning rate" },
-  "weight-decay": { kind: "number", def: 0, min: 0, valueName: "WD", description: "weight decay" },
+  lr: {
+    kind: "number",
+    def: 2e-4,
+    min: 0,
+    tunable: true,
+    valueName: "LR",
+    description: "peak learning rate",
+  },
+  "weight-decay": {
+    kind: "number",
+    def: 0,
+    min: 0,
+    tunable: true,
+    valueName: "WD",
+    description: "weight decay",
+  },
   schedule: {
     kind: "string",
     def: "linear",
+    tunable: true,
     choices: SCHEDULES,
     valueName: "KIND",
     description: "learning-rate schedule",
   },
-  warmup: { kind: "int", def: 0, min: 0, valueName: "N", description: "warmup steps" },
-  steps: { kind: "int", min: 1, valueName: "N", description: "optimizer steps (default: from --epochs)" },
-  epochs: { kind: "number", min: 0, valueName: "E", description: "passes over the data (default 1)" },
+  warmup: { kind: "int", def: 0, min: 0, tunable: true, valueName: "N", description: "warmup steps" },
+  steps: {
+    kind: "int",
+    min: 1,
+    tunable: true,
+    valueName: "N",
+    description: "optimizer steps (default: from --epochs); a resume may extend a run",
+  },
+  epochs: {
+    kind: "number",
+    min: 0,
+    exclusiveMin: true,
+    tunable: true,
+    valueName: "E",
+    description: "passes over the data (default 1)",
+  },
   "batch-size": { kind: "int", def: 4, min: 1, valueName: "N", description: "rows per micro-batch" },
   "grad-accum": { kind: "int", def: 1, min: 1, valueName: "N", description: "micro-batches per step" },
   "seq-len": {
@@ -84,6 +142,7 @@ export const SETTINGS = {
     kind: "number",
     def: 1,
     min: 0,
+    tunable: true,
     valueName: "X",
     description: "clip the gradient norm (0: off)",
   },
@@ -110,7 +169,13 @@ export const SETTINGS = {
     description: "checkpoint every N steps (and at the end)",
   },
   keep: { kind: "int", def: 3, min: 0, free: true, valueName: "N", description: "checkpoints kept (0: all)" },
-  adapter: { kind: "string", valueName: "DIR", description: "start from this PEFT adapter" },
+  adapter: {
+    kind: "string",
+    valueName: "DIR",
+    free: true,
+    path: true,
+    description: "start from this PEFT adapter",
+  },
   full: { kind: "boolean", description: "full fine-tuning: every weight trainable (the paper's baseline)" },
   "base-dtype": {
     kind: "string",
@@ -160,7 +225,13 @@ export function settingsFrom(v: Values): Settings {
       if (s.choices && !s.choices.includes(raw as string))
         throw new UsageError(`--${name} must be one of ${s.choices.join(", ")}, got "${raw}"`);
       out[name] = raw as string;
-    } else out[name] = num(v, name, 0, { int: s.kind === "int", min: s.min, max: s.max });
+    } else
+      out[name] = num(v, name, 0, {
+        int: s.kind === "int",
+        min: s.min,
+        exclusiveMin: s.exclusiveMin,
+        max: s.max,
+      });
   }
   return out as Settings;
 }
@@ -194,23 +265,42 @@ export function readConfigFile(path: string): Values {
   return v;
 }
 
-/** The settings that differ between a stored run and a new one, except those free to change. */
+const specs = Object.entries(SETTINGS as Record<string, Spec>) as [SettingName, Spec][];
+
+/** The settings that differ between a stored run and a new one, except those a resume may change. */
 export function settingDiffs(stored: Settings, now: Settings): string[] {
-  return Object.entries(SETTINGS as Record<string, Spec>)
-    .filter(([k, s]) => !s.free && stored[k as SettingName] !== now[k as SettingName])
-    .map(
-      ([k]) =>
-        `--${k}: ${JSON.stringify(stored[k as SettingName])} in the checkpoint, ${JSON.stringify(now[k as SettingName])} now`,
-    );
+  return specs
+    .filter(([k, s]) => !s.free && !s.tunable && stored[k] !== now[k])
+    .map(([k]) => `--${k}: ${JSON.stringify(stored[k])} in the checkpoint, ${JSON.stringify(now[k])} now`);
+}
+
+/** The tunable settings (learning rate, steps, ...) a resume changes: name -> [stored, now]. */
+export function tunedSettings(stored: Settings, now: Settings): Record<string, [unknown, unknown]> {
+  return Object.fromEntries(
+    specs.filter(([k, s]) => s.tunable && stored[k] !== now[k]).map(([k]) => [k, [stored[k], now[k]]]),
+  );
+}
+
+/** The path settings made absolute against `base` (a stored run then resumes from any directory). */
+export function resolvePaths(s: Settings, base: string): Settings {
+  const out = { ...s };
+  for (const [k, spec] of specs)
+    if (spec.path && typeof out[k] === "string") out[k] = resolve(base, out[k] as string);
+  return out;
 }
 
 /** --targets: "all-linear", a regex (when it has regex syntax), or a comma-separated list of names. */
 export function parseTargets(s: string): string[] | string {
   if (s === "all-linear" || /[\\^$*+?()[\]{}|]/.test(s)) return s;
-  return s
+  const names = s
     .split(",")
     .map((x) => x.trim())
     .filter(Boolean);
+  if (names.length === 0)
+    throw new UsageError(
+      `--targets is empty; give module names (q_proj,v_proj), a regex, or all-linear, or drop the flag for the model's default`,
+    );
+  return names;
 }
 
 /** --layers: "0,2,5-7" -> [0, 2, 5, 6, 7]. */

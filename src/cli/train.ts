@@ -1,6 +1,6 @@
 /** `lora train`: LoRA (or full) fine-tuning of a model folder, with checkpoints, exact resume and metrics. */
 import fs from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { checkpointFiles, parseCheckpoint } from "../io/checkpoint.js";
 import { modelTensors } from "../io/model-saver.js";
 import { loadAdapter } from "../io/node/adapter-folder.js";
@@ -12,6 +12,7 @@ import {
 } from "../io/node/checkpoint-folder.js";
 import { readJson } from "../io/node/json-file.js";
 import { loadModelFolder, saveModelFolder } from "../io/node/model-folder.js";
+import { checkOutSeparate, RunFolder } from "../io/node/run-folder.js";
 import { readSafetensorsFile, writeFileAtomic } from "../io/node/safetensors-file.js";
 import { adapterFiles } from "../io/peft.js";
 import { serializeSafetensors } from "../io/safetensors.js";
@@ -27,27 +28,20 @@ import { createOptimizer, type OptimizerKind } from "../train/optim.js";
 import type { ScheduleKind } from "../train/schedule.js";
 import { DivergedError, type Snapshot, train } from "../train/trainer.js";
 import { type Command, str, UsageError, type Values } from "./command.js";
-import { contextLength, type Loaded, loadModel, readRows, tokenizeRows } from "./load.js";
+import { checkSeqLen, contextLength, type Loaded, loadModel, readRows, tokenizeRows } from "./load.js";
 import { Progress, peakMiB } from "./progress.js";
 import {
   parseLayers,
   parseTargets,
   readConfigFile,
+  resolvePaths,
   type Settings,
   settingDiffs,
   settingsFrom,
   settingsToValues,
   TRAIN_FLAGS,
+  tunedSettings,
 } from "./train-settings.js";
-
-/** Files of a run folder that --overwrite replaces (and whose presence means "a run is here"). */
-const RUN_FILES = [
-  "adapter_config.json",
-  "adapter_model.safetensors",
-  "model.safetensors",
-  "metrics.jsonl",
-  "checkpoints",
-];
 
 const fmt = (n: number) => n.toLocaleString("en-US");
 
@@ -74,15 +68,24 @@ function prepareRows(
 ): TokenizedRow[] {
   const rows = readRows(path, undefined, what === "training" ? ["train"] : ["valid", "test", "train"]);
   const pack = s.pack && what === "training";
-  const { rows: cut, truncated } = tokenizeRows(rows, loaded.tokenizer, {
+  const {
+    rows: cut,
+    truncated,
+    promptCut,
+  } = tokenizeRows(rows, loaded.tokenizer, {
     maskPrompt: s["mask-prompt"] as boolean,
     maxLen: pack ? Number.POSITIVE_INFINITY : seqLen,
     source: path,
+    vocabSize: loaded.model.vocabSize,
   });
   const tokenized = pack ? packRows(cut, seqLen) : cut;
   if (truncated > 0)
     console.error(
-      `warning: ${path}: ${truncated} ${what} row(s) longer than --seq-len ${seqLen} were truncated`,
+      `warning: ${path}: ${truncated} ${what} row(s) longer than --seq-len ${seqLen} were truncated at the end`,
+    );
+  if (promptCut > 0)
+    console.error(
+      `warning: ${path}: ${promptCut} prompt/completion row(s) longer than --seq-len ${seqLen} lost the start of their prompt, so that the completion stays whole`,
     );
   const kept = tokenized.filter((r) => rowTargets(r) > 0);
   if (kept.length === 0) {
@@ -104,7 +107,7 @@ function loraConfigOf(s: Settings, family: ModelFamily): LoraConfig {
     r: s.rank as number,
     lora_alpha: s.alpha as number,
     lora_dropout: s.dropout as number,
-    target_modules: s.targets ? parseTargets(s.targets as string) : family.defaultTargets,
+    target_modules: s.targets !== null ? parseTargets(s.targets as string) : family.defaultTargets,
     layers_to_transform: s.layers ? parseLayers(s.layers as string) : null,
     use_rslora: s.rslora as boolean,
     init_lora_weights: s.init === "gaussian" ? "gaussian" : true,
@@ -115,6 +118,8 @@ function loraConfigOf(s: Settings, family: ModelFamily): LoraConfig {
 interface Resume {
   dir: string;
   state: ReturnType<typeof parseCheckpoint>;
+  /** Tunable settings this resume changes: name -> [in the checkpoint, now]. */
+  tuned: Record<string, [unknown, unknown]>;
 }
 
 /**
@@ -130,29 +135,49 @@ function withBaseDtype(s: Settings): Settings {
   return { ...s, "base-dtype": s.full ? "f32" : resolveBaseDtype(dtype) };
 }
 
-/** Merges --config and flags, and on --resume checks them against the checkpoint's run. */
+/**
+ * Merges --config and flags, with paths made absolute. On --resume, checks them against the
+ * checkpoint's run: the run continues in the folder that holds the checkpoint, whatever the checkpoint
+ * says, and only settings that do not change what is trained, or are tunable (--lr, --steps, ...), may
+ * differ.
+ */
 function resolveSettings(v: Values): { s: Settings; resume: Resume | null } {
   const given = { ...(typeof v.config === "string" ? readConfigFile(v.config) : {}), ...v };
   const resumePath = str(v, "resume");
-  if (!resumePath) return { s: withBaseDtype(settingsFrom(given)), resume: null };
-  const dir = resolveCheckpoint(resumePath);
+  const cwd = process.cwd();
+  if (!resumePath) return { s: resolvePaths(withBaseDtype(settingsFrom(given)), cwd), resume: null };
+  if (v.overwrite)
+    throw new UsageError("--overwrite cannot go with --resume, which continues the run in its folder");
+  const dir = resolve(resolveCheckpoint(resumePath));
+  const runDir = runDirOf(dir);
   const state = parseCheckpoint(
     readJson(join(dir, "trainer_state.json"))!,
     readSafetensorsFile(join(dir, "optimizer.safetensors")),
     dir,
   );
-  // a checkpoint from before --base-dtype was trained on an f32 base
+  // a checkpoint from before --base-dtype was trained on an f32 base; one from before paths were
+  // stored resolved has them relative to where it was started, taken here as this directory
   const recorded = state.run.settings as Settings;
-  const stored = { ...recorded, "base-dtype": recorded["base-dtype"] ?? "f32" };
-  const s = withBaseDtype(settingsFrom({ ...settingsToValues(stored), ...given }));
-  if (s.out === null) s.out = runDirOf(dir);
+  const stored = resolvePaths({ ...recorded, "base-dtype": recorded["base-dtype"] ?? "f32" }, cwd);
+  const s = resolvePaths(withBaseDtype(settingsFrom({ ...settingsToValues(stored), ...given })), cwd);
+  if (given.out !== undefined && resolve(given.out as string) !== runDir)
+    throw new UsageError(
+      `--resume ${resumePath} continues its run in ${runDir}, not in --out ${given.out}; drop --out (to branch a run, copy its folder and resume the copy)`,
+    );
+  s.out = runDir;
   const diffs = settingDiffs(stored, s);
   if (diffs.length > 0) {
     throw new UsageError(
-      `--resume ${dir}: this checkpoint was made with other settings:\n  ${diffs.join("\n  ")}\nDrop those flags to continue it as it was, or start a new run with another --out.`,
+      `--resume ${dir}: this checkpoint was made with other settings:\n  ${diffs.join("\n  ")}\nDrop those flags to continue it as it was (the learning rate, steps, schedule, warmup, weight decay and clipping may change), or start a new run with another --out.`,
     );
   }
-  return { s, resume: { dir, state } };
+  for (const name of ["model", "data"] as const) {
+    if (s[name] !== null && !fs.existsSync(s[name] as string))
+      throw new UsageError(
+        `--resume ${dir}: the run's --${name} ${s[name]} does not exist (from ${cwd}); pass --${name} PATH where it is now`,
+      );
+  }
+  return { s, resume: { dir, state, tuned: tunedSettings(stored, s) } };
 }
 
 /** Refuses a checkpoint made for another model (config.json) or other data (the tokenized rows' hash). */
@@ -169,20 +194,6 @@ function checkResumeFits(resume: Resume, config: Record<string, unknown>, dataPr
     throw new UsageError(
       `--resume ${resume.dir}: the training data differs from the checkpoint's (rows:hash ${resume.state.run.data_fingerprint}, now ${dataPrint})`,
     );
-}
-
-/** Refuses an --out that holds another run unless --overwrite (then clears that run's files). */
-function prepareOut(out: string, overwrite: boolean, resuming: boolean): void {
-  const present = fs.existsSync(out) ? RUN_FILES.filter((f) => fs.existsSync(join(out, f))) : [];
-  if (present.length > 0 && !resuming) {
-    if (!overwrite) {
-      throw new UsageError(
-        `--out ${out} already holds a run (${present.join(", ")}); pass --overwrite to replace it, --resume ${out} to continue it, or choose another --out`,
-      );
-    }
-    for (const f of present) fs.rmSync(join(out, f), { recursive: true, force: true });
-  }
-  fs.mkdirSync(out, { recursive: true });
 }
 
 /** Keeps the metrics rows up to `step` (a resumed run rewrites what came after its checkpoint). */
@@ -209,13 +220,23 @@ async function runTrain(v: Values): Promise<void> {
   if (s.steps !== null && s.epochs !== null) throw new UsageError("give --steps or --epochs, not both");
   if (s.full && s.adapter)
     throw new UsageError("--full trains every weight; it cannot start from an --adapter");
+  if (!((s.lr as number) > 0)) throw new UsageError(`--lr must be > 0, got ${s.lr}`);
   const out = s.out as string;
-  prepareOut(out, v.overwrite === true, resume !== null);
+  // Every input is checked before the run writes anything.
+  checkOutSeparate(out, {
+    model: s.model as string,
+    adapter: resume ? null : (s.adapter as string | null),
+    data: s.data as string,
+    "val-data": s["val-data"] as string | null,
+    config: typeof v.config === "string" ? v.config : null,
+  });
+  if (!resume) RunFolder.check(out, v.overwrite === true);
 
   const loaded = loadModel(s.model as string, undefined, { baseDtype: s["base-dtype"] as BaseDType });
   const { model, config } = loaded;
   const family = modelFamily(config);
   const seqLen = (s["seq-len"] as number | null) ?? Math.min(contextLength(config), 2048);
+  checkSeqLen(seqLen, config, "--seq-len");
   const rows = prepareRows(s.data as string, loaded, s, seqLen, "training");
   const dataPrint = fingerprint(rows);
   if (resume) checkResumeFits(resume, config, dataPrint);
@@ -224,7 +245,13 @@ async function runTrain(v: Values): Promise<void> {
     (fs.statSync(s.data as string).isDirectory() && fs.existsSync(join(s.data as string, "valid.jsonl"))
       ? (s.data as string)
       : null);
-  const valRows = valPath ? prepareRows(valPath, loaded, s, seqLen, "validation") : null;
+  const allValRows = valPath ? prepareRows(valPath, loaded, s, seqLen, "validation") : null;
+  const valCap = (s["val-batches"] as number) * (s["batch-size"] as number);
+  const valRows = allValRows && valCap > 0 ? allValRows.slice(0, valCap) : allValRows;
+  if (!valRows && s["eval-every"] !== null && (s["eval-every"] as number) > 0)
+    throw new UsageError(
+      `--eval-every ${s["eval-every"]} needs validation data: pass --val-data PATH (or a --data folder with valid.jsonl)`,
+    );
 
   // What is trained: every weight (--full), a checkpoint's or given adapter, or a fresh LoRA.
   let lora: LoraConfig | null = null;
@@ -242,10 +269,6 @@ async function runTrain(v: Values): Promise<void> {
   const dropoutRng = new Rng((s.seed as number) ^ 0x5bd1e995);
   if (lora) setLoraDropout(trained, s.dropout as number, dropoutRng);
   const report = parameterReport(trained);
-  console.log(
-    `model: ${s.model} (${config.model_type}, ${fmt(report.total)} parameters, base weights ${s["base-dtype"]})`,
-  );
-  console.log(s.full ? `full fine-tuning: ${report.line}` : report.line);
 
   const optimizer = createOptimizer(s.optimizer as OptimizerKind, trained.trainableParameters(), {
     lr: s.lr as number,
@@ -269,11 +292,35 @@ async function runTrain(v: Values): Promise<void> {
     Math.max(1, Math.ceil((((s.epochs as number | null) ?? 1) * batcher.batchesPerEpoch) / accum));
   if ((s.warmup as number) > steps)
     throw new UsageError(`--warmup ${s.warmup} is more than the run's ${steps} steps; lower it or add steps`);
-  if (!((s.lr as number) > 0)) throw new UsageError(`--lr must be > 0, got ${s.lr}`);
   const evalEvery = (s["eval-every"] as number | null) ?? Math.max(1, Math.round(steps / 10));
+
+  // Everything is valid: from here on the run writes, into a folder that is safe to write.
+  const folder = resume ? RunFolder.resume(out) : RunFolder.create(out, v.overwrite === true);
   console.log(
-    `data: ${fmt(rows.length)} training rows${valRows ? `, ${fmt(valRows.length)} validation rows` : ""}; ${steps} steps of ${s["batch-size"]}×${accum} rows, seq-len ≤ ${seqLen}`,
+    `model: ${s.model} (${config.model_type}, ${fmt(report.total)} parameters, base weights ${s["base-dtype"]})`,
   );
+  console.log(s.full ? `full fine-tuning: ${report.line}` : report.line);
+  const valNote =
+    valRows && allValRows && valRows.length < allValRows.length
+      ? `, ${fmt(valRows.length)} of ${fmt(allValRows.length)} validation rows (--val-batches ${s["val-batches"]} × --batch-size ${s["batch-size"]}; 0 for all)`
+      : valRows
+        ? `, ${fmt(valRows.length)} validation rows`
+        : "";
+  console.log(
+    `data: ${fmt(rows.length)} training rows${valNote}; ${steps} steps of ${s["batch-size"]}×${accum} rows, seq-len ≤ ${seqLen}`,
+  );
+  if (resume) {
+    const changed = Object.entries(resume.tuned).map(
+      ([k, [a, b]]) => `--${k} ${JSON.stringify(a)} -> ${JSON.stringify(b)}`,
+    );
+    console.log(
+      `resuming from step ${resume.state.step} of ${steps} (${resume.dir})${changed.length ? `; changed: ${changed.join(", ")}` : ""}`,
+    );
+  } else if (folder.staged) {
+    console.log(
+      `--overwrite: the previous run in ${out} stays until this run's first checkpoint replaces it`,
+    );
+  }
 
   const baseName = s.model as string;
   const weightFiles = (): Record<string, Uint8Array | string> => {
@@ -284,46 +331,66 @@ async function runTrain(v: Values): Promise<void> {
       "model.safetensors": serializeSafetensors(modelTensors(trained, f32), { format: "pt" }),
     };
   };
-  const run = { settings: s, model_config: config, data_fingerprint: dataPrint };
+  const earlier = (resume?.state.run.resumes as unknown[] | undefined) ?? [];
+  const run = {
+    settings: s,
+    seq_len: seqLen,
+    model_config: config,
+    data_fingerprint: dataPrint,
+    // each resume that changed a tunable setting: where, and what changed
+    resumes:
+      resume && Object.keys(resume.tuned).length > 0
+        ? [...earlier, { step: resume.state.step, changed: resume.tuned }]
+        : earlier,
+  };
   let lastSaved: string | null = resume?.dir ?? null;
   const save = (snap: Snapshot) => {
-    lastSaved = writeCheckpoint(
-      out,
+    writeCheckpoint(
+      folder.dir,
       snap.step,
       { ...weightFiles(), ...checkpointFiles(snap, run) },
       {
         keep: s.keep as number,
       },
     );
+    folder.record(["checkpoints"]);
+    folder.commit(); // an --overwrite run replaces the previous one now that it has a checkpoint
+    lastSaved = join(out, "checkpoints", `step-${snap.step}`);
   };
 
-  const metricsPath = join(out, "metrics.jsonl");
-  if (resume) truncateMetrics(metricsPath, resume.state.step);
-  else fs.writeFileSync(metricsPath, "");
-  const log = (row: Record<string, unknown>) => fs.appendFileSync(metricsPath, `${JSON.stringify(row)}\n`);
+  const metricsPath = () => join(folder.dir, "metrics.jsonl");
+  if (resume) truncateMetrics(metricsPath(), resume.state.step);
+  else fs.writeFileSync(metricsPath(), "");
+  folder.record(["metrics.jsonl"]);
+  const log = (row: Record<string, unknown>) => fs.appendFileSync(metricsPath(), `${JSON.stringify(row)}\n`);
 
   // The final files: the adapter, or (--full) a complete f32 model folder.
   const writeOutputs = (): string[] => {
-    if (!lora)
-      return saveModelFolder(trained, out, {
+    let names: string[];
+    if (!lora) {
+      names = saveModelFolder(trained, folder.dir, {
         config: { ...config, torch_dtype: "float32" },
         dtypes: new Map(),
         dir: s.model as string,
       });
-    const files = adapterFiles(trained, lora, baseName);
-    for (const [name, data] of Object.entries(files)) writeFileAtomic(join(out, name), data);
-    return Object.keys(files);
+    } else {
+      const files = adapterFiles(trained, lora, baseName);
+      for (const [name, data] of Object.entries(files)) writeFileAtomic(join(folder.dir, name), data);
+      names = Object.keys(files);
+    }
+    folder.record(names);
+    return names;
   };
   const firstStep = resume?.state.step ?? 0;
   if (firstStep >= steps) {
     const files = writeOutputs();
     console.log(
-      `the run was already complete at step ${firstStep}/${steps}; wrote ${files.map((f) => join(out, f)).join(", ")}`,
+      `the run was already complete at step ${firstStep}/${steps} (pass --steps N to extend it); wrote ${files.map((f) => join(out, f)).join(", ")}`,
     );
     return;
   }
   const progress = new Progress(steps, firstStep);
-  progress.begin(resume?.state.elapsedS ?? 0);
+  progress.begin();
   let result: Awaited<ReturnType<typeof train>>;
   try {
     result = await train(trained, {
@@ -334,7 +401,7 @@ async function runTrain(v: Values): Promise<void> {
       lr: s.lr as number,
       schedule: { kind: s.schedule as ScheduleKind, warmup: s.warmup as number },
       maxGradNorm: s["max-grad-norm"] as number,
-      evaluate: valRows ? () => evaluate(trained, valRows).loss : undefined,
+      evaluate: valRows ? () => evaluate(trained, valRows, (d, n) => progress.evalRow(d, n)).loss : undefined,
       evalEvery,
       save,
       saveEvery: s["save-every"] as number,
@@ -363,21 +430,23 @@ async function runTrain(v: Values): Promise<void> {
     });
   } catch (e) {
     progress.stop();
+    const kept = folder.staged ? ` The previous run in ${out} is unchanged.` : "";
+    folder.abandon();
     if (e instanceof DivergedError) {
       throw new Error(
-        `${e.message}. ${lastSaved ? `The last good checkpoint is ${lastSaved}: continue it with --resume ${lastSaved} after lowering the learning rate` : "No checkpoint was saved yet: lower --lr"} (now ${s.lr}) or keep --max-grad-norm on.`,
+        `${e.message}. ${lastSaved ? `The last good checkpoint is ${lastSaved}: continue it with --resume ${lastSaved} --lr ${(s.lr as number) / 10}` : "No checkpoint was saved yet: lower --lr"} (now ${s.lr}), or keep --max-grad-norm on.${kept}`,
       );
     }
+    if (kept) (e as Error).message += `;${kept}`;
     throw e;
   }
   progress.stop();
 
   const written = writeOutputs();
   const trainedSteps = result.steps - firstStep;
-  const wall = result.elapsedS - (resume?.state.elapsedS ?? 0);
   const tokensNow = result.tokens - (resume?.state.tokens ?? 0);
   console.log(
-    `\ndone: ${trainedSteps} step(s), ${fmt(tokensNow)} tokens in ${wall.toFixed(1)} s (${fmt(Math.round(tokensNow / Math.max(wall, 1e-9)))} tokens/s), peak memory ${fmt(Math.round(peakMiB()))} MiB`,
+    `\ndone: ${trainedSteps} step(s), ${fmt(tokensNow)} tokens in ${result.trainS.toFixed(1)} s of training (${fmt(Math.round(tokensNow / Math.max(result.trainS, 1e-9)))} tokens/s; ${(result.elapsedS - (resume?.state.elapsedS ?? 0)).toFixed(1)} s with evaluation and checkpoints), peak memory ${fmt(Math.round(peakMiB()))} MiB`,
   );
   console.log(
     `trainable: ${fmt(report.trainable)} of ${fmt(report.total)} parameters (${report.percent.toFixed(4)}%)`,

@@ -5,6 +5,7 @@
 import { Linear } from "../nn/layers.js";
 import { type Module, setSubmodule } from "../nn/module.js";
 import { Rng } from "../tensor/random.js";
+import { Tensor } from "../tensor/tensor.js";
 import { LORA_DEFAULTS, type LoraConfig } from "./config.js";
 import { LoRALinear } from "./layer.js";
 
@@ -129,9 +130,26 @@ export function setLoraDropout(model: Module, p: number, rng: Rng): void {
   for (const [, layer] of loraLayers(model)) layer.setDropout(p, rng);
 }
 
-/** Merges every LoRA layer into its base weight (each refuses a second merge). */
-export function mergeLoRA(model: Module): void {
-  for (const [, layer] of loraLayers(model)) layer.merge();
+/**
+ * Merges every LoRA layer into its base weight (each refuses a second merge). A base weight that
+ * another module shares (a head tied to the embedding) is first copied, so the merge changes only the
+ * adapted layer: the model is untied there. Returns the paths of the layers that were untied (their
+ * checkpoint must then store the weight and say so, e.g. tie_word_embeddings: false).
+ */
+export function mergeLoRA(model: Module): string[] {
+  const holders = new Map<Tensor, number>();
+  for (const [, m] of model.namedModules())
+    for (const v of Object.values(m)) if (v instanceof Tensor) holders.set(v, (holders.get(v) ?? 0) + 1);
+  const untied: string[] = [];
+  for (const [path, layer] of loraLayers(model)) {
+    const w = layer.base_layer.weight;
+    if ((holders.get(w) ?? 0) > 1) {
+      layer.base_layer.weight = w.clone(false);
+      untied.push(path);
+    }
+    layer.merge();
+  }
+  return untied;
 }
 
 export function unmergeLoRA(model: Module): void {

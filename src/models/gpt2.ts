@@ -18,6 +18,8 @@ export interface GPT2Config {
   n_layer: number;
   n_head: number;
   layer_norm_epsilon: number;
+  /** The head shares wte's weight (the default); a merged folder may untie it (lm_head.weight). */
+  tie_word_embeddings: boolean;
 }
 
 export function parseGPT2Config(json: Record<string, unknown>, source = "config.json"): GPT2Config {
@@ -27,10 +29,6 @@ export function parseGPT2Config(json: Record<string, unknown>, source = "config.
     act === "gelu_new" || act === "gelu_pytorch_tanh",
     `GPT-2 activation_function ${JSON.stringify(act)} is not supported (use gelu_new)`,
   );
-  f.require(
-    f.flag("tie_word_embeddings", true),
-    "tie_word_embeddings false (a separate lm_head) is not supported for GPT-2; only tied heads are",
-  );
   const c: GPT2Config = {
     model_type: "gpt2",
     vocab_size: f.size("vocab_size"),
@@ -39,6 +37,7 @@ export function parseGPT2Config(json: Record<string, unknown>, source = "config.
     n_layer: f.size("n_layer"),
     n_head: f.size("n_head"),
     layer_norm_epsilon: f.positive("layer_norm_epsilon", 1e-5),
+    tie_word_embeddings: f.flag("tie_word_embeddings", true),
   };
   f.require(c.n_embd % c.n_head === 0, `n_embd ${c.n_embd} is not divisible by n_head ${c.n_head}`, [
     "n_embd",
@@ -138,7 +137,7 @@ export class GPT2LMHeadModel extends Module implements CausalLM {
   readonly modelType = "gpt2";
   readonly headName = "lm_head";
   transformer: GPT2Model;
-  lm_head: LinearLike; // tied: shares transformer.wte.weight
+  lm_head: LinearLike; // [V, C]; shares transformer.wte.weight unless tie_word_embeddings is false
 
   constructor(
     readonly config: GPT2Config,
@@ -146,7 +145,11 @@ export class GPT2LMHeadModel extends Module implements CausalLM {
   ) {
     super();
     this.transformer = new GPT2Model(p, config);
-    this.lm_head = new Linear(this.transformer.wte.weight);
+    this.lm_head = new Linear(
+      config.tie_word_embeddings
+        ? this.transformer.wte.weight
+        : p("lm_head.weight", [config.vocab_size, config.n_embd], "weight"),
+    );
   }
 
   get vocabSize(): number {

@@ -20,6 +20,8 @@ export interface ModelFamily {
   defaultTargets: string[];
   /** The checkpoint stores linear weights [in, out] (GPT-2's Conv1D): PEFT's fan_in_fan_out. */
   fanInFanOut: boolean;
+  /** Positions are a learned table (GPT-2's wpe), so nothing exists past the context; else RoPE. */
+  learnedPositions: boolean;
 }
 
 const gpt2: ModelFamily = {
@@ -27,12 +29,14 @@ const gpt2: ModelFamily = {
   checkpoint: gpt2Checkpoint,
   defaultTargets: ["c_attn"],
   fanInFanOut: true,
+  learnedPositions: true,
 };
 const llama: ModelFamily = {
   build: (json, p, source) => new LlamaForCausalLM(parseLlamaConfig(json, source), p),
   checkpoint: llamaCheckpoint,
   defaultTargets: ["q_proj", "v_proj"],
   fanInFanOut: false,
+  learnedPositions: false,
 };
 
 const families: Record<string, ModelFamily> = {

@@ -58,7 +58,8 @@ export function showValue(v: unknown): string {
  * adapter_config.json with it too).
  */
 export class ConfigFields {
-  private readonly problems: string[] = [];
+  /** Every problem so far; a helper that collects its own problems may push to it. */
+  readonly problems: string[] = [];
   private readonly failed = new Set<string>();
 
   constructor(

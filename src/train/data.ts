@@ -5,6 +5,8 @@ import type { ChatMessage, Tokenizer } from "../io/tokenizer.js";
 export type { DataRow } from "../io/dataset.js";
 
 export type TokenizedRow = { ids: number[]; mask: number[] };
+/** A tokenized row, and for a prompt/completion row the number of tokens of its prompt. */
+export type TokenizedSource = TokenizedRow & { promptTokens?: number };
 
 /**
  * Throws, naming each row (1-based, up to 10) and its first bad id, when a tokenized row holds an id
@@ -43,7 +45,7 @@ export function tokenizeRow(
   row: DataRow,
   tokenizer: Tokenizer | null,
   { maskPrompt }: { maskPrompt: boolean },
-): TokenizedRow {
+): TokenizedSource {
   if ("input_ids" in row) return { ids: [...row.input_ids], mask: ones(row.input_ids.length) };
   if (!tokenizer) {
     throw new Error(
@@ -61,7 +63,7 @@ export function tokenizeRow(
   const prompt = tokenizer.encode(row.prompt);
   const completion = withEos(tokenizer.encode(row.completion, { addSpecialTokens: false }));
   const mask = [...new Array<number>(prompt.length).fill(maskPrompt ? 0 : 1), ...ones(completion.length)];
-  return { ids: [...prompt, ...completion], mask };
+  return { ids: [...prompt, ...completion], mask, promptTokens: prompt.length };
 }
 
 /**

@@ -51,6 +51,8 @@ export interface StepInfo {
   tokens: number;
   gradNorm: number;
   elapsedS: number;
+  /** Seconds spent in training steps alone (evaluation and saving excluded): for rates and ETAs. */
+  trainS: number;
 }
 
 export interface EvalInfo {
@@ -94,17 +96,31 @@ export interface TrainResult {
   /** Loss of the last step, and the last held-out loss (null without evaluate). */
   loss: number;
   valLoss: number | null;
+  /** Seconds of this call spent in training steps (evaluation and saving excluded). */
+  trainS: number;
 }
 
-/** A loss or gradient that is no longer finite: training stops before the weights are touched. */
+/**
+ * A loss, gradient, weight or optimizer moment that is no longer finite: training stops, and nothing
+ * of that step is saved (a loss or gradient is caught before the weights change).
+ */
 export class DivergedError extends Error {
   override name = "DivergedError";
   constructor(
     readonly step: number,
     what: string,
+    when = "stopped before updating the weights",
   ) {
-    super(`${what} at step ${step}; stopped before updating the weights`);
+    super(`${what} at step ${step}; ${when}`);
   }
+}
+
+/** The name of the first tensor (or buffer) holding a NaN or an infinity, or null. */
+function firstNonFinite(named: Iterable<[string, ArrayLike<number>]>): string | null {
+  for (const [name, data] of named) {
+    for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i]!)) return name;
+  }
+  return null;
 }
 
 const clock = () => performance.now() / 1000;
@@ -130,6 +146,7 @@ export async function train(model: CausalLM, opts: TrainOptions): Promise<TrainR
   const params = optimizer.params;
   let loss = Number.NaN;
   let valLoss: number | null = null;
+  let trainS = 0; // this call's time in steps
 
   const evaluate = () => {
     if (!opts.evaluate) return;
@@ -138,18 +155,29 @@ export async function train(model: CausalLM, opts: TrainOptions): Promise<TrainR
     model.train();
     opts.onEval?.({ step, valLoss, elapsedS: elapsed() });
   };
-  const snapshot = (): Snapshot => ({
-    step,
-    tokens,
-    elapsedS: elapsed(),
-    data: data.position,
-    rng: opts.rng?.getState() ?? null,
-    optimizer: optimizer.stateDict(),
-  });
+  const snapshot = (): Snapshot => {
+    const state = optimizer.stateDict();
+    const bad = firstNonFinite(
+      Object.entries(state.buffers).flatMap(([p, bufs]) =>
+        Object.entries(bufs).map(([b, d]) => [`${p}.${b}`, d] as [string, Float32Array]),
+      ),
+    );
+    if (bad)
+      throw new DivergedError(step, `the optimizer state ${bad} is not finite`, "this step is not saved");
+    return {
+      step,
+      tokens,
+      elapsedS: elapsed(),
+      data: data.position,
+      rng: opts.rng?.getState() ?? null,
+      optimizer: state,
+    };
+  };
 
   if (step === 0) evaluate();
   model.train();
   while (step < steps) {
+    const stepStart = now();
     optimizer.lr = learningRate(schedule.kind, {
       base: baseLr,
       step,
@@ -175,7 +203,15 @@ export async function train(model: CausalLM, opts: TrainOptions): Promise<TrainR
     optimizer.step();
     optimizer.zeroGrad();
     step++;
+    const bad = firstNonFinite(params.map(([name, t]) => [name, t.data] as [string, Float32Array]));
+    if (bad)
+      throw new DivergedError(
+        step,
+        `the update made ${bad} non-finite (the learning rate ${optimizer.lr} is too high for this step)`,
+        "this step is not saved",
+      );
     tokens += stepTokens;
+    trainS += now() - stepStart;
     opts.onStep?.({
       step,
       totalSteps: steps,
@@ -185,6 +221,7 @@ export async function train(model: CausalLM, opts: TrainOptions): Promise<TrainR
       tokens,
       gradNorm,
       elapsedS: elapsed(),
+      trainS,
     });
     if (opts.evalEvery && step % opts.evalEvery === 0 && step < steps) evaluate();
     if (opts.save && opts.saveEvery && step % opts.saveEvery === 0 && step < steps)
@@ -194,5 +231,5 @@ export async function train(model: CausalLM, opts: TrainOptions): Promise<TrainR
   evaluate();
   model.eval();
   await opts.save?.(snapshot());
-  return { steps: step, tokens, elapsedS: elapsed(), loss, valLoss };
+  return { steps: step, tokens, elapsedS: elapsed(), loss, valLoss, trainS };
 }

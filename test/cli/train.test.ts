@@ -165,7 +165,10 @@ describe("lora train: progress, held-out loss, checkpoints", () => {
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /trainable params: 1,792 \|\| all params: 19,584 \|\| trainable%: 9\.1503/);
     assert.match(r.out, /step 40\/40 +loss [\d.]+ +lr [\d.e+-]+ +[\d,]+ tok\/s +ETA \S+ +peak [\d,]+ MiB/);
-    assert.match(r.out, /done: 40 step\(s\), [\d,]+ tokens in [\d.]+ s \([\d,]+ tokens\/s\)/);
+    assert.match(
+      r.out,
+      /done: 40 step\(s\), [\d,]+ tokens in [\d.]+ s of training \([\d,]+ tokens\/s; [\d.]+ s with evaluation and checkpoints\)/,
+    );
     assert.match(r.out, /final train loss [\d.]+, validation loss [\d.]+/);
     const rows = metrics(out);
     const steps = rows.filter((m) => m.loss !== undefined);
@@ -377,7 +380,7 @@ describe("lora train: bad input", () => {
     assert.equal(r.code, 2);
     assert.match(
       r.err,
-      /already holds a run \(adapter_config\.json.*pass --overwrite to replace it, --resume/,
+      /already holds a training run \(adapter_config\.json.*pass --resume .* to continue it, --overwrite to replace it/,
     );
     assert.deepEqual(readFileSync(join(out, "adapter_model.safetensors")), adapter);
     assert.equal(trainTiny(out, "--steps", "1", "--overwrite", "--seed", "3").code, 0);
@@ -388,13 +391,11 @@ describe("lora train: bad input", () => {
     assert.equal(trainTiny(out, "--steps", "2", "--save-every", "1").code, 0);
     const r = lora("train", "--resume", join(out, "checkpoints/step-1"), "--lr", "0.5", "--rank", "2");
     assert.equal(r.code, 2);
-    assert.match(
-      r.err,
-      /other settings:\n {2}--rank: 8 in the checkpoint, 2 now\n {2}--lr: 0\.0002 in the checkpoint, 0\.5 now/,
-    );
+    // --lr may change on a resume; --rank may not
+    assert.match(r.err, /other settings:\n {2}--rank: 8 in the checkpoint, 2 now\nDrop those flags/);
     const m = lora("train", "--resume", join(out, "checkpoints/step-1"), "--model", model("llama_untied"));
     assert.equal(m.code, 2);
-    assert.match(m.err, /--model: .* in the checkpoint, .*llama_untied.* now/);
+    assert.match(m.err, /the checkpoint was made for another model \(config\.json differs in/);
   });
 
   it("refuses to resume when the data file changed under the same name", () => {
@@ -467,7 +468,7 @@ describe("lora train: bad input", () => {
     );
   });
 
-  it("says so when prompt masking and truncation leave no token to predict", {
+  it("keeps a long prompt/completion row's completion, cutting its prompt's start, and says so", {
     skip: !sharedData("stories260K-hf") && SHARED_MISSING,
   }, () => {
     const data = join(tmp, "prompts.jsonl");
@@ -484,10 +485,23 @@ describe("lora train: bad input", () => {
       join(tmp, "masked"),
       "--mask-prompt",
       "--seq-len",
-      "6",
+      "10",
+      "--steps",
+      "1",
     );
+    assert.equal(r.code, 0, r.err);
+    assert.match(
+      r.err,
+      /1 prompt\/completion row\(s\) longer than --seq-len 10 lost the start of their prompt/,
+    );
+  });
+
+  it("says so when prompt masking leaves no token to predict", () => {
+    const data = join(tmp, "one-token.jsonl");
+    jsonl(data, [{ input_ids: [5] }]);
+    const r = lora("train", "--model", model("llama_gqa_tied"), "--data", data, "--out", join(tmp, "one"));
     assert.equal(r.code, 1);
-    assert.match(r.err, /no training row has a token to predict.*--mask-prompt/);
+    assert.match(r.err, /no training row has a token to predict/);
   });
 });
 

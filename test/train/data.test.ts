@@ -106,6 +106,7 @@ test("tokenizeRow with stories260K: text, prompt/completion, input_ids", (t) => 
   assert.deepEqual(tokenizeRow(pc, tok, { maskPrompt: true }), {
     ids: [1, 403, 407, 261, 378, 2],
     mask: [0, 0, 0, 1, 1, 1],
+    promptTokens: 3,
   });
   assert.deepEqual(tokenizeRow(pc, tok, { maskPrompt: false }).mask, [1, 1, 1, 1, 1, 1]);
   assert.deepEqual(tokenizeRow({ input_ids: [5, 6, 7] }, tok, { maskPrompt: true }), {

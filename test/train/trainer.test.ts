@@ -201,6 +201,57 @@ describe("train()", () => {
   });
 });
 
+describe("non-finite updates are never saved", () => {
+  it("stops when a finite gradient's update makes a weight non-finite, saving nothing of that step", async () => {
+    const { model } = loraModel();
+    const optimizer = createOptimizer("sgd", model.trainableParameters(), { lr: 1e-2 });
+    const step = optimizer.step.bind(optimizer);
+    let n = 0;
+    // the 3rd update overflows, as a huge learning rate does
+    optimizer.step = () => {
+      step();
+      if (++n === 3) optimizer.params[0]![1].data[0] = Number.POSITIVE_INFINITY;
+    };
+    const saved: number[] = [];
+    await assert.rejects(
+      train(model, {
+        optimizer,
+        data: new Batcher(patternRows(8, 9), { batchSize: 2, shuffle: false, seed: 0 }),
+        steps: 6,
+        save: (s) => void saved.push(s.step),
+        saveEvery: 1,
+      }),
+      (e: Error) =>
+        e instanceof DivergedError && e.step === 3 && /the update made .*lora_A.* non-finite/.test(e.message),
+    );
+    assert.deepEqual(saved, [1, 2]);
+  });
+
+  it("refuses to snapshot a non-finite optimizer moment", async () => {
+    const { model } = loraModel();
+    const optimizer = createOptimizer("adamw", model.trainableParameters(), { lr: 1e-3 });
+    const stateDict = optimizer.stateDict.bind(optimizer);
+    optimizer.stateDict = () => {
+      const s = stateDict();
+      const first = Object.values(s.buffers)[0]!;
+      Object.values(first)[0]![0] = Number.NaN;
+      return s;
+    };
+    const saved: number[] = [];
+    await assert.rejects(
+      train(model, {
+        optimizer,
+        data: new Batcher(patternRows(8, 9), { batchSize: 2, shuffle: false, seed: 0 }),
+        steps: 2,
+        save: (s) => void saved.push(s.step),
+        saveEvery: 1,
+      }),
+      /the optimizer state .* is not finite at step 1; this step is not saved/,
+    );
+    assert.deepEqual(saved, []);
+  });
+});
+
 describe("checkpoint files", () => {
   const snapshot: Parameters<typeof checkpointFiles>[0] = {
     step: 4,
