@@ -5,8 +5,8 @@
  */
 import { modelFamily } from "../models/index.js";
 import type { Module } from "../nn/module.js";
-import { type DType, encodeFromFloat32 } from "../tensor/dtype.js";
-import { nonFiniteValues, type SerializableTensor } from "./safetensors.js";
+import type { DType } from "../tensor/dtype.js";
+import type { SerializableTensor } from "./safetensors.js";
 
 // w: [rows, cols] -> a new [cols, rows]
 function transposed<A extends Float32Array | Uint16Array>(w: A, rows: number, cols: number): A {
@@ -61,22 +61,5 @@ export function modelTensors(
     }
     const data = t.half ? t.toFloat32().data : t.data;
     return { name, dtype, shape, data: flip ? transposed(data, rows, cols) : data };
-  });
-}
-
-/**
- * The parameters of `module` that hold NaN or ±Inf: path, how many, and the first's flat index. A cheap
- * guard (one pass over the exponent bits) before a checkpoint is saved or a non-finite loss reported;
- * `trainableOnly` checks only what training changes (the adapter), as the base was checked at load.
- */
-export function nonFiniteParameters(
-  module: Module,
-  { trainableOnly = false } = {},
-): Array<{ name: string; count: number; first: number }> {
-  const params = trainableOnly ? module.trainableParameters() : module.namedParameters();
-  return params.flatMap(([name, t]) => {
-    const bytes = t.half ? littleEndianBytes(t.half.bits) : encodeFromFloat32(t.data, "F32");
-    const bad = nonFiniteValues({ dtype: t.half ? HALF_DTYPE[t.half.dtype] : "F32", bytes });
-    return bad ? [{ name, ...bad }] : [];
   });
 }

@@ -8,36 +8,6 @@ export type TokenizedRow = { ids: number[]; mask: number[] };
 /** A tokenized row, and for a prompt/completion row the number of tokens of its prompt. */
 export type TokenizedSource = TokenizedRow & { promptTokens?: number };
 
-/**
- * Throws, naming each row (1-based, up to 10) and its first bad id, when a tokenized row holds an id
- * outside 0 .. vocabSize - 1: pre-tokenized data made for another model, or a tokenizer larger than the
- * model's embedding. Call it once the rows are tokenized, before training or evaluating on them.
- */
-export function checkIds(
-  rows: readonly { ids: ArrayLike<number> }[],
-  vocabSize: number,
-  source: string,
-): void {
-  const bad: string[] = [];
-  let count = 0;
-  rows.forEach(({ ids }, r) => {
-    for (let t = 0; t < ids.length; t++) {
-      const id = ids[t]!;
-      if (Number.isInteger(id) && id >= 0 && id < vocabSize) continue;
-      if (count++ < 10) bad.push(`row ${r + 1}: id ${id} at position ${t}`);
-      return;
-    }
-  });
-  if (count === 0) return;
-  const what = `token ids outside the model's vocabulary (vocab_size ${vocabSize}, so ids 0..${vocabSize - 1})`;
-  const fix = "re-tokenize the data with this model's tokenizer, or use the model it was made for";
-  if (count === 1) throw new Error(`${source}: ${bad[0]}: ${what}; ${fix}`);
-  const more = count > 10 ? [`  ... and ${count - 10} more rows`] : [];
-  throw new Error(
-    `${source}: ${count} rows hold ${what}:\n${[...bad.map((b) => `  - ${b}`), ...more].join("\n")}\nTo fix: ${fix}.`,
-  );
-}
-
 const ones = (n: number) => new Array<number>(n).fill(1);
 const isPrefix = (a: number[], b: number[]) => a.length <= b.length && a.every((x, i) => x === b[i]);
 
