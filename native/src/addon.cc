@@ -41,6 +41,7 @@ struct Args {
     return data;
   }
   float* f(size_t i) { return (float*)ptr(i, {napi_float32_array}); }
+  const double* f64(size_t i, size_t* n) { return (const double*)ptr(i, {napi_float64_array}, n); }
   const int32_t* ids(size_t i) { return (const int32_t*)ptr(i, {napi_int32_array}); }
   // a weight: f32, or the bits of a 16-bit one
   const void* w(size_t i) { return ptr(i, {napi_float32_array, napi_uint16_array}); }
@@ -211,7 +212,10 @@ FN(SoftmaxBackward) {
 
 FN(Rope) {
   Args a(env, info);
-  rope(a.f(0), a.f(1), a.l(2), a.l(3), a.l(4), a.l(5), a.l(6), a.d(7), a.b(8));
+  size_t nf = 0;
+  const double* freqs = a.f64(7, &nf);
+  if ((long)nf * 2 != a.l(5)) throw std::invalid_argument("lora_native: rope needs D/2 frequencies");
+  rope(a.f(0), a.f(1), a.l(2), a.l(3), a.l(4), a.l(5), a.l(6), freqs, a.b(8));
 }
 
 AttnDims attn_dims(Args& a, size_t i) {

@@ -401,7 +401,8 @@ void softmax_backward(float* dx, const float* dout, const float* y, long N, long
   });
 }
 
-void rope(float* out, const float* x, long B, long T, long H, long D, long offset, double theta, bool inverse) {
+void rope(float* out, const float* x, long B, long T, long H, long D, long offset, const double* freqs,
+          bool inverse) {
   long half = D / 2;
   double sign = inverse ? -1.0 : 1.0;
   rows(T, B * H * D * 4, [&](long t0, long t1) {
@@ -409,7 +410,7 @@ void rope(float* out, const float* x, long B, long T, long H, long D, long offse
     for (long t = t0; t < t1; t++) {
       double pos = (double)(offset + t);
       for (long i = 0; i < half; i++) {
-        double angle = pos * std::pow(theta, (-2.0 * i) / D);
+        double angle = pos * freqs[i];
         cs[i] = std::cos(angle);
         sn[i] = sign * std::sin(angle);
       }

@@ -239,17 +239,28 @@ export function softmax(x: Tensor): Tensor {
   return record("softmax", [x], new Tensor(out, x.shape), null, null);
 }
 
-/** Rotary position embedding (rotate-half convention) on x: [B, T, H, D] at positions offset.. */
-export function rope(x: Tensor, offset: number, theta: number): Tensor {
+/**
+ * Rotary position embedding (rotate-half convention) on x: [B, T, H, D] at positions offset..; pair
+ * (i, i + D/2) turns by pos · freqs[i]. `freqs` [D/2] is a plain theta for the original RoPE
+ * (theta^(-2i/D), see ropeFrequencies) or a model's scaled inverse frequencies.
+ */
+export function rope(x: Tensor, offset: number, freqs: number | Float64Array): Tensor {
   floatOnly("rope", x);
   check(
     x.ndim === 4 && last(x) % 2 === 0,
     () => `rope: x must be [B, T, H, D] with even D, got ${shapeStr(x.shape)}`,
   );
   const [B, T, H, D] = x.shape as [number, number, number, number];
+  const f = typeof freqs === "number" ? ropeFrequencies(D, freqs) : freqs;
+  check(f.length === D / 2, () => `rope: ${f.length} frequencies for head dim ${D} (want ${D / 2})`);
   const out = empty(x.shape);
-  backend().rope(out, x.data, B, T, H, D, offset, theta, false);
-  return record("rope", [x], new Tensor(out, x.shape), { offset, theta }, null);
+  backend().rope(out, x.data, B, T, H, D, offset, f, false);
+  return record("rope", [x], new Tensor(out, x.shape), { offset, freqs: f }, null);
+}
+
+/** The original RoPE's inverse frequencies theta^(-2i/D), i < D/2, in f64. */
+export function ropeFrequencies(D: number, theta: number): Float64Array {
+  return Float64Array.from({ length: D / 2 }, (_, i) => theta ** ((-2 * i) / D));
 }
 
 /** Attention dims from q: [B, Tq, Hq, D], k, v: [B, Tk, Hkv, D]. */

@@ -7,7 +7,7 @@ import { buildModel, modelFamily } from "../models/index.js";
 import { numel } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
 import { type Command, num, str, UsageError, type Values } from "./command.js";
-import { parseLayers, parseTargets } from "./train-settings.js";
+import { loraTargets, parseLayers } from "./train-settings.js";
 
 const fmt = (n: number) => n.toLocaleString("en-US");
 
@@ -60,12 +60,12 @@ function modelParams(dir: string, v: Values, rank: number): void {
     if (shared.length < numel(shape)) shared = new Float32Array(numel(shape));
     return new Tensor(shared.subarray(0, numel(shape)), shape);
   });
-  const targets = str(v, "targets");
+  const targets = loraTargets(str(v, "targets"), family.defaultTargets, config.model_type);
   const layers = str(v, "layers");
   applyLoRA(model, {
     ...LORA_DEFAULTS,
     r: rank,
-    target_modules: targets ? parseTargets(targets) : family.defaultTargets,
+    target_modules: targets,
     layers_to_transform: layers ? parseLayers(layers) : null,
   });
   const byType = new Map<string, { n: number; full: number; lora: number; shape: string }>();
@@ -87,9 +87,7 @@ function modelParams(dir: string, v: Values, rank: number): void {
   const full = [...byType.values()].reduce((s, e) => s + e.full, 0);
   const lora = [...byType.values()].reduce((s, e) => s + e.lora, 0);
   if (byType.size > 1) rows.push(["total", "", fmt(full), fmt(lora), reduction(full, lora)]);
-  console.log(
-    `${dir} (${config.model_type}), LoRA r=${rank} on ${JSON.stringify(targets ? parseTargets(targets) : family.defaultTargets)}:\n`,
-  );
+  console.log(`${dir} (${config.model_type}), LoRA r=${rank} on ${JSON.stringify(targets)}:\n`);
   console.log(formatTable(["module", "matrices", "full", `LoRA r=${rank}`, "reduction"], rows));
   console.log(`\n${parameterReport(model).line}`);
 }

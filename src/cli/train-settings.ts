@@ -303,6 +303,23 @@ export function parseTargets(s: string): string[] | string {
   return names;
 }
 
+/**
+ * The LoRA targets of a run: --targets when given, else PEFT's default for the model type; a type that
+ * PEFT has no default for (smollm3, phi3) needs --targets, as PEFT needs target_modules.
+ */
+export function loraTargets(
+  flag: string | null | undefined,
+  defaults: string[],
+  modelType: unknown,
+): string[] | string {
+  if (flag !== null && flag !== undefined) return parseTargets(flag);
+  if (defaults.length === 0)
+    throw new UsageError(
+      `PEFT has no default target_modules for model_type ${JSON.stringify(modelType)}; pass --targets (module names such as q_proj,v_proj, a regex, or all-linear)`,
+    );
+  return defaults;
+}
+
 /** --layers: "0,2,5-7" -> [0, 2, 5, 6, 7]. */
 export function parseLayers(s: string): number[] {
   const out: number[] = [];

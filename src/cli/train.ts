@@ -31,8 +31,8 @@ import { type Command, str, UsageError, type Values } from "./command.js";
 import { checkSeqLen, contextLength, type Loaded, loadModel, readRows, tokenizeRows } from "./load.js";
 import { Progress, peakMiB } from "./progress.js";
 import {
+  loraTargets,
   parseLayers,
-  parseTargets,
   readConfigFile,
   resolvePaths,
   type Settings,
@@ -101,13 +101,13 @@ function prepareRows(
 }
 
 /** The LoRA config of a fresh run, from the settings. */
-function loraConfigOf(s: Settings, family: ModelFamily): LoraConfig {
+function loraConfigOf(s: Settings, family: ModelFamily, modelType: unknown): LoraConfig {
   return {
     ...LORA_DEFAULTS,
     r: s.rank as number,
     lora_alpha: s.alpha as number,
     lora_dropout: s.dropout as number,
-    target_modules: s.targets !== null ? parseTargets(s.targets as string) : family.defaultTargets,
+    target_modules: loraTargets(s.targets as string | null, family.defaultTargets, modelType),
     layers_to_transform: s.layers ? parseLayers(s.layers as string) : null,
     use_rslora: s.rslora as boolean,
     init_lora_weights: s.init === "gaussian" ? "gaussian" : true,
@@ -263,7 +263,7 @@ async function runTrain(v: Values): Promise<void> {
     lora = loadAdapter(model, resume ? resume.dir : (s.adapter as string), family.defaultTargets).config;
     lora = { ...lora, lora_dropout: s.dropout as number, fan_in_fan_out: family.fanInFanOut };
   } else {
-    lora = loraConfigOf(s, family);
+    lora = loraConfigOf(s, family, config.model_type);
     applyLoRA(model, lora, { rng: new Rng(s.seed as number) });
   }
   const dropoutRng = new Rng((s.seed as number) ^ 0x5bd1e995);

@@ -177,8 +177,9 @@ export interface Backend {
   // y: the forward output
   softmaxBackward(dx: Float32Array, dout: Float32Array, y: Float32Array, N: number, C: number): void;
 
-  // x: [B, T, H, D] -> out: [B, T, H, D], rotate-half RoPE at positions offset..offset+T-1;
-  // inverse rotates the other way (that is the backward).
+  // x: [B, T, H, D] -> out: [B, T, H, D], rotate-half RoPE at positions offset..offset+T-1: the pair
+  // (i, i + D/2) turns by the angle pos · freqs[i] (freqs: [D/2] inverse frequencies, f64; angles and
+  // their cos/sin are taken in f64); inverse rotates the other way (that is the backward).
   rope(
     out: Float32Array,
     x: Float32Array,
@@ -187,7 +188,7 @@ export interface Backend {
     H: number,
     D: number,
     offset: number,
-    theta: number,
+    freqs: Float64Array,
     inverse: boolean,
   ): void;
 

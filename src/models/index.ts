@@ -39,9 +39,13 @@ const llama: ModelFamily = {
   learnedPositions: false,
 };
 
+// PEFT's default targets per model_type (its TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING);
+// smollm3 has none there, so --targets is required, as PEFT requires target_modules
 const families: Record<string, ModelFamily> = {
   gpt2,
-  ...Object.fromEntries(LLAMA_TYPES.map((t) => [t, llama])),
+  ...Object.fromEntries(
+    LLAMA_TYPES.map((t) => [t, t === "smollm3" ? { ...llama, defaultTargets: [] } : llama]),
+  ),
 };
 
 export const SUPPORTED_MODEL_TYPES = Object.keys(families);

@@ -1,7 +1,11 @@
 /**
- * The Llama family (model_type "llama", "mistral", "qwen2"), as Hugging Face's LlamaForCausalLM
- * computes it: RMS norm, rotate-half RoPE with rope_theta, grouped-query attention, SwiGLU MLP.
- * Qwen2 adds q/k/v biases. Module paths match the checkpoint: model.layers.{i}.self_attn.q_proj, ...
+ * The Llama family (model_type "llama", "mistral", "qwen2", "qwen3", "smollm3"), as Hugging Face's
+ * LlamaForCausalLM computes it: RMS norm, rotate-half RoPE (with Llama 3's, linear or dynamic scaling:
+ * rope.ts), grouped-query attention, SwiGLU MLP. The members differ by flags:
+ * - qwen2: q/k/v biases (o_proj has none);
+ * - qwen3: q_norm / k_norm, an RMSNorm over head_dim on each head of q and k before RoPE;
+ * - smollm3: no_rope_layers[i] = 0 makes layer i a NoPE layer (no rotary embedding).
+ * Module paths match the checkpoint: model.layers.{i}.self_attn.q_proj, ...
  */
 import { add, attention, mul, reshape, rope, silu } from "../autograd/ops.js";
 import type { KVCache } from "../nn/kv-cache.js";
@@ -9,8 +13,9 @@ import { Embedding, Linear, type LinearLike, RMSNorm } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { type CausalLM, ConfigFields, type ParamFactory } from "./model.js";
+import { parseRope, type RopeSettings, Rotary } from "./rope.js";
 
-export const LLAMA_TYPES = ["llama", "mistral", "qwen2"] as const;
+export const LLAMA_TYPES = ["llama", "mistral", "qwen2", "qwen3", "smollm3"] as const;
 export type LlamaType = (typeof LLAMA_TYPES)[number];
 
 export interface LlamaConfig {
@@ -23,8 +28,12 @@ export interface LlamaConfig {
   num_key_value_heads: number;
   head_dim: number;
   rms_norm_eps: number;
-  rope_theta: number;
+  rope: RopeSettings;
   max_position_embeddings: number;
+  /** qwen3: RMSNorm of q and k over head_dim, per head, before RoPE. */
+  qk_norm: boolean;
+  /** smollm3: 1 where a layer uses RoPE, 0 for a NoPE layer (null: every layer uses it). */
+  no_rope_layers: number[] | null;
   tie_word_embeddings: boolean;
   attention_bias: boolean;
   mlp_bias: boolean;
@@ -35,11 +44,21 @@ export function parseLlamaConfig(json: Record<string, unknown>, source = "config
   const type = json.model_type as LlamaType;
   const act = json.hidden_act ?? "silu";
   f.require(act === "silu", `hidden_act ${JSON.stringify(act)} is not supported (only silu)`);
-  const scaling = json.rope_scaling as { type?: string; rope_type?: string } | null | undefined;
-  const scalingType = scaling?.rope_type ?? scaling?.type ?? "default";
+  const rope = parseRope(json, type === "smollm3" ? 2e6 : 10000, f.problems);
+  const layers = f.size("num_hidden_layers");
+  const noRope = json.no_rope_layers;
   f.require(
-    !scaling || scalingType === "default",
-    `rope_scaling type ${JSON.stringify(scalingType)} is not supported yet (only plain RoPE)`,
+    noRope === undefined ||
+      noRope === null ||
+      (Array.isArray(noRope) && noRope.length === layers && noRope.every((x) => x === 0 || x === 1)),
+    `"no_rope_layers" must list 0 or 1 for each of the ${layers} layers, got ${JSON.stringify(noRope)}`,
+    ["num_hidden_layers"],
+  );
+  // sliding-window attention is not computed here yet: refuse the configs that turn it on
+  const sliding = Array.isArray(json.layer_types) && json.layer_types.includes("sliding_attention");
+  f.require(
+    !(json.use_sliding_window === true && sliding),
+    "use_sliding_window with sliding_attention layers is not supported yet (only full attention); set use_sliding_window false if the model was trained without it",
   );
   const heads = f.size("num_attention_heads");
   const hidden = f.size("hidden_size");
@@ -56,16 +75,18 @@ export function parseLlamaConfig(json: Record<string, unknown>, source = "config
     vocab_size: f.size("vocab_size"),
     hidden_size: hidden,
     intermediate_size: f.size("intermediate_size"),
-    num_hidden_layers: f.size("num_hidden_layers"),
+    num_hidden_layers: layers,
     num_attention_heads: heads,
     num_key_value_heads: f.size("num_key_value_heads", heads),
     head_dim: f.size("head_dim", Math.max(1, Math.floor(hidden / heads))),
     rms_norm_eps: f.positive("rms_norm_eps", 1e-6),
-    rope_theta: f.positive("rope_theta", 10000),
+    rope,
     max_position_embeddings: f.size("max_position_embeddings", 2048),
     tie_word_embeddings: f.flag("tie_word_embeddings", false),
     attention_bias: f.flag("attention_bias", false) || type === "qwen2",
     mlp_bias: f.flag("mlp_bias", false),
+    qk_norm: type === "qwen3",
+    no_rope_layers: type === "smollm3" && Array.isArray(noRope) ? (noRope as number[]) : null,
   };
   f.require(
     c.num_attention_heads % c.num_key_value_heads === 0,
@@ -89,6 +110,9 @@ class LlamaAttention extends Module {
   k_proj: LinearLike; // [C] -> [Hkv*D]
   v_proj: LinearLike; // [C] -> [Hkv*D]
   o_proj: LinearLike; // [Hq*D] -> [C]
+  q_norm?: RMSNorm; // qwen3: [D]
+  k_norm?: RMSNorm; // qwen3: [D]
+  private readonly usesRope: boolean;
 
   constructor(
     p: ParamFactory,
@@ -102,14 +126,24 @@ class LlamaAttention extends Module {
     this.k_proj = linear(p, `${name}.k_proj`, C, Hkv * D, cfg.attention_bias);
     this.v_proj = linear(p, `${name}.v_proj`, C, Hkv * D, cfg.attention_bias);
     this.o_proj = linear(p, `${name}.o_proj`, Hq * D, C, cfg.model_type !== "qwen2" && cfg.attention_bias);
+    if (cfg.qk_norm) {
+      this.q_norm = new RMSNorm(p(`${name}.q_norm.weight`, [D], "norm"), cfg.rms_norm_eps);
+      this.k_norm = new RMSNorm(p(`${name}.k_norm.weight`, [D], "norm"), cfg.rms_norm_eps);
+    }
+    this.usesRope = cfg.no_rope_layers?.[layer] !== 0;
   }
 
-  // x: [B, T, C] -> [B, T, C]
-  forward(x: Tensor, offset: number, cache?: KVCache): Tensor {
+  // x: [B, T, C] -> [B, T, C]; freqs: [D/2] rotary frequencies of this pass
+  forward(x: Tensor, offset: number, freqs: Float64Array, cache?: KVCache): Tensor {
     const [B, T] = x.shape as [number, number, number];
-    const { num_attention_heads: Hq, num_key_value_heads: Hkv, head_dim: D, rope_theta } = this.cfg;
-    const q = rope(reshape(this.q_proj.forward(x), [B, T, Hq, D]), offset, rope_theta);
-    let k = rope(reshape(this.k_proj.forward(x), [B, T, Hkv, D]), offset, rope_theta);
+    const { num_attention_heads: Hq, num_key_value_heads: Hkv, head_dim: D } = this.cfg;
+    const heads = (t: Tensor, H: number, norm?: RMSNorm) => {
+      const h = reshape(t, [B, T, H, D]);
+      const n = norm ? norm.forward(h) : h;
+      return this.usesRope ? rope(n, offset, freqs) : n;
+    };
+    const q = heads(this.q_proj.forward(x), Hq, this.q_norm);
+    let k = heads(this.k_proj.forward(x), Hkv, this.k_norm);
     let v = reshape(this.v_proj.forward(x), [B, T, Hkv, D]);
     if (cache) [k, v] = cache.append(this.layer, k, v);
     const y = attention(q, k, v); // [B, T, Hq, D]
@@ -154,8 +188,8 @@ class LlamaDecoderLayer extends Module {
     this.mlp = new LlamaMLP(p, `${name}.mlp`, cfg);
   }
 
-  forward(x: Tensor, offset: number, cache?: KVCache): Tensor {
-    x = add(x, this.self_attn.forward(this.input_layernorm.forward(x), offset, cache));
+  forward(x: Tensor, offset: number, freqs: Float64Array, cache?: KVCache): Tensor {
+    x = add(x, this.self_attn.forward(this.input_layernorm.forward(x), offset, freqs, cache));
     return add(x, this.mlp.forward(this.post_attention_layernorm.forward(x)));
   }
 }
@@ -182,6 +216,7 @@ export class LlamaForCausalLM extends Module implements CausalLM {
   readonly headName = "lm_head";
   model: LlamaModel;
   lm_head: LinearLike; // [V, C]; shares model.embed_tokens.weight when tie_word_embeddings
+  private readonly rotary: Rotary; // one per model, as transformers' rotary_emb (dynamic RoPE has state)
 
   constructor(
     readonly config: LlamaConfig,
@@ -189,6 +224,7 @@ export class LlamaForCausalLM extends Module implements CausalLM {
   ) {
     super();
     this.model = new LlamaModel(p, config);
+    this.rotary = new Rotary(config.rope, config.head_dim, config.max_position_embeddings);
     this.lm_head = new Linear(
       config.tie_word_embeddings
         ? this.model.embed_tokens.weight
@@ -221,8 +257,9 @@ export class LlamaForCausalLM extends Module implements CausalLM {
   // ids: [B, T] -> hidden states [B, T, C] after the final norm
   hidden(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor {
     const offset = cache?.length ?? 0;
+    const freqs = this.rotary.frequencies(offset + shape[1]);
     let x = this.model.embed_tokens.forward(ids, shape); // [B, T, C]
-    for (const layer of this.model.layers) x = layer.forward(x, offset, cache);
+    for (const layer of this.model.layers) x = layer.forward(x, offset, freqs, cache);
     cache?.commit();
     return this.model.norm.forward(x);
   }

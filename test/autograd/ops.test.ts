@@ -204,7 +204,7 @@ function opFor(c: OpCase): (xs: Record<string, Tensor>) => Tensor {
     case "softmax":
       return (x) => ops.softmax(x.x!);
     case "rope":
-      return (x) => ops.rope(x.x!, Number(a.offset), Number(a.theta));
+      return (x) => ops.rope(x.x!, Number(a.offset), ops.ropeFrequencies(x.x!.shape[3]!, Number(a.theta)));
     case "attention":
       return (x) => ops.attention(x.q!, x.k!, x.v!, Boolean(a.causal ?? true));
     case "cross_entropy":

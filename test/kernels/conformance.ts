@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { ropeFrequencies } from "../../src/autograd/ops.js";
 import type { Backend, HalfArray, MatmulDims } from "../../src/kernels/backend.js";
 import { refBackend } from "../../src/kernels/ref/index.js";
 import { encodeFromFloat32 } from "../../src/tensor/dtype.js";
@@ -255,7 +256,7 @@ export function conformance(name: string, fast: () => Backend, skip: string | fa
         same(
           `rope inverse=${inverse}`,
           [new Float32Array(B * T * H * D), randn(B * T * H * D)],
-          (k, [o, x]) => k.rope(o, x, B, T, H, D, 3, 10000, inverse),
+          (k, [o, x]) => k.rope(o, x, B, T, H, D, 3, ropeFrequencies(D, 10000), inverse),
         );
       }
     });

@@ -4,7 +4,7 @@
  * rsLoRA), Qwen2 (q/k/v biases) and a BF16 checkpoint, all at f32 tolerance.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -30,7 +30,17 @@ interface Expected {
   grads_adapter?: Record<string, Arr>;
 }
 
-const MODELS = ["gpt2", "gpt2_noprefix", "llama_gqa_tied", "llama_untied", "qwen2", "llama_bf16"];
+/** Made by the real transformers + PEFT (scripts/make_family_fixtures.py): rope scaling, Qwen3, SmolLM3. */
+const FAMILIES = ["llama3_rope", "llama_rope_linear", "llama_rope_dynamic", "qwen3", "smollm3"];
+const MODELS = [
+  "gpt2",
+  "gpt2_noprefix",
+  "llama_gqa_tied",
+  "llama_untied",
+  "qwen2",
+  "llama_bf16",
+  ...FAMILIES,
+];
 
 function setup(name: string) {
   const dir = join(fixturesDir, "models", name);
@@ -57,7 +67,7 @@ describe("models vs PyTorch", () => {
     });
   }
 
-  for (const name of ["gpt2", "llama_gqa_tied", "llama_untied", "qwen2"]) {
+  for (const name of ["gpt2", "llama_gqa_tied", "llama_untied", "qwen2", ...FAMILIES]) {
     it(`${name}: PEFT adapter logits, loss, LoRA gradients, merge and save/load`, () => {
       const { dir, expected, ids, shape, targets, folder, model } = setup(name);
       const defaults = modelFamily(folder.config).defaultTargets;
@@ -108,4 +118,77 @@ describe("models vs PyTorch", () => {
       );
     });
   }
+});
+
+describe("newer families: the features matter, and both config spellings read alike", () => {
+  /** The fixture's base logits with config.json edited (weights copied), or the load error. */
+  const logitsWith = (name: string, edit: (c: Record<string, unknown>) => void) => {
+    const dir = join(fixturesDir, "models", name);
+    const tmp = mkdtempSync(join(tmpdir(), "lora-family-"));
+    try {
+      const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
+      edit(config);
+      writeFileSync(join(tmp, "config.json"), JSON.stringify(config));
+      copyFileSync(join(dir, "model.safetensors"), join(tmp, "model.safetensors"));
+      const { expected, ids, shape } = setup(name);
+      return { logits: noGrad(() => loadModelFolder(tmp).model.forward(ids, shape)).data, expected };
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  };
+  const differs = (got: Float32Array, want: number[]) =>
+    got.some((g, i) => Math.abs(g - want[i]!) > 1e-3 + 1e-3 * Math.abs(want[i]!));
+
+  const off: [string, string, (c: Record<string, unknown>) => void][] = [
+    [
+      "llama3_rope",
+      "plain RoPE instead of llama3",
+      (c) => ((c.rope_parameters as Record<string, unknown>).rope_type = "default"),
+    ],
+    [
+      "llama_rope_linear",
+      "no linear factor",
+      (c) => ((c.rope_parameters as Record<string, unknown>).rope_type = "default"),
+    ],
+    [
+      "llama_rope_dynamic",
+      "no dynamic NTK",
+      (c) => ((c.rope_parameters as Record<string, unknown>).rope_type = "default"),
+    ],
+    ["smollm3", "RoPE on the NoPE layer", (c) => (c.no_rope_layers = [1, 1])],
+  ];
+  for (const [name, what, edit] of off) {
+    it(`${name}: ${what} gives other logits (the fixture exercises the feature)`, () => {
+      const { logits, expected } = logitsWith(name, edit);
+      assert.ok(differs(logits, expected.logits_base.data));
+    });
+  }
+
+  it("transformers 4's spelling (rope_scaling + rope_theta) gives the same logits as rope_parameters", () => {
+    for (const name of ["llama3_rope", "llama_rope_dynamic"]) {
+      const { logits, expected } = logitsWith(name, (c) => {
+        const { rope_theta, ...scaling } = c.rope_parameters as Record<string, unknown>;
+        delete c.rope_parameters;
+        c.rope_theta = rope_theta;
+        c.rope_scaling = { ...scaling, type: scaling.rope_type, rope_type: undefined };
+      });
+      assertClose(logits, expected.logits_base.data, "f32", name);
+    }
+  });
+
+  it("refuses spellings that disagree, and rope types it does not compute, naming what is supported", () => {
+    assert.throws(
+      () => logitsWith("llama3_rope", (c) => (c.rope_theta = 500000)),
+      /rope_parameters\.rope_theta is 10000 but the transformers-4 spelling .* says 500000; keep one/,
+    );
+    assert.throws(
+      () =>
+        logitsWith("llama3_rope", (c) => ((c.rope_parameters as Record<string, unknown>).rope_type = "yarn")),
+      /rope_type "yarn" is not supported; supported: default, linear, dynamic, llama3/,
+    );
+    assert.throws(
+      () => logitsWith("llama3_rope", (c) => delete (c.rope_parameters as Record<string, unknown>).factor),
+      /rope llama3: factor must be a positive number/,
+    );
+  });
 });

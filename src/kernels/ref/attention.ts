@@ -1,7 +1,7 @@
 /** Reference rotary embedding and causal grouped-query attention, forward and backward. */
 import type { AttentionDims } from "../backend.js";
 
-// x: [B, T, H, D] -> out: [B, T, H, D]; pairs (i, i + D/2) rotate by angle pos * theta^(-2i/D)
+// x: [B, T, H, D] -> out: [B, T, H, D]; pairs (i, i + D/2) rotate by angle pos * freqs[i]
 export function rope(
   out: Float32Array,
   x: Float32Array,
@@ -10,7 +10,7 @@ export function rope(
   H: number,
   D: number,
   offset: number,
-  theta: number,
+  freqs: Float64Array,
   inverse: boolean,
 ): void {
   const half = D >> 1;
@@ -18,7 +18,7 @@ export function rope(
   for (let t = 0; t < T; t++) {
     const pos = offset + t;
     for (let i = 0; i < half; i++) {
-      const angle = pos * theta ** ((-2 * i) / D);
+      const angle = pos * freqs[i]!;
       const c = Math.cos(angle);
       const s = sign * Math.sin(angle);
       for (let b = 0; b < B; b++) {

@@ -5,7 +5,7 @@
 import { rowParts, type WasmOp } from "./runtime.js";
 
 // x: [B, T, H, D] -> out; the cos/sin table [T, D/2] is computed here in f64, as ref does
-export const rope: WasmOp<"rope"> = (rt, out, x, B, T, H, D, offset, theta, inverse) => {
+export const rope: WasmOp<"rope"> = (rt, out, x, B, T, H, D, offset, freqs, inverse) => {
   const half = D >> 1;
   const sign = inverse ? -1 : 1;
   const { heap: h } = rt;
@@ -15,7 +15,7 @@ export const rope: WasmOp<"rope"> = (rt, out, x, B, T, H, D, offset, theta, inve
   const cs = h.f32(pcs, T * half * 2);
   for (let t = 0; t < T; t++) {
     for (let i = 0; i < half; i++) {
-      const angle = (offset + t) * theta ** ((-2 * i) / D);
+      const angle = (offset + t) * freqs[i]!;
       cs[2 * (t * half + i)] = Math.cos(angle);
       cs[2 * (t * half + i) + 1] = sign * Math.sin(angle);
     }

@@ -1,0 +1,156 @@
+"""Fixtures for the newer model families, made by the real Hugging Face stack (issue #13).
+
+Each fixture is a tiny random checkpoint built from its transformers config class and saved with
+`save_pretrained` (transformers 5 writes `rope_parameters`), a PEFT adapter made with `get_peft_model`
+(init_lora_weights=False, so B is nonzero), and expected.json in the format of make_fixtures.py:
+base and adapter logits and losses, and the LoRA gradients of the adapter loss.
+
+Run with the venv of the README (torch, transformers and peft from pip):
+    python3 -m venv V && V/bin/pip install torch transformers peft
+    V/bin/python scripts/make_family_fixtures.py
+The tests need no Python; they read what this writes under test/fixtures/models/.
+"""
+
+import json
+import os
+import shutil
+
+import torch
+import transformers
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "test", "fixtures", "models")
+VOCAB = 71
+
+
+def arr(t):
+    t = t.detach().float().contiguous()
+    return {"shape": list(t.shape), "data": [round(float(x), 8) for x in t.flatten()]}
+
+
+def lm_loss(logits, ids):
+    # mean next-token cross-entropy over every position but the last, as transformers' labels=ids
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1)
+    )
+
+
+def make(name, config, targets, T, seed=0):
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # weights large enough that every feature moves the logits
+            p.normal_(0.0, 0.2)
+    d = os.path.join(OUT, name)
+    shutil.rmtree(d, ignore_errors=True)
+    model.save_pretrained(d, safe_serialization=True)
+    g = torch.Generator().manual_seed(seed + 1)
+    ids = torch.randint(0, VOCAB, (2, T), generator=g)
+    with torch.no_grad():
+        logits = model(ids).logits
+    expected = {
+        "made_by": f"transformers {transformers.__version__}, torch {torch.__version__}",
+        "input_ids": ids.tolist(),
+        "logits_base": arr(logits),
+        "loss_base": float(lm_loss(logits, ids)),
+    }
+    if targets:
+        lora = LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False, lora_dropout=0.0)
+        peft = get_peft_model(model, lora)
+        peft.eval()
+        out = peft(ids).logits
+        loss = lm_loss(out, ids)
+        loss.backward()
+        expected["logits_adapter"] = arr(out)
+        expected["loss_adapter"] = float(loss)
+        expected["grads_adapter"] = {
+            f"{n.replace('.default', '')}": arr(p.grad) for n, p in peft.named_parameters() if "lora_" in n
+        }
+        peft.save_pretrained(os.path.join(d, "adapter"))
+        with torch.no_grad():
+            merged = peft.merge_and_unload()(ids).logits
+        expected["logits_merged"] = arr(merged)
+    with open(os.path.join(d, "expected.json"), "w") as f:
+        json.dump(expected, f)
+    print(name, {k: v for k, v in expected.items() if k.startswith("loss")})
+
+
+small = dict(
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=True,
+)
+
+# Llama 3.x rope: head_dim 16 at theta 10000 gives wavelengths below high_freq_wavelen (16), between
+# the two, and above low_freq_wavelen (64), so every branch of the llama3 rule is used; T = 80 > 64.
+make(
+    "llama3_rope",
+    transformers.LlamaConfig(
+        **small,
+        max_position_embeddings=256,
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": 10000.0,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+    ),
+    ["q_proj", "v_proj"],
+    T=80,
+)
+make(
+    "llama_rope_linear",
+    transformers.LlamaConfig(
+        **small, max_position_embeddings=64, rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}
+    ),
+    ["q_proj", "k_proj"],
+    T=40,
+)
+# dynamic NTK grows the base once the sequence passes max_position_embeddings (32): T = 48
+make(
+    "llama_rope_dynamic",
+    transformers.LlamaConfig(
+        **small,
+        max_position_embeddings=32,
+        rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0},
+    ),
+    ["q_proj", "v_proj"],
+    T=48,
+)
+# Qwen3: q/k RMSNorm over head_dim per head, an explicit head_dim (12) unequal to hidden/heads (16),
+# q/k/v/o biases, an untied head
+make(
+    "qwen3",
+    transformers.Qwen3Config(
+        **{**small, "tie_word_embeddings": False},
+        head_dim=12,
+        attention_bias=True,
+        max_position_embeddings=64,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+    ),
+    ["q_proj", "k_proj", "v_proj", "o_proj"],
+    T=24,
+)
+# SmolLM3: no_rope_layers[i] = 1 means layer i uses RoPE; layer 1 is a NoPE layer
+make(
+    "smollm3",
+    transformers.SmolLM3Config(
+        **small,
+        max_position_embeddings=64,
+        no_rope_layers=[1, 0],
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        rope_parameters={"rope_type": "default", "rope_theta": 5000.0},
+    ),
+    ["q_proj", "v_proj", "down_proj"],
+    T=24,
+)
