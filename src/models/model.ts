@@ -52,8 +52,8 @@ export function showValue(v: unknown): string {
 
 /**
  * Reads config.json fields with checks, collecting every problem; `done()` throws them all at once.
- * HF configs are plain JSON, so every field is validated: sizes are positive integers, epsilons and
- * rope_theta positive finite numbers, flags JSON booleans. A field that fails reads as a harmless
+ * HF configs are plain JSON, so every field is validated: sizes are positive integers, epsilons
+ * positive finite numbers, flags JSON booleans. A field that fails reads as a harmless
  * placeholder (1, or the fallback), so the checks after it still run. `fix` says what to do (io/ reads
  * adapter_config.json with it too).
  */
@@ -80,7 +80,7 @@ export class ConfigFields {
     return 1;
   }
 
-  /** A positive finite number, such as an epsilon or rope_theta (absent or null: `fallback`). */
+  /** A positive finite number, such as an epsilon (absent or null: `fallback`). */
   positive(key: string, fallback: number): number {
     const v = this.json[key] ?? fallback;
     if (typeof v === "number" && Number.isFinite(v) && v > 0) return v;
@@ -113,10 +113,9 @@ export class ConfigFields {
   done(): void {
     const n = this.problems.length;
     if (n === 0) return;
-    const fix = this.fix;
-    if (n === 1) throw new Error(`${this.source}: ${this.problems[0]}; ${fix}`);
-    throw new Error(
-      `${this.source}: ${n} problems:\n${this.problems.map((p) => `  - ${p}`).join("\n")}\n${fix[0]!.toUpperCase()}${fix.slice(1)}.`,
-    );
+    const { source, fix, problems } = this;
+    if (n === 1) throw new Error(`${source}: ${problems[0]}; ${fix}`);
+    const list = problems.map((p) => `  - ${p}`).join("\n");
+    throw new Error(`${source}: ${n} problems:\n${list}\n${fix[0]!.toUpperCase()}${fix.slice(1)}.`);
   }
 }
