@@ -1,7 +1,8 @@
 /**
- * Hostile model, adapter and data files (issue 20, items 3, 4, 6, 7 and the BOM of 10): each is refused before it can
- * give a wrong answer or exhaust the machine, with an error naming the file and the problem. Cases that
- * hung or ate memory before run in a child process with a time limit, so a regression fails, not hangs.
+ * Hostile model, adapter and data files (issue 20, items 3, 4, 6, 7 and the BOM of 10): each is refused
+ * before it can give a wrong answer or exhaust the machine, with an error naming the file and the
+ * problem. Cases that hung or ate memory before run in a child process with a time limit, so a
+ * regression fails, not hangs.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
