@@ -63,14 +63,21 @@ export function loadModel(
 export function tokenizeRows(
   rows: readonly DataRow[],
   tokenizer: Tokenizer | null,
-  opts: { maskPrompt: boolean; maxLen: number; source: string; vocabSize?: number },
+  opts: {
+    maskPrompt: boolean;
+    maxLen: number;
+    source: string;
+    vocabSize?: number;
+    /** Chat-template variables (a run's date_string, so that a resume renders the same text). */
+    templateVars?: Record<string, unknown>;
+  },
 ): { rows: TokenizedRow[]; truncated: number; promptCut: number } {
   let truncated = 0;
   let promptCut = 0;
   const out = rows.map((row, i) => {
     let t: TokenizedSource;
     try {
-      t = tokenizeRow(row, tokenizer, { maskPrompt: opts.maskPrompt });
+      t = tokenizeRow(row, tokenizer, { maskPrompt: opts.maskPrompt, templateVars: opts.templateVars });
     } catch (e) {
       throw new Error(`${opts.source}: ${(e as Error).message}`);
     }
@@ -111,6 +118,16 @@ export function readRows(path: string, split: Split | undefined, prefer: Split[]
     throw new Error(`${path}: this ${kind} has no ${split} split (a folder needs ${split}.jsonl)`);
   }
   return rows;
+}
+
+/**
+ * The date a chat template shows (Llama 3.1+'s "Today Date"), as date_string: today for a new run, as
+ * transformers' strftime_now("%d %b %Y") gives it, and the run's own date on a resume, so the
+ * rendered data (and its fingerprint) stays the same on another day.
+ */
+export function templateDate(now = new Date()): string {
+  const month = now.toLocaleString("en-US", { month: "short", timeZone: "UTC" });
+  return `${String(now.getUTCDate()).padStart(2, "0")} ${month} ${now.getUTCFullYear()}`;
 }
 
 /** The longest sequence the model accepts (GPT-2 n_positions, Llama max_position_embeddings). */

@@ -28,7 +28,15 @@ import { createOptimizer, type OptimizerKind } from "../train/optim.js";
 import type { ScheduleKind } from "../train/schedule.js";
 import { DivergedError, type Snapshot, train } from "../train/trainer.js";
 import { type Command, str, UsageError, type Values } from "./command.js";
-import { checkSeqLen, contextLength, type Loaded, loadModel, readRows, tokenizeRows } from "./load.js";
+import {
+  checkSeqLen,
+  contextLength,
+  type Loaded,
+  loadModel,
+  readRows,
+  templateDate,
+  tokenizeRows,
+} from "./load.js";
 import { Progress, peakMiB } from "./progress.js";
 import {
   loraTargets,
@@ -65,6 +73,7 @@ function prepareRows(
   s: Settings,
   seqLen: number,
   what: string,
+  templateVars: Record<string, unknown>,
 ): TokenizedRow[] {
   const rows = readRows(path, undefined, what === "training" ? ["train"] : ["valid", "test", "train"]);
   const pack = s.pack && what === "training";
@@ -77,6 +86,7 @@ function prepareRows(
     maxLen: pack ? Number.POSITIVE_INFINITY : seqLen,
     source: path,
     vocabSize: loaded.model.vocabSize,
+    templateVars,
   });
   const tokenized = pack ? packRows(cut, seqLen) : cut;
   if (truncated > 0)
@@ -237,7 +247,10 @@ async function runTrain(v: Values): Promise<void> {
   const family = modelFamily(config);
   const seqLen = (s["seq-len"] as number | null) ?? Math.min(contextLength(config), 2048);
   checkSeqLen(seqLen, config, "--seq-len");
-  const rows = prepareRows(s.data as string, loaded, s, seqLen, "training");
+  const templateVars = {
+    date_string: (resume?.state.run.date_string as string | undefined) ?? templateDate(),
+  };
+  const rows = prepareRows(s.data as string, loaded, s, seqLen, "training", templateVars);
   const dataPrint = fingerprint(rows);
   if (resume) checkResumeFits(resume, config, dataPrint);
   const valPath =
@@ -245,7 +258,7 @@ async function runTrain(v: Values): Promise<void> {
     (fs.statSync(s.data as string).isDirectory() && fs.existsSync(join(s.data as string, "valid.jsonl"))
       ? (s.data as string)
       : null);
-  const allValRows = valPath ? prepareRows(valPath, loaded, s, seqLen, "validation") : null;
+  const allValRows = valPath ? prepareRows(valPath, loaded, s, seqLen, "validation", templateVars) : null;
   const valCap = (s["val-batches"] as number) * (s["batch-size"] as number);
   const valRows = allValRows && valCap > 0 ? allValRows.slice(0, valCap) : allValRows;
   if (!valRows && s["eval-every"] !== null && (s["eval-every"] as number) > 0)
@@ -335,6 +348,7 @@ async function runTrain(v: Values): Promise<void> {
   const run = {
     settings: s,
     seq_len: seqLen,
+    date_string: templateVars.date_string,
     model_config: config,
     data_fingerprint: dataPrint,
     // each resume that changed a tunable setting: where, and what changed

@@ -131,8 +131,19 @@ export class Tokenizer {
     return this.hf.decode(known, { skip_special_tokens: skipSpecialTokens });
   }
 
-  /** Renders `messages` with the model's chat template, passing special tokens and add_generation_prompt. */
-  applyChatTemplate(messages: ChatMessage[], { addGenerationPrompt = false } = {}): string {
+  /**
+   * Renders `messages` with the model's chat template, passing special tokens, add_generation_prompt and
+   * any template variables (`vars`, e.g. Qwen3's enable_thinking), as transformers' apply_chat_template.
+   * No strftime_now is defined, so a template that asks for today's date takes its own fallback and a
+   * dataset renders the same on every day (transformers passes the current date).
+   */
+  applyChatTemplate(
+    messages: ChatMessage[],
+    {
+      addGenerationPrompt = false,
+      vars = {},
+    }: { addGenerationPrompt?: boolean; vars?: Record<string, unknown> } = {},
+  ): string {
     if (this.chatTemplate === null) {
       throw new Error(
         "this model has no chat template (no chat_template in tokenizer_config.json); " +
@@ -142,6 +153,7 @@ export class Tokenizer {
     this.template ??= new Template(this.chatTemplate);
     return this.template.render({
       ...this.specialStrings,
+      ...vars,
       messages,
       add_generation_prompt: addGenerationPrompt,
     });

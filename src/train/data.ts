@@ -14,7 +14,7 @@ const isPrefix = (a: number[], b: number[]) => a.length <= b.length && a.every((
 export function tokenizeRow(
   row: DataRow,
   tokenizer: Tokenizer | null,
-  { maskPrompt }: { maskPrompt: boolean },
+  { maskPrompt, templateVars = {} }: { maskPrompt: boolean; templateVars?: Record<string, unknown> },
 ): TokenizedSource {
   if ("input_ids" in row) return { ids: [...row.input_ids], mask: ones(row.input_ids.length) };
   if (!tokenizer) {
@@ -23,7 +23,7 @@ export function tokenizeRow(
     );
   }
   const eos = tokenizer.eosIds.slice(0, 1);
-  if ("messages" in row) return tokenizeMessages(row.messages, tokenizer, maskPrompt);
+  if ("messages" in row) return tokenizeMessages(row.messages, tokenizer, maskPrompt, templateVars);
   const withEos = (ids: number[]) =>
     ids.length > 0 && tokenizer.eosIds.includes(ids.at(-1)!) ? ids : [...ids, ...eos];
   if ("text" in row) {
@@ -38,30 +38,85 @@ export function tokenizeRow(
 
 /**
  * Chat rows: the rendered conversation, with BOS from the tokenizer only when the template does not emit it.
- * With maskPrompt, targets are the tokens between "conversation up to assistant turn i + generation prompt"
- * and "conversation through turn i", for each assistant turn.
+ * With maskPrompt, the targets are each assistant turn's tokens, its end-of-turn token included and
+ * nothing after it. A turn is found as the tokens between "the conversation up to it + the generation
+ * prompt" and "the conversation through it", cut after the end-of-turn token (some templates append
+ * the next header to every rendering). A template that renders earlier turns differently once later
+ * ones follow (Qwen3 drops the reasoning of all but the last turns) is read by its generation prompt
+ * instead: the k-th assistant turn starts after its k-th occurrence in the whole rendering.
  */
-function tokenizeMessages(messages: ChatMessage[], tokenizer: Tokenizer, maskPrompt: boolean): TokenizedRow {
+function tokenizeMessages(
+  messages: ChatMessage[],
+  tokenizer: Tokenizer,
+  maskPrompt: boolean,
+  vars: Record<string, unknown>,
+): TokenizedRow {
   const render = (n: number, addGenerationPrompt: boolean) =>
-    tokenizer.applyChatTemplate(messages.slice(0, n), { addGenerationPrompt });
+    tokenizer.applyChatTemplate(messages.slice(0, n), { addGenerationPrompt, vars });
   const full = render(messages.length, false);
   const bos = tokenizer.bosToken;
   const addSpecialTokens = !(bos && full.startsWith(bos));
   const encode = (text: string) => tokenizer.encode(text, { addSpecialTokens });
   const ids = encode(full);
   if (!maskPrompt) return { ids, mask: ones(ids.length) };
+  const turns = messages.flatMap((m, i) => (m.role === "assistant" ? [i] : []));
+  const end = turnEnd(tokenizer, vars);
+  const through = (from: number, within: number[]) => {
+    const e = end === null ? -1 : within.indexOf(end, from);
+    return e >= 0 ? e + 1 : within.length;
+  };
   const mask = new Array<number>(ids.length).fill(0);
-  messages.forEach((m, i) => {
-    if (m.role !== "assistant") return;
+  const byPrefix = turns.every((i) => {
     const start = encode(render(i, true));
-    const end = encode(render(i + 1, false));
-    if (!isPrefix(start, end) || !isPrefix(end, ids)) {
-      throw new Error(
-        `cannot mask the prompt: the chat template does not render the conversation up to message ${i + 1} ` +
-          "(assistant) as a prefix of the whole conversation; train this data without prompt masking",
-      );
-    }
-    mask.fill(1, start.length, end.length);
+    const stop = encode(render(i + 1, false));
+    const cut = stop.slice(0, through(start.length, stop));
+    if (!isPrefix(start, cut) || !isPrefix(cut, ids)) return false;
+    mask.fill(1, start.length, cut.length);
+    return true;
   });
+  if (byPrefix) return { ids, mask };
+
+  mask.fill(0);
+  const first = turns[0]!;
+  const withPrompt = render(first, true);
+  const without = render(first, false);
+  const prompt = withPrompt.startsWith(without) ? withPrompt.slice(without.length) : "";
+  let at = 0;
+  for (const i of turns) {
+    const c = prompt ? full.indexOf(prompt, at) : -1;
+    const start = c >= 0 ? encode(full.slice(0, c + prompt.length)) : [];
+    if (c < 0 || !isPrefix(start, ids) || end === null)
+      throw new Error(
+        `cannot mask the prompt: the chat template renders assistant message ${i + 1} in a way that cannot be told apart from the rest (it is not a prefix of the whole conversation, and its generation prompt does not mark it); train this data without --mask-prompt, or use a template that renders each turn the same (e.g. TRL's training templates) as chat_template.jinja`,
+      );
+    mask.fill(1, start.length, through(start.length, ids));
+    at = c + prompt.length;
+  }
   return { ids, mask };
+}
+
+/**
+ * The token that ends an assistant turn (Llama 3's <|eot_id|>, ChatML's <|im_end|>): the first token
+ * the template renders after an assistant message's content, or else the first EOS id; null if neither.
+ */
+function turnEnd(tokenizer: Tokenizer, vars: Record<string, unknown>): number | null {
+  const mark = "\u00a7\u00a7";
+  try {
+    const probe = tokenizer.applyChatTemplate(
+      [
+        { role: "user", content: "x" },
+        { role: "assistant", content: mark },
+      ],
+      { vars },
+    );
+    const after = probe.slice(probe.lastIndexOf(mark) + mark.length);
+    // a newline after the content is layout, not an end-of-turn token
+    if (after !== "" && !/^\s/.test(after)) {
+      const id = tokenizer.encode(after, { addSpecialTokens: false })[0];
+      if (id !== undefined) return id;
+    }
+  } catch {
+    // a template that needs other roles first: fall back to EOS
+  }
+  return tokenizer.eosIds[0] ?? null;
 }
