@@ -7,7 +7,12 @@
  * The types here mirror train/'s Snapshot structurally (io sits above train in the layers).
  */
 import type { RngState } from "../tensor/random.js";
-import { type SafetensorsFile, serializeSafetensors, tensorToFloat32 } from "./safetensors.js";
+import {
+  describeNonFinite,
+  type SafetensorsFile,
+  serializeSafetensors,
+  tensorToFloat32,
+} from "./safetensors.js";
 
 export const CHECKPOINT_FORMAT = "lora-ts-checkpoint";
 export const CHECKPOINT_VERSION = 1;
@@ -76,6 +81,12 @@ export function parseCheckpoint(
   for (const [name, t] of optimizer.tensors) {
     const dot = name.lastIndexOf(".");
     if (dot <= 0 || t.dtype !== "F32") throw fail(`optimizer.safetensors has an unexpected tensor "${name}"`);
+    const bad = describeNonFinite(t);
+    if (bad) {
+      throw new Error(
+        `${source}: optimizer.safetensors "${name}" ${bad}: a diverged step was saved; resume from an earlier checkpoint`,
+      );
+    }
     const param = name.slice(0, dot);
     buffers[param] ??= {};
     buffers[param]![name.slice(dot + 1)] = tensorToFloat32(t).slice();

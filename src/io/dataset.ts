@@ -9,6 +9,7 @@ export type DataRow =
 
 const SHAPES = '"text", "prompt"+"completion", "messages" or "input_ids"';
 const MAX_ERRORS = 10;
+const MAX_ID = 2 ** 31 - 1;
 
 const typeName = (v: unknown) => (v === null ? "null" : Array.isArray(v) ? "array" : typeof v);
 
@@ -19,9 +20,12 @@ function toRow(v: unknown): DataRow | string {
   if ("input_ids" in o) {
     const ids = o.input_ids;
     const ok = Array.isArray(ids) && ids.length > 0 && ids.every((x) => Number.isInteger(x) && x >= 0);
-    return ok
+    if (!ok) return '"input_ids" must be a non-empty array of non-negative integers';
+    // Ids become Int32Array elements, where 2^31 would read as -2^31, and 2^32 + 5 as 5.
+    const big = ids.findIndex((x) => x > MAX_ID);
+    return big < 0
       ? { input_ids: ids as number[] }
-      : '"input_ids" must be a non-empty array of non-negative integers';
+      : `"input_ids"[${big}] is ${ids[big]}, above the largest token id there can be (${MAX_ID})`;
   }
   if ("messages" in o) {
     const msgs = o.messages;

@@ -4,14 +4,17 @@
  *   base_model.model.<module path>.lora_B.weight  [out, r]
  * Loading checks every key and shape against the model and reports all problems at once.
  */
-import type { LoraConfig } from "../lora/config.js";
+import { type LoraConfig, loraScaling } from "../lora/config.js";
 import { findTargets, loraLayers, patternValue } from "../lora/inject.js";
 import { LoRALinear } from "../lora/layer.js";
+import { ConfigFields, showValue } from "../models/model.js";
 import { Linear } from "../nn/layers.js";
 import { type Module, setSubmodule } from "../nn/module.js";
 import { shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
 import {
+  describeNonFinite,
+  FLOAT_DTYPES,
   type SafetensorsTensor,
   type SerializableTensor,
   serializeSafetensors,
@@ -23,54 +26,102 @@ const KEY = /^base_model\.model\.(.+)\.lora_(A|B)(?:\.[A-Za-z0-9_-]+)?\.weight$/
 
 type Json = Record<string, unknown>;
 
-/** adapter_config.json -> LoraConfig. Unknown keys are ignored (newer PEFT versions add fields). */
-export function parseAdapterConfig(json: Json, source: string, defaultTargets: string[]): LoraConfig {
-  const fail = (msg: string) => new Error(`${source}: ${msg}`);
-  if (json.peft_type !== undefined && json.peft_type !== "LORA") {
-    throw fail(`peft_type ${JSON.stringify(json.peft_type)} is not supported; only LORA adapters load here`);
+/**
+ * The largest LoRA scale (lora_alpha / r, or / √r with rsLoRA) accepted. Adapters in use have scales of
+ * about 0.1 to 64 (alpha 8..256 over r 1..128). The update scale · B·A is added to base weights of order
+ * 1e-2, so at 1e6, four orders of magnitude above any trained adapter, it swamps the base model, and in
+ * f16 it overflows (65504) once |B·A| > 0.07. A larger scale is a typo or a damaged file (an alpha of
+ * 1e308 makes every output infinite).
+ */
+export const MAX_LORA_SCALE = 1e6;
+
+type LoraNumbers = Pick<
+  LoraConfig,
+  "r" | "lora_alpha" | "lora_dropout" | "use_rslora" | "rank_pattern" | "alpha_pattern"
+>;
+
+/**
+ * What is wrong with a LoRA config's numbers, as PEFT names them (none: []). Ranks must be positive
+ * integers, alphas positive and finite, dropout in [0, 1), and the largest scale any module can get
+ * (largest alpha over smallest rank) at most MAX_LORA_SCALE. For adapter_config.json and for flags alike.
+ */
+export function loraConfigProblems(c: LoraNumbers): string[] {
+  const problems: string[] = [];
+  const ranks: Array<[string, unknown]> = [["r", c.r], ...named("rank_pattern", c.rank_pattern)];
+  const alphas: Array<[string, unknown]> = [
+    ["lora_alpha", c.lora_alpha],
+    ...named("alpha_pattern", c.alpha_pattern),
+  ];
+  for (const [what, r] of ranks)
+    if (!(Number.isSafeInteger(r) && (r as number) > 0))
+      problems.push(`${what} must be a positive integer, got ${showValue(r)}`);
+  for (const [what, a] of alphas) {
+    if (!(typeof a === "number" && Number.isFinite(a) && a > 0))
+      problems.push(`${what} must be a positive finite number, got ${showValue(a)}`);
   }
-  if (json.use_dora === true) throw fail("DoRA adapters (use_dora: true) are not supported yet");
-  if (json.lora_bias === true)
-    throw fail("adapters with LoRA biases (lora_bias: true) are not supported yet");
-  if (Array.isArray(json.modules_to_save) && json.modules_to_save.length > 0) {
-    throw fail(
-      `modules_to_save ${JSON.stringify(json.modules_to_save)} is not supported; only LoRA A/B weights load`,
+  const d = c.lora_dropout;
+  if (!(typeof d === "number" && d >= 0 && d < 1))
+    problems.push(`lora_dropout must be in [0, 1), got ${showValue(d)}`);
+  if (problems.length > 0) return problems;
+  const r = Math.min(...ranks.map(([, v]) => v as number));
+  const alpha = Math.max(...alphas.map(([, v]) => v as number));
+  const scale = loraScaling(r, alpha, c.use_rslora);
+  if (!(scale <= MAX_LORA_SCALE)) {
+    problems.push(
+      `the LoRA scale lora_alpha ${alpha} / ${c.use_rslora ? `√r (r ${r})` : `r ${r}`} = ${scale} is above ${MAX_LORA_SCALE}, far beyond any trained adapter; check lora_alpha and r`,
     );
   }
-  const r = json.r ?? 8;
-  if (typeof r !== "number" || !Number.isInteger(r) || r <= 0)
-    throw fail(`"r" must be a positive integer, got ${JSON.stringify(r)}`);
-  const alpha = json.lora_alpha ?? 8;
-  if (typeof alpha !== "number" || !(alpha > 0))
-    throw fail(`"lora_alpha" must be > 0, got ${JSON.stringify(alpha)}`);
+  return problems;
+}
+
+const named = (key: string, pattern: Record<string, number> | undefined): Array<[string, unknown]> =>
+  Object.entries(pattern ?? {}).map(([k, v]) => [`${key} "${k}"`, v]);
+
+/**
+ * adapter_config.json -> LoraConfig. Unknown keys are ignored (newer PEFT versions add fields); the
+ * fields read are checked, and every problem is reported at once.
+ */
+export function parseAdapterConfig(json: Json, source: string, defaultTargets: string[]): LoraConfig {
+  const f = new ConfigFields(json, source, "fix the file or re-save the adapter");
+  f.require(
+    json.peft_type === undefined || json.peft_type === "LORA",
+    `peft_type ${JSON.stringify(json.peft_type)} is not supported; only LORA adapters load here`,
+  );
+  f.require(!f.flag("use_dora"), "DoRA adapters (use_dora: true) are not supported yet");
+  f.require(!f.flag("lora_bias"), "adapters with LoRA biases (lora_bias: true) are not supported yet");
+  f.require(
+    !(Array.isArray(json.modules_to_save) && json.modules_to_save.length > 0),
+    `modules_to_save ${JSON.stringify(json.modules_to_save)} is not supported; only LoRA A/B weights load`,
+  );
   const targets = json.target_modules ?? defaultTargets;
-  if (
-    !(typeof targets === "string" || (Array.isArray(targets) && targets.every((t) => typeof t === "string")))
-  ) {
-    throw fail(`"target_modules" must be a list of names or a regex string, got ${JSON.stringify(targets)}`);
-  }
+  f.require(
+    typeof targets === "string" || (Array.isArray(targets) && targets.every((t) => typeof t === "string")),
+    `"target_modules" must be a list of names or a regex string, got ${JSON.stringify(targets)}`,
+  );
   const layers = json.layers_to_transform;
   const pattern = (key: string) => {
     const v = json[key] ?? {};
-    if (typeof v !== "object" || v === null || Object.values(v).some((x) => typeof x !== "number")) {
-      throw fail(`"${key}" must map module names to numbers`);
-    }
-    return v as Record<string, number>;
+    const ok = typeof v === "object" && v !== null && Object.values(v).every((x) => typeof x === "number");
+    f.require(ok, `"${key}" must map module names to numbers`);
+    return ok ? (v as Record<string, number>) : {};
   };
-  return {
-    r,
-    lora_alpha: alpha,
-    lora_dropout: typeof json.lora_dropout === "number" ? json.lora_dropout : 0,
+  const config: LoraConfig = {
+    r: (json.r ?? 8) as number,
+    lora_alpha: (json.lora_alpha ?? 8) as number,
+    lora_dropout: (json.lora_dropout ?? 0) as number,
     target_modules: targets as string[] | string,
     exclude_modules: (json.exclude_modules as string[] | string | null | undefined) ?? null,
     layers_to_transform:
       typeof layers === "number" ? [layers] : ((layers as number[] | null | undefined) ?? null),
-    use_rslora: json.use_rslora === true,
+    use_rslora: f.flag("use_rslora"),
     init_lora_weights: json.init_lora_weights === "gaussian" ? "gaussian" : json.init_lora_weights !== false,
     rank_pattern: pattern("rank_pattern"),
     alpha_pattern: pattern("alpha_pattern"),
-    fan_in_fan_out: json.fan_in_fan_out === true,
+    fan_in_fan_out: f.flag("fan_in_fan_out"),
   };
+  for (const p of loraConfigProblems(config)) f.require(false, p);
+  f.done();
+  return config;
 }
 
 /** LoraConfig -> adapter_config.json, with the fields PEFT writes (sorted keys). */
@@ -143,7 +194,8 @@ export function attachAdapter(
   tensors: ReadonlyMap<string, SafetensorsTensor>,
   source: string,
 ): string[] {
-  const errors: string[] = [];
+  const errors: string[] = []; // what does not fit the model
+  const damaged: string[] = []; // values that are not weights
   const modules = new Map(model.namedModules());
   const pairs = new Map<string, { A?: SafetensorsTensor; B?: SafetensorsTensor }>();
   for (const [key, entry] of tensors) {
@@ -177,6 +229,16 @@ export function attachAdapter(
       errors.push(`"${path}.lora_A.weight" has shape ${shapeStr(A.shape)}, expected ${shapeStr(wantA)}`);
     if (!fits(B, wantB))
       errors.push(`"${path}.lora_B.weight" has shape ${shapeStr(B.shape)}, expected ${shapeStr(wantB)}`);
+    for (const [e, which] of [
+      [A, "A"],
+      [B, "B"],
+    ] as const) {
+      const name = `"${path}.lora_${which}.weight"`;
+      if (!FLOAT_DTYPES.includes(e.dtype))
+        damaged.push(`${name} is stored as ${e.dtype}; LoRA weights are floats (${FLOAT_DTYPES.join(", ")})`);
+      const bad = describeNonFinite(e);
+      if (bad) damaged.push(`${name} ${bad}`);
+    }
     if (fits(A, wantA) && fits(B, wantB)) {
       const a = new Tensor(tensorToFloat32(A), wantA, true);
       const b = new Tensor(tensorToFloat32(B), wantB, true);
@@ -195,9 +257,17 @@ export function attachAdapter(
   } catch (e) {
     errors.push((e as Error).message);
   }
-  if (errors.length > 0) {
+  const all = [...errors, ...damaged];
+  if (all.length > 0) {
+    const [what, advice] =
+      errors.length > 0
+        ? ["adapter does not fit this model", "Was it trained on a different base model?"]
+        : [
+            "adapter weights are damaged",
+            "Use the adapter of an earlier checkpoint (a run that diverged writes NaN), or train it again.",
+          ];
     throw new Error(
-      `${source}: adapter does not fit this model (${errors.length} problem${errors.length > 1 ? "s" : ""}):\n${errors.map((e) => `  - ${e}`).join("\n")}\nWas it trained on a different base model?`,
+      `${source}: ${what} (${all.length} problem${all.length > 1 ? "s" : ""}):\n${all.map((e) => `  - ${e}`).join("\n")}\n${advice}`,
     );
   }
   model.freeze();

@@ -44,32 +44,116 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === "object" && v !== null && !Array.isArray(v);
 const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
-/** Parses and validates a whole safetensors file held in memory. Tensor bytes are views into `bytes`. */
-export function parseSafetensors(bytes: Uint8Array, source: string): SafetensorsFile {
+/** Where a tensor's bytes lie in the data section (offsets relative to its start), as the header says. */
+export interface SafetensorsEntry {
+  dtype: DType;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+/** A validated header: every entry's offsets lie inside the file, and no two entries overlap. */
+export interface SafetensorsHeader {
+  metadata: Record<string, string>;
+  /** File offset of the data section: 8 + the header length. */
+  dataStart: number;
+  /** Bytes of the data section the entries use (the largest end offset; the rest is never read). */
+  dataUsed: number;
+  entries: Map<string, SafetensorsEntry>;
+}
+
+/** Rust safetensors refuses headers above 100 MB too; a real one (thousands of tensors) is well under 1 MB. */
+export const MAX_HEADER_BYTES = 100_000_000;
+
+/**
+ * The header length from a file's first 8 bytes, checked against the file's size and MAX_HEADER_BYTES,
+ * so a caller can read the header, and only the header, next.
+ */
+export function safetensorsHeaderLength(first8: Uint8Array, fileSize: number, source: string): number {
   const fail = (problem: string): never => {
     throw new SafetensorsError(source, [problem]);
   };
-  if (bytes.byteLength < 8)
-    fail(`file is ${bytes.byteLength} bytes, shorter than the 8-byte header length; ${TRUNCATED}`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (fileSize < 8 || first8.byteLength < 8)
+    fail(`file is ${fileSize} bytes, shorter than the 8-byte header length; ${TRUNCATED}`);
+  const view = new DataView(first8.buffer, first8.byteOffset, 8);
   const headerLen = view.getUint32(4, true) * 2 ** 32 + view.getUint32(0, true);
-  if (headerLen > bytes.byteLength - 8) {
-    fail(`header length ${headerLen} runs past the end of the ${bytes.byteLength}-byte file; ${TRUNCATED}`);
+  if (headerLen > fileSize - 8) {
+    fail(`header length ${headerLen} runs past the end of the ${fileSize}-byte file; ${TRUNCATED}`);
   }
+  if (headerLen > MAX_HEADER_BYTES) {
+    fail(
+      `header length ${headerLen} is above the ${MAX_HEADER_BYTES}-byte limit safetensors sets; this is not a safetensors file, or it is damaged`,
+    );
+  }
+  return headerLen;
+}
+
+/**
+ * Keys that appear more than once in one object of `text`, which must be valid JSON (JSON.parse keeps the
+ * last copy silently). `within` is the top-level key whose value holds the duplicate (null: a top-level key).
+ */
+export function duplicateJsonKeys(text: string): Array<{ key: string; within: string | null }> {
+  const found: Array<{ key: string; within: string | null }> = [];
+  const open: Array<Set<string> | null> = []; // per open object its keys so far; null for an array
+  let expectKey = false;
+  let topKey: string | null = null;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+      if (expectKey) {
+        const key = JSON.parse(text.slice(i, j + 1)) as string; // decoded, so "\u0061" and "a" are one key
+        const keys = open.at(-1)!;
+        if (keys.has(key)) found.push({ key, within: open.length === 1 ? null : topKey });
+        keys.add(key);
+        if (open.length === 1) topKey = key;
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === "{") {
+      open.push(new Set());
+      expectKey = true;
+    } else if (c === "[") {
+      open.push(null);
+    } else if (c === "}" || c === "]") {
+      open.pop();
+      expectKey = false;
+    } else if (c === ",") {
+      expectKey = open.at(-1) != null;
+    }
+  }
+  return found;
+}
+
+/** Parses and validates a header (the JSON after the 8-byte length) of a `fileSize`-byte file. */
+export function parseSafetensorsHeader(
+  json: Uint8Array,
+  fileSize: number,
+  source: string,
+): SafetensorsHeader {
+  const fail = (problem: string): never => {
+    throw new SafetensorsError(source, [problem]);
+  };
+  let text = "";
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + headerLen)));
+    text = new TextDecoder("utf-8", { fatal: true }).decode(json);
+    header = JSON.parse(text);
   } catch (err) {
     fail(`header is not valid UTF-8 JSON (${(err as Error).message}); ${TRUNCATED}`);
   }
   if (!isPlainObject(header)) return fail("header is not a JSON object");
 
-  const problems: string[] = [];
-  const dataStart = 8 + headerLen;
-  const dataLength = bytes.byteLength - dataStart;
+  const problems: string[] = duplicateJsonKeys(text).map(({ key, within }) =>
+    within === null
+      ? `tensor "${key}" is listed more than once (a JSON reader would silently keep the last); re-save the file`
+      : `"${within}" has the key "${key}" more than once; re-save the file`,
+  );
+  const dataStart = 8 + json.byteLength;
+  const dataLength = fileSize - dataStart;
   const metadata: Array<[string, string]> = [];
-  const tensors = new Map<string, SafetensorsTensor>();
-  const spans: Array<{ name: string; begin: number; end: number }> = [];
+  const entries = new Map<string, SafetensorsEntry>();
 
   for (const [name, entry] of Object.entries(header)) {
     if (name === "__metadata__") {
@@ -112,26 +196,36 @@ export function parseSafetensors(bytes: Uint8Array, source: string): Safetensors
       );
       continue;
     }
-    spans.push({ name, begin, end });
-    tensors.set(name, {
-      dtype: dtype as DType,
-      shape: shape as number[],
-      bytes: bytes.subarray(dataStart + begin, dataStart + end),
-    });
+    entries.set(name, { dtype: dtype as DType, shape: shape as number[], begin, end });
   }
 
-  spans.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  const spans = [...entries].sort(([, a], [, b]) => a.begin - b.begin || a.end - b.end);
   let last = spans[0]; // the span reaching furthest so far
   for (const cur of spans.slice(1)) {
-    if (cur.begin < last!.end) {
+    const [[lastName, l], [curName, c]] = [last!, cur];
+    if (c.begin < l.end)
       problems.push(
-        `tensors "${last!.name}" [${last!.begin}, ${last!.end}] and "${cur.name}" [${cur.begin}, ${cur.end}] overlap`,
+        `tensors "${lastName}" [${l.begin}, ${l.end}] and "${curName}" [${c.begin}, ${c.end}] overlap`,
       );
-    }
-    if (cur.end > last!.end) last = cur;
+    if (c.end > l.end) last = cur;
   }
   if (problems.length > 0) throw new SafetensorsError(source, problems);
-  return { metadata: Object.fromEntries(metadata), tensors };
+  return { metadata: Object.fromEntries(metadata), dataStart, dataUsed: last?.[1].end ?? 0, entries };
+}
+
+/** The tensors of a validated header as views into `data`, the file's bytes from `header.dataStart` on. */
+export function safetensorsViews(header: SafetensorsHeader, data: Uint8Array): SafetensorsFile {
+  const tensors = new Map<string, SafetensorsTensor>();
+  for (const [name, { dtype, shape, begin, end }] of header.entries)
+    tensors.set(name, { dtype, shape, bytes: data.subarray(begin, end) });
+  return { metadata: header.metadata, tensors };
+}
+
+/** Parses and validates a whole safetensors file held in memory. Tensor bytes are views into `bytes`. */
+export function parseSafetensors(bytes: Uint8Array, source: string): SafetensorsFile {
+  const headerLen = safetensorsHeaderLength(bytes.subarray(0, 8), bytes.byteLength, source);
+  const header = parseSafetensorsHeader(bytes.subarray(8, 8 + headerLen), bytes.byteLength, source);
+  return safetensorsViews(header, bytes.subarray(header.dataStart));
 }
 
 // Rust safetensors orders tensors by dtype (its enum order, descending), then by name; this ranks them so.
@@ -219,4 +313,60 @@ export function serializeSafetensors(
 /** A parsed tensor as float32 (a view for aligned F32, otherwise a converted copy). */
 export function tensorToFloat32(entry: Pick<SafetensorsTensor, "dtype" | "bytes">): Float32Array {
   return decodeToFloat32(entry.bytes, entry.dtype);
+}
+
+/** The dtypes a weight may be stored in; an integer or BOOL tensor where a weight belongs is refused. */
+export const FLOAT_DTYPES: readonly DType[] = ["F32", "F16", "BF16", "F64"];
+
+// Per float dtype: bytes per element, and the masks of its exponent bits in the element's top byte and
+// the byte below it (little-endian, so at offsets size-1 and size-2). All exponent bits set: NaN or ±Inf.
+const EXPONENT: Partial<Record<DType, [size: number, top: number, next: number]>> = {
+  F64: [8, 0x7f, 0xf0],
+  F32: [4, 0x7f, 0x80],
+  BF16: [2, 0x7f, 0x80],
+  F16: [2, 0x7c, 0x00],
+};
+// The same masks over aligned 32-bit words (one F32, or two 16-bit values) on a little-endian host:
+// adding the low bit of the exponent carries into the bit above it exactly when every exponent bit is set.
+const HOST_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+const WORD: Partial<Record<DType, [mask: number, carry: number, top: number]>> = {
+  F32: [0x7f800000, 0x00800000, 0x80000000 | 0],
+  BF16: [0x7f807f80, 0x00800080, 0x80008000 | 0],
+  F16: [0x7c007c00, 0x04000400, 0x80008000 | 0],
+};
+
+/**
+ * How many of a float tensor's stored values are NaN or ±Inf, and the flat index of the first; null when
+ * all are finite (or the dtype is not a float). Reads the exponent bits in place, decoding nothing: an
+ * aligned tensor is checked a word at a time, and only a tensor that fails is scanned value by value.
+ */
+export function nonFiniteValues(
+  entry: Pick<SafetensorsTensor, "dtype" | "bytes">,
+): { count: number; first: number } | null {
+  const { dtype, bytes } = entry;
+  const exp = EXPONENT[dtype];
+  if (!exp) return null;
+  const word = WORD[dtype];
+  if (word && HOST_LE && bytes.byteOffset % 4 === 0 && bytes.byteLength % 4 === 0) {
+    const [mask, carry, top] = word;
+    const u = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+    let acc = 0;
+    for (let i = 0; i < u.length; i++) acc |= (u[i]! & mask) + carry;
+    if ((acc & top) === 0) return null;
+  }
+  const [size, hi, lo] = exp;
+  let count = 0;
+  let first = -1;
+  for (let i = size - 1; i < bytes.byteLength; i += size) {
+    if ((bytes[i]! & hi) === hi && (bytes[i - 1]! & lo) === lo && count++ === 0) first = (i + 1) / size - 1;
+  }
+  return count > 0 ? { count, first } : null;
+}
+
+/** "holds N NaN or infinite value(s) (the first at flat index i)", or null when every value is finite. */
+export function describeNonFinite(entry: Pick<SafetensorsTensor, "dtype" | "bytes">): string | null {
+  const bad = nonFiniteValues(entry);
+  if (!bad) return null;
+  const s = bad.count > 1 ? "s" : "";
+  return `holds ${bad.count} NaN or infinite value${s} (the first at flat index ${bad.first})`;
 }

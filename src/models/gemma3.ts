@@ -16,7 +16,7 @@ import { Embedding, Linear, type LinearLike } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../tensor/dtype.js";
 import { Tensor } from "../tensor/tensor.js";
-import { type CausalLM, intField, numField, type ParamFactory } from "./model.js";
+import { type CausalLM, ConfigFields, type ParamFactory } from "./model.js";
 import { parseRope, type RopeSettings, Rotary } from "./rope.js";
 
 type LayerType = "sliding_attention" | "full_attention";
@@ -42,30 +42,33 @@ export interface Gemma3Config {
   dtype: "float32" | "bfloat16" | "float16";
 }
 
-export function parseGemma3Config(json: Record<string, unknown>): Gemma3Config {
-  const errors: string[] = [];
-  const layers = intField(json, "num_hidden_layers");
+export function parseGemma3Config(json: Record<string, unknown>, source = "config.json"): Gemma3Config {
+  const f = new ConfigFields(json, source);
+  const layers = f.size("num_hidden_layers");
   const act = json.hidden_activation ?? json.hidden_act ?? "gelu_pytorch_tanh";
-  if (act !== "gelu_pytorch_tanh")
-    errors.push(`hidden_activation "${act}" is not supported (only gelu_pytorch_tanh)`);
+  f.require(
+    act === "gelu_pytorch_tanh",
+    `hidden_activation ${JSON.stringify(act)} is not supported (only gelu_pytorch_tanh)`,
+  );
   for (const key of ["final_logit_softcapping", "attn_logit_softcapping"])
-    if (json[key] !== undefined && json[key] !== null)
-      errors.push(`${key} ${JSON.stringify(json[key])} is not supported yet (Gemma 3 sets it to null)`);
-  if (json.use_bidirectional_attention === true) errors.push("use_bidirectional_attention is not supported");
+    f.require(
+      json[key] === undefined || json[key] === null,
+      `${key} ${JSON.stringify(json[key])} is not supported yet (Gemma 3 sets it to null)`,
+    );
+  f.require(!f.flag("use_bidirectional_attention"), "use_bidirectional_attention is not supported");
   // layer_types, or transformers' default pattern: every 6th layer full, the rest sliding
-  const pattern = typeof json.sliding_window_pattern === "number" ? json.sliding_window_pattern : 6;
+  const pattern = f.size("sliding_window_pattern", 6);
   const types = (json.layer_types ??
     Array.from({ length: layers }, (_, i) =>
       (i + 1) % pattern ? "sliding_attention" : "full_attention",
     )) as unknown;
-  if (
-    !Array.isArray(types) ||
-    types.length !== layers ||
-    types.some((t) => t !== "sliding_attention" && t !== "full_attention")
-  )
-    errors.push(
-      `"layer_types" must give "full_attention" or "sliding_attention" for each of the ${layers} layers`,
-    );
+  f.require(
+    Array.isArray(types) &&
+      types.length === layers &&
+      types.every((t) => t === "sliding_attention" || t === "full_attention"),
+    `"layer_types" must give "full_attention" or "sliding_attention" for each of the ${layers} layers`,
+    ["num_hidden_layers"],
+  );
   // rope per layer type: transformers 5 nests rope_parameters by type; 4 had rope_theta (+ rope_scaling)
   // for full layers and rope_local_base_freq for sliding ones
   const nested = (json.rope_parameters ?? {}) as Record<string, unknown>;
@@ -76,7 +79,7 @@ export function parseGemma3Config(json: Record<string, unknown>): Gemma3Config {
       theta,
       e,
     );
-    errors.push(...e.map((m) => `${t}: ${m}`));
+    f.problems.push(...e.map((m) => `${t}: ${m}`));
     return r;
   };
   const rope = {
@@ -87,33 +90,34 @@ export function parseGemma3Config(json: Record<string, unknown>): Gemma3Config {
     ),
     sliding_attention: ropeOf("sliding_attention", { rope_theta: json.rope_local_base_freq }, 1e4),
   };
-  const heads = intField(json, "num_attention_heads");
+  const heads = f.size("num_attention_heads");
   const dtype = String(json.dtype ?? json.torch_dtype ?? "float32");
   const c: Gemma3Config = {
     model_type: "gemma3_text",
-    vocab_size: intField(json, "vocab_size"),
-    hidden_size: intField(json, "hidden_size"),
-    intermediate_size: intField(json, "intermediate_size"),
+    vocab_size: f.size("vocab_size"),
+    hidden_size: f.size("hidden_size"),
+    intermediate_size: f.size("intermediate_size"),
     num_hidden_layers: layers,
     num_attention_heads: heads,
-    num_key_value_heads: intField(json, "num_key_value_heads", heads),
-    head_dim: intField(json, "head_dim", 256),
-    rms_norm_eps: numField(json, "rms_norm_eps", 1e-6),
-    query_pre_attn_scalar: numField(json, "query_pre_attn_scalar", 256),
-    max_position_embeddings: intField(json, "max_position_embeddings", 131072),
-    sliding_window: intField(json, "sliding_window", 4096),
+    num_key_value_heads: f.size("num_key_value_heads", heads),
+    head_dim: f.size("head_dim", 256),
+    rms_norm_eps: f.positive("rms_norm_eps", 1e-6),
+    query_pre_attn_scalar: f.positive("query_pre_attn_scalar", 256),
+    max_position_embeddings: f.size("max_position_embeddings", 131072),
+    sliding_window: f.size("sliding_window", 4096),
     layer_types: types as LayerType[],
     rope,
-    attention_bias: json.attention_bias === true,
-    tie_word_embeddings: json.tie_word_embeddings !== false,
+    attention_bias: f.flag("attention_bias", false),
+    tie_word_embeddings: f.flag("tie_word_embeddings", true),
     dtype: dtype === "bfloat16" || dtype === "float16" ? dtype : "float32",
   };
-  if (c.num_attention_heads % c.num_key_value_heads !== 0)
-    errors.push(
-      `num_attention_heads ${heads} is not a multiple of num_key_value_heads ${c.num_key_value_heads}`,
-    );
-  if (c.head_dim % 2 !== 0) errors.push(`head_dim ${c.head_dim} must be even for RoPE`);
-  if (errors.length > 0) throw new Error(`config.json: ${errors.join("; ")}`);
+  f.require(
+    c.num_attention_heads % c.num_key_value_heads === 0,
+    `num_attention_heads ${heads} is not a multiple of num_key_value_heads ${c.num_key_value_heads}`,
+    ["num_attention_heads", "num_key_value_heads"],
+  );
+  f.require(c.head_dim % 2 === 0, `head_dim ${c.head_dim} must be even for RoPE`, ["head_dim"]);
+  f.done();
   return c;
 }
 

@@ -8,7 +8,7 @@ import type { KVCache } from "../nn/kv-cache.js";
 import { Embedding, LayerNorm, Linear, type LinearLike } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import type { Tensor } from "../tensor/tensor.js";
-import { type CausalLM, intField, numField, type ParamFactory } from "./model.js";
+import { type CausalLM, ConfigFields, type ParamFactory } from "./model.js";
 
 export interface GPT2Config {
   model_type: "gpt2";
@@ -22,23 +22,28 @@ export interface GPT2Config {
   tie_word_embeddings: boolean;
 }
 
-export function parseGPT2Config(json: Record<string, unknown>): GPT2Config {
+export function parseGPT2Config(json: Record<string, unknown>, source = "config.json"): GPT2Config {
+  const f = new ConfigFields(json, source);
   const act = json.activation_function ?? "gelu_new";
-  if (act !== "gelu_new" && act !== "gelu_pytorch_tanh") {
-    throw new Error(`config.json: GPT-2 activation_function "${act}" is not supported (use gelu_new)`);
-  }
+  f.require(
+    act === "gelu_new" || act === "gelu_pytorch_tanh",
+    `GPT-2 activation_function ${JSON.stringify(act)} is not supported (use gelu_new)`,
+  );
   const c: GPT2Config = {
     model_type: "gpt2",
-    vocab_size: intField(json, "vocab_size"),
-    n_positions: intField(json, "n_positions", 1024),
-    n_embd: intField(json, "n_embd"),
-    n_layer: intField(json, "n_layer"),
-    n_head: intField(json, "n_head"),
-    layer_norm_epsilon: numField(json, "layer_norm_epsilon", 1e-5),
-    tie_word_embeddings: json.tie_word_embeddings !== false,
+    vocab_size: f.size("vocab_size"),
+    n_positions: f.size("n_positions", 1024),
+    n_embd: f.size("n_embd"),
+    n_layer: f.size("n_layer"),
+    n_head: f.size("n_head"),
+    layer_norm_epsilon: f.positive("layer_norm_epsilon", 1e-5),
+    tie_word_embeddings: f.flag("tie_word_embeddings", true),
   };
-  if (c.n_embd % c.n_head !== 0)
-    throw new Error(`config.json: n_embd ${c.n_embd} is not divisible by n_head ${c.n_head}`);
+  f.require(c.n_embd % c.n_head === 0, `n_embd ${c.n_embd} is not divisible by n_head ${c.n_head}`, [
+    "n_embd",
+    "n_head",
+  ]);
+  f.done();
   return c;
 }
 

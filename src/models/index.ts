@@ -14,7 +14,8 @@ export interface CheckpointRules {
 }
 
 export interface ModelFamily {
-  build(config: Record<string, unknown>, params: ParamFactory): CausalLM;
+  /** `source` names config.json in errors. */
+  build(config: Record<string, unknown>, params: ParamFactory, source?: string): CausalLM;
   checkpoint: CheckpointRules;
   /** PEFT's default LoRA targets for this family. */
   defaultTargets: string[];
@@ -25,22 +26,21 @@ export interface ModelFamily {
 }
 
 const gpt2: ModelFamily = {
-  build: (json, p) => new GPT2LMHeadModel(parseGPT2Config(json), p),
+  build: (json, p, source) => new GPT2LMHeadModel(parseGPT2Config(json, source), p),
   checkpoint: gpt2Checkpoint,
   defaultTargets: ["c_attn"],
   fanInFanOut: true,
   learnedPositions: true,
 };
 const llama: ModelFamily = {
-  build: (json, p) => new LlamaForCausalLM(parseLlamaConfig(json), p),
+  build: (json, p, source) => new LlamaForCausalLM(parseLlamaConfig(json, source), p),
   checkpoint: llamaCheckpoint,
   defaultTargets: ["q_proj", "v_proj"],
   fanInFanOut: false,
   learnedPositions: false,
 };
-
 const gemma3: ModelFamily = {
-  build: (json, p) => new Gemma3ForCausalLM(parseGemma3Config(json), p),
+  build: (json, p, source) => new Gemma3ForCausalLM(parseGemma3Config(json, source), p),
   checkpoint: gemma3Checkpoint,
   defaultTargets: ["q_proj", "v_proj"],
   fanInFanOut: false,
@@ -71,7 +71,11 @@ export function modelFamily(config: Record<string, unknown>, source = "config.js
   return family;
 }
 
-/** Builds a model from a config.json object, creating each parameter with `params`. */
-export function buildModel(config: Record<string, unknown>, params: ParamFactory): CausalLM {
-  return modelFamily(config).build(config, params);
+/** Builds a model from a config.json object (read from `source`), creating each parameter with `params`. */
+export function buildModel(
+  config: Record<string, unknown>,
+  params: ParamFactory,
+  source = "config.json",
+): CausalLM {
+  return modelFamily(config, source).build(config, params, source);
 }

@@ -12,7 +12,7 @@ import type { KVCache } from "../nn/kv-cache.js";
 import { Embedding, Linear, type LinearLike, RMSNorm } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import type { Tensor } from "../tensor/tensor.js";
-import { type CausalLM, intField, numField, type ParamFactory } from "./model.js";
+import { type CausalLM, ConfigFields, type ParamFactory } from "./model.js";
 import { parseRope, type RopeSettings, Rotary } from "./rope.js";
 
 export const LLAMA_TYPES = ["llama", "mistral", "qwen2", "qwen3", "smollm3"] as const;
@@ -41,51 +41,62 @@ export interface LlamaConfig {
   mlp_bias: boolean;
 }
 
-export function parseLlamaConfig(json: Record<string, unknown>): LlamaConfig {
+export function parseLlamaConfig(json: Record<string, unknown>, source = "config.json"): LlamaConfig {
+  const f = new ConfigFields(json, source);
   const type = json.model_type as LlamaType;
   const act = json.hidden_act ?? "silu";
-  if (act !== "silu") throw new Error(`config.json: hidden_act "${act}" is not supported (only silu)`);
-  const errors: string[] = [];
-  const rope = parseRope(json, type === "smollm3" ? 2e6 : 10000, errors);
-  const layers = intField(json, "num_hidden_layers");
+  f.require(act === "silu", `hidden_act ${JSON.stringify(act)} is not supported (only silu)`);
+  const rope = parseRope(json, type === "smollm3" ? 2e6 : 10000, f.problems);
+  const layers = f.size("num_hidden_layers");
   const noRope = json.no_rope_layers;
-  if (
-    noRope !== undefined &&
-    noRope !== null &&
-    (!Array.isArray(noRope) || noRope.length !== layers || noRope.some((x) => x !== 0 && x !== 1))
-  )
-    errors.push(
-      `"no_rope_layers" must list 0 or 1 for each of the ${layers} layers, got ${JSON.stringify(noRope)}`,
+  f.require(
+    noRope === undefined ||
+      noRope === null ||
+      (Array.isArray(noRope) && noRope.length === layers && noRope.every((x) => x === 0 || x === 1)),
+    `"no_rope_layers" must list 0 or 1 for each of the ${layers} layers, got ${JSON.stringify(noRope)}`,
+    ["num_hidden_layers"],
+  );
+  const windows = layerWindows(json, type, layers, f.problems);
+  const heads = f.size("num_attention_heads");
+  const hidden = f.size("hidden_size");
+  // transformers: head_dim defaults to hidden_size // num_attention_heads
+  if (json.head_dim == null) {
+    f.require(
+      hidden % heads === 0,
+      `hidden_size ${hidden} is not divisible by num_attention_heads ${heads}, and no head_dim is given`,
+      ["hidden_size", "num_attention_heads"],
     );
-  const windows = layerWindows(json, type, layers, errors);
-  if (errors.length > 0) throw new Error(`config.json: ${errors.join("; ")}`);
-  const heads = intField(json, "num_attention_heads");
-  const hidden = intField(json, "hidden_size");
+  }
   const c: LlamaConfig = {
     model_type: type,
-    vocab_size: intField(json, "vocab_size"),
+    vocab_size: f.size("vocab_size"),
     hidden_size: hidden,
-    intermediate_size: intField(json, "intermediate_size"),
+    intermediate_size: f.size("intermediate_size"),
     num_hidden_layers: layers,
     num_attention_heads: heads,
-    num_key_value_heads: intField(json, "num_key_value_heads", heads),
-    head_dim: intField(json, "head_dim", Math.floor(hidden / heads)),
-    rms_norm_eps: numField(json, "rms_norm_eps", 1e-6),
+    num_key_value_heads: f.size("num_key_value_heads", heads),
+    head_dim: f.size("head_dim", Math.max(1, Math.floor(hidden / heads))),
+    rms_norm_eps: f.positive("rms_norm_eps", 1e-6),
     rope,
-    max_position_embeddings: intField(json, "max_position_embeddings", 2048),
-    tie_word_embeddings: Boolean(json.tie_word_embeddings ?? false),
-    attention_bias: type === "qwen2" || Boolean(json.attention_bias ?? false),
-    mlp_bias: Boolean(json.mlp_bias ?? false),
+    max_position_embeddings: f.size("max_position_embeddings", 2048),
+    tie_word_embeddings: f.flag("tie_word_embeddings", false),
+    attention_bias: f.flag("attention_bias", false) || type === "qwen2",
+    mlp_bias: f.flag("mlp_bias", false),
     qk_norm: type === "qwen3",
     no_rope_layers: type === "smollm3" && Array.isArray(noRope) ? (noRope as number[]) : null,
     layer_windows: windows,
   };
-  if (c.num_attention_heads % c.num_key_value_heads !== 0) {
-    throw new Error(
-      `config.json: num_attention_heads ${heads} is not a multiple of num_key_value_heads ${c.num_key_value_heads}`,
-    );
-  }
-  if (c.head_dim % 2 !== 0) throw new Error(`config.json: head_dim ${c.head_dim} must be even for RoPE`);
+  f.require(
+    c.num_attention_heads % c.num_key_value_heads === 0,
+    `num_attention_heads ${heads} is not a multiple of num_key_value_heads ${c.num_key_value_heads}`,
+    ["num_attention_heads", "num_key_value_heads"],
+  );
+  f.require(c.head_dim % 2 === 0, `head_dim ${c.head_dim} must be even for RoPE`, [
+    "head_dim",
+    "hidden_size",
+    "num_attention_heads",
+  ]);
+  f.done();
   return c;
 }
 

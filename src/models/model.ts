@@ -41,19 +41,81 @@ export function randomParams(seed = 0, std = 0.02): ParamFactory {
   };
 }
 
-/** Integer config field with a check; HF configs are plain JSON, so every field is validated. */
-export function intField(json: Record<string, unknown>, key: string, fallback?: number): number {
-  const v = json[key] ?? fallback;
-  if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) {
-    throw new Error(`config.json: "${key}" must be a positive integer, got ${JSON.stringify(json[key])}`);
-  }
-  return v;
+const MAX_SIZE = 2 ** 31 - 1;
+
+/** A JSON value as an error message shows it: numbers as JS prints them, strings marked as strings. */
+export function showValue(v: unknown): string {
+  if (v === undefined) return "nothing (the field is missing)";
+  if (typeof v === "number") return String(v);
+  return `${JSON.stringify(v)}${typeof v === "string" ? " (a string)" : ""}`;
 }
 
-export function numField(json: Record<string, unknown>, key: string, fallback?: number): number {
-  const v = json[key] ?? fallback;
-  if (typeof v !== "number" || !Number.isFinite(v)) {
-    throw new Error(`config.json: "${key}" must be a number, got ${JSON.stringify(json[key])}`);
+/**
+ * Reads config.json fields with checks, collecting every problem; `done()` throws them all at once.
+ * HF configs are plain JSON, so every field is validated: sizes are positive integers, epsilons
+ * positive finite numbers, flags JSON booleans. A field that fails reads as a harmless
+ * placeholder (1, or the fallback), so the checks after it still run. `fix` says what to do (io/ reads
+ * adapter_config.json with it too).
+ */
+export class ConfigFields {
+  /** Every problem so far; a helper that collects its own problems may push to it. */
+  readonly problems: string[] = [];
+  private readonly failed = new Set<string>();
+
+  constructor(
+    private readonly json: Record<string, unknown>,
+    readonly source = "config.json",
+    private readonly fix = "fix config.json, or re-download it with the model",
+  ) {}
+
+  /**
+   * A size or count: a positive integer (absent or null: `fallback`) of at most 2^31 - 1, as token ids,
+   * typed-array lengths and the kernels' indices are 32-bit: a larger dimension cannot work anyway.
+   */
+  size(key: string, fallback?: number): number {
+    const v = this.json[key] ?? fallback;
+    if (Number.isInteger(v) && (v as number) > 0 && (v as number) <= MAX_SIZE) return v as number;
+    const range = Number.isInteger(v) && (v as number) > 0 ? ` up to ${MAX_SIZE}` : "";
+    this.fail(key, `"${key}" must be a positive integer${range}, got ${showValue(this.json[key])}`);
+    return 1;
   }
-  return v;
+
+  /** A positive finite number, such as an epsilon (absent or null: `fallback`). */
+  positive(key: string, fallback: number): number {
+    const v = this.json[key] ?? fallback;
+    if (typeof v === "number" && Number.isFinite(v) && v > 0) return v;
+    this.fail(key, `"${key}" must be a positive finite number, got ${showValue(this.json[key])}`);
+    return fallback;
+  }
+
+  /** A JSON boolean (absent or null: `fallback`). A string such as "false" is refused, never read as true. */
+  flag(key: string, fallback = false): boolean {
+    const v = this.json[key] ?? fallback;
+    if (typeof v === "boolean") return v;
+    this.fail(key, `"${key}" must be true or false (a JSON boolean), got ${showValue(this.json[key])}`);
+    return fallback;
+  }
+
+  /**
+   * Records `problem` unless `ok`. A check of fields read before (`uses`) is skipped when one of them
+   * already failed, so one bad value is reported once, not again through each check built on it.
+   */
+  require(ok: boolean, problem: string, uses: string[] = []): void {
+    if (!ok && !uses.some((k) => this.failed.has(k))) this.problems.push(problem);
+  }
+
+  private fail(key: string, problem: string): void {
+    this.failed.add(key);
+    this.problems.push(problem);
+  }
+
+  /** Throws every problem found, naming the file; does nothing when there are none. */
+  done(): void {
+    const n = this.problems.length;
+    if (n === 0) return;
+    const { source, fix, problems } = this;
+    if (n === 1) throw new Error(`${source}: ${problems[0]}; ${fix}`);
+    const list = problems.map((p) => `  - ${p}`).join("\n");
+    throw new Error(`${source}: ${n} problems:\n${list}\n${fix[0]!.toUpperCase()}${fix.slice(1)}.`);
+  }
 }

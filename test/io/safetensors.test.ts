@@ -303,7 +303,7 @@ test("sharded model folder: every inconsistency is reported at once", (t) => {
   assert.match(text, /weight_map "evil": "\.\.\/x" is not a file name in this folder/);
   assert.match(text, /"ghost" is listed under s2\.safetensors in weight_map but s2\.safetensors lacks it/);
   assert.match(text, /"dup" appears in two shards: .*s1\.safetensors and .*s2\.safetensors/);
-  assert.match(text, /s3\.safetensors: file not found/);
+  assert.match(text, /s3\.safetensors: cannot read: file not found/);
 });
 
 test("a folder holding only pytorch_model.bin is refused with a conversion hint", (t) => {
@@ -326,9 +326,12 @@ test("readSafetensorsFile names the path when the file is missing or damaged", (
   const dir = tempDir(t);
   const missing = join(dir, "missing.safetensors");
   assert.throws(() => readSafetensorsFile(missing), {
-    message: `${missing}: file not found; check the path and that the download finished`,
+    message: `${missing}: cannot read: file not found; check the path and that the download finished`,
   });
-  assert.throws(() => readSafetensorsFile(dir), /is a folder; pass a \.safetensors file/);
+  assert.throws(
+    () => readSafetensorsFile(dir),
+    /cannot read: it is a folder, not a regular file; pass the file itself/,
+  );
   const cut = join(dir, "cut.safetensors");
   fs.writeFileSync(cut, serializeSafetensors([f32("a", [1, 2, 3])]).subarray(0, 40));
   assert.throws(

@@ -28,7 +28,7 @@ export function loadAdapter(
         : `${weights}: not found; an adapter folder needs adapter_config.json and adapter_model.safetensors`,
     );
   }
-  const paths = attachAdapter(model, config, readSafetensorsFile(weights).tensors, dir);
+  const paths = attachAdapter(model, config, readSafetensorsFile(weights).tensors, weights);
   return { config, paths };
 }
 

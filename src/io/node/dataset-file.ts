@@ -1,7 +1,8 @@
 /** Node: reads a dataset from a .txt/.jsonl file (train only) or a folder of train/valid/test.jsonl. */
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { extname, join } from "node:path";
 import { type DataRow, parseDataset } from "../dataset.js";
+import { readTextFile } from "./read-file.js";
 
 export type DatasetSplits = { train: DataRow[]; valid?: DataRow[]; test?: DataRow[] };
 
@@ -12,7 +13,7 @@ function readFile(path: string): DataRow[] {
       `${path}: unsupported dataset file type "${ext}"; use a .txt or .jsonl file, or a folder holding train.jsonl`,
     );
   }
-  return parseDataset(readFileSync(path, "utf8"), path, ext === ".txt" ? "txt" : "jsonl");
+  return parseDataset(readTextFile(path), path, ext === ".txt" ? "txt" : "jsonl");
 }
 
 export function readDataset(path: string): DatasetSplits {

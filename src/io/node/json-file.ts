@@ -1,16 +1,14 @@
 /** Reads a JSON object file, with errors that name the file and say what to check. */
-import { readFileSync } from "node:fs";
+import { readTextFile } from "./read-file.js";
 
-/** Reads and parses a JSON file, with errors that name the file. Missing optional files give null. */
+/** Reads and parses a JSON file (a regular file; a leading BOM is dropped). Missing optional files give null. */
 export function readJson(path: string, optional = false): Record<string, unknown> | null {
   let text: string;
   try {
-    text = readFileSync(path, "utf8");
+    text = readTextFile(path);
   } catch (e) {
-    if (optional && (e as NodeJS.ErrnoException).code === "ENOENT") return null;
-    throw new Error(
-      `${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); check the path`,
-    );
+    if (optional && ((e as Error).cause as NodeJS.ErrnoException | undefined)?.code === "ENOENT") return null;
+    throw e;
   }
   try {
     const value = JSON.parse(text) as unknown;

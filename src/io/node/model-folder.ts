@@ -1,13 +1,15 @@
 /** Loads and saves Hugging Face model folders (config.json + safetensors weights + tokenizer files). */
-import { copyFileSync, existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
+import { totalmem } from "node:os";
 import { join } from "node:path";
 import type { CausalLM } from "../../models/index.js";
 import type { DType } from "../../tensor/dtype.js";
-import { type LoadOptions, loadModelFromTensors } from "../model-loader.js";
+import { checkModelTensors, type LoadOptions, loadModelFromTensors } from "../model-loader.js";
 import { modelTensors } from "../model-saver.js";
 import { serializeSafetensors } from "../safetensors.js";
 import { readJson } from "./json-file.js";
-import { readModelWeights, writeFileAtomic } from "./safetensors-file.js";
+import { readFileBytes } from "./read-file.js";
+import { readModelWeightData, readModelWeightHeaders, writeFileAtomic } from "./safetensors-file.js";
 
 export interface ModelFolder {
   dir: string;
@@ -18,11 +20,18 @@ export interface ModelFolder {
   dtypes: Map<string, { dtype: DType }>;
 }
 
-/** Loads a model folder; `opts.baseDtype` stores the frozen weights in 16 bits (see castBaseWeights). */
+/**
+ * Loads a model folder; `opts.baseDtype` stores the frozen weights in 16 bits (see castBaseWeights).
+ * config.json and the weights' headers are checked against each other, and the memory the weights need
+ * against this machine's, before any tensor data is read.
+ */
 export function loadModelFolder(dir: string, opts: LoadOptions = {}): ModelFolder {
   const config = readJson(join(dir, "config.json"))!;
-  const { tensors } = readModelWeights(dir);
-  const { model, unused } = loadModelFromTensors(config, tensors, dir, opts);
+  const headers = readModelWeightHeaders(dir);
+  const checked = { memoryLimit: totalmem(), ...opts };
+  checkModelTensors(config, headers.tensors, dir, checked);
+  const { tensors } = readModelWeightData(headers);
+  const { model, unused } = loadModelFromTensors(config, tensors, dir, checked);
   const dtypes = new Map([...tensors].map(([name, t]) => [name, { dtype: t.dtype }]));
   return { dir, config, model, unused, dtypes };
 }
@@ -54,6 +63,6 @@ export function saveModelFolder(
   writeFileAtomic(join(dir, "model.safetensors"), serializeSafetensors(tensors, { format: "pt" }));
   writeFileAtomic(join(dir, "config.json"), `${JSON.stringify(from.config, null, 2)}\n`);
   const copied = from.dir ? TOKENIZER_FILES.filter((f) => existsSync(join(from.dir!, f))) : [];
-  for (const f of copied) copyFileSync(join(from.dir!, f), join(dir, f));
+  for (const f of copied) writeFileAtomic(join(dir, f), readFileBytes(join(from.dir!, f)));
   return ["config.json", "model.safetensors", ...copied];
 }

@@ -2,12 +2,18 @@
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import { dirname, join } from "node:path";
+import type { DType } from "../../tensor/dtype.js";
 import {
-  parseSafetensors,
+  parseSafetensorsHeader,
   SafetensorsError,
   type SafetensorsFile,
+  type SafetensorsHeader,
   type SafetensorsTensor,
+  safetensorsHeaderLength,
+  safetensorsViews,
 } from "../safetensors.js";
+import { readJson } from "./json-file.js";
+import { readAt, withFile } from "./read-file.js";
 
 export interface ModelWeightsTensor extends SafetensorsTensor {
   /** Path of the file holding this tensor. */
@@ -27,55 +33,84 @@ const errText = (err: unknown): string => (err instanceof Error ? err.message : 
 const isPlainObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === "object" && v !== null && !Array.isArray(v);
 
-/** Reads the whole file into one buffer (no further copies); errors name the path and say what to do. */
-function readWhole(path: string): Uint8Array {
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(path, "r");
-    const stat = fs.fstatSync(fd);
-    if (stat.isDirectory()) throw Object.assign(new Error("is a directory"), { code: "EISDIR" });
-    const bytes = new Uint8Array(stat.size);
-    let at = 0;
-    while (at < bytes.length) {
-      const n = fs.readSync(fd, bytes, at, Math.min(bytes.length - at, 1 << 30), at);
-      if (n === 0) break; // the file shrank while we read it: parsing reports the truncation
-      at += n;
-    }
-    return at === bytes.length ? bytes : bytes.subarray(0, at);
-  } catch (err) {
-    const code = errCode(err);
-    const why =
-      code === "ENOENT"
-        ? "file not found; check the path and that the download finished"
-        : code === "EISDIR"
-          ? "is a folder; pass a .safetensors file (or use readModelWeights)"
-          : code === "EACCES" || code === "EPERM"
-            ? "permission denied; check the file's permissions"
-            : err instanceof RangeError
-              ? "too large to hold in memory; use a sharded checkpoint"
-              : `cannot read: ${errText(err)}`;
-    throw new Error(`${path}: ${why}`, { cause: err });
-  } finally {
-    if (fd !== undefined) fs.closeSync(fd);
-  }
+/** A file's validated header: enough to check names, dtypes, shapes and sizes before reading any data. */
+export interface SafetensorsFileHeader extends SafetensorsHeader {
+  path: string;
+  /** The file's size when the header was read. */
+  size: number;
 }
 
-/** Reads and validates one .safetensors file; throws SafetensorsError (content) or Error (I/O), naming it. */
+function readHeader(fd: number, size: number, path: string): SafetensorsFileHeader {
+  const headerLen = safetensorsHeaderLength(readAt(fd, 0, Math.min(size, 8)), size, path);
+  return { path, size, ...parseSafetensorsHeader(readAt(fd, 8, headerLen), size, path) };
+}
+
+// Only the bytes the header's tensors use are read: a file whose header lists nothing costs nothing.
+function readData(fd: number, size: number, header: SafetensorsFileHeader): SafetensorsFile {
+  const data = readAt(fd, header.dataStart, header.dataUsed);
+  if (size !== header.size || data.byteLength < header.dataUsed) {
+    throw new SafetensorsError(header.path, [
+      `the file changed (${header.size} -> ${size} bytes) after its header was read; retry once nothing writes it`,
+    ]);
+  }
+  return safetensorsViews(header, data);
+}
+
+/** Reads and validates only the header of a .safetensors file (its first 8 + header-length bytes). */
+export function readSafetensorsHeader(path: string): SafetensorsFileHeader {
+  return withFile(path, (fd, size) => readHeader(fd, size, path));
+}
+
+/** Reads the tensors a header (from readSafetensorsHeader) lists, as views into one buffer. */
+export function readSafetensorsData(header: SafetensorsFileHeader): SafetensorsFile {
+  return withFile(header.path, (fd, size) => readData(fd, size, header));
+}
+
+/**
+ * Reads and validates one .safetensors file: the header first, then only the data its tensors use.
+ * Throws SafetensorsError (content) or Error (I/O), naming the file.
+ */
 export function readSafetensorsFile(path: string): SafetensorsFile {
-  return parseSafetensors(readWhole(path), path);
+  return withFile(path, (fd, size) => readData(fd, size, readHeader(fd, size, path)));
+}
+
+/** A model folder's tensors as their headers list them (no data read yet), and the headers to read. */
+export interface ModelWeightHeaders {
+  tensors: Map<string, { dtype: DType; shape: number[]; file: string }>;
+  metadata: Record<string, string>;
+  indexMetadata: Record<string, unknown>;
+  files: SafetensorsFileHeader[];
+}
+
+/**
+ * Reads the headers of a Hugging Face model folder's weights: model.safetensors, or the shards that
+ * model.safetensors.index.json lists. Every problem (of the index and of each shard) is reported at once.
+ */
+export function readModelWeightHeaders(dir: string): ModelWeightHeaders {
+  const single = join(dir, "model.safetensors");
+  if (fs.existsSync(single)) {
+    const header = readSafetensorsHeader(single);
+    const tensors = new Map([...header.entries].map(([name, e]) => [name, { ...e, file: single }]));
+    return { tensors, metadata: header.metadata, indexMetadata: {}, files: [header] };
+  }
+  const indexPath = join(dir, "model.safetensors.index.json");
+  if (fs.existsSync(indexPath)) return readShardHeaders(dir, indexPath);
+  throw new Error(describeMissingWeights(dir));
+}
+
+/** Reads the data of every file in `headers`; tensor bytes are views into one buffer per file. */
+export function readModelWeightData(headers: ModelWeightHeaders): ModelWeights {
+  const tensors = new Map<string, ModelWeightsTensor>();
+  for (const header of headers.files) {
+    for (const [name, t] of readSafetensorsData(header).tensors)
+      tensors.set(name, { ...t, file: header.path });
+  }
+  return { tensors, metadata: headers.metadata, indexMetadata: headers.indexMetadata };
 }
 
 /** Reads a Hugging Face model folder: model.safetensors, or shards listed in model.safetensors.index.json. */
 export function readModelWeights(dir: string): ModelWeights {
-  const single = join(dir, "model.safetensors");
-  if (fs.existsSync(single)) {
-    const { tensors, metadata } = readSafetensorsFile(single);
-    const withFile = new Map([...tensors].map(([name, t]) => [name, { ...t, file: single }]));
-    return { tensors: withFile, metadata, indexMetadata: {} };
-  }
-  const indexPath = join(dir, "model.safetensors.index.json");
-  if (fs.existsSync(indexPath)) return readSharded(dir, indexPath);
-  throw new Error(describeMissingWeights(dir));
+  return readModelWeightData(readModelWeightHeaders(dir));
 }
 
 function describeMissingWeights(dir: string): string {
@@ -96,18 +131,10 @@ function describeMissingWeights(dir: string): string {
   return `${dir}: no model.safetensors or model.safetensors.index.json (${listing}); pass a Hugging Face model folder`;
 }
 
-function readSharded(dir: string, indexPath: string): ModelWeights {
-  let index: unknown;
-  try {
-    index = JSON.parse(fs.readFileSync(indexPath, "utf8"));
-  } catch (err) {
-    throw new Error(`${indexPath}: cannot read the shard index (${errText(err)}); re-download it`, {
-      cause: err,
-    });
-  }
-  if (!isPlainObject(index) || !isPlainObject(index.weight_map)) {
+function readShardHeaders(dir: string, indexPath: string): ModelWeightHeaders {
+  const index = readJson(indexPath)!;
+  if (!isPlainObject(index.weight_map))
     throw new Error(`${indexPath}: has no "weight_map" object; re-download it`);
-  }
   const problems: string[] = [];
   const namesByShard = new Map<string, string[]>();
   for (const [name, file] of Object.entries(index.weight_map)) {
@@ -120,26 +147,28 @@ function readSharded(dir: string, indexPath: string): ModelWeights {
     namesByShard.set(file, names);
   }
 
-  const tensors = new Map<string, ModelWeightsTensor>();
+  const tensors: ModelWeightHeaders["tensors"] = new Map();
   const metadata: Record<string, string> = {};
+  const files: SafetensorsFileHeader[] = [];
   for (const [file, names] of namesByShard) {
     const path = join(dir, file);
-    let shard: SafetensorsFile;
+    let shard: SafetensorsFileHeader;
     try {
-      shard = readSafetensorsFile(path);
+      shard = readSafetensorsHeader(path);
     } catch (err) {
       if (err instanceof SafetensorsError) problems.push(...err.problems.map((p) => `${file}: ${p}`));
       else problems.push(errText(err));
       continue;
     }
+    files.push(shard);
     for (const name of names) {
-      if (!shard.tensors.has(name))
+      if (!shard.entries.has(name))
         problems.push(`"${name}" is listed under ${file} in weight_map but ${file} lacks it`);
     }
-    for (const [name, t] of shard.tensors) {
+    for (const [name, e] of shard.entries) {
       const other = tensors.get(name);
       if (other) problems.push(`"${name}" appears in two shards: ${other.file} and ${path}`);
-      else tensors.set(name, { ...t, file: path });
+      else tensors.set(name, { ...e, file: path });
     }
     for (const [k, v] of Object.entries(shard.metadata)) if (!Object.hasOwn(metadata, k)) metadata[k] = v;
   }
@@ -151,7 +180,7 @@ function readSharded(dir: string, indexPath: string): ModelWeights {
     );
   }
   const indexMetadata = isPlainObject(index.metadata) ? index.metadata : {};
-  return { tensors, metadata, indexMetadata };
+  return { tensors, metadata, indexMetadata, files };
 }
 
 /**

@@ -1,8 +1,9 @@
 /** Node: loads a Tokenizer from a model folder (tokenizer.json, optional tokenizer_config.json / generation_config.json). */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer } from "../tokenizer.js";
 import { readJson } from "./json-file.js";
+import { readTextFile } from "./read-file.js";
 
 const readOptional = (path: string) => readJson(path, true);
 
@@ -18,7 +19,7 @@ export function loadTokenizer(dir: string): Tokenizer {
   // Recent transformers saves the chat template beside tokenizer_config.json instead of inside it.
   const jinja = join(dir, "chat_template.jinja");
   if (tokenizerConfig?.chat_template === undefined && existsSync(jinja)) {
-    tokenizerConfig = { ...tokenizerConfig, chat_template: readFileSync(jinja, "utf8") };
+    tokenizerConfig = { ...tokenizerConfig, chat_template: readTextFile(jinja) };
   }
   return Tokenizer.fromJSON({
     tokenizerJson: readJson(path)!,
