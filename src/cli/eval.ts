@@ -1,7 +1,8 @@
 /** `lora eval`: mean next-token loss, perplexity and token count of a model (plus adapter) on data. */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { listCheckpoints } from "../io/node/checkpoint-folder.js";
+import { readTextFile } from "../io/node/read-file.js";
 import { evaluate } from "../train/evaluate.js";
 import { type Command, num, required, str, UsageError, type Values } from "./command.js";
 import {
@@ -26,7 +27,7 @@ function runSeqLen(adapterDir: string): number | null {
   if (!state) return null;
   try {
     const run = (
-      JSON.parse(readFileSync(state === own ? own : join(state, "trainer_state.json"), "utf8")) as {
+      JSON.parse(readTextFile(state === own ? own : join(state, "trainer_state.json"))) as {
         run?: { seq_len?: unknown; settings?: { "seq-len"?: unknown } };
       }
     ).run;

@@ -1,6 +1,10 @@
 /** `lora params`: the paper's parameter arithmetic, for given shapes or for a model folder's targets. */
+
+import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { checkModelTensors } from "../io/model-loader.js";
 import { readJson } from "../io/node/json-file.js";
+import { readModelWeightHeaders } from "../io/node/safetensors-file.js";
 import { LORA_DEFAULTS } from "../lora/config.js";
 import { applyLoRA, loraLayers, parameterReport } from "../lora/inject.js";
 import { buildModel, modelFamily } from "../models/index.js";
@@ -55,6 +59,10 @@ export function formatTable(header: string[], rows: string[][]): string {
 function modelParams(dir: string, v: Values, rank: number): void {
   const config = readJson(join(dir, "config.json"))!;
   const family = modelFamily(config, join(dir, "config.json"));
+  // with weights beside it, a config whose sizes the tensors do not back (1e6 layers) is refused from
+  // the headers alone, before a module is built
+  if (existsSync(join(dir, "model.safetensors")) || existsSync(join(dir, "model.safetensors.index.json")))
+    checkModelTensors(config, readModelWeightHeaders(dir).tensors, dir);
   let shared = new Float32Array(0);
   const model = buildModel(config, (_n, shape) => {
     if (shared.length < numel(shape)) shared = new Float32Array(numel(shape));

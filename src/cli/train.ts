@@ -12,9 +12,10 @@ import {
 } from "../io/node/checkpoint-folder.js";
 import { readJson } from "../io/node/json-file.js";
 import { loadModelFolder, saveModelFolder } from "../io/node/model-folder.js";
+import { readTextFile } from "../io/node/read-file.js";
 import { checkOutSeparate, RunFolder } from "../io/node/run-folder.js";
 import { readSafetensorsFile, writeFileAtomic } from "../io/node/safetensors-file.js";
-import { adapterFiles } from "../io/peft.js";
+import { adapterFiles, loraConfigProblems } from "../io/peft.js";
 import { serializeSafetensors } from "../io/safetensors.js";
 import { LORA_DEFAULTS, type LoraConfig } from "../lora/config.js";
 import { applyLoRA, parameterReport, setLoraDropout } from "../lora/inject.js";
@@ -112,7 +113,7 @@ function prepareRows(
 
 /** The LoRA config of a fresh run, from the settings. */
 function loraConfigOf(s: Settings, family: ModelFamily, modelType: unknown): LoraConfig {
-  return {
+  const config: LoraConfig = {
     ...LORA_DEFAULTS,
     r: s.rank as number,
     lora_alpha: s.alpha as number,
@@ -123,6 +124,10 @@ function loraConfigOf(s: Settings, family: ModelFamily, modelType: unknown): Lor
     init_lora_weights: s.init === "gaussian" ? "gaussian" : true,
     fan_in_fan_out: family.fanInFanOut,
   };
+  // the same bounds as an adapter_config.json read from disk (--alpha 1e308 is a typo, not a run)
+  const problems = loraConfigProblems(config);
+  if (problems.length > 0) throw new UsageError(`--rank / --alpha / --dropout: ${problems.join("; ")}`);
+  return config;
 }
 
 interface Resume {
@@ -209,8 +214,7 @@ function checkResumeFits(resume: Resume, config: Record<string, unknown>, dataPr
 /** Keeps the metrics rows up to `step` (a resumed run rewrites what came after its checkpoint). */
 function truncateMetrics(path: string, step: number): void {
   if (!fs.existsSync(path)) return;
-  const keep = fs
-    .readFileSync(path, "utf8")
+  const keep = readTextFile(path)
     .split("\n")
     .filter((line) => {
       try {

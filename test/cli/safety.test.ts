@@ -136,7 +136,7 @@ describe("lora train never destroys a user's files (#20.1)", () => {
     const file = readSafetensorsFile(join(poisoned, "adapter_model.safetensors"));
     const tensors = [...file.tensors].map(([name, t]) => {
       const d = tensorToFloat32(t).slice();
-      if (name.endsWith("layers.1.self_attn.v_proj.lora_B.weight")) d[0] = Number.NaN;
+      if (name.endsWith("layers.1.self_attn.v_proj.lora_B.weight")) d.fill(3e38); // finite, but the loss overflows
       return { name, dtype: "F32" as const, shape: t.shape, data: d };
     });
     writeFileSync(
@@ -144,7 +144,8 @@ describe("lora train never destroys a user's files (#20.1)", () => {
       serializeSafetensors(tensors, { format: "pt" }),
     );
     const r = trainTiny(out, "--adapter", poisoned, "--steps", "2", "--overwrite");
-    assert.notEqual(r.code, 0);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /at step 1; .*The previous run in .*diverging is unchanged/);
     assert.deepEqual(hashes(out), before);
     assert.deepEqual(
       readdirSync(tmp).filter((n) => n.startsWith(".diverging.")),
@@ -248,7 +249,7 @@ describe("non-finite numbers are never an answer (#20.3)", () => {
     const file = readSafetensorsFile(join(poisoned, "adapter_model.safetensors"));
     const tensors = [...file.tensors].map(([name, t]) => {
       const d = tensorToFloat32(t).slice();
-      if (name.endsWith("lora_B.weight")) d[0] = Number.NaN;
+      if (name.endsWith("lora_B.weight")) d.fill(3e38); // finite on disk, non-finite logits
       return { name, dtype: "F32" as const, shape: t.shape, data: d };
     });
     writeFileSync(
@@ -256,7 +257,8 @@ describe("non-finite numbers are never an answer (#20.3)", () => {
       serializeSafetensors(tensors, { format: "pt" }),
     );
     const r = lora("eval", "--model", tiny, "--adapter", poisoned, "--data", data, "--json");
-    assert.notEqual(r.code, 0);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /the loss is (NaN|Infinity): the model or the adapter gives non-finite logits/);
     assert.equal(r.out, "");
   });
 });
@@ -288,6 +290,20 @@ describe("ids, targets and context are checked when read (#20.4, #20.8)", () => 
     const l = trainTiny(join(tmp, "ctx-llama"), "--seq-len", "128", "--steps", "1");
     ok(l);
     assert.match(l.err, /warning: --seq-len 128 is longer than the model's context of 64 tokens/);
+  });
+});
+
+describe("configs that would exhaust the machine (#20.6)", () => {
+  it("lora params refuses a million layers from the weight headers, at once", () => {
+    const big = join(tmp, "million");
+    cpSync(tiny, big, { recursive: true });
+    const config = JSON.parse(readFileSync(join(big, "config.json"), "utf8"));
+    writeFileSync(join(big, "config.json"), JSON.stringify({ ...config, num_hidden_layers: 1_000_000 }));
+    const t0 = Date.now();
+    const r = lora("params", "--model", big);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /the weights do not fit config\.json/);
+    assert.ok(Date.now() - t0 < 10_000, "answers in seconds");
   });
 });
 
@@ -365,8 +381,9 @@ describe("the newcomer's first hour (#20.9, #20.10)", () => {
     assert.equal(JSON.parse(r.out).loss, JSON.parse(explicit.out).loss);
   });
 
-  it("flags: our own messages for negative numbers, empty targets, zero epochs, top-p 0, eval-every", () => {
+  it("flags: our own messages for negative numbers, empty targets, zero epochs, absurd alpha, eval-every", () => {
     const cases: [string[], RegExp][] = [
+      [["--alpha", "1e308"], /the LoRA scale lora_alpha 1e\+308 \/ r 8 = 1\.25e\+307 is above 1000000/],
       [["--steps", "-1"], /--steps must be an integer >= 1, got "-1"/],
       [["--targets", ""], /--targets is empty/],
       [["--epochs", "0"], /--epochs must be a number > 0, got "0"/],

@@ -11,6 +11,7 @@ import fs from "node:fs";
 import { basename, dirname, join, relative, resolve, sep } from "node:path";
 import { CHECKPOINT_FORMAT } from "../checkpoint.js";
 import { listCheckpoints } from "./checkpoint-folder.js";
+import { readTextFile } from "./read-file.js";
 
 export const RUN_MARKER = ".lora-run.json";
 const RUN_FORMAT = "lora-ts-run";
@@ -48,7 +49,7 @@ export type OutState =
 
 function readMarker(dir: string): Marker | null {
   try {
-    const m = JSON.parse(fs.readFileSync(join(dir, RUN_MARKER), "utf8")) as Marker;
+    const m = JSON.parse(readTextFile(join(dir, RUN_MARKER))) as Marker;
     return m.format === RUN_FORMAT && Array.isArray(m.files) ? m : null;
   } catch {
     return null;
@@ -59,7 +60,7 @@ function readMarker(dir: string): Marker | null {
 function isLegacyRun(dir: string): boolean {
   return listCheckpoints(dir).some(({ dir: c }) => {
     try {
-      const s = JSON.parse(fs.readFileSync(join(c, "trainer_state.json"), "utf8")) as { format?: string };
+      const s = JSON.parse(readTextFile(join(c, "trainer_state.json"))) as { format?: string };
       return s.format === CHECKPOINT_FORMAT;
     } catch {
       return false;
