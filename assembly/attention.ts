@@ -3,9 +3,9 @@ import { gemmBlock } from "./gemm";
 import { dot, zero } from "./simd";
 import { expShift, rowMax } from "./norms";
 
-// x: [B, T, H, D] -> out; pairs (i, i + D/2) rotate by cs: [T, D/2, 2] = (cos, sin)
-export function rope(out: usize, x: usize, cs: usize, B: i32, T: i32, H: i32, D: i32): void {
-  const half = D >> 1;
+// x: [B, T, H, D] -> out; pairs (i, i + R/2) rotate by cs: [T, R/2, 2] = (cos, sin); dims R.. pass through
+export function rope(out: usize, x: usize, cs: usize, B: i32, T: i32, H: i32, D: i32, R: i32): void {
+  const half = R >> 1;
   for (let b = 0; b < B; b++) {
     for (let t = 0; t < T; t++) {
       const tab = cs + ((<usize>t * half) << 3);
@@ -19,6 +19,7 @@ export function rope(out: usize, x: usize, cs: usize, B: i32, T: i32, H: i32, D:
           store<f32>(out + o + (<usize>i << 2), x1 * c - x2 * s);
           store<f32>(out + o + (<usize>(i + half) << 2), x2 * c + x1 * s);
         }
+        if (out != x) for (let d = R; d < D; d++) store<f32>(out + o + (<usize>d << 2), load<f32>(x + o + (<usize>d << 2)));
       }
     }
   }

@@ -189,3 +189,26 @@ make(
     ["q_proj", "v_proj", "o_proj", "gate_proj"],
     T=20,
 )
+# Phi-3 / Phi-4-mini: fused qkv_proj and gate_up_proj, RoPE on 3/4 of each head (12 of 16 dims),
+# LongRoPE (T = 24 > original 16: the long factors, and the attention factor of 64/16), a sliding window
+R2 = 6
+make(
+    "phi3",
+    transformers.Phi3Config(
+        **small,
+        max_position_embeddings=64,
+        original_max_position_embeddings=16,
+        sliding_window=10,
+        rope_parameters={
+            "rope_type": "longrope",
+            "rope_theta": 10000.0,
+            "partial_rotary_factor": 0.75,
+            "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5][:R2],
+            "long_factor": [1.0, 1.5, 2.5, 4.0, 6.0, 9.0][:R2],
+            "original_max_position_embeddings": 16,
+        },
+        pad_token_id=0,
+    ),
+    ["qkv_proj", "gate_up_proj"],
+    T=24,
+)

@@ -214,8 +214,8 @@ FN(Rope) {
   Args a(env, info);
   size_t nf = 0;
   const double* freqs = a.f64(7, &nf);
-  if ((long)nf * 2 != a.l(5)) throw std::invalid_argument("lora_native: rope needs D/2 frequencies");
-  rope(a.f(0), a.f(1), a.l(2), a.l(3), a.l(4), a.l(5), a.l(6), freqs, a.b(8));
+  if ((long)nf * 2 > a.l(5)) throw std::invalid_argument("lora_native: rope has more than D/2 frequencies");
+  rope(a.f(0), a.f(1), a.l(2), a.l(3), a.l(4), a.l(5), a.l(6), freqs, (long)nf * 2, a.d(8), a.b(9));
 }
 
 AttnDims attn_dims(Args& a, size_t i) {

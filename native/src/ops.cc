@@ -401,9 +401,9 @@ void softmax_backward(float* dx, const float* dout, const float* y, long N, long
   });
 }
 
-void rope(float* out, const float* x, long B, long T, long H, long D, long offset, const double* freqs,
-          bool inverse) {
-  long half = D / 2;
+void rope(float* out, const float* x, long B, long T, long H, long D, long offset, const double* freqs, long R,
+          double scale, bool inverse) {
+  long half = R / 2;
   double sign = inverse ? -1.0 : 1.0;
   rows(T, B * H * D * 4, [&](long t0, long t1) {
     std::vector<double> cs(half), sn(half);
@@ -411,8 +411,8 @@ void rope(float* out, const float* x, long B, long T, long H, long D, long offse
       double pos = (double)(offset + t);
       for (long i = 0; i < half; i++) {
         double angle = pos * freqs[i];
-        cs[i] = std::cos(angle);
-        sn[i] = sign * std::sin(angle);
+        cs[i] = scale * std::cos(angle);
+        sn[i] = sign * scale * std::sin(angle);
       }
       for (long b = 0; b < B; b++)
         for (long h = 0; h < H; h++) {
@@ -422,6 +422,7 @@ void rope(float* out, const float* x, long B, long T, long H, long D, long offse
             out[o + i] = (float)(x1 * cs[i] - x2 * sn[i]);
             out[o + i + half] = (float)(x2 * cs[i] + x1 * sn[i]);
           }
+          for (long d = R; d < D; d++) out[o + d] = x[o + d];
         }
     }
   });

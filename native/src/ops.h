@@ -37,8 +37,10 @@ void softmax_backward_row(float* ds, const float* dp, const float* p, long lim, 
 void softmax_forward(float* out, const float* x, long N, long C);
 void softmax_backward(float* dx, const float* dout, const float* y, long N, long C);
 
-// freqs: [D/2] inverse frequencies; the pair (i, i + D/2) turns by (offset + t) * freqs[i]
-void rope(float* out, const float* x, long B, long T, long H, long D, long offset, const double* freqs, bool inverse);
+// freqs: [R/2] inverse frequencies (R <= D: partial rotary, dims R.. pass through); the pair
+// (i, i + R/2) turns by (offset + t) * freqs[i], cos and sin times scale
+void rope(float* out, const float* x, long B, long T, long H, long D, long offset, const double* freqs, long R,
+          double scale, bool inverse);
 
 void cross_entropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets, long N, long V);
 void cross_entropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets, long N,

@@ -241,10 +241,11 @@ export function softmax(x: Tensor): Tensor {
 
 /**
  * Rotary position embedding (rotate-half convention) on x: [B, T, H, D] at positions offset..; pair
- * (i, i + D/2) turns by pos · freqs[i]. `freqs` [D/2] is a plain theta for the original RoPE
- * (theta^(-2i/D), see ropeFrequencies) or a model's scaled inverse frequencies.
+ * (i, i + R/2) turns by pos · freqs[i], with R = 2·freqs.length (R < D: partial rotary, the other dims
+ * pass through), and cos/sin are multiplied by `scale` (LongRoPE's attention factor). `freqs` is a plain
+ * theta for the original RoPE (theta^(-2i/D), see ropeFrequencies) or a model's inverse frequencies.
  */
-export function rope(x: Tensor, offset: number, freqs: number | Float64Array): Tensor {
+export function rope(x: Tensor, offset: number, freqs: number | Float64Array, scale = 1): Tensor {
   floatOnly("rope", x);
   check(
     x.ndim === 4 && last(x) % 2 === 0,
@@ -252,10 +253,10 @@ export function rope(x: Tensor, offset: number, freqs: number | Float64Array): T
   );
   const [B, T, H, D] = x.shape as [number, number, number, number];
   const f = typeof freqs === "number" ? ropeFrequencies(D, freqs) : freqs;
-  check(f.length === D / 2, () => `rope: ${f.length} frequencies for head dim ${D} (want ${D / 2})`);
+  check(f.length * 2 <= D, () => `rope: ${f.length} frequencies for head dim ${D} (at most ${D / 2})`);
   const out = empty(x.shape);
-  backend().rope(out, x.data, B, T, H, D, offset, f, false);
-  return record("rope", [x], new Tensor(out, x.shape), { offset, freqs: f }, null);
+  backend().rope(out, x.data, B, T, H, D, offset, f, scale, false);
+  return record("rope", [x], new Tensor(out, x.shape), { offset, freqs: f, scale }, null);
 }
 
 /** The original RoPE's inverse frequencies theta^(-2i/D), i < D/2, in f64. */

@@ -174,7 +174,7 @@ export const gradRules: { [K in OpName]: GradRule<K> } = {
     // the rotation is orthogonal, so its gradient is the inverse rotation
     const [B, T, H, D] = n.out.shape as [number, number, number, number];
     const dx = new Float32Array(g.length);
-    backend().rope(dx, g, B, T, H, D, n.attrs.offset, n.attrs.freqs, true);
+    backend().rope(dx, g, B, T, H, D, n.attrs.offset, n.attrs.freqs, n.attrs.scale, true);
     return [dx];
   },
   attention: (n, g, needs) => {

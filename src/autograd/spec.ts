@@ -18,7 +18,7 @@ export interface OpSpecs {
   gelu: { attrs: null; saved: null };
   silu: { attrs: null; saved: null };
   softmax: { attrs: null; saved: null };
-  rope: { attrs: { offset: number; freqs: Float64Array }; saved: null };
+  rope: { attrs: { offset: number; freqs: Float64Array; scale: number }; saved: null };
   attention: { attrs: { causal?: boolean; scale?: number; window?: number }; saved: { att: Float32Array } };
   crossEntropy: {
     attrs: { targets: Int32Array; reduction: "mean" | "sum" };

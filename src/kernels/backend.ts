@@ -195,9 +195,11 @@ export interface Backend {
   // y: the forward output
   softmaxBackward(dx: Float32Array, dout: Float32Array, y: Float32Array, N: number, C: number): void;
 
-  // x: [B, T, H, D] -> out: [B, T, H, D], rotate-half RoPE at positions offset..offset+T-1: the pair
-  // (i, i + D/2) turns by the angle pos · freqs[i] (freqs: [D/2] inverse frequencies, f64; angles and
-  // their cos/sin are taken in f64); inverse rotates the other way (that is the backward).
+  // x: [B, T, H, D] -> out: [B, T, H, D], rotate-half RoPE at positions offset..offset+T-1 on the first
+  // R = 2·freqs.length <= D dims (partial rotary; the rest pass through): the pair (i, i + R/2) turns by
+  // the angle pos · freqs[i] (freqs: [R/2] inverse frequencies, f64; angles and cos/sin in f64), and both
+  // are multiplied by `scale` (LongRoPE's attention factor; 1 otherwise); inverse rotates the other way
+  // (that is the backward).
   rope(
     out: Float32Array,
     x: Float32Array,
@@ -207,6 +209,7 @@ export interface Backend {
     D: number,
     offset: number,
     freqs: Float64Array,
+    scale: number,
     inverse: boolean,
   ): void;
 

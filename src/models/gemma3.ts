@@ -17,7 +17,7 @@ import { Module } from "../nn/module.js";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../tensor/dtype.js";
 import { Tensor } from "../tensor/tensor.js";
 import { type CausalLM, ConfigFields, type ParamFactory } from "./model.js";
-import { parseRope, type RopeSettings, Rotary } from "./rope.js";
+import { parseRope, type RopeSettings, Rotary, type RotaryPass } from "./rope.js";
 
 type LayerType = "sliding_attention" | "full_attention";
 
@@ -169,12 +169,22 @@ class Gemma3Attention extends Module {
     this.k_norm = norm(p, `${name}.k_norm`, D, cfg.rms_norm_eps);
   }
 
-  // x: [B, T, C] -> [B, T, C]; freqs: [D/2] of this layer's type
-  forward(x: Tensor, offset: number, freqs: Float64Array, cache?: KVCache): Tensor {
+  // x: [B, T, C] -> [B, T, C]; rot: the rotary embedding of this layer's type
+  forward(x: Tensor, offset: number, rot: RotaryPass, cache?: KVCache): Tensor {
     const [B, T] = x.shape as [number, number, number];
     const { num_attention_heads: Hq, num_key_value_heads: Hkv, head_dim: D } = this.cfg;
-    const q = rope(this.q_norm.forward(reshape(this.q_proj.forward(x), [B, T, Hq, D])), offset, freqs);
-    let k = rope(this.k_norm.forward(reshape(this.k_proj.forward(x), [B, T, Hkv, D])), offset, freqs);
+    const q = rope(
+      this.q_norm.forward(reshape(this.q_proj.forward(x), [B, T, Hq, D])),
+      offset,
+      rot.freqs,
+      rot.scale,
+    );
+    let k = rope(
+      this.k_norm.forward(reshape(this.k_proj.forward(x), [B, T, Hkv, D])),
+      offset,
+      rot.freqs,
+      rot.scale,
+    );
     let v = reshape(this.v_proj.forward(x), [B, T, Hkv, D]);
     if (cache) [k, v] = cache.append(this.layer, k, v);
     const sliding = this.cfg.layer_types[this.layer] === "sliding_attention";
@@ -225,8 +235,8 @@ class Gemma3DecoderLayer extends Module {
     this.post_feedforward_layernorm = norm(p, `${name}.post_feedforward_layernorm`, C, eps);
   }
 
-  forward(x: Tensor, offset: number, freqs: Float64Array, cache?: KVCache): Tensor {
-    const a = this.self_attn.forward(this.input_layernorm.forward(x), offset, freqs, cache);
+  forward(x: Tensor, offset: number, rot: RotaryPass, cache?: KVCache): Tensor {
+    const a = this.self_attn.forward(this.input_layernorm.forward(x), offset, rot, cache);
     x = add(x, this.post_attention_layernorm.forward(a));
     const m = this.mlp.forward(this.pre_feedforward_layernorm.forward(x));
     return add(x, this.post_feedforward_layernorm.forward(m));
@@ -307,13 +317,13 @@ export class Gemma3ForCausalLM extends Module implements CausalLM {
   hidden(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor {
     const offset = cache?.length ?? 0;
     const len = offset + shape[1];
-    const freqs = {
-      full_attention: this.rotary.full_attention.frequencies(len),
-      sliding_attention: this.rotary.sliding_attention.frequencies(len),
+    const rot = {
+      full_attention: this.rotary.full_attention.pass(len),
+      sliding_attention: this.rotary.sliding_attention.pass(len),
     };
     let x = scale(this.model.embed_tokens.forward(ids, shape), this.embedScale); // [B, T, C]
     this.model.layers.forEach((layer, i) => {
-      x = layer.forward(x, offset, freqs[this.config.layer_types[i]!], cache);
+      x = layer.forward(x, offset, rot[this.config.layer_types[i]!], cache);
     });
     cache?.commit();
     return this.model.norm.forward(x);

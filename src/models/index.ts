@@ -3,6 +3,7 @@ import { Gemma3ForCausalLM, gemma3Checkpoint, parseGemma3Config } from "./gemma3
 import { GPT2LMHeadModel, gpt2Checkpoint, parseGPT2Config } from "./gpt2.js";
 import { LLAMA_TYPES, LlamaForCausalLM, llamaCheckpoint, parseLlamaConfig } from "./llama.js";
 import type { CausalLM, ParamFactory } from "./model.js";
+import { Phi3ForCausalLM, parsePhi3Config } from "./phi3.js";
 
 export type { CausalLM, ParamFactory, ParamKind } from "./model.js";
 export { randomParams } from "./model.js";
@@ -47,11 +48,20 @@ const gemma3: ModelFamily = {
   learnedPositions: false,
 };
 
+const phi3: ModelFamily = {
+  build: (json, p, source) => new Phi3ForCausalLM(parsePhi3Config(json, source), p),
+  checkpoint: llamaCheckpoint,
+  defaultTargets: [],
+  fanInFanOut: false,
+  learnedPositions: false,
+};
+
 // PEFT's default targets per model_type (its TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING);
-// smollm3 has none there, so --targets is required, as PEFT requires target_modules
+// smollm3 and phi3 have none there, so --targets is required, as PEFT requires target_modules
 const families: Record<string, ModelFamily> = {
   gpt2,
   gemma3_text: gemma3,
+  phi3,
   ...Object.fromEntries(
     LLAMA_TYPES.map((t) => [t, t === "smollm3" ? { ...llama, defaultTargets: [] } : llama]),
   ),

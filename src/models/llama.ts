@@ -13,7 +13,7 @@ import { Embedding, Linear, type LinearLike, RMSNorm } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { type CausalLM, ConfigFields, type ParamFactory } from "./model.js";
-import { parseRope, type RopeSettings, Rotary } from "./rope.js";
+import { parseRope, type RopeSettings, Rotary, type RotaryPass } from "./rope.js";
 
 export const LLAMA_TYPES = ["llama", "mistral", "qwen2", "qwen3", "smollm3"] as const;
 export type LlamaType = (typeof LLAMA_TYPES)[number];
@@ -169,14 +169,14 @@ class LlamaAttention extends Module {
     this.usesRope = cfg.no_rope_layers?.[layer] !== 0;
   }
 
-  // x: [B, T, C] -> [B, T, C]; freqs: [D/2] rotary frequencies of this pass
-  forward(x: Tensor, offset: number, freqs: Float64Array, cache?: KVCache): Tensor {
+  // x: [B, T, C] -> [B, T, C]; rot: this pass's rotary frequencies and cos/sin factor
+  forward(x: Tensor, offset: number, rot: RotaryPass, cache?: KVCache): Tensor {
     const [B, T] = x.shape as [number, number, number];
     const { num_attention_heads: Hq, num_key_value_heads: Hkv, head_dim: D } = this.cfg;
     const heads = (t: Tensor, H: number, norm?: RMSNorm) => {
       const h = reshape(t, [B, T, H, D]);
       const n = norm ? norm.forward(h) : h;
-      return this.usesRope ? rope(n, offset, freqs) : n;
+      return this.usesRope ? rope(n, offset, rot.freqs, rot.scale) : n;
     };
     const q = heads(this.q_proj.forward(x), Hq, this.q_norm);
     let k = heads(this.k_proj.forward(x), Hkv, this.k_norm);
@@ -224,8 +224,8 @@ class LlamaDecoderLayer extends Module {
     this.mlp = new LlamaMLP(p, `${name}.mlp`, cfg);
   }
 
-  forward(x: Tensor, offset: number, freqs: Float64Array, cache?: KVCache): Tensor {
-    x = add(x, this.self_attn.forward(this.input_layernorm.forward(x), offset, freqs, cache));
+  forward(x: Tensor, offset: number, rot: RotaryPass, cache?: KVCache): Tensor {
+    x = add(x, this.self_attn.forward(this.input_layernorm.forward(x), offset, rot, cache));
     return add(x, this.mlp.forward(this.post_attention_layernorm.forward(x)));
   }
 }
@@ -293,9 +293,9 @@ export class LlamaForCausalLM extends Module implements CausalLM {
   // ids: [B, T] -> hidden states [B, T, C] after the final norm
   hidden(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor {
     const offset = cache?.length ?? 0;
-    const freqs = this.rotary.frequencies(offset + shape[1]);
+    const rot = this.rotary.pass(offset + shape[1]);
     let x = this.model.embed_tokens.forward(ids, shape); // [B, T, C]
-    for (const layer of this.model.layers) x = layer.forward(x, offset, freqs, cache);
+    for (const layer of this.model.layers) x = layer.forward(x, offset, rot, cache);
     cache?.commit();
     return this.model.norm.forward(x);
   }

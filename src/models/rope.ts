@@ -1,8 +1,10 @@
 /**
  * RoPE settings and inverse frequencies, as transformers' modeling_rope_utils computes them:
- * "default" (theta^(-2i/D)), "linear" (divided by factor), "dynamic" (NTK: the base grows once the
- * sequence passes max_position_embeddings) and "llama3" (Llama 3.1+: low frequencies divided by
- * factor, high ones kept, a smooth blend between). Other rope types are refused, naming these.
+ * "default" (theta^(-2i/R)), "linear" (divided by factor), "dynamic" (NTK: the base grows once the
+ * sequence passes max_position_embeddings), "llama3" (Llama 3.1+: low frequencies divided by factor,
+ * high ones kept, a smooth blend between) and "longrope" (Phi-3/4: per-frequency short or long factors
+ * chosen by the sequence length, and an attention factor on cos/sin). Other rope types are refused,
+ * naming these. R = head_dim · partial_rotary_factor dims rotate; the rest pass through.
  *
  * config.json spells them two ways: transformers 5 writes `rope_parameters` {rope_type, rope_theta,
  * factor, ...}; transformers 4 wrote `rope_scaling` {rope_type | type, factor, ...} beside a top-level
@@ -10,7 +12,7 @@
  * either spelling is never replaced by a default. Frequencies are computed in f64.
  */
 
-export const ROPE_TYPES = ["default", "linear", "dynamic", "llama3"] as const;
+export const ROPE_TYPES = ["default", "linear", "dynamic", "llama3", "longrope"] as const;
 export type RopeType = (typeof ROPE_TYPES)[number];
 
 export interface RopeSettings {
@@ -21,7 +23,21 @@ export interface RopeSettings {
   /** llama3 */
   lowFreqFactor: number;
   highFreqFactor: number;
+  /** llama3, longrope */
   originalMax: number;
+  /** The fraction of head_dim that rotates (Phi-4-mini: 0.75). */
+  partial: number;
+  /** longrope: one factor per rotated frequency, for sequences up to / past originalMax */
+  shortFactor: number[];
+  longFactor: number[];
+  /** longrope: cos and sin are multiplied by it (1 for the other types) */
+  attentionFactor: number;
+}
+
+/** One pass's rotary embedding: frequencies [R/2] and the factor on cos/sin. */
+export interface RotaryPass {
+  freqs: Float64Array;
+  scale: number;
 }
 
 type Json = Record<string, unknown>;
@@ -71,23 +87,61 @@ export function parseRope(json: Json, defaultTheta: number, errors: string[]): R
     }
     return x;
   };
-  // factor for every scaled type; the llama3 rule also needs its three own fields
+  // factor for every scaled type but longrope (whose default is the context ratio); the llama3 rule
+  // also needs its three own fields, longrope the original context
   const scaled = type === "linear" || type === "dynamic" || type === "llama3";
+  const needs = (k: string) =>
+    k === "factor"
+      ? scaled
+      : k === "original_max_position_embeddings"
+        ? type === "llama3" || type === "longrope"
+        : type === "llama3";
   const field = (k: string, fallback?: number) =>
-    (k === "factor" ? scaled : type === "llama3") ? num(`rope ${type}: ${k}`, src[k], fallback) : Number.NaN;
-  const prf = src.partial_rotary_factor ?? json.partial_rotary_factor;
-  if (prf !== undefined && prf !== 1)
-    errors.push(
-      `partial_rotary_factor ${JSON.stringify(prf)} is not supported (only 1: RoPE on the whole head)`,
-    );
+    needs(k) ? num(`rope ${type}: ${k}`, src[k], fallback) : Number.NaN;
+  const prf = src.partial_rotary_factor ?? json.partial_rotary_factor ?? 1;
+  if (typeof prf !== "number" || !(prf > 0 && prf <= 1))
+    errors.push(`partial_rotary_factor must be a number in (0, 1], got ${JSON.stringify(prf)}`);
+  const originalMax =
+    type === "longrope"
+      ? field("original_max_position_embeddings", json.original_max_position_embeddings as number)
+      : field("original_max_position_embeddings", json.max_position_embeddings as number);
   const s: RopeSettings = {
     type: type as RopeType,
     theta: num("rope_theta", theta),
     factor: field("factor"),
     lowFreqFactor: field("low_freq_factor"),
     highFreqFactor: field("high_freq_factor"),
-    originalMax: field("original_max_position_embeddings", json.max_position_embeddings as number),
+    originalMax,
+    partial: typeof prf === "number" ? prf : 1,
+    shortFactor: [],
+    longFactor: [],
+    attentionFactor: 1,
   };
+  if (type === "longrope") {
+    const list = (k: string) => {
+      const v = src[k];
+      if (
+        Array.isArray(v) &&
+        v.length > 0 &&
+        v.every((x) => typeof x === "number" && Number.isFinite(x) && x > 0)
+      )
+        return v as number[];
+      errors.push(`rope longrope: ${k} must be a list of positive numbers, got ${JSON.stringify(v)}`);
+      return [];
+    };
+    s.shortFactor = list("short_factor");
+    s.longFactor = list("long_factor");
+    // transformers: factor defaults to max_position_embeddings / original; the attention factor to
+    // sqrt(1 + ln(factor) / ln(original)) when factor > 1
+    const factor = src.factor ?? (json.max_position_embeddings as number) / originalMax;
+    const given = src.attention_factor;
+    s.attentionFactor =
+      typeof given === "number"
+        ? given
+        : typeof factor === "number" && factor > 1
+          ? Math.sqrt(1 + Math.log(factor) / Math.log(originalMax))
+          : 1;
+  }
   if (type === "llama3" && !(s.highFreqFactor > s.lowFreqFactor))
     errors.push(
       `rope llama3: high_freq_factor ${s.highFreqFactor} must exceed low_freq_factor ${s.lowFreqFactor}`,
@@ -95,13 +149,21 @@ export function parseRope(json: Json, defaultTheta: number, errors: string[]): R
   return s;
 }
 
-/** theta^(-2i/D) for i < D/2. */
-const plain = (D: number, theta: number) =>
-  Float64Array.from({ length: D / 2 }, (_, i) => theta ** ((-2 * i) / D));
+/** theta^(-2i/R) for i < R/2. */
+const plain = (R: number, theta: number) =>
+  Float64Array.from({ length: R / 2 }, (_, i) => theta ** ((-2 * i) / R));
 
-/** The inverse frequencies of the static rope types ("dynamic" before it grows). */
-export function inverseFrequencies(s: RopeSettings, D: number): Float64Array {
-  const f = plain(D, s.theta);
+/** The dims that rotate, of a head of D: int(D · partial_rotary_factor), as transformers takes it. */
+export const rotaryDims = (s: RopeSettings, D: number) => Math.floor(D * s.partial);
+
+/**
+ * The inverse frequencies [R/2] of the static rope types ("dynamic" before it grows, "longrope" with
+ * its short factors).
+ */
+export function inverseFrequencies(s: RopeSettings, D: number, factors = s.shortFactor): Float64Array {
+  const R = rotaryDims(s, D);
+  const f = plain(R, s.theta);
+  if (s.type === "longrope") return f.map((x, i) => x / factors[i]!);
   if (s.type === "linear") return f.map((x) => x / s.factor);
   if (s.type !== "llama3") return f;
   const lowWavelen = s.originalMax / s.lowFreqFactor;
@@ -116,13 +178,15 @@ export function inverseFrequencies(s: RopeSettings, D: number): Float64Array {
 }
 
 /**
- * A model's rotary frequencies for each forward pass. Static for every type but "dynamic", which,
- * like transformers' dynamic_rope_update, recomputes the base when a pass reaches past the longest
- * length seen so far (starting from max_position_embeddings), and returns to the original
- * frequencies when a pass is shorter than max_position_embeddings again.
+ * A model's rotary embedding for each forward pass. Static for every type but "dynamic", which, like
+ * transformers' dynamic_rope_update, recomputes the base when a pass reaches past the longest length
+ * seen so far (starting from max_position_embeddings) and returns to the original frequencies when a
+ * pass is shorter than max_position_embeddings again, and "longrope", which takes its long factors for
+ * a pass longer than original_max_position_embeddings and its short ones otherwise.
  */
 export class Rotary {
   private readonly original: Float64Array;
+  private readonly long: Float64Array | null;
   private current: Float64Array;
   private cached: number;
 
@@ -132,24 +196,28 @@ export class Rotary {
     private readonly maxPositions: number,
   ) {
     this.original = inverseFrequencies(s, D);
+    this.long = s.type === "longrope" ? inverseFrequencies(s, D, s.longFactor) : null;
     this.current = this.original;
     this.cached = maxPositions;
   }
 
-  /** The frequencies for a pass whose last position is seqLen - 1. */
-  frequencies(seqLen: number): Float64Array {
-    if (this.s.type !== "dynamic") return this.current;
+  /** The rotary embedding of a pass whose last position is seqLen - 1. */
+  pass(seqLen: number): RotaryPass {
+    const scale = this.s.attentionFactor;
+    if (this.long) return { freqs: seqLen > this.s.originalMax ? this.long : this.original, scale };
+    if (this.s.type !== "dynamic") return { freqs: this.current, scale };
     const { factor, theta } = this.s;
     const max = this.maxPositions;
+    const R = rotaryDims(this.s, this.D);
     if (seqLen > this.cached) {
-      const base = theta * ((factor * seqLen) / max - (factor - 1)) ** (this.D / (this.D - 2));
-      this.current = plain(this.D, base);
+      const base = theta * ((factor * seqLen) / max - (factor - 1)) ** (R / (R - 2));
+      this.current = plain(R, base);
       this.cached = seqLen;
     }
     if (seqLen < max && this.cached > max) {
       this.current = this.original;
       this.cached = max;
     }
-    return this.current;
+    return { freqs: this.current, scale };
   }
 }

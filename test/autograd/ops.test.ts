@@ -87,6 +87,12 @@ describe("ops vs finite differences", () => {
     }
   });
 
+  it("partial, scaled rope (LongRoPE on 3/4 of the head) against finite differences", () => {
+    checkOp("rope partial", ([x]) => ops.rope(x!, 2, ops.ropeFrequencies(6, 500), 1.2), [
+      randn([2, 3, 2, 8], rng),
+    ]);
+  });
+
   it("rope at offset 0 and 5", () => {
     for (const offset of [0, 5]) {
       checkOp(`rope offset ${offset}`, ([x]) => ops.rope(x!, offset, 10000), [randn([2, 3, 3, 8], rng)]);

@@ -42,6 +42,7 @@ const FAMILIES: [string, string[]][] = [
   ["smollm3", ["--targets", "q_proj,v_proj"]],
   ["gemma3_text", []],
   ["mistral_window", []],
+  ["phi3", ["--targets", "qkv_proj,o_proj"]],
 ];
 
 describe("newer families through the CLI", () => {
@@ -96,21 +97,43 @@ describe("newer families through the CLI", () => {
     });
   }
 
-  it("smollm3 needs --targets, as PEFT has no default for it", () => {
-    const r = lora("train", "--model", model("smollm3"), "--data", data, "--out", join(tmp, "no-targets"));
-    assert.equal(r.code, 2);
-    assert.match(r.err, /PEFT has no default target_modules for model_type "smollm3"; pass --targets/);
+  it("smollm3 and phi3 need --targets, as PEFT has no default for them", () => {
+    for (const name of ["smollm3", "phi3"]) {
+      const r = lora(
+        "train",
+        "--model",
+        model(name),
+        "--data",
+        data,
+        "--out",
+        join(tmp, `no-targets-${name}`),
+      );
+      assert.equal(r.code, 2);
+      assert.match(
+        r.err,
+        new RegExp(`PEFT has no default target_modules for model_type "${name}"; pass --targets`),
+      );
+    }
   });
 });
 
 describe("newer families: KV-cached greedy decoding equals the full forward", () => {
-  for (const name of ["llama3_rope", "qwen3", "smollm3", "gemma3_text", "mistral_window"]) {
+  // phi3 stays within original_max_position_embeddings (16): past it LongRoPE switches to its long
+  // factors, and keys cached before keep the short ones, as in transformers
+  for (const [name, n] of [
+    ["llama3_rope", 12],
+    ["qwen3", 12],
+    ["smollm3", 12],
+    ["gemma3_text", 12],
+    ["mistral_window", 12],
+    ["phi3", 10],
+  ] as const) {
     it(name, () => {
       const { model: m } = loadModelFolder(model(name));
       const prompt = [3, 14, 15, 9, 26];
-      const cached = [...generate(m, prompt, { maxTokens: 12, temperature: 0 })];
+      const cached = [...generate(m, prompt, { maxTokens: n, temperature: 0 })];
       const ids = [...prompt];
-      for (let i = 0; i < 12; i++) {
+      for (let i = 0; i < n; i++) {
         const logits = noGrad(() => m.forward(Int32Array.from(ids), [1, ids.length])).data;
         const V = m.vocabSize;
         const row = logits.subarray((ids.length - 1) * V);

@@ -52,7 +52,7 @@ jsonl(
 );
 
 describe("lora train: the exactness contract", () => {
-  for (const name of ["llama_gqa_tied", "gpt2", "llama3_rope", "qwen3", "smollm3", "gemma3_text"]) {
+  for (const name of ["llama_gqa_tied", "gpt2", "llama3_rope", "qwen3", "smollm3", "gemma3_text", "phi3"]) {
     it(`${name}: one SGD step from --adapter A0 is A0 - lr·dL/dA with PyTorch's gradient`, () => {
       const expected = JSON.parse(readFileSync(join(model(name), "expected.json"), "utf8"));
       const data = join(tmp, `${name}-ids.jsonl`);

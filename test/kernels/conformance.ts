@@ -250,14 +250,20 @@ export function conformance(name: string, fast: () => Backend, skip: string | fa
       }
     });
 
-    it("rope forward and inverse", () => {
-      const [B, T, H, D] = [2, 5, 3, 8];
-      for (const inverse of [false, true]) {
-        same(
-          `rope inverse=${inverse}`,
-          [new Float32Array(B * T * H * D), randn(B * T * H * D)],
-          (k, [o, x]) => k.rope(o, x, B, T, H, D, 3, ropeFrequencies(D, 10000), inverse),
-        );
+    it("rope forward and inverse, whole and partial rotary, scaled", () => {
+      const [B, T, H, D] = [2, 5, 3, 12];
+      for (const [R, scale] of [
+        [D, 1],
+        [8, 1.19],
+        [2, 1],
+      ] as const) {
+        for (const inverse of [false, true]) {
+          same(
+            `rope R=${R} scale=${scale} inverse=${inverse}`,
+            [new Float32Array(B * T * H * D), randn(B * T * H * D)],
+            (k, [o, x]) => k.rope(o, x, B, T, H, D, 3, ropeFrequencies(R, 10000), scale, inverse),
+          );
+        }
       }
     });
 

@@ -32,7 +32,7 @@ interface Expected {
 
 /**
  * Made by the real transformers + PEFT (scripts/make_family_fixtures.py): rope scaling, Qwen3, SmolLM3,
- * Mistral's sliding window, Gemma 3.
+ * Mistral's sliding window, Gemma 3, Phi-3 (fused projections, partial rotary, LongRoPE).
  */
 const FAMILIES = [
   "llama3_rope",
@@ -42,6 +42,7 @@ const FAMILIES = [
   "smollm3",
   "mistral_window",
   "gemma3_text",
+  "phi3",
 ];
 const MODELS = [
   "gpt2",
@@ -175,6 +176,22 @@ describe("newer families: the features matter, and both config spellings read al
       (c) => (c.layer_types = ["sliding_attention", "sliding_attention", "sliding_attention"]),
     ],
     ["gemma3_text", "another query_pre_attn_scalar", (c) => (c.query_pre_attn_scalar = 24)],
+    [
+      "phi3",
+      "the short LongRoPE factors",
+      (c) => ((c.rope_parameters as Record<string, unknown>).original_max_position_embeddings = 32),
+    ],
+    [
+      "phi3",
+      "RoPE on the whole head",
+      (c) => {
+        const r = c.rope_parameters as Record<string, number[] | number>;
+        r.partial_rotary_factor = 1;
+        r.short_factor = [...(r.short_factor as number[]), 3, 3];
+        r.long_factor = [...(r.long_factor as number[]), 9, 9];
+      },
+    ],
+    ["phi3", "no sliding window", (c) => (c.sliding_window = null)],
   ];
   for (const [name, what, edit] of off) {
     it(`${name}: ${what} gives other logits (the fixture exercises the feature)`, () => {

@@ -1,7 +1,8 @@
 /** Reference rotary embedding and causal grouped-query attention, forward and backward. */
 import { type AttentionDims, attentionScale, keyRange } from "../backend.js";
 
-// x: [B, T, H, D] -> out: [B, T, H, D]; pairs (i, i + D/2) rotate by angle pos * freqs[i]
+// x: [B, T, H, D] -> out: [B, T, H, D]; pairs (i, i + R/2), R = 2·freqs.length, rotate by angle
+// pos * freqs[i], cos and sin times `scale`; dims R.. pass through
 export function rope(
   out: Float32Array,
   x: Float32Array,
@@ -11,16 +12,22 @@ export function rope(
   D: number,
   offset: number,
   freqs: Float64Array,
+  scale: number,
   inverse: boolean,
 ): void {
-  const half = D >> 1;
+  const half = freqs.length;
   const sign = inverse ? -1 : 1;
   for (let t = 0; t < T; t++) {
     const pos = offset + t;
+    for (let b = 0; b < B; b++)
+      for (let h = 0; h < H; h++) {
+        const o = ((b * T + t) * H + h) * D;
+        for (let d = 2 * half; d < D; d++) out[o + d] = x[o + d]!;
+      }
     for (let i = 0; i < half; i++) {
       const angle = pos * freqs[i]!;
-      const c = Math.cos(angle);
-      const s = sign * Math.sin(angle);
+      const c = scale * Math.cos(angle);
+      const s = sign * scale * Math.sin(angle);
       for (let b = 0; b < B; b++) {
         for (let h = 0; h < H; h++) {
           const o = ((b * T + t) * H + h) * D;

@@ -5,9 +5,9 @@
 import { attentionScale } from "../backend.js";
 import { rowParts, type WasmOp } from "./runtime.js";
 
-// x: [B, T, H, D] -> out; the cos/sin table [T, D/2] is computed here in f64, as ref does
-export const rope: WasmOp<"rope"> = (rt, out, x, B, T, H, D, offset, freqs, inverse) => {
-  const half = D >> 1;
+// x: [B, T, H, D] -> out; the cos/sin table [T, R/2] (times scale) is computed here in f64, as ref does
+export const rope: WasmOp<"rope"> = (rt, out, x, B, T, H, D, offset, freqs, scale, inverse) => {
+  const half = freqs.length;
   const sign = inverse ? -1 : 1;
   const { heap: h } = rt;
   h.reset();
@@ -17,11 +17,11 @@ export const rope: WasmOp<"rope"> = (rt, out, x, B, T, H, D, offset, freqs, inve
   for (let t = 0; t < T; t++) {
     for (let i = 0; i < half; i++) {
       const angle = (offset + t) * freqs[i]!;
-      cs[2 * (t * half + i)] = Math.cos(angle);
-      cs[2 * (t * half + i) + 1] = sign * Math.sin(angle);
+      cs[2 * (t * half + i)] = scale * Math.cos(angle);
+      cs[2 * (t * half + i) + 1] = sign * scale * Math.sin(angle);
     }
   }
-  h.k.rope!(px, px, pcs, B, T, H, D);
+  h.k.rope!(px, px, pcs, B, T, H, D, 2 * half);
   h.get(out, px, B * T * H * D);
 };
 
