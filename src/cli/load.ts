@@ -79,7 +79,7 @@ export function tokenizeRows(
     try {
       t = tokenizeRow(row, tokenizer, { maskPrompt: opts.maskPrompt, templateVars: opts.templateVars });
     } catch (e) {
-      throw new Error(`${opts.source}: ${(e as Error).message}`);
+      throw new Error(`${opts.source}: row ${i + 1}: ${(e as Error).message}`);
     }
     const { vocabSize } = opts;
     if (vocabSize !== undefined) {

@@ -67,7 +67,7 @@ const families: Record<string, ModelFamily> = {
   ),
 };
 
-export const SUPPORTED_MODEL_TYPES = Object.keys(families);
+export const SUPPORTED_MODEL_TYPES = Object.keys(families).sort();
 
 /** The family for a config.json, or an error naming the supported model types. */
 export function modelFamily(config: Record<string, unknown>, source = "config.json"): ModelFamily {

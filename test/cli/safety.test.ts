@@ -491,4 +491,23 @@ describe("tokenizeRows", () => {
     assert.deepEqual(rows[0]!.ids, [1, ..."gh".split("").map((c) => c.charCodeAt(0)), 88, 89, 2]);
     assert.deepEqual(rows[0]!.mask, [0, 0, 0, 1, 1, 1]);
   });
+
+  it("names the row a chat template cannot render", async () => {
+    const { tokenizeRows } = await import("../../src/cli/load.js");
+    const tok = {
+      bosToken: null,
+      eosIds: [2],
+      encode: () => [5, 6],
+      applyChatTemplate: (m: { role: string }[]) => {
+        if (m.some((x) => x.role === "tool")) throw new Error("Conversation roles must alternate");
+        return "ok";
+      },
+    } as unknown as Parameters<typeof tokenizeRows>[1];
+    const good = { messages: [{ role: "user", content: "a" }] };
+    const bad = { messages: [{ role: "tool", content: "b" }] };
+    assert.throws(
+      () => tokenizeRows([good, bad], tok, { maskPrompt: false, maxLen: 8, source: "chat.jsonl" }),
+      /chat\.jsonl: row 2: Conversation roles must alternate/,
+    );
+  });
 });
