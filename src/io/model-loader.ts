@@ -8,7 +8,7 @@
  */
 import { buildModel, type CausalLM, modelFamily } from "../models/index.js";
 import { type BaseDType, castBaseWeights } from "../nn/base-dtype.js";
-import type { DType, HalfDType } from "../tensor/dtype.js";
+import { type DType, type HalfDType, HOST_LE } from "../tensor/dtype.js";
 import { numel, shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
 import { describeNonFinite, FLOAT_DTYPES, type SafetensorsTensor, tensorToFloat32 } from "./safetensors.js";
@@ -29,8 +29,11 @@ function transposeInPlace<A extends Float32Array | Uint16Array>(w: A, rows: numb
 
 const HALF_OF: Partial<Record<DType, HalfDType>> = { BF16: "bf16", F16: "f16" };
 
-// little-endian 16-bit tensor bytes -> a fresh Uint16Array of the bits
+// little-endian 16-bit tensor bytes -> their bits: a view into the file's buffer where the host is
+// little-endian and the tensor 2-byte aligned (no second copy of a 16-bit model), else a fresh copy
 function halfBits(bytes: Uint8Array): Uint16Array {
+  if (HOST_LE && bytes.byteOffset % 2 === 0)
+    return new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const out = new Uint16Array(bytes.byteLength / 2);
   for (let i = 0; i < out.length; i++) out[i] = v.getUint16(i * 2, true);

@@ -1,5 +1,12 @@
 /** Safetensors parse (fully validated, zero-copy views) and serialize (as Python does); browser-safe. */
-import { DTYPE_SIZE, type DType, decodeToFloat32, encodeFromFloat32, isDType } from "../tensor/dtype.js";
+import {
+  DTYPE_SIZE,
+  type DType,
+  decodeToFloat32,
+  encodeFromFloat32,
+  HOST_LE,
+  isDType,
+} from "../tensor/dtype.js";
 
 export interface SafetensorsTensor {
   dtype: DType;
@@ -328,7 +335,6 @@ const EXPONENT: Partial<Record<DType, [size: number, top: number, next: number]>
 };
 // The same masks over aligned 32-bit words (one F32, or two 16-bit values) on a little-endian host:
 // adding the low bit of the exponent carries into the bit above it exactly when every exponent bit is set.
-const HOST_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const WORD: Partial<Record<DType, [mask: number, carry: number, top: number]>> = {
   F32: [0x7f800000, 0x00800000, 0x80000000 | 0],
   BF16: [0x7f807f80, 0x00800080, 0x80008000 | 0],

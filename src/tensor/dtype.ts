@@ -21,7 +21,8 @@ export function isDType(value: unknown): value is DType {
 }
 
 /** True on little-endian hosts, where typed-array views can alias file bytes directly. */
-const HOST_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+/** The host stores numbers little-endian, as safetensors does (then its bytes can be viewed, not copied). */
+export const HOST_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 // Scratch cell for reinterpreting float32 bits.
 const f32 = new Float32Array(1);
