@@ -1,4 +1,5 @@
 /** `lora train`: LoRA (or full) fine-tuning of a model folder, with checkpoints, exact resume and metrics. */
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import { join, resolve } from "node:path";
 import { checkpointFiles, parseCheckpoint } from "../io/checkpoint.js";
@@ -196,7 +197,46 @@ function resolveSettings(v: Values): { s: Settings; resume: Resume | null } {
 }
 
 /** Refuses a checkpoint made for another model (config.json) or other data (the tokenized rows' hash). */
-function checkResumeFits(resume: Resume, config: Record<string, unknown>, dataPrint: string): void {
+/**
+ * A fingerprint of a model folder's weights, cheap at any size: each safetensors file's size and a
+ * sha256 of its first and last MiB (the header, and data from both ends). A resume refuses a --model
+ * whose weights differ from the run's even when its config.json is the same.
+ */
+function weightsFingerprint(dir: string): string {
+  const files = fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith(".safetensors"))
+    .sort();
+  const hash = createHash("sha256");
+  const MiB = 1 << 20;
+  for (const f of files) {
+    const fd = fs.openSync(join(dir, f), "r");
+    try {
+      const size = fs.fstatSync(fd).size;
+      const buf = Buffer.alloc(Math.min(MiB, size));
+      hash.update(`${f}:${size}:`);
+      for (const at of [0, Math.max(0, size - MiB)]) {
+        const n = fs.readSync(fd, buf, 0, buf.length, at);
+        hash.update(buf.subarray(0, n));
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  return hash.digest("hex").slice(0, 16);
+}
+
+function checkResumeFits(
+  resume: Resume,
+  config: Record<string, unknown>,
+  dataPrint: string,
+  weightsPrint: string,
+): void {
+  const storedWeights = resume.state.run.weights_fingerprint;
+  if (typeof storedWeights === "string" && storedWeights !== weightsPrint)
+    throw new UsageError(
+      `--resume ${resume.dir}: the model's weights differ from the ones the run was trained on (config.json is the same); pass the run's own --model`,
+    );
   const stored = resume.state.run.model_config as Record<string, unknown>;
   const diffs = Object.keys({ ...config, ...stored }).filter(
     (k) => JSON.stringify(config[k]) !== JSON.stringify(stored[k]),
@@ -256,7 +296,8 @@ async function runTrain(v: Values): Promise<void> {
   };
   const rows = prepareRows(s.data as string, loaded, s, seqLen, "training", templateVars);
   const dataPrint = fingerprint(rows);
-  if (resume) checkResumeFits(resume, config, dataPrint);
+  const weightsPrint = weightsFingerprint(s.model as string);
+  if (resume) checkResumeFits(resume, config, dataPrint, weightsPrint);
   const valPath =
     (s["val-data"] as string | null) ??
     (fs.statSync(s.data as string).isDirectory() && fs.existsSync(join(s.data as string, "valid.jsonl"))
@@ -355,6 +396,7 @@ async function runTrain(v: Values): Promise<void> {
     date_string: templateVars.date_string,
     model_config: config,
     data_fingerprint: dataPrint,
+    weights_fingerprint: weightsPrint,
     // each resume that changed a tunable setting: where, and what changed
     resumes:
       resume && Object.keys(resume.tuned).length > 0
@@ -448,8 +490,11 @@ async function runTrain(v: Values): Promise<void> {
     });
   } catch (e) {
     progress.stop();
-    const kept = folder.staged ? ` The previous run in ${out} is unchanged.` : "";
-    folder.abandon();
+    const staged = folder.staged;
+    const keptNew = folder.abandon();
+    const kept = staged
+      ? ` The previous run in ${out} is unchanged.${keptNew ? ` The new run, with its checkpoint, is in ${keptNew}.` : ""}`
+      : "";
     if (e instanceof DivergedError) {
       throw new Error(
         `${e.message}. ${lastSaved ? `The last good checkpoint is ${lastSaved}: continue it with --resume ${lastSaved} --lr ${(s.lr as number) / 10}` : "No checkpoint was saved yet: lower --lr"} (now ${s.lr}), or keep --max-grad-norm on.${kept}`,

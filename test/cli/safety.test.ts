@@ -101,18 +101,21 @@ describe("lora train never destroys a user's files (#20.1)", () => {
     );
     assert.equal(r.code, 2);
     assert.match(r.err, /--out .* holds the --data path/);
+    const adapter = join(tmp, "adapters/mine");
+    cpSync(join(tiny, "adapter"), adapter, { recursive: true });
     const a = lora(
       "train",
       "--model",
       tiny,
       "--adapter",
-      join(tiny, "adapter"),
+      adapter,
       "--data",
       data,
       "--out",
-      tiny,
+      join(tmp, "adapters"),
     );
     assert.equal(a.code, 2);
+    assert.match(a.err, /--out .*adapters holds the --adapter path/);
   });
 
   it("--overwrite with bad data leaves the previous run whole", () => {
@@ -220,6 +223,33 @@ describe("--resume writes only into the run folder that holds the checkpoint (#2
     assert.deepEqual(hashes(join(b, "run")), other);
     assert.ok(existsSync(join(a, "run/checkpoints/step-4")));
     assert.ok(!existsSync(join(tmp, "elsewhere")));
+  });
+
+  it("a checkpoint copied into someone's folder does not make it a run: nothing there is replaced", () => {
+    const src = join(tmp, "ck-src");
+    ok(trainTiny(src, "--steps", "2", "--save-every", "1"));
+    const mine = join(tmp, "mine");
+    cpSync(join(tiny, "adapter"), mine, { recursive: true });
+    cpSync(join(src, "checkpoints/step-1"), join(mine, "ck"), { recursive: true });
+    const before = hashes(mine);
+    const r = lora("train", "--resume", join(mine, "ck"));
+    assert.equal(r.code, 2);
+    assert.match(r.err, /is not a run folder of lora train \(it holds adapter_config\.json/);
+    assert.deepEqual(hashes(mine), before);
+  });
+
+  it("refuses a --model whose weights differ from the run's, though its config.json is the same", () => {
+    const out = join(tmp, "weights");
+    ok(trainTiny(out, "--steps", "2", "--save-every", "1"));
+    const other = join(tmp, "other-weights");
+    cpSync(tiny, other, { recursive: true });
+    const file = join(other, "model.safetensors");
+    const bytes = readFileSync(file);
+    bytes[bytes.length - 1]! ^= 1;
+    writeFileSync(file, bytes);
+    const r = lora("train", "--resume", out, "--model", other);
+    assert.equal(r.code, 2);
+    assert.match(r.err, /the model's weights differ from the ones the run was trained on/);
   });
 
   it("refuses an --out other than the checkpoint's run folder", () => {

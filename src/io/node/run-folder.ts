@@ -5,8 +5,12 @@
  * - a folder that holds a model or adapter we did not write is never a run folder;
  * - `--out` may not hold (or be) a path the run reads;
  * - `--overwrite` trains into a hidden sibling folder and swaps it in only once the new run has a
- *   checkpoint: a run that fails before then leaves the previous one as it was.
+ *   checkpoint: a run that fails before then leaves the previous one as it was. The swap is journaled
+ *   (`.lora-commit.json` in the run folder): a swap that fails is undone, and one cut short by a crash
+ *   is finished by the next `lora train` on that folder, so neither run is ever lost.
  */
+
+import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import { basename, dirname, join, relative, resolve, sep } from "node:path";
 import { CHECKPOINT_FORMAT } from "../checkpoint.js";
@@ -14,6 +18,7 @@ import { listCheckpoints } from "./checkpoint-folder.js";
 import { readTextFile } from "./read-file.js";
 
 export const RUN_MARKER = ".lora-run.json";
+const JOURNAL = ".lora-commit.json";
 const RUN_FORMAT = "lora-ts-run";
 
 /** Names a run may write in its folder. */
@@ -72,12 +77,64 @@ function isLegacyRun(dir: string): boolean {
 export function inspectOut(dir: string): OutState {
   if (!fs.existsSync(dir)) return { kind: "empty" };
   if (!fs.statSync(dir).isDirectory()) return { kind: "foreign", files: [basename(dir)] };
+  recoverCommit(dir);
   const names = fs.readdirSync(dir);
+  const ours = (n: string) => FOREIGN_SIGNS.includes(n) || RUN_FILES.includes(n);
   const marker = readMarker(dir);
-  if (marker) return { kind: "run", files: marker.files.filter((f) => names.includes(f)) };
-  if (isLegacyRun(dir)) return { kind: "run", files: RUN_FILES.filter((f) => names.includes(f)) };
-  const clash = names.filter((n) => FOREIGN_SIGNS.includes(n) || RUN_FILES.includes(n));
+  if (marker) {
+    // a model, adapter or run file the marker does not list is someone else's: never replaced
+    const unlisted = names.filter((n) => ours(n) && !marker.files.includes(n));
+    if (unlisted.length > 0) return { kind: "foreign", files: unlisted };
+    return { kind: "run", files: marker.files.filter((f) => names.includes(f)) };
+  }
+  if (isLegacyRun(dir)) {
+    const files = RUN_FILES.filter((f) => names.includes(f));
+    const unlisted = names.filter((n) => ours(n) && !files.includes(n));
+    return unlisted.length > 0 ? { kind: "foreign", files: unlisted } : { kind: "run", files };
+  }
+  const clash = names.filter(ours);
   return clash.length > 0 ? { kind: "foreign", files: clash } : { kind: "empty" };
+}
+
+/** The folder `out` names, through a symlink: siblings are made beside it, on its filesystem. */
+const target = (out: string) => (fs.existsSync(out) ? fs.realpathSync(out) : resolve(out));
+/** A hidden sibling of `out` for a swap: unique even when process ids repeat (containers). */
+const sibling = (out: string, kind: "new" | "old") =>
+  join(
+    dirname(target(out)),
+    `.${basename(target(out))}.lora-${kind}-${process.pid}-${randomBytes(4).toString("hex")}`,
+  );
+
+interface Journal {
+  staging: string;
+  trash: string;
+  previous: string[];
+}
+
+/**
+ * Finishes a swap that a crash cut short (a journal in `dir`): the new run had its checkpoint, so it
+ * goes in; the previous run's files go to the trash folder, which is removed last.
+ */
+function recoverCommit(dir: string): void {
+  if (!fs.existsSync(join(dir, JOURNAL))) return;
+  const j = JSON.parse(readTextFile(join(dir, JOURNAL))) as Journal;
+  moveAll(dir, j.trash, [...j.previous, RUN_MARKER]);
+  if (fs.existsSync(j.staging)) moveAll(j.staging, dir, fs.readdirSync(j.staging));
+  fs.rmSync(join(dir, JOURNAL), { force: true });
+  fs.rmSync(j.staging, { recursive: true, force: true });
+  fs.rmSync(j.trash, { recursive: true, force: true });
+}
+
+/** Moves the `names` that exist in `from` into `to`; returns what was moved. */
+function moveAll(from: string, to: string, names: string[]): string[] {
+  fs.mkdirSync(to, { recursive: true });
+  const moved: string[] = [];
+  for (const n of names) {
+    if (!fs.existsSync(join(from, n))) continue;
+    fs.renameSync(join(from, n), join(to, n));
+    moved.push(n);
+  }
+  return moved;
 }
 
 const real = (p: string) => {
@@ -126,7 +183,7 @@ export class RunFolder {
     readonly out: string,
     private readonly previous: string[] | null,
   ) {
-    this.staging = previous ? join(dirname(out), `.${basename(out)}.lora-new-${process.pid}`) : null;
+    this.staging = previous ? sibling(out, "new") : null;
   }
 
   /**
@@ -151,15 +208,26 @@ export class RunFolder {
       );
     }
     if (state.kind === "run" && !overwrite) {
+      const resumable = listCheckpoints(out).length > 0;
       throw new RunFolderError(
-        `--out ${out} already holds a training run (${state.files.join(", ")}); pass --resume ${out} to continue it, --overwrite to replace it (the old run stays until the new one has its first checkpoint), or choose another --out`,
+        resumable
+          ? `--out ${out} already holds a training run (${state.files.join(", ")}); pass --resume ${out} to continue it, --overwrite to replace it (the old run stays until the new one has its first checkpoint), or choose another --out`
+          : `--out ${out} holds a run that stopped before its first checkpoint (${state.files.join(", ")}), so it cannot be resumed; pass --overwrite to replace it, or choose another --out`,
       );
     }
     return state;
   }
 
-  /** Reopens the run folder that holds a checkpoint, for a resume: writes go straight there. */
+  /**
+   * Reopens the run folder that holds a checkpoint, for a resume: writes go straight there. It must be
+   * a run of ours (a checkpoint copied into someone's folder does not make that folder a run).
+   */
   static resume(out: string): RunFolder {
+    const state = inspectOut(out);
+    if (state.kind !== "run")
+      throw new RunFolderError(
+        `--resume: ${out} is not a run folder of lora train${state.kind === "foreign" ? ` (it holds ${state.files.join(", ")}, which no run wrote)` : ""}; resume a run folder or a checkpoint inside its checkpoints/`,
+      );
     const folder = new RunFolder(out, null);
     const marker = readMarker(out);
     for (const f of marker?.files ?? RUN_FILES.filter((n) => fs.existsSync(join(out, n))))
@@ -186,40 +254,74 @@ export class RunFolder {
   }
 
   /**
-   * Swaps the new run in: the previous run's files move aside, the new ones move into `out`, then
-   * the old ones are deleted. Files in `out` that no run wrote stay where they are.
+   * Swaps the new run in: the previous run's files move aside, the new ones move into `out`, then the
+   * old ones are deleted. Files in `out` that no run wrote stay where they are. The swap is journaled:
+   * if a move fails, what moved is moved back and the previous run is whole again; if the process
+   * dies midway, the next inspectOut of `out` finishes it.
    */
   commit(): void {
     if (!this.staging) return;
     const staging = this.staging;
-    const trash = join(dirname(this.out), `.${basename(this.out)}.lora-old-${process.pid}`);
-    fs.mkdirSync(this.out, { recursive: true });
-    fs.mkdirSync(trash, { recursive: true });
-    for (const f of [...(this.previous ?? []), RUN_MARKER]) {
-      if (fs.existsSync(join(this.out, f))) fs.renameSync(join(this.out, f), join(trash, f));
+    const dir = target(this.out);
+    const trash = sibling(this.out, "old");
+    const previous = this.previous ?? [];
+    const incoming = fs.readdirSync(staging);
+    const clash = incoming.filter(
+      (n) => n !== RUN_MARKER && !previous.includes(n) && fs.existsSync(join(dir, n)),
+    );
+    if (clash.length > 0)
+      throw new RunFolderError(
+        `--out ${this.out}: ${clash.join(", ")} appeared there during the run; it is not replaced`,
+      );
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(join(dir, JOURNAL), JSON.stringify({ staging, trash, previous } satisfies Journal));
+    let away: string[] = [];
+    let moved: string[] = [];
+    try {
+      away = moveAll(dir, trash, [...previous, RUN_MARKER]);
+      moved = moveAll(staging, dir, incoming);
+    } catch (err) {
+      // undo: the new run back to staging, the previous run back in place
+      moveAll(dir, staging, moved);
+      moveAll(trash, dir, away);
+      fs.rmSync(join(dir, JOURNAL), { force: true });
+      fs.rmSync(trash, { recursive: true, force: true });
+      throw err;
     }
-    for (const f of fs.readdirSync(staging)) fs.renameSync(join(staging, f), join(this.out, f));
     this.staging = null;
+    fs.rmSync(join(dir, JOURNAL), { force: true });
     fs.rmSync(staging, { recursive: true, force: true });
     fs.rmSync(trash, { recursive: true, force: true });
   }
 
-  /** After a failure: drops a staged new run (the previous run was never touched). */
-  abandon(): void {
-    if (!this.staging) return;
-    fs.rmSync(this.staging, { recursive: true, force: true });
+  /**
+   * After a failure: drops a staged new run that has no checkpoint (the previous run was never
+   * touched). One with a checkpoint is kept, and its folder returned, so that it can be resumed.
+   */
+  abandon(): string | null {
+    const staging = this.staging;
+    if (!staging) return null;
     this.staging = null;
+    if (listCheckpoints(staging).length > 0) return staging;
+    fs.rmSync(staging, { recursive: true, force: true });
+    return null;
   }
 }
 
-/** Staging folders of runs that were killed before their first checkpoint (their process is gone). */
+/**
+ * Staging folders of runs that were killed before their first checkpoint (their process is gone, and
+ * no journal of a swap names them). A trash folder is only ever removed by the swap that made it.
+ */
 function removeStaleStaging(out: string): void {
-  const parent = dirname(out);
+  const dir = target(out);
+  const parent = dirname(dir);
   if (!fs.existsSync(parent)) return;
-  const prefix = `.${basename(out)}.lora-`;
+  const prefix = `.${basename(dir)}.lora-new-`;
   for (const name of fs.readdirSync(parent)) {
-    const m = /^(?:new|old)-(\d+)$/.exec(name.startsWith(prefix) ? name.slice(prefix.length) : "");
-    if (!m || alive(Number(m[1])) || !readMarker(join(parent, name))) continue;
+    const m = /^(\d+)-[0-9a-f]+$/.exec(name.startsWith(prefix) ? name.slice(prefix.length) : "");
+    // our own id on a folder we have not made yet: a process of an earlier run (ids repeat)
+    const pid = Number(m?.[1]);
+    if (!m || (pid !== process.pid && alive(pid)) || !readMarker(join(parent, name))) continue;
     fs.rmSync(join(parent, name), { recursive: true, force: true });
   }
 }
