@@ -17,7 +17,7 @@ import { Module } from "../nn/module.js";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../tensor/dtype.js";
 import { Tensor } from "../tensor/tensor.js";
 import { type CausalLM, ConfigFields, type ParamFactory } from "./model.js";
-import { parseRope, type RopeSettings, Rotary, type RotaryPass } from "./rope.js";
+import { checkRope, parseRope, type RopeSettings, Rotary, type RotaryPass } from "./rope.js";
 
 type LayerType = "sliding_attention" | "full_attention";
 
@@ -72,6 +72,10 @@ export function parseGemma3Config(json: Record<string, unknown>, source = "confi
   // rope per layer type: transformers 5 nests rope_parameters by type; 4 had rope_theta (+ rope_scaling)
   // for full layers and rope_local_base_freq for sliding ones
   const nested = (json.rope_parameters ?? {}) as Record<string, unknown>;
+  f.require(
+    !("rope_theta" in nested || "rope_type" in nested),
+    'rope_parameters must be nested by layer type for gemma3_text ({"full_attention": {...}, "sliding_attention": {...}}), as transformers 5 writes it',
+  );
   const ropeOf = (t: LayerType, v4: Record<string, unknown>, theta: number) => {
     const e: string[] = [];
     const r = parseRope(
@@ -117,6 +121,7 @@ export function parseGemma3Config(json: Record<string, unknown>, source = "confi
     ["num_attention_heads", "num_key_value_heads"],
   );
   f.require(c.head_dim % 2 === 0, `head_dim ${c.head_dim} must be even for RoPE`, ["head_dim"]);
+  for (const r of Object.values(rope)) checkRope(r, c.head_dim, false, f.problems);
   f.done();
   return c;
 }

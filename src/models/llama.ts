@@ -13,7 +13,7 @@ import { Embedding, Linear, type LinearLike, RMSNorm } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { type CausalLM, ConfigFields, type ParamFactory } from "./model.js";
-import { parseRope, type RopeSettings, Rotary, type RotaryPass } from "./rope.js";
+import { checkRope, parseRope, type RopeSettings, Rotary, type RotaryPass } from "./rope.js";
 
 export const LLAMA_TYPES = ["llama", "mistral", "qwen2", "qwen3", "smollm3"] as const;
 export type LlamaType = (typeof LLAMA_TYPES)[number];
@@ -96,6 +96,7 @@ export function parseLlamaConfig(json: Record<string, unknown>, source = "config
     "hidden_size",
     "num_attention_heads",
   ]);
+  if (c.head_dim % 2 === 0) checkRope(rope, c.head_dim, false, f.problems);
   f.done();
   return c;
 }
@@ -134,7 +135,8 @@ function layerWindows(
     }
     return types.map((t) => (t === "sliding_attention" ? w : 0));
   }
-  const from = typeof json.max_window_layers === "number" ? json.max_window_layers : layers;
+  // transformers' Qwen2/Qwen3 default: sliding from layer 28 on
+  const from = typeof json.max_window_layers === "number" ? json.max_window_layers : 28;
   return none.map((_, i) => (i >= from ? w : 0));
 }
 

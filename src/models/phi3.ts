@@ -11,7 +11,7 @@ import { Embedding, Linear, type LinearLike, RMSNorm } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { type CausalLM, ConfigFields, type ParamFactory } from "./model.js";
-import { parseRope, type RopeSettings, Rotary, type RotaryPass, rotaryDims } from "./rope.js";
+import { checkRope, parseRope, type RopeSettings, Rotary, type RotaryPass } from "./rope.js";
 
 export interface Phi3Config {
   model_type: "phi3";
@@ -69,20 +69,7 @@ export function parsePhi3Config(json: Record<string, unknown>, source = "config.
     `num_attention_heads ${heads} is not a multiple of num_key_value_heads ${c.num_key_value_heads}`,
     ["num_attention_heads", "num_key_value_heads"],
   );
-  const R = rotaryDims(rope, c.head_dim);
-  f.require(
-    R % 2 === 0 && R > 0,
-    `head_dim ${c.head_dim} × partial_rotary_factor ${rope.partial} = ${R} rotary dims must be even`,
-  );
-  if (rope.type === "longrope")
-    for (const [k, v] of [
-      ["short_factor", rope.shortFactor],
-      ["long_factor", rope.longFactor],
-    ] as const)
-      f.require(
-        v.length === 0 || v.length === R / 2,
-        `rope longrope: ${k} has ${v.length} entries; the ${R} rotary dims need ${R / 2}`,
-      );
+  checkRope(rope, c.head_dim, true, f.problems);
   f.done();
   return c;
 }

@@ -149,6 +149,30 @@ export function parseRope(json: Json, defaultTheta: number, errors: string[]): R
   return s;
 }
 
+/**
+ * Checks RoPE settings against a head of D dims: the rotated width is even and, for longrope, each
+ * factor list has one entry per rotated frequency. `partial`: whether the family rotates part of a head
+ * (Phi-3 does; Llama's and Gemma's attention apply RoPE to the whole head, as transformers does).
+ */
+export function checkRope(s: RopeSettings, D: number, partial: boolean, errors: string[]): void {
+  if (!partial && s.partial !== 1)
+    errors.push(
+      `partial_rotary_factor ${s.partial} is not supported for this model type (RoPE covers the whole head)`,
+    );
+  const R = rotaryDims(s, D);
+  if (R < 2 || R % 2 !== 0)
+    errors.push(
+      `head_dim ${D} × partial_rotary_factor ${s.partial} = ${R} rotary dims; they must be even and at least 2`,
+    );
+  if (s.type === "longrope")
+    for (const [k, v] of [
+      ["short_factor", s.shortFactor],
+      ["long_factor", s.longFactor],
+    ] as const)
+      if (v.length > 0 && v.length !== R / 2)
+        errors.push(`rope longrope: ${k} has ${v.length} entries; the ${R} rotary dims need ${R / 2}`);
+}
+
 /** theta^(-2i/R) for i < R/2. */
 const plain = (R: number, theta: number) =>
   Float64Array.from({ length: R / 2 }, (_, i) => theta ** ((-2 * i) / R));
