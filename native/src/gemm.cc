@@ -22,10 +22,7 @@
 namespace lora {
 namespace {
 
-constexpr int KC = 192;  // depth block: a 32-wide B micro-panel of KC floats is 24 KB, in L1
-constexpr int KC2 = 384; // the same 24 KB in bf16 holds twice the depth
-constexpr int MC = 96;   // rows of A per block (a multiple of 12 and 6 and 4)
-constexpr int NC = 1536; // columns of B per block (KC x NC floats = 1.1 MB, in L2/L3)
+constexpr int KC2 = 384;  // bf16 path (AVX512_BF16): a 32-wide B micro-panel of KC2 bf16 is 24 KB, in L1
 
 float f16_table[65536];  // f16 bits -> f32, filled by pick(), before any kernel runs
 
@@ -89,27 +86,101 @@ __attribute__((target("avx512f,avx512bf16"))) void k_avx512_bf16(int kp, const u
   }
 }
 
+// AVX2 + FMA (Haswell, Zen 1-3): a 6x16 tile, as BLIS's haswell/zen3 sgemm and OpenBLAS's Haswell kernels
+// use. 12 ymm accumulators (6 rows x 2 vectors of 8 columns), 2 ymm of B and 1 broadcast of A: 15 of the 16
+// ymm registers. Per k: 2 B loads + 6 broadcasts (loads) feed 12 FMAs, i.e. 6 cycles of the 2 FMA pipes
+// and 8 loads (Zen 3 issues 3 per cycle), so the kernel is FMA-bound, which is the point; 12 independent
+// accumulators cover the FMA latency (4-5 cycles x 2 pipes = 8-10 in flight). Written with named
+// accumulators: the earlier c[6][2] array version made GCC store every accumulator to the stack on every
+// k (12 stores per 12 FMAs), which capped it near a third of peak.
+// Operand access is by strides, so the same kernel reads packed panels or, for skinny products where
+// packing costs more than it saves, the operands where they lie:
+//   A(i, k) = A[i * ars + k * acs]   (packed panel: ars = 1, acs = 6)
+//   B(k, j) = B[k * bks + j]         (packed panel: bks = 16; unpacked: a row-major B, bks = its row stride)
+// PA / PB fix the packed strides at compile time (tighter addressing in the hot loop).
+#define LORA_AVX2_ROW(u, i, r0, r1)                                    \
+  {                                                                    \
+    const __m256 ai = _mm256_broadcast_ss(a + (u) * acs + (i) * ars); \
+    r0 = _mm256_fmadd_ps(ai, b0, r0);                                  \
+    r1 = _mm256_fmadd_ps(ai, b1, r1);                                  \
+  }
+#define LORA_AVX2_STEP(u)                                    \
+  {                                                          \
+    const __m256 b0 = _mm256_loadu_ps(b + (u) * bks);        \
+    const __m256 b1 = _mm256_loadu_ps(b + (u) * bks + 8);    \
+    LORA_AVX2_ROW(u, 0, c00, c01)                            \
+    LORA_AVX2_ROW(u, 1, c10, c11)                            \
+    LORA_AVX2_ROW(u, 2, c20, c21)                            \
+    LORA_AVX2_ROW(u, 3, c30, c31)                            \
+    LORA_AVX2_ROW(u, 4, c40, c41)                            \
+    LORA_AVX2_ROW(u, 5, c50, c51)                            \
+  }
+
+template <bool PA, bool PB>
+__attribute__((target("avx2,fma"), always_inline)) inline void k_avx2_t(int kc, const float* A, long ars, long acs,
+                                                                        const float* B, long bks, float* C,
+                                                                        long ldc, bool load) {
+  if (PA) ars = 1, acs = 6;
+  if (PB) bks = 16;
+  // the C tile is read (or written) after the loop: fetch its 6 rows (2 lines each when not aligned) now,
+  // so those misses overlap the FMAs instead of stalling the stores
+  for (int i = 0; i < 6; i++) {
+    _mm_prefetch((const char*)(C + i * ldc), _MM_HINT_T0);
+    _mm_prefetch((const char*)(C + i * ldc + 15), _MM_HINT_T0);
+  }
+  __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+  if (load) {
+    c00 = _mm256_loadu_ps(C), c01 = _mm256_loadu_ps(C + 8);
+    c10 = _mm256_loadu_ps(C + ldc), c11 = _mm256_loadu_ps(C + ldc + 8);
+    c20 = _mm256_loadu_ps(C + 2 * ldc), c21 = _mm256_loadu_ps(C + 2 * ldc + 8);
+    c30 = _mm256_loadu_ps(C + 3 * ldc), c31 = _mm256_loadu_ps(C + 3 * ldc + 8);
+    c40 = _mm256_loadu_ps(C + 4 * ldc), c41 = _mm256_loadu_ps(C + 4 * ldc + 8);
+    c50 = _mm256_loadu_ps(C + 5 * ldc), c51 = _mm256_loadu_ps(C + 5 * ldc + 8);
+  } else {
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+  }
+  const float* a = A;
+  const float* b = B;
+  int k = 0;
+  // unrolled by 4: the loop overhead (2 adds, a compare) drops to under one op per 12 FMAs
+  for (; k + 4 <= kc; k += 4) {
+    // the packed A panel streams from L2 (the MC x KC block lives there): fetch it 2 lines (~5 k) ahead
+    if (PA) _mm_prefetch((const char*)(a + 128), _MM_HINT_T0);
+    LORA_AVX2_STEP(0)
+    LORA_AVX2_STEP(1)
+    LORA_AVX2_STEP(2)
+    LORA_AVX2_STEP(3)
+    a += 4 * acs;
+    b += 4 * bks;
+  }
+  for (; k < kc; k++) {
+    LORA_AVX2_STEP(0)
+    a += acs;
+    b += bks;
+  }
+  _mm256_storeu_ps(C, c00), _mm256_storeu_ps(C + 8, c01);
+  _mm256_storeu_ps(C + ldc, c10), _mm256_storeu_ps(C + ldc + 8, c11);
+  _mm256_storeu_ps(C + 2 * ldc, c20), _mm256_storeu_ps(C + 2 * ldc + 8, c21);
+  _mm256_storeu_ps(C + 3 * ldc, c30), _mm256_storeu_ps(C + 3 * ldc + 8, c31);
+  _mm256_storeu_ps(C + 4 * ldc, c40), _mm256_storeu_ps(C + 4 * ldc + 8, c41);
+  _mm256_storeu_ps(C + 5 * ldc, c50), _mm256_storeu_ps(C + 5 * ldc + 8, c51);
+}
+#undef LORA_AVX2_STEP
+#undef LORA_AVX2_ROW
+
 __attribute__((target("avx2,fma"))) void k_avx2(int kc, const float* Ap, const float* Bp, float* C, long ldc,
                                                 bool load) {
-  __m256 c[6][2];
-  for (int i = 0; i < 6; i++) {
-    c[i][0] = load ? _mm256_loadu_ps(C + i * ldc) : _mm256_setzero_ps();
-    c[i][1] = load ? _mm256_loadu_ps(C + i * ldc + 8) : _mm256_setzero_ps();
-  }
-  for (int k = 0; k < kc; k++) {
-    __m256 b0 = _mm256_loadu_ps(Bp + k * 16), b1 = _mm256_loadu_ps(Bp + k * 16 + 8);
-    const float* a = Ap + k * 6;
-#pragma GCC unroll 6
-    for (int i = 0; i < 6; i++) {
-      __m256 ai = _mm256_broadcast_ss(a + i);
-      c[i][0] = _mm256_fmadd_ps(ai, b0, c[i][0]);
-      c[i][1] = _mm256_fmadd_ps(ai, b1, c[i][1]);
-    }
-  }
-  for (int i = 0; i < 6; i++) {
-    _mm256_storeu_ps(C + i * ldc, c[i][0]);
-    _mm256_storeu_ps(C + i * ldc + 8, c[i][1]);
-  }
+  k_avx2_t<true, true>(kc, Ap, 1, 6, Bp, 16, C, ldc, load);
+}
+// A read in place (rows of a skinny product), B packed
+__attribute__((target("avx2,fma"))) void k_avx2_ua(int kc, const float* A, long ars, long acs, const float* Bp,
+                                                   long, float* C, long ldc, bool load) {
+  k_avx2_t<false, true>(kc, A, ars, acs, Bp, 16, C, ldc, load);
+}
+// A packed, B read in place (a row-major B under few rows of A)
+__attribute__((target("avx2,fma"))) void k_avx2_ub(int kc, const float* Ap, long, long, const float* B, long bks,
+                                                   float* C, long ldc, bool load) {
+  k_avx2_t<true, false>(kc, Ap, 1, 6, B, bks, C, ldc, load);
 }
 
 #endif  // __x86_64__
@@ -126,12 +197,34 @@ void k_generic(int kc, const float* Ap, const float* Bp, float* C, long ldc, boo
     for (int j = 0; j < 16; j++) C[i * ldc + j] = c[i][j];
 }
 
+// the f32 kernel with A or B read in place (see k_avx2_t): A(i, k) = A[i*ars + k*acs], B(k, j) = B[k*bks + j]
+using KernelF32S = void (*)(int kc, const float* A, long ars, long acs, const float* B, long bks, float* C, long ldc,
+                            bool load);
+
 struct Isa {
   const char* name;
   int MR, NR;
+  // cache blocks of the f32 path: KC deep, MC rows of A (a multiple of MR), NC columns of B (of NR)
+  int KC, MC, NC;
   KernelF32 f32;
-  KernelBF16 bf16;  // null: bf16 weights go through the f32 kernel on rounded values
+  KernelBF16 bf16;     // null: bf16 weights go through the f32 kernel on rounded values
+  KernelF32S ua, ub;   // null: both operands are always packed
+  bool avx2;           // the packing routines may use AVX2
 };
+
+// Blocks for the AVX-512 and portable kernels (tuned on Zen 4): a 32-wide B micro-panel of 192 floats is
+// 24 KB, in L1; 96 rows of A x 192 = 72 KB in L2; 1536 columns x 192 = 1.1 MB in L2/L3.
+constexpr int KC_512 = 192, MC_512 = 96, NC_512 = 1536;
+// Blocks for AVX2 on Zen 3 (32 KB L1d, 512 KB L2 per core, 32 MB L3 shared), as BLIS's zen3 configuration
+// reasons (its sgemm blocks are MC 144, KC 256, NC 4080 for this 6x16 tile):
+//   KC 256: the 16 x 256 B micro-panel is 16 KB and the 6 x 256 A micro-panel 6 KB: both stay in the L1
+//           with room for the C tile's lines. Deeper KC also halves how often the C tile is reloaded and
+//           stored per product (K / KC times); 384 would no longer fit the L1 beside the A panel.
+//   MC 144: the 144 x 256 A block is 144 KB, a quarter of the L2: the B micro-panel streaming in from L3
+//           and the next A block do not evict it. Each B micro-panel loaded into L1 serves 24 tiles.
+//   NC 4080: the 256 x 4080 packed B block is 4 MB, in L3; every N of the GPT-2 and Llama steps but the
+//           vocabulary is <= NC, so B is packed once per product (and A once per KC block).
+constexpr int KC_AVX2 = 256, MC_AVX2 = 144, NC_AVX2 = 4080;
 
 Isa pick() {
   for (int h = 0; h < 65536; h++) f16_table[h] = f16_to_f32((uint16_t)h);
@@ -139,11 +232,13 @@ Isa pick() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f")) {
     bool bf = __builtin_cpu_supports("avx512bf16");
-    return {bf ? "avx512+bf16" : "avx512", 12, 32, k_avx512, bf ? k_avx512_bf16 : nullptr};
+    return {bf ? "avx512+bf16" : "avx512", 12, 32, KC_512, MC_512, NC_512, k_avx512, bf ? k_avx512_bf16 : nullptr,
+            nullptr, nullptr, true};
   }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return {"avx2", 6, 16, k_avx2, nullptr};
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    return {"avx2", 6, 16, KC_AVX2, MC_AVX2, NC_AVX2, k_avx2, nullptr, k_avx2_ua, k_avx2_ub, true};
 #endif
-  return {"generic", 4, 16, k_generic, nullptr};
+  return {"generic", 4, 16, KC_512, MC_512, NC_512, k_generic, nullptr, nullptr, nullptr, false};
 }
 
 const Isa& isa() {
@@ -151,9 +246,20 @@ const Isa& isa() {
   return i;
 }
 
+// A growable buffer whose data is 64-byte aligned (packed panels start on a cache line)
+template <class T>
+struct Aligned {
+  std::vector<T> v;
+  T* get(size_t n) {
+    if (v.size() < n + 64 / sizeof(T)) v.resize(n + 64 / sizeof(T));
+    return (T*)(((uintptr_t)v.data() + 63) & ~(uintptr_t)63);
+  }
+};
+
 struct Scratch {
-  std::vector<float> a, b, tile;
-  std::vector<uint32_t> a2, b2;
+  Aligned<float> a, b;
+  std::vector<float> tile;
+  Aligned<uint32_t> a2, b2;
 };
 thread_local Scratch scratch;
 
@@ -177,13 +283,62 @@ void pack_a(float* dst, const float* A, long rsA, long csA, int i0, int mc, int 
   }
 }
 
-void pack_b(float* dst, const void* B, int bt, long rsB, long csB, int p0, int kc, int j0, int nc, int NR) {
+#if defined(__x86_64__)
+// A transposed f32 B (a weight [N, K] read as [K, N]: column j of op(B) is contiguous along k) into a
+// [kc][NR] panel, 8 columns x 8 k at a time through an 8 x 8 register transpose (8 loads, 24 shuffles,
+// 8 stores per 64 floats, against 64 scalar loads and strided stores). On the NT products of a step
+// (x @ W^T) this packing is a few % of the product; scalar it was over 10% at M = 256.
+__attribute__((target("avx2"))) void pack_b_cols_avx2(float* dst, const float* B, long csB, int kc, int nr, int NR) {
+  int jj = 0;
+  for (; jj + 8 <= nr; jj += 8) {
+    const float* s = B + (long)jj * csB;
+    int k = 0;
+    for (; k + 8 <= kc; k += 8) {
+      const float* p = s + k;
+      __m256 r0 = _mm256_loadu_ps(p), r1 = _mm256_loadu_ps(p + csB), r2 = _mm256_loadu_ps(p + 2 * csB),
+             r3 = _mm256_loadu_ps(p + 3 * csB), r4 = _mm256_loadu_ps(p + 4 * csB),
+             r5 = _mm256_loadu_ps(p + 5 * csB), r6 = _mm256_loadu_ps(p + 6 * csB),
+             r7 = _mm256_loadu_ps(p + 7 * csB);
+      // pairs of rows interleaved, then quads, then the 128-bit halves swapped into place
+      __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+      __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+      __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+      __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+      __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+      __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+      __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+      __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+      float* d = dst + (long)k * NR + jj;
+      _mm256_storeu_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
+      _mm256_storeu_ps(d + NR, _mm256_permute2f128_ps(u1, u5, 0x20));
+      _mm256_storeu_ps(d + 2 * NR, _mm256_permute2f128_ps(u2, u6, 0x20));
+      _mm256_storeu_ps(d + 3 * NR, _mm256_permute2f128_ps(u3, u7, 0x20));
+      _mm256_storeu_ps(d + 4 * NR, _mm256_permute2f128_ps(u0, u4, 0x31));
+      _mm256_storeu_ps(d + 5 * NR, _mm256_permute2f128_ps(u1, u5, 0x31));
+      _mm256_storeu_ps(d + 6 * NR, _mm256_permute2f128_ps(u2, u6, 0x31));
+      _mm256_storeu_ps(d + 7 * NR, _mm256_permute2f128_ps(u3, u7, 0x31));
+    }
+    for (; k < kc; k++)
+      for (int c = 0; c < 8; c++) dst[(long)k * NR + jj + c] = s[(long)c * csB + k];
+  }
+  for (; jj < nr; jj++)
+    for (int k = 0; k < kc; k++) dst[(long)k * NR + jj] = B[(long)jj * csB + k];
+}
+#endif
+
+// pack op(B) depth [p0, p0+kc) x columns [j0, j0+nc) into NR-column panels [kc][NR] (zero padded)
+void pack_b(float* dst, const void* B, int bt, long rsB, long csB, int p0, int kc, int j0, int nc, int NR,
+            bool avx2) {
   for (int c = 0; c < nc; c += NR, dst += (long)kc * NR) {
     int nr = nc - c < NR ? nc - c : NR;
     if (nr < NR) std::memset(dst, 0, sizeof(float) * kc * NR);
     if (bt == B_F32 && csB == 1) {  // rows of B contiguous: copy NR floats per k
       const float* src = (const float*)B + (long)p0 * rsB + j0 + c;
       for (int k = 0; k < kc; k++) std::memcpy(dst + k * NR, src + (long)k * rsB, sizeof(float) * nr);
+#if defined(__x86_64__)
+    } else if (bt == B_F32 && rsB == 1 && avx2) {
+      pack_b_cols_avx2(dst, (const float*)B + (long)(j0 + c) * csB + p0, csB, kc, nr, NR);
+#endif
     } else {  // columns of B contiguous (a transposed weight): read along k, write strided into the panel
       for (int jj = 0; jj < nr; jj++) {
         long col = (long)(j0 + c + jj) * csB + (long)p0 * rsB;
@@ -324,6 +479,11 @@ constexpr int GEMV_ROWS = 8;  // up to here, packing the weight costs more than 
 const char* gemm_isa() { return isa().name; }
 bool gemm_native_bf16() { return isa().bf16 != nullptr; }
 
+// Skinny products skip packing the operand that is reused least (BLIS's "sup" idea): with N <= UA_COLS a
+// row of A is used by at most 2 B micro-panels, so packing A (one pass over M x K) costs as much as the
+// FMAs it feeds; with M <= UB_ROWS the same holds for B. Measured on Zen 3 (LoRA's rank-8 products).
+constexpr int UA_COLS = 32, UB_ROWS = 24;
+
 void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const void* B, int bt, long rsB,
                  long csB, float* C, long ldc, bool accumulate, Tri tri, long off) {
   if (M <= 0 || N <= 0) return;
@@ -334,17 +494,22 @@ void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const 
   }
   if (off < 0) tri = TRI_NONE;  // more queries than keys (never from attention): no skipping, always exact
   const Isa& s = isa();
-  const int MR = s.MR, NR = s.NR;
+  const int MR = s.MR, NR = s.NR, MC = s.MC, NC = s.NC;
   const bool dot = bt == B_BF16 && s.bf16;
+  // A in place needs no bf16 rounding of A; B in place must be f32 with contiguous rows
+  const bool inA = !dot && s.ua && bt != B_BF16 && N <= UA_COLS && M >= MR;
+  const bool inB = !dot && !inA && s.ub && bt == B_F32 && csB == 1 && M <= UB_ROWS && N >= NR;
   Scratch& w = scratch;
   w.tile.resize(MR * NR);
-  const int kcb = dot ? KC2 : KC;
+  const int kcb = dot ? KC2 : s.KC;
+  uint32_t *a2 = nullptr, *b2 = nullptr;
+  float *pa = nullptr, *pb = nullptr;
   if (dot) {
-    w.a2.resize((size_t)((MC + MR - 1) / MR * MR) * (KC2 / 2));
-    w.b2.resize((size_t)((NC + NR - 1) / NR * NR) * (KC2 / 2));
+    a2 = w.a2.get((size_t)((MC + MR - 1) / MR * MR) * (KC2 / 2));
+    b2 = w.b2.get((size_t)((NC + NR - 1) / NR * NR) * (KC2 / 2));
   } else {
-    w.a.resize((size_t)((MC + MR - 1) / MR * MR) * KC);
-    w.b.resize((size_t)((NC + NR - 1) / NR * NR) * KC);
+    pa = w.a.get((size_t)(inA ? MR : (MC + MR - 1) / MR * MR) * kcb);
+    pb = w.b.get((size_t)(inB ? NR : (NC + NR - 1) / NR * NR) * kcb);
   }
   for (int jc = 0; jc < N; jc += NC) {
     int nc = N - jc < NC ? N - jc : NC;
@@ -352,18 +517,24 @@ void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const 
       int kc = K - pc < kcb ? K - pc : kcb;
       int kp = (kc + 1) / 2;
       bool load = accumulate || pc > 0;
+      const int nfull = nc / NR * NR;  // columns in whole panels (B in place reads those where they lie)
       if (dot)
-        pack_b2(w.b2.data(), (const uint16_t*)B, rsB, csB, pc, kc, jc, nc, NR);
-      else
-        pack_b(w.b.data(), B, bt, rsB, csB, pc, kc, jc, nc, NR);
+        pack_b2(b2, (const uint16_t*)B, rsB, csB, pc, kc, jc, nc, NR);
+      else if (!inB)
+        pack_b(pb, B, bt, rsB, csB, pc, kc, jc, nc, NR, s.avx2);
+      else if (nfull < nc)  // only the last, partial panel is packed (zero padded)
+        pack_b(pb, B, bt, rsB, csB, pc, kc, jc + nfull, nc - nfull, NR, s.avx2);
       for (int ic = 0; ic < M; ic += MC) {
         int mc = M - ic < MC ? M - ic : MC;
         if (tri == TRI_K_LOWER && pc > off + ic + mc - 1) continue;  // these rows' A is 0 in this block
         if (tri == TRI_K_UPPER && pc + kc - 1 < ic - off) continue;
+        const int mfull = mc / MR * MR;
         if (dot)
-          pack_a2(w.a2.data(), A, rsA, csA, ic, mc, pc, kc, MR);
-        else
-          pack_a(w.a.data(), A, rsA, csA, ic, mc, pc, kc, MR, bt == B_BF16);
+          pack_a2(a2, A, rsA, csA, ic, mc, pc, kc, MR);
+        else if (!inA)
+          pack_a(pa, A, rsA, csA, ic, mc, pc, kc, MR, bt == B_BF16);
+        else if (mfull < mc)
+          pack_a(pa, A, rsA, csA, ic + mfull, mc - mfull, pc, kc, MR, false);
         for (int jr = 0; jr < nc; jr += NR) {
           int nr = nc - jr < NR ? nc - jr : NR;
           for (int ir = 0; ir < mc; ir += MR) {
@@ -382,10 +553,22 @@ void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const 
             if (!full && load)
               for (int i = 0; i < mr; i++)
                 for (int j = 0; j < nr; j++) w.tile[i * NR + j] = c[(long)i * ldc + j];
-            if (dot)
-              s.bf16(kp, w.a2.data() + (long)ir * kp, w.b2.data() + (long)jr * kp, dst, ld, load);
-            else
-              s.f32(k1 - k0, w.a.data() + (long)ir * kc + k0 * MR, w.b.data() + (long)jr * kc + k0 * NR, dst, ld, load);
+            if (dot) {
+              s.bf16(kp, a2 + (long)ir * kp, b2 + (long)jr * kp, dst, ld, load);
+            } else {
+              // A: the packed block, or in place (its partial last row block packed); B likewise
+              const bool ain = inA && mr == MR, bin = inB && nr == NR;
+              const float* ap = ain ? A + r0 * rsA + (long)(pc + k0) * csA
+                                    : pa + (long)(inA ? 0 : ir) * kc + (long)k0 * MR;
+              const float* bp = bin ? (const float*)B + (long)(pc + k0) * rsB + jc + jr
+                                    : pb + (long)(inB ? 0 : jr) * kc + (long)k0 * NR;
+              if (ain)
+                s.ua(k1 - k0, ap, rsA, csA, bp, NR, dst, ld, load);
+              else if (bin)
+                s.ub(k1 - k0, ap, 1, MR, bp, rsB, dst, ld, load);
+              else
+                s.f32(k1 - k0, ap, bp, dst, ld, load);
+            }
             if (!full)
               for (int i = 0; i < mr; i++)
                 for (int j = 0; j < nr; j++) c[(long)i * ldc + j] = w.tile[i * NR + j];
@@ -399,8 +582,16 @@ void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const 
 // Below this many multiply-adds per thread, splitting costs more than it saves.
 constexpr double MIN_SPLIT_WORK = 1 << 18;
 
-void gemm(const GemmArgs& g) {
-  if (g.batch <= 0 || g.M <= 0 || g.N <= 0) return;
+void gemm(const GemmArgs& g0) {
+  if (g0.batch <= 0 || g0.M <= 0 || g0.N <= 0) return;
+  GemmArgs g = g0;
+  // a batch over one shared B whose A and C items follow each other row after row (x @ W^T of a
+  // [batch, T, C] activation) is one product of batch * M rows: B is packed once, not once per item
+  if (g.batch > 1 && g.strideB == 0 && g.strideA == (long)g.M * g.rsA && g.strideC == (long)g.M * g.ldc &&
+      (double)g.batch * g.M < 2147483647.0) {
+    g.M *= g.batch;
+    g.batch = 1;
+  }
   const Isa& s = isa();
   const size_t esize = g.btype == B_F32 ? 4 : 2;
   auto item = [&](int b, int m0, int m1, int n0, int n1) {
