@@ -124,10 +124,12 @@ __attribute__((target("avx2,fma"), always_inline)) inline void k_avx2_t(int kc, 
   if (PB) bks = 16;
   // the C tile is read (or written) after the loop: fetch its 6 rows (2 lines each when not aligned) now,
   // so those misses overlap the FMAs instead of stalling the stores
+#ifndef LORA_NO_CPF
   for (int i = 0; i < 6; i++) {
     _mm_prefetch((const char*)(C + i * ldc), _MM_HINT_T0);
     _mm_prefetch((const char*)(C + i * ldc + 15), _MM_HINT_T0);
   }
+#endif
   __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
   if (load) {
     c00 = _mm256_loadu_ps(C), c01 = _mm256_loadu_ps(C + 8);
@@ -142,16 +144,67 @@ __attribute__((target("avx2,fma"), always_inline)) inline void k_avx2_t(int kc, 
   const float* a = A;
   const float* b = B;
   int k = 0;
-  // unrolled by 4: the loop overhead (2 adds, a compare) drops to under one op per 12 FMAs
-  for (; k + 4 <= kc; k += 4) {
-    // the packed A panel streams from L2 (the MC x KC block lives there): fetch it 2 lines (~5 k) ahead
-    if (PA) _mm_prefetch((const char*)(a + 128), _MM_HINT_T0);
-    LORA_AVX2_STEP(0)
-    LORA_AVX2_STEP(1)
-    LORA_AVX2_STEP(2)
-    LORA_AVX2_STEP(3)
-    a += 4 * acs;
-    b += 4 * bks;
+  // The main loop is inline assembly: with intrinsics GCC's allocator spilled two values per 4 k (it
+  // hoists the next step's B loads, then needs a 17th register). Here ymm0/ymm1 hold B, ymm2/ymm3 take
+  // turns as the broadcast of A (register renaming overlaps consecutive steps), the 12 accumulators stay
+  // in the other 12 registers. Unrolled by 4: the loop overhead drops to 3 ops per 48 FMAs.
+  long n4 = kc / 4;
+  if (n4 > 0) {
+    if (PA && PB) {
+      // packed panels: every address is an immediate offset; the A panel streams from L2 (the MC x KC
+      // block lives there), so it is fetched ~5 k ahead
+#define LORA_AVX2_ROWS(ao)                                        \
+  "vbroadcastss " #ao "+0(%[a]), %%ymm2\n\t"                       \
+  "vfmadd231ps %%ymm0, %%ymm2, %[c00]\n\t"                         \
+  "vfmadd231ps %%ymm1, %%ymm2, %[c01]\n\t"                         \
+  "vbroadcastss " #ao "+4(%[a]), %%ymm3\n\t"                       \
+  "vfmadd231ps %%ymm0, %%ymm3, %[c10]\n\t"                         \
+  "vfmadd231ps %%ymm1, %%ymm3, %[c11]\n\t"                         \
+  "vbroadcastss " #ao "+8(%[a]), %%ymm2\n\t"                       \
+  "vfmadd231ps %%ymm0, %%ymm2, %[c20]\n\t"                         \
+  "vfmadd231ps %%ymm1, %%ymm2, %[c21]\n\t"                         \
+  "vbroadcastss " #ao "+12(%[a]), %%ymm3\n\t"                      \
+  "vfmadd231ps %%ymm0, %%ymm3, %[c30]\n\t"                         \
+  "vfmadd231ps %%ymm1, %%ymm3, %[c31]\n\t"                         \
+  "vbroadcastss " #ao "+16(%[a]), %%ymm2\n\t"                      \
+  "vfmadd231ps %%ymm0, %%ymm2, %[c40]\n\t"                         \
+  "vfmadd231ps %%ymm1, %%ymm2, %[c41]\n\t"                         \
+  "vbroadcastss " #ao "+20(%[a]), %%ymm3\n\t"                      \
+  "vfmadd231ps %%ymm0, %%ymm3, %[c50]\n\t"                         \
+  "vfmadd231ps %%ymm1, %%ymm3, %[c51]\n\t"
+#define LORA_AVX2_PSTEP(bo, ao)                 \
+  "vmovups " #bo "(%[b]), %%ymm0\n\t"           \
+  "vmovups " #bo "+32(%[b]), %%ymm1\n\t" LORA_AVX2_ROWS(ao)
+      __asm__ volatile(
+          "1:\n\t"
+#ifndef LORA_NO_APF
+          "prefetcht0 512(%[a])\n\t"
+#endif
+          LORA_AVX2_PSTEP(0, 0) LORA_AVX2_PSTEP(64, 24) LORA_AVX2_PSTEP(128, 48) LORA_AVX2_PSTEP(192, 72)
+          "add $96, %[a]\n\t"
+          "add $256, %[b]\n\t"
+          "dec %[n]\n\t"
+          "jnz 1b\n\t"
+          : [a] "+r"(a), [b] "+r"(b), [n] "+r"(n4), [c00] "+x"(c00), [c01] "+x"(c01), [c10] "+x"(c10),
+            [c11] "+x"(c11), [c20] "+x"(c20), [c21] "+x"(c21), [c30] "+x"(c30), [c31] "+x"(c31), [c40] "+x"(c40),
+            [c41] "+x"(c41), [c50] "+x"(c50), [c51] "+x"(c51)
+          :
+          : "xmm0", "xmm1", "xmm2", "xmm3", "memory", "cc");
+#undef LORA_AVX2_PSTEP
+#undef LORA_AVX2_ROWS
+    } else {
+      // operands in place (skinny products): the same steps in intrinsics (an asm version with runtime
+      // strides would need more than GCC's 30 asm operands)
+      for (; k + 4 <= kc; k += 4) {
+        LORA_AVX2_STEP(0)
+        LORA_AVX2_STEP(1)
+        LORA_AVX2_STEP(2)
+        LORA_AVX2_STEP(3)
+        a += 4 * acs;
+        b += 4 * bks;
+      }
+    }
+    k = kc / 4 * 4;
   }
   for (; k < kc; k++) {
     LORA_AVX2_STEP(0)
@@ -224,7 +277,11 @@ constexpr int KC_512 = 192, MC_512 = 96, NC_512 = 1536;
 //           and the next A block do not evict it. Each B micro-panel loaded into L1 serves 24 tiles.
 //   NC 4080: the 256 x 4080 packed B block is 4 MB, in L3; every N of the GPT-2 and Llama steps but the
 //           vocabulary is <= NC, so B is packed once per product (and A once per KC block).
-constexpr int KC_AVX2 = 256, MC_AVX2 = 144, NC_AVX2 = 4080;
+#ifndef LORA_AVX2_BLOCKS  // -DLORA_AVX2_BLOCKS=kc,mc,nc to try others (native/bench/gemm_bench.cc)
+#define LORA_AVX2_BLOCKS 256, 144, 4080
+#endif
+constexpr int AVX2_BLOCKS[3] = {LORA_AVX2_BLOCKS};
+constexpr int KC_AVX2 = AVX2_BLOCKS[0], MC_AVX2 = AVX2_BLOCKS[1], NC_AVX2 = AVX2_BLOCKS[2];
 
 Isa pick() {
   for (int h = 0; h < 65536; h++) f16_table[h] = f16_to_f32((uint16_t)h);
@@ -263,15 +320,55 @@ struct Scratch {
 };
 thread_local Scratch scratch;
 
+#if defined(__x86_64__)
+// 8 x 8 transpose in registers: r[c] holds row c (8 floats); afterwards r[q] holds column q
+__attribute__((target("avx2"), always_inline)) inline void transpose8(__m256 r[8]) {
+  // pairs of rows interleaved, then quads, then the 128-bit halves swapped into place
+  __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20), r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20), r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31), r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31), r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+// 6 full rows of a row-major A (depth kc) into a [kc][6] panel, 8 k at a time through transpose8 (two
+// zero rows). Each k's 8-float store runs 2 floats into the next k's slot, which the next store (or the
+// next panel, or the buffer's slack) overwrites. Scalar, this strided pack cost ~5% of a K = 8192 product.
+__attribute__((target("avx2"))) void pack_a6_rows_avx2(float* dst, const float* A, long rsA, int kc) {
+  int k = 0;
+  for (; k + 8 <= kc; k += 8) {
+    __m256 r[8];
+    for (int i = 0; i < 6; i++) r[i] = _mm256_loadu_ps(A + i * rsA + k);
+    r[6] = r[7] = _mm256_setzero_ps();
+    transpose8(r);
+    for (int q = 0; q < 8; q++) _mm256_storeu_ps(dst + (k + q) * 6, r[q]);
+  }
+  for (; k < kc; k++)
+    for (int i = 0; i < 6; i++) dst[k * 6 + i] = A[i * rsA + k];
+}
+#endif
+
 // f32 path: pack A rows [i0, i0+mc) x depth [p0, p0+kc) into MR-row panels [kc][MR] (zero padded);
 // round = true rounds each value to bf16 (a bf16 weight on a CPU without bf16 products)
-void pack_a(float* dst, const float* A, long rsA, long csA, int i0, int mc, int p0, int kc, int MR, bool round) {
+void pack_a(float* dst, const float* A, long rsA, long csA, int i0, int mc, int p0, int kc, int MR, bool round,
+            bool avx2) {
   for (int r = 0; r < mc; r += MR, dst += (long)kc * MR) {
     int mr = mc - r < MR ? mc - r : MR;
     if (mr < MR) std::memset(dst, 0, sizeof(float) * kc * MR);
     const float* base = A + (long)(i0 + r) * rsA + (long)p0 * csA;
     // read along whichever direction of A is contiguous
-    if (csA == 1) {
+    if (csA == 1 && avx2 && MR == 6 && mr == 6) {
+#if defined(__x86_64__)
+      pack_a6_rows_avx2(dst, base, rsA, kc);
+#endif
+    } else if (csA == 1) {
       for (int ii = 0; ii < mr; ii++)
         for (int k = 0; k < kc; k++) dst[k * MR + ii] = base[ii * rsA + k];
     } else {
@@ -294,29 +391,10 @@ __attribute__((target("avx2"))) void pack_b_cols_avx2(float* dst, const float* B
     const float* s = B + (long)jj * csB;
     int k = 0;
     for (; k + 8 <= kc; k += 8) {
-      const float* p = s + k;
-      __m256 r0 = _mm256_loadu_ps(p), r1 = _mm256_loadu_ps(p + csB), r2 = _mm256_loadu_ps(p + 2 * csB),
-             r3 = _mm256_loadu_ps(p + 3 * csB), r4 = _mm256_loadu_ps(p + 4 * csB),
-             r5 = _mm256_loadu_ps(p + 5 * csB), r6 = _mm256_loadu_ps(p + 6 * csB),
-             r7 = _mm256_loadu_ps(p + 7 * csB);
-      // pairs of rows interleaved, then quads, then the 128-bit halves swapped into place
-      __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-      __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-      __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-      __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-      __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-      __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-      __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-      __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-      float* d = dst + (long)k * NR + jj;
-      _mm256_storeu_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
-      _mm256_storeu_ps(d + NR, _mm256_permute2f128_ps(u1, u5, 0x20));
-      _mm256_storeu_ps(d + 2 * NR, _mm256_permute2f128_ps(u2, u6, 0x20));
-      _mm256_storeu_ps(d + 3 * NR, _mm256_permute2f128_ps(u3, u7, 0x20));
-      _mm256_storeu_ps(d + 4 * NR, _mm256_permute2f128_ps(u0, u4, 0x31));
-      _mm256_storeu_ps(d + 5 * NR, _mm256_permute2f128_ps(u1, u5, 0x31));
-      _mm256_storeu_ps(d + 6 * NR, _mm256_permute2f128_ps(u2, u6, 0x31));
-      _mm256_storeu_ps(d + 7 * NR, _mm256_permute2f128_ps(u3, u7, 0x31));
+      __m256 r[8];
+      for (int c = 0; c < 8; c++) r[c] = _mm256_loadu_ps(s + c * csB + k);
+      transpose8(r);
+      for (int q = 0; q < 8; q++) _mm256_storeu_ps(dst + (long)(k + q) * NR + jj, r[q]);
     }
     for (; k < kc; k++)
       for (int c = 0; c < 8; c++) dst[(long)k * NR + jj + c] = s[(long)c * csB + k];
@@ -326,6 +404,24 @@ __attribute__((target("avx2"))) void pack_b_cols_avx2(float* dst, const float* B
 }
 #endif
 
+// A row-major f32 B, the whole KC x NC block at once, row by row: each row of B is read once,
+// contiguously (the hardware prefetcher streams it from DRAM), and its 16-float pieces go to the panels.
+// Panel by panel, the same block is 16 floats from each of 256 rows kilobytes apart: when B is a large
+// weight (the 50257 x 768 head in dX = dY @ W) those reads were latency-bound and cost ~10%.
+void pack_b_rows(float* dst, const float* B, long rsB, int p0, int kc, int j0, int nc, int NR) {
+  const int nfull = nc / NR * NR;
+  if (nfull < nc) std::memset(dst + (long)nfull * kc, 0, sizeof(float) * kc * NR);
+  for (int k = 0; k < kc; k++) {
+    const float* row = B + (long)(p0 + k) * rsB + j0;
+    float* d = dst + (long)k * NR;
+    int c = 0;
+    if (NR == 16)
+      for (; c < nfull; c += 16) std::memcpy(d + (long)c * kc, row + c, sizeof(float) * 16);
+    for (; c < nfull; c += NR) std::memcpy(d + (long)c * kc, row + c, sizeof(float) * NR);
+    if (c < nc) std::memcpy(d + (long)c * kc, row + c, sizeof(float) * (nc - c));
+  }
+}
+
 // pack op(B) depth [p0, p0+kc) x columns [j0, j0+nc) into NR-column panels [kc][NR] (zero padded)
 void pack_b(float* dst, const void* B, int bt, long rsB, long csB, int p0, int kc, int j0, int nc, int NR,
             bool avx2) {
@@ -334,7 +430,10 @@ void pack_b(float* dst, const void* B, int bt, long rsB, long csB, int p0, int k
     if (nr < NR) std::memset(dst, 0, sizeof(float) * kc * NR);
     if (bt == B_F32 && csB == 1) {  // rows of B contiguous: copy NR floats per k
       const float* src = (const float*)B + (long)p0 * rsB + j0 + c;
-      for (int k = 0; k < kc; k++) std::memcpy(dst + k * NR, src + (long)k * rsB, sizeof(float) * nr);
+      if (nr == 16)  // a fixed size: inlined as two vector copies, not a memcpy call per k
+        for (int k = 0; k < kc; k++) std::memcpy(dst + k * 16, src + (long)k * rsB, sizeof(float) * 16);
+      else
+        for (int k = 0; k < kc; k++) std::memcpy(dst + k * NR, src + (long)k * rsB, sizeof(float) * nr);
 #if defined(__x86_64__)
     } else if (bt == B_F32 && rsB == 1 && avx2) {
       pack_b_cols_avx2(dst, (const float*)B + (long)(j0 + c) * csB + p0, csB, kc, nr, NR);
@@ -520,23 +619,32 @@ void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const 
       const int nfull = nc / NR * NR;  // columns in whole panels (B in place reads those where they lie)
       if (dot)
         pack_b2(b2, (const uint16_t*)B, rsB, csB, pc, kc, jc, nc, NR);
-      else if (!inB)
-        pack_b(pb, B, bt, rsB, csB, pc, kc, jc, nc, NR, s.avx2);
-      else if (nfull < nc)  // only the last, partial panel is packed (zero padded)
+      else if (!inB && bt == B_F32 && csB == 1)  // see pack_b_rows
+        pack_b_rows(pb, (const float*)B, rsB, pc, kc, jc, nc, NR);
+      else if (inB && nfull < nc)  // only the last, partial panel is packed (zero padded)
         pack_b(pb, B, bt, rsB, csB, pc, kc, jc + nfull, nc - nfull, NR, s.avx2);
+      // A transposed B (x @ W^T: W's rows are contiguous along k) is packed one micro-panel at a time,
+      // during the first row block that runs:
+      // each panel is packed right before its tiles use it (still in L1), and reading B from memory
+      // interleaves with the FMAs instead of being a separate bandwidth-bound pass (at M = 128, B is a
+      // 154 MB vocabulary matrix read once). Later row blocks find every panel packed.
+      bool bpacked = dot || inB || (bt == B_F32 && csB == 1);
       for (int ic = 0; ic < M; ic += MC) {
         int mc = M - ic < MC ? M - ic : MC;
         if (tri == TRI_K_LOWER && pc > off + ic + mc - 1) continue;  // these rows' A is 0 in this block
         if (tri == TRI_K_UPPER && pc + kc - 1 < ic - off) continue;
+        const bool packing = !bpacked;
+        bpacked = true;
         const int mfull = mc / MR * MR;
         if (dot)
           pack_a2(a2, A, rsA, csA, ic, mc, pc, kc, MR);
         else if (!inA)
-          pack_a(pa, A, rsA, csA, ic, mc, pc, kc, MR, bt == B_BF16);
+          pack_a(pa, A, rsA, csA, ic, mc, pc, kc, MR, bt == B_BF16, s.avx2);
         else if (mfull < mc)
-          pack_a(pa, A, rsA, csA, ic + mfull, mc - mfull, pc, kc, MR, false);
+          pack_a(pa, A, rsA, csA, ic + mfull, mc - mfull, pc, kc, MR, false, s.avx2);
         for (int jr = 0; jr < nc; jr += NR) {
           int nr = nc - jr < NR ? nc - jr : NR;
+          if (packing) pack_b(pb + (long)jr * kc, B, bt, rsB, csB, pc, kc, jc + jr, nr, NR, s.avx2);
           for (int ir = 0; ir < mc; ir += MR) {
             int mr = mc - ir < MR ? mc - ir : MR;
             const long r0 = ic + ir, r1 = r0 + mr - 1;  // the tile's first and last row of C
