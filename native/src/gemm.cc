@@ -709,8 +709,12 @@ void gemm(const GemmArgs& g0) {
   };
   const double work = (double)g.M * g.N * (g.K > 0 ? g.K : 1);
   // one product, split by the longer side in whole micro-tiles (the result does not depend on the split)
+  // a few rows over a row-major f32 B (a LoRA weight gradient, dB = dY^T (x A^T)) take the tiled path with
+  // B read in place: the GEMV's axpy loop stores its accumulators on every k (measured 2x slower at M = 8);
+  // a row or two (decoding) stays on the GEMV, which reads the weight once
+  const bool use_gemv = g.M <= GEMV_ROWS && g.K > 0 && !(s.ub && g.btype == B_F32 && g.csB == 1 && g.M >= 4);
   auto one = [&](int b) {
-    if (g.M <= GEMV_ROWS && g.K > 0) {  // generation: memory-bound, so split the weight's columns
+    if (use_gemv) {  // generation: memory-bound, so split the weight's columns
       const char* Bb = (const char*)g.B + (size_t)b * g.strideB * esize;
       long grain = (long)(MIN_SPLIT_WORK / ((double)g.M * g.K)) + 16;
       parallel_range(g.N, grain, 16, [&](long n0, long n1) {
@@ -727,7 +731,7 @@ void gemm(const GemmArgs& g0) {
   };
   // batch items to threads when each writes its own output and there is enough work; items that share
   // one output (strideC 0, accumulating a broadcast operand's gradient) run in order
-  if (g.batch > 1 && g.strideC != 0 && g.M > GEMV_ROWS && work * g.batch >= MIN_SPLIT_WORK * 2) {
+  if (g.batch > 1 && g.strideC != 0 && !use_gemv && work * g.batch >= MIN_SPLIT_WORK * 2) {
     parallel_range(g.batch, 1, 1, [&](long b0, long b1) {
       for (long b = b0; b < b1; b++) item((int)b, 0, g.M, 0, g.N);
     });
