@@ -12,7 +12,9 @@
 
 #include <cstdint>
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "half.h"
@@ -283,19 +285,69 @@ constexpr int KC_512 = 192, MC_512 = 96, NC_512 = 1536;
 constexpr int AVX2_BLOCKS[3] = {LORA_AVX2_BLOCKS};
 constexpr int KC_AVX2 = AVX2_BLOCKS[0], MC_AVX2 = AVX2_BLOCKS[1], NC_AVX2 = AVX2_BLOCKS[2];
 
-Isa pick() {
-  for (int h = 0; h < 65536; h++) f16_table[h] = f16_to_f32((uint16_t)h);
+// ISA levels, lowest first; LORA_ISA names one to force it (any the CPU supports)
+enum Level { L_GENERIC = 0, L_AVX2, L_AVX512, L_AVX512BF16, L_COUNT };
+const char* const LEVEL_NAMES[L_COUNT] = {"generic", "avx2", "avx512", "avx512bf16"};
+
+int cpu_level() {
 #if defined(__x86_64__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) {
-    bool bf = __builtin_cpu_supports("avx512bf16");
-    return {bf ? "avx512+bf16" : "avx512", 12, 32, KC_512, MC_512, NC_512, k_avx512, bf ? k_avx512_bf16 : nullptr,
+  if (__builtin_cpu_supports("avx512f")) return __builtin_cpu_supports("avx512bf16") ? L_AVX512BF16 : L_AVX512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return L_AVX2;
+#endif
+  return L_GENERIC;
+}
+
+Isa isa_for(int level) {
+#if defined(__x86_64__)
+  if (level >= L_AVX512) {
+    bool bf = level == L_AVX512BF16;
+    return {LEVEL_NAMES[level], 12, 32, KC_512, MC_512, NC_512, k_avx512, bf ? k_avx512_bf16 : nullptr,
             nullptr, nullptr, true};
   }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return {"avx2", 6, 16, KC_AVX2, MC_AVX2, NC_AVX2, k_avx2, nullptr, k_avx2_ua, k_avx2_ub, true};
+  if (level == L_AVX2) return {"avx2", 6, 16, KC_AVX2, MC_AVX2, NC_AVX2, k_avx2, nullptr, k_avx2_ua, k_avx2_ub, true};
 #endif
+  (void)level;
   return {"generic", 4, 16, KC_512, MC_512, NC_512, k_generic, nullptr, nullptr, nullptr, false};
+}
+
+struct Choice {
+  int level, cpu;
+  bool forced;
+  std::string error;  // LORA_ISA names a level this CPU lacks (or none): the addon refuses to load
+};
+
+// "avx2 or generic": the levels this CPU runs, best first
+std::string supported_list(int cpu) {
+  std::string s;
+  for (int l = cpu; l >= 0; l--) s += std::string(l == cpu ? "" : l == 0 ? " or " : ", ") + LEVEL_NAMES[l];
+  return s;
+}
+
+Choice choose() {
+  const int cpu = cpu_level();
+  const char* env = std::getenv("LORA_ISA");
+  if (!env || !*env) return {cpu, cpu, false, ""};
+  for (int l = 0; l < L_COUNT; l++) {
+    if (std::strcmp(env, LEVEL_NAMES[l]) != 0) continue;
+    if (l <= cpu) return {l, cpu, true, ""};
+    return {cpu, cpu, false,
+            std::string("LORA_ISA=") + env + ": this CPU has " + LEVEL_NAMES[cpu] + " only; use " +
+                supported_list(cpu)};
+  }
+  return {cpu, cpu, false,
+          std::string("LORA_ISA=") + env + ": not a level (avx512bf16, avx512, avx2, generic); this CPU runs " +
+              supported_list(cpu)};
+}
+
+const Choice& choice() {
+  static Choice c = choose();
+  return c;
+}
+
+Isa pick() {
+  for (int h = 0; h < 65536; h++) f16_table[h] = f16_to_f32((uint16_t)h);
+  return isa_for(choice().level);
 }
 
 const Isa& isa() {
@@ -501,14 +553,14 @@ void load_row(float* dst, const float* a, long cs, int K, bool round) {
 }
 
 // dot of f32 x with weight row w (contiguous along k)
-LORA_CLONES float dot_f32(const float* x, const float* w, int K) {
+LORA_MULTI(float, dot_f32, (const float* x, const float* w, int K), (x, w, K)) {
   float s = 0;
 #pragma omp simd reduction(+ : s)
   for (int k = 0; k < K; k++) s += x[k] * w[k];
   return s;
 }
 
-LORA_CLONES float dot_bf16(const float* x, const uint16_t* w, int K) {
+LORA_MULTI(float, dot_bf16, (const float* x, const uint16_t* w, int K), (x, w, K)) {
   float s = 0;
 #pragma omp simd reduction(+ : s)
   for (int k = 0; k < K; k++) s += x[k] * bf16_to_f32(w[k]);
@@ -516,12 +568,12 @@ LORA_CLONES float dot_bf16(const float* x, const uint16_t* w, int K) {
 }
 
 // y[j] += s * w[j] over a weight row contiguous along j
-LORA_CLONES void axpy_f32(float* y, float s, const float* w, int n) {
+LORA_MULTI(void, axpy_f32, (float* y, float s, const float* w, int n), (y, s, w, n)) {
 #pragma omp simd
   for (int j = 0; j < n; j++) y[j] += s * w[j];
 }
 
-LORA_CLONES void axpy_bf16(float* y, float s, const uint16_t* w, int n) {
+LORA_MULTI(void, axpy_bf16, (float* y, float s, const uint16_t* w, int n), (y, s, w, n)) {
 #pragma omp simd
   for (int j = 0; j < n; j++) y[j] += s * bf16_to_f32(w[j]);
 }
@@ -577,6 +629,19 @@ constexpr int GEMV_ROWS = 8;  // up to here, packing the weight costs more than 
 
 const char* gemm_isa() { return isa().name; }
 bool gemm_native_bf16() { return isa().bf16 != nullptr; }
+const char* gemm_cpu_isa() { return LEVEL_NAMES[choice().cpu]; }
+bool gemm_isa_forced() { return choice().forced; }
+const char* gemm_isa_error() { return choice().error.c_str(); }
+std::vector<std::string> gemm_supported_isas() {
+  std::vector<std::string> v;
+  for (int l = choice().cpu; l >= 0; l--) v.push_back(LEVEL_NAMES[l]);
+  return v;
+}
+
+int simd_level() {
+  static const int level = choice().level >= L_AVX512 ? 2 : choice().level == L_AVX2 ? 1 : 0;
+  return level;
+}
 
 // Skinny products skip packing the operand that is reused least (BLIS's "sup" idea): with N <= UA_COLS a
 // row of A is used by at most 2 B micro-panels, so packing A (one pass over M x K) costs as much as the

@@ -24,6 +24,17 @@ for (const threads of [1, 2]) {
   });
 }
 
+describe("native: the ISA level", { skip }, () => {
+  const forced = process.env.LORA_ISA;
+  it(`runs at the level LORA_ISA forces (${forced || "unset: the CPU's best"})`, () => {
+    const info = addon!.info();
+    assert.equal(info.error, "");
+    assert.equal(info.isa, forced || info.cpu);
+    assert.equal(info.forced, Boolean(forced));
+    assert.ok(info.supported.includes(info.isa));
+  });
+});
+
 describe("native: results do not depend on the thread count", { skip }, () => {
   it("GEMM (split by columns, by rows, by batch), layer-norm weight gradients and a bias gradient are bit-identical", () => {
     const rand = (n: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898) * 0.5);
