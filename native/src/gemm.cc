@@ -223,6 +223,38 @@ __attribute__((target("avx2,fma"), always_inline)) inline void k_avx2_t(int kc, 
 #undef LORA_AVX2_STEP
 #undef LORA_AVX2_ROW
 
+// 12 x 8 for products with N <= 8 (LoRA's rank-8 side: x A^T, dY B, dB's inner products): the 6 x 16 tile
+// would spend half its FMAs on zero columns. 12 accumulators of one vector each, 1 B load and 12
+// broadcasts per k (13 loads per 12 FMAs: still FMA-bound on Zen 3's 3 load ports). A is read in place
+// (A(i, k) = A[i * ars + k * acs]), B from a packed panel with row stride bks.
+#define LORA_N8_ROW(p, off, c) c = _mm256_fmadd_ps(_mm256_broadcast_ss(p + off), b0, c);
+__attribute__((target("avx2,fma"))) void k_avx2_n8(int kc, const float* A, long ars, long acs, const float* Bp,
+                                                   long bks, float* C, long ldc, bool load) {
+  __m256 c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11;
+  if (load) {
+    c0 = _mm256_loadu_ps(C), c1 = _mm256_loadu_ps(C + ldc), c2 = _mm256_loadu_ps(C + 2 * ldc);
+    c3 = _mm256_loadu_ps(C + 3 * ldc), c4 = _mm256_loadu_ps(C + 4 * ldc), c5 = _mm256_loadu_ps(C + 5 * ldc);
+    c6 = _mm256_loadu_ps(C + 6 * ldc), c7 = _mm256_loadu_ps(C + 7 * ldc), c8 = _mm256_loadu_ps(C + 8 * ldc);
+    c9 = _mm256_loadu_ps(C + 9 * ldc), c10 = _mm256_loadu_ps(C + 10 * ldc), c11 = _mm256_loadu_ps(C + 11 * ldc);
+  } else {
+    c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = c8 = c9 = c10 = c11 = _mm256_setzero_ps();
+  }
+  const float *a0 = A, *a4 = A + 4 * ars, *a8 = A + 8 * ars;
+  const long r2 = 2 * ars, r3 = 3 * ars;
+  for (int k = 0; k < kc; k++) {
+    const __m256 b0 = _mm256_loadu_ps(Bp + (long)k * bks);
+    LORA_N8_ROW(a0, 0, c0) LORA_N8_ROW(a0, ars, c1) LORA_N8_ROW(a0, r2, c2) LORA_N8_ROW(a0, r3, c3)
+    LORA_N8_ROW(a4, 0, c4) LORA_N8_ROW(a4, ars, c5) LORA_N8_ROW(a4, r2, c6) LORA_N8_ROW(a4, r3, c7)
+    LORA_N8_ROW(a8, 0, c8) LORA_N8_ROW(a8, ars, c9) LORA_N8_ROW(a8, r2, c10) LORA_N8_ROW(a8, r3, c11)
+    a0 += acs, a4 += acs, a8 += acs;
+  }
+  _mm256_storeu_ps(C, c0), _mm256_storeu_ps(C + ldc, c1), _mm256_storeu_ps(C + 2 * ldc, c2);
+  _mm256_storeu_ps(C + 3 * ldc, c3), _mm256_storeu_ps(C + 4 * ldc, c4), _mm256_storeu_ps(C + 5 * ldc, c5);
+  _mm256_storeu_ps(C + 6 * ldc, c6), _mm256_storeu_ps(C + 7 * ldc, c7), _mm256_storeu_ps(C + 8 * ldc, c8);
+  _mm256_storeu_ps(C + 9 * ldc, c9), _mm256_storeu_ps(C + 10 * ldc, c10), _mm256_storeu_ps(C + 11 * ldc, c11);
+}
+#undef LORA_N8_ROW
+
 __attribute__((target("avx2,fma"))) void k_avx2(int kc, const float* Ap, const float* Bp, float* C, long ldc,
                                                 bool load) {
   k_avx2_t<true, true>(kc, Ap, 1, 6, Bp, 16, C, ldc, load);
@@ -264,6 +296,7 @@ struct Isa {
   KernelF32 f32;
   KernelBF16 bf16;     // null: bf16 weights go through the f32 kernel on rounded values
   KernelF32S ua, ub;   // null: both operands are always packed
+  KernelF32S n8;       // 12 x 8 tile, A in place, for N <= 8 (null: none)
   bool avx2;           // the packing routines may use AVX2
 };
 
@@ -303,12 +336,12 @@ Isa isa_for(int level) {
   if (level >= L_AVX512) {
     bool bf = level == L_AVX512BF16;
     return {LEVEL_NAMES[level], 12, 32, KC_512, MC_512, NC_512, k_avx512, bf ? k_avx512_bf16 : nullptr,
-            nullptr, nullptr, true};
+            nullptr, nullptr, nullptr, true};
   }
-  if (level == L_AVX2) return {"avx2", 6, 16, KC_AVX2, MC_AVX2, NC_AVX2, k_avx2, nullptr, k_avx2_ua, k_avx2_ub, true};
+  if (level == L_AVX2) return {"avx2", 6, 16, KC_AVX2, MC_AVX2, NC_AVX2, k_avx2, nullptr, k_avx2_ua, k_avx2_ub, k_avx2_n8, true};
 #endif
   (void)level;
-  return {"generic", 4, 16, KC_512, MC_512, NC_512, k_generic, nullptr, nullptr, nullptr, false};
+  return {"generic", 4, 16, KC_512, MC_512, NC_512, k_generic, nullptr, nullptr, nullptr, nullptr, false};
 }
 
 struct Choice {
@@ -674,6 +707,35 @@ void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const 
   } else {
     pa = w.a.get((size_t)(inA ? MR : (MC + MR - 1) / MR * MR) * kcb);
     pb = w.b.get((size_t)(inB ? NR : (NC + NR - 1) / NR * NR) * kcb);
+  }
+  if (inA && s.n8 && N <= 8 && M >= 12 && tri == TRI_NONE) {
+    // N <= 8: 12-row tiles of the 12 x 8 kernel over one packed B panel, then the last M % 12 rows by
+    // the general path (same depth blocks, so the same sums)
+    const int M12 = M / 12 * 12;
+    float tile8[12 * 8];
+    for (int pc = 0; pc < K; pc += kcb) {
+      const int kc = K - pc < kcb ? K - pc : kcb;
+      const bool load = accumulate || pc > 0;
+      pack_b(pb, B, bt, rsB, csB, pc, kc, 0, N, NR, s.avx2);
+      for (int i = 0; i < M12; i += 12) {
+        float* c = C + (long)i * ldc;
+        const float* ap = A + (long)i * rsA + (long)pc * csA;
+        if (N == 8) {
+          s.n8(kc, ap, rsA, csA, pb, NR, c, ldc, load);
+          continue;
+        }
+        if (load)
+          for (int r = 0; r < 12; r++)
+            for (int j = 0; j < N; j++) tile8[r * 8 + j] = c[(long)r * ldc + j];
+        s.n8(kc, ap, rsA, csA, pb, NR, tile8, 8, load);
+        for (int r = 0; r < 12; r++)
+          for (int j = 0; j < N; j++) c[(long)r * ldc + j] = tile8[r * 8 + j];
+      }
+    }
+    if (M12 < M)
+      gemm_single(M - M12, N, K, A + (long)M12 * rsA, rsA, csA, B, bt, rsB, csB, C + (long)M12 * ldc, ldc,
+                  accumulate);
+    return;
   }
   for (int jc = 0; jc < N; jc += NC) {
     int nc = N - jc < NC ? N - jc : NC;
