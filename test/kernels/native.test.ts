@@ -45,6 +45,9 @@ describe("native: results do not depend on the thread count", { skip }, () => {
         [256, 300, 520, 1],
         [700, 96, 40, 1],
         [64, 64, 64, 24],
+        [610, 300, 8, 1], // the 12 x 8 tiles, split by rows
+        [8, 600, 300, 1], // few rows: B in place, split by columns
+        [130, 1100, 70, 1], // several depth blocks
       ] as const) {
         const out = new Float32Array(batch * M * N);
         const d = {
