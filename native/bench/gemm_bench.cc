@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <algorithm>
@@ -20,6 +21,16 @@
 #include "../src/pool.h"
 
 using namespace lora;
+
+// f32 -> f16 bits (truncating; fine for timing)
+uint16_t f32_to_f16_bits(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  uint32_t s = (x >> 16) & 0x8000, e = (x >> 23) & 0xff, m = (x >> 13) & 0x3ff;
+  if (e < 113) return (uint16_t)s;
+  if (e > 142) return (uint16_t)(s | 0x7c00);
+  return (uint16_t)(s | ((e - 112) << 10) | m);
+}
 
 typedef void (*sgemm_t)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*,
                         int);
@@ -102,8 +113,16 @@ int main(int argc, char** argv) {
     g.rsA = s.tA ? 1 : K;
     g.csA = s.tA ? M : 1;
     g.strideA = (long)M * K;
-    g.B = B.data();
-    g.btype = B_F32;
+    // BTYPE=1 (bf16) or 2 (f16): B as 16-bit weights (OpenBLAS still gets the f32 B)
+    const int btype = std::getenv("BTYPE") ? std::atoi(std::getenv("BTYPE")) : B_F32;
+    std::vector<uint16_t> B16(B.size());
+    for (size_t i = 0; i < B.size(); i++) {
+      uint32_t x;
+      std::memcpy(&x, &B[i], 4);
+      B16[i] = btype == B_BF16 ? (uint16_t)(x >> 16) : f32_to_f16_bits(B[i]);
+    }
+    g.B = btype == B_F32 ? (const void*)B.data() : (const void*)B16.data();
+    g.btype = btype;
     g.rsB = s.tB ? 1 : N;
     g.csB = s.tB ? K : 1;
     g.strideB = 0;

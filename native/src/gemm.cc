@@ -507,6 +507,49 @@ void pack_b_rows(float* dst, const float* B, long rsB, int p0, int kc, int j0, i
   }
 }
 
+#if defined(__x86_64__)
+// 8 16-bit weights widened to f32, exactly: bf16 is the top half of an f32 (a shift), f16 goes through
+// F16C's vcvtph2ps (every AVX2 CPU has F16C)
+__attribute__((target("avx2,f16c"), always_inline)) inline __m256 widen8(const uint16_t* p, int bt) {
+  const __m128i h = _mm_loadu_si128((const __m128i*)p);
+  if (bt == B_BF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  return _mm256_cvtph_ps(h);
+}
+
+// A 16-bit B (a bf16 or f16 frozen weight) into an f32 [kc][NR] panel: half the bytes read of an f32
+// weight, widened 8 at a time. B points at (k 0, column 0) of the panel; either its columns are
+// contiguous along k (rsB == 1, a weight [N, K] read transposed: 8 x 8 blocks through transpose8) or its
+// rows along j (csB == 1).
+__attribute__((target("avx2,f16c"))) void pack_b16_avx2(float* dst, const uint16_t* B, int bt, long rsB, long csB,
+                                                       int kc, int nr, int NR) {
+  auto one = [&](long i) { return bt == B_BF16 ? bf16_to_f32(B[i]) : f16_table[B[i]]; };
+  if (rsB == 1) {
+    int jj = 0;
+    for (; jj + 8 <= nr; jj += 8) {
+      const uint16_t* s = B + (long)jj * csB;
+      int k = 0;
+      for (; k + 8 <= kc; k += 8) {
+        __m256 r[8];
+        for (int c = 0; c < 8; c++) r[c] = widen8(s + c * csB + k, bt);
+        transpose8(r);
+        for (int q = 0; q < 8; q++) _mm256_storeu_ps(dst + (long)(k + q) * NR + jj, r[q]);
+      }
+      for (; k < kc; k++)
+        for (int c = 0; c < 8; c++) dst[(long)k * NR + jj + c] = one((long)(jj + c) * csB + k);
+    }
+    for (; jj < nr; jj++)
+      for (int k = 0; k < kc; k++) dst[(long)k * NR + jj] = one((long)jj * csB + k);
+  } else {
+    for (int k = 0; k < kc; k++) {
+      const long row = (long)k * rsB;
+      int jj = 0;
+      for (; jj + 8 <= nr; jj += 8) _mm256_storeu_ps(dst + (long)k * NR + jj, widen8(B + row + jj, bt));
+      for (; jj < nr; jj++) dst[(long)k * NR + jj] = one(row + jj);
+    }
+  }
+}
+#endif
+
 // pack op(B) depth [p0, p0+kc) x columns [j0, j0+nc) into NR-column panels [kc][NR] (zero padded)
 void pack_b(float* dst, const void* B, int bt, long rsB, long csB, int p0, int kc, int j0, int nc, int NR,
             bool avx2) {
@@ -522,6 +565,8 @@ void pack_b(float* dst, const void* B, int bt, long rsB, long csB, int p0, int k
 #if defined(__x86_64__)
     } else if (bt == B_F32 && rsB == 1 && avx2) {
       pack_b_cols_avx2(dst, (const float*)B + (long)(j0 + c) * csB + p0, csB, kc, nr, NR);
+    } else if (bt != B_F32 && avx2 && (rsB == 1 || csB == 1)) {
+      pack_b16_avx2(dst, (const uint16_t*)B + (long)(j0 + c) * csB + (long)p0 * rsB, bt, rsB, csB, kc, nr, NR);
 #endif
     } else {  // columns of B contiguous (a transposed weight): read along k, write strided into the panel
       for (int jj = 0; jj < nr; jj++) {
