@@ -1,9 +1,29 @@
 // Packed, register-blocked GEMM (BLIS loop order: NC columns of B, KC depth, MC rows of A, then NR x MR
-// micro-tiles). Micro-kernels, chosen once at load by CPU feature:
-//   avx512: 12x32 f32 FMA tile (24 zmm accumulators)     avx2: 6x16 (12 ymm)
-//   generic: 4x16 plain C++ the compiler vectorizes (NEON on arm64)
+// micro-tiles). Micro-kernels, chosen once at load by the ISA level (the CPU's best, or LORA_ISA):
+//   avx512: 12x32 f32 FMA tile (24 zmm accumulators)     avx2: 6x16 (12 ymm), and 12x8 for N <= 8
+//   generic: 4x16 plain C++ the compiler vectorizes (NEON on arm64): the portable path, and the oracle
+//            the fast kernels are checked against beside ref (LORA_ISA=generic runs it on any x86)
 //   avx512_bf16: 12x32 tile of vdpbf16ps on k-pairs: the bf16-weight path, twice the f32 FLOP rate
 // A bf16 weight without avx512_bf16 takes the f32 kernels on bf16-rounded values: the same products.
+//
+// The AVX2 path (Zen 3 / Haswell class), after BLIS's haswell and zen3 configurations (6x16 sgemm
+// micro-kernel, MC 144 / KC 256 / NC 4080, row-major C) and OpenBLAS's Haswell sgemm (which Zen also
+// runs; its kernels too are FMA-bound tiles fed by broadcasts, with A and B packed per call):
+//   - tile 6x16: 12 accumulators + 2 B vectors + 1 broadcast = 15 of 16 ymm; 12 FMAs per 8 loads per k,
+//     so the 2 FMA pipes, not the 3 load ports, set the pace (see k_avx2_t); its loop is inline asm.
+//   - blocks from the caches (see KC_AVX2): B micro-panel in L1, A block in L2, B block in L3.
+//   - packing: B is packed once per (NC, KC) block and reused by every row block; a transposed B is
+//     transposed 8x8 in registers, a row-major one copied row by row (sequential reads), a 16-bit one
+//     widened on the way (shift / F16C); A is packed per MC x KC block, 6 rows transposed at a time.
+//     Skinny products skip packing the operand reused least (UA_COLS, UB_ROWS).
+//   - prefetch: the C tile at the start of each micro-kernel call, the A panel a few k ahead; B streams
+//     sequentially and is left to the hardware prefetcher (a software prefetch of the next transposed B
+//     panel measured no gain).
+//   - edges: partial tiles run the full kernel into a small buffer (zero-padded panels), copied out.
+//   - transposes are only strides, resolved while packing (NN, NT, TN, TT all take the same kernel).
+//   - threads (gemm()): each thread gets whole micro-tile columns (or rows) and packs its own B (or A)
+//     slice; sums over k are never split, and every thread blocks k the same way (KC depends on nothing
+//     but the ISA), so any thread count gives the same bits.
 #include "gemm.h"
 
 #if defined(__x86_64__)
