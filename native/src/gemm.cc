@@ -146,12 +146,10 @@ __attribute__((target("avx2,fma"), always_inline)) inline void k_avx2_t(int kc, 
   if (PB) bks = 16;
   // the C tile is read (or written) after the loop: fetch its 6 rows (2 lines each when not aligned) now,
   // so those misses overlap the FMAs instead of stalling the stores
-#ifndef LORA_NO_CPF
   for (int i = 0; i < 6; i++) {
     _mm_prefetch((const char*)(C + i * ldc), _MM_HINT_T0);
     _mm_prefetch((const char*)(C + i * ldc + 15), _MM_HINT_T0);
   }
-#endif
   __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
   if (load) {
     c00 = _mm256_loadu_ps(C), c01 = _mm256_loadu_ps(C + 8);
@@ -174,7 +172,7 @@ __attribute__((target("avx2,fma"), always_inline)) inline void k_avx2_t(int kc, 
   if (n4 > 0) {
     if (PA && PB) {
       // packed panels: every address is an immediate offset; the A panel streams from L2 (the MC x KC
-      // block lives there), so it is fetched ~5 k ahead
+      // block lives there), so it is fetched 512 bytes (~21 k) ahead
 #define LORA_AVX2_ROWS(ao)                                        \
   "vbroadcastss " #ao "+0(%[a]), %%ymm2\n\t"                       \
   "vfmadd231ps %%ymm0, %%ymm2, %[c00]\n\t"                         \
@@ -199,9 +197,7 @@ __attribute__((target("avx2,fma"), always_inline)) inline void k_avx2_t(int kc, 
   "vmovups " #bo "+32(%[b]), %%ymm1\n\t" LORA_AVX2_ROWS(ao)
       __asm__ volatile(
           "1:\n\t"
-#ifndef LORA_NO_APF
           "prefetcht0 512(%[a])\n\t"
-#endif
           LORA_AVX2_PSTEP(0, 0) LORA_AVX2_PSTEP(64, 24) LORA_AVX2_PSTEP(128, 48) LORA_AVX2_PSTEP(192, 72)
           "add $96, %[a]\n\t"
           "add $256, %[b]\n\t"
