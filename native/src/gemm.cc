@@ -509,17 +509,17 @@ __attribute__((target("avx2"))) void pack_b_cols_avx2(float* dst, const float* B
 // contiguously (the hardware prefetcher streams it from DRAM), and its 16-float pieces go to the panels.
 // Panel by panel, the same block is 16 floats from each of 256 rows kilobytes apart: when B is a large
 // weight (the 50257 x 768 head in dX = dY @ W) those reads were latency-bound and cost ~10%.
-void pack_b_rows(float* dst, const float* B, long rsB, int p0, int kc, int j0, int nc, int NR) {
+void pack_b_rows(float* dst, const float* B, long rsB, int p0, int kc, int j0, int nc, int NR, long ps) {
   const int nfull = nc / NR * NR;
-  if (nfull < nc) std::memset(dst + (long)nfull * kc, 0, sizeof(float) * kc * NR);
+  if (nfull < nc) std::memset(dst + (long)(nfull / NR) * ps, 0, sizeof(float) * kc * NR);
   for (int k = 0; k < kc; k++) {
     const float* row = B + (long)(p0 + k) * rsB + j0;
     float* d = dst + (long)k * NR;
     int c = 0;
     if (NR == 16)
-      for (; c < nfull; c += 16) std::memcpy(d + (long)c * kc, row + c, sizeof(float) * 16);
-    for (; c < nfull; c += NR) std::memcpy(d + (long)c * kc, row + c, sizeof(float) * NR);
-    if (c < nc) std::memcpy(d + (long)c * kc, row + c, sizeof(float) * (nc - c));
+      for (; c < nfull; c += 16) std::memcpy(d + (long)(c / 16) * ps, row + c, sizeof(float) * 16);
+    for (; c < nfull; c += NR) std::memcpy(d + (long)(c / NR) * ps, row + c, sizeof(float) * NR);
+    if (c < nc) std::memcpy(d + (long)(c / NR) * ps, row + c, sizeof(float) * (nc - c));
   }
 }
 
@@ -568,8 +568,8 @@ __attribute__((target("avx2,f16c"))) void pack_b16_avx2(float* dst, const uint16
 
 // pack op(B) depth [p0, p0+kc) x columns [j0, j0+nc) into NR-column panels [kc][NR] (zero padded)
 void pack_b(float* dst, const void* B, int bt, long rsB, long csB, int p0, int kc, int j0, int nc, int NR,
-            bool avx2) {
-  for (int c = 0; c < nc; c += NR, dst += (long)kc * NR) {
+            bool avx2, long ps) {
+  for (int c = 0; c < nc; c += NR, dst += ps) {
     int nr = nc - c < NR ? nc - c : NR;
     if (nr < NR) std::memset(dst, 0, sizeof(float) * kc * NR);
     if (bt == B_F32 && csB == 1) {  // rows of B contiguous: copy NR floats per k
@@ -741,6 +741,10 @@ int simd_level() {
 // row of A is used by at most 2 B micro-panels, so packing A (one pass over M x K) costs as much as the
 // FMAs it feeds; with M <= UB_ROWS the same holds for B. Measured on Zen 3 (LoRA's rank-8 products).
 constexpr int UA_COLS = 32, UB_ROWS = 24;
+// Packed B panels are PSKEW floats (a cache line) apart, not back to back: at KC 256 a 16-wide panel is
+// exactly 16 KB, so row k of every panel fell in one L1 set, and packing a row of a wide row-major B
+// (192 panels at N = 3072) thrashed that set's 8 ways.
+constexpr int PSKEW = 16;
 
 void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const void* B, int bt, long rsB,
                  long csB, float* C, long ldc, bool accumulate, Tri tri, long off) {
@@ -767,7 +771,7 @@ void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const 
     b2 = w.b2.get((size_t)((NC + NR - 1) / NR * NR) * (KC2 / 2));
   } else {
     pa = w.a.get((size_t)(inA ? MR : (MC + MR - 1) / MR * MR) * kcb);
-    pb = w.b.get((size_t)(inB ? NR : (NC + NR - 1) / NR * NR) * kcb);
+    pb = w.b.get((size_t)(inB ? 1 : (NC + NR - 1) / NR) * ((size_t)kcb * NR + PSKEW));
   }
   if (inA && s.n8 && N <= 8 && M >= 12 && tri == TRI_NONE) {
     // N <= 8: 12-row tiles of the 12 x 8 kernel over one packed B panel, then the last M % 12 rows by
@@ -777,7 +781,7 @@ void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const 
     for (int pc = 0; pc < K; pc += kcb) {
       const int kc = K - pc < kcb ? K - pc : kcb;
       const bool load = accumulate || pc > 0;
-      pack_b(pb, B, bt, rsB, csB, pc, kc, 0, N, NR, s.avx2);
+      pack_b(pb, B, bt, rsB, csB, pc, kc, 0, N, NR, s.avx2, (long)kc * NR);
       for (int i = 0; i < M12; i += 12) {
         float* c = C + (long)i * ldc;
         const float* ap = A + (long)i * rsA + (long)pc * csA;
@@ -803,14 +807,15 @@ void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const 
     for (int pc = 0; pc < K; pc += kcb) {
       int kc = K - pc < kcb ? K - pc : kcb;
       int kp = (kc + 1) / 2;
+      const long ps = (long)kc * NR + PSKEW;  // packed B panels' stride (see PSKEW)
       bool load = accumulate || pc > 0;
       const int nfull = nc / NR * NR;  // columns in whole panels (B in place reads those where they lie)
       if (dot)
         pack_b2(b2, (const uint16_t*)B, rsB, csB, pc, kc, jc, nc, NR);
       else if (!inB && bt == B_F32 && csB == 1)  // see pack_b_rows
-        pack_b_rows(pb, (const float*)B, rsB, pc, kc, jc, nc, NR);
+        pack_b_rows(pb, (const float*)B, rsB, pc, kc, jc, nc, NR, ps);
       else if (inB && nfull < nc)  // only the last, partial panel is packed (zero padded)
-        pack_b(pb, B, bt, rsB, csB, pc, kc, jc + nfull, nc - nfull, NR, s.avx2);
+        pack_b(pb, B, bt, rsB, csB, pc, kc, jc + nfull, nc - nfull, NR, s.avx2, ps);
       // A transposed B (x @ W^T: W's rows are contiguous along k) is packed one micro-panel at a time,
       // during the first row block that runs:
       // each panel is packed right before its tiles use it (still in L1), and reading B from memory
@@ -832,7 +837,7 @@ void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const 
           pack_a(pa, A, rsA, csA, ic + mfull, mc - mfull, pc, kc, MR, false, s.avx2);
         for (int jr = 0; jr < nc; jr += NR) {
           int nr = nc - jr < NR ? nc - jr : NR;
-          if (packing) pack_b(pb + (long)jr * kc, B, bt, rsB, csB, pc, kc, jc + jr, nr, NR, s.avx2);
+          if (packing) pack_b(pb + (long)(jr / NR) * ps, B, bt, rsB, csB, pc, kc, jc + jr, nr, NR, s.avx2, ps);
           for (int ir = 0; ir < mc; ir += MR) {
             int mr = mc - ir < MR ? mc - ir : MR;
             const long r0 = ic + ir, r1 = r0 + mr - 1;  // the tile's first and last row of C
@@ -857,7 +862,14 @@ void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const 
               const float* ap = ain ? A + r0 * rsA + (long)(pc + k0) * csA
                                     : pa + (long)(inA ? 0 : ir) * kc + (long)k0 * MR;
               const float* bp = bin ? (const float*)B + (long)(pc + k0) * rsB + jc + jr
-                                    : pb + (long)(inB ? 0 : jr) * kc + (long)k0 * NR;
+                                    : pb + (inB ? 0 : (long)(jr / NR) * ps) + (long)k0 * NR;
+              // the next tile down reads (or writes) its C rows next: ask for them now, a whole
+              // tile's FMAs ahead (C of a 256 x 3072 product is 3 MB: its tiles come from L3)
+              if (ir + 2 * MR <= mc && full)
+                for (int i = MR; i < 2 * MR; i++) {
+                  __builtin_prefetch(c + (long)i * ldc, 1, 3);
+                  __builtin_prefetch(c + (long)i * ldc + NR - 1, 1, 3);
+                }
               if (ain)
                 s.ua(k1 - k0, ap, rsA, csA, bp, NR, dst, ld, load);
               else if (bin)
