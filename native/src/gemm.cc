@@ -271,6 +271,41 @@ __attribute__((target("avx2,fma"))) void k_avx2_n8(int kc, const float* A, long 
 }
 #undef LORA_N8_ROW
 
+// 4 x 16 for products of 4 or 8 rows (LoRA's dB = dY^T (x A^T) at rank 8): the 6-row tile would run 12
+// rows for 8. 8 accumulators cover the FMA latency exactly (4 cycles x 2 pipes); 2 B loads + 4
+// broadcasts per 8 FMAs. Both operands in place: A(i, k) = A[i * ars + k * acs], B(k, j) = B[k * bks + j].
+#define LORA_M4_ROW(i, r0, r1)                                              \
+  {                                                                         \
+    const __m256 ai = _mm256_broadcast_ss(a + (i) * ars);                  \
+    r0 = _mm256_fmadd_ps(ai, b0, r0);                                       \
+    r1 = _mm256_fmadd_ps(ai, b1, r1);                                       \
+  }
+__attribute__((target("avx2,fma"))) void k_avx2_m4(int kc, const float* A, long ars, long acs, const float* B,
+                                                   long bks, float* C, long ldc, bool load) {
+  __m256 c00, c01, c10, c11, c20, c21, c30, c31;
+  if (load) {
+    c00 = _mm256_loadu_ps(C), c01 = _mm256_loadu_ps(C + 8);
+    c10 = _mm256_loadu_ps(C + ldc), c11 = _mm256_loadu_ps(C + ldc + 8);
+    c20 = _mm256_loadu_ps(C + 2 * ldc), c21 = _mm256_loadu_ps(C + 2 * ldc + 8);
+    c30 = _mm256_loadu_ps(C + 3 * ldc), c31 = _mm256_loadu_ps(C + 3 * ldc + 8);
+  } else {
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = _mm256_setzero_ps();
+  }
+  const float* a = A;
+  const float* b = B;
+  for (int k = 0; k < kc; k++) {
+    const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+    LORA_M4_ROW(0, c00, c01) LORA_M4_ROW(1, c10, c11) LORA_M4_ROW(2, c20, c21) LORA_M4_ROW(3, c30, c31)
+    a += acs;
+    b += bks;
+  }
+  _mm256_storeu_ps(C, c00), _mm256_storeu_ps(C + 8, c01);
+  _mm256_storeu_ps(C + ldc, c10), _mm256_storeu_ps(C + ldc + 8, c11);
+  _mm256_storeu_ps(C + 2 * ldc, c20), _mm256_storeu_ps(C + 2 * ldc + 8, c21);
+  _mm256_storeu_ps(C + 3 * ldc, c30), _mm256_storeu_ps(C + 3 * ldc + 8, c31);
+}
+#undef LORA_M4_ROW
+
 __attribute__((target("avx2,fma"))) void k_avx2(int kc, const float* Ap, const float* Bp, float* C, long ldc,
                                                 bool load) {
   k_avx2_t<true, true>(kc, Ap, 1, 6, Bp, 16, C, ldc, load);
@@ -313,6 +348,7 @@ struct Isa {
   KernelBF16 bf16;     // null: bf16 weights go through the f32 kernel on rounded values
   KernelF32S ua, ub;   // null: both operands are always packed
   KernelF32S n8;       // 12 x 8 tile, A in place, for N <= 8 (null: none)
+  KernelF32S m4;       // 4 x 16 tile, A and B in place, for M = 4 or 8 (null: none)
   bool avx2;           // the packing routines may use AVX2
 };
 
@@ -352,12 +388,13 @@ Isa isa_for(int level) {
   if (level >= L_AVX512) {
     bool bf = level == L_AVX512BF16;
     return {LEVEL_NAMES[level], 12, 32, KC_512, MC_512, NC_512, k_avx512, bf ? k_avx512_bf16 : nullptr,
-            nullptr, nullptr, nullptr, true};
+            nullptr, nullptr, nullptr, nullptr, true};
   }
-  if (level == L_AVX2) return {"avx2", 6, 16, KC_AVX2, MC_AVX2, NC_AVX2, k_avx2, nullptr, k_avx2_ua, k_avx2_ub, k_avx2_n8, true};
+  if (level == L_AVX2) return {"avx2", 6, 16, KC_AVX2, MC_AVX2, NC_AVX2, k_avx2, nullptr, k_avx2_ua, k_avx2_ub, k_avx2_n8, k_avx2_m4,
+            true};
 #endif
   (void)level;
-  return {"generic", 4, 16, KC_512, MC_512, NC_512, k_generic, nullptr, nullptr, nullptr, nullptr, false};
+  return {"generic", 4, 16, KC_512, MC_512, NC_512, k_generic, nullptr, nullptr, nullptr, nullptr, nullptr, false};
 }
 
 struct Choice {
@@ -772,6 +809,33 @@ void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const 
   } else {
     pa = w.a.get((size_t)(inA ? MR : (MC + MR - 1) / MR * MR) * kcb);
     pb = w.b.get((size_t)(inB ? 1 : (NC + NR - 1) / NR) * ((size_t)kcb * NR + PSKEW));
+  }
+  if (inB && s.m4 && (M == 4 || M == 8) && tri == TRI_NONE) {
+    // 4 or 8 rows over a row-major B: 4 x 16 tiles with both operands in place; a last partial column
+    // panel is packed and goes through a tile buffer
+    const int nfull = N / NR * NR;
+    float tile[4 * 16];
+    for (int pc = 0; pc < K; pc += kcb) {
+      const int kc = K - pc < kcb ? K - pc : kcb;
+      const bool load = accumulate || pc > 0;
+      if (nfull < N) pack_b(pb, B, bt, rsB, csB, pc, kc, nfull, N - nfull, NR, s.avx2, (long)kc * NR);
+      for (int i = 0; i < M; i += 4) {
+        const float* ap = A + (long)i * rsA + (long)pc * csA;
+        float* c = C + (long)i * ldc;
+        for (int j = 0; j < nfull; j += 16)
+          s.m4(kc, ap, rsA, csA, (const float*)B + (long)pc * rsB + j, rsB, c + j, ldc, load);
+        if (nfull < N) {
+          const int nr = N - nfull;
+          if (load)
+            for (int r = 0; r < 4; r++)
+              for (int j = 0; j < nr; j++) tile[r * 16 + j] = c[(long)r * ldc + nfull + j];
+          s.m4(kc, ap, rsA, csA, pb, NR, tile, 16, load);
+          for (int r = 0; r < 4; r++)
+            for (int j = 0; j < nr; j++) c[(long)r * ldc + nfull + j] = tile[r * 16 + j];
+        }
+      }
+    }
+    return;
   }
   if (inA && s.n8 && N <= 8 && M >= 12 && tri == TRI_NONE) {
     // N <= 8: 12-row tiles of the 12 x 8 kernel over one packed B panel, then the last M % 12 rows by

@@ -86,6 +86,7 @@ export function conformance(name: string, fast: () => Backend, skip: string | fa
             [30, 520, 5],
             [61, 70, 24],
             [8, 300, 70],
+            [4, 520, 40],
             [5, 40, 33],
           ] as const) {
             const label = `matmul ${M}x${K}x${N} tA=${transA} tB=${transB}`;

@@ -47,6 +47,7 @@ describe("native: results do not depend on the thread count", { skip }, () => {
         [64, 64, 64, 24],
         [610, 300, 8, 1], // the 12 x 8 tiles, split by rows
         [8, 600, 300, 1], // few rows: B in place, split by columns
+        [20, 300, 16, 1], // split by rows into 12 + 8: the 6-row and the 4-row tiles
         [130, 1100, 70, 1], // several depth blocks
       ] as const) {
         const out = new Float32Array(batch * M * N);
