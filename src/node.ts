@@ -9,5 +9,5 @@ export * from "./io/node/model-folder.js";
 export * from "./io/node/safetensors-file.js";
 export * from "./io/node/tokenizer-file.js";
 // the native backend (when its addon is built) and the threaded wasm one; one thread count for both
-export { getThreads, nativeIsa, nativeStatus, setThreads } from "./kernels/node/index.js";
+export { getThreads, nativeIsa, nativeIsaInfo, nativeStatus, setThreads } from "./kernels/node/index.js";
 export { createThreadedWasm, threadedWasmBackend } from "./kernels/wasm/node/pool.js";

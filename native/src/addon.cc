@@ -255,15 +255,35 @@ FN(SetThreads) {
   set_threads((int)a.l(0));
 }
 
+// info(): { isa, bf16, threads, cpu, forced, error, supported }: the ISA level the kernels run at, whether
+// bf16 products are native, the pool's threads, the CPU's best level, whether LORA_ISA forced the level,
+// why LORA_ISA was refused ("" if it was not) and the levels this CPU runs, best first
 napi_value Info(napi_env env, napi_callback_info info) {
-  napi_value o, isa, bf, th;
+  napi_value o, v;
   napi_create_object(env, &o);
-  napi_create_string_utf8(env, gemm_isa(), NAPI_AUTO_LENGTH, &isa);
-  napi_get_boolean(env, gemm_native_bf16(), &bf);
-  napi_create_int32(env, get_threads(), &th);
-  napi_set_named_property(env, o, "isa", isa);
-  napi_set_named_property(env, o, "bf16", bf);
-  napi_set_named_property(env, o, "threads", th);
+  auto str = [&](const char* name, const char* s) {
+    napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &v);
+    napi_set_named_property(env, o, name, v);
+  };
+  auto flag = [&](const char* name, bool b) {
+    napi_get_boolean(env, b, &v);
+    napi_set_named_property(env, o, name, v);
+  };
+  str("isa", gemm_isa());
+  flag("bf16", gemm_native_bf16());
+  napi_create_int32(env, get_threads(), &v);
+  napi_set_named_property(env, o, "threads", v);
+  str("cpu", gemm_cpu_isa());
+  flag("forced", gemm_isa_forced());
+  str("error", gemm_isa_error());
+  std::vector<std::string> levels = gemm_supported_isas();
+  napi_value arr;
+  napi_create_array_with_length(env, levels.size(), &arr);
+  for (size_t i = 0; i < levels.size(); i++) {
+    napi_create_string_utf8(env, levels[i].c_str(), NAPI_AUTO_LENGTH, &v);
+    napi_set_element(env, arr, (uint32_t)i, v);
+  }
+  napi_set_named_property(env, o, "supported", arr);
   (void)info;
   return o;
 }

@@ -2,6 +2,8 @@
 // Element (i, k) of op(A) is A[i*rsA + k*csA]; (k, j) of op(B) is B[k*rsB + j*csB]: any transpose or
 // row stride (attention heads) is just strides, resolved while packing.
 #pragma once
+#include <string>
+#include <vector>
 
 namespace lora {
 
@@ -31,8 +33,14 @@ enum Tri { TRI_NONE = 0, TRI_N, TRI_K_LOWER, TRI_K_UPPER };
 void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const void* B, int btype, long rsB,
                  long csB, float* C, long ldc, bool accumulate, Tri tri = TRI_NONE, long off = 0);
 
-// What the GEMM runs on this CPU ("avx512", "avx2", "generic") and whether bf16 products are native.
+// The ISA level every native kernel runs at ("avx512bf16", "avx512", "avx2", "generic"): the CPU's best,
+// or the one LORA_ISA forces; whether bf16 products are native; the CPU's best level; whether LORA_ISA
+// forced it; why LORA_ISA was refused ("" when it was not); and the levels this CPU runs, best first.
 const char* gemm_isa();
 bool gemm_native_bf16();
+const char* gemm_cpu_isa();
+bool gemm_isa_forced();
+const char* gemm_isa_error();
+std::vector<std::string> gemm_supported_isas();
 
 }  // namespace lora

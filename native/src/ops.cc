@@ -48,12 +48,12 @@ void add_partials(float* out, const std::vector<float>& part, long nb, long C) {
     for (long c = 0; c < C; c++) out[c] += part[b * C + c];
 }
 
-LORA_CLONES void scale_loop(float* out, const float* x, long n, float s) {
+LORA_MULTI(void, scale_loop, (float* out, const float* x, long n, float s), (out, x, n, s)) {
   SIMD
   for (long i = 0; i < n; i++) out[i] = s * x[i];
 }
 
-LORA_CLONES void add_loop(float* o, const float* a, long sa, const float* b, long sb, long n) {
+LORA_MULTI(void, add_loop, (float* o, const float* a, long sa, const float* b, long sb, long n), (o, a, sa, b, sb, n)) {
   if (sa == 1 && sb == 1)
     SIMD for (long i = 0; i < n; i++) o[i] = a[i] + b[i];
   else if (sa == 1 && sb == 0)
@@ -62,7 +62,7 @@ LORA_CLONES void add_loop(float* o, const float* a, long sa, const float* b, lon
     SIMD for (long i = 0; i < n; i++) o[i] = a[i * sa] + b[i * sb];
 }
 
-LORA_CLONES void mul_loop(float* o, const float* a, long sa, const float* b, long sb, long n) {
+LORA_MULTI(void, mul_loop, (float* o, const float* a, long sa, const float* b, long sb, long n), (o, a, sa, b, sb, n)) {
   if (sa == 1 && sb == 1)
     SIMD for (long i = 0; i < n; i++) o[i] = a[i] * b[i];
   else if (sa == 1 && sb == 0)
@@ -73,7 +73,7 @@ LORA_CLONES void mul_loop(float* o, const float* a, long sa, const float* b, lon
 
 constexpr float GELU_K = 0.7978845608028654f;  // sqrt(2 / pi)
 
-LORA_CLONES void gelu_fwd(float* out, const float* x, long n) {
+LORA_MULTI(void, gelu_fwd, (float* out, const float* x, long n), (out, x, n)) {
   SIMD
   for (long i = 0; i < n; i++) {
     float v = x[i];
@@ -82,7 +82,7 @@ LORA_CLONES void gelu_fwd(float* out, const float* x, long n) {
   }
 }
 
-LORA_CLONES void gelu_bwd(float* dx, const float* dout, const float* x, long n) {
+LORA_MULTI(void, gelu_bwd, (float* dx, const float* dout, const float* x, long n), (dx, dout, x, n)) {
   SIMD
   for (long i = 0; i < n; i++) {
     float v = x[i];
@@ -92,12 +92,12 @@ LORA_CLONES void gelu_bwd(float* dx, const float* dout, const float* x, long n) 
   }
 }
 
-LORA_CLONES void silu_fwd(float* out, const float* x, long n) {
+LORA_MULTI(void, silu_fwd, (float* out, const float* x, long n), (out, x, n)) {
   SIMD
   for (long i = 0; i < n; i++) out[i] = x[i] / (1.0f + vexp(-x[i]));
 }
 
-LORA_CLONES void silu_bwd(float* dx, const float* dout, const float* x, long n) {
+LORA_MULTI(void, silu_bwd, (float* dx, const float* dout, const float* x, long n), (dx, dout, x, n)) {
   SIMD
   for (long i = 0; i < n; i++) {
     float s = 1.0f / (1.0f + vexp(-x[i]));
@@ -106,7 +106,7 @@ LORA_CLONES void silu_bwd(float* dx, const float* dout, const float* x, long n) 
 }
 
 // max of a row; NaN anywhere gives NaN (so a poisoned row is never silently finite)
-LORA_CLONES float row_max(const float* x, long n) {
+LORA_MULTI(float, row_max, (const float* x, long n), (x, n)) {
   float m = -__builtin_inff();
   int nan = 0;
 #pragma omp simd reduction(max : m) reduction(| : nan)
@@ -118,7 +118,7 @@ LORA_CLONES float row_max(const float* x, long n) {
 }
 
 // out[i] = exp(x[i] - m) (when out is given); returns their sum
-LORA_CLONES float exp_sum(float* out, const float* x, long n, float m) {
+LORA_MULTI(float, exp_sum, (float* out, const float* x, long n, float m), (out, x, n, m)) {
   float s = 0;
   if (out) {
 #pragma omp simd reduction(+ : s)
@@ -133,8 +133,7 @@ LORA_CLONES float exp_sum(float* out, const float* x, long n, float m) {
   return s;
 }
 
-LORA_CLONES void adamw_loop(float* p, const float* g, float* m, float* v, long n, float b1, float b2, float c1,
-                            float c2, float lr, float decay, float eps) {
+LORA_MULTI(void, adamw_loop, (float* p, const float* g, float* m, float* v, long n, float b1, float b2, float c1, float c2, float lr, float decay, float eps), (p, g, m, v, n, b1, b2, c1, c2, lr, decay, eps)) {
   SIMD
   for (long i = 0; i < n; i++) {
     float gi = g[i];
@@ -148,7 +147,7 @@ LORA_CLONES void adamw_loop(float* p, const float* g, float* m, float* v, long n
 
 }  // namespace
 
-LORA_CLONES void softmax_row(float* out, const float* x, long lim, long n, float scale) {
+LORA_MULTI(void, softmax_row, (float* out, const float* x, long lim, long n, float scale), (out, x, lim, n, scale)) {
   float m = -__builtin_inff();
 #pragma omp simd reduction(max : m)
   for (long j = 0; j < lim; j++) {
@@ -161,7 +160,7 @@ LORA_CLONES void softmax_row(float* out, const float* x, long lim, long n, float
   for (long j = lim; j < n; j++) out[j] = 0.0f;
 }
 
-LORA_CLONES void softmax_backward_row(float* ds, const float* dp, const float* p, long lim, long n, float scale) {
+LORA_MULTI(void, softmax_backward_row, (float* ds, const float* dp, const float* p, long lim, long n, float scale), (ds, dp, p, lim, n, scale)) {
   float dot = 0;
 #pragma omp simd reduction(+ : dot)
   for (long j = 0; j < lim; j++) dot += dp[j] * p[j];

@@ -6,11 +6,29 @@
 // Loops marked SIMD are vectorized (with -fopenmp-simd; no OpenMP runtime is used).
 #define SIMD _Pragma("omp simd")
 
-// Compile a hot loop for AVX-512, AVX2 and baseline, picked at load time (GCC function multiversioning).
+namespace lora {
+// The vector level the element-wise loops run at: 2 AVX-512, 1 AVX2, 0 baseline. It follows the GEMM's
+// ISA (gemm.cc: the CPU's best, or the one LORA_ISA forces), so one variable selects every native kernel.
+int simd_level();
+}  // namespace lora
+
+// LORA_MULTI(ret, name, (params), (args)) { body }: the loop is compiled three times, for AVX-512, AVX2
+// and baseline (the body is inlined into three wrappers with their own target), and name() picks one by
+// simd_level() on each call. GCC's target_clones did the same by CPU alone, at load time, which left no
+// way to run (and test) the AVX2 or baseline loops on a newer CPU.
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
-#define LORA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define LORA_MULTI(ret, name, params, args)                                                            \
+  static inline __attribute__((always_inline)) ret name##_body params;                                \
+  __attribute__((target("avx512f"))) static ret name##_avx512 params { return name##_body args; }      \
+  __attribute__((target("avx2"))) static ret name##_avx2 params { return name##_body args; }           \
+  static ret name##_base params { return name##_body args; }                                          \
+  ret name params {                                                                                   \
+    const int level = ::lora::simd_level();                                                           \
+    return level >= 2 ? name##_avx512 args : level == 1 ? name##_avx2 args : name##_base args;          \
+  }                                                                                                   \
+  static inline __attribute__((always_inline)) ret name##_body params
 #else
-#define LORA_CLONES
+#define LORA_MULTI(ret, name, params, args) ret name params
 #endif
 
 namespace lora {

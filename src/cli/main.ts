@@ -3,7 +3,7 @@
 import { readFileSync } from "node:fs";
 import { availableBackends, backend, setBackend } from "../kernels/index.js";
 // registers the native and worker-thread wasm backends (LORA_THREADS sets their size)
-import { getThreads, nativeIsa, nativeStatus, setThreads } from "../kernels/node/index.js";
+import { getThreads, nativeIsa, nativeIsaInfo, nativeStatus, setThreads } from "../kernels/node/index.js";
 import { type Command, helpText, num, parseFlags, str } from "./command.js";
 import { evalCommand } from "./eval.js";
 import { generateCommand } from "./generate.js";
@@ -45,14 +45,16 @@ function backendLine(): string {
 
 /** `lora doctor`: what runs the kernels here, and what to do when it is not the fastest. */
 function doctor(): string {
-  const isa = nativeIsa();
+  const isa = nativeIsaInfo();
+  const bf16 = backend().fastBf16 ? " (bf16 products: --base-dtype auto picks bf16)" : "";
+  const why = isa?.forced
+    ? `forced by LORA_ISA=${isa.isa}; this CPU has ${isa.cpu}`
+    : `this CPU's best; LORA_ISA=${isa?.supported.join("|")} forces a level`;
   return [
     `lora ${version()}, Node ${process.versions.node} on ${process.platform}-${process.arch}`,
     `active:    ${backendLine()}`,
     `available: ${availableBackends().join(", ")}`,
-    isa
-      ? `native:    built, ${isa}${backend().fastBf16 ? " (bf16 products: --base-dtype auto picks bf16)" : ""}`
-      : `native:    not available: ${nativeStatus()}`,
+    isa ? `native:    built, ISA ${isa.isa}${bf16} (${why})` : `native:    not available: ${nativeStatus()}`,
     "choose with --backend NAME or LORA_BACKEND=NAME, threads with --threads N or LORA_THREADS=N",
   ].join("\n");
 }

@@ -81,6 +81,14 @@ export function conformance(name: string, fast: () => Backend, skip: string | fa
             [129, 64, 33],
             [33, 129, 64],
             [65, 300, 4],
+            // the AVX2 paths for skinny products: N = 8 (12-row tiles and the rows left over), N <= 32
+            // (A in place), a few rows over B in place (with a partial last panel)
+            [300, 260, 8],
+            [30, 520, 5],
+            [61, 70, 24],
+            [8, 300, 70],
+            [4, 520, 40],
+            [5, 40, 33],
           ] as const) {
             const label = `matmul ${M}x${K}x${N} tA=${transA} tB=${transB}`;
             checkMatmul(fast(), { M, N, K, transA, transB }, label);
@@ -93,6 +101,8 @@ export function conformance(name: string, fast: () => Backend, skip: string | fa
     it("matmul: batched, stride 0 broadcast, K = 0", () => {
       checkMatmul(fast(), { batch: 3, M: 7, N: 13, K: 33 }, "batch 3");
       checkMatmul(fast(), { batch: 4, M: 16, N: 16, K: 8, transB: true, strideB: 0 }, "broadcast B");
+      // a shared B under a contiguous batch is folded into one product of batch * M rows
+      checkMatmul(fast(), { batch: 5, M: 13, N: 40, K: 300, strideB: 0 }, "broadcast B, folded");
       checkMatmul(fast(), { batch: 4, M: 5, N: 9, K: 6, transA: true, strideA: 0 }, "broadcast A");
       checkMatmul(fast(), { batch: 2, M: 3, N: 5, K: 0 }, "K = 0");
       checkMatmul(fast(), { batch: 2, M: 3, N: 5, K: 0, accumulate: true }, "K = 0 accumulate");

@@ -24,6 +24,17 @@ for (const threads of [1, 2]) {
   });
 }
 
+describe("native: the ISA level", { skip }, () => {
+  const forced = process.env.LORA_ISA;
+  it(`runs at the level LORA_ISA forces (${forced || "unset: the CPU's best"})`, () => {
+    const info = addon!.info();
+    assert.equal(info.error, "");
+    assert.equal(info.isa, forced || info.cpu);
+    assert.equal(info.forced, Boolean(forced));
+    assert.ok(info.supported.includes(info.isa));
+  });
+});
+
 describe("native: results do not depend on the thread count", { skip }, () => {
   it("GEMM (split by columns, by rows, by batch), layer-norm weight gradients and a bias gradient are bit-identical", () => {
     const rand = (n: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898) * 0.5);
@@ -34,6 +45,10 @@ describe("native: results do not depend on the thread count", { skip }, () => {
         [256, 300, 520, 1],
         [700, 96, 40, 1],
         [64, 64, 64, 24],
+        [610, 300, 8, 1], // the 12 x 8 tiles, split by rows
+        [8, 600, 300, 1], // few rows: B in place, split by columns
+        [20, 300, 16, 1], // split by rows into 12 + 8: the 6-row and the 4-row tiles
+        [130, 1100, 70, 1], // several depth blocks
       ] as const) {
         const out = new Float32Array(batch * M * N);
         const d = {

@@ -15,6 +15,9 @@ import {
 export { nativeStatus } from "../native/node/addon.js";
 
 const addon = nativeAddon();
+// LORA_ISA names a level this CPU lacks: refuse, rather than run something other than what was asked
+const refused = addon?.info().error;
+if (refused) throw new Error(refused);
 if (addon) {
   addon.setThreads(defaultThreads());
   registerBackend(createNativeBackend(addon));
@@ -30,7 +33,15 @@ export function getThreads(): number {
   return wasmThreads();
 }
 
-/** What the native addon runs on this CPU ("avx512+bf16", "avx2", "generic"), or null when it is absent. */
+/** The ISA level the native kernels run at ("avx512bf16", "avx512", "avx2", "generic"), or null when the
+ *  addon is absent. LORA_ISA forces a level the CPU supports. */
 export function nativeIsa(): string | null {
   return addon ? addon.info().isa : null;
+}
+
+/** The level in use, the CPU's best, and whether LORA_ISA forced it (null without the addon). */
+export function nativeIsaInfo(): { isa: string; cpu: string; forced: boolean; supported: string[] } | null {
+  if (!addon) return null;
+  const { isa, cpu, forced, supported } = addon.info();
+  return { isa, cpu, forced, supported };
 }

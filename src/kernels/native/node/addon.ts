@@ -7,9 +7,26 @@ import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 
+/** What the addon runs (native/src/addon.cc, Info). */
+export interface NativeInfo {
+  /** the ISA level every native kernel runs at: "avx512bf16", "avx512", "avx2" or "generic" */
+  isa: string;
+  /** bf16 weights' products are native bf16 dot products (AVX512_BF16) */
+  bf16: boolean;
+  threads: number;
+  /** the best level this CPU runs */
+  cpu: string;
+  /** LORA_ISA chose `isa` (below the CPU's best, or equal to it) */
+  forced: boolean;
+  /** why LORA_ISA was refused (a level this CPU lacks, or no level at all); "" when it was not */
+  error: string;
+  /** the levels this CPU runs, best first (LORA_ISA accepts each) */
+  supported: string[];
+}
+
 /** The addon's exports (native/src/addon.cc); argument order follows src/kernels/backend.ts. */
 export interface NativeAddon {
-  info(): { isa: string; bf16: boolean; threads: number };
+  info(): NativeInfo;
   setThreads(n: number): void;
   matmul(...args: unknown[]): void;
   binary(mul: boolean, out: Float32Array, a: Float32Array, b: Float32Array, dims: Float64Array): void;
