@@ -232,11 +232,6 @@ function checkResumeFits(
   dataPrint: string,
   weightsPrint: string,
 ): void {
-  const storedWeights = resume.state.run.weights_fingerprint;
-  if (typeof storedWeights === "string" && storedWeights !== weightsPrint)
-    throw new UsageError(
-      `--resume ${resume.dir}: the model's weights differ from the ones the run was trained on (config.json is the same); pass the run's own --model`,
-    );
   const stored = resume.state.run.model_config as Record<string, unknown>;
   const diffs = Object.keys({ ...config, ...stored }).filter(
     (k) => JSON.stringify(config[k]) !== JSON.stringify(stored[k]),
@@ -244,6 +239,11 @@ function checkResumeFits(
   if (diffs.length > 0)
     throw new UsageError(
       `--resume ${resume.dir}: the checkpoint was made for another model (config.json differs in ${diffs.join(", ")})`,
+    );
+  const storedWeights = resume.state.run.weights_fingerprint;
+  if (typeof storedWeights === "string" && storedWeights !== weightsPrint)
+    throw new UsageError(
+      `--resume ${resume.dir}: the model's weights differ from the ones the run was trained on (config.json is the same); pass the run's own --model`,
     );
   if (resume.state.run.data_fingerprint !== dataPrint)
     throw new UsageError(
