@@ -155,7 +155,20 @@ export async function train(model: CausalLM, opts: TrainOptions): Promise<TrainR
     model.train();
     opts.onEval?.({ step, valLoss, elapsedS: elapsed() });
   };
+  // weights are checked at every snapshot, so nothing non-finite is saved; after every step too when
+  // that is cheap (LoRA's few matrices), so a bad update stops the run where it happened
+  const checkWeights = () => {
+    const bad = firstNonFinite(params.map(([name, t]) => [name, t.data] as [string, Float32Array]));
+    if (bad)
+      throw new DivergedError(
+        step,
+        `the update made ${bad} non-finite (the learning rate ${optimizer.lr} is too high for this step)`,
+        "this step is not saved",
+      );
+  };
+  const checkEachStep = params.reduce((n, [, t]) => n + t.size, 0) <= 1 << 24;
   const snapshot = (): Snapshot => {
+    checkWeights();
     const state = optimizer.stateDict();
     const bad = firstNonFinite(
       Object.entries(state.buffers).flatMap(([p, bufs]) =>
@@ -203,13 +216,7 @@ export async function train(model: CausalLM, opts: TrainOptions): Promise<TrainR
     optimizer.step();
     optimizer.zeroGrad();
     step++;
-    const bad = firstNonFinite(params.map(([name, t]) => [name, t.data] as [string, Float32Array]));
-    if (bad)
-      throw new DivergedError(
-        step,
-        `the update made ${bad} non-finite (the learning rate ${optimizer.lr} is too high for this step)`,
-        "this step is not saved",
-      );
+    if (checkEachStep) checkWeights();
     tokens += stepTokens;
     trainS += now() - stepStart;
     opts.onStep?.({
