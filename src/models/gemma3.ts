@@ -334,10 +334,3 @@ export class Gemma3ForCausalLM extends Module implements CausalLM {
     return this.model.norm.forward(x);
   }
 }
-
-/** Gemma 3 checkpoint quirks: a tied head may still be stored; rotary caches are not weights. */
-export const gemma3Checkpoint = {
-  names: (param: string): string[] => [param],
-  transposed: (_param: string): boolean => false,
-  ignored: (name: string): boolean => /rotary_emb\./.test(name) || name === "lm_head.weight",
-};

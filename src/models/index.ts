@@ -1,5 +1,5 @@
 /** The model registry: model_type -> config parser, builder, and checkpoint naming rules. */
-import { Gemma3ForCausalLM, gemma3Checkpoint, parseGemma3Config } from "./gemma3.js";
+import { Gemma3ForCausalLM, parseGemma3Config } from "./gemma3.js";
 import { GPT2LMHeadModel, gpt2Checkpoint, parseGPT2Config } from "./gpt2.js";
 import { LLAMA_TYPES, LlamaForCausalLM, llamaCheckpoint, parseLlamaConfig } from "./llama.js";
 import type { CausalLM, ParamFactory } from "./model.js";
@@ -42,7 +42,7 @@ const llama: ModelFamily = {
 };
 const gemma3: ModelFamily = {
   build: (json, p, source) => new Gemma3ForCausalLM(parseGemma3Config(json, source), p),
-  checkpoint: gemma3Checkpoint,
+  checkpoint: llamaCheckpoint, // the same names; a tied head may be stored too
   defaultTargets: ["q_proj", "v_proj"],
   fanInFanOut: false,
   learnedPositions: false,
