@@ -16,7 +16,7 @@ import { Embedding, Linear, type LinearLike } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../tensor/dtype.js";
 import { Tensor } from "../tensor/tensor.js";
-import { type CausalLM, ConfigFields, type ParamFactory } from "./model.js";
+import { CausalLMBase, ConfigFields, type ParamFactory } from "./model.js";
 import { checkRope, parseRope, type RopeSettings, Rotary, type RotaryPass } from "./rope.js";
 
 type LayerType = "sliding_attention" | "full_attention";
@@ -266,8 +266,7 @@ class Gemma3TextModel extends Module {
   }
 }
 
-export class Gemma3ForCausalLM extends Module implements CausalLM {
-  readonly headName = "lm_head";
+export class Gemma3ForCausalLM extends CausalLMBase {
   readonly modelType = "gemma3_text";
   model: Gemma3TextModel;
   lm_head: LinearLike; // [V, C]; shares model.embed_tokens.weight when tied
@@ -306,16 +305,6 @@ export class Gemma3ForCausalLM extends Module implements CausalLM {
 
   get numLayers(): number {
     return this.config.num_hidden_layers;
-  }
-
-  // ids: [B, T] -> logits: [B, T, V]
-  forward(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor {
-    return this.head(this.hidden(ids, shape, cache));
-  }
-
-  // [..., C] -> logits [..., V]
-  head(h: Tensor): Tensor {
-    return this.lm_head.forward(h);
   }
 
   // ids: [B, T] -> hidden states [B, T, C] after the final norm

@@ -8,7 +8,7 @@ import type { KVCache } from "../nn/kv-cache.js";
 import { Embedding, LayerNorm, Linear, type LinearLike } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import type { Tensor } from "../tensor/tensor.js";
-import { type CausalLM, ConfigFields, type ParamFactory } from "./model.js";
+import { CausalLMBase, ConfigFields, type ParamFactory } from "./model.js";
 
 export interface GPT2Config {
   model_type: "gpt2";
@@ -133,9 +133,8 @@ class GPT2Model extends Module {
   }
 }
 
-export class GPT2LMHeadModel extends Module implements CausalLM {
+export class GPT2LMHeadModel extends CausalLMBase {
   readonly modelType = "gpt2";
-  readonly headName = "lm_head";
   transformer: GPT2Model;
   lm_head: LinearLike; // [V, C]; shares transformer.wte.weight unless tie_word_embeddings is false
 
@@ -158,16 +157,6 @@ export class GPT2LMHeadModel extends Module implements CausalLM {
 
   get numLayers(): number {
     return this.config.n_layer;
-  }
-
-  // ids: [B, T] -> logits: [B, T, V]
-  forward(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor {
-    return this.head(this.hidden(ids, shape, cache));
-  }
-
-  // [..., C] -> logits [..., V]
-  head(h: Tensor): Tensor {
-    return this.lm_head.forward(h);
   }
 
   // ids: [B, T] -> hidden states [B, T, C] after ln_f

@@ -12,7 +12,7 @@ import type { KVCache } from "../nn/kv-cache.js";
 import { Embedding, Linear, type LinearLike, RMSNorm } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import type { Tensor } from "../tensor/tensor.js";
-import { type CausalLM, ConfigFields, type ParamFactory } from "./model.js";
+import { CausalLMBase, ConfigFields, type ParamFactory } from "./model.js";
 import { checkRope, parseRope, type RopeSettings, Rotary, type RotaryPass } from "./rope.js";
 
 export const LLAMA_TYPES = ["llama", "mistral", "qwen2", "qwen3", "smollm3"] as const;
@@ -250,8 +250,7 @@ class LlamaModel extends Module {
   }
 }
 
-export class LlamaForCausalLM extends Module implements CausalLM {
-  readonly headName = "lm_head";
+export class LlamaForCausalLM extends CausalLMBase {
   model: LlamaModel;
   lm_head: LinearLike; // [V, C]; shares model.embed_tokens.weight when tie_word_embeddings
   private readonly rotary: Rotary; // one per model, as transformers' rotary_emb (dynamic RoPE has state)
@@ -280,16 +279,6 @@ export class LlamaForCausalLM extends Module implements CausalLM {
 
   get numLayers(): number {
     return this.config.num_hidden_layers;
-  }
-
-  // ids: [B, T] -> logits: [B, T, V]
-  forward(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor {
-    return this.head(this.hidden(ids, shape, cache));
-  }
-
-  // [..., C] -> logits [..., V]
-  head(h: Tensor): Tensor {
-    return this.lm_head.forward(h);
   }
 
   // ids: [B, T] -> hidden states [B, T, C] after the final norm

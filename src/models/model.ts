@@ -1,7 +1,7 @@
 /** What every causal language model in models/ provides, and how its parameters are created. */
 import type { KVCache } from "../nn/kv-cache.js";
 import type { LinearLike } from "../nn/layers.js";
-import type { Module } from "../nn/module.js";
+import { Module } from "../nn/module.js";
 import { Rng } from "../tensor/random.js";
 import { Tensor } from "../tensor/tensor.js";
 
@@ -20,6 +20,29 @@ export interface CausalLM extends Module {
   hidden(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor;
   /** hidden states [..., C] -> logits [..., V] (the lm head). */
   head(h: Tensor): Tensor;
+}
+
+/**
+ * What every family's model class shares: the lm head's name, and forward = head(hidden(...)) with the
+ * head a plain (or LoRA-wrapped) linear layer. A family writes its own hidden() and sizes.
+ */
+export abstract class CausalLMBase extends Module implements CausalLM {
+  readonly headName = "lm_head";
+  abstract readonly modelType: string;
+  abstract readonly vocabSize: number;
+  abstract readonly numLayers: number;
+  abstract lm_head: LinearLike;
+  abstract hidden(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor;
+
+  // ids: [B, T] -> logits: [B, T, V]
+  forward(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor {
+    return this.head(this.hidden(ids, shape, cache));
+  }
+
+  // [..., C] -> logits [..., V]
+  head(h: Tensor): Tensor {
+    return this.lm_head.forward(h);
+  }
 }
 
 /** What a parameter is, so a random initialiser can pick a sensible value. */

@@ -10,7 +10,7 @@ import type { KVCache } from "../nn/kv-cache.js";
 import { Embedding, Linear, type LinearLike, RMSNorm } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import type { Tensor } from "../tensor/tensor.js";
-import { type CausalLM, ConfigFields, type ParamFactory } from "./model.js";
+import { CausalLMBase, ConfigFields, type ParamFactory } from "./model.js";
 import { checkRope, parseRope, type RopeSettings, Rotary, type RotaryPass } from "./rope.js";
 
 export interface Phi3Config {
@@ -173,8 +173,7 @@ class Phi3Model extends Module {
   }
 }
 
-export class Phi3ForCausalLM extends Module implements CausalLM {
-  readonly headName = "lm_head";
+export class Phi3ForCausalLM extends CausalLMBase {
   readonly modelType = "phi3";
   model: Phi3Model;
   lm_head: LinearLike; // [V, C]; shares model.embed_tokens.weight when tied (Phi-4-mini)
@@ -200,16 +199,6 @@ export class Phi3ForCausalLM extends Module implements CausalLM {
 
   get numLayers(): number {
     return this.config.num_hidden_layers;
-  }
-
-  // ids: [B, T] -> logits: [B, T, V]
-  forward(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor {
-    return this.head(this.hidden(ids, shape, cache));
-  }
-
-  // [..., C] -> logits [..., V]
-  head(h: Tensor): Tensor {
-    return this.lm_head.forward(h);
   }
 
   // ids: [B, T] -> hidden states [B, T, C] after the final norm
