@@ -3,7 +3,12 @@
  * between the addon's own threads. AVX-512 (with bf16 dot products where the CPU has AVX512_BF16), AVX2
  * or portable C++ is chosen at load time by the addon.
  */
-import { attentionScale, type Backend, isHalf, type WeightArray } from "../../backend.js";
+import { type AttentionDims, attentionScale, type Backend, isHalf, type WeightArray } from "../../backend.js";
+
+/** AttentionDims as the addon's scalar arguments (native/src/addon.cc attn_dims). */
+const attentionArgs = (d: AttentionDims) =>
+  [d.B, d.Tq, d.Tk, d.Hq, d.Hkv, d.D, d.causal, attentionScale(d), d.window ?? 0] as const;
+
 import type { NativeAddon } from "./addon.js";
 
 const BTYPE = { f32: 0, bf16: 1, f16: 2 } as const;
@@ -63,43 +68,10 @@ export function createNativeBackend(k: NativeAddon): Backend {
     softmaxBackward: (...a) => n.softmaxBackward(...a),
     rope: (...a) => n.rope(...a),
     attentionForward(out, att, q, k2, v, d) {
-      n.attentionForward(
-        out,
-        att,
-        q,
-        k2,
-        v,
-        d.B,
-        d.Tq,
-        d.Tk,
-        d.Hq,
-        d.Hkv,
-        d.D,
-        d.causal,
-        attentionScale(d),
-        d.window ?? 0,
-      );
+      n.attentionForward(out, att, q, k2, v, ...attentionArgs(d));
     },
     attentionBackward(dq, dk, dv, dout, q, k2, v, att, d) {
-      n.attentionBackward(
-        dq,
-        dk,
-        dv,
-        dout,
-        q,
-        k2,
-        v,
-        att,
-        d.B,
-        d.Tq,
-        d.Tk,
-        d.Hq,
-        d.Hkv,
-        d.D,
-        d.causal,
-        attentionScale(d),
-        d.window ?? 0,
-      );
+      n.attentionBackward(dq, dk, dv, dout, q, k2, v, att, ...attentionArgs(d));
     },
     crossEntropyForward: (...a) => n.crossEntropyForward(...a),
     crossEntropyBackward: (...a) => n.crossEntropyBackward(...a),
