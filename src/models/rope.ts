@@ -11,6 +11,7 @@
  * `rope_theta`. Both are read; a config holding both that disagree is refused, and a theta present in
  * either spelling is never replaced by a default. Frequencies are computed in f64.
  */
+import { ropeFrequencies } from "../autograd/ops.js";
 
 export const ROPE_TYPES = ["default", "linear", "dynamic", "llama3", "longrope"] as const;
 export type RopeType = (typeof ROPE_TYPES)[number];
@@ -173,10 +174,6 @@ export function checkRope(s: RopeSettings, D: number, partial: boolean, errors: 
         errors.push(`rope longrope: ${k} has ${v.length} entries; the ${R} rotary dims need ${R / 2}`);
 }
 
-/** theta^(-2i/R) for i < R/2. */
-const plain = (R: number, theta: number) =>
-  Float64Array.from({ length: R / 2 }, (_, i) => theta ** ((-2 * i) / R));
-
 /** The dims that rotate, of a head of D: int(D · partial_rotary_factor), as transformers takes it. */
 export const rotaryDims = (s: RopeSettings, D: number) => Math.floor(D * s.partial);
 
@@ -186,7 +183,7 @@ export const rotaryDims = (s: RopeSettings, D: number) => Math.floor(D * s.parti
  */
 export function inverseFrequencies(s: RopeSettings, D: number, factors = s.shortFactor): Float64Array {
   const R = rotaryDims(s, D);
-  const f = plain(R, s.theta);
+  const f = ropeFrequencies(R, s.theta);
   if (s.type === "longrope") return f.map((x, i) => x / factors[i]!);
   if (s.type === "linear") return f.map((x) => x / s.factor);
   if (s.type !== "llama3") return f;
@@ -235,7 +232,7 @@ export class Rotary {
     const R = rotaryDims(this.s, this.D);
     if (seqLen > this.cached) {
       const base = theta * ((factor * seqLen) / max - (factor - 1)) ** (R / (R - 2));
-      this.current = plain(R, base);
+      this.current = ropeFrequencies(R, base);
       this.cached = seqLen;
     }
     if (seqLen < max && this.cached > max) {

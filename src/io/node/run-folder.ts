@@ -96,8 +96,17 @@ export function inspectOut(dir: string): OutState {
   return clash.length > 0 ? { kind: "foreign", files: clash } : { kind: "empty" };
 }
 
-/** The folder `out` names, through a symlink: siblings are made beside it, on its filesystem. */
-const target = (out: string) => (fs.existsSync(out) ? fs.realpathSync(out) : resolve(out));
+/**
+ * The folder a path names, through symlinks (as given, made absolute, when it does not exist yet):
+ * siblings are made beside it, on its filesystem, and paths are compared by it.
+ */
+const target = (p: string) => {
+  try {
+    return fs.realpathSync(p);
+  } catch {
+    return resolve(p);
+  }
+};
 /** A hidden sibling of `out` for a swap: unique even when process ids repeat (containers). */
 const sibling = (out: string, kind: "new" | "old") =>
   join(
@@ -137,13 +146,6 @@ function moveAll(from: string, to: string, names: string[]): string[] {
   return moved;
 }
 
-const real = (p: string) => {
-  try {
-    return fs.realpathSync(p);
-  } catch {
-    return resolve(p);
-  }
-};
 const within = (inner: string, outer: string) => {
   const rel = relative(outer, inner);
   return rel === "" || (!rel.startsWith("..") && !rel.startsWith(sep) && rel !== "..");
@@ -154,10 +156,10 @@ const within = (inner: string, outer: string) => {
  * the data): writing there could replace what is being read.
  */
 export function checkOutSeparate(out: string, reads: Record<string, string | null | undefined>): void {
-  const o = real(out);
+  const o = target(out);
   for (const [flag, path] of Object.entries(reads)) {
     if (!path) continue;
-    const p = real(path);
+    const p = target(path);
     if (within(p, o)) {
       const what = p === o ? `is the ${flag} folder` : `holds the --${flag} path ${path}`;
       throw new RunFolderError(
