@@ -10,12 +10,12 @@
  * - a GELU (tanh) gated MLP, a tied head.
  * Logit soft-capping and bidirectional attention are refused. Module paths match the checkpoint.
  */
-import { add, attention, gelu, mul, reshape, rmsNorm, rope, scale } from "../autograd/ops.js";
+import { add, attention, gelu, mul, reshape, rope, scale } from "../autograd/ops.js";
 import type { KVCache } from "../nn/kv-cache.js";
-import { Embedding, Linear, type LinearLike } from "../nn/layers.js";
+import { Embedding, Linear, type LinearLike, RMSNorm } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../tensor/dtype.js";
-import { Tensor } from "../tensor/tensor.js";
+import type { Tensor } from "../tensor/tensor.js";
 import { CausalLMBase, ConfigFields, type ParamFactory } from "./model.js";
 import { checkRope, parseRope, type RopeSettings, Rotary, type RotaryPass } from "./rope.js";
 
@@ -126,37 +126,18 @@ export function parseGemma3Config(json: Record<string, unknown>, source = "confi
   return c;
 }
 
-const ONE = new Tensor(new Float32Array([1]), [1]);
-
-/** Gemma's RMSNorm: x̂·(1 + w), w stored as the offset from 1. */
-class GemmaRMSNorm extends Module {
-  weight: Tensor;
-
-  constructor(
-    weight: Tensor,
-    readonly eps: number,
-  ) {
-    super();
-    this.weight = weight;
-  }
-
-  forward(x: Tensor): Tensor {
-    return rmsNorm(x, add(this.weight, ONE), this.eps);
-  }
-}
-
 const linear = (p: ParamFactory, name: string, inF: number, outF: number, bias: boolean) =>
   new Linear(p(`${name}.weight`, [outF, inF], "weight"), bias ? p(`${name}.bias`, [outF], "bias") : null);
 const norm = (p: ParamFactory, name: string, C: number, eps: number) =>
-  new GemmaRMSNorm(p(`${name}.weight`, [C], "norm"), eps);
+  new RMSNorm(p(`${name}.weight`, [C], "norm"), eps, 1); // Gemma's x̂·(1 + w)
 
 class Gemma3Attention extends Module {
   q_proj: LinearLike; // [C] -> [Hq*D]
   k_proj: LinearLike; // [C] -> [Hkv*D]
   v_proj: LinearLike; // [C] -> [Hkv*D]
   o_proj: LinearLike; // [Hq*D] -> [C]
-  q_norm: GemmaRMSNorm; // [D]
-  k_norm: GemmaRMSNorm; // [D]
+  q_norm: RMSNorm; // [D]
+  k_norm: RMSNorm; // [D]
 
   constructor(
     p: ParamFactory,
@@ -221,12 +202,12 @@ class Gemma3MLP extends Module {
 }
 
 class Gemma3DecoderLayer extends Module {
-  input_layernorm: GemmaRMSNorm;
+  input_layernorm: RMSNorm;
   self_attn: Gemma3Attention;
-  post_attention_layernorm: GemmaRMSNorm;
-  pre_feedforward_layernorm: GemmaRMSNorm;
+  post_attention_layernorm: RMSNorm;
+  pre_feedforward_layernorm: RMSNorm;
   mlp: Gemma3MLP;
-  post_feedforward_layernorm: GemmaRMSNorm;
+  post_feedforward_layernorm: RMSNorm;
 
   constructor(p: ParamFactory, name: string, cfg: Gemma3Config, layer: number) {
     super();
@@ -251,7 +232,7 @@ class Gemma3DecoderLayer extends Module {
 class Gemma3TextModel extends Module {
   embed_tokens: Embedding; // [V, C]
   layers: Gemma3DecoderLayer[];
-  norm: GemmaRMSNorm;
+  norm: RMSNorm;
 
   constructor(p: ParamFactory, cfg: Gemma3Config) {
     super();

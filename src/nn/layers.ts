@@ -87,18 +87,22 @@ export class LayerNorm extends Module {
   }
 }
 
+/** x̂·w, or x̂·(offset + w) where the checkpoint stores the weight as an offset (Gemma: offset 1). */
 export class RMSNorm extends Module {
   weight: Tensor;
 
   constructor(
     weight: Tensor,
     readonly eps: number,
+    readonly offset = 0,
   ) {
     super();
     this.weight = weight;
   }
 
   forward(x: Tensor): Tensor {
-    return rmsNorm(x, this.weight, this.eps);
+    // (a [1] tensor made here, not kept: a Tensor field would count as a parameter)
+    const w = this.offset ? add(this.weight, new Tensor(Float32Array.of(this.offset), [1])) : this.weight;
+    return rmsNorm(x, w, this.eps);
   }
 }
