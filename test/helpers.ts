@@ -1,7 +1,7 @@
 /** Shared test helpers: repo paths, the shared data folder, and dtype-based tolerances. */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Backend, backend, setBackend } from "../src/kernels/index.js";
@@ -35,6 +35,16 @@ export function loraIn(opts: { cwd?: string; env?: Record<string, string> }, ...
   });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
+
+/** A fixture model folder under test/fixtures/models. */
+export const fixtureModel = (name: string) => resolve(fixturesDir, "models", name);
+
+/** Writes rows as a JSONL file, one object per line. */
+export const writeJsonl = (path: string, rows: unknown[]) =>
+  writeFileSync(path, rows.map((r) => `${JSON.stringify(r)}\n`).join(""));
+
+/** Asserts a `lora` run exited 0, showing its stderr when not. */
+export const assertOk = (r: { code: number | null; err: string }) => assert.equal(r.code, 0, r.err);
 
 /** `../shared/data` beside the checkout, or null when absent (tests then skip, saying so). */
 export function sharedData(sub = ""): string | null {

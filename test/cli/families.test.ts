@@ -3,19 +3,19 @@
  * KV-cached generation, on the fixtures made by the real transformers + PEFT.
  */
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { noGrad } from "../../src/autograd/index.js";
 import { loadModelFolder } from "../../src/io/node/model-folder.js";
 import { KVCache } from "../../src/nn/kv-cache.js";
-import { assertClose, fixturesDir, lora } from "../helpers.js";
+import { assertClose, assertOk, fixtureModel, lora, writeJsonl } from "../helpers.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "lora-families-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
-const model = (name: string) => join(fixturesDir, "models", name);
-const ok = (r: { code: number | null; err: string }) => assert.equal(r.code, 0, r.err);
+const model = fixtureModel;
+const ok = assertOk;
 
 const data = join(tmp, "data");
 mkdirSync(data);
@@ -23,18 +23,8 @@ const rows = (n: number, off: number) =>
   Array.from({ length: n }, (_, i) => ({
     input_ids: Array.from({ length: 20 }, (_, t) => (7 * (i + off) + 3 * t) % 70),
   }));
-writeFileSync(
-  join(data, "train.jsonl"),
-  rows(16, 0)
-    .map((r) => `${JSON.stringify(r)}\n`)
-    .join(""),
-);
-writeFileSync(
-  join(data, "valid.jsonl"),
-  rows(4, 50)
-    .map((r) => `${JSON.stringify(r)}\n`)
-    .join(""),
-);
+writeJsonl(join(data, "train.jsonl"), rows(16, 0));
+writeJsonl(join(data, "valid.jsonl"), rows(4, 50));
 
 const FAMILIES: [string, string[]][] = [
   ["llama3_rope", []],

@@ -19,14 +19,22 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { readSafetensorsFile } from "../../src/io/node/safetensors-file.js";
 import { serializeSafetensors, tensorToFloat32 } from "../../src/io/safetensors.js";
-import { fixturesDir, lora, loraIn, SHARED_MISSING, sharedData } from "../helpers.js";
+import {
+  assertOk,
+  fixtureModel,
+  fixturesDir,
+  lora,
+  loraIn,
+  SHARED_MISSING,
+  sharedData,
+  writeJsonl,
+} from "../helpers.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "lora-safety-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
-const model = (name: string) => join(fixturesDir, "models", name);
-const jsonl = (path: string, rows: unknown[]) =>
-  writeFileSync(path, rows.map((r) => `${JSON.stringify(r)}\n`).join(""));
+const model = fixtureModel;
+const jsonl = writeJsonl;
 
 /** sha256 of every file under `dir`, by relative path: what must survive, byte for byte. */
 function hashes(dir: string): Record<string, string> {
@@ -58,7 +66,7 @@ jsonl(
 const tiny = model("llama_gqa_tied");
 const trainTiny = (out: string, ...args: string[]) =>
   lora("train", "--model", tiny, "--data", data, "--out", out, ...args);
-const ok = (r: { code: number | null; err: string }) => assert.equal(r.code, 0, r.err);
+const ok = assertOk;
 
 describe("lora train never destroys a user's files (#20.1)", () => {
   it("refuses --out = the model folder, with or without --overwrite, and deletes nothing", () => {

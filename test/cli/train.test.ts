@@ -16,14 +16,13 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { readSafetensorsFile } from "../../src/io/node/safetensors-file.js";
 import { serializeSafetensors, tensorToFloat32 } from "../../src/io/safetensors.js";
-import { assertClose, CLI, fixturesDir, lora, SHARED_MISSING, sharedData } from "../helpers.js";
+import { assertClose, CLI, fixtureModel, lora, SHARED_MISSING, sharedData, writeJsonl } from "../helpers.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "lora-train-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
-const model = (name: string) => join(fixturesDir, "models", name);
-const jsonl = (path: string, rows: unknown[]) =>
-  writeFileSync(path, rows.map((r) => `${JSON.stringify(r)}\n`).join(""));
+const model = fixtureModel;
+const jsonl = writeJsonl;
 const tensors = (file: string) =>
   new Map([...readSafetensorsFile(file).tensors].map(([k, t]) => [k, tensorToFloat32(t).slice()]));
 const metrics = (dir: string) =>
