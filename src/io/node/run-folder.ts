@@ -27,7 +27,6 @@ export const RUN_FILES = [
   "adapter_model.safetensors",
   "metrics.jsonl",
   "checkpoints",
-  "loss.svg",
 ];
 /** A model or adapter that someone else wrote: a folder holding one is never taken for a run. */
 const FOREIGN_SIGNS = [
