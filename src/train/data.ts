@@ -100,6 +100,16 @@ function tokenizeMessages(
  * the template renders after an assistant message's content, or else the first EOS id; null if neither.
  */
 function turnEnd(tokenizer: Tokenizer, vars: Record<string, unknown>): number | null {
+  // the same for every row of a dataset: probed once per tokenizer and template variables
+  const key = JSON.stringify(vars);
+  const known = turnEnds.get(tokenizer) ?? new Map<string, number | null>();
+  turnEnds.set(tokenizer, known);
+  if (!known.has(key)) known.set(key, probeTurnEnd(tokenizer, vars));
+  return known.get(key)!;
+}
+const turnEnds = new WeakMap<Tokenizer, Map<string, number | null>>();
+
+function probeTurnEnd(tokenizer: Tokenizer, vars: Record<string, unknown>): number | null {
   const mark = "\u00a7\u00a7";
   try {
     const probe = tokenizer.applyChatTemplate(
