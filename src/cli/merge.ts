@@ -3,6 +3,7 @@ import fs from "node:fs";
 import { resolve } from "node:path";
 import { loadAdapter } from "../io/node/adapter-folder.js";
 import { loadModelFolder, saveModelFolder } from "../io/node/model-folder.js";
+import { checkOutSeparate } from "../io/node/run-folder.js";
 import { fuseLoRA, loraLayers, mergeLoRA } from "../lora/inject.js";
 import { modelFamily } from "../models/index.js";
 import { type Command, required, UsageError, type Values } from "./command.js";
@@ -24,6 +25,8 @@ export const mergeCommand: Command = {
     const out = required(v, "out", "merge");
     if (resolve(out) === resolve(dir))
       throw new UsageError("--out is the base model folder; merging must not overwrite the base model");
+    // nor write into the adapter it reads (an adapter folder may hold its own tokenizer files)
+    checkOutSeparate(out, { model: dir, adapter }, "lora merge");
     if (fs.existsSync(resolve(out, "model.safetensors")) && !v.overwrite)
       throw new UsageError(`--out ${out} already holds a model; pass --overwrite to replace it`);
     const folder = loadModelFolder(dir);

@@ -177,6 +177,21 @@ describe("lora train never destroys a user's files (#20.1)", () => {
   });
 });
 
+describe("lora merge never writes into what it reads", () => {
+  it("refuses --out = the adapter folder, and leaves it as it was", () => {
+    const run = join(tmp, "merge-into-adapter");
+    ok(trainTiny(run, "--steps", "1"));
+    const before = hashes(run);
+    const r = lora("merge", "--model", tiny, "--adapter", run, "--out", run);
+    assert.equal(r.code, 2);
+    assert.match(
+      r.err,
+      /--out .*merge-into-adapter is the adapter folder; lora merge never writes where it reads/,
+    );
+    assert.deepEqual(hashes(run), before);
+  });
+});
+
 describe("--resume writes only into the run folder that holds the checkpoint (#20.2)", () => {
   it("resuming a run from another directory leaves that directory's run alone", () => {
     const a = join(tmp, "r/a");

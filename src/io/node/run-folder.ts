@@ -149,7 +149,11 @@ const within = (inner: string, outer: string) => {
  * Refuses an --out that is, or holds, one of the paths the run reads (the model folder, an adapter,
  * the data): writing there could replace what is being read.
  */
-export function checkOutSeparate(out: string, reads: Record<string, string | null | undefined>): void {
+export function checkOutSeparate(
+  out: string,
+  reads: Record<string, string | null | undefined>,
+  command = "lora train",
+): void {
   const o = target(out);
   for (const [flag, path] of Object.entries(reads)) {
     if (!path) continue;
@@ -157,7 +161,7 @@ export function checkOutSeparate(out: string, reads: Record<string, string | nul
     if (within(p, o)) {
       const what = p === o ? `is the ${flag} folder` : `holds the --${flag} path ${path}`;
       throw new RunFolderError(
-        `--out ${out} ${what}; lora train never writes where it reads: choose another --out (a new folder)`,
+        `--out ${out} ${what}; ${command} never writes where it reads: choose another --out (a new folder)`,
       );
     }
   }
