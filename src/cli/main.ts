@@ -9,9 +9,17 @@ import { evalCommand } from "./eval.js";
 import { generateCommand } from "./generate.js";
 import { mergeCommand } from "./merge.js";
 import { paramsCommand } from "./params.js";
+import { plotCommand } from "./plot.js";
 import { trainCommand } from "./train.js";
 
-const COMMANDS: Command[] = [trainCommand, evalCommand, generateCommand, mergeCommand, paramsCommand];
+const COMMANDS: Command[] = [
+  trainCommand,
+  evalCommand,
+  generateCommand,
+  mergeCommand,
+  paramsCommand,
+  plotCommand,
+];
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as {

@@ -1,7 +1,7 @@
 /** `lora train`: LoRA (or full) fine-tuning of a model folder, with checkpoints, exact resume and metrics. */
 import { createHash } from "node:crypto";
 import fs from "node:fs";
-import { join, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { checkpointFiles, parseCheckpoint } from "../io/checkpoint.js";
 import { modelTensors } from "../io/model-saver.js";
 import { loadAdapter } from "../io/node/adapter-folder.js";
@@ -39,6 +39,7 @@ import {
   templateDate,
   tokenizeRows,
 } from "./load.js";
+import { writeLossSvg } from "./plot.js";
 import { Progress, peakMiB } from "./progress.js";
 import {
   loraTargets,
@@ -404,7 +405,7 @@ async function runTrain(v: Values): Promise<void> {
         : earlier,
   };
   let lastSaved: string | null = resume?.dir ?? null;
-  const save = (snap: Snapshot) => {
+  const save = async (snap: Snapshot) => {
     writeCheckpoint(
       folder.dir,
       snap.step,
@@ -414,6 +415,7 @@ async function runTrain(v: Values): Promise<void> {
       },
     );
     folder.record(["checkpoints"]);
+    await plotLoss();
     folder.commit(); // an --overwrite run replaces the previous one now that it has a checkpoint
     lastSaved = join(out, "checkpoints", `step-${snap.step}`);
   };
@@ -423,6 +425,17 @@ async function runTrain(v: Values): Promise<void> {
   else fs.writeFileSync(metricsPath(), "");
   folder.record(["metrics.jsonl"]);
   const log = (row: Record<string, unknown>) => fs.appendFileSync(metricsPath(), `${JSON.stringify(row)}\n`);
+  // loss.svg beside metrics.jsonl; a chart that cannot be drawn never stops the run
+  const plotLoss = async (): Promise<string[]> => {
+    try {
+      await writeLossSvg(folder.dir, basename(resolve(out)));
+      folder.record(["loss.svg"]);
+      return ["loss.svg"];
+    } catch (e) {
+      console.error(`warning: loss.svg not written: ${(e as Error).message}`);
+      return [];
+    }
+  };
 
   // The final files: the adapter, or (--full) a complete f32 model folder.
   const writeOutputs = (): string[] => {
@@ -505,7 +518,7 @@ async function runTrain(v: Values): Promise<void> {
   }
   progress.stop();
 
-  const written = writeOutputs();
+  const written = [...writeOutputs(), ...(await plotLoss())];
   const trainedSteps = result.steps - firstStep;
   const tokensNow = result.tokens - (resume?.state.tokens ?? 0);
   console.log(
