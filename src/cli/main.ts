@@ -104,7 +104,8 @@ export async function main(argv: string[]): Promise<number> {
     const err = e as Error;
     if (debug) console.error(err.stack ?? err);
     else console.error(`lora ${cmd.name}: ${err.message}`);
-    return err.name === "UsageError" ? 2 : 1;
+    // a usage or settings mistake exits 2, as a bad flag does; anything else 1
+    return err.name === "UsageError" || err.name === "SettingsError" ? 2 : 1;
   }
 }
 

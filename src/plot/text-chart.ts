@@ -73,7 +73,11 @@ export function lossChartText(runs: readonly RunMetrics[], opts: TextChartOption
         (val ? `, validation loss ${fixed(val.loss)} at step ${val.step}` : ", no validation"),
     );
     if (r.val.length > 1)
-      lines.push(`   validation: ${spread(r.val, 10).map((v) => `${v.step}: ${v.loss.toFixed(3)}`).join(", ")}`);
+      lines.push(
+        `   validation: ${spread(r.val, 10)
+          .map((v) => `${v.step}: ${v.loss.toFixed(3)}`)
+          .join(", ")}`,
+      );
   });
   return lines.join("\n");
 }
