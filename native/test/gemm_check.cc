@@ -15,7 +15,8 @@
 // column block past NC 3072, the skinny paths (N <= 8, M = 4 or 8, few rows). Each is checked against a
 // naive triple loop in double, within the f32 error bound of a K-term dot product (with bf16 B, A is
 // rounded to bf16 first, as the ref backend defines). Then the same products at 1 and 2 threads must give
-// the same bits. Element-wise: softmax, GELU, SiLU against double.
+// the same bits. The causal variants attention runs (gemm_single with TRI_N, TRI_K_LOWER, TRI_K_UPPER on
+// strided operands). Element-wise: softmax, GELU, SiLU against double.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -161,6 +162,51 @@ void check_gemm(const Case& c, uint64_t seed) {
     fail(name(c) + ": 1 and 2 threads give different bits");
 }
 
+// gemm_single with the causal structure attention passes (gemm.h Tri), on strided operands as attention's
+// heads are (row strides past the row length); f32, at this ISA's tiles. off = Tk - Tq >= 0.
+//   TRI_N:       S = Q Kᵀ [Tq, Tk]: only C[i][j] with j <= off + i is checked (the rest is unspecified)
+//   TRI_K_LOWER: O = P V, P[i][k] = 0 for k > off + i
+//   TRI_K_UPPER: dK += dSᵀ Q, dSᵀ[i][k] = dS[k][i] = 0 for k < i - off (accumulates)
+void check_tri(Tri tri, int Tq, int Tk, int D, uint64_t seed) {
+  Rng r(seed);
+  const long off = Tk - Tq;
+  int M, N, K;
+  if (tri == TRI_N) M = Tq, N = Tk, K = D;
+  else if (tri == TRI_K_LOWER) M = Tq, N = D, K = Tk;
+  else M = Tk, N = D, K = Tq;
+  const long lda = K + 3, ldb = N + 5, ldc = N + 2;  // B row-major [K][N] (TRI_N: read transposed, see below)
+  std::vector<float> A((size_t)M * lda), B((size_t)K * ldb + (size_t)N * (K + 4)), C((size_t)M * ldc), C0;
+  for (auto& x : A) x = r.next();
+  for (auto& x : B) x = r.next();
+  for (auto& x : C) x = r.next();
+  for (int i = 0; i < M; i++)
+    for (int k = 0; k < K; k++)
+      if ((tri == TRI_K_LOWER && k > off + i) || (tri == TRI_K_UPPER && k < i - off)) A[(size_t)i * lda + k] = 0;
+  C0 = C;
+  const bool acc = tri == TRI_K_UPPER;
+  // S = Q Kᵀ reads K's rows transposed (rsB 1, csB = row stride), the others a row-major B
+  const long rsB = tri == TRI_N ? 1 : ldb, csB = tri == TRI_N ? K + 4 : 1;
+  gemm_single(M, N, K, A.data(), lda, 1, B.data(), B_F32, rsB, csB, C.data(), ldc, acc, tri, off);
+  checks++;
+  for (int i = 0; i < M; i++)
+    for (int j = 0; j < N; j++) {
+      if (tri == TRI_N && j > off + i) continue;
+      double sum = acc ? C0[(size_t)i * ldc + j] : 0, mag = std::fabs(sum);
+      for (int k = 0; k < K; k++) {
+        const double p = (double)A[(size_t)i * lda + k] * B[(size_t)k * rsB + (size_t)j * csB];
+        sum += p;
+        mag += std::fabs(p);
+      }
+      if (!(std::fabs(C[(size_t)i * ldc + j] - sum) <= 2.0 * (K + 2) * 5.96e-8 * mag + 1e-30)) {
+        char m[160];
+        std::snprintf(m, sizeof m, "gemm_single tri %d Tq %d Tk %d D %d: C[%d][%d] = %.9g, want %.9g", (int)tri, Tq, Tk,
+                      D, i, j, C[(size_t)i * ldc + j], sum);
+        fail(m);
+        return;
+      }
+    }
+}
+
 void check_elementwise() {
   Rng r(99);
   const long N = 7, Cn = 301;
@@ -232,6 +278,10 @@ int main() {
           if (s[0] > 1) check_gemm({s[0], s[1], s[2], s[3], tA, tB, (bool)acc, bt, true}, seed++);
         }
       }
+  // attention's shapes: Tq = Tk (training), Tq < Tk (a cached prefix), head dims 32 and 64, odd lengths
+  const int tri_sizes[][3] = {{1, 1, 8}, {7, 7, 32}, {13, 20, 64}, {40, 40, 32}, {37, 300, 64}, {200, 200, 64}};
+  for (const auto& t : tri_sizes)
+    for (Tri tri : {TRI_N, TRI_K_LOWER, TRI_K_UPPER}) check_tri(tri, t[0], t[1], t[2], seed++);
   check_elementwise();
   if (failures) {
     std::printf("FAILED %d of %d checks\n", failures, checks);
