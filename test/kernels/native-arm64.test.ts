@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { execFile, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, renameSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -44,19 +44,24 @@ function tool(...names: string[]): string | null {
   return null;
 }
 
-/** Builds gemm_check with `cxx` (cached by a hash of compiler, flags and sources); its path. */
-async function build(cxx: string, extra: string[]): Promise<string> {
-  const h = createHash("sha256").update(`${cxx} ${[...FLAGS, ...extra].join(" ")}`);
+/** Builds gemm_check with `cxx` (cached by a hash of compiler, flags and sources); its path. Each source
+ *  compiles in its own process, all at once, then one link: the sources build side by side. */
+async function build(cxx: string, linkFlags: string[]): Promise<string> {
+  const h = createHash("sha256").update(`${cxx} ${[...FLAGS, ...linkFlags].join(" ")}`);
   for (const f of [...SOURCES, ...HEADERS]) h.update(f).update(readFileSync(join(repoRoot, f)));
   const dir = join(tmpdir(), "lora-gemm-check");
   const out = join(dir, `${cxx}-${h.digest("hex").slice(0, 16)}`);
   if (existsSync(out)) return out;
-  mkdirSync(dir, { recursive: true });
-  const tmp = `${out}.${process.pid}.tmp`;
-  await run(cxx, [...FLAGS, ...extra, ...SOURCES.map((f) => join(repoRoot, f)), "-o", tmp], {
-    maxBuffer: 1 << 24,
-  });
-  renameSync(tmp, out); // whole or not at all: a build cut short never passes for a cached one
+  const work = `${out}.${process.pid}.d`;
+  mkdirSync(work, { recursive: true });
+  const objects = SOURCES.map((_, i) => join(work, `${i}.o`));
+  const opts = { maxBuffer: 1 << 24 };
+  await Promise.all(
+    SOURCES.map((f, i) => run(cxx, [...FLAGS, "-c", join(repoRoot, f), "-o", objects[i]!], opts)),
+  );
+  await run(cxx, [...FLAGS, ...linkFlags, ...objects, "-o", join(work, "gemm_check")], opts);
+  renameSync(join(work, "gemm_check"), out); // whole or not at all: a build cut short never passes for a cached one
+  rmSync(work, { recursive: true, force: true });
   return out;
 }
 
