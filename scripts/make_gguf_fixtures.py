@@ -5,6 +5,10 @@
 - names.json: for every tensor of the tiny HF fixture models (test/fixtures/models/*), the GGUF
   name gguf-py's TensorNameMap gives it (the table convert_hf_to_gguf.py uses), and the llama q/k
   row permutation of a small matrix computed by the converter's formula (reshape/swapaxes).
+- values.gguf / values.json: a file GGUFWriter writes with every metadata value type (nested
+  arrays, u64 and negative i64, unicode strings), alignment 64 and tensors of several ggml types;
+  the JSON holds the values written (f32 rounded; GGUFReader flattens nested arrays) with the
+  value types GGUFReader reads back, and GGUFReader's tensor names, ne, types, absolute offsets.
 """
 import json
 import sys
@@ -57,8 +61,69 @@ def make_names():
     print("names.json:", {k: len(v["names"]) for k, v in models.items()})
 
 
+def make_values():
+    path = OUT / "values.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_custom_alignment(64)
+    w.add_uint8("t.u8", 255)
+    w.add_int8("t.i8", -128)
+    w.add_uint16("t.u16", 65535)
+    w.add_int16("t.i16", -32768)
+    w.add_uint32("t.u32", 4294967295)
+    w.add_int32("t.i32", -2147483648)
+    w.add_float32("t.f32", 0.1)
+    w.add_bool("t.bool", True)
+    w.add_string("t.str", "héllo ✓ \u2581world")
+    w.add_uint64("t.u64", 2**64 - 1)
+    w.add_int64("t.i64", -(2**63))
+    w.add_float64("t.f64", -1.25e-300)
+    w.add_array("t.arr_str", ["a", "", "ü"])
+    w.add_array("t.arr_i32", [1, -2, 3])
+    w.add_array("t.arr_f32", [0.5, -1.5])
+    w.add_array("t.arr_nested", [[1, 2], [3]])
+    rng = np.random.default_rng(0)
+    w.add_tensor("a.f32", rng.standard_normal((2, 3)).astype(np.float32))
+    w.add_tensor("b.f16", rng.standard_normal((4,)).astype(np.float16))
+    q = gguf.quants.quantize(rng.standard_normal((2, 64)).astype(np.float32), gguf.GGMLQuantizationType.Q8_0)
+    w.add_tensor("c.q8_0", q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    w.add_tensor("d.f32_4d", np.arange(2 * 1 * 3 * 2, dtype=np.float32).reshape(2, 1, 3, 2))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+    r = gguf.GGUFReader(str(path))
+    def plain(v):
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and abs(int(v)) > 2**53:
+            return {"bigint": str(int(v))}
+        if isinstance(v, (np.floating, float)):
+            return float(v)
+        if isinstance(v, (np.integer,)):
+            return int(v)
+        return v
+    written = {"general.architecture": "llama", "general.alignment": 64, "t.u8": 255, "t.i8": -128,
+               "t.u16": 65535, "t.i16": -32768, "t.u32": 4294967295, "t.i32": -2147483648,
+               "t.f32": float(np.float32(0.1)), "t.bool": True, "t.str": "héllo ✓ \u2581world",
+               "t.u64": 2**64 - 1, "t.i64": -(2**63), "t.f64": -1.25e-300, "t.arr_str": ["a", "", "ü"],
+               "t.arr_i32": [1, -2, 3], "t.arr_f32": [0.5, -1.5], "t.arr_nested": [[1, 2], [3]]}
+    meta = {}
+    for k, f in r.fields.items():
+        if k.startswith("GGUF."):
+            continue
+        meta[k] = {"type": int(f.types[0]), "value": plain(written[k])}
+    assert set(meta) == set(written)
+    tensors = [{"name": t.name, "ne": [int(x) for x in t.shape], "type": int(t.tensor_type),
+                "offset": int(t.data_offset), "bytes": int(t.n_bytes)} for t in r.tensors]
+    (OUT / "values.json").write_text(json.dumps({"version": 3, "metadata": meta, "tensors": tensors}, indent=1, ensure_ascii=False) + "\n")
+    print("values.gguf:", path.stat().st_size, "bytes")
+
+
 if __name__ == "__main__":
     OUT.mkdir(parents=True, exist_ok=True)
-    what = sys.argv[1:] or ["names", "quants", "models"]
+    what = sys.argv[1:] or ["names", "values", "quants", "models"]
     if "names" in what:
         make_names()
+    if "values" in what:
+        make_values()
