@@ -9,6 +9,10 @@
   arrays, u64 and negative i64, unicode strings), alignment 64 and tensors of several ggml types;
   the JSON holds the values written (f32 rounded; GGUFReader flattens nested arrays) with the
   value types GGUFReader reads back, and GGUFReader's tensor names, ne, types, absolute offsets.
+- quants.json: for F16, BF16, Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K, the bytes of two rows of
+  256 values and what gguf-py's numpy `gguf.quants.dequantize` makes of them. The legacy types are
+  quantised from random normals by `gguf.quants.quantize`; gguf-py cannot quantise K-quants, so
+  their blocks are random bytes with finite f16 scales `d`/`dmin`.
 """
 import json
 import sys
@@ -120,6 +124,34 @@ def make_values():
     print("values.gguf:", path.stat().st_size, "bytes")
 
 
+def make_quants():
+    import base64
+    T = gguf.GGMLQuantizationType
+    rng = np.random.default_rng(14)
+    x = (rng.standard_normal((2, 256)) * 0.7).astype(np.float32)
+    out = {}
+    for t in [T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q5_0, T.Q5_1, T.Q4_K, T.Q5_K, T.Q6_K]:
+        block, size = gguf.GGML_QUANT_SIZES[t]
+        if t in (T.Q4_K, T.Q5_K, T.Q6_K):
+            q = rng.integers(0, 256, size=(2, 256 // block * size), dtype=np.uint8)
+            for b in range(q.size // size):
+                blk = q.reshape(-1, size)[b]
+                if t == T.Q6_K:  # f16 d last
+                    blk[208:210] = np.frombuffer(np.float16(rng.uniform(0.001, 0.05)).tobytes(), np.uint8)
+                else:  # f16 d, f16 dmin first
+                    blk[0:2] = np.frombuffer(np.float16(rng.uniform(0.001, 0.05)).tobytes(), np.uint8)
+                    blk[2:4] = np.frombuffer(np.float16(rng.uniform(0.001, 0.05)).tobytes(), np.uint8)
+        else:
+            q = gguf.quants.quantize(x, t)
+        y = gguf.quants.dequantize(q, t).astype(np.float32)
+        assert y.shape == (2, 256)
+        out[t.name] = {"type": int(t), "elements": 512,
+                       "bytes": base64.b64encode(np.ascontiguousarray(q).view(np.uint8).tobytes()).decode(),
+                       "values": [float(v) for v in y.flatten()]}
+    (OUT / "quants.json").write_text(json.dumps(out) + "\n")
+    print("quants.json:", (OUT / "quants.json").stat().st_size, "bytes")
+
+
 if __name__ == "__main__":
     OUT.mkdir(parents=True, exist_ok=True)
     what = sys.argv[1:] or ["names", "values", "quants", "models"]
@@ -127,3 +159,5 @@ if __name__ == "__main__":
         make_names()
     if "values" in what:
         make_values()
+    if "quants" in what:
+        make_quants()
