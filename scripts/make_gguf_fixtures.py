@@ -13,6 +13,15 @@
   256 values and what gguf-py's numpy `gguf.quants.dequantize` makes of them. The legacy types are
   quantised from random normals by `gguf.quants.quantize`; gguf-py cannot quantise K-quants, so
   their blocks are random bytes with finite f16 scales `d`/`dmin`.
+- models/{name}.{outtype}.gguf + .json: tiny HF fixture models (test/fixtures/models/*) converted to
+  GGUF by convert_hf_to_gguf.py's rules, written with gguf-py's GGUFWriter (the converter itself is
+  not available offline here): gguf-py's TensorNameMap names, LlamaModel.permute on llama q/k,
+  GPT-2's Conv1D weights transposed and its tied output written as output.weight; outtype f32, f16
+  or q8_0 (1-D tensors and norms stay f32; a 2-D tensor whose row is not a multiple of the block
+  falls back to f16, as the converter does); plus "mixed" (Q4_0, Q5_0, Q5_1, Q8_0 by tensor). The
+  JSON holds the logits transformers computes (float32) on the fixture's input_ids after loading
+  the weights gguf-py's GGUFReader reads back from the file, dequantised and un-permuted: the
+  reference a GGUF loader must reproduce.
 """
 import json
 import sys
@@ -152,6 +161,133 @@ def make_quants():
     print("quants.json:", (OUT / "quants.json").stat().st_size, "bytes")
 
 
+def make_models():
+    import torch
+    from transformers import AutoModelForCausalLM
+    T = gguf.GGMLQuantizationType
+    dest = OUT / "models"
+    dest.mkdir(exist_ok=True)
+    jobs = [("llama_untied", "f32"), ("llama_untied", "q8_0"), ("llama_untied", "mixed"), ("llama_gqa_tied", "f16"),
+            ("qwen2", "f32"), ("qwen2", "q8_0"), ("qwen3", "f32"), ("qwen3", "q8_0"), ("gpt2", "f32")]
+    for folder, outtype in jobs:
+        src = MODELS / folder
+        cfg = json.loads((src / "config.json").read_text())
+        arch = ARCHS[folder]
+        arch_name = gguf.MODEL_ARCH_NAMES[arch]
+        path = dest / f"{folder}.{outtype}.gguf"
+        w = gguf.GGUFWriter(str(path), arch_name)
+        w.add_name(folder)
+        if arch == gguf.MODEL_ARCH.GPT2:
+            w.add_context_length(cfg["n_ctx"])
+            w.add_embedding_length(cfg["n_embd"])
+            w.add_feed_forward_length(4 * cfg["n_embd"])
+            w.add_block_count(cfg["n_layer"])
+            w.add_head_count(cfg["n_head"])
+            w.add_layer_norm_eps(cfg["layer_norm_epsilon"])
+        else:
+            n_head, n_kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
+            head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
+            w.add_vocab_size(cfg["vocab_size"])
+            w.add_context_length(cfg["max_position_embeddings"])
+            w.add_embedding_length(cfg["hidden_size"])
+            w.add_block_count(cfg["num_hidden_layers"])
+            w.add_feed_forward_length(cfg["intermediate_size"])
+            w.add_rope_dimension_count(head_dim)
+            w.add_head_count(n_head)
+            w.add_head_count_kv(n_kv)
+            rope = cfg.get("rope_parameters") or {}
+            w.add_rope_freq_base(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+            w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+            if cfg.get("head_dim"):
+                w.add_key_length(head_dim)
+                w.add_value_length(head_dim)
+        w.add_file_type({"f32": 0, "f16": 1, "q8_0": 7, "mixed": 7}[outtype])
+        tmap = gguf.get_tensor_name_map(arch, cfg.get("num_hidden_layers", cfg.get("n_layer")))
+        f = safe_open(str(src / "model.safetensors"), "pt")
+        mixed_cycle = [T.Q4_0, T.Q5_0, T.Q5_1, T.Q8_0]
+        k = 0
+        written = []
+        for name in sorted(f.keys()):
+            if name.endswith((".attn.bias", ".attn.masked_bias")):
+                continue
+            data = f.get_tensor(name).float()
+            if arch == gguf.MODEL_ARCH.LLAMA:
+                if name.endswith(("q_proj.weight", "q_proj.bias")):
+                    data = torch.from_numpy(converter_permute(data.numpy(), n_head, n_head))
+                if name.endswith(("k_proj.weight", "k_proj.bias")):
+                    data = torch.from_numpy(converter_permute(data.numpy(), n_head, n_kv))
+            if arch == gguf.MODEL_ARCH.GPT2 and name.endswith((".c_attn.weight", ".c_proj.weight", ".c_fc.weight")):
+                data = data.transpose(1, 0)
+            new = tmap.get_name(name, try_suffixes=(".weight", ".bias"))
+            assert new is not None, name
+            outs = [(new, data)]
+            if arch == gguf.MODEL_ARCH.GPT2 and new == "token_embd.weight":
+                outs.append(("output.weight", data))
+            for new_name, t in outs:
+                arr = t.contiguous().numpy().astype(np.float32)
+                if arr.ndim <= 1 or new_name.endswith("_norm.weight") or outtype == "f32":
+                    qtype = T.F32
+                elif outtype == "f16":
+                    qtype = T.F16
+                else:
+                    qtype = T.Q8_0 if outtype == "q8_0" else mixed_cycle[k % len(mixed_cycle)]
+                    k += 1
+                    if arr.shape[-1] % gguf.GGML_QUANT_SIZES[qtype][0] != 0:
+                        qtype = T.F16
+                if qtype == T.F32:
+                    w.add_tensor(new_name, arr)
+                elif qtype == T.F16:
+                    w.add_tensor(new_name, arr.astype(np.float16))
+                else:
+                    q = gguf.quants.quantize(arr, qtype)
+                    w.add_tensor(new_name, q, raw_shape=q.shape, raw_dtype=qtype)
+                written.append(new_name)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+
+        # the reference: transformers on the weights gguf-py reads back from the file
+        r = gguf.GGUFReader(str(path))
+        state = {}
+        for t in r.tensors:
+            arr = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+            arr = arr.reshape([int(x) for x in reversed(t.shape)]) if len(t.shape) > 1 else arr.reshape(-1)
+            hf = None
+            for key in f.keys():
+                if tmap.get_name(key, try_suffixes=(".weight", ".bias")) == t.name:
+                    hf = key
+            if t.name == "output.weight" and hf is None:
+                continue  # GPT-2's tied copy
+            if arch == gguf.MODEL_ARCH.LLAMA and hf.endswith(("q_proj.weight", "q_proj.bias", "k_proj.weight", "k_proj.bias")):
+                n = n_head if "q_proj" in hf else n_kv
+                shape = arr.shape
+                arr = arr.reshape(n, arr.shape[0] // n // 2, 2, *arr.shape[1:]).swapaxes(1, 2).reshape(shape)
+            if arch == gguf.MODEL_ARCH.GPT2 and hf.endswith((".c_attn.weight", ".c_proj.weight", ".c_fc.weight")):
+                arr = arr.T
+            state[hf] = torch.from_numpy(np.ascontiguousarray(arr))
+        model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
+        model.eval()
+        sd = model.state_dict()
+        for key, v in state.items():
+            if key.startswith("h.") and "transformer." + key in sd:
+                key = "transformer." + key
+            assert sd[key].shape == v.shape, (key, sd[key].shape, v.shape)
+            sd[key].copy_(v)
+        if outtype == "f32":  # a lossless conversion gives back the HF weights exactly
+            for key, v in state.items():
+                assert torch.equal(f.get_tensor(key).float(), v), key
+        ids = json.loads((src / "expected.json").read_text())["input_ids"]
+        with torch.no_grad():
+            logits = model(torch.tensor(ids)).logits.float()
+        (dest / f"{folder}.{outtype}.json").write_text(json.dumps({
+            "input_ids": ids,
+            "types": {t.name: t.tensor_type.name for t in r.tensors},
+            "logits": {"shape": list(logits.shape), "data": [float(np.float32(x)) for x in logits.flatten().tolist()]},
+        }) + "\n")
+        print(f"{path.name}: {path.stat().st_size} bytes, {len(written)} tensors")
+
+
 if __name__ == "__main__":
     OUT.mkdir(parents=True, exist_ok=True)
     what = sys.argv[1:] or ["names", "values", "quants", "models"]
@@ -161,3 +297,5 @@ if __name__ == "__main__":
         make_values()
     if "quants" in what:
         make_quants()
+    if "models" in what:
+        make_models()
