@@ -95,7 +95,7 @@ export function ggufModelConfig(h: GGUFHeader, source: string): Json {
   };
   const tensors = new Map(h.tensors.map((t) => [t.name, t]));
   const embd = tensors.get("token_embd.weight");
-  if (!embd || embd.dims.length !== 2) problems.push("tensor token_embd.weight (2 dims) is missing");
+  if (embd?.dims.length !== 2) problems.push("tensor token_embd.weight (2 dims) is missing");
   const vocab = embd?.dims[1] ?? ggufNumber(h, key("vocab_size"), source);
   const hidden = num("embedding_length");
   const layers = num("block_count");

@@ -7,7 +7,6 @@ import { totalmem } from "node:os";
 import type { DType } from "../../tensor/dtype.js";
 import { ggufModelConfig, ggufTensorPlan, ggufToHFTensor } from "../gguf-model.js";
 import { ggufTokenizerFiles } from "../gguf-tokenizer.js";
-import { GGMLType } from "../gguf-types.js";
 import { checkModelTensors, type LoadOptions, loadModelFromTensors } from "../model-loader.js";
 import type { SafetensorsTensor } from "../safetensors.js";
 import type { TokenizerFiles } from "../tokenizer.js";
@@ -16,9 +15,6 @@ import type { ModelFolder } from "./model-folder.js";
 
 const size3 = (bytes: number) =>
   bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toPrecision(3)} GiB` : `${(bytes / 2 ** 20).toPrecision(3)} MiB`;
-
-// the dtype a merged folder stores each tensor in: 16-bit GGUF tensors keep their 16 bits
-const SAVED_DTYPE: Partial<Record<GGMLType, DType>> = { [GGMLType.F16]: "F16", [GGMLType.BF16]: "BF16" };
 
 /** The config.json object, tokenizer files and checked tensor table of a GGUF model file (no data read). */
 export function readGGUFModelHeader(path: string) {
@@ -63,8 +59,7 @@ export function loadGGUFModelFile(path: string, opts: LoadOptions = {}): GGUFMod
     tensors.set(p.hfName, { ...ggufToHFTensor(p, bytes), file: path });
   }
   const { model, unused } = loadModelFromTensors(config, tensors, path, { ...opts, memoryLimit });
-  const dtypes = new Map(
-    plan.map((p) => [p.hfName, { dtype: SAVED_DTYPE[p.tensor.type] ?? ("F32" as DType) }]),
-  );
+  // a merged model is saved in f32: GGUF files mix types per tensor, and a merged delta is not rounded
+  const dtypes = new Map(plan.map((p) => [p.hfName, { dtype: "F32" as DType }]));
   return { dir: path, config, model, unused, dtypes, tokenizerFiles, tokenizerError };
 }
