@@ -38,6 +38,7 @@ MODELS = ROOT / "test" / "fixtures" / "models"
 ARCHS = {
     "llama_untied": gguf.MODEL_ARCH.LLAMA,
     "llama_gqa_tied": gguf.MODEL_ARCH.LLAMA,
+    "llama3_rope": gguf.MODEL_ARCH.LLAMA,
     "qwen2": gguf.MODEL_ARCH.QWEN2,
     "qwen3": gguf.MODEL_ARCH.QWEN3,
     "gpt2": gguf.MODEL_ARCH.GPT2,
@@ -167,7 +168,7 @@ def make_models():
     T = gguf.GGMLQuantizationType
     dest = OUT / "models"
     dest.mkdir(exist_ok=True)
-    jobs = [("llama_untied", "f32"), ("llama_untied", "q8_0"), ("llama_untied", "mixed"), ("llama_gqa_tied", "f16"),
+    jobs = [("llama3_rope", "f32"), ("llama_untied", "f32"), ("llama_untied", "q8_0"), ("llama_untied", "mixed"), ("llama_gqa_tied", "f16"),
             ("qwen2", "f32"), ("qwen2", "q8_0"), ("qwen3", "f32"), ("qwen3", "q8_0"), ("gpt2", "f32")]
     for folder, outtype in jobs:
         src = MODELS / folder
@@ -242,6 +243,28 @@ def make_models():
                     q = gguf.quants.quantize(arr, qtype)
                     w.add_tensor(new_name, q, raw_shape=q.shape, raw_dtype=qtype)
                 written.append(new_name)
+        rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+        if arch == gguf.MODEL_ARCH.LLAMA and rope.get("rope_type") == "llama3":
+            # LlamaModel.generate_extra_tensors: one factor per frequency, as rope_freqs.weight
+            import math
+            base = rope.get("rope_theta", cfg.get("rope_theta", 10000.0))
+            dim = head_dim
+            freqs = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+            factor = rope.get("factor", 8.0)
+            low, high = rope.get("low_freq_factor", 1.0), rope.get("high_freq_factor", 4.0)
+            old = rope.get("original_max_position_embeddings", 8192)
+            low_wl, high_wl = old / low, old / high
+            factors = []
+            for fr in freqs:
+                wl = 2 * math.pi / fr
+                if wl < high_wl:
+                    factors.append(1)
+                elif wl > low_wl:
+                    factors.append(factor)
+                else:
+                    smooth = (old / wl - low) / (high - low)
+                    factors.append(1 / ((1 - smooth) / factor + smooth))
+            w.add_tensor("rope_freqs.weight", torch.tensor(factors, dtype=torch.float32).numpy())
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
@@ -251,6 +274,8 @@ def make_models():
         r = gguf.GGUFReader(str(path))
         state = {}
         for t in r.tensors:
+            if t.name == "rope_freqs.weight":
+                continue  # no HF tensor: config.json's rope_parameters say it
             arr = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
             arr = arr.reshape([int(x) for x in reversed(t.shape)]) if len(t.shape) > 1 else arr.reshape(-1)
             hf = None
