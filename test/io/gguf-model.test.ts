@@ -227,3 +227,14 @@ test("a GGUF model that cannot be loaded lists every problem: architecture, type
     /missing\.gguf: the weights do not fit config\.json.*\n.*missing tensor "model\.norm\.weight"/s,
   );
 });
+
+test("the memory the f32 weights need is checked before any tensor is dequantised", () => {
+  // llama_untied: 21 tensors of ~21k f32 values in all; bf16 storage would fit, f32 dequantising not
+  const path = gguf("llama_untied.q8_0");
+  const f32 = readGGUFHeader(path).tensors.reduce((s, t) => s + t.elements * 4, 0);
+  assert.throws(
+    () => loadGGUFModelFile(path, { memoryLimit: f32 - 1, baseDtype: "bf16" }),
+    /llama_untied\.q8_0\.gguf: dequantising this model to f32 needs .*, more than this machine's/,
+  );
+  assert.throws(() => loadGGUFModelFile(path, { memoryLimit: 1000 }), /more than this machine's/);
+});
