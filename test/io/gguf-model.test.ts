@@ -29,6 +29,7 @@ const tmp = mkdtempSync(join(tmpdir(), "gguf-model-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
 const CASES = [
+  "llama_kquant",
   "llama3_rope.f32",
   "llama_untied.f32",
   "llama_untied.q8_0",
@@ -57,6 +58,7 @@ test("the quantised fixtures hold the types they claim (Q8_0, F16 fallback, Q4_0
   assert.deepEqual([...types("llama_untied.q8_0")].sort(), ["F16", "F32", "Q8_0"]);
   assert.deepEqual([...types("llama_untied.mixed")].sort(), ["F16", "F32", "Q4_0", "Q5_0", "Q5_1", "Q8_0"]);
   assert.deepEqual([...types("llama_gqa_tied.f16")].sort(), ["F16", "F32"]);
+  assert.deepEqual([...types("llama_kquant")].sort(), ["F32", "Q4_K", "Q5_K", "Q6_K"]);
 });
 
 for (const folder of ["llama_untied", "llama3_rope", "qwen2", "qwen3", "gpt2"]) {
