@@ -15,6 +15,8 @@ export interface Command {
   summary: string;
   usage: string;
   flags: Record<string, Flag>;
+  /** The one positional argument the command takes (`lora inspect PATH`), stored under this name. */
+  positional?: string;
   examples?: string[];
   run(values: Values): Promise<void> | void;
 }
@@ -68,6 +70,8 @@ export function parseFlags(cmd: Command, argv: string[]): Values {
   try {
     const args = joinNegativeValues(argv, options);
     const { values, positionals } = parseArgs({ args, options, strict: true, allowPositionals: true });
+    if (cmd.positional && positionals.length === 1 && values[cmd.positional] === undefined)
+      return { ...values, [cmd.positional]: positionals.shift() } as Values;
     if (positionals.length > 0) {
       throw new UsageError(
         `unexpected argument "${positionals[0]}" for 'lora ${cmd.name}'; see 'lora ${cmd.name} --help'`,

@@ -31,6 +31,7 @@ import type { ScheduleKind } from "../train/schedule.js";
 import { DivergedError, type Snapshot, train } from "../train/trainer.js";
 import { type Command, str, UsageError, type Values } from "./command.js";
 import {
+  adapterOnto,
   checkSeqLen,
   contextLength,
   type Loaded,
@@ -318,7 +319,9 @@ async function runTrain(v: Values): Promise<void> {
     if (resume) trained = loadModelFolder(resume.dir).model;
     trained.unfreeze();
   } else if (resume || s.adapter) {
-    lora = loadAdapter(model, resume ? resume.dir : (s.adapter as string), family.defaultTargets).config;
+    lora = resume
+      ? loadAdapter(model, resume.dir, family.defaultTargets).config
+      : adapterOnto(model, s.adapter as string, family.defaultTargets).config;
     lora = { ...lora, lora_dropout: s.dropout as number, fan_in_fan_out: family.fanInFanOut };
   } else {
     lora = loraConfigOf(s, family, config.model_type);
