@@ -285,10 +285,10 @@ export function mlxAdapterFiles(
       );
 
   const rank = Math.max(...layers.map(([, l]) => l.r));
-  // the scale most modules have is the adapter's; others must be a power of two away
+  // the scale most modules have (of a tie, the smallest) is the adapter's; others must be a power of two away
   const counts = new Map<number, number>();
   for (const [, l] of layers) counts.set(l.scaling, (counts.get(l.scaling) ?? 0) + 1);
-  const scale = [...counts].sort((x, y) => y[1] - x[1] || y[0] - x[0])[0]![0];
+  const scale = [...counts].sort((x, y) => y[1] - x[1] || x[0] - y[0])[0]![0];
   const odd: string[] = [];
   const padded: string[] = [];
   const folded: string[] = [];
