@@ -4,10 +4,11 @@
  */
 import fs from "node:fs";
 import { basename, join } from "node:path";
+import { ggufSummary } from "../io/gguf-summary.js";
 import { checkModelTensors } from "../io/model-loader.js";
 import { readAdapter } from "../io/node/adapter-folder.js";
+import { isGGUFFile, readGGUFHeader } from "../io/node/gguf-file.js";
 import { readJson } from "../io/node/json-file.js";
-import { readAt, withFile } from "../io/node/read-file.js";
 import { readModelWeightHeaders } from "../io/node/safetensors-file.js";
 import { adapterModules } from "../io/peft.js";
 import { LORA_DEFAULTS } from "../lora/config.js";
@@ -140,20 +141,53 @@ function printModel(m: ReturnType<typeof inspectModel>): void {
   );
 }
 
-const isGguf = (path: string) =>
-  fs.statSync(path).isFile() &&
-  withFile(path, (fd, size) => new TextDecoder().decode(readAt(fd, 0, Math.min(size, 4)))) === "GGUF";
+/** A GGUF file's type, architecture, sizes, tensor types and metadata, from its header alone. */
+export function inspectGGUF(path: string) {
+  return { kind: "gguf" as const, path, ...ggufSummary(readGGUFHeader(path)) };
+}
+
+function printGGUF(g: ReturnType<typeof inspectGGUF>): void {
+  const sizes = Object.entries(g.sizes)
+    .map(([k, v]) => `${k} ${fmt(v)}`)
+    .join(", ");
+  const rows = Object.entries(g.tensor_types).map(([t, e]) => [
+    t,
+    String(e.tensors),
+    fmt(e.elements),
+    bytes(e.bytes),
+  ]);
+  const meta = Object.entries(g.metadata).map(
+    ([k, v]) => `  ${k} = ${typeof v === "string" ? v : JSON.stringify(v)}`,
+  );
+  console.log(
+    [
+      `GGUF v${g.version} ${g.type}: ${g.path} (architecture ${g.architecture ?? "not named"}${g.name ? `, "${g.name}"` : ""})`,
+      ...(sizes ? [`sizes: ${sizes}`] : []),
+      `tensors: ${g.tensors}`,
+      "",
+      formatTable(["type", "tensors", "elements", "bytes"], rows),
+      "",
+      `metadata (${g.metadata_keys} keys):`,
+      ...meta,
+    ].join("\n"),
+  );
+}
 
 export const inspectCommand: Command = {
   name: "inspect",
   summary:
-    "Show what an adapter (PEFT, mlx-lm) or a model folder holds: ranks, scales, ‖ΔW‖ and effective rank per module; sizes, dtypes, memory.",
+    "Show what an adapter (PEFT, mlx-lm), a model folder or a GGUF file holds: ranks, scales, ‖ΔW‖ and effective rank per module; sizes, dtypes, memory; GGUF tensor types and metadata.",
   usage: "lora inspect PATH [--json]",
   positional: "path",
   flags: {
     json: { type: "boolean", description: "print everything as one JSON object" },
   },
-  examples: ["lora inspect ./run", "lora inspect ./adapters-mlx --json", "lora inspect ./my-model"],
+  examples: [
+    "lora inspect ./run",
+    "lora inspect ./adapters-mlx --json",
+    "lora inspect ./my-model",
+    "lora inspect ./model.Q4_K_M.gguf",
+  ],
   run(v: Values) {
     const path = str(v, "path");
     if (!path)
@@ -161,13 +195,10 @@ export const inspectCommand: Command = {
         "missing PATH for 'lora inspect' (an adapter or model folder); see 'lora inspect --help'",
       );
     if (!fs.existsSync(path)) throw new Error(`${path}: not found; pass an adapter or model folder`);
-    if (isGguf(path))
-      throw new Error(
-        `${path}: a GGUF file; inspecting GGUF files is not built yet (it comes with the GGUF reader)`,
-      );
     const isModel = fs.statSync(path).isDirectory() && fs.existsSync(join(path, "config.json"));
-    const r = isModel ? inspectModel(path) : inspectAdapter(path);
+    const r = isGGUFFile(path) ? inspectGGUF(path) : isModel ? inspectModel(path) : inspectAdapter(path);
     if (v.json) console.log(JSON.stringify(r, null, 2));
+    else if (r.kind === "gguf") printGGUF(r);
     else if (r.kind === "model") printModel(r);
     else printAdapter(r);
   },

@@ -7,7 +7,18 @@ import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { assertClose, assertOk, fixtureModel, fixturesDir, lora, writeJsonl } from "../helpers.js";
+import { GGMLType, GGUFValueType } from "../../src/io/gguf-types.js";
+import {
+  assertClose,
+  assertOk,
+  fixtureModel,
+  fixturesDir,
+  lora,
+  SHARED_MISSING,
+  sharedData,
+  writeJsonl,
+} from "../helpers.js";
+import { buildGGUF, f32Bytes } from "../io/gguf-builder.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "lora-export-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -164,5 +175,79 @@ describe("lora inspect", () => {
     assert.equal(j.memory.f32, j.parameters * 4);
     assert.ok(j.memory.bf16 < j.memory.f32);
     assert.match(lora("inspect").err, /missing PATH for 'lora inspect'/);
+  });
+
+  it("a GGUF file: type, architecture, sizes, tensors by ggml type, metadata (from the header alone)", () => {
+    const path = join(tmp, "adapter.gguf");
+    writeFileSync(
+      path,
+      buildGGUF({
+        kvs: [
+          { key: "general.architecture", type: GGUFValueType.STRING, value: "llama" },
+          { key: "general.type", type: GGUFValueType.STRING, value: "adapter" },
+          { key: "adapter.lora.alpha", type: GGUFValueType.FLOAT32, value: 16 },
+          { key: "llama.block_count", type: GGUFValueType.UINT32, value: 2 },
+          {
+            key: "x.list",
+            type: GGUFValueType.ARRAY,
+            arrayType: GGUFValueType.INT32,
+            value: [1, 2, 3, 4, 5, 6, 7, 8, 9],
+          },
+        ],
+        tensors: [
+          {
+            name: "blk.0.attn_q.weight.lora_a",
+            dims: [4, 2],
+            type: GGMLType.F32,
+            data: f32Bytes([1, 2, 3, 4, 5, 6, 7, 8]),
+          },
+          {
+            name: "blk.0.attn_q.weight.lora_b",
+            dims: [2, 4],
+            type: GGMLType.F32,
+            data: f32Bytes([0, 0, 0, 0, 0, 0, 0, 0]),
+          },
+          {
+            name: "blk.1.attn_q.weight.lora_a",
+            dims: [32, 2],
+            type: GGMLType.Q8_0,
+            data: new Uint8Array(68),
+          },
+        ],
+      }),
+    );
+    const j = JSON.parse(lora("inspect", path, "--json").out);
+    assert.equal(j.kind, "gguf");
+    assert.equal(j.type, "adapter");
+    assert.equal(j.architecture, "llama");
+    assert.deepEqual(j.sizes, { block_count: 2 });
+    assert.deepEqual(j.tensor_types, {
+      F32: { tensors: 2, elements: 16, bytes: 64 },
+      Q8_0: { tensors: 1, elements: 64, bytes: 68 },
+    });
+    assert.equal(j.metadata["adapter.lora.alpha"], 16);
+    assert.equal(j.metadata["x.list"], "[9 × 1, 2, 3, ...]");
+    assert.match(lora("inspect", path).out, /^GGUF v3 adapter: .*adapter\.gguf \(architecture llama\)$/m);
+  });
+
+  it("stories260K.gguf: the sizes its HF folder's config.json gives", (t) => {
+    const gguf = sharedData("stories260K/stories260K.gguf");
+    const hf = sharedData("stories260K-hf");
+    if (!gguf || !hf) return t.skip(SHARED_MISSING);
+    const g = JSON.parse(lora("inspect", gguf, "--json").out);
+    const m = JSON.parse(lora("inspect", hf, "--json").out);
+    assert.equal(g.architecture, "llama");
+    assert.equal(m.model_type, "llama");
+    assert.deepEqual(
+      [
+        g.sizes.block_count,
+        g.sizes.embedding_length,
+        g.sizes["attention.head_count"],
+        g.sizes["attention.head_count_kv"],
+        g.sizes.vocab_size,
+        g.sizes.feed_forward_length,
+      ],
+      [m.layers, m.hidden, m.heads, m.kv_heads, m.vocab, m.intermediate],
+    );
   });
 });

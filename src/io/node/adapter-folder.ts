@@ -10,9 +10,9 @@ import type { Module } from "../../nn/module.js";
 import { MLX_CHECKPOINT, MLX_CONFIG, MLX_WEIGHTS } from "../mlx.js";
 import { adapterFiles, attachAdapter, parseAdapterConfig } from "../peft.js";
 import type { SafetensorsTensor } from "../safetensors.js";
+import { isGGUFFile } from "./gguf-file.js";
 import { readJson } from "./json-file.js";
 import { mlxCheckpoints, readMlxAdapter } from "./mlx-folder.js";
-import { readAt, withFile } from "./read-file.js";
 import { readSafetensorsFile, writeFileAtomic } from "./safetensors-file.js";
 
 /** An adapter of any format, read as PEFT's config and tensors (PEFT's names and layouts). */
@@ -93,16 +93,10 @@ const mlx: AdapterFormat = {
   read: (path, opts) => readMlxAdapter(path, opts.numBlocks),
 };
 
-const GGUF_MAGIC = [0x47, 0x47, 0x55, 0x46]; // "GGUF"
-
 const gguf: AdapterFormat = {
   format: "gguf",
   expects: "a GGUF LoRA file (.gguf with general.type = adapter)",
-  detect(path, isDir) {
-    if (isDir) return false;
-    const head = withFile(path, (fd, size) => readAt(fd, 0, Math.min(size, 4)));
-    return GGUF_MAGIC.every((b, i) => head[i] === b);
-  },
+  detect: (path, isDir) => !isDir && isGGUFFile(path),
   // The slot for the GGUF adapter reader (readGGUFAdapter, issue #14): until it is merged, say so.
   read(path) {
     throw new Error(
