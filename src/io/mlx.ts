@@ -279,7 +279,11 @@ export function mlxAdapterFiles(
       .map(([, m]) => m.weight),
   );
   for (const [path, l] of layers)
-    if (embeddings.has(l.base_layer.weight))
+    if (model.modelType === "gpt2" && path === model.headName)
+      problems.push(
+        `"${path}": mlx-lm's GPT-2 always computes its head as wte.as_linear, with no lm_head module to adapt: train without it in the targets`,
+      );
+    else if (embeddings.has(l.base_layer.weight))
       problems.push(
         `"${path}" shares its weight with the embedding (a tied head); mlx-lm computes such a head as embed_tokens.as_linear, with no module to adapt: train without it in the targets`,
       );

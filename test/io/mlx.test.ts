@@ -213,6 +213,22 @@ describe("what mlx-lm's format cannot say", () => {
     assert.equal(lossOf(back, ids), lossOf(model, ids));
   });
 
+  it("a GPT-2 head is refused: mlx-lm's GPT-2 has no lm_head module", () => {
+    const { model } = loadModelFolder(fixtureModel("gpt2"));
+    const lora = {
+      r: 2,
+      lora_alpha: 4,
+      lora_dropout: 0,
+      use_rslora: false,
+      init_lora_weights: true as const,
+    };
+    applyLoRA(model, { ...lora, target_modules: ["c_attn", "lm_head"] });
+    assert.throws(
+      () => saveMlxAdapter(model, fresh(), { baseModel: "x", dropout: 0 }),
+      /"lm_head": mlx-lm's GPT-2 always computes its head as wte\.as_linear/,
+    );
+  });
+
   it("a head tied to the embedding is refused: mlx-lm has no lm_head module there", () => {
     const { model } = loadModelFolder(fixtureModel("llama_gqa_tied"));
     applyLoRA(model, {
