@@ -14,23 +14,25 @@ export function qrR(m: number, n: number, at: (i: number, j: number) => number):
   for (let j = 0; j < n; j++) for (let i = 0; i < m; i++) a[j * m + i] = at(i, j);
   const v = new Float64Array(m);
   for (let k = 0; k < n; k++) {
+    const ck = k * m;
     let norm = 0;
-    for (let i = k; i < m; i++) norm += a[k * m + i]! ** 2;
+    for (let i = k; i < m; i++) norm += a[ck + i]! * a[ck + i]!;
     norm = Math.sqrt(norm);
     if (norm === 0) continue; // a zero column: the reflection is the identity
-    const x0 = a[k * m + k]!;
-    const alpha = x0 >= 0 ? -norm : norm; // the sign that avoids cancellation in x0 - alpha
+    const alpha = a[ck + k]! >= 0 ? -norm : norm; // the sign that avoids cancellation in x0 - alpha
     let vnorm = 0;
     for (let i = k; i < m; i++) {
-      v[i] = a[k * m + i]! - (i === k ? alpha : 0);
-      vnorm += v[i]! ** 2;
+      const x = a[ck + i]! - (i === k ? alpha : 0);
+      v[i] = x;
+      vnorm += x * x;
     }
     // H = I - 2·v·vᵀ/(vᵀv) applied to the columns k..n-1 (column k becomes [alpha, 0, ...])
     for (let j = k; j < n; j++) {
+      const cj = j * m;
       let dot = 0;
-      for (let i = k; i < m; i++) dot += v[i]! * a[j * m + i]!;
+      for (let i = k; i < m; i++) dot += v[i]! * a[cj + i]!;
       const f = (2 * dot) / vnorm;
-      for (let i = k; i < m; i++) a[j * m + i] = a[j * m + i]! - f * v[i]!;
+      for (let i = k; i < m; i++) a[cj + i] = a[cj + i]! - f * v[i]!;
     }
   }
   const r = new Float64Array(n * n); // row-major, upper triangular
@@ -112,13 +114,19 @@ export function deltaStats(
   // Gram matrices BᵀB and AAᵀ (r×r), then tr(G_B·G_A) = Σ G_B[i][j]·G_A[j][i]
   const gb = new Float64Array(r * r);
   const ga = new Float64Array(r * r);
+  // BᵀB as a sum of the rows' outer products (B is row-major [out, r]: each row read once, in order)
+  for (let k = 0; k < out; k++) {
+    const row = k * r;
+    for (let i = 0; i < r; i++) {
+      const bi = B[row + i]!;
+      for (let j = i; j < r; j++) gb[i * r + j] = gb[i * r + j]! + bi * B[row + j]!;
+    }
+  }
   for (let i = 0; i < r; i++)
     for (let j = i; j < r; j++) {
-      let sb = 0;
-      for (let k = 0; k < out; k++) sb += B[k * r + i]! * B[k * r + j]!;
       let sa = 0;
       for (let k = 0; k < inF; k++) sa += A[i * inF + k]! * A[j * inF + k]!;
-      gb[i * r + j] = gb[j * r + i] = sb;
+      gb[j * r + i] = gb[i * r + j]!;
       ga[i * r + j] = ga[j * r + i] = sa;
     }
   let tr = 0;
