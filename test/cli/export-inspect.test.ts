@@ -90,6 +90,40 @@ describe("--adapter detection", () => {
   });
 });
 
+describe("lora train --adapter with an mlx-lm folder", () => {
+  it("continues it from PyTorch's loss and writes a PEFT adapter of the same modules", () => {
+    const out = join(tmp, "run-from-mlx");
+    const r = lora(
+      "train",
+      "--model",
+      llama,
+      "--data",
+      data,
+      "--adapter",
+      mlxRef,
+      "--out",
+      out,
+      "--steps",
+      "1",
+      "--lr",
+      "1e-9",
+      "--optimizer",
+      "sgd",
+      "--batch-size",
+      "2",
+    );
+    assertOk(r);
+    assert.match(r.err, /^adapter: mlx-lm folder /m);
+    const loss = Number(/final train loss (\S+)/.exec(r.out + r.err)![1]);
+    assertClose([loss], [expected.loss], "f32", "loss of the first step");
+    const cfg = JSON.parse(readFileSync(join(out, "adapter_config.json"), "utf8"));
+    assert.deepEqual(
+      [cfg.r, cfg.lora_alpha, cfg.use_rslora, cfg.target_modules, cfg.layers_to_transform],
+      [4, 80, false, ["mlp.down_proj", "self_attn.q_proj", "self_attn.v_proj"], [1]],
+    );
+  });
+});
+
 describe("lora export --format mlx", () => {
   it("writes an mlx-lm folder that reads back with the same loss, and refuses to write where it reads", () => {
     const out = join(tmp, "out-mlx");
