@@ -171,7 +171,7 @@ export const SETTINGS = {
   keep: { kind: "int", def: 3, min: 0, free: true, valueName: "N", description: "checkpoints kept (0: all)" },
   adapter: {
     kind: "string",
-    valueName: "DIR",
+    valueName: "PATH",
     free: true,
     path: true,
     description:
