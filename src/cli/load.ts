@@ -31,6 +31,20 @@ export function baseDtypeOf(v: Values): BaseDType {
   return resolveBaseDtype(raw);
 }
 
+/**
+ * Loads the adapter at `path` (PEFT folder, mlx-lm folder or weights file, GGUF LoRA file) onto the model
+ * and says on stderr which format it found.
+ */
+export function adapterOnto(
+  model: Parameters<typeof loadAdapter>[0],
+  path: string,
+  defaultTargets: string[],
+): ReturnType<typeof loadAdapter> {
+  const loaded = loadAdapter(model, path, defaultTargets);
+  console.error(`adapter: ${loaded.description}`);
+  return loaded;
+}
+
 /** The model (a folder or a GGUF file, plus an adapter when given) and its tokenizer (null when it has none). */
 export function loadModel(
   dir: string,
@@ -50,7 +64,7 @@ export function loadModel(
     if (opts.needTokenizer) throw e;
   }
   const adapterPaths = adapter
-    ? loadAdapter(folder.model, adapter, modelFamily(folder.config).defaultTargets).paths
+    ? adapterOnto(folder.model, adapter, modelFamily(folder.config).defaultTargets).paths
     : [];
   folder.model.eval();
   return { ...folder, tokenizer, adapterPaths };

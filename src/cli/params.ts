@@ -9,9 +9,8 @@ import { readJson } from "../io/node/json-file.js";
 import { readModelWeightHeaders } from "../io/node/safetensors-file.js";
 import { LORA_DEFAULTS } from "../lora/config.js";
 import { applyLoRA, loraLayers, parameterReport } from "../lora/inject.js";
-import { buildModel, modelFamily } from "../models/index.js";
-import { numel } from "../tensor/shape.js";
-import { Tensor } from "../tensor/tensor.js";
+import { modelFamily } from "../models/index.js";
+import { skeletonModel } from "../models/summary.js";
 import { loraTargets, parseLayers } from "../train/settings.js";
 import { type Command, num, str, UsageError, type Values } from "./command.js";
 
@@ -70,11 +69,7 @@ function modelParams(dir: string, v: Values, rank: number): void {
     existsSync(join(dir, "model.safetensors.index.json"))
   )
     checkModelTensors(config, readModelWeightHeaders(dir).tensors, dir);
-  let shared = new Float32Array(0);
-  const model = buildModel(config, (_n, shape) => {
-    if (shared.length < numel(shape)) shared = new Float32Array(numel(shape));
-    return new Tensor(shared.subarray(0, numel(shape)), shape);
-  });
+  const model = skeletonModel(config);
   const targets = loraTargets(str(v, "targets"), family.defaultTargets, config.model_type);
   const layers = str(v, "layers");
   applyLoRA(model, {

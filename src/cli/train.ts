@@ -9,7 +9,8 @@ import { readJson } from "../io/node/json-file.js";
 import { loadModelFolder } from "../io/node/model-folder.js";
 import { checkOutSeparate, RunFolder } from "../io/node/run-folder.js";
 import { readSafetensorsFile } from "../io/node/safetensors-file.js";
-import { modelFamily } from "../models/index.js";
+import type { AdapterInput } from "../io/peft.js";
+import { type CausalLM, modelFamily } from "../models/index.js";
 import { type BaseDType, type BaseDTypeSetting, resolveBaseDtype } from "../nn/base-dtype.js";
 import { packRows, rowTargets } from "../train/batches.js";
 import type { TokenizedRow } from "../train/data.js";
@@ -206,6 +207,21 @@ function checkResumeFits(
     );
 }
 
+/**
+ * The adapter a run continues: a checkpoint's (PEFT), or --adapter in any format, detected and named
+ * on stderr.
+ */
+function startingAdapter(
+  path: string,
+  given: boolean,
+  defaultTargets: string[],
+  model: CausalLM,
+): AdapterInput {
+  const read = readAdapter(path, { defaultTargets, numBlocks: model.numLayers });
+  if (given) console.error(`adapter: ${read.description}`);
+  return { config: read.config, tensors: read.tensors, source: read.weights };
+}
+
 async function runTrain(v: Values): Promise<void> {
   const { s, resume } = resolveSettings(v);
   for (const name of ["model", "data", "out"] as const) {
@@ -254,7 +270,7 @@ async function runTrain(v: Values): Promise<void> {
     valid: valRows,
     padId: loaded.tokenizer?.padId ?? 0,
     baseModelName: s.model as string,
-    adapter: adapterDir ? readAdapter(adapterDir, family.defaultTargets) : null,
+    adapter: adapterDir ? startingAdapter(adapterDir, !resume, family.defaultTargets, loaded.model) : null,
     resume: resume?.state,
     tuned: resume?.tuned,
     record: {

@@ -180,7 +180,8 @@ export const SETTINGS = {
     valueName: "DIR",
     free: true,
     path: true,
-    description: "start from this PEFT adapter",
+    description:
+      "start from this adapter (a PEFT or mlx-lm folder, or a GGUF LoRA file; the format is detected)",
   },
   full: { kind: "boolean", description: "full fine-tuning: every weight trainable (the paper's baseline)" },
   "base-dtype": {
