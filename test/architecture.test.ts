@@ -5,7 +5,19 @@ import { join, relative, resolve } from "node:path";
 import { it } from "node:test";
 import { repoRoot } from "./helpers.js";
 
-const LAYERS = ["tensor", "kernels", "autograd", "nn", "models", "lora", "io", "train", "plot", "cli"];
+const LAYERS = [
+  "tensor",
+  "kernels",
+  "autograd",
+  "nn",
+  "models",
+  "lora",
+  "io",
+  "train",
+  "plot",
+  "experiment",
+  "cli",
+];
 const src = join(repoRoot, "src");
 
 function files(dir: string): string[] {

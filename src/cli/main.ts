@@ -6,6 +6,7 @@ import { availableBackends, backend, setBackend } from "../kernels/index.js";
 import { getThreads, nativeIsa, nativeIsaInfo, nativeStatus, setThreads } from "../kernels/node/index.js";
 import { type Command, helpText, num, parseFlags, str } from "./command.js";
 import { evalCommand } from "./eval.js";
+import { experimentCommand } from "./experiment.js";
 import { exportCommand } from "./export.js";
 import { generateCommand } from "./generate.js";
 import { inspectCommand } from "./inspect.js";
@@ -23,6 +24,7 @@ const COMMANDS: Command[] = [
   inspectCommand,
   paramsCommand,
   plotCommand,
+  experimentCommand,
 ];
 
 function version(): string {

@@ -29,7 +29,7 @@ const SCHEMA = "https://vega.github.io/schema/vega-lite/v5.json";
 const CONFIG = { font: "DejaVu Sans, Helvetica, Arial, sans-serif", background: "white" };
 
 function lossBars(rows: Row[], title: string): TopLevelSpec {
-  const values = rows.map((r) => ({ config: r.label.split("/")[1], ...r.valLoss }));
+  const values = rows.map((r) => ({ config: `${r.label.split("/")[1]} (r${r.rank})`, ...r.valLoss }));
   return {
     $schema: SCHEMA,
     title,

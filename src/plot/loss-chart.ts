@@ -3,9 +3,9 @@
  * browser-safe): training and validation loss against step and against tokens, and the learning
  * rate against step. Runs are told apart by colour, training and validation by dash.
  */
-import { parse, View } from "vega";
-import { compile, type TopLevelSpec } from "vega-lite";
+import type { TopLevelSpec } from "vega-lite";
 import type { RunMetrics } from "./metrics.js";
+import { chartSvg } from "./render.js";
 
 /** One plotted point: the rows Vega-Lite reads. */
 interface Row {
@@ -83,10 +83,5 @@ export function lossChartSpec(runs: readonly RunMetrics[]): TopLevelSpec {
 
 /** The chart as an SVG document. */
 export async function lossChartSvg(runs: readonly RunMetrics[]): Promise<string> {
-  const view = new View(parse(compile(lossChartSpec(runs)).spec), { renderer: "none" });
-  try {
-    return await view.toSVG();
-  } finally {
-    view.finalize();
-  }
+  return chartSvg(lossChartSpec(runs));
 }
