@@ -7,8 +7,10 @@
  * - attention scores scaled by query_pre_attn_scalar^-1/2;
  * - layer_types: "sliding_attention" layers see the last sliding_window keys and use the local RoPE
  *   base (rope_local_base_freq), "full_attention" layers the global one (rope_theta, with its scaling);
- * - a GELU (tanh) gated MLP, a tied head.
- * Logit soft-capping and bidirectional attention are refused. Module paths match the checkpoint.
+ * - a GELU (tanh) gated MLP, a tied head;
+ * - attn_logit_softcapping (scaled scores become cap · tanh(s / cap) before the mask and softmax, as the
+ *   eager attention computes it) and final_logit_softcapping (the head's logits, likewise), when set.
+ * Bidirectional attention is refused. Module paths match the checkpoint.
  */
 import { add, attention, gelu, mul, reshape, rope, scale } from "../autograd/ops.js";
 import type { KVCache } from "../nn/kv-cache.js";
@@ -38,6 +40,9 @@ export interface Gemma3Config {
   rope: Record<LayerType, RopeSettings>;
   attention_bias: boolean;
   tie_word_embeddings: boolean;
+  /** null: no soft cap */
+  attn_logit_softcapping: number | null;
+  final_logit_softcapping: number | null;
   /** The dtype the checkpoint stores (the embedding scale is rounded to it). */
   dtype: "float32" | "bfloat16" | "float16";
 }
@@ -50,11 +55,8 @@ export function parseGemma3Config(json: Record<string, unknown>, source = "confi
     act === "gelu_pytorch_tanh",
     `hidden_activation ${JSON.stringify(act)} is not supported (only gelu_pytorch_tanh)`,
   );
-  for (const key of ["final_logit_softcapping", "attn_logit_softcapping"])
-    f.require(
-      json[key] === undefined || json[key] === null,
-      `${key} ${JSON.stringify(json[key])} is not supported yet (Gemma 3 sets it to null)`,
-    );
+  // a soft cap: null (Gemma 3's own setting) or a positive number
+  const cap = (key: string) => ((json[key] ?? null) === null ? null : f.positive(key, 1));
   f.require(!f.flag("use_bidirectional_attention"), "use_bidirectional_attention is not supported");
   // layer_types, or transformers' default pattern: every 6th layer full, the rest sliding
   const pattern = f.size("sliding_window_pattern", 6);
@@ -113,6 +115,8 @@ export function parseGemma3Config(json: Record<string, unknown>, source = "confi
     rope,
     attention_bias: f.flag("attention_bias", false),
     tie_word_embeddings: f.flag("tie_word_embeddings", true),
+    attn_logit_softcapping: cap("attn_logit_softcapping"),
+    final_logit_softcapping: cap("final_logit_softcapping"),
     dtype: dtype === "bfloat16" || dtype === "float16" ? dtype : "float32",
   };
   f.require(
@@ -177,6 +181,7 @@ class Gemma3Attention extends Module {
     const y = attention(q, k, v, {
       scale: this.cfg.query_pre_attn_scalar ** -0.5,
       window: sliding ? this.cfg.sliding_window : 0,
+      softcap: this.cfg.attn_logit_softcapping ?? 0,
     }); // [B, T, Hq, D]
     return this.o_proj.forward(reshape(y, [B, T, Hq * D]));
   }
@@ -254,6 +259,7 @@ export class Gemma3ForCausalLM extends CausalLMBase {
   private readonly rotary: Record<LayerType, Rotary>;
   /** √hidden_size in the checkpoint's dtype, as transformers' embed_scale.to(weight.dtype). */
   private readonly embedScale: number;
+  override readonly logitSoftcap: number | undefined;
 
   constructor(
     readonly config: Gemma3Config,
@@ -271,6 +277,7 @@ export class Gemma3ForCausalLM extends CausalLMBase {
       full_attention: new Rotary(config.rope.full_attention, D, max),
       sliding_attention: new Rotary(config.rope.sliding_attention, D, max),
     };
+    this.logitSoftcap = config.final_logit_softcapping ?? undefined;
     const s = Math.sqrt(config.hidden_size);
     this.embedScale =
       config.dtype === "bfloat16"
