@@ -8,8 +8,10 @@
  * - layer_types: "sliding_attention" layers see the last sliding_window keys and use the local RoPE
  *   base (rope_local_base_freq), "full_attention" layers the global one (rope_theta, with its scaling);
  * - a GELU (tanh) gated MLP, a tied head;
- * - attn_logit_softcapping (scaled scores become cap · tanh(s / cap) before the mask and softmax, as the
- *   eager attention computes it) and final_logit_softcapping (the head's logits, likewise), when set.
+ * - final_logit_softcapping when set: logits = cap · tanh(logits / cap).
+ * attn_logit_softcapping is read and checked but, as in transformers (4.5x and 5.x), not applied: its
+ * Gemma3Attention keeps the field yet never passes it to the attention function (Gemma 2's does; the
+ * attention kernels take it as AttentionDims.softcap).
  * Bidirectional attention is refused. Module paths match the checkpoint.
  */
 import { add, attention, gelu, mul, reshape, rope, scale } from "../autograd/ops.js";
@@ -40,7 +42,7 @@ export interface Gemma3Config {
   rope: Record<LayerType, RopeSettings>;
   attention_bias: boolean;
   tie_word_embeddings: boolean;
-  /** null: no soft cap */
+  /** null: no soft cap. transformers' Gemma 3 does not apply the attention one (see above); neither do we. */
   attn_logit_softcapping: number | null;
   final_logit_softcapping: number | null;
   /** The dtype the checkpoint stores (the embedding scale is rounded to it). */
@@ -181,7 +183,6 @@ class Gemma3Attention extends Module {
     const y = attention(q, k, v, {
       scale: this.cfg.query_pre_attn_scalar ** -0.5,
       window: sliding ? this.cfg.sliding_window : 0,
-      softcap: this.cfg.attn_logit_softcapping ?? 0,
     }); // [B, T, Hq, D]
     return this.o_proj.forward(reshape(y, [B, T, Hq * D]));
   }

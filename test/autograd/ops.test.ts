@@ -228,10 +228,15 @@ interface OpCase {
   grads: Record<string, Arr>;
 }
 
-const cases = JSON.parse(readFileSync(resolve(fixturesDir, "ops/ops.json"), "utf8")) as Record<
-  string,
-  OpCase
->;
+const read = (file: string) =>
+  JSON.parse(readFileSync(resolve(fixturesDir, "ops", file), "utf8")) as Record<string, OpCase | string>;
+// ops.json: scripts/make_fixtures.py; attention_softcap.json: transformers' Gemma 2 eager attention
+// (scripts/make_family_fixtures.py), soft cap, scale and sliding window as attrs
+const cases = Object.fromEntries(
+  [...Object.entries(read("ops.json")), ...Object.entries(read("attention_softcap.json"))].filter(
+    (e): e is [string, OpCase] => typeof e[1] === "object",
+  ),
+);
 
 function opFor(c: OpCase): (xs: Record<string, Tensor>) => Tensor {
   const a = c.attrs;
@@ -258,7 +263,13 @@ function opFor(c: OpCase): (xs: Record<string, Tensor>) => Tensor {
     case "rope":
       return (x) => ops.rope(x.x!, Number(a.offset), ops.ropeFrequencies(x.x!.shape[3]!, Number(a.theta)));
     case "attention":
-      return (x) => ops.attention(x.q!, x.k!, x.v!, { causal: Boolean(a.causal ?? true) });
+      return (x) =>
+        ops.attention(x.q!, x.k!, x.v!, {
+          causal: Boolean(a.causal ?? true),
+          ...(a.scale !== undefined && { scale: Number(a.scale) }),
+          ...(a.window !== undefined && { window: Number(a.window) }),
+          ...(a.softcap !== undefined && { softcap: Number(a.softcap) }),
+        });
     case "cross_entropy":
       return (x) => ops.crossEntropy(x.logits!, ints("targets"));
     case "slice":
