@@ -40,12 +40,15 @@ def lm_loss(logits, ids):
     )
 
 
-def make(name, config, targets, T, seed=0, attn=None):
+def make(name, config, targets, T, seed=0, attn=None, cls=None):
     if ONLY and name not in ONLY:
         return
     torch.manual_seed(seed)
     extra = {"attn_implementation": attn} if attn else {}
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, **extra).eval()
+    if cls:  # a class AutoModelForCausalLM does not build (the multimodal Gemma 3)
+        model = cls._from_config(config, dtype=torch.float32, **extra).eval()
+    else:
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, **extra).eval()
     with torch.no_grad():
         for p in model.parameters():  # weights large enough that every feature moves the logits
             p.normal_(0.0, 0.2)
@@ -262,6 +265,44 @@ make(
     ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
     T=16,
     attn="eager",
+)
+
+# The multimodal Gemma 3 (model_type "gemma3", Gemma3ForConditionalGeneration): a text model as above
+# inside it, a one-layer SigLIP vision tower and the projector, which text-only input never reaches.
+# transformers 5 saves the checkpoint as transformers 4 laid it out (language_model.model.*, vision_tower.*,
+# multi_modal_projector.*) and holds the modules as model.language_model.*, model.vision_tower.*; PEFT names
+# the adapter after the latter. The targets are a regex over the language model (PEFT has no default for
+# gemma3; a plain list would adapt the vision tower's q_proj and v_proj too).
+make(
+    "gemma3_multimodal",
+    transformers.Gemma3Config(
+        text_config=dict(
+            vocab_size=VOCAB,
+            hidden_size=64,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            query_pre_attn_scalar=16,
+            max_position_embeddings=64,
+            sliding_window=6,
+            layer_types=["sliding_attention", "full_attention"],
+            pad_token_id=0,
+            eos_token_id=1,
+            bos_token_id=2,
+        ),
+        vision_config=dict(
+            hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14
+        ),
+        mm_tokens_per_image=4,
+        image_token_index=VOCAB - 1,
+        boi_token_index=VOCAB - 3,
+        eoi_token_index=VOCAB - 2,
+    ),
+    r"model\.language_model\..*\.(q_proj|v_proj|down_proj)",
+    T=16,
+    cls=transformers.Gemma3ForConditionalGeneration,
 )
 
 

@@ -19,7 +19,7 @@ import { readSafetensorsFile, writeFileAtomic } from "../io/node/safetensors-fil
 import { adapterFiles, loraConfigProblems } from "../io/peft.js";
 import { serializeSafetensors } from "../io/safetensors.js";
 import { LORA_DEFAULTS, type LoraConfig } from "../lora/config.js";
-import { applyLoRA, parameterReport, setLoraDropout } from "../lora/inject.js";
+import { applyLoRA, parameterReport, scopeTargets, setLoraDropout } from "../lora/inject.js";
 import { type CausalLM, type ModelFamily, modelFamily } from "../models/index.js";
 import { type BaseDType, type BaseDTypeSetting, resolveBaseDtype } from "../nn/base-dtype.js";
 import { Rng } from "../tensor/random.js";
@@ -289,6 +289,10 @@ async function runTrain(v: Values): Promise<void> {
   const loaded = loadModel(s.model as string, undefined, { baseDtype: s["base-dtype"] as BaseDType });
   const { model, config } = loaded;
   const family = modelFamily(config);
+  if (s.full && family.checkpoint.towers)
+    throw new UsageError(
+      `--full trains and writes the text model only, which would leave ${s.model}'s other towers (${family.checkpoint.towers.map((t) => t.what).join(", ")}) out of the saved folder; train a LoRA adapter instead (drop --full)`,
+    );
   const seqLen = (s["seq-len"] as number | null) ?? Math.min(contextLength(config), 2048);
   checkSeqLen(seqLen, config, "--seq-len");
   const templateVars = {
@@ -323,6 +327,8 @@ async function runTrain(v: Values): Promise<void> {
   } else {
     lora = loraConfigOf(s, family, config.model_type);
     applyLoRA(model, lora, { rng: new Rng(s.seed as number) });
+    // a multimodal folder's text model: name the targets so PEFT adapts these modules, and no others
+    if (family.adapterScope) lora = scopeTargets(model, lora, family.adapterScope);
   }
   const dropoutRng = new Rng((s.seed as number) ^ 0x5bd1e995);
   if (lora) setLoraDropout(trained, s.dropout as number, dropoutRng);

@@ -235,21 +235,57 @@ class Gemma3DecoderLayer extends Module {
   }
 }
 
-class Gemma3TextModel extends Module {
+/** Gemma3TextModel: embeddings (scaled), the layers and the final norm; `prefix` is its module path. */
+export class Gemma3TextModel extends Module {
   embed_tokens: Embedding; // [V, C]
   layers: Gemma3DecoderLayer[];
   norm: RMSNorm;
+  private readonly rotary: Record<LayerType, Rotary>;
+  /** √hidden_size in the checkpoint's dtype, as transformers' embed_scale.to(weight.dtype). */
+  private readonly embedScale: number;
 
-  constructor(p: ParamFactory, cfg: Gemma3Config) {
+  constructor(
+    p: ParamFactory,
+    private readonly cfg: Gemma3Config,
+    prefix = "model",
+  ) {
     super();
     this.embed_tokens = new Embedding(
-      p("model.embed_tokens.weight", [cfg.vocab_size, cfg.hidden_size], "embedding"),
+      p(`${prefix}.embed_tokens.weight`, [cfg.vocab_size, cfg.hidden_size], "embedding"),
     );
     this.layers = Array.from(
       { length: cfg.num_hidden_layers },
-      (_, i) => new Gemma3DecoderLayer(p, `model.layers.${i}`, cfg, i),
+      (_, i) => new Gemma3DecoderLayer(p, `${prefix}.layers.${i}`, cfg, i),
     );
-    this.norm = norm(p, "model.norm", cfg.hidden_size, cfg.rms_norm_eps);
+    this.norm = norm(p, `${prefix}.norm`, cfg.hidden_size, cfg.rms_norm_eps);
+    const { head_dim: D, max_position_embeddings: max } = cfg;
+    this.rotary = {
+      full_attention: new Rotary(cfg.rope.full_attention, D, max),
+      sliding_attention: new Rotary(cfg.rope.sliding_attention, D, max),
+    };
+    const s = Math.sqrt(cfg.hidden_size);
+    this.embedScale =
+      cfg.dtype === "bfloat16"
+        ? bf16ToF32(f32ToBf16(s))
+        : cfg.dtype === "float16"
+          ? f16ToF32(f32ToF16(s))
+          : Math.fround(s);
+  }
+
+  // ids: [B, T] -> hidden states [B, T, C] after the final norm
+  forward(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor {
+    const offset = cache?.length ?? 0;
+    const len = offset + shape[1];
+    const rot = {
+      full_attention: this.rotary.full_attention.pass(len),
+      sliding_attention: this.rotary.sliding_attention.pass(len),
+    };
+    let x = scale(this.embed_tokens.forward(ids, shape), this.embedScale); // [B, T, C]
+    this.layers.forEach((layer, i) => {
+      x = layer.forward(x, offset, rot[this.cfg.layer_types[i]!], cache);
+    });
+    cache?.commit();
+    return this.norm.forward(x);
   }
 }
 
@@ -257,9 +293,6 @@ export class Gemma3ForCausalLM extends CausalLMBase {
   readonly modelType = "gemma3_text";
   model: Gemma3TextModel;
   lm_head: LinearLike; // [V, C]; shares model.embed_tokens.weight when tied
-  private readonly rotary: Record<LayerType, Rotary>;
-  /** √hidden_size in the checkpoint's dtype, as transformers' embed_scale.to(weight.dtype). */
-  private readonly embedScale: number;
   override readonly logitSoftcap: number | undefined;
 
   constructor(
@@ -273,19 +306,7 @@ export class Gemma3ForCausalLM extends CausalLMBase {
         ? this.model.embed_tokens.weight
         : p("lm_head.weight", [config.vocab_size, config.hidden_size], "weight"),
     );
-    const { head_dim: D, max_position_embeddings: max } = config;
-    this.rotary = {
-      full_attention: new Rotary(config.rope.full_attention, D, max),
-      sliding_attention: new Rotary(config.rope.sliding_attention, D, max),
-    };
     this.logitSoftcap = config.final_logit_softcapping ?? undefined;
-    const s = Math.sqrt(config.hidden_size);
-    this.embedScale =
-      config.dtype === "bfloat16"
-        ? bf16ToF32(f32ToBf16(s))
-        : config.dtype === "float16"
-          ? f16ToF32(f32ToF16(s))
-          : Math.fround(s);
   }
 
   get vocabSize(): number {
@@ -298,17 +319,6 @@ export class Gemma3ForCausalLM extends CausalLMBase {
 
   // ids: [B, T] -> hidden states [B, T, C] after the final norm
   hidden(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor {
-    const offset = cache?.length ?? 0;
-    const len = offset + shape[1];
-    const rot = {
-      full_attention: this.rotary.full_attention.pass(len),
-      sliding_attention: this.rotary.sliding_attention.pass(len),
-    };
-    let x = scale(this.model.embed_tokens.forward(ids, shape), this.embedScale); // [B, T, C]
-    this.model.layers.forEach((layer, i) => {
-      x = layer.forward(x, offset, rot[this.config.layer_types[i]!], cache);
-    });
-    cache?.commit();
-    return this.model.norm.forward(x);
+    return this.model.forward(ids, shape, cache);
   }
 }
