@@ -305,6 +305,14 @@ make(
     cls=transformers.Gemma3ForConditionalGeneration,
 )
 
+if not ONLY or "gemma3_multimodal" in ONLY:
+    # a plain target list, as PEFT applies it to the whole model: the vision tower's q_proj/v_proj too
+    d = os.path.join(OUT, "gemma3_multimodal")
+    whole = transformers.Gemma3ForConditionalGeneration.from_pretrained(d, dtype=torch.float32)
+    get_peft_model(whole, LoraConfig(r=2, target_modules=["q_proj", "v_proj"])).save_pretrained(
+        os.path.join(d, "adapter_with_vision")
+    )
+
 
 def attention_softcap_cases():
     """Attention with a soft cap, computed by transformers' own Gemma 2 eager attention (the one that passes

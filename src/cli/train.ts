@@ -328,7 +328,7 @@ async function runTrain(v: Values): Promise<void> {
     lora = loraConfigOf(s, family, config.model_type);
     applyLoRA(model, lora, { rng: new Rng(s.seed as number) });
     // a multimodal folder's text model: name the targets so PEFT adapts these modules, and no others
-    if (family.adapterScope) lora = scopeTargets(model, lora, family.adapterScope);
+    if (model.adapterScope) lora = scopeTargets(model, lora, model.adapterScope);
   }
   const dropoutRng = new Rng((s.seed as number) ^ 0x5bd1e995);
   if (lora) setLoraDropout(trained, s.dropout as number, dropoutRng);

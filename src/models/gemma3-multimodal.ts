@@ -68,6 +68,7 @@ class Gemma3Model extends Module {
 
 export class Gemma3ForConditionalGeneration extends CausalLMBase {
   readonly modelType = "gemma3";
+  readonly adapterScope = "model.language_model";
   model: Gemma3Model;
   lm_head: LinearLike; // [V, C]; shares model.language_model.embed_tokens.weight when tied
 

@@ -33,9 +33,6 @@ export interface ModelFamily {
   fanInFanOut: boolean;
   /** Positions are a learned table (GPT-2's wpe), so nothing exists past the context; else RoPE. */
   learnedPositions: boolean;
-  /** The module path of the text model inside a multimodal model (its other towers are not built):
-   *  an adapter's target_modules are written as a regex within it, so PEFT adapts the same modules. */
-  adapterScope?: string;
 }
 
 const gpt2: ModelFamily = {
@@ -68,7 +65,6 @@ const gemma3Multimodal: ModelFamily = {
   defaultTargets: [],
   fanInFanOut: false,
   learnedPositions: false,
-  adapterScope: "model.language_model",
 };
 
 const phi3: ModelFamily = {

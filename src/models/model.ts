@@ -14,6 +14,10 @@ export interface CausalLM extends Module {
   readonly headName: string;
   /** The output head [..., C] -> [..., V]: a Linear, or a LoRA wrapper when an adapter targets it. */
   readonly lm_head: LinearLike;
+  /** The module path of the text model inside a multimodal model whose other towers are not built
+   *  (a gemma3 folder's model.language_model): adapters stay inside it, and their target_modules are
+   *  written as a regex within it, so PEFT adapts the same modules of the whole model. */
+  readonly adapterScope?: string;
   /** Final logit soft-capping (Gemma's final_logit_softcapping): head() gives cap · tanh(lm_head(h) / cap).
    *  Absent: none. */
   readonly logitSoftcap?: number;

@@ -4,13 +4,14 @@
  * written as PEFT names them on the whole model, merge carrying the vision tower over unchanged.
  */
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { noGrad } from "../../src/autograd/index.js";
 import { loadModelFolder } from "../../src/io/node/model-folder.js";
 import { readSafetensorsFile } from "../../src/io/node/safetensors-file.js";
+import { type SerializableDType, serializeSafetensors } from "../../src/io/safetensors.js";
 import { KVCache } from "../../src/nn/kv-cache.js";
 import { assertClose, assertOk, fixtureModel, lora, writeJsonl } from "../helpers.js";
 
@@ -110,6 +111,17 @@ describe("a multimodal gemma3 folder: its text model through train, merge, eval 
     assert.match(f.err, /--full trains and writes the text model only.*vision tower.*drop --full/);
   });
 
+  it("refuses a PEFT adapter that adapts the vision tower too, saying why and what to use", () => {
+    // made by PEFT with target_modules ["q_proj", "v_proj"] on the whole model
+    const r = lora("eval", "--model", base, "--adapter", join(base, "adapter_with_vision"), "--data", data);
+    assert.equal(r.code, 1, r.err);
+    assert.match(
+      r.err,
+      /2 adapted module\(s\) lie outside the text model model\.language_model.*model\.vision_tower\.encoder\.layers\.0\.self_attn\.q_proj/,
+    );
+    assert.match(r.err, /use an adapter whose target_modules stay inside model\.language_model/);
+  });
+
   it("merges into a whole folder: the vision tower and projector byte for byte, the text model merged", () => {
     const merged = join(tmp, "merged");
     const r = lora("merge", "--model", base, "--adapter", join(base, "adapter"), "--out", merged);
@@ -140,6 +152,35 @@ describe("a multimodal gemma3 folder: its text model through train, merge, eval 
     };
     const [a, b] = [loss("--model", merged), loss("--model", base, "--adapter", join(base, "adapter"))];
     assert.ok(Math.abs(a - b) <= 1e-4 * b, `${a} vs ${b}`);
+  });
+
+  it("reads the checkpoint in the module-path layout too (model.language_model.*, model.vision_tower.*)", () => {
+    const dir = join(tmp, "module-layout");
+    mkdirSync(dir);
+    copyFileSync(join(base, "config.json"), join(dir, "config.json"));
+    const renamed = [...tensorsOf(base)].map(([name, t]) => ({
+      name: name.startsWith("language_model.model.")
+        ? `model.language_model.${name.slice("language_model.model.".length)}`
+        : `model.${name}`,
+      dtype: t.dtype as SerializableDType,
+      shape: [...t.shape],
+      data: t.bytes,
+    }));
+    writeFileSync(join(dir, "model.safetensors"), serializeSafetensors(renamed, { format: "pt" }));
+    const expected = JSON.parse(readFileSync(join(base, "expected.json"), "utf8"));
+    const ids = Int32Array.from(expected.input_ids.flat());
+    const shape = [expected.input_ids.length, expected.input_ids[0].length] as const;
+    const folder = loadModelFolder(dir);
+    assert.ok(
+      folder.unused.length > 30 &&
+        folder.unused.every((n) => /^model\.(vision_tower|multi_modal_projector)\./.test(n)),
+    );
+    assertClose(
+      noGrad(() => folder.model.forward(ids, shape)).data,
+      expected.logits_base.data,
+      "f32",
+      "logits",
+    );
   });
 
   it("generates with the KV cache as the full forward does", () => {

@@ -14,7 +14,7 @@ export function readAdapterConfig(dir: string, defaultTargets: string[]): LoraCo
 
 /** Loads the adapter in `dir` onto `model` (wrapping its layers). Returns the config and wrapped paths. */
 export function loadAdapter(
-  model: Module & { headName?: string },
+  model: Module & { headName?: string; adapterScope?: string },
   dir: string,
   defaultTargets: string[],
 ): { config: LoraConfig; paths: string[] } {
