@@ -1,8 +1,9 @@
 // Packed, register-blocked GEMM (BLIS loop order: NC columns of B, KC depth, MC rows of A, then NR x MR
 // micro-tiles). Micro-kernels, chosen once at load by the ISA level (the CPU's best, or LORA_ISA):
 //   avx512: 12x32 f32 FMA tile (24 zmm accumulators)     avx2: 6x16 (12 ymm), and 12x8 for N <= 8
-//   generic: 4x16 plain C++ the compiler vectorizes (NEON on arm64): the portable path, and the oracle
-//            the fast kernels are checked against beside ref (LORA_ISA=generic runs it on any x86)
+//   neon (arm64): 8x12 f32 tile of by-element FMAs (24 q-register accumulators), NEON packing
+//   generic: 4x16 plain C++ the compiler vectorizes (SSE2 / NEON): the portable path, and the oracle
+//            the fast kernels are checked against beside ref (LORA_ISA=generic runs it on any CPU)
 //   avx512_bf16: 12x32 tile of vdpbf16ps on k-pairs: the bf16-weight path, twice the f32 FLOP rate
 // A bf16 weight without avx512_bf16 takes the f32 kernels on bf16-rounded values: the same products.
 //
@@ -28,6 +29,8 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
 #endif
 
 #include <cstdint>
@@ -323,6 +326,66 @@ __attribute__((target("avx2,fma"))) void k_avx2_ub(int kc, const float* Ap, long
 
 #endif  // __x86_64__
 
+#if defined(__aarch64__)
+// ARM64 NEON (every ARMv8-A core: Apple M-series, Graviton, Cortex-A7x / Neoverse): an 8 x 12 tile.
+// Register budget: 32 q registers of 4 floats. BLIS's armv8a sgemm micro-kernel is 8 x 12 too (MR 8,
+// NR 12, for its column-major C: 24 accumulators of 4 rows, 2 vectors of A, 3 of B); OpenBLAS's
+// Cortex-A57 / Neoverse sgemm runs 16 x 4 (16 accumulators). Our C is row-major, so the roles turn round:
+// the accumulators hold rows of C, 3 vectors (12 columns) for each of 8 rows = 24 registers; per k, 3
+// vector loads of the B panel and 2 of the A panel (8 rows) = 29 registers, 3 to spare. Where AVX2 has to
+// broadcast each A value from memory, NEON's by-element FMA (fmla v.4s, v.4s, v.s[lane], i.e.
+// vfmaq_laneq_f32) takes the row's A value straight out of a lane of the A vectors: per k 5 loads feed 24
+// FMAs, so the FMA pipes (2 on Cortex-A76 / Neoverse N1, 4 on Apple Firestorm and Neoverse V1) set the
+// pace, not the 2-3 load ports; 24 independent accumulators cover the 4-cycle FMA latency x 4 pipes
+// (16 in flight) with room. Named accumulators, as in the AVX2 kernel: an array invites spills.
+// Correctness is checked under qemu (native/test/gemm_check.cc); its speed was never measured on real
+// arm64 hardware, so the blocks below follow the caches' sizes, not a tuning run.
+#define LORA_NEON_ROW(c0, c1, c2, av, lane)    \
+  c0 = vfmaq_laneq_f32(c0, b0, av, lane);      \
+  c1 = vfmaq_laneq_f32(c1, b1, av, lane);      \
+  c2 = vfmaq_laneq_f32(c2, b2, av, lane);
+#define LORA_NEON_LOAD_ROW(c0, c1, c2, i)                                                   \
+  c0 = load ? vld1q_f32(C + (i) * ldc) : vdupq_n_f32(0.0f);                                 \
+  c1 = load ? vld1q_f32(C + (i) * ldc + 4) : vdupq_n_f32(0.0f);                             \
+  c2 = load ? vld1q_f32(C + (i) * ldc + 8) : vdupq_n_f32(0.0f);
+#define LORA_NEON_STORE_ROW(c0, c1, c2, i) \
+  vst1q_f32(C + (i) * ldc, c0);            \
+  vst1q_f32(C + (i) * ldc + 4, c1);        \
+  vst1q_f32(C + (i) * ldc + 8, c2);
+void k_neon(int kc, const float* Ap, const float* Bp, float* C, long ldc, bool load) {
+  float32x4_t c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;
+  float32x4_t c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72;
+  LORA_NEON_LOAD_ROW(c00, c01, c02, 0) LORA_NEON_LOAD_ROW(c10, c11, c12, 1)
+  LORA_NEON_LOAD_ROW(c20, c21, c22, 2) LORA_NEON_LOAD_ROW(c30, c31, c32, 3)
+  LORA_NEON_LOAD_ROW(c40, c41, c42, 4) LORA_NEON_LOAD_ROW(c50, c51, c52, 5)
+  LORA_NEON_LOAD_ROW(c60, c61, c62, 6) LORA_NEON_LOAD_ROW(c70, c71, c72, 7)
+  // the C tile is read or written after the loop: ask for its rows now (3 lines each when unaligned)
+  for (int i = 0; i < 8; i++) {
+    __builtin_prefetch(C + i * ldc, 1, 3);
+    __builtin_prefetch(C + i * ldc + 11, 1, 3);
+  }
+  for (int k = 0; k < kc; k++) {
+    const float* a = Ap + k * 8;
+    const float* b = Bp + k * 12;
+    // the A panel streams from L2 (the MC x KC block lives there): fetch it ~16 k (512 bytes) ahead
+    __builtin_prefetch(a + 128, 0, 3);
+    const float32x4_t a0 = vld1q_f32(a), a1 = vld1q_f32(a + 4);
+    const float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4), b2 = vld1q_f32(b + 8);
+    LORA_NEON_ROW(c00, c01, c02, a0, 0) LORA_NEON_ROW(c10, c11, c12, a0, 1)
+    LORA_NEON_ROW(c20, c21, c22, a0, 2) LORA_NEON_ROW(c30, c31, c32, a0, 3)
+    LORA_NEON_ROW(c40, c41, c42, a1, 0) LORA_NEON_ROW(c50, c51, c52, a1, 1)
+    LORA_NEON_ROW(c60, c61, c62, a1, 2) LORA_NEON_ROW(c70, c71, c72, a1, 3)
+  }
+  LORA_NEON_STORE_ROW(c00, c01, c02, 0) LORA_NEON_STORE_ROW(c10, c11, c12, 1)
+  LORA_NEON_STORE_ROW(c20, c21, c22, 2) LORA_NEON_STORE_ROW(c30, c31, c32, 3)
+  LORA_NEON_STORE_ROW(c40, c41, c42, 4) LORA_NEON_STORE_ROW(c50, c51, c52, 5)
+  LORA_NEON_STORE_ROW(c60, c61, c62, 6) LORA_NEON_STORE_ROW(c70, c71, c72, 7)
+}
+#undef LORA_NEON_STORE_ROW
+#undef LORA_NEON_LOAD_ROW
+#undef LORA_NEON_ROW
+#endif  // __aarch64__
+
 // Portable C++: the compiler vectorizes it (NEON on arm64, SSE2 on any x86-64).
 void k_generic(int kc, const float* Ap, const float* Bp, float* C, long ldc, bool load) {
   float c[4][16];
@@ -349,7 +412,7 @@ struct Isa {
   KernelF32S ua, ub;   // null: both operands are always packed
   KernelF32S n8;       // 12 x 8 tile, A in place, for N <= 8 (null: none)
   KernelF32S m4;       // 4 x 16 tile, A and B in place, for M = 4 or 8 (null: none)
-  bool avx2;           // the packing routines may use AVX2
+  bool vpack;          // packing may use this ISA's vector routines (AVX2 on x86-64, NEON on arm64)
 };
 
 // Blocks for the AVX-512 and portable kernels (tuned on Zen 4): a 32-wide B micro-panel of 192 floats is
@@ -370,15 +433,35 @@ constexpr int KC_512 = 192, MC_512 = 96, NC_512 = 1536;
 constexpr int AVX2_BLOCKS[3] = {LORA_AVX2_BLOCKS};
 constexpr int KC_AVX2 = AVX2_BLOCKS[0], MC_AVX2 = AVX2_BLOCKS[1], NC_AVX2 = AVX2_BLOCKS[2];
 
-// ISA levels, lowest first; LORA_ISA names one to force it (any the CPU supports)
+// Blocks for NEON's 8 x 12 tile, from the caches of the cores it targets (never tuned on real hardware:
+// there is no arm64 machine here). Neoverse N1 / Graviton 2: 64 KB L1d, 1 MB L2 per core; Apple M1
+// Firestorm: 128 KB L1d, 12 MB L2 per cluster. BLIS's Cortex-A57 configuration (32 KB L1) blocks its
+// 8 x 12 sgemm at MC 120, KC 640, NC 3072.
+//   KC 256: the 12 x 256 B micro-panel is 12 KB and the 8 x 256 A micro-panel 8 KB, in the smallest of
+//           those L1s with room for the C tile; KC depends on nothing else, so thread counts agree.
+//   MC 128: the 128 x 256 A block is 128 KB, an eighth of N1's L2 (a multiple of MR 8).
+//   NC 3072: the 256 x 3072 packed B block is 3 MB (N1's system cache, M1's L2); a multiple of NR 12, and
+//           every N of the GPT-2 and Llama steps but the vocabulary fits in one block.
+constexpr int KC_NEON = 256, MC_NEON = 128, NC_NEON = 3072;
+
+// ISA levels, lowest first; LORA_ISA names one to force it (any the CPU supports). Each architecture has
+// its own list: generic is the portable kernel everywhere (the oracle the vector kernels are checked
+// against), NEON is part of every ARMv8-A core, so an arm64 CPU always runs neon.
+#if defined(__aarch64__)
+enum Level { L_GENERIC = 0, L_NEON, L_COUNT };
+const char* const LEVEL_NAMES[L_COUNT] = {"generic", "neon"};
+#else
 enum Level { L_GENERIC = 0, L_AVX2, L_AVX512, L_AVX512BF16, L_COUNT };
 const char* const LEVEL_NAMES[L_COUNT] = {"generic", "avx2", "avx512", "avx512bf16"};
+#endif
 
 int cpu_level() {
 #if defined(__x86_64__)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f")) return __builtin_cpu_supports("avx512bf16") ? L_AVX512BF16 : L_AVX512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return L_AVX2;
+#elif defined(__aarch64__)
+  return L_NEON;
 #endif
   return L_GENERIC;
 }
@@ -392,6 +475,9 @@ Isa isa_for(int level) {
   }
   if (level == L_AVX2) return {"avx2", 6, 16, KC_AVX2, MC_AVX2, NC_AVX2, k_avx2, nullptr, k_avx2_ua, k_avx2_ub, k_avx2_n8, k_avx2_m4,
             true};
+#elif defined(__aarch64__)
+  if (level == L_NEON)
+    return {"neon", 8, 12, KC_NEON, MC_NEON, NC_NEON, k_neon, nullptr, nullptr, nullptr, nullptr, nullptr, true};
 #endif
   (void)level;
   return {"generic", 4, 16, KC_512, MC_512, NC_512, k_generic, nullptr, nullptr, nullptr, nullptr, nullptr, false};
@@ -421,9 +507,10 @@ Choice choose() {
             std::string("LORA_ISA=") + env + ": this CPU has " + LEVEL_NAMES[cpu] + " only; use " +
                 supported_list(cpu)};
   }
+  std::string all;  // every level of this architecture, best first
+  for (int l = L_COUNT - 1; l >= 0; l--) all += std::string(l == L_COUNT - 1 ? "" : ", ") + LEVEL_NAMES[l];
   return {cpu, cpu, false,
-          std::string("LORA_ISA=") + env + ": not a level (avx512bf16, avx512, avx2, generic); this CPU runs " +
-              supported_list(cpu)};
+          std::string("LORA_ISA=") + env + ": not a level (" + all + "); this CPU runs " + supported_list(cpu)};
 }
 
 const Choice& choice() {
@@ -493,18 +580,114 @@ __attribute__((target("avx2"))) void pack_a6_rows_avx2(float* dst, const float* 
 }
 #endif
 
+#if defined(__aarch64__)
+// Packing for the NEON tile, the same moves as the AVX2 routines above with 4-float vectors.
+// 4 x 4 transpose in registers: r[c] holds row c; afterwards r[q] holds column q (floats interleaved in
+// pairs by trn1/trn2, then 64-bit halves the same way: 8 permutes per 16 floats)
+inline void transpose4(float32x4_t r[4]) {
+  const float32x4_t t0 = vtrn1q_f32(r[0], r[1]), t1 = vtrn2q_f32(r[0], r[1]);
+  const float32x4_t t2 = vtrn1q_f32(r[2], r[3]), t3 = vtrn2q_f32(r[2], r[3]);
+  auto d = [](float32x4_t v) { return vreinterpretq_f64_f32(v); };
+  r[0] = vreinterpretq_f32_f64(vtrn1q_f64(d(t0), d(t2)));
+  r[1] = vreinterpretq_f32_f64(vtrn1q_f64(d(t1), d(t3)));
+  r[2] = vreinterpretq_f32_f64(vtrn2q_f64(d(t0), d(t2)));
+  r[3] = vreinterpretq_f32_f64(vtrn2q_f64(d(t1), d(t3)));
+}
+
+// 8 full rows of a row-major A (depth kc) into a [kc][8] panel: 4 k of 4 rows at a time, transposed
+void pack_a8_rows_neon(float* dst, const float* A, long rsA, int kc) {
+  int k = 0;
+  for (; k + 4 <= kc; k += 4)
+    for (int h = 0; h < 8; h += 4) {
+      float32x4_t r[4];
+      for (int i = 0; i < 4; i++) r[i] = vld1q_f32(A + (h + i) * rsA + k);
+      transpose4(r);
+      for (int q = 0; q < 4; q++) vst1q_f32(dst + (k + q) * 8 + h, r[q]);
+    }
+  for (; k < kc; k++)
+    for (int i = 0; i < 8; i++) dst[k * 8 + i] = A[i * rsA + k];
+}
+
+// A transposed f32 B (a weight [N, K]: column j of op(B) contiguous along k) into a [kc][NR] panel,
+// 4 columns x 4 k at a time
+void pack_b_cols_neon(float* dst, const float* B, long csB, int kc, int nr, int NR) {
+  int jj = 0;
+  for (; jj + 4 <= nr; jj += 4) {
+    const float* s = B + (long)jj * csB;
+    int k = 0;
+    for (; k + 4 <= kc; k += 4) {
+      float32x4_t r[4];
+      for (int c = 0; c < 4; c++) r[c] = vld1q_f32(s + c * csB + k);
+      transpose4(r);
+      for (int q = 0; q < 4; q++) vst1q_f32(dst + (long)(k + q) * NR + jj, r[q]);
+    }
+    for (; k < kc; k++)
+      for (int c = 0; c < 4; c++) dst[(long)k * NR + jj + c] = s[(long)c * csB + k];
+  }
+  for (; jj < nr; jj++)
+    for (int k = 0; k < kc; k++) dst[(long)k * NR + jj] = B[(long)jj * csB + k];
+}
+
+// 4 16-bit weights widened to f32, exactly: bf16 by a widening shift into the top half (shll), f16 by
+// the f16 -> f32 conversion every ARMv8-A core has (fcvtl)
+inline float32x4_t widen4(const uint16_t* p, int bt) {
+  const uint16x4_t h = vld1_u16(p);
+  if (bt == B_BF16) return vreinterpretq_f32_u32(vshll_n_u16(h, 16));
+  return vcvt_f32_f16(vreinterpret_f16_u16(h));
+}
+
+// A 16-bit B into an f32 [kc][NR] panel (see pack_b16_avx2): columns contiguous along k (rsB == 1,
+// 4 x 4 blocks widened then transposed) or rows along j (csB == 1, widened 4 at a time)
+void pack_b16_neon(float* dst, const uint16_t* B, int bt, long rsB, long csB, int kc, int nr, int NR) {
+  auto one = [&](long i) { return bt == B_BF16 ? bf16_to_f32(B[i]) : f16_table[B[i]]; };
+  if (rsB == 1) {
+    int jj = 0;
+    for (; jj + 4 <= nr; jj += 4) {
+      const uint16_t* s = B + (long)jj * csB;
+      int k = 0;
+      for (; k + 4 <= kc; k += 4) {
+        float32x4_t r[4];
+        for (int c = 0; c < 4; c++) r[c] = widen4(s + c * csB + k, bt);
+        transpose4(r);
+        for (int q = 0; q < 4; q++) vst1q_f32(dst + (long)(k + q) * NR + jj, r[q]);
+      }
+      for (; k < kc; k++)
+        for (int c = 0; c < 4; c++) dst[(long)k * NR + jj + c] = one((long)(jj + c) * csB + k);
+    }
+    for (; jj < nr; jj++)
+      for (int k = 0; k < kc; k++) dst[(long)k * NR + jj] = one((long)jj * csB + k);
+  } else {
+    for (int k = 0; k < kc; k++) {
+      const long row = (long)k * rsB;
+      int jj = 0;
+      for (; jj + 4 <= nr; jj += 4) vst1q_f32(dst + (long)k * NR + jj, widen4(B + row + jj, bt));
+      for (; jj < nr; jj++) dst[(long)k * NR + jj] = one(row + jj);
+    }
+  }
+}
+#endif
+
+// the tile height whose A panels have a vector packing routine (AVX2's 6 rows, NEON's 8)
+#if defined(__aarch64__)
+constexpr int VPACK_MR = 8;
+#else
+constexpr int VPACK_MR = 6;
+#endif
+
 // f32 path: pack A rows [i0, i0+mc) x depth [p0, p0+kc) into MR-row panels [kc][MR] (zero padded);
 // round = true rounds each value to bf16 (a bf16 weight on a CPU without bf16 products)
 void pack_a(float* dst, const float* A, long rsA, long csA, int i0, int mc, int p0, int kc, int MR, bool round,
-            bool avx2) {
+            bool vpack) {
   for (int r = 0; r < mc; r += MR, dst += (long)kc * MR) {
     int mr = mc - r < MR ? mc - r : MR;
     if (mr < MR) std::memset(dst, 0, sizeof(float) * kc * MR);
     const float* base = A + (long)(i0 + r) * rsA + (long)p0 * csA;
     // read along whichever direction of A is contiguous
-    if (csA == 1 && avx2 && MR == 6 && mr == 6) {
+    if (csA == 1 && vpack && MR == VPACK_MR && mr == MR) {
 #if defined(__x86_64__)
       pack_a6_rows_avx2(dst, base, rsA, kc);
+#elif defined(__aarch64__)
+      pack_a8_rows_neon(dst, base, rsA, kc);
 #endif
     } else if (csA == 1) {
       for (int ii = 0; ii < mr; ii++)
@@ -605,7 +788,7 @@ __attribute__((target("avx2,f16c"))) void pack_b16_avx2(float* dst, const uint16
 
 // pack op(B) depth [p0, p0+kc) x columns [j0, j0+nc) into NR-column panels [kc][NR] (zero padded)
 void pack_b(float* dst, const void* B, int bt, long rsB, long csB, int p0, int kc, int j0, int nc, int NR,
-            bool avx2, long ps) {
+            bool vpack, long ps) {
   for (int c = 0; c < nc; c += NR, dst += ps) {
     int nr = nc - c < NR ? nc - c : NR;
     if (nr < NR) std::memset(dst, 0, sizeof(float) * kc * NR);
@@ -616,10 +799,15 @@ void pack_b(float* dst, const void* B, int bt, long rsB, long csB, int p0, int k
       else
         for (int k = 0; k < kc; k++) std::memcpy(dst + k * NR, src + (long)k * rsB, sizeof(float) * nr);
 #if defined(__x86_64__)
-    } else if (bt == B_F32 && rsB == 1 && avx2) {
+    } else if (bt == B_F32 && rsB == 1 && vpack) {
       pack_b_cols_avx2(dst, (const float*)B + (long)(j0 + c) * csB + p0, csB, kc, nr, NR);
-    } else if (bt != B_F32 && avx2 && (rsB == 1 || csB == 1)) {
+    } else if (bt != B_F32 && vpack && (rsB == 1 || csB == 1)) {
       pack_b16_avx2(dst, (const uint16_t*)B + (long)(j0 + c) * csB + (long)p0 * rsB, bt, rsB, csB, kc, nr, NR);
+#elif defined(__aarch64__)
+    } else if (bt == B_F32 && rsB == 1 && vpack) {
+      pack_b_cols_neon(dst, (const float*)B + (long)(j0 + c) * csB + p0, csB, kc, nr, NR);
+    } else if (bt != B_F32 && vpack && (rsB == 1 || csB == 1)) {
+      pack_b16_neon(dst, (const uint16_t*)B + (long)(j0 + c) * csB + (long)p0 * rsB, bt, rsB, csB, kc, nr, NR);
 #endif
     } else {  // columns of B contiguous (a transposed weight): read along k, write strided into the panel
       for (int jj = 0; jj < nr; jj++) {
@@ -770,8 +958,12 @@ std::vector<std::string> gemm_supported_isas() {
 }
 
 int simd_level() {
+#if defined(__aarch64__)
+  return 0;  // LORA_MULTI is plain code off x86: the element-wise loops are vectorized for NEON at -O3
+#else
   static const int level = choice().level >= L_AVX512 ? 2 : choice().level == L_AVX2 ? 1 : 0;
   return level;
+#endif
 }
 
 // Skinny products skip packing the operand that is reused least (BLIS's "sup" idea): with N <= UA_COLS a
@@ -818,7 +1010,7 @@ void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const 
     for (int pc = 0; pc < K; pc += kcb) {
       const int kc = K - pc < kcb ? K - pc : kcb;
       const bool load = accumulate || pc > 0;
-      if (nfull < N) pack_b(pb, B, bt, rsB, csB, pc, kc, nfull, N - nfull, NR, s.avx2, (long)kc * NR);
+      if (nfull < N) pack_b(pb, B, bt, rsB, csB, pc, kc, nfull, N - nfull, NR, s.vpack, (long)kc * NR);
       for (int i = 0; i < M; i += 4) {
         const float* ap = A + (long)i * rsA + (long)pc * csA;
         float* c = C + (long)i * ldc;
@@ -845,7 +1037,7 @@ void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const 
     for (int pc = 0; pc < K; pc += kcb) {
       const int kc = K - pc < kcb ? K - pc : kcb;
       const bool load = accumulate || pc > 0;
-      pack_b(pb, B, bt, rsB, csB, pc, kc, 0, N, NR, s.avx2, (long)kc * NR);
+      pack_b(pb, B, bt, rsB, csB, pc, kc, 0, N, NR, s.vpack, (long)kc * NR);
       for (int i = 0; i < M12; i += 12) {
         float* c = C + (long)i * ldc;
         const float* ap = A + (long)i * rsA + (long)pc * csA;
@@ -879,7 +1071,7 @@ void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const 
       else if (!inB && bt == B_F32 && csB == 1)  // see pack_b_rows
         pack_b_rows(pb, (const float*)B, rsB, pc, kc, jc, nc, NR, ps);
       else if (inB && nfull < nc)  // only the last, partial panel is packed (zero padded)
-        pack_b(pb, B, bt, rsB, csB, pc, kc, jc + nfull, nc - nfull, NR, s.avx2, ps);
+        pack_b(pb, B, bt, rsB, csB, pc, kc, jc + nfull, nc - nfull, NR, s.vpack, ps);
       // A transposed B (x @ W^T: W's rows are contiguous along k) is packed one micro-panel at a time,
       // during the first row block that runs:
       // each panel is packed right before its tiles use it (still in L1), and reading B from memory
@@ -896,12 +1088,12 @@ void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const 
         if (dot)
           pack_a2(a2, A, rsA, csA, ic, mc, pc, kc, MR);
         else if (!inA)
-          pack_a(pa, A, rsA, csA, ic, mc, pc, kc, MR, bt == B_BF16, s.avx2);
+          pack_a(pa, A, rsA, csA, ic, mc, pc, kc, MR, bt == B_BF16, s.vpack);
         else if (mfull < mc)
-          pack_a(pa, A, rsA, csA, ic + mfull, mc - mfull, pc, kc, MR, false, s.avx2);
+          pack_a(pa, A, rsA, csA, ic + mfull, mc - mfull, pc, kc, MR, false, s.vpack);
         for (int jr = 0; jr < nc; jr += NR) {
           int nr = nc - jr < NR ? nc - jr : NR;
-          if (packing) pack_b(pb + (long)(jr / NR) * ps, B, bt, rsB, csB, pc, kc, jc + jr, nr, NR, s.avx2, ps);
+          if (packing) pack_b(pb + (long)(jr / NR) * ps, B, bt, rsB, csB, pc, kc, jc + jr, nr, NR, s.vpack, ps);
           for (int ir = 0; ir < mc; ir += MR) {
             int mr = mc - ir < MR ? mc - ir : MR;
             const long r0 = ic + ir, r1 = r0 + mr - 1;  // the tile's first and last row of C

@@ -18,6 +18,8 @@ namespace {
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");  // the spin-wait hint of arm64, as pause is x86's
 #endif
 }
 

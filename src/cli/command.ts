@@ -16,6 +16,8 @@ export interface Command {
   usage: string;
   flags: Record<string, Flag>;
   examples?: string[];
+  /** Arguments that are not flags (`lora plot RUN_DIR...`), given to run as `values._`; none when absent. */
+  positionals?: { valueName: string; min: number };
   run(values: Values): Promise<void> | void;
 }
 
@@ -68,6 +70,13 @@ export function parseFlags(cmd: Command, argv: string[]): Values {
   try {
     const args = joinNegativeValues(argv, options);
     const { values, positionals } = parseArgs({ args, options, strict: true, allowPositionals: true });
+    if (cmd.positionals) {
+      if (positionals.length < cmd.positionals.min)
+        throw new UsageError(
+          `missing ${cmd.positionals.valueName} for 'lora ${cmd.name}'; see 'lora ${cmd.name} --help'`,
+        );
+      return { ...values, _: positionals } as Values;
+    }
     if (positionals.length > 0) {
       throw new UsageError(
         `unexpected argument "${positionals[0]}" for 'lora ${cmd.name}'; see 'lora ${cmd.name} --help'`,

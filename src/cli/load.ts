@@ -8,15 +8,13 @@ import type { Tokenizer } from "../io/tokenizer.js";
 import { modelFamily } from "../models/index.js";
 import { BASE_DTYPES, type BaseDType, isBaseDtypeSetting, resolveBaseDtype } from "../nn/base-dtype.js";
 import { type DataRow, type TokenizedRow, type TokenizedSource, tokenizeRow } from "../train/data.js";
+import { BASE_DTYPE_HELP } from "../train/settings.js";
 import { type Flag, str, UsageError, type Values } from "./command.js";
 
 export interface Loaded extends ModelFolder {
   tokenizer: Tokenizer | null;
   adapterPaths: string[];
 }
-
-export const BASE_DTYPE_HELP =
-  "store the frozen base weights in f32, or bf16/f16 for half the memory (LoRA weights stay f32); auto: bf16 where the backend multiplies it faster, else f32";
 
 /** --base-dtype of `lora eval` and `lora generate` (`lora train` has it in its settings table). */
 export const BASE_DTYPE_FLAG: Flag = {

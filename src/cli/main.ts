@@ -9,9 +9,17 @@ import { evalCommand } from "./eval.js";
 import { generateCommand } from "./generate.js";
 import { mergeCommand } from "./merge.js";
 import { paramsCommand } from "./params.js";
+import { plotCommand } from "./plot.js";
 import { trainCommand } from "./train.js";
 
-const COMMANDS: Command[] = [trainCommand, evalCommand, generateCommand, mergeCommand, paramsCommand];
+const COMMANDS: Command[] = [
+  trainCommand,
+  evalCommand,
+  generateCommand,
+  mergeCommand,
+  paramsCommand,
+  plotCommand,
+];
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as {
@@ -96,7 +104,8 @@ export async function main(argv: string[]): Promise<number> {
     const err = e as Error;
     if (debug) console.error(err.stack ?? err);
     else console.error(`lora ${cmd.name}: ${err.message}`);
-    return err.name === "UsageError" ? 2 : 1;
+    // a usage or settings mistake exits 2, as a bad flag does; anything else 1
+    return err.name === "UsageError" || err.name === "SettingsError" ? 2 : 1;
   }
 }
 

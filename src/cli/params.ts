@@ -10,8 +10,8 @@ import { applyLoRA, loraLayers, parameterReport } from "../lora/inject.js";
 import { buildModel, modelFamily } from "../models/index.js";
 import { numel } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
+import { loraTargets, parseLayers } from "../train/settings.js";
 import { type Command, num, str, UsageError, type Values } from "./command.js";
-import { loraTargets, parseLayers } from "./train-settings.js";
 
 const fmt = (n: number) => n.toLocaleString("en-US");
 

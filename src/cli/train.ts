@@ -2,33 +2,26 @@
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import { join, resolve } from "node:path";
-import { checkpointFiles, parseCheckpoint } from "../io/checkpoint.js";
-import { modelTensors } from "../io/model-saver.js";
-import { loadAdapter } from "../io/node/adapter-folder.js";
-import {
-  listCheckpoints,
-  resolveCheckpoint,
-  runDirOf,
-  writeCheckpoint,
-} from "../io/node/checkpoint-folder.js";
+import { parseCheckpoint } from "../io/checkpoint.js";
+import { readAdapter } from "../io/node/adapter-folder.js";
+import { listCheckpoints, resolveCheckpoint, runDirOf } from "../io/node/checkpoint-folder.js";
 import { readJson } from "../io/node/json-file.js";
-import { loadModelFolder, saveModelFolder } from "../io/node/model-folder.js";
-import { readTextFile } from "../io/node/read-file.js";
+import { loadModelFolder } from "../io/node/model-folder.js";
 import { checkOutSeparate, RunFolder } from "../io/node/run-folder.js";
-import { readSafetensorsFile, writeFileAtomic } from "../io/node/safetensors-file.js";
-import { adapterFiles, loraConfigProblems } from "../io/peft.js";
-import { serializeSafetensors } from "../io/safetensors.js";
-import { LORA_DEFAULTS, type LoraConfig } from "../lora/config.js";
-import { applyLoRA, parameterReport, scopeTargets, setLoraDropout } from "../lora/inject.js";
-import { type CausalLM, type ModelFamily, modelFamily } from "../models/index.js";
+import { readSafetensorsFile } from "../io/node/safetensors-file.js";
+import { modelFamily } from "../models/index.js";
 import { type BaseDType, type BaseDTypeSetting, resolveBaseDtype } from "../nn/base-dtype.js";
-import { Rng } from "../tensor/random.js";
-import { Batcher, packRows, rowTargets } from "../train/batches.js";
+import { packRows, rowTargets } from "../train/batches.js";
 import type { TokenizedRow } from "../train/data.js";
-import { evaluate } from "../train/evaluate.js";
-import { createOptimizer, type OptimizerKind } from "../train/optim.js";
-import type { ScheduleKind } from "../train/schedule.js";
-import { DivergedError, type Snapshot, train } from "../train/trainer.js";
+import { checkSettings, dataFingerprint, planFineTune, runFineTune } from "../train/job.js";
+import {
+  type Settings,
+  settingDiffs,
+  settingsFrom,
+  settingsToValues,
+  tunedSettings,
+} from "../train/settings.js";
+import { DivergedError, type TrainResult } from "../train/trainer.js";
 import { type Command, str, UsageError, type Values } from "./command.js";
 import {
   checkSeqLen,
@@ -40,34 +33,10 @@ import {
   tokenizeRows,
 } from "./load.js";
 import { Progress, peakMiB } from "./progress.js";
-import {
-  loraTargets,
-  parseLayers,
-  readConfigFile,
-  resolvePaths,
-  type Settings,
-  settingDiffs,
-  settingsFrom,
-  settingsToValues,
-  TRAIN_FLAGS,
-  tunedSettings,
-} from "./train-settings.js";
+import { RunFolderStorage } from "./run-storage.js";
+import { readConfigFile, resolvePaths, TRAIN_FLAGS } from "./train-settings.js";
 
 const fmt = (n: number) => n.toLocaleString("en-US");
-
-/** FNV-1a over the rows' ids and masks: a resume refuses data that changed. */
-function fingerprint(rows: readonly TokenizedRow[]): string {
-  let h = 0x811c9dc5;
-  const mix = (x: number) => {
-    h = Math.imul(h ^ (x & 0xffff), 16777619);
-    h = Math.imul(h ^ (x >>> 16), 16777619);
-  };
-  for (const r of rows) {
-    mix(r.ids.length);
-    for (let i = 0; i < r.ids.length; i++) mix(r.ids[i]! * 2 + (r.mask[i] ? 1 : 0));
-  }
-  return `${rows.length}:${(h >>> 0).toString(16)}`;
-}
 
 function prepareRows(
   path: string,
@@ -110,25 +79,6 @@ function prepareRows(
       `warning: ${path}: ${tokenized.length - kept.length} ${what} row(s) have no token to predict and are skipped`,
     );
   return kept;
-}
-
-/** The LoRA config of a fresh run, from the settings. */
-function loraConfigOf(s: Settings, family: ModelFamily, modelType: unknown): LoraConfig {
-  const config: LoraConfig = {
-    ...LORA_DEFAULTS,
-    r: s.rank as number,
-    lora_alpha: s.alpha as number,
-    lora_dropout: s.dropout as number,
-    target_modules: loraTargets(s.targets as string | null, family.defaultTargets, modelType),
-    layers_to_transform: s.layers ? parseLayers(s.layers as string) : null,
-    use_rslora: s.rslora as boolean,
-    init_lora_weights: s.init === "gaussian" ? "gaussian" : true,
-    fan_in_fan_out: family.fanInFanOut,
-  };
-  // the same bounds as an adapter_config.json read from disk (--alpha 1e308 is a typo, not a run)
-  const problems = loraConfigProblems(config);
-  if (problems.length > 0) throw new UsageError(`--rank / --alpha / --dropout: ${problems.join("; ")}`);
-  return config;
 }
 
 interface Resume {
@@ -251,30 +201,12 @@ function checkResumeFits(
     );
 }
 
-/** Keeps the metrics rows up to `step` (a resumed run rewrites what came after its checkpoint). */
-function truncateMetrics(path: string, step: number): void {
-  if (!fs.existsSync(path)) return;
-  const keep = readTextFile(path)
-    .split("\n")
-    .filter((line) => {
-      try {
-        return line !== "" && (JSON.parse(line) as { step: number }).step <= step;
-      } catch {
-        return false;
-      }
-    });
-  writeFileAtomic(path, keep.map((l) => `${l}\n`).join(""));
-}
-
 async function runTrain(v: Values): Promise<void> {
   const { s, resume } = resolveSettings(v);
   for (const name of ["model", "data", "out"] as const) {
     if (s[name] === null) throw new UsageError(`missing --${name} for 'lora train'; see 'lora train --help'`);
   }
-  if (s.steps !== null && s.epochs !== null) throw new UsageError("give --steps or --epochs, not both");
-  if (s.full && s.adapter)
-    throw new UsageError("--full trains every weight; it cannot start from an --adapter");
-  if (!((s.lr as number) > 0)) throw new UsageError(`--lr must be > 0, got ${s.lr}`);
+  checkSettings(s);
   const out = s.out as string;
   // Every input is checked before the run writes anything.
   checkOutSeparate(out, {
@@ -287,19 +219,15 @@ async function runTrain(v: Values): Promise<void> {
   if (!resume) RunFolder.check(out, v.overwrite === true);
 
   const loaded = loadModel(s.model as string, undefined, { baseDtype: s["base-dtype"] as BaseDType });
-  const { model, config } = loaded;
+  const { config } = loaded;
   const family = modelFamily(config);
-  if (s.full && family.checkpoint.towers)
-    throw new UsageError(
-      `--full trains and writes the text model only, which would leave ${s.model}'s other towers (${family.checkpoint.towers.map((t) => t.what).join(", ")}) out of the saved folder; train a LoRA adapter instead (drop --full)`,
-    );
   const seqLen = (s["seq-len"] as number | null) ?? Math.min(contextLength(config), 2048);
   checkSeqLen(seqLen, config, "--seq-len");
   const templateVars = {
     date_string: (resume?.state.run.date_string as string | undefined) ?? templateDate(),
   };
   const rows = prepareRows(s.data as string, loaded, s, seqLen, "training", templateVars);
-  const dataPrint = fingerprint(rows);
+  const dataPrint = dataFingerprint(rows);
   const weightsPrint = weightsFingerprint(s.model as string);
   if (resume) checkResumeFits(resume, config, dataPrint, weightsPrint);
   const valPath =
@@ -310,53 +238,28 @@ async function runTrain(v: Values): Promise<void> {
   const allValRows = valPath ? prepareRows(valPath, loaded, s, seqLen, "validation", templateVars) : null;
   const valCap = (s["val-batches"] as number) * (s["batch-size"] as number);
   const valRows = allValRows && valCap > 0 ? allValRows.slice(0, valCap) : allValRows;
-  if (!valRows && s["eval-every"] !== null && (s["eval-every"] as number) > 0)
-    throw new UsageError(
-      `--eval-every ${s["eval-every"]} needs validation data: pass --val-data PATH (or a --data folder with valid.jsonl)`,
-    );
 
-  // What is trained: every weight (--full), a checkpoint's or given adapter, or a fresh LoRA.
-  let lora: LoraConfig | null = null;
-  let trained: CausalLM = model;
-  if (s.full) {
-    if (resume) trained = loadModelFolder(resume.dir).model;
-    trained.unfreeze();
-  } else if (resume || s.adapter) {
-    lora = loadAdapter(model, resume ? resume.dir : (s.adapter as string), family.defaultTargets).config;
-    lora = { ...lora, lora_dropout: s.dropout as number, fan_in_fan_out: family.fanInFanOut };
-  } else {
-    lora = loraConfigOf(s, family, config.model_type);
-    applyLoRA(model, lora, { rng: new Rng(s.seed as number) });
-    // a multimodal folder's text model: name the targets so PEFT adapts these modules, and no others
-    if (model.adapterScope) lora = scopeTargets(model, lora, model.adapterScope);
-  }
-  const dropoutRng = new Rng((s.seed as number) ^ 0x5bd1e995);
-  if (lora) setLoraDropout(trained, s.dropout as number, dropoutRng);
-  const report = parameterReport(trained);
-
-  const optimizer = createOptimizer(s.optimizer as OptimizerKind, trained.trainableParameters(), {
-    lr: s.lr as number,
-    weightDecay: s["weight-decay"] as number,
-  });
-  if (resume)
-    optimizer.loadStateDict(resume.state.optimizer as Parameters<typeof optimizer.loadStateDict>[0]);
-  const batcher = new Batcher(
-    rows,
-    {
-      batchSize: s["batch-size"] as number,
-      shuffle: !s["no-shuffle"],
-      seed: s.seed as number,
-      padId: loaded.tokenizer?.padId ?? 0,
+  // What is trained: a --full run's checkpoint model, or the base with a checkpoint's, the given or a fresh adapter.
+  const adapterDir = s.full ? null : resume ? resume.dir : (s.adapter as string | null);
+  const plan = planFineTune({
+    settings: s,
+    model: s.full && resume ? loadModelFolder(resume.dir).model : loaded.model,
+    config,
+    train: rows,
+    valid: valRows,
+    padId: loaded.tokenizer?.padId ?? 0,
+    baseModelName: s.model as string,
+    adapter: adapterDir ? readAdapter(adapterDir, family.defaultTargets) : null,
+    resume: resume?.state,
+    tuned: resume?.tuned,
+    record: {
+      seq_len: seqLen,
+      date_string: templateVars.date_string,
+      data_fingerprint: dataPrint,
+      weights_fingerprint: weightsPrint,
     },
-    resume?.state.data,
-  );
-  const accum = s["grad-accum"] as number;
-  const steps =
-    (s.steps as number | null) ??
-    Math.max(1, Math.ceil((((s.epochs as number | null) ?? 1) * batcher.batchesPerEpoch) / accum));
-  if ((s.warmup as number) > steps)
-    throw new UsageError(`--warmup ${s.warmup} is more than the run's ${steps} steps; lower it or add steps`);
-  const evalEvery = (s["eval-every"] as number | null) ?? Math.max(1, Math.round(steps / 10));
+  });
+  const { report, steps, firstStep } = plan;
 
   // Everything is valid: from here on the run writes, into a folder that is safe to write.
   const folder = resume ? RunFolder.resume(out) : RunFolder.create(out, v.overwrite === true);
@@ -371,7 +274,7 @@ async function runTrain(v: Values): Promise<void> {
         ? `, ${fmt(valRows.length)} validation rows`
         : "";
   console.log(
-    `data: ${fmt(rows.length)} training rows${valNote}; ${steps} steps of ${s["batch-size"]}×${accum} rows, seq-len ≤ ${seqLen}`,
+    `data: ${fmt(rows.length)} training rows${valNote}; ${steps} steps of ${s["batch-size"]}×${s["grad-accum"]} rows, seq-len ≤ ${seqLen}`,
   );
   if (resume) {
     const changed = Object.entries(resume.tuned).map(
@@ -386,114 +289,27 @@ async function runTrain(v: Values): Promise<void> {
     );
   }
 
-  const baseName = s.model as string;
-  const weightFiles = (): Record<string, Uint8Array | string> => {
-    if (lora) return adapterFiles(trained, lora, baseName);
-    const f32 = { ...config, torch_dtype: "float32" };
-    return {
-      "config.json": `${JSON.stringify(f32, null, 2)}\n`,
-      "model.safetensors": serializeSafetensors(modelTensors(trained, f32), { format: "pt" }),
-    };
-  };
-  const earlier = (resume?.state.run.resumes as unknown[] | undefined) ?? [];
-  const run = {
-    settings: s,
-    seq_len: seqLen,
-    date_string: templateVars.date_string,
-    model_config: config,
-    data_fingerprint: dataPrint,
-    weights_fingerprint: weightsPrint,
-    // each resume that changed a tunable setting: where, and what changed
-    resumes:
-      resume && Object.keys(resume.tuned).length > 0
-        ? [...earlier, { step: resume.state.step, changed: resume.tuned }]
-        : earlier,
-  };
-  let lastSaved: string | null = resume?.dir ?? null;
-  const save = (snap: Snapshot) => {
-    writeCheckpoint(
-      folder.dir,
-      snap.step,
-      { ...weightFiles(), ...checkpointFiles(snap, run) },
-      {
-        keep: s.keep as number,
-      },
-    );
-    folder.record(["checkpoints"]);
-    folder.commit(); // an --overwrite run replaces the previous one now that it has a checkpoint
-    lastSaved = join(out, "checkpoints", `step-${snap.step}`);
-  };
-
-  const metricsPath = () => join(folder.dir, "metrics.jsonl");
-  if (resume) truncateMetrics(metricsPath(), resume.state.step);
-  else fs.writeFileSync(metricsPath(), "");
-  folder.record(["metrics.jsonl"]);
-  const log = (row: Record<string, unknown>) => fs.appendFileSync(metricsPath(), `${JSON.stringify(row)}\n`);
-
-  // The final files: the adapter, or (--full) a complete f32 model folder.
-  const writeOutputs = (): string[] => {
-    let names: string[];
-    if (!lora) {
-      names = saveModelFolder(trained, folder.dir, {
-        config: { ...config, torch_dtype: "float32" },
-        dtypes: new Map(),
-        dir: s.model as string,
-      });
-    } else {
-      const files = adapterFiles(trained, lora, baseName);
-      for (const [name, data] of Object.entries(files)) writeFileAtomic(join(folder.dir, name), data);
-      names = Object.keys(files);
-    }
-    folder.record(names);
-    return names;
-  };
-  const firstStep = resume?.state.step ?? 0;
+  const storage = new RunFolderStorage(folder, out, {
+    keep: s.keep as number,
+    resumeStep: resume ? resume.state.step : null,
+    tokenizerFrom: s.full ? (s.model as string) : null,
+  });
   if (firstStep >= steps) {
-    const files = writeOutputs();
+    await runFineTune(plan, storage);
     console.log(
-      `the run was already complete at step ${firstStep}/${steps} (pass --steps N to extend it); wrote ${files.map((f) => join(out, f)).join(", ")}`,
+      `the run was already complete at step ${firstStep}/${steps} (pass --steps N to extend it); wrote ${storage.written.map((f) => join(out, f)).join(", ")}`,
     );
     return;
   }
   const progress = new Progress(steps, firstStep);
   progress.begin();
-  let result: Awaited<ReturnType<typeof train>>;
+  let result: TrainResult;
   try {
-    result = await train(trained, {
-      optimizer,
-      data: batcher,
-      steps,
-      gradAccum: accum,
-      lr: s.lr as number,
-      schedule: { kind: s.schedule as ScheduleKind, warmup: s.warmup as number },
-      maxGradNorm: s["max-grad-norm"] as number,
-      evaluate: valRows ? () => evaluate(trained, valRows, (d, n) => progress.evalRow(d, n)).loss : undefined,
-      evalEvery,
-      save,
-      saveEvery: s["save-every"] as number,
-      rng: dropoutRng,
-      resume: resume?.state,
-      onStep: (i) => {
-        log({
-          step: i.step,
-          loss: i.loss,
-          lr: i.lr,
-          tokens: i.tokens,
-          elapsed_s: i.elapsedS,
-          grad_norm: i.gradNorm,
-        });
-        progress.step(i);
-      },
-      onEval: (i) => {
-        log({
-          step: i.step,
-          val_loss: i.valLoss,
-          val_perplexity: Math.exp(i.valLoss),
-          elapsed_s: i.elapsedS,
-        });
-        progress.eval(i);
-      },
-    });
+    result = (await runFineTune(plan, storage, (e) => {
+      if (e.type === "step") progress.step(e.info);
+      else if (e.type === "eval") progress.eval(e.info);
+      else if (e.type === "eval-row") progress.evalRow(e.done, e.total);
+    }))!;
   } catch (e) {
     progress.stop();
     const staged = folder.staged;
@@ -502,6 +318,7 @@ async function runTrain(v: Values): Promise<void> {
       ? ` The previous run in ${out} is unchanged.${keptNew ? ` The new run, with its checkpoint, is in ${keptNew}.` : ""}`
       : "";
     if (e instanceof DivergedError) {
+      const lastSaved = storage.lastCheckpoint ?? resume?.dir ?? null;
       throw new Error(
         `${e.message}. ${lastSaved ? `The last good checkpoint is ${lastSaved}: continue it with --resume ${lastSaved} --lr ${(s.lr as number) / 10}` : "No checkpoint was saved yet: lower --lr"} (now ${s.lr}), or keep --max-grad-norm on.${kept}`,
       );
@@ -511,7 +328,7 @@ async function runTrain(v: Values): Promise<void> {
   }
   progress.stop();
 
-  const written = writeOutputs();
+  const written = [...storage.written, ...(await storage.plotLoss())];
   const trainedSteps = result.steps - firstStep;
   const tokensNow = result.tokens - (resume?.state.tokens ?? 0);
   console.log(

@@ -184,6 +184,14 @@ export function adapterFiles(
   };
 }
 
+/** An adapter read from its files: its PEFT config and its tensors, not yet attached to a model. */
+export interface AdapterInput {
+  config: LoraConfig;
+  tensors: ReadonlyMap<string, SafetensorsTensor>;
+  /** Where it came from, for messages. */
+  source: string;
+}
+
 /**
  * Wraps the model's layers with the adapter's A and B (trainable, so training can continue).
  * The base model is frozen. Throws once, listing every key and shape that does not fit.

@@ -83,8 +83,9 @@ export interface TrainOptions {
   rng?: Rng;
   /** Continue from a checkpoint's progress (the weights and optimizer state must be loaded already). */
   resume?: TrainProgress;
-  onStep?: (info: StepInfo) => void;
-  onEval?: (info: EvalInfo) => void;
+  /** Called after each step and each evaluation; may be async (a metrics write), and is awaited. */
+  onStep?: (info: StepInfo) => void | Promise<void>;
+  onEval?: (info: EvalInfo) => void | Promise<void>;
   /** Clock in seconds (injectable for tests). */
   now?: () => number;
 }
@@ -148,12 +149,12 @@ export async function train(model: CausalLM, opts: TrainOptions): Promise<TrainR
   let valLoss: number | null = null;
   let trainS = 0; // this call's time in steps
 
-  const evaluate = () => {
+  const evaluate = async () => {
     if (!opts.evaluate) return;
     model.eval();
     valLoss = opts.evaluate();
     model.train();
-    opts.onEval?.({ step, valLoss, elapsedS: elapsed() });
+    await opts.onEval?.({ step, valLoss, elapsedS: elapsed() });
   };
   // weights are checked at every snapshot, so nothing non-finite is saved; after every step too when
   // that is cheap (LoRA's few matrices), so a bad update stops the run where it happened
@@ -187,7 +188,7 @@ export async function train(model: CausalLM, opts: TrainOptions): Promise<TrainR
     };
   };
 
-  if (step === 0) evaluate();
+  if (step === 0) await evaluate();
   model.train();
   while (step < steps) {
     const stepStart = now();
@@ -219,7 +220,7 @@ export async function train(model: CausalLM, opts: TrainOptions): Promise<TrainR
     if (checkEachStep) checkWeights();
     tokens += stepTokens;
     trainS += now() - stepStart;
-    opts.onStep?.({
+    await opts.onStep?.({
       step,
       totalSteps: steps,
       loss,
@@ -230,12 +231,12 @@ export async function train(model: CausalLM, opts: TrainOptions): Promise<TrainR
       elapsedS: elapsed(),
       trainS,
     });
-    if (opts.evalEvery && step % opts.evalEvery === 0 && step < steps) evaluate();
+    if (opts.evalEvery && step % opts.evalEvery === 0 && step < steps) await evaluate();
     if (opts.save && opts.saveEvery && step % opts.saveEvery === 0 && step < steps)
       await opts.save(snapshot());
     await nextTick(); // lets a progress bar draw, and a browser page stay responsive
   }
-  evaluate();
+  await evaluate();
   model.eval();
   await opts.save?.(snapshot());
   return { steps: step, tokens, elapsedS: elapsed(), loss, valLoss, trainS };

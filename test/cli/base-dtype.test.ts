@@ -4,8 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { UsageError } from "../../src/cli/command.js";
-import { settingsFrom } from "../../src/cli/train-settings.js";
+import { SettingsError, settingsFrom } from "../../src/train/settings.js";
 import { assertClose, fixturesDir, lora, repoRoot } from "../helpers.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "lora-base-dtype-"));
@@ -32,7 +31,7 @@ describe("--base-dtype", () => {
     assert.throws(
       () => settingsFrom({ "base-dtype": "fp8" }),
       (e) =>
-        e instanceof UsageError &&
+        e instanceof SettingsError &&
         /--base-dtype must be one of auto, f32, bf16, f16, got "fp8"/.test(e.message),
     );
   });

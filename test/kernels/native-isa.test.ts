@@ -12,7 +12,8 @@ import { loraWith, repoRoot } from "../helpers.js";
 
 const addon = nativeAddon();
 const skip = !addon && `native addon unavailable: ${nativeStatus()}`;
-const LEVELS = ["avx512bf16", "avx512", "avx2", "generic"];
+// each architecture's levels, best first (native/src/gemm.cc LEVEL_NAMES)
+const LEVELS = process.arch === "arm64" ? ["neon", "generic"] : ["avx512bf16", "avx512", "avx2", "generic"];
 
 /** node with LORA_ISA set; NODE_TEST_CONTEXT removed so a child `node:test` run reports on its own */
 function nodeWith(isa: string, args: string[]) {

@@ -34,7 +34,7 @@ it("a process that used the worker pool exits on its own (workers are unref'd)",
 it("the Node entry prefers native when its addon loads; without it, wasm, and lora --version says why", () => {
   const run = (env: Record<string, string>) => loraWith({ LORA_BACKEND: "", ...env }, "--version").out;
   const plain = run({});
-  if (nativeAddon()) assert.match(plain, /backend native (avx512|avx2|generic)/);
+  if (nativeAddon()) assert.match(plain, /backend native (avx512|avx2|neon|generic)/);
   else assert.match(plain, /backend wasm.*native unavailable: /);
   const off = run({ LORA_NATIVE: "0" });
   assert.match(off, /backend wasm, \d+ thread\(s\); native unavailable: disabled by LORA_NATIVE=0/);

@@ -100,7 +100,9 @@ describe("train()", () => {
       steps: 30,
       evaluate: () => evaluate(model, val).loss,
       evalEvery: 10,
-      onEval: (e) => evals.push(e.valLoss),
+      onEval: (e) => {
+        evals.push(e.valLoss);
+      },
     });
     assert.equal(evals.length, 4); // before, at 10, 20, and the end
     assert.ok(evals.at(-1)! < evals[0]! * 0.8, `val loss ${evals[0]} -> ${evals.at(-1)}`);

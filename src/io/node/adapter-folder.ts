@@ -3,7 +3,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { LoraConfig } from "../../lora/config.js";
 import type { Module } from "../../nn/module.js";
-import { adapterFiles, attachAdapter, parseAdapterConfig } from "../peft.js";
+import { type AdapterInput, adapterFiles, attachAdapter, parseAdapterConfig } from "../peft.js";
 import { readJson } from "./json-file.js";
 import { readSafetensorsFile, writeFileAtomic } from "./safetensors-file.js";
 
@@ -12,12 +12,8 @@ export function readAdapterConfig(dir: string, defaultTargets: string[]): LoraCo
   return parseAdapterConfig(readJson(path)!, path, defaultTargets);
 }
 
-/** Loads the adapter in `dir` onto `model` (wrapping its layers). Returns the config and wrapped paths. */
-export function loadAdapter(
-  model: Module & { headName?: string; adapterScope?: string },
-  dir: string,
-  defaultTargets: string[],
-): { config: LoraConfig; paths: string[] } {
+/** Reads the adapter in `dir`: its config and tensors, not yet attached to a model. */
+export function readAdapter(dir: string, defaultTargets: string[]): AdapterInput {
   const config = readAdapterConfig(dir, defaultTargets);
   const weights = join(dir, "adapter_model.safetensors");
   if (!existsSync(weights)) {
@@ -28,8 +24,17 @@ export function loadAdapter(
         : `${weights}: not found; an adapter folder needs adapter_config.json and adapter_model.safetensors`,
     );
   }
-  const paths = attachAdapter(model, config, readSafetensorsFile(weights).tensors, weights);
-  return { config, paths };
+  return { config, tensors: readSafetensorsFile(weights).tensors, source: weights };
+}
+
+/** Loads the adapter in `dir` onto `model` (wrapping its layers). Returns the config and wrapped paths. */
+export function loadAdapter(
+  model: Module & { headName?: string; adapterScope?: string },
+  dir: string,
+  defaultTargets: string[],
+): { config: LoraConfig; paths: string[] } {
+  const { config, tensors, source } = readAdapter(dir, defaultTargets);
+  return { config, paths: attachAdapter(model, config, tensors, source) };
 }
 
 /** Writes the model's LoRA weights and config in PEFT's format, each file atomically. */

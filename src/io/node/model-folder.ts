@@ -88,7 +88,13 @@ export function saveModelFolder(
   const tensors = [...modelTensors(model, from.config, from.dtypes), ...(from.towers ?? [])];
   writeFileAtomic(join(dir, "model.safetensors"), serializeSafetensors(tensors, { format: "pt" }));
   writeFileAtomic(join(dir, "config.json"), `${JSON.stringify(from.config, null, 2)}\n`);
-  const copied = from.dir ? TOKENIZER_FILES.filter((f) => existsSync(join(from.dir!, f))) : [];
-  for (const f of copied) writeFileAtomic(join(dir, f), readFileBytes(join(from.dir!, f)));
+  const copied = from.dir ? copyTokenizerFiles(from.dir, dir) : [];
   return ["config.json", "model.safetensors", ...copied];
+}
+
+/** Copies the tokenizer files (TOKENIZER_FILES) that `from` holds into `dir`; returns their names. */
+export function copyTokenizerFiles(from: string, dir: string): string[] {
+  const copied = TOKENIZER_FILES.filter((f) => existsSync(join(from, f)));
+  for (const f of copied) writeFileAtomic(join(dir, f), readFileBytes(join(from, f)));
+  return copied;
 }

@@ -22,7 +22,13 @@ const JOURNAL = ".lora-commit.json";
 const RUN_FORMAT = "lora-ts-run";
 
 /** Names a run may write in its folder. */
-export const RUN_FILES = ["adapter_config.json", "adapter_model.safetensors", "metrics.jsonl", "checkpoints"];
+export const RUN_FILES = [
+  "adapter_config.json",
+  "adapter_model.safetensors",
+  "metrics.jsonl",
+  "loss.svg",
+  "checkpoints",
+];
 /** A model or adapter that someone else wrote: a folder holding one is never taken for a run. */
 const FOREIGN_SIGNS = [
   "config.json",

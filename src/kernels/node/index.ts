@@ -33,7 +33,7 @@ export function getThreads(): number {
   return wasmThreads();
 }
 
-/** The ISA level the native kernels run at ("avx512bf16", "avx512", "avx2", "generic"), or null when the
+/** The ISA level the native kernels run at ("avx512bf16", "avx512", "avx2", "generic"; "neon" on arm64), or null when the
  *  addon is absent. LORA_ISA forces a level the CPU supports. */
 export function nativeIsa(): string | null {
   return addon ? addon.info().isa : null;

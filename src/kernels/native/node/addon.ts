@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 
 /** What the addon runs (native/src/addon.cc, Info). */
 export interface NativeInfo {
-  /** the ISA level every native kernel runs at: "avx512bf16", "avx512", "avx2" or "generic" */
+  /** the ISA level every native kernel runs at: on x86-64 "avx512bf16", "avx512", "avx2" or "generic"; on arm64 "neon" or "generic" */
   isa: string;
   /** bf16 weights' products are native bf16 dot products (AVX512_BF16) */
   bf16: boolean;
