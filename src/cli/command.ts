@@ -16,8 +16,11 @@ export interface Command {
   usage: string;
   flags: Record<string, Flag>;
   examples?: string[];
-  /** Arguments that are not flags (`lora plot RUN_DIR...`), given to run as `values._`; none when absent. */
-  positionals?: { valueName: string; min: number };
+  /**
+   * Arguments that are not flags (`lora plot RUN_DIR...`, `lora inspect PATH`), given to run as
+   * `values._`, between min and max of them; a command without this takes none.
+   */
+  positionals?: { valueName: string; min: number; max?: number };
   run(values: Values): Promise<void> | void;
 }
 
@@ -74,6 +77,11 @@ export function parseFlags(cmd: Command, argv: string[]): Values {
       if (positionals.length < cmd.positionals.min)
         throw new UsageError(
           `missing ${cmd.positionals.valueName} for 'lora ${cmd.name}'; see 'lora ${cmd.name} --help'`,
+        );
+      const { max } = cmd.positionals;
+      if (max !== undefined && positionals.length > max)
+        throw new UsageError(
+          `unexpected argument "${positionals[max]}" for 'lora ${cmd.name}' (it takes ${max} ${cmd.positionals.valueName}); see 'lora ${cmd.name} --help'`,
         );
       return { ...values, _: positionals } as Values;
     }

@@ -43,10 +43,14 @@ export const evalCommand: Command = {
   summary:
     "Evaluate a model (and optional adapter) on held-out data: mean negative log-likelihood per predicted token (nats), perplexity, token count.",
   usage:
-    "lora eval --model DIR [--adapter DIR] --data FILE [--split valid] [--seq-len N] [--mask-prompt] [--base-dtype auto] [--json]",
+    "lora eval --model DIR [--adapter PATH] --data FILE [--split valid] [--seq-len N] [--mask-prompt] [--base-dtype auto] [--json]",
   flags: {
-    model: { type: "string", valueName: "DIR", description: "model folder" },
-    adapter: { type: "string", valueName: "DIR", description: "PEFT adapter folder to apply" },
+    model: { type: "string", valueName: "DIR", description: "model folder or GGUF model file" },
+    adapter: {
+      type: "string",
+      valueName: "PATH",
+      description: "adapter to apply: a PEFT or mlx-lm folder, or a GGUF LoRA file (the format is detected)",
+    },
     data: {
       type: "string",
       valueName: "PATH",

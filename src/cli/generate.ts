@@ -9,14 +9,18 @@ export const generateCommand: Command = {
   summary:
     "Generate text from a Hugging Face model folder, with an optional LoRA adapter. Streams to stdout.",
   usage:
-    "lora generate --model DIR [--adapter DIR] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--chat] [--base-dtype auto]",
+    "lora generate --model DIR [--adapter PATH] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--chat] [--base-dtype auto]",
   flags: {
     model: {
       type: "string",
       valueName: "DIR",
-      description: "model folder (config.json, model.safetensors, tokenizer.json)",
+      description: "model folder (config.json, model.safetensors, tokenizer.json), or a GGUF model file",
     },
-    adapter: { type: "string", valueName: "DIR", description: "PEFT adapter folder to apply" },
+    adapter: {
+      type: "string",
+      valueName: "PATH",
+      description: "adapter to apply: a PEFT or mlx-lm folder, or a GGUF LoRA file (the format is detected)",
+    },
     prompt: { type: "string", valueName: "TEXT", description: "the prompt" },
     "max-tokens": { type: "string", valueName: "N", description: "tokens to generate (default 100)" },
     temperature: {

@@ -4,7 +4,7 @@ import { loadAdapter } from "../io/node/adapter-folder.js";
 import { readDataset } from "../io/node/dataset-file.js";
 import { loadModelFolder, type ModelFolder } from "../io/node/model-folder.js";
 import { loadTokenizer } from "../io/node/tokenizer-file.js";
-import type { Tokenizer } from "../io/tokenizer.js";
+import { Tokenizer } from "../io/tokenizer.js";
 import { modelFamily } from "../models/index.js";
 import { BASE_DTYPES, type BaseDType, isBaseDtypeSetting, resolveBaseDtype } from "../nn/base-dtype.js";
 import { type DataRow, type TokenizedRow, type TokenizedSource, tokenizeRow } from "../train/data.js";
@@ -31,7 +31,21 @@ export function baseDtypeOf(v: Values): BaseDType {
   return resolveBaseDtype(raw);
 }
 
-/** The model (plus an adapter when given) and its tokenizer (null when the folder has none). */
+/**
+ * Loads the adapter at `path` (PEFT folder, mlx-lm folder or weights file, GGUF LoRA file) onto the model
+ * and says on stderr which format it found.
+ */
+export function adapterOnto(
+  model: Parameters<typeof loadAdapter>[0],
+  path: string,
+  defaultTargets: string[],
+): ReturnType<typeof loadAdapter> {
+  const loaded = loadAdapter(model, path, defaultTargets);
+  console.error(`adapter: ${loaded.description}`);
+  return loaded;
+}
+
+/** The model (a folder or a GGUF file, plus an adapter when given) and its tokenizer (null when it has none). */
 export function loadModel(
   dir: string,
   adapter?: string,
@@ -42,12 +56,15 @@ export function loadModel(
     console.error(`warning: ${dir}: ${line}`);
   let tokenizer: Tokenizer | null = null;
   try {
-    tokenizer = loadTokenizer(dir);
+    // a GGUF model carries its tokenizer in its metadata
+    if (folder.tokenizerFiles) tokenizer = Tokenizer.fromJSON(folder.tokenizerFiles);
+    else if (folder.tokenizerError) throw folder.tokenizerError;
+    else tokenizer = loadTokenizer(dir);
   } catch (e) {
     if (opts.needTokenizer) throw e;
   }
   const adapterPaths = adapter
-    ? loadAdapter(folder.model, adapter, modelFamily(folder.config).defaultTargets).paths
+    ? adapterOnto(folder.model, adapter, modelFamily(folder.config).defaultTargets).paths
     : [];
   folder.model.eval();
   return { ...folder, tokenizer, adapterPaths };

@@ -6,7 +6,9 @@ import { availableBackends, backend, setBackend } from "../kernels/index.js";
 import { getThreads, nativeIsa, nativeIsaInfo, nativeStatus, setThreads } from "../kernels/node/index.js";
 import { type Command, helpText, num, parseFlags, str } from "./command.js";
 import { evalCommand } from "./eval.js";
+import { exportCommand } from "./export.js";
 import { generateCommand } from "./generate.js";
+import { inspectCommand } from "./inspect.js";
 import { mergeCommand } from "./merge.js";
 import { paramsCommand } from "./params.js";
 import { plotCommand } from "./plot.js";
@@ -17,6 +19,8 @@ const COMMANDS: Command[] = [
   evalCommand,
   generateCommand,
   mergeCommand,
+  exportCommand,
+  inspectCommand,
   paramsCommand,
   plotCommand,
 ];

@@ -1,20 +1,29 @@
 /** `lora merge`: folds an adapter into its base model, W' = W0 + scale·B·A, and writes a model folder. */
 import fs from "node:fs";
 import { resolve } from "node:path";
-import { loadAdapter } from "../io/node/adapter-folder.js";
 import { loadModelFolder, saveModelFolder } from "../io/node/model-folder.js";
 import { checkOutSeparate } from "../io/node/run-folder.js";
 import { fuseLoRA, loraLayers, mergeLoRA } from "../lora/inject.js";
 import { modelFamily } from "../models/index.js";
 import { type Command, required, UsageError, type Values } from "./command.js";
+import { adapterOnto } from "./load.js";
 
 export const mergeCommand: Command = {
   name: "merge",
   summary: "Merge a LoRA adapter into its base model and write a complete Hugging Face model folder.",
-  usage: "lora merge --model DIR --adapter DIR --out DIR [--overwrite]",
+  usage: "lora merge --model DIR --adapter PATH --out DIR [--overwrite]",
   flags: {
-    model: { type: "string", valueName: "DIR", description: "base model folder" },
-    adapter: { type: "string", valueName: "DIR", description: "PEFT adapter folder" },
+    model: {
+      type: "string",
+      valueName: "DIR",
+      description:
+        "base model folder, or a GGUF model file: the merged model is then written as a Hugging Face folder (f32 weights; tokenizer.json, tokenizer_config.json and generation_config.json rebuilt from the GGUF metadata)",
+    },
+    adapter: {
+      type: "string",
+      valueName: "PATH",
+      description: "adapter: a PEFT or mlx-lm folder, or a GGUF LoRA file (the format is detected)",
+    },
     out: { type: "string", valueName: "DIR", description: "folder for the merged model" },
     overwrite: { type: "boolean", description: "replace a model already in --out" },
   },
@@ -30,7 +39,7 @@ export const mergeCommand: Command = {
     if (fs.existsSync(resolve(out, "model.safetensors")) && !v.overwrite)
       throw new UsageError(`--out ${out} already holds a model; pass --overwrite to replace it`);
     const folder = loadModelFolder(dir, { keepTowers: true }); // a multimodal folder's vision tower too
-    loadAdapter(folder.model, adapter, modelFamily(folder.config).defaultTargets);
+    adapterOnto(folder.model, adapter, modelFamily(folder.config).defaultTargets);
     const n = loraLayers(folder.model).length;
     const untied = mergeLoRA(folder.model); // refuses non-finite results
     fuseLoRA(folder.model);

@@ -6,7 +6,7 @@
 import fs from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { writeCheckpoint } from "../io/node/checkpoint-folder.js";
-import { copyTokenizerFiles } from "../io/node/model-folder.js";
+import { type ModelFolder, writeTokenizerFiles } from "../io/node/model-folder.js";
 import { readTextFile } from "../io/node/read-file.js";
 import type { RunFolder } from "../io/node/run-folder.js";
 import { writeFileAtomic } from "../io/node/safetensors-file.js";
@@ -42,8 +42,8 @@ export class RunFolderStorage implements RunStorage {
       keep: number;
       /** The checkpoint's step when resuming: metrics after it are dropped. */
       resumeStep: number | null;
-      /** A --full run's outputs are a model folder: its tokenizer files come from here. */
-      tokenizerFrom: string | null;
+      /** A --full run's outputs are a model folder: its tokenizer files come from the base model. */
+      tokenizerFrom: (Pick<ModelFolder, "tokenizerFiles"> & { dir?: string }) | null;
     },
   ) {
     const metrics = this.metricsPath();
@@ -71,7 +71,7 @@ export class RunFolderStorage implements RunStorage {
   saveOutputs(files: RunFiles): void {
     for (const [name, data] of Object.entries(files)) writeFileAtomic(join(this.folder.dir, name), data);
     const from = this.opts.tokenizerFrom;
-    const names = [...Object.keys(files), ...(from ? copyTokenizerFiles(from, this.folder.dir) : [])];
+    const names = [...Object.keys(files), ...(from ? writeTokenizerFiles(from, this.folder.dir) : [])];
     this.folder.record(names);
     this.written = names;
   }

@@ -1,7 +1,7 @@
 /** `lora train`: LoRA (or full) fine-tuning of a model folder, with checkpoints, exact resume and metrics. */
 import { createHash } from "node:crypto";
 import fs from "node:fs";
-import { join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { parseCheckpoint } from "../io/checkpoint.js";
 import { readAdapter } from "../io/node/adapter-folder.js";
 import { listCheckpoints, resolveCheckpoint, runDirOf } from "../io/node/checkpoint-folder.js";
@@ -9,7 +9,8 @@ import { readJson } from "../io/node/json-file.js";
 import { loadModelFolder } from "../io/node/model-folder.js";
 import { checkOutSeparate, RunFolder } from "../io/node/run-folder.js";
 import { readSafetensorsFile } from "../io/node/safetensors-file.js";
-import { modelFamily } from "../models/index.js";
+import type { AdapterInput } from "../io/peft.js";
+import { type CausalLM, modelFamily } from "../models/index.js";
 import { type BaseDType, type BaseDTypeSetting, resolveBaseDtype } from "../nn/base-dtype.js";
 import { packRows, rowTargets } from "../train/batches.js";
 import type { TokenizedRow } from "../train/data.js";
@@ -152,11 +153,16 @@ function resolveSettings(v: Values): { s: Settings; resume: Resume | null } {
  * sha256 of its first and last MiB (the header, and data from both ends). A resume refuses a --model
  * whose weights differ from the run's even when its config.json is the same.
  */
-function weightsFingerprint(dir: string): string {
-  const files = fs
-    .readdirSync(dir)
-    .filter((f) => f.endsWith(".safetensors"))
-    .sort();
+function weightsFingerprint(path: string): string {
+  // a GGUF model is one file; a folder's weights are its .safetensors files
+  const file = fs.statSync(path).isFile();
+  const dir = file ? dirname(path) : path;
+  const files = file
+    ? [basename(path)]
+    : fs
+        .readdirSync(dir)
+        .filter((f) => f.endsWith(".safetensors"))
+        .sort();
   const hash = createHash("sha256");
   const MiB = 1 << 20;
   for (const f of files) {
@@ -199,6 +205,21 @@ function checkResumeFits(
     throw new UsageError(
       `--resume ${resume.dir}: the training data differs from the checkpoint's (rows:hash ${resume.state.run.data_fingerprint}, now ${dataPrint})`,
     );
+}
+
+/**
+ * The adapter a run continues: a checkpoint's (PEFT), or --adapter in any format, detected and named
+ * on stderr.
+ */
+function startingAdapter(
+  path: string,
+  given: boolean,
+  defaultTargets: string[],
+  model: CausalLM,
+): AdapterInput {
+  const read = readAdapter(path, { defaultTargets, numBlocks: model.numLayers });
+  if (given) console.error(`adapter: ${read.description}`);
+  return { config: read.config, tensors: read.tensors, source: read.weights };
 }
 
 async function runTrain(v: Values): Promise<void> {
@@ -249,7 +270,7 @@ async function runTrain(v: Values): Promise<void> {
     valid: valRows,
     padId: loaded.tokenizer?.padId ?? 0,
     baseModelName: s.model as string,
-    adapter: adapterDir ? readAdapter(adapterDir, family.defaultTargets) : null,
+    adapter: adapterDir ? startingAdapter(adapterDir, !resume, family.defaultTargets, loaded.model) : null,
     resume: resume?.state,
     tuned: resume?.tuned,
     record: {
@@ -292,7 +313,7 @@ async function runTrain(v: Values): Promise<void> {
   const storage = new RunFolderStorage(folder, out, {
     keep: s.keep as number,
     resumeStep: resume ? resume.state.step : null,
-    tokenizerFrom: s.full ? (s.model as string) : null,
+    tokenizerFrom: s.full ? loaded : null,
   });
   if (firstStep >= steps) {
     await runFineTune(plan, storage);

@@ -7,6 +7,7 @@
 import { type LoraConfig, loraScaling } from "../lora/config.js";
 import { findTargets, loraLayers, patternValue } from "../lora/inject.js";
 import { LoRALinear } from "../lora/layer.js";
+import type { ReportModule } from "../lora/report.js";
 import { ConfigFields, showValue } from "../models/model.js";
 import { Linear } from "../nn/layers.js";
 import { type Module, setSubmodule } from "../nn/module.js";
@@ -299,4 +300,57 @@ export function attachAdapter(
     setSubmodule(model, path, LoRALinear.withWeights(base, a, b, { r, alpha, rslora: config.use_rslora }));
   }
   return plan.map(([p]) => p);
+}
+
+/**
+ * The modules of PEFT-named adapter tensors, in key order, without a model (for reports): A and B
+ * paired by module path, alpha from alpha_pattern, r from A's shape. Keys that are not a LoRA pair of
+ * 2-D float tensors with matching r are listed in one error.
+ */
+export function adapterModules(
+  config: LoraConfig,
+  tensors: ReadonlyMap<string, SafetensorsTensor>,
+  source: string,
+): ReportModule[] {
+  const problems: string[] = [];
+  const pairs = new Map<string, { A?: SafetensorsTensor; B?: SafetensorsTensor }>();
+  for (const [key, e] of tensors) {
+    const m = KEY.exec(key);
+    if (!m) problems.push(`unexpected tensor "${key}"`);
+    else if (e.shape.length !== 2 || !FLOAT_DTYPES.includes(e.dtype))
+      problems.push(`"${key}" is ${e.dtype} ${shapeStr(e.shape)}, not a 2-D float matrix`);
+    else {
+      const pair = pairs.get(m[1]!) ?? {};
+      pair[m[2] as "A" | "B"] = e;
+      pairs.set(m[1]!, pair);
+    }
+  }
+  const out: ReportModule[] = [];
+  for (const [path, { A, B }] of pairs) {
+    if (!A || !B) {
+      problems.push(`"${path}" has lora_${A ? "A" : "B"} but no lora_${A ? "B" : "A"}`);
+      continue;
+    }
+    const r = A.shape[0]!;
+    if (B.shape[1] !== r) {
+      problems.push(`"${path}": lora_A ${shapeStr(A.shape)} and lora_B ${shapeStr(B.shape)} disagree on r`);
+      continue;
+    }
+    const alpha = patternValue(path, config.alpha_pattern, config.lora_alpha);
+    out.push({
+      path,
+      r,
+      in: A.shape[1]!,
+      out: B.shape[0]!,
+      alpha,
+      scale: loraScaling(r, alpha, config.use_rslora),
+      A: tensorToFloat32(A),
+      B: tensorToFloat32(B),
+    });
+  }
+  if (problems.length > 0)
+    throw new Error(
+      `${source}: not a LoRA adapter (${problems.length} problem(s)):\n${problems.map((p) => `  - ${p}`).join("\n")}`,
+    );
+  return out;
 }

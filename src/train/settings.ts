@@ -40,7 +40,8 @@ export const SETTINGS = {
     valueName: "DIR",
     free: true,
     path: true,
-    description: "Hugging Face model folder",
+    description:
+      "Hugging Face model folder, or a GGUF model file (llama, qwen2, qwen3, gpt2; dequantised on load)",
   },
   data: {
     kind: "string",
@@ -179,7 +180,8 @@ export const SETTINGS = {
     valueName: "DIR",
     free: true,
     path: true,
-    description: "start from this PEFT adapter",
+    description:
+      "start from this adapter (a PEFT or mlx-lm folder, or a GGUF LoRA file; the format is detected)",
   },
   full: { kind: "boolean", description: "full fine-tuning: every weight trainable (the paper's baseline)" },
   "base-dtype": {

@@ -7,6 +7,9 @@ import type { DType } from "../../tensor/dtype.js";
 import { checkModelTensors, type LoadOptions, loadModelFromTensors } from "../model-loader.js";
 import { modelTensors } from "../model-saver.js";
 import { type SerializableDType, type SerializableTensor, serializeSafetensors } from "../safetensors.js";
+import type { TokenizerFiles } from "../tokenizer.js";
+import { isGGUFFile } from "./gguf-file.js";
+import { loadGGUFModelFile } from "./gguf-model-file.js";
 import { readJson } from "./json-file.js";
 import { readFileBytes } from "./read-file.js";
 import { readModelWeightData, readModelWeightHeaders, writeFileAtomic } from "./safetensors-file.js";
@@ -21,17 +24,23 @@ export interface ModelFolder {
   /** With `keepTowers`: the tensors of the parts a multimodal checkpoint's text model does not build
    *  (the family's checkpoint.towers), as stored, so that a saved folder carries them over unchanged. */
   towers?: SerializableTensor[];
+  /** A GGUF model's tokenizer, rebuilt from its metadata (a folder's tokenizer files are read from `dir`). */
+  tokenizerFiles?: TokenizerFiles | null;
+  /** Why a GGUF model has no tokenizer. */
+  tokenizerError?: Error | null;
 }
 
 /**
- * Loads a model folder; `opts.baseDtype` stores the frozen weights in 16 bits (see castBaseWeights).
+ * Loads a model folder, or a GGUF model file (told by its magic; see gguf-model-file.ts);
+ * `opts.baseDtype` stores the frozen weights in 16 bits (see castBaseWeights).
  * config.json and the weights' headers are checked against each other, and the memory the weights need
  * against this machine's, before any tensor data is read.
  */
 export function loadModelFolder(dir: string, opts: LoadOptions & { keepTowers?: boolean } = {}): ModelFolder {
+  const { keepTowers, ...load } = opts;
+  if (isGGUFFile(dir)) return loadGGUFModelFile(dir, load);
   const config = readJson(join(dir, "config.json"))!;
   const headers = readModelWeightHeaders(dir);
-  const { keepTowers, ...load } = opts;
   const checked = { memoryLimit: totalmem(), ...load };
   checkModelTensors(config, headers.tensors, dir, checked);
   const { tensors } = readModelWeightData(headers);
@@ -72,12 +81,13 @@ export const TOKENIZER_FILES = [
 /**
  * Writes `model` as a complete folder: config.json, model.safetensors (names, layouts and dtypes as
  * the source checkpoint had them, plus a multimodal checkpoint's other towers unchanged) and the
- * tokenizer files of `from.dir`. Each file is written atomically.
+ * tokenizer files of `from.dir`, or, for a GGUF model, the tokenizer.json, tokenizer_config.json and
+ * generation_config.json rebuilt from its metadata. Each file is written atomically.
  */
 export function saveModelFolder(
   model: CausalLM,
   dir: string,
-  from: Pick<ModelFolder, "config" | "dtypes" | "towers"> & { dir?: string },
+  from: Pick<ModelFolder, "config" | "dtypes" | "towers" | "tokenizerFiles"> & { dir?: string },
 ): string[] {
   const towers = modelFamily(from.config).checkpoint.towers;
   if (towers && !from.towers)
@@ -88,8 +98,30 @@ export function saveModelFolder(
   const tensors = [...modelTensors(model, from.config, from.dtypes), ...(from.towers ?? [])];
   writeFileAtomic(join(dir, "model.safetensors"), serializeSafetensors(tensors, { format: "pt" }));
   writeFileAtomic(join(dir, "config.json"), `${JSON.stringify(from.config, null, 2)}\n`);
-  const copied = from.dir ? copyTokenizerFiles(from.dir, dir) : [];
-  return ["config.json", "model.safetensors", ...copied];
+  return ["config.json", "model.safetensors", ...writeTokenizerFiles(from, dir)];
+}
+
+/**
+ * The tokenizer files of a saved model: those rebuilt from a GGUF model's metadata, or the ones a
+ * folder holds (TOKENIZER_FILES), copied. Returns their names.
+ */
+export function writeTokenizerFiles(
+  from: Pick<ModelFolder, "tokenizerFiles"> & { dir?: string },
+  dir: string,
+): string[] {
+  const json = (v: unknown) => `${JSON.stringify(v, null, 2)}\n`;
+  if (from.tokenizerFiles) {
+    const t = from.tokenizerFiles;
+    const written: Record<string, unknown> = {
+      "tokenizer.json": t.tokenizerJson,
+      "tokenizer_config.json": t.tokenizerConfig,
+      "generation_config.json": t.generationConfig,
+    };
+    const names = Object.keys(written).filter((f) => written[f]);
+    for (const f of names) writeFileAtomic(join(dir, f), json(written[f]));
+    return names;
+  }
+  return from.dir ? copyTokenizerFiles(from.dir, dir) : [];
 }
 
 /** Copies the tokenizer files (TOKENIZER_FILES) that `from` holds into `dir`; returns their names. */
