@@ -1,5 +1,5 @@
-/** Elementwise and broadcast kernels: binary add/mul, sumTo, scale, GELU (tanh form), SiLU. */
-import { hsum, madd, vexp } from "./simd";
+/** Elementwise and broadcast kernels: binary add/mul, sumTo, scale, GELU (tanh form), SiLU, soft-capping. */
+import { hsum, madd, vexp, vtanh } from "./simd";
 
 // out: [outer..., n] = a op b; the outer dims (nd of them) iterate by odometer over shape/aStr/bStr
 // (i32 arrays at the given pointers, in elements); the inner dim has strides sa, sb (0 or 1 fast)
@@ -207,5 +207,35 @@ export function siluBackward(dx: usize, dout: usize, x: usize, n: i32): void {
   for (; i < n; i++) {
     const o = <usize>i << 2;
     store<f32>(dx + o, f32x4.extract_lane(siluGrad4(v128.load32_splat(dout + o), v128.load32_splat(x + o)), 0));
+  }
+}
+
+// out = cap tanh(x / cap), four lanes (tails through one padded lane group, as the body rounds)
+// @ts-ignore: decorator
+@inline
+function softcap4(x: v128, cap: f32): v128 {
+  return f32x4.mul(f32x4.splat(cap), vtanh(f32x4.mul(x, f32x4.splat(1 / cap))));
+}
+
+export function softcapForward(out: usize, x: usize, n: i32, cap: f32): void {
+  let i = 0;
+  for (; i + 4 <= n; i += 4) v128.store(out + (<usize>i << 2), softcap4(v128.load(x + (<usize>i << 2)), cap));
+  for (; i < n; i++) store<f32>(out + (<usize>i << 2), f32x4.extract_lane(softcap4(v128.load32_splat(x + (<usize>i << 2)), cap), 0));
+}
+
+// dx = dout (1 - t^2), t = y / cap from the forward output y
+export function softcapBackward(dx: usize, dout: usize, y: usize, n: i32, cap: f32): void {
+  const inv = f32x4.splat(1 / cap);
+  const one = f32x4.splat(1);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const o = <usize>i << 2;
+    const t = f32x4.mul(v128.load(y + o), inv);
+    v128.store(dx + o, f32x4.mul(v128.load(dout + o), f32x4.sub(one, f32x4.mul(t, t))));
+  }
+  for (; i < n; i++) {
+    const o = <usize>i << 2;
+    const t = load<f32>(y + o) * (1 / cap);
+    store<f32>(dx + o, load<f32>(dout + o) * (1 - t * t));
   }
 }

@@ -1,6 +1,16 @@
 /** The kernel module's exports: every function here is callable from JS (pointers are byte offsets). */
 export { gemm, gemmScratchBytes } from "./gemm";
-export { binary, geluBackward, geluForward, scale, siluBackward, siluForward, sumTo } from "./elementwise";
+export {
+  binary,
+  geluBackward,
+  geluForward,
+  scale,
+  siluBackward,
+  siluForward,
+  softcapBackward,
+  softcapForward,
+  sumTo,
+} from "./elementwise";
 export {
   layerNormBackward,
   layerNormForward,

@@ -3,17 +3,19 @@
 Each fixture is a tiny random checkpoint built from its transformers config class and saved with
 `save_pretrained` (transformers 5 writes `rope_parameters`), a PEFT adapter made with `get_peft_model`
 (init_lora_weights=False, so B is nonzero), and expected.json in the format of make_fixtures.py:
-base and adapter logits and losses, and the LoRA gradients of the adapter loss.
+base and adapter logits and losses, the LoRA gradients of the adapter loss, PEFT's merged logits, and one
+torch.optim.SGD step from the adapter (the LoRA weights after it, and the loss they give).
 
 Run with the venv of the README (torch, transformers and peft from pip):
     python3 -m venv V && V/bin/pip install torch transformers peft
-    V/bin/python scripts/make_family_fixtures.py
+    V/bin/python scripts/make_family_fixtures.py [name ...]   (no names: every fixture)
 The tests need no Python; they read what this writes under test/fixtures/models/.
 """
 
 import json
 import os
 import shutil
+import sys
 
 import torch
 import transformers
@@ -22,6 +24,8 @@ from transformers import AutoModelForCausalLM
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "test", "fixtures", "models")
 VOCAB = 71
+SGD_LR = 0.5
+ONLY = set(sys.argv[1:])
 
 
 def arr(t):
@@ -36,9 +40,15 @@ def lm_loss(logits, ids):
     )
 
 
-def make(name, config, targets, T, seed=0):
+def make(name, config, targets, T, seed=0, attn=None, cls=None):
+    if ONLY and name not in ONLY:
+        return
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    extra = {"attn_implementation": attn} if attn else {}
+    if cls:  # a class AutoModelForCausalLM does not build (the multimodal Gemma 3)
+        model = cls._from_config(config, dtype=torch.float32, **extra).eval()
+    else:
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, **extra).eval()
     with torch.no_grad():
         for p in model.parameters():  # weights large enough that every feature moves the logits
             p.normal_(0.0, 0.2)
@@ -68,6 +78,18 @@ def make(name, config, targets, T, seed=0):
             f"{n.replace('.default', '')}": arr(p.grad) for n, p in peft.named_parameters() if "lora_" in n
         }
         peft.save_pretrained(os.path.join(d, "adapter"))
+        # one SGD step from the saved adapter, then back to it for the merge
+        lora_params = {n.replace(".default", ""): p for n, p in peft.named_parameters() if "lora_" in n}
+        saved = {n: p.detach().clone() for n, p in lora_params.items()}
+        torch.optim.SGD(list(lora_params.values()), lr=SGD_LR).step()
+        with torch.no_grad():
+            expected["sgd"] = {
+                "lr": SGD_LR,
+                "loss_after": float(lm_loss(peft(ids).logits, ids)),
+                "weights_after": {n: arr(p) for n, p in lora_params.items()},
+            }
+            for n, p in lora_params.items():
+                p.copy_(saved[n])
         with torch.no_grad():
             merged = peft.merge_and_unload()(ids).logits
         expected["logits_merged"] = arr(merged)
@@ -212,3 +234,129 @@ make(
     ["qkv_proj", "gate_up_proj"],
     T=24,
 )
+# Gemma 3 text with both soft caps set small enough to bite (Gemma 2 ships 50 and 30; Gemma 3 null): the
+# raw attention scores (scaled by 4^-1/2) and logits of this random model pass 5 and 3. Eager attention,
+# the implementation that could cap; transformers' Gemma3Attention never passes attn_logit_softcapping
+# on, so only the final cap changes these logits (the test checks both facts).
+make(
+    "gemma3_softcap",
+    transformers.Gemma3TextConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        query_pre_attn_scalar=4,
+        max_position_embeddings=64,
+        sliding_window=6,
+        layer_types=["sliding_attention", "full_attention"],
+        attn_logit_softcapping=5.0,
+        final_logit_softcapping=3.0,
+        rope_parameters={
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            "full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+        },
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    ),
+    ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
+    T=16,
+    attn="eager",
+)
+
+# The multimodal Gemma 3 (model_type "gemma3", Gemma3ForConditionalGeneration): a text model as above
+# inside it, a one-layer SigLIP vision tower and the projector, which text-only input never reaches.
+# transformers 5 saves the checkpoint as transformers 4 laid it out (language_model.model.*, vision_tower.*,
+# multi_modal_projector.*) and holds the modules as model.language_model.*, model.vision_tower.*; PEFT names
+# the adapter after the latter. The targets are a regex over the language model (PEFT has no default for
+# gemma3; a plain list would adapt the vision tower's q_proj and v_proj too).
+make(
+    "gemma3_multimodal",
+    transformers.Gemma3Config(
+        text_config=dict(
+            vocab_size=VOCAB,
+            hidden_size=64,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            query_pre_attn_scalar=16,
+            max_position_embeddings=64,
+            sliding_window=6,
+            layer_types=["sliding_attention", "full_attention"],
+            pad_token_id=0,
+            eos_token_id=1,
+            bos_token_id=2,
+        ),
+        vision_config=dict(
+            hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14
+        ),
+        mm_tokens_per_image=4,
+        image_token_index=VOCAB - 1,
+        boi_token_index=VOCAB - 3,
+        eoi_token_index=VOCAB - 2,
+    ),
+    r"model\.language_model\..*\.(q_proj|v_proj|down_proj)",
+    T=16,
+    cls=transformers.Gemma3ForConditionalGeneration,
+)
+
+if not ONLY or "gemma3_multimodal" in ONLY:
+    # a plain target list, as PEFT applies it to the whole model: the vision tower's q_proj/v_proj too
+    d = os.path.join(OUT, "gemma3_multimodal")
+    whole = transformers.Gemma3ForConditionalGeneration.from_pretrained(d, dtype=torch.float32)
+    get_peft_model(whole, LoraConfig(r=2, target_modules=["q_proj", "v_proj"])).save_pretrained(
+        os.path.join(d, "adapter_with_vision")
+    )
+
+
+def attention_softcap_cases():
+    """Attention with a soft cap, computed by transformers' own Gemma 2 eager attention (the one that passes
+    softcap on): causal and sliding-window masks built as additive -inf masks, GQA, its own scale."""
+    from types import SimpleNamespace
+
+    from transformers.models.gemma2.modeling_gemma2 import eager_attention_forward
+
+    cases = {}
+    torch.manual_seed(5)
+    for name, (B, T, Hq, Hkv, D, scale, cap, window) in {
+        "attention_softcap_causal": (2, 6, 4, 2, 8, 0.5, 1.5, 0),
+        "attention_softcap_window": (1, 9, 2, 1, 6, 0.7, 2.0, 3),
+        "attention_softcap_wide": (1, 5, 2, 2, 4, 1.0, 50.0, 0),
+    }.items():
+        q, k, v = (torch.randn(B, T, h, D, dtype=torch.float64).float() * s for h, s in ((Hq, 2), (Hkv, 2), (Hkv, 1)))
+        for t in (q, k, v):
+            t.requires_grad_(True)
+        i = torch.arange(T)
+        visible = (i[None, :] <= i[:, None]) & ((i[:, None] - i[None, :] < window) if window else True)
+        mask = torch.zeros(T, T).masked_fill(~visible, float("-inf"))[None, None]
+        module = SimpleNamespace(num_key_value_groups=Hq // Hkv, head_dim=D, training=False)
+        out, _ = eager_attention_forward(
+            module, q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask, scaling=scale, softcap=cap
+        )  # [B, T, Hq, D]
+        g = torch.randn_like(out)
+        out.backward(g)
+        attrs = {"causal": True, "scale": scale, "softcap": cap}
+        if window:
+            attrs["window"] = window
+        cases[name] = {
+            "op": "attention",
+            "attrs": attrs,
+            "inputs": {"q": arr(q), "k": arr(k), "v": arr(v)},
+            "ints": {},
+            "out": arr(out),
+            "grad_out": arr(g),
+            "grads": {"q": arr(q.grad), "k": arr(k.grad), "v": arr(v.grad)},
+        }
+    path = os.path.join(OUT, "..", "ops", "attention_softcap.json")
+    with open(path, "w") as f:
+        json.dump({"made_by": f"transformers {transformers.__version__}, torch {torch.__version__}", **cases}, f)
+    print("attention_softcap", list(cases))
+
+
+if not ONLY or "attention_softcap" in ONLY:
+    attention_softcap_cases()

@@ -200,6 +200,15 @@ UNARY_BWD(GeluBackward, gelu_backward)
 UNARY(SiluForward, silu_forward)
 UNARY_BWD(SiluBackward, silu_backward)
 
+FN(SoftcapForward) {
+  Args a(env, info);
+  softcap_forward(a.f(0), a.f(1), (long)a.len(1), (float)a.d(2));
+}
+FN(SoftcapBackward) {
+  Args a(env, info);
+  softcap_backward(a.f(0), a.f(1), a.f(2), (long)a.len(2), (float)a.d(3));
+}
+
 FN(SoftmaxForward) {
   Args a(env, info);
   softmax_forward(a.f(0), a.f(1), a.l(2), a.l(3));
@@ -219,7 +228,8 @@ FN(Rope) {
 }
 
 AttnDims attn_dims(Args& a, size_t i) {
-  return {a.l(i), a.l(i + 1), a.l(i + 2), a.l(i + 3), a.l(i + 4), a.l(i + 5), a.b(i + 6), a.d(i + 7), a.l(i + 8)};
+  return {a.l(i),     a.l(i + 1), a.l(i + 2), a.l(i + 3), a.l(i + 4),
+          a.l(i + 5), a.b(i + 6), a.d(i + 7), a.l(i + 8), a.d(i + 9)};
 }
 
 FN(AttentionForward) {
@@ -307,6 +317,8 @@ napi_value Init(napi_env env, napi_value exports) {
       E("geluBackward", GeluBackward),
       E("siluForward", SiluForward),
       E("siluBackward", SiluBackward),
+      E("softcapForward", SoftcapForward),
+      E("softcapBackward", SoftcapBackward),
       E("softmaxForward", SoftmaxForward),
       E("softmaxBackward", SoftmaxBackward),
       E("rope", Rope),

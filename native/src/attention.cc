@@ -1,6 +1,7 @@
 // Causal grouped-query attention through the GEMM, one (batch, kv-head) group per task so that dk and dv
 // (shared by the group's query heads) are written by one thread only.
-// q: [B, Tq, Hq, D], k, v: [B, Tk, Hkv, D] -> out: [B, Tq, Hq, D]; att: [B, Hq, Tq, Tk] probabilities
+// q: [B, Tq, Hq, D], k, v: [B, Tk, Hkv, D] -> out: [B, Tq, Hq, D]; att: [B, Hq, Tq, Tk] probabilities.
+// A soft cap (Gemma's attn_logit_softcapping) turns each scaled score s into cap tanh(s / cap) first.
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -22,6 +23,23 @@ long start_of(const AttnDims& d, long i) {
   return d.causal && d.window > 0 && p - d.window + 1 > 0 ? p - d.window + 1 : 0;
 }
 
+// the soft cap of n raw scores in place: row = cap tanh(scale * row / cap)
+LORA_MULTI(void, cap_row, (float* row, long n, float scale, float cap), (row, n, scale, cap)) {
+  const float inv = 1.0f / cap;
+  SIMD for (long j = 0; j < n; j++) row[j] = cap * vtanh(row[j] * scale * inv);
+}
+
+// ds *= (1 - tanh^2(scale * s / cap)) * scale over n entries, s the raw scores recomputed as the forward
+// pass computed them
+LORA_MULTI(void, cap_grad_row, (float* ds, const float* s, long n, float scale, float cap),
+           (ds, s, n, scale, cap)) {
+  const float inv = 1.0f / cap;
+  SIMD for (long j = 0; j < n; j++) {
+    float t = vtanh(s[j] * scale * inv);
+    ds[j] *= (1.0f - t * t) * scale;
+  }
+}
+
 // for every (b, kv head): fn(b, hk)
 template <class F>
 void groups(const AttnDims& d, F fn) {
@@ -34,7 +52,7 @@ void groups(const AttnDims& d, F fn) {
 
 void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, const AttnDims& d) {
   const long group = d.Hq / d.Hkv, qs = d.Hq * d.D, ks = d.Hkv * d.D;
-  const float scale = (float)d.scale;
+  const float scale = (float)d.scale, cap = (float)d.softcap;
   // causal: the GEMMs skip what lies past each row's limit (about half the work)
   const Tri tri_n = d.causal ? TRI_N : TRI_NONE, tri_k = d.causal ? TRI_K_LOWER : TRI_NONE;
   const long off = d.Tk - d.Tq;
@@ -46,12 +64,13 @@ void attention_forward(float* out, float* att, const float* q, const float* k, c
       float* a = att + (b * d.Hq + h) * d.Tq * d.Tk;
       // scores [Tq, Tk] = q_h [Tq, D] . k_hk^T (tiles past the causal limit skipped)
       gemm_single((int)d.Tq, (int)d.Tk, (int)d.D, qb, qs, 1, kb, B_F32, 1, ks, a, d.Tk, false, tri_n, off);
-      // a sliding window's row is a softmax over [start, limit), zero before it
+      // a sliding window's row is a softmax over [start, limit), zero before it; a soft cap comes first
       for (long i = 0; i < d.Tq; i++) {
         float* row = a + i * d.Tk;
         long s0 = start_of(d, i);
         std::memset(row, 0, sizeof(float) * s0);
-        softmax_row(row + s0, row + s0, limit_of(d, i) - s0, d.Tk - s0, scale);
+        if (cap > 0) cap_row(row + s0, limit_of(d, i) - s0, scale, cap);
+        softmax_row(row + s0, row + s0, limit_of(d, i) - s0, d.Tk - s0, cap > 0 ? 1.0f : scale);
       }
       // out_h [Tq, D] = att [Tq, Tk] . v_hk [Tk, D] (each row's sum stops at its limit: att is 0 past it)
       gemm_single((int)d.Tq, (int)d.D, (int)d.Tk, a, d.Tk, 1, vb, B_F32, ks, 1, out + b * d.Tq * qs + h * d.D, qs,
@@ -63,7 +82,7 @@ void attention_forward(float* out, float* att, const float* q, const float* k, c
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* att, const AttnDims& d) {
   const long group = d.Hq / d.Hkv, qs = d.Hq * d.D, ks = d.Hkv * d.D;
-  const float scale = (float)d.scale;
+  const float scale = (float)d.scale, cap = (float)d.softcap;
   const Tri tri_n = d.causal ? TRI_N : TRI_NONE, tri_k = d.causal ? TRI_K_LOWER : TRI_NONE;
   const Tri tri_kt = d.causal ? TRI_K_UPPER : TRI_NONE;
   const long off = d.Tk - d.Tq;
@@ -76,8 +95,10 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       if (dkb) std::memset(dkb + j * ks, 0, sizeof(float) * d.D);
       if (dvb) std::memset(dvb + j * ks, 0, sizeof(float) * d.D);
     }
-    scratch.resize(d.Tq * d.Tk);
+    // ds [Tq, Tk], then with a soft cap the raw scores [Tq, Tk]
+    scratch.resize(d.Tq * d.Tk * (cap > 0 ? 2 : 1));
     float* ds = scratch.data();
+    float* sc = cap > 0 ? ds + d.Tq * d.Tk : nullptr;
     for (long h = hk * group; h < (hk + 1) * group; h++) {
       const float* qb = q + b * d.Tq * qs + h * d.D;
       const float* gb = dout + b * d.Tq * qs + h * d.D;
@@ -87,11 +108,16 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       if (!dq && !dkb) continue;
       // dp [Tq, Tk] = dout_h . v_hk^T, then the softmax backward: ds = p (dp - p.dp) * scale
       gemm_single((int)d.Tq, (int)d.Tk, (int)d.D, gb, qs, 1, vb, B_F32, 1, ks, ds, d.Tk, false, tri_n, off);
+      // with a soft cap: the raw scores again, as the forward pass computed them
+      if (sc) gemm_single((int)d.Tq, (int)d.Tk, (int)d.D, qb, qs, 1, kb, B_F32, 1, ks, sc, d.Tk, false, tri_n, off);
       for (long i = 0; i < d.Tq; i++) {
         long s0 = start_of(d, i);
         float* row = ds + i * d.Tk;
         std::memset(row, 0, sizeof(float) * s0);
-        softmax_backward_row(row + s0, row + s0, a + i * d.Tk + s0, limit_of(d, i) - s0, d.Tk - s0, scale);
+        softmax_backward_row(row + s0, row + s0, a + i * d.Tk + s0, limit_of(d, i) - s0, d.Tk - s0,
+                             sc ? 1.0f : scale);
+        // through the cap: ds *= (1 - tanh^2) * scale
+        if (sc) cap_grad_row(row + s0, sc + i * d.Tk + s0, limit_of(d, i) - s0, scale, cap);
       }
       // dq_h [Tq, D] = ds . k_hk ; dk_hk [Tk, D] += ds^T . q_h
       if (dq)

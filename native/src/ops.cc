@@ -386,6 +386,27 @@ void silu_backward(float* dx, const float* dout, const float* x, long n) {
   elems(n, [&](long a, long b) { silu_bwd(dx + a, dout + a, x + a, b - a); });
 }
 
+LORA_MULTI(void, softcap_fwd, (float* out, const float* x, long n, float cap), (out, x, n, cap)) {
+  const float inv = 1.0f / cap;
+  SIMD for (long i = 0; i < n; i++) out[i] = cap * vtanh(x[i] * inv);
+}
+
+LORA_MULTI(void, softcap_bwd, (float* dx, const float* dout, const float* y, long n, float cap),
+           (dx, dout, y, n, cap)) {
+  const float inv = 1.0f / cap;
+  SIMD for (long i = 0; i < n; i++) {
+    float t = y[i] * inv;
+    dx[i] = dout[i] * (1.0f - t * t);
+  }
+}
+
+void softcap_forward(float* out, const float* x, long n, float cap) {
+  elems(n, [&](long a, long b) { softcap_fwd(out + a, x + a, b - a, cap); });
+}
+void softcap_backward(float* dx, const float* dout, const float* y, long n, float cap) {
+  elems(n, [&](long a, long b) { softcap_bwd(dx + a, dout + a, y + a, b - a, cap); });
+}
+
 void softmax_forward(float* out, const float* x, long N, long C) {
   if (N <= 0 || C <= 0) return;
   rows(N, C * 4, [&](long r0, long r1) {

@@ -29,6 +29,9 @@ void gelu_forward(float* out, const float* x, long n);
 void gelu_backward(float* dx, const float* dout, const float* x, long n);
 void silu_forward(float* out, const float* x, long n);
 void silu_backward(float* dx, const float* dout, const float* x, long n);
+// logit soft-capping: out = cap tanh(x / cap); backward from the output y: dx = dout (1 - (y / cap)^2)
+void softcap_forward(float* out, const float* x, long n, float cap);
+void softcap_backward(float* dx, const float* dout, const float* y, long n, float cap);
 // One row: out[0, lim) = softmax(scale * x[0, lim)) and out[lim, n) = 0 (lim = n for a plain softmax;
 // attention passes its causal limit); out may be x.
 void softmax_row(float* out, const float* x, long lim, long n, float scale);
@@ -54,6 +57,7 @@ struct AttnDims {
   bool causal;
   double scale;  // scores are q.k * scale
   long window;   // sliding window (0: none): query at position p sees keys p - window < j <= p
+  double softcap;  // 0: none; else scores s become softcap * tanh(s / softcap) before the softmax
 };
 void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, const AttnDims& d);
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,

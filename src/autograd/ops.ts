@@ -230,6 +230,15 @@ export function silu(x: Tensor): Tensor {
   return record("silu", [x], new Tensor(out, x.shape), null, null);
 }
 
+/** Logit soft-capping, cap · tanh(x / cap), elementwise (Gemma's final_logit_softcapping). */
+export function softcap(x: Tensor, cap: number): Tensor {
+  floatOnly("softcap", x);
+  check(cap > 0 && Number.isFinite(cap), () => `softcap: the cap must be a positive number, got ${cap}`);
+  const out = empty(x.shape);
+  backend().softcapForward(out, x.data, cap);
+  return record("softcap", [x], new Tensor(out, x.shape), { cap }, null);
+}
+
 /** Softmax over the last dim. */
 export function softmax(x: Tensor): Tensor {
   floatOnly("softmax", x);
@@ -264,13 +273,16 @@ export function ropeFrequencies(D: number, theta: number): Float64Array {
   return Float64Array.from({ length: D / 2 }, (_, i) => theta ** ((-2 * i) / D));
 }
 
-/** Attention dims from q: [B, Tq, Hq, D], k, v: [B, Tk, Hkv, D]. */
-/** How attention masks and scales its scores (see AttentionDims). */
+/** How attention masks, scales and caps its scores (see AttentionDims). */
 export interface AttentionOptions {
   causal?: boolean;
   scale?: number;
   window?: number;
+  /** Soft-capping of the scaled scores, cap · tanh(s / cap) (0 or absent: none). */
+  softcap?: number;
 }
+
+/** Attention dims from q: [B, Tq, Hq, D], k, v: [B, Tk, Hkv, D]. */
 
 export function attentionDims(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): AttentionDims {
   check(
@@ -285,17 +297,32 @@ export function attentionDims(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOp
     () =>
       `attention: q ${shapeStr(q.shape)} and k ${shapeStr(k.shape)} disagree (batch, head dim, Hq % Hkv == 0, Tk >= Tq)`,
   );
-  const { causal = true, scale, window } = opts;
+  const { causal = true, scale, window, softcap } = opts;
   check(
     !window || (causal && Number.isInteger(window) && window > 0),
     () => `attention: a sliding window must be a positive integer on causal attention, got ${window}`,
   );
-  return { B, Tq, Tk, Hq, Hkv, D, causal, ...(scale !== undefined && { scale }), ...(window && { window }) };
+  check(
+    !softcap || (softcap > 0 && Number.isFinite(softcap)),
+    () => `attention: a soft cap must be a positive number, got ${softcap}`,
+  );
+  return {
+    B,
+    Tq,
+    Tk,
+    Hq,
+    Hkv,
+    D,
+    causal,
+    ...(scale !== undefined && { scale }),
+    ...(window && { window }),
+    ...(softcap && { softcap }),
+  };
 }
 
 /**
  * Scaled dot-product attention, grouped-query, causal by default (scale 1/√D unless given; a sliding
- * window when given). Returns [B, Tq, Hq, D].
+ * window and a soft cap of the scores when given). Returns [B, Tq, Hq, D].
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
   floatOnly("attention", q, k, v);
@@ -376,15 +403,22 @@ export const LINEAR_CE_CHUNK = 1 << 23;
  * logits: x: [N, C], weight: [V, C] (a bias-free Linear such as the lm head). Rows run in chunks of at
  * most `chunk` logits. When the tape records it, each chunk's gradients (dL/dx, and dL/dweight
  * if the weight requires grad) are computed right away for dL/dloss = 1 and kept, so no logits outlive
- * their chunk and backward only scales them: the gradients are linear in dL/dloss.
+ * their chunk and backward only scales them: the gradients are linear in dL/dloss. With `softcap`, the
+ * logits are soft-capped first, cap · tanh(z / cap) (Gemma's final_logit_softcapping), and each chunk's
+ * logit gradient passes back through the cap.
  */
 export function linearCrossEntropy(
   x: Tensor,
   weight: Tensor,
   targets: Int32Array,
   reduction: "mean" | "sum" = "mean",
-  chunk = LINEAR_CE_CHUNK,
+  opts: { chunk?: number; softcap?: number } = {},
 ): Tensor {
+  const { chunk = LINEAR_CE_CHUNK, softcap: cap = 0 } = opts;
+  check(
+    !cap || (cap > 0 && Number.isFinite(cap)),
+    () => `linearCrossEntropy: the soft cap must be a positive number, got ${cap}`,
+  );
   check(
     x.ndim === 2 && weight.ndim === 2 && x.shape[1] === weight.shape[1],
     () =>
@@ -413,10 +447,12 @@ export function linearCrossEntropy(
       logits.subarray(0, n * V),
     ];
     k.matmul(z, xs, weight.weights(), singleMatmul(n, V, C, { transB: true })); // [n, V]; the weight may be 16-bit
+    if (cap) k.softcapForward(z, z, cap);
     k.crossEntropyForward(losses.subarray(r0, r0 + n), ls, z, ts, n, V);
     if (!dlogits) continue;
     const dz = dlogits.subarray(0, n * V);
     k.crossEntropyBackward(dz, z, ls, ts, n, V, reduction === "mean" ? 1 / count : 1);
+    if (cap) k.softcapBackward(dz, dz, z, cap); // z holds the capped logits, which the cap's gradient reads
     if (dx) k.matmul(dx.subarray(r0 * C, (r0 + n) * C), dz, weight.weights(), singleMatmul(n, C, V));
     if (dw) k.matmul(dw, dz, xs, singleMatmul(V, C, n, { transA: true, accumulate: true })); // dW[V, C] += dzᵀ @ x
   }
@@ -427,7 +463,7 @@ export function linearCrossEntropy(
     "linearCrossEntropy",
     [x, weight],
     new Tensor(new Float32Array([value]), []),
-    { reduction },
+    { reduction, ...(cap && { softcap: cap }) },
     { dx, dw },
   );
 }

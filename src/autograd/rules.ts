@@ -170,6 +170,11 @@ export const gradRules: { [K in OpName]: GradRule<K> } = {
     backend().softmaxBackward(dx, g, n.out.data, g.length / C, C);
     return [dx];
   },
+  softcap: (n, g) => {
+    const dx = new Float32Array(g.length);
+    backend().softcapBackward(dx, g, n.out.data, n.attrs.cap);
+    return [dx];
+  },
   rope: (n, g) => {
     // the rotation is orthogonal, so its gradient is the inverse rotation
     const [B, T, H, D] = n.out.shape as [number, number, number, number];
@@ -234,6 +239,7 @@ export const ruleReads: { [K in OpName]: Reads } = {
   gelu: () => [0],
   silu: () => [0],
   softmax: () => ["out"],
+  softcap: () => ["out"],
   rope: none,
   attention: () => [0, 1, 2],
   crossEntropy: () => [0],

@@ -18,8 +18,12 @@ export interface OpSpecs {
   gelu: { attrs: null; saved: null };
   silu: { attrs: null; saved: null };
   softmax: { attrs: null; saved: null };
+  softcap: { attrs: { cap: number }; saved: null };
   rope: { attrs: { offset: number; freqs: Float64Array; scale: number }; saved: null };
-  attention: { attrs: { causal?: boolean; scale?: number; window?: number }; saved: { att: Float32Array } };
+  attention: {
+    attrs: { causal?: boolean; scale?: number; window?: number; softcap?: number };
+    saved: { att: Float32Array };
+  };
   crossEntropy: {
     attrs: { targets: Int32Array; reduction: "mean" | "sum" };
     saved: { lse: Float32Array; count: number };
@@ -27,7 +31,7 @@ export interface OpSpecs {
   dropout: { attrs: { p: number }; saved: { mask: Float32Array } };
   /** Saves the gradients themselves, computed during the forward pass for dL/dloss = 1. */
   linearCrossEntropy: {
-    attrs: { reduction: "mean" | "sum" };
+    attrs: { reduction: "mean" | "sum"; softcap?: number };
     saved: { dx: Float32Array | null; dw: Float32Array | null };
   };
 }

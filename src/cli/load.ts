@@ -52,8 +52,8 @@ export function loadModel(
   opts: { needTokenizer?: boolean; baseDtype?: BaseDType } = {},
 ): Loaded {
   const folder = loadModelFolder(dir, { baseDtype: opts.baseDtype ?? "f32" });
-  for (const name of folder.unused)
-    console.error(`warning: ${dir}: checkpoint tensor "${name}" is not used by the model`);
+  for (const line of unusedWarnings(folder.unused, modelFamily(folder.config).checkpoint.towers ?? []))
+    console.error(`warning: ${dir}: ${line}`);
   let tokenizer: Tokenizer | null = null;
   try {
     // a GGUF model carries its tokenizer in its metadata
@@ -68,6 +68,24 @@ export function loadModel(
     : [];
   folder.model.eval();
   return { ...folder, tokenizer, adapterPaths };
+}
+
+/** One line per tower the text model leaves out (a multimodal folder's vision tower), one per other tensor. */
+export function unusedWarnings(
+  unused: readonly string[],
+  towers: readonly { pattern: RegExp; what: string }[],
+): string[] {
+  const lines: string[] = [];
+  let rest = unused;
+  for (const { pattern, what } of towers) {
+    const mine = rest.filter((n) => pattern.test(n));
+    rest = rest.filter((n) => !pattern.test(n));
+    if (mine.length > 0)
+      lines.push(
+        `the ${what}'s ${mine.length} tensor(s) are not used: lora-ts trains and runs the text model only`,
+      );
+  }
+  return [...lines, ...rest.map((name) => `checkpoint tensor "${name}" is not used by the model`)];
 }
 
 /**
@@ -147,7 +165,9 @@ export function templateDate(now = new Date()): string {
 
 /** The longest sequence the model accepts (GPT-2 n_positions, Llama max_position_embeddings). */
 export function contextLength(config: Record<string, unknown>): number {
-  const n = config.n_positions ?? config.max_position_embeddings;
+  // a multimodal folder's text model has its own config (gemma3's text_config)
+  const text = (config.text_config ?? {}) as Record<string, unknown>;
+  const n = config.n_positions ?? config.max_position_embeddings ?? text.max_position_embeddings;
   return typeof n === "number" && n > 0 ? n : 2048;
 }
 

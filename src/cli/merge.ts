@@ -38,7 +38,7 @@ export const mergeCommand: Command = {
     checkOutSeparate(out, { model: dir, adapter }, "lora merge");
     if (fs.existsSync(resolve(out, "model.safetensors")) && !v.overwrite)
       throw new UsageError(`--out ${out} already holds a model; pass --overwrite to replace it`);
-    const folder = loadModelFolder(dir);
+    const folder = loadModelFolder(dir, { keepTowers: true }); // a multimodal folder's vision tower too
     adapterOnto(folder.model, adapter, modelFamily(folder.config).defaultTargets);
     const n = loraLayers(folder.model).length;
     const untied = mergeLoRA(folder.model); // refuses non-finite results
@@ -53,6 +53,12 @@ export const mergeCommand: Command = {
     if (untied.length > 0)
       console.log(
         `${untied.join(", ")} shared the embedding's weight (tie_word_embeddings); the merged model stores its own copy and has tie_word_embeddings: false, so the embedding keeps its trained values`,
+      );
+    if (folder.towers?.length)
+      console.log(
+        `the ${modelFamily(folder.config)
+          .checkpoint.towers!.map((t) => t.what)
+          .join(" and ")} (${folder.towers.length} tensors) are copied over unchanged`,
       );
     console.log(`wrote ${out}: ${files.join(", ")}`);
   },

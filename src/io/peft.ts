@@ -198,12 +198,13 @@ export interface AdapterInput {
  * The base model is frozen. Throws once, listing every key and shape that does not fit.
  */
 export function attachAdapter(
-  model: Module & { headName?: string },
+  model: Module & { headName?: string; adapterScope?: string },
   config: LoraConfig,
   tensors: ReadonlyMap<string, SafetensorsTensor>,
   source: string,
 ): string[] {
   const errors: string[] = []; // what does not fit the model
+  const outside: string[] = []; // modules of a multimodal model's other towers, which are not built
   const damaged: string[] = []; // values that are not weights
   const modules = new Map(model.namedModules());
   const pairs = new Map<string, { A?: SafetensorsTensor; B?: SafetensorsTensor }>();
@@ -220,6 +221,10 @@ export function attachAdapter(
   const plan: [string, Linear, Tensor, Tensor, number, number][] = [];
   for (const [path, { A, B }] of pairs) {
     const base = modules.get(path);
+    if (!base && model.adapterScope && !path.startsWith(`${model.adapterScope}.`)) {
+      outside.push(path);
+      continue;
+    }
     if (!(base instanceof Linear)) {
       errors.push(`"${path}" is not a linear layer of this model${base ? "" : " (no such module)"}`);
       continue;
@@ -266,11 +271,22 @@ export function attachAdapter(
   } catch (e) {
     errors.push((e as Error).message);
   }
+  if (outside.length > 0) {
+    const scope = model.adapterScope!;
+    errors.unshift(
+      `${outside.length} adapted module(s) lie outside the text model ${scope}, in parts of the model this library does not build (the vision tower): ${outside.slice(0, 4).join(", ")}${outside.length > 4 ? ", ..." : ""}`,
+    );
+  }
   const all = [...errors, ...damaged];
   if (all.length > 0) {
     const [what, advice] =
       errors.length > 0
-        ? ["adapter does not fit this model", "Was it trained on a different base model?"]
+        ? [
+            "adapter does not fit this model",
+            outside.length > 0
+              ? `Only the text model runs here: use an adapter whose target_modules stay inside ${model.adapterScope} (PEFT's regex ${model.adapterScope!.replace(/\./g, "\\.")}\\..*\\.(q_proj|v_proj), say, or one lora train wrote).`
+              : "Was it trained on a different base model?",
+          ]
         : [
             "adapter weights are damaged",
             "Use the adapter of an earlier checkpoint (a run that diverged writes NaN), or train it again.",

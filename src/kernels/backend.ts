@@ -73,6 +73,12 @@ export interface AttentionDims {
    * keys j with p - window < j <= p, as transformers' sliding_window masks.
    */
   window?: number;
+  /**
+   * Attention logit soft-capping (Gemma 2/3's attn_logit_softcapping; 0 or absent: none): the scaled
+   * score s becomes cap · tanh(s / cap) before the mask and the softmax, as transformers' eager
+   * attention does. The backward multiplies the score's gradient by 1 - tanh²(s / cap), recomputing s.
+   */
+  softcap?: number;
 }
 
 /** The keys query row i sees: [start, limit) (a causal row stops at its position; a window starts later). */
@@ -189,6 +195,9 @@ export interface Backend {
   geluBackward(dx: Float32Array, dout: Float32Array, x: Float32Array): void;
   siluForward(out: Float32Array, x: Float32Array): void;
   siluBackward(dx: Float32Array, dout: Float32Array, x: Float32Array): void;
+  // logit soft-capping: out = cap · tanh(x / cap); the backward reads the output y: dx = dout · (1 - (y/cap)²)
+  softcapForward(out: Float32Array, x: Float32Array, cap: number): void;
+  softcapBackward(dx: Float32Array, dout: Float32Array, y: Float32Array, cap: number): void;
 
   // x: [N, C] -> out: [N, C], softmax over C
   softmaxForward(out: Float32Array, x: Float32Array, N: number, C: number): void;

@@ -185,3 +185,32 @@ export function parameterReport(model: Module): ParamReport {
     line: `trainable params: ${fmt(trainable)} || all params: ${fmt(total)} || trainable%: ${percent.toFixed(4)}`,
   };
 }
+
+const escapeRegex = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+/**
+ * The config as PEFT must see it to adapt the same modules of the whole multimodal model when only the
+ * module tree under `scope` (its text model) was built here: target_modules becomes a full-match regex
+ * within `scope` (PEFT would match a plain list, or all-linear, in the vision tower too), with the
+ * adapted layers' indexes in it when layers_to_transform chose them (PEFT ignores that field for a
+ * regex). The regex is checked to select exactly the adapted modules here; if the adapted set is not
+ * names × layers, it lists their paths.
+ */
+export function scopeTargets(model: Module, config: LoraConfig, scope: string): LoraConfig {
+  const paths = loraLayers(model).map(([p]) => p);
+  if (paths.length === 0) return config;
+  const linears = model
+    .namedModules()
+    .filter(([, m]) => m instanceof Linear || m instanceof LoRALinear)
+    .map(([p]) => p);
+  const names = [...new Set(paths.map((p) => p.split(".").pop()!))].map(escapeRegex).join("|");
+  const layers = [...new Set(paths.map(layerIndex))];
+  const byLayer = config.layers_to_transform?.length && layers.every((i) => i !== null);
+  const s = escapeRegex(scope);
+  let regex = byLayer ? `${s}\\.layers\\.(${layers.join("|")})\\..*\\.(${names})` : `${s}\\..*\\.(${names})`;
+  const picked = linears.filter((p) => new RegExp(`^(?:${regex})$`).test(p));
+  const want = new Set(paths);
+  if (picked.length !== want.size || !picked.every((p) => want.has(p)))
+    regex = paths.map(escapeRegex).join("|");
+  return { ...config, target_modules: regex, layers_to_transform: null, exclude_modules: null };
+}

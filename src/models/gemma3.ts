@@ -7,8 +7,12 @@
  * - attention scores scaled by query_pre_attn_scalar^-1/2;
  * - layer_types: "sliding_attention" layers see the last sliding_window keys and use the local RoPE
  *   base (rope_local_base_freq), "full_attention" layers the global one (rope_theta, with its scaling);
- * - a GELU (tanh) gated MLP, a tied head.
- * Logit soft-capping and bidirectional attention are refused. Module paths match the checkpoint.
+ * - a GELU (tanh) gated MLP, a tied head;
+ * - final_logit_softcapping when set: logits = cap · tanh(logits / cap).
+ * attn_logit_softcapping is read and checked but, as in transformers (4.5x and 5.x), not applied: its
+ * Gemma3Attention keeps the field yet never passes it to the attention function (Gemma 2's does; the
+ * attention kernels take it as AttentionDims.softcap).
+ * Bidirectional attention is refused. Module paths match the checkpoint.
  */
 import { add, attention, gelu, mul, reshape, rope, scale } from "../autograd/ops.js";
 import type { KVCache } from "../nn/kv-cache.js";
@@ -38,6 +42,9 @@ export interface Gemma3Config {
   rope: Record<LayerType, RopeSettings>;
   attention_bias: boolean;
   tie_word_embeddings: boolean;
+  /** null: no soft cap. transformers' Gemma 3 does not apply the attention one (see above); neither do we. */
+  attn_logit_softcapping: number | null;
+  final_logit_softcapping: number | null;
   /** The dtype the checkpoint stores (the embedding scale is rounded to it). */
   dtype: "float32" | "bfloat16" | "float16";
 }
@@ -50,11 +57,8 @@ export function parseGemma3Config(json: Record<string, unknown>, source = "confi
     act === "gelu_pytorch_tanh",
     `hidden_activation ${JSON.stringify(act)} is not supported (only gelu_pytorch_tanh)`,
   );
-  for (const key of ["final_logit_softcapping", "attn_logit_softcapping"])
-    f.require(
-      json[key] === undefined || json[key] === null,
-      `${key} ${JSON.stringify(json[key])} is not supported yet (Gemma 3 sets it to null)`,
-    );
+  // a soft cap: null (Gemma 3's own setting) or a positive number
+  const cap = (key: string) => ((json[key] ?? null) === null ? null : f.positive(key, 1));
   f.require(!f.flag("use_bidirectional_attention"), "use_bidirectional_attention is not supported");
   // layer_types, or transformers' default pattern: every 6th layer full, the rest sliding
   const pattern = f.size("sliding_window_pattern", 6);
@@ -113,6 +117,8 @@ export function parseGemma3Config(json: Record<string, unknown>, source = "confi
     rope,
     attention_bias: f.flag("attention_bias", false),
     tie_word_embeddings: f.flag("tie_word_embeddings", true),
+    attn_logit_softcapping: cap("attn_logit_softcapping"),
+    final_logit_softcapping: cap("final_logit_softcapping"),
     dtype: dtype === "bfloat16" || dtype === "float16" ? dtype : "float32",
   };
   f.require(
@@ -229,21 +235,57 @@ class Gemma3DecoderLayer extends Module {
   }
 }
 
-class Gemma3TextModel extends Module {
+/** Gemma3TextModel: embeddings (scaled), the layers and the final norm; `prefix` is its module path. */
+export class Gemma3TextModel extends Module {
   embed_tokens: Embedding; // [V, C]
   layers: Gemma3DecoderLayer[];
   norm: RMSNorm;
+  private readonly rotary: Record<LayerType, Rotary>;
+  /** √hidden_size in the checkpoint's dtype, as transformers' embed_scale.to(weight.dtype). */
+  private readonly embedScale: number;
 
-  constructor(p: ParamFactory, cfg: Gemma3Config) {
+  constructor(
+    p: ParamFactory,
+    private readonly cfg: Gemma3Config,
+    prefix = "model",
+  ) {
     super();
     this.embed_tokens = new Embedding(
-      p("model.embed_tokens.weight", [cfg.vocab_size, cfg.hidden_size], "embedding"),
+      p(`${prefix}.embed_tokens.weight`, [cfg.vocab_size, cfg.hidden_size], "embedding"),
     );
     this.layers = Array.from(
       { length: cfg.num_hidden_layers },
-      (_, i) => new Gemma3DecoderLayer(p, `model.layers.${i}`, cfg, i),
+      (_, i) => new Gemma3DecoderLayer(p, `${prefix}.layers.${i}`, cfg, i),
     );
-    this.norm = norm(p, "model.norm", cfg.hidden_size, cfg.rms_norm_eps);
+    this.norm = norm(p, `${prefix}.norm`, cfg.hidden_size, cfg.rms_norm_eps);
+    const { head_dim: D, max_position_embeddings: max } = cfg;
+    this.rotary = {
+      full_attention: new Rotary(cfg.rope.full_attention, D, max),
+      sliding_attention: new Rotary(cfg.rope.sliding_attention, D, max),
+    };
+    const s = Math.sqrt(cfg.hidden_size);
+    this.embedScale =
+      cfg.dtype === "bfloat16"
+        ? bf16ToF32(f32ToBf16(s))
+        : cfg.dtype === "float16"
+          ? f16ToF32(f32ToF16(s))
+          : Math.fround(s);
+  }
+
+  // ids: [B, T] -> hidden states [B, T, C] after the final norm
+  forward(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor {
+    const offset = cache?.length ?? 0;
+    const len = offset + shape[1];
+    const rot = {
+      full_attention: this.rotary.full_attention.pass(len),
+      sliding_attention: this.rotary.sliding_attention.pass(len),
+    };
+    let x = scale(this.embed_tokens.forward(ids, shape), this.embedScale); // [B, T, C]
+    this.layers.forEach((layer, i) => {
+      x = layer.forward(x, offset, rot[this.cfg.layer_types[i]!], cache);
+    });
+    cache?.commit();
+    return this.norm.forward(x);
   }
 }
 
@@ -251,9 +293,7 @@ export class Gemma3ForCausalLM extends CausalLMBase {
   readonly modelType = "gemma3_text";
   model: Gemma3TextModel;
   lm_head: LinearLike; // [V, C]; shares model.embed_tokens.weight when tied
-  private readonly rotary: Record<LayerType, Rotary>;
-  /** √hidden_size in the checkpoint's dtype, as transformers' embed_scale.to(weight.dtype). */
-  private readonly embedScale: number;
+  override readonly logitSoftcap: number | undefined;
 
   constructor(
     readonly config: Gemma3Config,
@@ -266,18 +306,7 @@ export class Gemma3ForCausalLM extends CausalLMBase {
         ? this.model.embed_tokens.weight
         : p("lm_head.weight", [config.vocab_size, config.hidden_size], "weight"),
     );
-    const { head_dim: D, max_position_embeddings: max } = config;
-    this.rotary = {
-      full_attention: new Rotary(config.rope.full_attention, D, max),
-      sliding_attention: new Rotary(config.rope.sliding_attention, D, max),
-    };
-    const s = Math.sqrt(config.hidden_size);
-    this.embedScale =
-      config.dtype === "bfloat16"
-        ? bf16ToF32(f32ToBf16(s))
-        : config.dtype === "float16"
-          ? f16ToF32(f32ToF16(s))
-          : Math.fround(s);
+    this.logitSoftcap = config.final_logit_softcapping ?? undefined;
   }
 
   get vocabSize(): number {
@@ -290,17 +319,6 @@ export class Gemma3ForCausalLM extends CausalLMBase {
 
   // ids: [B, T] -> hidden states [B, T, C] after the final norm
   hidden(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor {
-    const offset = cache?.length ?? 0;
-    const len = offset + shape[1];
-    const rot = {
-      full_attention: this.rotary.full_attention.pass(len),
-      sliding_attention: this.rotary.sliding_attention.pass(len),
-    };
-    let x = scale(this.model.embed_tokens.forward(ids, shape), this.embedScale); // [B, T, C]
-    this.model.layers.forEach((layer, i) => {
-      x = layer.forward(x, offset, rot[this.config.layer_types[i]!], cache);
-    });
-    cache?.commit();
-    return this.model.norm.forward(x);
+    return this.model.forward(ids, shape, cache);
   }
 }

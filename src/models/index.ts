@@ -1,5 +1,11 @@
 /** The model registry: model_type -> config parser, builder, and checkpoint naming rules. */
 import { Gemma3ForCausalLM, parseGemma3Config } from "./gemma3.js";
+import {
+  GEMMA3_TOWERS,
+  Gemma3ForConditionalGeneration,
+  gemma3MultimodalCheckpoint,
+  parseGemma3MultimodalConfig,
+} from "./gemma3-multimodal.js";
 import { GPT2LMHeadModel, gpt2Checkpoint, parseGPT2Config } from "./gpt2.js";
 import { LLAMA_TYPES, LlamaForCausalLM, llamaCheckpoint, parseLlamaConfig } from "./llama.js";
 import type { CausalLM, ParamFactory } from "./model.js";
@@ -12,6 +18,9 @@ export interface CheckpointRules {
   names(param: string): string[];
   transposed(param: string): boolean;
   ignored(name: string): boolean;
+  /** Parts of a multimodal checkpoint the text model does not build (their tensors stay unused, and a
+   *  merged folder carries them over unchanged). */
+  towers?: readonly { pattern: RegExp; what: string }[];
 }
 
 export interface ModelFamily {
@@ -48,6 +57,16 @@ const gemma3: ModelFamily = {
   learnedPositions: false,
 };
 
+// PEFT has no default targets for the multimodal gemma3 (a list would also match the vision tower's)
+const gemma3Multimodal: ModelFamily = {
+  build: (json, p, source) =>
+    new Gemma3ForConditionalGeneration(parseGemma3MultimodalConfig(json, source), p),
+  checkpoint: { ...gemma3MultimodalCheckpoint, towers: GEMMA3_TOWERS },
+  defaultTargets: [],
+  fanInFanOut: false,
+  learnedPositions: false,
+};
+
 const phi3: ModelFamily = {
   build: (json, p, source) => new Phi3ForCausalLM(parsePhi3Config(json, source), p),
   checkpoint: llamaCheckpoint,
@@ -57,10 +76,11 @@ const phi3: ModelFamily = {
 };
 
 // PEFT's default targets per model_type (its TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING);
-// smollm3 and phi3 have none there, so --targets is required, as PEFT requires target_modules
+// smollm3, phi3 and gemma3 have none there, so --targets is required, as PEFT requires target_modules
 const families: Record<string, ModelFamily> = {
   gpt2,
   gemma3_text: gemma3,
+  gemma3: gemma3Multimodal,
   phi3,
   ...Object.fromEntries(
     LLAMA_TYPES.map((t) => [t, t === "smollm3" ? { ...llama, defaultTargets: [] } : llama]),

@@ -1,4 +1,5 @@
 /** What every causal language model in models/ provides, and how its parameters are created. */
+import { softcap } from "../autograd/ops.js";
 import type { KVCache } from "../nn/kv-cache.js";
 import type { LinearLike } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
@@ -13,12 +14,19 @@ export interface CausalLM extends Module {
   readonly headName: string;
   /** The output head [..., C] -> [..., V]: a Linear, or a LoRA wrapper when an adapter targets it. */
   readonly lm_head: LinearLike;
+  /** The module path of the text model inside a multimodal model whose other towers are not built
+   *  (a gemma3 folder's model.language_model): adapters stay inside it, and their target_modules are
+   *  written as a regex within it, so PEFT adapts the same modules of the whole model. */
+  readonly adapterScope?: string;
+  /** Final logit soft-capping (Gemma's final_logit_softcapping): head() gives cap · tanh(lm_head(h) / cap).
+   *  Absent: none. */
+  readonly logitSoftcap?: number;
   /** ids: [B, T] -> logits [B, T, V]; the same as head(hidden(ids, shape, cache)). With a cache,
    *  positions continue after the cached ones. */
   forward(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor;
   /** ids: [B, T] -> hidden states [B, T, C] after the final norm: everything but the head. */
   hidden(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor;
-  /** hidden states [..., C] -> logits [..., V] (the lm head). */
+  /** hidden states [..., C] -> logits [..., V] (the lm head, then the soft cap if the model has one). */
   head(h: Tensor): Tensor;
 }
 
@@ -32,6 +40,7 @@ export abstract class CausalLMBase extends Module implements CausalLM {
   abstract readonly vocabSize: number;
   abstract readonly numLayers: number;
   abstract lm_head: LinearLike;
+  readonly logitSoftcap?: number;
   abstract hidden(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor;
 
   // ids: [B, T] -> logits: [B, T, V]
@@ -41,7 +50,8 @@ export abstract class CausalLMBase extends Module implements CausalLM {
 
   // [..., C] -> logits [..., V]
   head(h: Tensor): Tensor {
-    return this.lm_head.forward(h);
+    const logits = this.lm_head.forward(h);
+    return this.logitSoftcap ? softcap(logits, this.logitSoftcap) : logits;
   }
 }
 

@@ -12,7 +12,13 @@ import { modelTensors } from "../io/model-saver.js";
 import { type AdapterInput, adapterFiles, attachAdapter, loraConfigProblems } from "../io/peft.js";
 import { serializeSafetensors } from "../io/safetensors.js";
 import { LORA_DEFAULTS, type LoraConfig } from "../lora/config.js";
-import { applyLoRA, type ParamReport, parameterReport, setLoraDropout } from "../lora/inject.js";
+import {
+  applyLoRA,
+  type ParamReport,
+  parameterReport,
+  scopeTargets,
+  setLoraDropout,
+} from "../lora/inject.js";
 import { type CausalLM, type ModelFamily, modelFamily } from "../models/index.js";
 import { Rng } from "../tensor/random.js";
 import { Batcher } from "./batches.js";
@@ -125,6 +131,10 @@ export function planFineTune(input: FineTuneInput): FineTunePlan {
       `--eval-every ${s["eval-every"]} needs validation data: pass --val-data PATH (or a --data folder with valid.jsonl)`,
     );
   const family = modelFamily(config);
+  if (s.full && family.checkpoint.towers)
+    throw new SettingsError(
+      `--full trains and writes the text model only, which would leave the model's other towers (${family.checkpoint.towers.map((t) => t.what).join(", ")}) out of the saved folder; train a LoRA adapter instead (drop --full)`,
+    );
 
   // What is trained: every weight (--full), a checkpoint's or given adapter, or a fresh LoRA.
   let lora: LoraConfig | null = null;
@@ -136,6 +146,8 @@ export function planFineTune(input: FineTuneInput): FineTunePlan {
   } else {
     lora = loraConfigOf(s, family, config.model_type);
     applyLoRA(model, lora, { rng: new Rng(s.seed as number) });
+    // a multimodal folder's text model: name the targets so PEFT adapts these modules, and no others
+    if (model.adapterScope) lora = scopeTargets(model, lora, model.adapterScope);
   }
   const dropoutRng = new Rng((s.seed as number) ^ 0x5bd1e995);
   if (lora) setLoraDropout(model, s.dropout as number, dropoutRng);

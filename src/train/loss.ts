@@ -44,7 +44,8 @@ export function languageModelLoss(
  * The head and cross-entropy on hidden states h: [..., C] with one target per row (IGNORE = none).
  * The rows that have a target are gathered first, so the head's matmul and the loss see only those.
  * A plain bias-free head (every family's lm_head unless an adapter targets it) runs fused with the
- * loss (linearCrossEntropy), so the [rows, V] logits never exist at once.
+ * loss (linearCrossEntropy), so the [rows, V] logits never exist at once; the model's final logit soft
+ * cap, if any, is applied inside it.
  */
 export function headLoss(
   model: CausalLM,
@@ -65,6 +66,7 @@ export function headLoss(
     t = Int32Array.from(rows, (i) => targets[i]!);
   }
   const head = model.lm_head;
-  if (head instanceof Linear && head.bias === null) return linearCrossEntropy(x, head.weight, t, reduction);
+  if (head instanceof Linear && head.bias === null)
+    return linearCrossEntropy(x, head.weight, t, reduction, { softcap: model.logitSoftcap });
   return crossEntropy(model.head(x), t, reduction);
 }

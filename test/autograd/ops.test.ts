@@ -140,6 +140,39 @@ describe("ops vs finite differences", () => {
     }
   });
 
+  it("soft-capped attention (a cap the scores exceed), with a window and GQA", () => {
+    for (const [qs, ks, opts] of [
+      [[1, 5, 2, 4], [1, 5, 2, 4], { softcap: 0.7 }],
+      [[2, 3, 4, 4], [2, 7, 2, 4], { softcap: 1.3, window: 3, scale: 0.9 }],
+      [[1, 4, 2, 4], [1, 4, 1, 4], { softcap: 1, causal: false }],
+    ] as [number[], number[], ops.AttentionOptions][]) {
+      checkOp(`attention ${JSON.stringify(opts)}`, ([q, k, v]) => ops.attention(q!, k!, v!, opts), [
+        randn(qs, rng, 2),
+        randn(ks, rng, 2),
+        randn(ks, rng),
+      ]);
+    }
+  });
+
+  it("soft-capped attention equals softmax(cap·tanh(s/cap)) @ v composed of other ops (one head, no mask)", () => {
+    const [T, D, cap, sc] = [5, 4, 0.9, 0.8];
+    const [q, k, v] = [randn([1, T, 1, D], rng, 2), randn([1, T, 1, D], rng, 2), randn([1, T, 1, D], rng)];
+    const got = ops.attention(q, k, v, { causal: false, softcap: cap, scale: sc });
+    const flat = (x: Tensor) => ops.reshape(x, [T, D]);
+    const scores = ops.scale(ops.matmul(flat(q), flat(k), { transB: true }), sc);
+    const want = ops.matmul(ops.softmax(ops.softcap(scores, cap)), flat(v));
+    assert.ok(
+      scores.data.some((s) => Math.abs(s) > 2 * cap),
+      "the cap bites",
+    );
+    assertClose(got.data, want.data, "f32", "attention with a soft cap");
+  });
+
+  it("softcap: inside the cap, near it and saturated", () => {
+    checkOp("softcap 3", ([x]) => ops.softcap(x!, 3), [randn([3, 7], rng, 4)]);
+    checkOp("softcap 0.5", ([x]) => ops.softcap(x!, 0.5), [randn([65], rng)]);
+  });
+
   it("cross-entropy with ignored targets, mean and sum", () => {
     const targets = Int32Array.from([3, -100, 0, 6, 6, 1, 2]);
     checkOp("crossEntropy mean", ([x]) => ops.crossEntropy(x!, targets), [randn([7, 7], rng)]);
@@ -195,10 +228,15 @@ interface OpCase {
   grads: Record<string, Arr>;
 }
 
-const cases = JSON.parse(readFileSync(resolve(fixturesDir, "ops/ops.json"), "utf8")) as Record<
-  string,
-  OpCase
->;
+const read = (file: string) =>
+  JSON.parse(readFileSync(resolve(fixturesDir, "ops", file), "utf8")) as Record<string, OpCase | string>;
+// ops.json: scripts/make_fixtures.py; attention_softcap.json: transformers' Gemma 2 eager attention
+// (scripts/make_family_fixtures.py), soft cap, scale and sliding window as attrs
+const cases = Object.fromEntries(
+  [...Object.entries(read("ops.json")), ...Object.entries(read("attention_softcap.json"))].filter(
+    (e): e is [string, OpCase] => typeof e[1] === "object",
+  ),
+);
 
 function opFor(c: OpCase): (xs: Record<string, Tensor>) => Tensor {
   const a = c.attrs;
@@ -225,7 +263,13 @@ function opFor(c: OpCase): (xs: Record<string, Tensor>) => Tensor {
     case "rope":
       return (x) => ops.rope(x.x!, Number(a.offset), ops.ropeFrequencies(x.x!.shape[3]!, Number(a.theta)));
     case "attention":
-      return (x) => ops.attention(x.q!, x.k!, x.v!, { causal: Boolean(a.causal ?? true) });
+      return (x) =>
+        ops.attention(x.q!, x.k!, x.v!, {
+          causal: Boolean(a.causal ?? true),
+          ...(a.scale !== undefined && { scale: Number(a.scale) }),
+          ...(a.window !== undefined && { window: Number(a.window) }),
+          ...(a.softcap !== undefined && { softcap: Number(a.softcap) }),
+        });
     case "cross_entropy":
       return (x) => ops.crossEntropy(x.logits!, ints("targets"));
     case "slice":

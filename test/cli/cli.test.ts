@@ -115,7 +115,7 @@ describe("lora eval and generate on fixtures", () => {
       ],
       [
         ["--model", unknownType],
-        /model_type "mamba" is not supported; supported: gemma3_text, gpt2, llama, mistral, phi3, qwen2, qwen3, smollm3/,
+        /model_type "mamba" is not supported; supported: gemma3, gemma3_text, gpt2, llama, mistral, phi3, qwen2, qwen3, smollm3/,
       ],
       [
         ["--model", llama, "--adapter", join(fixturesDir, "models/gpt2/adapter")],

@@ -31,6 +31,7 @@ const FAMILIES: [string, string[]][] = [
   ["qwen3", []],
   ["smollm3", ["--targets", "q_proj,v_proj"]],
   ["gemma3_text", []],
+  ["gemma3_softcap", []],
   ["mistral_window", []],
   ["phi3", ["--targets", "qkv_proj,o_proj"]],
 ];
@@ -115,6 +116,7 @@ describe("newer families: KV-cached decoding equals the full forward, step by st
     ["qwen3", 12],
     ["smollm3", 12],
     ["gemma3_text", 12],
+    ["gemma3_softcap", 12],
     ["mistral_window", 12],
     ["phi3", 10],
   ] as const) {

@@ -244,6 +244,22 @@ export function conformance(name: string, fast: () => Backend, skip: string | fa
           k.siluBackward(dx, g, xx),
         );
       }
+      // soft-capping: values far inside the cap (the polynomial branch), near it and far past it (saturated)
+      for (const n of [1, 3, 7, 33, 1000]) {
+        for (const cap of [3, 30]) {
+          const x = randn(n, 10);
+          x[0] = n > 1 ? 1e-4 : -200;
+          if (n > 2) x[1] = -0.7 * cap;
+          same(`softcap ${n} cap ${cap}`, [new Float32Array(n), x], (k, [o, xx]) =>
+            k.softcapForward(o, xx, cap),
+          );
+          const y = new Float32Array(n);
+          refBackend.softcapForward(y, x, cap);
+          same(`softcapBackward ${n} cap ${cap}`, [new Float32Array(n), randn(n)], (k, [dx, g]) =>
+            k.softcapBackward(dx, g, y, cap),
+          );
+        }
+      }
       for (const [N, C] of [
         [1, 1],
         [3, 7],
@@ -277,7 +293,7 @@ export function conformance(name: string, fast: () => Backend, skip: string | fa
       }
     });
 
-    it("attention: causal, Tq < Tk, GQA, sliding window, own scale, forward and backward", () => {
+    it("attention: causal, Tq < Tk, GQA, sliding window, own scale, soft cap, forward and backward", () => {
       const dims: AttentionDims[] = [
         { B: 2, Tq: 5, Tk: 5, Hq: 2, Hkv: 2, D: 8, causal: true },
         { B: 1, Tq: 3, Tk: 7, Hq: 4, Hkv: 2, D: 6, causal: true },
@@ -286,6 +302,11 @@ export function conformance(name: string, fast: () => Backend, skip: string | fa
         { B: 2, Tq: 11, Tk: 11, Hq: 4, Hkv: 2, D: 8, causal: true, window: 4, scale: 0.3 },
         { B: 1, Tq: 2, Tk: 9, Hq: 2, Hkv: 1, D: 6, causal: true, window: 3 },
         { B: 1, Tq: 6, Tk: 6, Hq: 2, Hkv: 2, D: 4, causal: true, window: 1 },
+        // soft caps that bite (raw scores reach about ±3√D · scale), with odd Tk for the SIMD tails
+        { B: 2, Tq: 7, Tk: 7, Hq: 4, Hkv: 2, D: 8, causal: true, softcap: 1.5 },
+        { B: 1, Tq: 3, Tk: 9, Hq: 2, Hkv: 1, D: 6, causal: true, window: 4, scale: 0.6, softcap: 2 },
+        { B: 1, Tq: 5, Tk: 5, Hq: 3, Hkv: 3, D: 5, causal: false, softcap: 0.8 },
+        { B: 1, Tq: 1, Tk: 13, Hq: 2, Hkv: 2, D: 16, causal: true, softcap: 50 },
       ];
       for (const d of dims) {
         const nq = d.B * d.Tq * d.Hq * d.D;

@@ -7,14 +7,20 @@ import assert from "node:assert/strict";
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, it } from "node:test";
+import { after, before, describe, it } from "node:test";
 import { backward, noGrad } from "../../src/autograd/index.js";
 import { loadAdapter, readAdapterConfig, saveAdapter } from "../../src/io/node/adapter-folder.js";
 import { loadModelFolder } from "../../src/io/node/model-folder.js";
 import { adapterTensors } from "../../src/io/peft.js";
+import { type Backend, backend, setBackend } from "../../src/kernels/index.js";
+import { nativeAddon, nativeStatus } from "../../src/kernels/native/node/addon.js";
+import { createNativeBackend } from "../../src/kernels/native/node/backend.js";
+import { refBackend } from "../../src/kernels/ref/index.js";
+import { wasmAvailable, wasmBackend } from "../../src/kernels/wasm/index.js";
 import { loraLayers, mergeLoRA } from "../../src/lora/index.js";
 import { modelFamily } from "../../src/models/index.js";
 import { languageModelLoss, nextTokenTargets } from "../../src/train/loss.js";
+import { createOptimizer } from "../../src/train/optim.js";
 import { assertClose, fixturesDir } from "../helpers.js";
 
 interface Arr {
@@ -30,11 +36,14 @@ interface Expected {
   logits_merged?: Arr;
   loss_adapter?: number;
   grads_adapter?: Record<string, Arr>;
+  /** torch.optim.SGD, one step from the adapter (the newer families' fixtures) */
+  sgd?: { lr: number; loss_after: number; weights_after: Record<string, Arr> };
 }
 
 /**
  * Made by the real transformers + PEFT (scripts/make_family_fixtures.py): rope scaling, Qwen3, SmolLM3,
- * Mistral's sliding window, Gemma 3, Phi-3 (fused projections, partial rotary, LongRoPE).
+ * Mistral's sliding window, Gemma 3 (with attention and final logit soft-capping; the text part of a
+ * multimodal Gemma3ForConditionalGeneration), Phi-3 (fused projections, partial rotary, LongRoPE).
  */
 const FAMILIES = [
   "llama3_rope",
@@ -44,6 +53,8 @@ const FAMILIES = [
   "smollm3",
   "mistral_window",
   "gemma3_text",
+  "gemma3_softcap",
+  "gemma3_multimodal",
   "phi3",
 ];
 const MODELS = [
@@ -72,7 +83,13 @@ describe("models vs PyTorch", () => {
   for (const name of MODELS) {
     it(`${name}: base logits and loss`, () => {
       const { expected, ids, shape, targets, folder, model } = setup(name);
-      assert.deepEqual(folder.unused, [], "every checkpoint tensor is used or known to be ignorable");
+      // a multimodal folder's vision tower and projector are not built (see the multimodal test below)
+      const towers = modelFamily(folder.config).checkpoint.towers ?? [];
+      assert.deepEqual(
+        folder.unused.filter((n) => !towers.some((t) => t.pattern.test(n))),
+        [],
+        "every checkpoint tensor is used or known to be ignorable",
+      );
       const logits = noGrad(() => model.forward(ids, shape));
       assert.deepEqual(logits.shape, expected.logits_base.shape);
       assertClose(logits.data, expected.logits_base.data, "f32", `${name} logits`);
@@ -135,6 +152,79 @@ describe("models vs PyTorch", () => {
   }
 });
 
+/** The PEFT adapter's logits, loss and LoRA gradients, one SGD step from it, and PEFT's merge. */
+function adapterExactness(name: string) {
+  const { dir, expected, ids, shape, targets, folder, model } = setup(name);
+  const defaults = modelFamily(folder.config).defaultTargets;
+  loadAdapter(model, join(dir, "adapter"), defaults);
+  assertClose(
+    noGrad(() => model.forward(ids, shape)).data,
+    expected.logits_adapter!.data,
+    "f32",
+    `${name} adapter logits`,
+  );
+  const loss = languageModelLoss(model, ids, shape, targets);
+  assertClose([loss.item()], [expected.loss_adapter!], "f32", `${name} adapter loss`);
+  backward(loss);
+  const layers = loraLayers(model).map(([path, layer]) => [`base_model.model.${path}`, layer] as const);
+  for (const [key, layer] of layers) {
+    assertClose(
+      layer.lora_A.grad!,
+      expected.grads_adapter![`${key}.lora_A.weight`]!.data,
+      "f32",
+      `${key} dA`,
+    );
+    assertClose(
+      layer.lora_B.grad!,
+      expected.grads_adapter![`${key}.lora_B.weight`]!.data,
+      "f32",
+      `${key} dB`,
+    );
+  }
+  const { lr, loss_after, weights_after } = expected.sgd!;
+  createOptimizer("sgd", model.trainableParameters(), { lr }).step();
+  for (const [key, layer] of layers) {
+    assertClose(layer.lora_A.data, weights_after[`${key}.lora_A.weight`]!.data, "f32", `${key} A after SGD`);
+    assertClose(layer.lora_B.data, weights_after[`${key}.lora_B.weight`]!.data, "f32", `${key} B after SGD`);
+  }
+  const after = noGrad(() => languageModelLoss(model, ids, shape, targets)).item();
+  assertClose([after], [loss_after], "f32", `${name} loss after one SGD step`);
+  const again = setup(name).model;
+  loadAdapter(again, join(dir, "adapter"), defaults);
+  mergeLoRA(again);
+  assertClose(noGrad(() => again.forward(ids, shape)).data, expected.logits_merged!.data, "f32", "merged");
+}
+
+const addon = nativeAddon();
+const BACKENDS: [string, () => Backend, string | false][] = [
+  ["ref", () => refBackend, false],
+  ["wasm", () => wasmBackend, !wasmAvailable() && "WebAssembly SIMD does not validate here"],
+  ["native", () => createNativeBackend(addon!), !addon && `native addon unavailable: ${nativeStatus()}`],
+];
+
+for (const [backendName, make, skip] of BACKENDS) {
+  describe(`newer families with the ${backendName} backend`, { skip }, () => {
+    let previous: Backend;
+    before(() => {
+      previous = backend();
+      setBackend(make());
+    });
+    after(() => {
+      setBackend(previous);
+    });
+    for (const name of FAMILIES) {
+      it(`${name}: base logits and loss; adapter logits, loss, LoRA gradients, one SGD step, merge`, () => {
+        const { expected, ids, shape, targets, model } = setup(name);
+        const logits = noGrad(() => model.forward(ids, shape));
+        assertClose(logits.data, expected.logits_base.data, "f32", `${name} logits`);
+        const loss = noGrad(() => languageModelLoss(model, ids, shape, targets)).item();
+        assertClose([loss], [expected.loss_base], "f32", `${name} loss`);
+        adapterExactness(name);
+      });
+    }
+  });
+}
+
 describe("newer families: the features matter, and both config spellings read alike", () => {
   /** The fixture's base logits with config.json edited (weights copied), or the load error. */
   const logitsWith = (name: string, edit: (c: Record<string, unknown>) => void) => {
@@ -179,6 +269,7 @@ describe("newer families: the features matter, and both config spellings read al
       (c) => (c.layer_types = ["sliding_attention", "sliding_attention", "sliding_attention"]),
     ],
     ["gemma3_text", "another query_pre_attn_scalar", (c) => (c.query_pre_attn_scalar = 24)],
+    ["gemma3_softcap", "no final logit soft cap", (c) => (c.final_logit_softcapping = null)],
     [
       "phi3",
       "the short LongRoPE factors",
@@ -202,6 +293,15 @@ describe("newer families: the features matter, and both config spellings read al
       assert.ok(differs(logits, expected.logits_base.data));
     });
   }
+
+  it("gemma3_text: attn_logit_softcapping changes nothing, as in transformers (its Gemma3Attention does not pass it on)", () => {
+    // the fixture sets 5, which this model's raw scores pass (make_family_fixtures.py), and transformers'
+    // logits are those of no cap at all
+    for (const cap of [null, 0.5]) {
+      const { logits, expected } = logitsWith("gemma3_softcap", (c) => (c.attn_logit_softcapping = cap));
+      assertClose(logits, expected.logits_base.data, "f32", `attn_logit_softcapping ${cap}`);
+    }
+  });
 
   it("transformers 4's spelling (rope_scaling + rope_theta) gives the same logits as rope_parameters", () => {
     for (const name of ["llama3_rope", "llama_rope_dynamic"]) {

@@ -11,6 +11,7 @@ import {
   matmul,
   noGrad,
   scale,
+  softcap,
 } from "../../src/autograd/index.js";
 import type { MatmulDims } from "../../src/kernels/index.js";
 import { generate } from "../../src/models/generate.js";
@@ -129,7 +130,7 @@ describe("linearCrossEntropy", () => {
           return [loss.item(), x.grad!.slice(), w.grad!.slice()] as const;
         };
         const want = run(() => crossEntropy(matmul(x, w, { transB: true }), targets, reduction));
-        const got = run(() => linearCrossEntropy(x, w, targets, reduction, chunk));
+        const got = run(() => linearCrossEntropy(x, w, targets, reduction, { chunk }));
         assertClose([got[0]], [want[0]], "f32", "loss");
         assertClose(got[1], want[1], "f32", "dx");
         assertClose(got[2], want[2], "f32", "dW");
@@ -137,12 +138,34 @@ describe("linearCrossEntropy", () => {
     }
   }
 
+  for (const chunk of [2 * V, N * V]) {
+    it(`with a final logit soft cap, ${Math.ceil(N / (chunk / V))} chunk(s): equals crossEntropy(softcap(x·Wᵀ))`, () => {
+      const x = Tensor.randn([N, C], rng, 1, true);
+      const w = Tensor.randn([V, C], rng, 1, true);
+      const run = (f: () => Tensor) => {
+        x.grad = null;
+        w.grad = null;
+        const loss = f();
+        backward(scale(loss, 0.37));
+        return [loss.item(), x.grad!.slice(), w.grad!.slice()] as const;
+      };
+      const cap = 1.5; // the raw logits reach about ±3√C: the cap bites
+      const want = run(() => crossEntropy(softcap(matmul(x, w, { transB: true }), cap), targets));
+      const got = run(() => linearCrossEntropy(x, w, targets, "mean", { chunk, softcap: cap }));
+      const uncapped = run(() => linearCrossEntropy(x, w, targets, "mean", { chunk }));
+      assert.ok(Math.abs(uncapped[0] - want[0]) > 1e-2, "the cap changes the loss");
+      assertClose([got[0]], [want[0]], "f32", "loss");
+      assertClose(got[1], want[1], "f32", "dx");
+      assertClose(got[2], want[2], "f32", "dW");
+    });
+  }
+
   it("without the tape it computes no gradient: one matmul per chunk", () => {
     const x = Tensor.randn([N, C], rng, 1, true);
     const w = Tensor.randn([V, C], rng);
     const c = counting();
     try {
-      noGrad(() => linearCrossEntropy(x, w, targets, "sum", 3 * V));
+      noGrad(() => linearCrossEntropy(x, w, targets, "sum", { chunk: 3 * V }));
     } finally {
       c.restore();
     }

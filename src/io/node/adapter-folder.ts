@@ -144,7 +144,7 @@ export function readAdapterConfig(dir: string, defaultTargets: string[]): LoraCo
  * `model`, wrapping its layers. Returns the config (as PEFT's), the wrapped paths and what was found.
  */
 export function loadAdapter(
-  model: Module & { headName?: string; numLayers?: number },
+  model: Module & { headName?: string; numLayers?: number; adapterScope?: string },
   path: string,
   defaultTargets: string[],
 ): { config: LoraConfig; paths: string[]; format: AdapterRead["format"]; description: string } {

@@ -1,4 +1,4 @@
-/** Reference rotary embedding and causal grouped-query attention, forward and backward. */
+/** Reference rotary embedding and causal grouped-query attention (with soft-capping), forward and backward. */
 import { type AttentionDims, attentionScale, keyRange } from "../backend.js";
 
 // x: [B, T, H, D] -> out: [B, T, H, D]; pairs (i, i + R/2), R = 2·freqs.length, rotate by angle
@@ -53,6 +53,7 @@ export function attentionForward(
   const { B, Tq, Tk, Hq, Hkv, D } = d;
   const group = Hq / Hkv;
   const scale = attentionScale(d);
+  const cap = d.softcap ?? 0;
   att.fill(0);
   out.fill(0);
   for (let b = 0; b < B; b++) {
@@ -68,6 +69,7 @@ export function attentionForward(
           let s = 0;
           for (let c = 0; c < D; c++) s += q[qo + c]! * k[ko + c]!;
           att[ao + j] = s * scale;
+          if (cap) att[ao + j] = cap * Math.tanh(att[ao + j]! / cap);
           mx = Math.max(mx, att[ao + j]!); // the stored f32 value, so that the max entry gives exp(0) = 1
         }
         let sum = 0;
@@ -101,6 +103,7 @@ export function attentionBackward(
   const { B, Tq, Tk, Hq, Hkv, D } = d;
   const group = Hq / Hkv;
   const scale = attentionScale(d);
+  const cap = d.softcap ?? 0;
   dq?.fill(0);
   dk?.fill(0);
   dv?.fill(0);
@@ -125,10 +128,17 @@ export function attentionBackward(
           dscore[j] = dp;
           dot += dp * p;
         }
-        // softmax backward, then s_ij = scale * q_i . k_j
+        // softmax backward, then the soft cap c = cap tanh(s / cap) (dc/ds = 1 - tanh², s recomputed as
+        // the forward pass rounded it), then s_ij = scale * q_i . k_j
         for (let j = start; j < limit; j++) {
-          const ds = att[ao + j]! * (dscore[j]! - dot) * scale;
+          let ds = att[ao + j]! * (dscore[j]! - dot) * scale;
           const ko = ((b * Tk + j) * Hkv + hk) * D;
+          if (cap) {
+            let s = 0;
+            for (let c = 0; c < D; c++) s += q[qo + c]! * k[ko + c]!;
+            const t = Math.tanh(Math.fround(s * scale) / cap);
+            ds *= 1 - t * t;
+          }
           for (let c = 0; c < D; c++) {
             if (dq) dq[qo + c]! += ds * k[ko + c]!;
             if (dk) dk[ko + c]! += ds * q[qo + c]!;

@@ -120,6 +120,19 @@ export function geluBackward(dx: Float32Array, dout: Float32Array, x: Float32Arr
   }
 }
 
+// out = cap · tanh(x / cap)
+export function softcapForward(out: Float32Array, x: Float32Array, cap: number): void {
+  for (let i = 0; i < x.length; i++) out[i] = cap * Math.tanh(x[i]! / cap);
+}
+
+// dx = dout · (1 - tanh²), tanh = y / cap from the forward output y
+export function softcapBackward(dx: Float32Array, dout: Float32Array, y: Float32Array, cap: number): void {
+  for (let i = 0; i < y.length; i++) {
+    const t = y[i]! / cap;
+    dx[i] = dout[i]! * (1 - t * t);
+  }
+}
+
 // silu(x) = x * sigmoid(x)
 export function siluForward(out: Float32Array, x: Float32Array): void {
   for (let i = 0; i < x.length; i++) out[i] = x[i]! / (1 + Math.exp(-x[i]!));

@@ -12,6 +12,8 @@ import {
   siluForward,
   slice,
   sliceBackward,
+  softcapBackward,
+  softcapForward,
   sumTo,
 } from "./elementwise.js";
 import { crossEntropyBackward, crossEntropyForward } from "./loss.js";
@@ -44,6 +46,8 @@ export const refBackend: Backend = {
   geluBackward,
   siluForward,
   siluBackward,
+  softcapForward,
+  softcapBackward,
   softmaxForward,
   softmaxBackward,
   rope,

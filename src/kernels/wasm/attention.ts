@@ -55,6 +55,7 @@ export const attentionForward: WasmOp<"attentionForward"> = (rt, out, att, q, k,
       +causal,
       attentionScale(d),
       d.window ?? 0,
+      d.softcap ?? 0,
       scratch + t * gemmBytes,
       r0,
       r1,
@@ -80,9 +81,11 @@ export const attentionBackward: WasmOp<"attentionBackward"> = (rt, dq, dk, dv, d
   const pdk = dk ? h.alloc(nk * 4) : 0;
   const pdv = dv ? h.alloc(nk * 4) : 0;
   const parts = rowParts(threads, B * Hkv, (Hq / Hkv) * Tq * Tk * D * 4);
-  // per thread: GEMM packing scratch, then dP: [Tq, Tk]
+  // per thread: GEMM packing scratch, then dP: [Tq, Tk], then with a soft cap the scores: [Tq, Tk]
   const gemmBytes = h.k.gemmScratchBytes!();
-  const partBytes = gemmBytes + Math.ceil((Tq * Tk * 4) / 64) * 64;
+  const rowsBytes = Math.ceil((Tq * Tk * 4) / 64) * 64;
+  const cap = d.softcap ?? 0;
+  const partBytes = gemmBytes + rowsBytes * (cap ? 2 : 1);
   const scratch = h.alloc(partBytes * parts.length);
   threads.run(
     h,
@@ -104,8 +107,10 @@ export const attentionBackward: WasmOp<"attentionBackward"> = (rt, dq, dk, dv, d
       +causal,
       attentionScale(d),
       d.window ?? 0,
+      cap,
       scratch + t * partBytes,
       scratch + t * partBytes + gemmBytes,
+      scratch + t * partBytes + gemmBytes + rowsBytes,
       r0,
       r1,
     ]),

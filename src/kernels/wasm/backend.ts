@@ -9,7 +9,17 @@
 import type { Backend } from "../backend.js";
 import { embeddingBackward, embeddingForward, slice, sliceBackward } from "../ref/elementwise.js";
 import { attentionBackward, attentionForward, rope } from "./attention.js";
-import { binary, geluBackward, geluForward, scale, siluBackward, siluForward, sumTo } from "./elementwise.js";
+import {
+  binary,
+  geluBackward,
+  geluForward,
+  scale,
+  siluBackward,
+  siluForward,
+  softcapBackward,
+  softcapForward,
+  sumTo,
+} from "./elementwise.js";
 import { crossEntropyBackward, crossEntropyForward } from "./loss.js";
 import { matmul } from "./matmul.js";
 import {
@@ -46,6 +56,8 @@ export function createWasmBackend(name: string, runtime: () => WasmRuntime): Bac
     geluBackward: (...a) => geluBackward(rt(), ...a),
     siluForward: (...a) => siluForward(rt(), ...a),
     siluBackward: (...a) => siluBackward(rt(), ...a),
+    softcapForward: (...a) => softcapForward(rt(), ...a),
+    softcapBackward: (...a) => softcapBackward(rt(), ...a),
     softmaxForward: (...a) => softmaxForward(rt(), ...a),
     softmaxBackward: (...a) => softmaxBackward(rt(), ...a),
     rope: (...a) => rope(rt(), ...a),

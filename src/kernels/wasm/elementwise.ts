@@ -1,10 +1,18 @@
-/** Elementwise and broadcast kernels through wasm: binary add/mul, sumTo, scale, GELU, SiLU. */
+/** Elementwise and broadcast kernels through wasm: binary add/mul, sumTo, scale, GELU, SiLU, soft-capping. */
 
 import { elementParts, type WasmOp, type WasmRuntime } from "./runtime.js";
 import type { ParallelKernel } from "./threads.js";
 
 /** Work per element (relative to one inner-loop step) of the elementwise kernels, for the split. */
-const WORK = { geluForward: 16, geluBackward: 24, siluForward: 12, siluBackward: 16, scale: 1 } as const;
+const WORK = {
+  geluForward: 16,
+  geluBackward: 24,
+  siluForward: 12,
+  siluBackward: 16,
+  scale: 1,
+  softcapForward: 20,
+  softcapBackward: 4,
+} as const;
 
 /** Drops size-1 dims and merges adjacent dims that both stride arrays walk contiguously. */
 function collapse(shape: readonly number[], s1: readonly number[], s2: readonly number[]) {
@@ -168,4 +176,33 @@ export const siluForward: WasmOp<"siluForward"> = (rt, out, x) => {
 // dx: [n] = dout * silu'(x)
 export const siluBackward: WasmOp<"siluBackward"> = (rt, dx, dout, x) => {
   pointwiseGrad(rt, "siluBackward", dx, dout, x);
+};
+
+// x: [n] -> out: [n] = cap · tanh(x / cap)
+export const softcapForward: WasmOp<"softcapForward"> = (rt, out, x, cap) => {
+  const { heap: h, threads } = rt;
+  h.reset();
+  const px = h.put(x);
+  const parts = elementParts(threads, x.length, WORK.softcapForward);
+  threads.run(
+    h,
+    "softcapForward",
+    parts.map(([i0, i1]) => [px + 4 * i0, px + 4 * i0, i1 - i0, cap]),
+  );
+  h.get(out, px, x.length);
+};
+
+// dx: [n] = dout · (1 - (y / cap)²), y the forward output
+export const softcapBackward: WasmOp<"softcapBackward"> = (rt, dx, dout, y, cap) => {
+  const { heap: h, threads } = rt;
+  h.reset();
+  const pg = h.put(dout, y.length);
+  const py = h.put(y);
+  const parts = elementParts(threads, y.length, WORK.softcapBackward);
+  threads.run(
+    h,
+    "softcapBackward",
+    parts.map(([i0, i1]) => [pg + 4 * i0, pg + 4 * i0, py + 4 * i0, i1 - i0, cap]),
+  );
+  h.get(dx, pg, y.length);
 };

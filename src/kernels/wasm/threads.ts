@@ -22,6 +22,8 @@ export const PARALLEL_KERNELS = [
   "siluForward",
   "siluBackward",
   "scale",
+  "softcapForward",
+  "softcapBackward",
   "adamw",
   "layerNormForward",
   "layerNormBackward",

@@ -7,7 +7,7 @@ import { type AttentionDims, attentionScale, type Backend, isHalf, type WeightAr
 
 /** AttentionDims as the addon's scalar arguments (native/src/addon.cc attn_dims). */
 const attentionArgs = (d: AttentionDims) =>
-  [d.B, d.Tq, d.Tk, d.Hq, d.Hkv, d.D, d.causal, attentionScale(d), d.window ?? 0] as const;
+  [d.B, d.Tq, d.Tk, d.Hq, d.Hkv, d.D, d.causal, attentionScale(d), d.window ?? 0, d.softcap ?? 0] as const;
 
 import type { NativeAddon } from "./addon.js";
 
@@ -64,6 +64,8 @@ export function createNativeBackend(k: NativeAddon): Backend {
     geluBackward: (...a) => n.geluBackward(...a),
     siluForward: (...a) => n.siluForward(...a),
     siluBackward: (...a) => n.siluBackward(...a),
+    softcapForward: (...a) => n.softcapForward(...a),
+    softcapBackward: (...a) => n.softcapBackward(...a),
     softmaxForward: (...a) => n.softmaxForward(...a),
     softmaxBackward: (...a) => n.softmaxBackward(...a),
     rope: (...a) => n.rope(...a),
