@@ -6,12 +6,20 @@ import { availableBackends, backend, setBackend } from "../kernels/index.js";
 import { getThreads, nativeIsa, nativeIsaInfo, nativeStatus, setThreads } from "../kernels/node/index.js";
 import { type Command, helpText, num, parseFlags, str } from "./command.js";
 import { evalCommand } from "./eval.js";
+import { exportCommand } from "./export.js";
 import { generateCommand } from "./generate.js";
 import { mergeCommand } from "./merge.js";
 import { paramsCommand } from "./params.js";
 import { trainCommand } from "./train.js";
 
-const COMMANDS: Command[] = [trainCommand, evalCommand, generateCommand, mergeCommand, paramsCommand];
+const COMMANDS: Command[] = [
+  trainCommand,
+  evalCommand,
+  generateCommand,
+  mergeCommand,
+  exportCommand,
+  paramsCommand,
+];
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as {

@@ -13,6 +13,7 @@
  */
 import { type LoraConfig, loraScaling } from "../lora/config.js";
 import { patternValue } from "../lora/inject.js";
+import { encodeFromFloat32 } from "../tensor/dtype.js";
 import { shapeStr } from "../tensor/shape.js";
 import {
   ggufArchOfModelType,
@@ -24,7 +25,6 @@ import {
 import { GGMLType } from "./gguf-types.js";
 import { type GGUFValue, type GGUFWriteTensor, gguf, serializeGGUF } from "./gguf-write.js";
 import { FLOAT_DTYPES, type SafetensorsTensor, tensorToFloat32 } from "./safetensors.js";
-import { encodeFromFloat32 } from "../tensor/dtype.js";
 
 /** The tensor types `lora export --outtype` writes (the converter's f32 default and its 16-bit types). */
 export const GGUF_ADAPTER_OUTTYPES = ["f32", "f16", "bf16"] as const;
@@ -127,7 +127,9 @@ export function ggufAdapterFromPeft(
   for (const [path, { A, B }] of pairs) {
     const name = ggufModuleName(arch, path);
     if (!name) {
-      problems.push(`"${path}" has no tensor in a GGUF model of architecture ${arch}, so llama.cpp cannot apply it`);
+      problems.push(
+        `"${path}" has no tensor in a GGUF model of architecture ${arch}, so llama.cpp cannot apply it`,
+      );
       continue;
     }
     const tied = modelConfig.tie_word_embeddings ?? arch === "gpt2"; // GPT-2 ties by default, Llama does not
@@ -163,17 +165,26 @@ export function ggufAdapterFromPeft(
     if (folded !== 1) b = b.map((x) => x * folded);
     const nHead = heads ? permutedHeads(arch, path, heads) : null;
     if (arch === "llama" && !heads && /\.(q|k)_proj$/.test(path))
-      problems.push(`${modelSource} has no num_attention_heads, needed to permute "${path}"'s rows for llama.cpp`);
+      problems.push(
+        `${modelSource} has no num_attention_heads, needed to permute "${path}"'s rows for llama.cpp`,
+      );
     if (nHead !== null) {
       if (outF % (2 * nHead) !== 0) {
-        problems.push(`"${path}": lora_B has ${outF} rows, which do not split into ${nHead} heads of an even size`);
+        problems.push(
+          `"${path}": lora_B has ${outF} rows, which do not split into ${nHead} heads of an even size`,
+        );
         continue;
       }
       b = permuteRows(b, outF, r, nHead);
     }
     const weight = `${name}.weight`;
     out.push(
-      { name: `${weight}.lora_a`, type: outtype.ggml, ne: [inF, r], data: encode(tensorToFloat32(A), outtype.dtype) },
+      {
+        name: `${weight}.lora_a`,
+        type: outtype.ggml,
+        ne: [inF, r],
+        data: encode(tensorToFloat32(A), outtype.dtype),
+      },
       { name: `${weight}.lora_b`, type: outtype.ggml, ne: [r, outF], data: encode(b, outtype.dtype) },
     );
     modules.push({ path, gguf: weight, r, scale, folded, permutedHeads: nHead });

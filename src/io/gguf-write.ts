@@ -11,7 +11,7 @@
  */
 import {
   GGML_BLOCK,
-  GGMLType,
+  type GGMLType,
   GGUF_DEFAULT_ALIGNMENT,
   GGUF_MAGIC,
   GGUF_VERSION,
@@ -181,7 +181,8 @@ function valueProblems(key: string, value: GGUFValue): string[] {
     const p = scalarProblem(value.type, value.value);
     return p ? [`metadata "${key}" ${p}`] : [];
   }
-  if (value.itemType === GGUFValueType.ARRAY) return [`metadata "${key}": nested arrays are not written`];
+  if ((value.itemType as GGUFValueType) === GGUFValueType.ARRAY)
+    return [`metadata "${key}": nested arrays are not written`];
   const problems: string[] = [];
   value.value.forEach((item, i) => {
     const p = scalarProblem(value.itemType, item);
