@@ -11,6 +11,7 @@ LLAMA_CPP_SOURCE is a llama.cpp checkout; the one node-llama-cpp 3.21.1 ships wo
 Needs torch, transformers and peft (and the checkout's gguf-py, which it puts on the path).
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -82,6 +83,13 @@ def make(model_name, variant, arch, **lora):
     for extra in os.listdir(out):
         if extra not in ("adapter_config.json", "adapter_model.safetensors"):
             os.remove(os.path.join(out, extra))
+    # PEFT keeps target_modules as a set: sorted, so that a rerun writes the same bytes
+    path = os.path.join(out, "adapter_config.json")
+    with open(path) as f:
+        config = json.load(f)
+    config["target_modules"] = sorted(config["target_modules"])
+    with open(path, "w") as f:
+        f.write(json.dumps(config, indent=2, sort_keys=True))
     save_file(delta, os.path.join(out, "delta.safetensors"), metadata={"format": "pt"})
     return out
 
@@ -121,7 +129,7 @@ for f in os.listdir(gpt2):
 
 # The GPT-2 fixture model as a GGUF, by convert_hf_to_gguf.py. The fixture has no tokenizer, so the
 # converter's vocabulary step is replaced by a stand-in GPT-2 BPE vocabulary of the fixture's size
-# (one printable character per id, no merges); the tensors are the converter's own.
+# (one printable character per id, and one merge); the tensors are the converter's own.
 gpt2_gguf = os.path.join(out_root, "gpt2", "model.gguf")
 # the fixture stores GPT-2's attn.bias causal-mask buffers, which this converter cannot map: a copy
 # without them (they are not weights) is converted
@@ -145,9 +153,9 @@ def set_vocab(self):
     w = self.gguf_writer
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")
-    w.add_token_list([chr(0x21 + i) for i in range(n)])
+    w.add_token_list([chr(0x21 + i) for i in range(n - 1)] + ["!\\""])
     w.add_token_types([1] * n)
-    w.add_token_merges([])
+    w.add_token_merges(["! \\""])  # llama.cpp needs at least one merge
     w.add_bos_token_id(self.hparams["bos_token_id"])
     w.add_eos_token_id(self.hparams["eos_token_id"])
 GPT2Model.set_vocab = set_vocab
