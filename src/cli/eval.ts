@@ -45,7 +45,7 @@ export const evalCommand: Command = {
   usage:
     "lora eval --model DIR [--adapter DIR] --data FILE [--split valid] [--seq-len N] [--mask-prompt] [--base-dtype auto] [--json]",
   flags: {
-    model: { type: "string", valueName: "DIR", description: "model folder" },
+    model: { type: "string", valueName: "DIR", description: "model folder or GGUF model file" },
     adapter: { type: "string", valueName: "DIR", description: "PEFT adapter folder to apply" },
     data: {
       type: "string",

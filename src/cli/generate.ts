@@ -14,7 +14,7 @@ export const generateCommand: Command = {
     model: {
       type: "string",
       valueName: "DIR",
-      description: "model folder (config.json, model.safetensors, tokenizer.json)",
+      description: "model folder (config.json, model.safetensors, tokenizer.json), or a GGUF model file",
     },
     adapter: { type: "string", valueName: "DIR", description: "PEFT adapter folder to apply" },
     prompt: { type: "string", valueName: "TEXT", description: "the prompt" },

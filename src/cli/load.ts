@@ -4,7 +4,7 @@ import { loadAdapter } from "../io/node/adapter-folder.js";
 import { readDataset } from "../io/node/dataset-file.js";
 import { loadModelFolder, type ModelFolder } from "../io/node/model-folder.js";
 import { loadTokenizer } from "../io/node/tokenizer-file.js";
-import type { Tokenizer } from "../io/tokenizer.js";
+import { Tokenizer } from "../io/tokenizer.js";
 import { modelFamily } from "../models/index.js";
 import { BASE_DTYPES, type BaseDType, isBaseDtypeSetting, resolveBaseDtype } from "../nn/base-dtype.js";
 import { type DataRow, type TokenizedRow, type TokenizedSource, tokenizeRow } from "../train/data.js";
@@ -33,7 +33,7 @@ export function baseDtypeOf(v: Values): BaseDType {
   return resolveBaseDtype(raw);
 }
 
-/** The model (plus an adapter when given) and its tokenizer (null when the folder has none). */
+/** The model (a folder or a GGUF file, plus an adapter when given) and its tokenizer (null when it has none). */
 export function loadModel(
   dir: string,
   adapter?: string,
@@ -44,7 +44,10 @@ export function loadModel(
     console.error(`warning: ${dir}: checkpoint tensor "${name}" is not used by the model`);
   let tokenizer: Tokenizer | null = null;
   try {
-    tokenizer = loadTokenizer(dir);
+    // a GGUF model carries its tokenizer in its metadata
+    if (folder.tokenizerFiles) tokenizer = Tokenizer.fromJSON(folder.tokenizerFiles);
+    else if (folder.tokenizerError) throw folder.tokenizerError;
+    else tokenizer = loadTokenizer(dir);
   } catch (e) {
     if (opts.needTokenizer) throw e;
   }

@@ -13,7 +13,12 @@ export const mergeCommand: Command = {
   summary: "Merge a LoRA adapter into its base model and write a complete Hugging Face model folder.",
   usage: "lora merge --model DIR --adapter DIR --out DIR [--overwrite]",
   flags: {
-    model: { type: "string", valueName: "DIR", description: "base model folder" },
+    model: {
+      type: "string",
+      valueName: "DIR",
+      description:
+        "base model folder, or a GGUF model file: the merged model is then written as a Hugging Face folder (f32 weights; tokenizer.json, tokenizer_config.json and generation_config.json rebuilt from the GGUF metadata)",
+    },
     adapter: { type: "string", valueName: "DIR", description: "PEFT adapter folder" },
     out: { type: "string", valueName: "DIR", description: "folder for the merged model" },
     overwrite: { type: "boolean", description: "replace a model already in --out" },

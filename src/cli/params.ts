@@ -3,6 +3,8 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { checkModelTensors } from "../io/model-loader.js";
+import { isGGUFFile } from "../io/node/gguf-file.js";
+import { readGGUFModelHeader } from "../io/node/gguf-model-file.js";
 import { readJson } from "../io/node/json-file.js";
 import { readModelWeightHeaders } from "../io/node/safetensors-file.js";
 import { LORA_DEFAULTS } from "../lora/config.js";
@@ -57,11 +59,16 @@ export function formatTable(header: string[], rows: string[][]): string {
  * model costs about the memory of its largest tensor.
  */
 function modelParams(dir: string, v: Values, rank: number): void {
-  const config = readJson(join(dir, "config.json"))!;
-  const family = modelFamily(config, join(dir, "config.json"));
+  const gguf = isGGUFFile(dir) ? readGGUFModelHeader(dir) : null;
+  const config = gguf?.config ?? readJson(join(dir, "config.json"))!;
+  const family = modelFamily(config, gguf ? dir : join(dir, "config.json"));
   // with weights beside it, a config whose sizes the tensors do not back (1e6 layers) is refused from
-  // the headers alone, before a module is built
-  if (existsSync(join(dir, "model.safetensors")) || existsSync(join(dir, "model.safetensors.index.json")))
+  // the headers alone, before a module is built (a GGUF file: from its tensor table)
+  if (gguf) checkModelTensors(config, gguf.infos, dir);
+  else if (
+    existsSync(join(dir, "model.safetensors")) ||
+    existsSync(join(dir, "model.safetensors.index.json"))
+  )
     checkModelTensors(config, readModelWeightHeaders(dir).tensors, dir);
   let shared = new Float32Array(0);
   const model = buildModel(config, (_n, shape) => {
@@ -106,7 +113,11 @@ export const paramsCommand: Command = {
   usage:
     "lora params --shape DxK [--shape DxK ...] [--rank R] [--matrices N]\n       lora params --model DIR [--rank R] [--targets LIST] [--layers LIST]",
   flags: {
-    model: { type: "string", valueName: "DIR", description: "count for this model folder's LoRA targets" },
+    model: {
+      type: "string",
+      valueName: "DIR",
+      description: "count for this model folder's (or GGUF file's) LoRA targets",
+    },
     targets: { type: "string", valueName: "LIST", description: "with --model: names, a regex or all-linear" },
     layers: { type: "string", valueName: "LIST", description: "with --model: blocks to adapt, e.g. 0-3" },
     shape: { type: "string", multiple: true, valueName: "DxK", description: "a weight matrix shape, d×k" },

@@ -35,7 +35,8 @@ export const SETTINGS = {
     valueName: "DIR",
     free: true,
     path: true,
-    description: "Hugging Face model folder",
+    description:
+      "Hugging Face model folder, or a GGUF model file (llama, qwen2, qwen3, gpt2; dequantised on load)",
   },
   data: {
     kind: "string",

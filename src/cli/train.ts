@@ -1,7 +1,7 @@
 /** `lora train`: LoRA (or full) fine-tuning of a model folder, with checkpoints, exact resume and metrics. */
 import { createHash } from "node:crypto";
 import fs from "node:fs";
-import { join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { checkpointFiles, parseCheckpoint } from "../io/checkpoint.js";
 import { modelTensors } from "../io/model-saver.js";
 import { loadAdapter } from "../io/node/adapter-folder.js";
@@ -202,11 +202,16 @@ function resolveSettings(v: Values): { s: Settings; resume: Resume | null } {
  * sha256 of its first and last MiB (the header, and data from both ends). A resume refuses a --model
  * whose weights differ from the run's even when its config.json is the same.
  */
-function weightsFingerprint(dir: string): string {
-  const files = fs
-    .readdirSync(dir)
-    .filter((f) => f.endsWith(".safetensors"))
-    .sort();
+function weightsFingerprint(path: string): string {
+  // a GGUF model is one file; a folder's weights are its .safetensors files
+  const file = fs.statSync(path).isFile();
+  const dir = file ? dirname(path) : path;
+  const files = file
+    ? [basename(path)]
+    : fs
+        .readdirSync(dir)
+        .filter((f) => f.endsWith(".safetensors"))
+        .sort();
   const hash = createHash("sha256");
   const MiB = 1 << 20;
   for (const f of files) {
