@@ -1,5 +1,6 @@
 /**
- * PEFT LoRA adapter <-> llama.cpp's GGUF LoRA adapter, as llama.cpp's `convert_lora_to_gguf.py` writes
+ * PEFT LoRA adapter <-> llama.cpp's GGUF LoRA adapter (written by `ggufAdapterFromPeft`, read back by
+ * `readGGUFAdapter`), as llama.cpp's `convert_lora_to_gguf.py` writes
  * it and `llama_adapter_lora_init` (src/llama-adapter.cpp) checks and applies it:
  * - metadata `general.architecture` (the base model's GGUF architecture: llama.cpp refuses a mismatch),
  *   `general.type = "adapter"`, `adapter.type = "lora"`, `adapter.lora.alpha` (f32);
@@ -15,14 +16,19 @@ import { type LoraConfig, loraScaling } from "../lora/config.js";
 import { patternValue } from "../lora/inject.js";
 import { encodeFromFloat32 } from "../tensor/dtype.js";
 import { shapeStr } from "../tensor/shape.js";
+import { type GGUFByteSource, type GGUFTensorInfo, ggufNumber, ggufString, parseGGUFHeader } from "./gguf.js";
 import {
+  type GGUFArch,
   ggufArchOfModelType,
   ggufModuleName,
   type HeadCounts,
+  hfModuleName,
   permutedHeads,
   permuteRows,
+  unpermuteRows,
 } from "./gguf-names.js";
-import { GGMLType } from "./gguf-types.js";
+import { canDequantize, dequantize } from "./gguf-quants.js";
+import { GGMLType, ggmlTypeName } from "./gguf-types.js";
 import { type GGUFValue, type GGUFWriteTensor, gguf, serializeGGUF } from "./gguf-write.js";
 import { FLOAT_DTYPES, type SafetensorsTensor, tensorToFloat32 } from "./safetensors.js";
 
@@ -205,3 +211,170 @@ export function ggufAdapterFromPeft(
 
 // A copy when the input is a view that must not be kept (tensorToFloat32 may return a view of the file).
 const encode = (data: Float32Array, dtype: "F32" | "F16" | "BF16") => encodeFromFloat32(data, dtype).slice();
+
+/** What `readGGUFAdapter` gives: the adapter as PEFT's config and tensors (PEFT's names and layouts). */
+export interface GGUFAdapterRead {
+  config: LoraConfig;
+  tensors: Map<string, SafetensorsTensor>;
+  /** general.architecture of the file. */
+  arch: string;
+  /** adapter.lora.alpha (0 when absent: llama.cpp then scales by adapter_scale alone). */
+  alpha: number;
+}
+
+/** The PEFT LoRA config that gives each module llama.cpp's scale alpha / r (1 when alpha is 0). */
+function peftConfigOf(
+  ranks: Map<string, number>,
+  alpha: number,
+  arch: GGUFArch,
+  modelConfig: Record<string, unknown>,
+): LoraConfig {
+  const count = new Map<number, number>();
+  for (const r of ranks.values()) count.set(r, (count.get(r) ?? 0) + 1);
+  const r = [...count].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0]![0];
+  const rank_pattern: Record<string, number> = {};
+  const alpha_pattern: Record<string, number> = {};
+  for (const [path, rm] of ranks) {
+    if (rm === r) continue;
+    rank_pattern[path] = rm;
+    if (alpha === 0) alpha_pattern[path] = rm; // scale 1 = r / r
+  }
+  // leaf names ("q_proj") when the adapter covers them in every block, else the module paths
+  const blocks = num(modelConfig.num_hidden_layers) ?? num(modelConfig.n_layer);
+  const leaves = new Map<string, number>();
+  for (const path of ranks.keys()) {
+    const leaf = path.split(".").pop()!;
+    leaves.set(leaf, (leaves.get(leaf) ?? 0) + 1);
+  }
+  const perBlock = [...ranks.keys()].filter((p) => /\.(h|layers)\.\d+\./.test(p)).length === ranks.size;
+  const everyBlock = blocks !== undefined && perBlock && [...leaves.values()].every((n) => n === blocks);
+  return {
+    r,
+    lora_alpha: alpha === 0 ? r : alpha,
+    lora_dropout: 0,
+    target_modules: everyBlock ? [...leaves.keys()] : [...ranks.keys()],
+    exclude_modules: null,
+    layers_to_transform: null,
+    use_rslora: false,
+    init_lora_weights: true,
+    rank_pattern,
+    alpha_pattern,
+    fan_in_fan_out: arch === "gpt2",
+  };
+}
+
+/**
+ * A GGUF LoRA adapter (`src`: the file's bytes, or a byte source over it; `file` names it in errors)
+ * read as the PEFT adapter it computes for the base model whose config.json is `modelConfig`: tensors
+ * renamed to PEFT's keys (`base_model.model.<module>.lora_A.weight` [r, in], `lora_B` [out, r]), the
+ * llama q/k rows of B un-permuted, and a LoraConfig whose per-module scale is llama.cpp's alpha / r
+ * (r per tensor, rank_pattern for the ranks that differ from the most common one). Checks what
+ * llama.cpp checks (general.type, adapter.type, the architecture against the model's, the suffixes,
+ * both halves, a.ne[1] == b.ne[0]) and lists every problem at once. `_norm.weight` tensors are skipped,
+ * as llama.cpp skips them.
+ */
+export function readGGUFAdapter(
+  src: GGUFByteSource | Uint8Array,
+  file: string,
+  modelConfig: Record<string, unknown>,
+): GGUFAdapterRead {
+  const h = parseGGUFHeader(src, file);
+  const read = (t: GGUFTensorInfo) =>
+    src instanceof Uint8Array ? src.subarray(t.offset, t.offset + t.bytes) : src.read(t.offset, t.bytes);
+  const type = ggufString(h, "general.type", file);
+  const fail = (problems: string[], advice: string): never => {
+    throw new Error(
+      `${file}: cannot be read as a LoRA adapter for this model (${problems.length} problem${problems.length > 1 ? "s" : ""}):\n${problems.map((p) => `  - ${p}`).join("\n")}\n${advice}`,
+    );
+  };
+  if (type !== "adapter")
+    fail(
+      [`general.type is ${JSON.stringify(type ?? null)}, not "adapter"`],
+      type === "model" ? "It is a GGUF model: pass it as --model." : "Pass a GGUF LoRA adapter file.",
+    );
+  const problems: string[] = [];
+  const adapterType = ggufString(h, "adapter.type", file);
+  if (adapterType !== "lora")
+    problems.push(`adapter.type is ${JSON.stringify(adapterType ?? null)}; only "lora" adapters are read`);
+  if (h.metadata.has("adapter.alora.invocation_tokens"))
+    problems.push("it is an activated LoRA (adapter.alora.invocation_tokens), which is not supported");
+  const fileArch = ggufString(h, "general.architecture", file) ?? "";
+  const modelType = String(modelConfig.model_type);
+  const arch = ggufArchOfModelType(modelType);
+  if (!arch) problems.push(`the model's model_type "${modelType}" has no GGUF architecture here`);
+  else if (fileArch !== arch)
+    problems.push(
+      `general.architecture is "${fileArch}", but the model's is "${arch}" (model_type ${modelType})`,
+    );
+  const alpha = ggufNumber(h, "adapter.lora.alpha", file) ?? 0;
+  if (!(Number.isFinite(alpha) && alpha >= 0)) problems.push(`adapter.lora.alpha is ${alpha}`);
+  if (problems.length > 0 || !arch) return fail(problems, "Was it exported for a different base model?");
+
+  const pairs = new Map<string, { a?: GGUFTensorInfo; b?: GGUFTensorInfo }>();
+  for (const t of h.tensors) {
+    const m = /^(.+)\.lora_(a|b)$/.exec(t.name);
+    if (!m) {
+      if (!t.name.endsWith("_norm.weight")) problems.push(`tensor "${t.name}" has no .lora_a/.lora_b suffix`);
+      continue;
+    }
+    const pair = pairs.get(m[1]!) ?? {};
+    pair[m[2] as "a" | "b"] = t;
+    pairs.set(m[1]!, pair);
+  }
+  if (pairs.size === 0 && problems.length === 0) problems.push("it holds no LoRA tensors");
+  const heads = headCounts(modelConfig);
+  const tensors = new Map<string, SafetensorsTensor>();
+  const ranks = new Map<string, number>();
+  for (const [name, { a, b }] of pairs) {
+    const path = name.endsWith(".weight") ? hfModuleName(arch, name.slice(0, -".weight".length)) : null;
+    if (!a || !b) {
+      problems.push(`"${name}" has lora_${a ? "a" : "b"} but no lora_${a ? "b" : "a"}`);
+      continue;
+    }
+    if (!path || name.startsWith("token_embd.")) {
+      problems.push(
+        name.startsWith("token_embd.")
+          ? `"${name}": embedding LoRA is not supported`
+          : `"${name}" has no Hugging Face module in the ${arch} architecture`,
+      );
+      continue;
+    }
+    const bad = [a, b].find((t) => !canDequantize(t.type) || t.dims.length !== 2);
+    if (bad) {
+      problems.push(
+        `"${bad.name}": ${ggmlTypeName(bad.type)} [${bad.dims.join(", ")}], expected a 2-D float tensor`,
+      );
+      continue;
+    }
+    const [inF, r] = a.dims as [number, number];
+    const [rb, outF] = b.dims as [number, number];
+    if (r !== rb) {
+      problems.push(
+        `"${name}": lora_a ne [${a.dims.join(", ")}] and lora_b ne [${b.dims.join(", ")}] disagree on the rank`,
+      );
+      continue;
+    }
+    const A = dequantize(read(a), a.type, a.elements, a.name);
+    let B = dequantize(read(b), b.type, b.elements, b.name);
+    const nHead = heads ? permutedHeads(arch, path, heads) : null;
+    if (nHead !== null) {
+      if (outF % (2 * nHead) !== 0) {
+        problems.push(
+          `"${name}": lora_b has ${outF} rows, which do not split into ${nHead} heads of an even size`,
+        );
+        continue;
+      }
+      B = unpermuteRows(B, outF, r, nHead);
+    }
+    const bytes = (x: Float32Array) => new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
+    tensors.set(`base_model.model.${path}.lora_A.weight`, { dtype: "F32", shape: [r, inF], bytes: bytes(A) });
+    tensors.set(`base_model.model.${path}.lora_B.weight`, {
+      dtype: "F32",
+      shape: [outF, r],
+      bytes: bytes(B),
+    });
+    ranks.set(path, r);
+  }
+  if (problems.length > 0) fail(problems, "Was it exported for a different base model?");
+  return { config: peftConfigOf(ranks, alpha, arch, modelConfig), tensors, arch, alpha };
+}

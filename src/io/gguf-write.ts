@@ -111,17 +111,18 @@ class ByteWriter {
     return at;
   }
 
+  // `room` may replace buf and view, so it runs before either is read
   bytes(b: Uint8Array) {
-    this.buf.set(b, this.room(b.length));
-  }
-  zeros(n: number) {
-    this.buf.fill(0, this.room(n), this.length);
+    const at = this.room(b.length);
+    this.buf.set(b, at);
   }
   u32(v: number) {
-    this.view.setUint32(this.room(4), v, true);
+    const at = this.room(4);
+    this.view.setUint32(at, v, true);
   }
   u64(v: number | bigint) {
-    this.view.setBigUint64(this.room(8), BigInt(v), true);
+    const at = this.room(8);
+    this.view.setBigUint64(at, BigInt(v), true);
   }
   string(s: string) {
     const b = utf8.encode(s);
