@@ -44,12 +44,12 @@ export const exportCommand: Command = {
     const outtype = str(v, "outtype") ?? "f32";
     if (!(GGUF_ADAPTER_OUTTYPES as readonly string[]).includes(outtype))
       throw new UsageError(`--outtype must be one of ${GGUF_ADAPTER_OUTTYPES.join(", ")}, got "${outtype}"`);
-    if (!out.endsWith(".gguf"))
-      throw new UsageError(`--out ${out}: a GGUF adapter is one file; give it a name ending in .gguf`);
     checkOutSeparate(out, { adapter, model }, "lora export");
     const existing = fs.statSync(out, { throwIfNoEntry: false });
     if (existing?.isDirectory())
       throw new UsageError(`--out ${out} is a folder; give a file name ending in .gguf`);
+    if (!out.endsWith(".gguf"))
+      throw new UsageError(`--out ${out}: a GGUF adapter is one file; give it a name ending in .gguf`);
     if (model && resolve(out) === resolve(model))
       throw new UsageError(`--out ${out} is the --model file; export must not overwrite the base model`);
     if (existing && !v.overwrite)
