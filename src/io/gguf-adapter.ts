@@ -13,7 +13,8 @@
  *   (A multiplies the input, which is not permuted). Without it the adapter loads and computes nonsense.
  */
 import { type LoraConfig, loraScaling } from "../lora/config.js";
-import { patternValue } from "../lora/inject.js";
+import { loraLayers, patternValue } from "../lora/inject.js";
+import type { Module } from "../nn/module.js";
 import { encodeFromFloat32 } from "../tensor/dtype.js";
 import { shapeStr } from "../tensor/shape.js";
 import { type GGUFByteSource, type GGUFTensorInfo, ggufNumber, ggufString, parseGGUFHeader } from "./gguf.js";
@@ -30,6 +31,7 @@ import {
 import { canDequantize, dequantize } from "./gguf-quants.js";
 import { GGMLType, ggmlTypeName } from "./gguf-types.js";
 import { type GGUFValue, type GGUFWriteTensor, gguf, serializeGGUF } from "./gguf-write.js";
+import { adapterTensors } from "./peft.js";
 import { FLOAT_DTYPES, type SafetensorsTensor, tensorToFloat32 } from "./safetensors.js";
 
 /** The tensor types `lora export --outtype` writes (the converter's f32 default and its 16-bit types). */
@@ -377,4 +379,55 @@ export function readGGUFAdapter(
   }
   if (problems.length > 0) fail(problems, "Was it exported for a different base model?");
   return { config: peftConfigOf(ranks, alpha, arch, modelConfig), tensors, arch, alpha };
+}
+
+/**
+ * `ggufAdapterFromPeft` for a model that carries LoRA layers (an adapter of any format, attached):
+ * the PEFT config is rebuilt from the layers' own r, alpha and rsLoRA flag (the most common r and
+ * alpha as r and lora_alpha, the others as rank_pattern/alpha_pattern by module path), so the result
+ * is the same as exporting the PEFT folder those layers were read from.
+ */
+export function ggufAdapterFromModel(
+  model: Module,
+  modelConfig: Record<string, unknown>,
+  opts: { outtype?: GGUFAdapterOuttype; source?: string; modelSource?: string } = {},
+): GGUFAdapterExport {
+  const layers = loraLayers(model);
+  if (layers.length === 0) throw new Error(`${opts.source ?? "model"}: it has no LoRA layers to export`);
+  const rslora = layers[0]![1].rslora;
+  if (layers.some(([, l]) => l.rslora !== rslora))
+    throw new Error(`${opts.source ?? "model"}: some LoRA layers use rsLoRA and some do not`);
+  const common = (values: number[]) => {
+    const n = new Map<number, number>();
+    for (const v of values) n.set(v, (n.get(v) ?? 0) + 1);
+    return [...n].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0]![0];
+  };
+  const r = common(layers.map(([, l]) => l.r));
+  const alpha = common(layers.map(([, l]) => l.alpha));
+  const rank_pattern: Record<string, number> = {};
+  const alpha_pattern: Record<string, number> = {};
+  for (const [path, l] of layers) {
+    if (l.r !== r) rank_pattern[path] = l.r;
+    if (l.alpha !== alpha) alpha_pattern[path] = l.alpha;
+  }
+  const config: LoraConfig = {
+    r,
+    lora_alpha: alpha,
+    lora_dropout: 0,
+    target_modules: layers.map(([p]) => p),
+    use_rslora: rslora,
+    init_lora_weights: true,
+    rank_pattern,
+    alpha_pattern,
+  };
+  const tensors = new Map<string, SafetensorsTensor>(
+    adapterTensors(model).map((t) => {
+      const d = t.data as Float32Array;
+      return [
+        t.name,
+        { dtype: "F32", shape: t.shape, bytes: new Uint8Array(d.buffer, d.byteOffset, d.byteLength) },
+      ];
+    }),
+  );
+  return ggufAdapterFromPeft(config, tensors, modelConfig, opts);
 }

@@ -11,11 +11,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { gguf as parseGguf } from "@huggingface/gguf";
-import { ggufAdapterFromPeft } from "../../src/io/gguf-adapter.js";
+import { parseGGUFHeader } from "../../src/io/gguf.js";
+import { ggufAdapterFromModel, ggufAdapterFromPeft } from "../../src/io/gguf-adapter.js";
 import { GGMLType } from "../../src/io/gguf-types.js";
 import { readAdapterConfig } from "../../src/io/node/adapter-folder.js";
 import { readJson } from "../../src/io/node/json-file.js";
+import { loadModelFolder } from "../../src/io/node/model-folder.js";
 import { readSafetensorsFile } from "../../src/io/node/safetensors-file.js";
+import { attachAdapter } from "../../src/io/peft.js";
 import { tensorToFloat32 } from "../../src/io/safetensors.js";
 import { decodeToFloat32 } from "../../src/tensor/dtype.js";
 import { assertClose, fixtureModel, fixturesDir } from "../helpers.js";
@@ -176,6 +179,28 @@ describe("GGUF LoRA adapter export", () => {
       ], // the adapter file's order; n_kv_head for k, n_head for q
     );
   });
+});
+
+describe("GGUF LoRA adapter export from a model's LoRA layers", () => {
+  for (const variant of ["patterns", "rslora"]) {
+    it(`${variant}: the same tensors and alpha as exporting the PEFT folder`, () => {
+      const dir = adapterDir("llama_gqa_tied", variant);
+      const { model, config: modelConfig } = loadModelFolder(fixtureModel("llama_gqa_tied"));
+      const config = readAdapterConfig(dir, []);
+      attachAdapter(model, config, readSafetensorsFile(join(dir, "adapter_model.safetensors")).tensors, dir);
+      const fromModel = parseGGUFHeader(ggufAdapterFromModel(model, modelConfig).bytes, "from model");
+      const { file } = exportFixture("llama_gqa_tied", variant);
+      const folderBytes = new Uint8Array(readFileSync(file));
+      const fromFolder = parseGGUFHeader(folderBytes, file);
+      assert.deepEqual(fromModel.metadata, fromFolder.metadata);
+      const data = (h: typeof fromModel, bytes: Uint8Array) =>
+        new Map(h.tensors.map((t) => [t.name, [t.dims, bytes.subarray(t.offset, t.offset + t.bytes)]]));
+      assert.deepEqual(
+        data(fromModel, ggufAdapterFromModel(model, modelConfig).bytes),
+        data(fromFolder, folderBytes),
+      );
+    });
+  }
 });
 
 describe("GGUF LoRA adapter export refusals", () => {
