@@ -22,6 +22,10 @@
   JSON holds the logits transformers computes (float32) on the fixture's input_ids after loading
   the weights gguf-py's GGUFReader reads back from the file, dequantised and un-permuted: the
   reference a GGUF loader must reproduce.
+- models/llama_kquant.gguf + .json: a llama of rows of 256 (K-quants need them) that exists only as
+  GGUF: random Q4_K (attention), Q5_K (MLP) and Q6_K (embedding, head) blocks with small f16 scales
+  (gguf-py cannot quantise K-quants), f32 norms; the JSON holds transformers' logits for a
+  LlamaForCausalLM of that config given the weights GGUFReader dequantises, un-permuted.
 """
 import json
 import sys
@@ -38,6 +42,7 @@ MODELS = ROOT / "test" / "fixtures" / "models"
 ARCHS = {
     "llama_untied": gguf.MODEL_ARCH.LLAMA,
     "llama_gqa_tied": gguf.MODEL_ARCH.LLAMA,
+    "llama3_rope": gguf.MODEL_ARCH.LLAMA,
     "qwen2": gguf.MODEL_ARCH.QWEN2,
     "qwen3": gguf.MODEL_ARCH.QWEN3,
     "gpt2": gguf.MODEL_ARCH.GPT2,
@@ -167,7 +172,7 @@ def make_models():
     T = gguf.GGMLQuantizationType
     dest = OUT / "models"
     dest.mkdir(exist_ok=True)
-    jobs = [("llama_untied", "f32"), ("llama_untied", "q8_0"), ("llama_untied", "mixed"), ("llama_gqa_tied", "f16"),
+    jobs = [("llama3_rope", "f32"), ("llama_untied", "f32"), ("llama_untied", "q8_0"), ("llama_untied", "mixed"), ("llama_gqa_tied", "f16"),
             ("qwen2", "f32"), ("qwen2", "q8_0"), ("qwen3", "f32"), ("qwen3", "q8_0"), ("gpt2", "f32")]
     for folder, outtype in jobs:
         src = MODELS / folder
@@ -242,6 +247,28 @@ def make_models():
                     q = gguf.quants.quantize(arr, qtype)
                     w.add_tensor(new_name, q, raw_shape=q.shape, raw_dtype=qtype)
                 written.append(new_name)
+        rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+        if arch == gguf.MODEL_ARCH.LLAMA and rope.get("rope_type") == "llama3":
+            # LlamaModel.generate_extra_tensors: one factor per frequency, as rope_freqs.weight
+            import math
+            base = rope.get("rope_theta", cfg.get("rope_theta", 10000.0))
+            dim = head_dim
+            freqs = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+            factor = rope.get("factor", 8.0)
+            low, high = rope.get("low_freq_factor", 1.0), rope.get("high_freq_factor", 4.0)
+            old = rope.get("original_max_position_embeddings", 8192)
+            low_wl, high_wl = old / low, old / high
+            factors = []
+            for fr in freqs:
+                wl = 2 * math.pi / fr
+                if wl < high_wl:
+                    factors.append(1)
+                elif wl > low_wl:
+                    factors.append(factor)
+                else:
+                    smooth = (old / wl - low) / (high - low)
+                    factors.append(1 / ((1 - smooth) / factor + smooth))
+            w.add_tensor("rope_freqs.weight", torch.tensor(factors, dtype=torch.float32).numpy())
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
@@ -251,6 +278,8 @@ def make_models():
         r = gguf.GGUFReader(str(path))
         state = {}
         for t in r.tensors:
+            if t.name == "rope_freqs.weight":
+                continue  # no HF tensor: config.json's rope_parameters say it
             arr = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
             arr = arr.reshape([int(x) for x in reversed(t.shape)]) if len(t.shape) > 1 else arr.reshape(-1)
             hf = None
@@ -288,9 +317,83 @@ def make_models():
         print(f"{path.name}: {path.stat().st_size} bytes, {len(written)} tensors")
 
 
+def make_kquant():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    T = gguf.GGMLQuantizationType
+    rng = np.random.default_rng(256)
+    cfg = dict(hidden_size=256, intermediate_size=256, num_hidden_layers=1, num_attention_heads=4,
+               num_key_value_heads=2, vocab_size=64, max_position_embeddings=64, rms_norm_eps=1e-5,
+               rope_theta=10000.0, tie_word_embeddings=False)
+    n_head, n_kv, hd = 4, 2, 64
+    path = OUT / "models" / "llama_kquant.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("llama_kquant")
+    w.add_vocab_size(64)
+    w.add_context_length(64)
+    w.add_embedding_length(256)
+    w.add_block_count(1)
+    w.add_feed_forward_length(256)
+    w.add_rope_dimension_count(hd)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_kv)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_file_type(15)  # MOSTLY_Q4_K_M
+
+    def kblocks(qtype, rows, cols):
+        _, size = gguf.GGML_QUANT_SIZES[qtype]
+        q = rng.integers(0, 256, size=(rows, cols // 256 * size), dtype=np.uint8)
+        for blk in q.reshape(-1, size):
+            d = np.frombuffer(np.float16(rng.uniform(0.00005, 0.0002)).tobytes(), np.uint8)
+            if qtype == T.Q6_K:
+                blk[208:210] = d
+            else:
+                blk[0:2] = d
+                blk[2:4] = np.frombuffer(np.float16(rng.uniform(0.00005, 0.0002)).tobytes(), np.uint8)
+        return q
+    tensors = [("token_embd.weight", T.Q6_K, 64, 256), ("output.weight", T.Q6_K, 64, 256),
+               ("blk.0.attn_q.weight", T.Q4_K, 256, 256), ("blk.0.attn_k.weight", T.Q4_K, 128, 256),
+               ("blk.0.attn_v.weight", T.Q4_K, 128, 256), ("blk.0.attn_output.weight", T.Q4_K, 256, 256),
+               ("blk.0.ffn_gate.weight", T.Q5_K, 256, 256), ("blk.0.ffn_up.weight", T.Q5_K, 256, 256),
+               ("blk.0.ffn_down.weight", T.Q6_K, 256, 256)]
+    for name, qtype, rows, cols in tensors:
+        q = kblocks(qtype, rows, cols)
+        w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=qtype)
+    for name in ["blk.0.attn_norm.weight", "blk.0.ffn_norm.weight", "output_norm.weight"]:
+        w.add_tensor(name, (1 + 0.1 * rng.standard_normal(256)).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+    r = gguf.GGUFReader(str(path))
+    tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 1)
+    model = LlamaForCausalLM(LlamaConfig(**cfg)).eval()
+    sd = model.state_dict()
+    hf_of = {tmap.get_name(k, try_suffixes=(".weight",)): k for k in sd}
+    for t in r.tensors:
+        arr = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        hf = hf_of[t.name]
+        if "q_proj" in hf or "k_proj" in hf:
+            n = n_head if "q_proj" in hf else n_kv
+            arr = arr.reshape(n, arr.shape[0] // n // 2, 2, *arr.shape[1:]).swapaxes(1, 2).reshape(arr.shape)
+        assert sd[hf].shape == arr.shape, (hf, arr.shape)
+        sd[hf].copy_(torch.from_numpy(np.ascontiguousarray(arr)))
+    ids = [[int(x) for x in rng.integers(0, 64, 12)]]
+    with torch.no_grad():
+        logits = model(torch.tensor(ids)).logits.float()
+    (OUT / "models" / "llama_kquant.json").write_text(json.dumps({
+        "input_ids": ids,
+        "types": {t.name: t.tensor_type.name for t in r.tensors},
+        "logits": {"shape": list(logits.shape), "data": [float(np.float32(x)) for x in logits.flatten().tolist()]},
+    }) + "\n")
+    print(f"{path.name}: {path.stat().st_size} bytes; logits range", float(logits.min()), float(logits.max()))
+
+
 if __name__ == "__main__":
     OUT.mkdir(parents=True, exist_ok=True)
-    what = sys.argv[1:] or ["names", "values", "quants", "models"]
+    what = sys.argv[1:] or ["names", "values", "quants", "models", "kquant"]
     if "names" in what:
         make_names()
     if "values" in what:
@@ -299,3 +402,5 @@ if __name__ == "__main__":
         make_quants()
     if "models" in what:
         make_models()
+    if "kquant" in what:
+        make_kquant()

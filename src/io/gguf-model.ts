@@ -11,7 +11,10 @@
  * attention.key_length -> head_dim, attention.layer_norm_rms_epsilon -> rms_norm_eps, context_length ->
  * max_position_embeddings, rope.freq_base -> rope_theta (llama.cpp's default 10000), rope.scaling.* ->
  * rope_scaling (linear only), rope.dimension_count < head_dim -> partial_rotary_factor; vocab_size from
- * token_embd; a missing output.weight means a tied head.
+ * token_embd; a missing output.weight means a tied head. A `rope_freqs.weight` tensor (the converter
+ * writes Llama 3.1+'s "llama3" rope scaling as one factor per frequency, each frequency divided by its
+ * factor) becomes rope_scaling {rope_type: "longrope", short_factor = long_factor = those factors,
+ * attention_factor 1}: the same frequencies, at every length, in a form config.json can say.
  */
 import { type GGUFHeader, type GGUFTensorInfo, ggufNumber, ggufString } from "./gguf.js";
 import {
@@ -46,6 +49,9 @@ const ARCHITECTURES: Record<GGUFArch, string> = {
   gpt2: "GPT2LMHeadModel",
 };
 
+/** The tensor of per-frequency RoPE factors (Llama 3.1+), read before the config is made. */
+export const ROPE_FREQS = "rope_freqs.weight";
+
 /** Every problem of a GGUF model file, listed at once (as model-loader lists a folder's). */
 export class GGUFModelError extends Error {
   constructor(source: string, problems: string[], advice: string) {
@@ -79,8 +85,11 @@ export function ggufModelArch(h: GGUFHeader, source: string): GGUFArch {
   return arch;
 }
 
-/** The config.json object of a GGUF model, from its metadata and tensor table. */
-export function ggufModelConfig(h: GGUFHeader, source: string): Json {
+/**
+ * The config.json object of a GGUF model, from its metadata and tensor table; `ropeFreqs` holds the
+ * values of its rope_freqs.weight tensor when it has one (see `ROPE_FREQS`).
+ */
+export function ggufModelConfig(h: GGUFHeader, source: string, ropeFreqs?: Float32Array): Json {
   const arch = ggufModelArch(h, source);
   const problems: string[] = [];
   const key = (k: string) => `${arch}.${k}`;
@@ -158,10 +167,24 @@ export function ggufModelConfig(h: GGUFHeader, source: string): Json {
       problems.push(
         `${key("rope.scaling.type")} ${JSON.stringify(scalingType)} is not supported (none or linear)`,
       );
-    if (tensors.has("rope_freqs.weight"))
-      problems.push(
-        "tensor rope_freqs.weight (Llama 3.1+ rope scaling factors) is not supported; load the model's Hugging Face folder instead",
-      );
+    const freqs = tensors.get(ROPE_FREQS);
+    if (freqs) {
+      const half = (rot ?? headDim ?? 0) / 2;
+      if (ropeScaling) problems.push(`tensor ${ROPE_FREQS} and ${key("rope.scaling.type")} both scale RoPE`);
+      else if (!ropeFreqs) problems.push(`tensor ${ROPE_FREQS} was not read`);
+      else if (freqs.elements !== half || !ropeFreqs.every((f) => Number.isFinite(f) && f > 0))
+        problems.push(`tensor ${ROPE_FREQS} must hold ${half} positive factors (one per rotated frequency)`);
+      else {
+        const factors = Array.from(ropeFreqs);
+        ropeScaling = {
+          rope_type: "longrope",
+          short_factor: factors,
+          long_factor: factors,
+          original_max_position_embeddings: ctx ?? 2048,
+          attention_factor: 1,
+        };
+      }
+    }
     config = {
       ...common,
       hidden_size: hidden,
@@ -224,7 +247,7 @@ export function ggufTensorPlan(
   for (const t of h.tensors) {
     const hfName = hfTensorName(arch, t.name);
     if (hfName === null) {
-      if (t.name !== "rope_freqs.weight")
+      if (t.name !== ROPE_FREQS)
         problems.push(`tensor ${t.name} has no Hugging Face name in the ${arch} architecture`);
       continue;
     }

@@ -15,10 +15,20 @@
  * - Q6_K (256, 210): ql[128], qh[64], int8 scales[16], d; per 128 values, four runs of 32 whose 6-bit
  *   q is a nibble of ql with two bits of qh, minus 32; y = d·scale·q, a scale per 16 values.
  */
-import { bf16ToF32, f16ToF32 } from "../tensor/dtype.js";
+import { decodeToFloat32, f16ToF32 } from "../tensor/dtype.js";
 import { GGML_BLOCK, GGMLType, ggmlTypeName } from "./gguf-types.js";
 
 const f = Math.fround;
+
+// f16 bits -> f32, one table for every block's scales (built on first use)
+let f16Table: Float32Array | null = null;
+function half(v: DataView, at: number): number {
+  if (!f16Table) {
+    f16Table = new Float32Array(0x10000);
+    for (let b = 0; b < 0x10000; b++) f16Table[b] = f16ToF32(b);
+  }
+  return f16Table[v.getUint16(at, true)]!;
+}
 
 export const DEQUANTIZABLE: readonly GGMLType[] = [
   GGMLType.F32,
@@ -47,15 +57,17 @@ function scaleMin(s: Uint8Array, at: number, j: number): [number, number] {
   ];
 }
 
+const Q6_SCALES = new Float64Array(16);
+
 type Kernel = (src: Uint8Array, v: DataView, at: number, out: Float32Array, o: number) => void;
 
 const KERNELS: Partial<Record<GGMLType, Kernel>> = {
   [GGMLType.Q8_0]: (src, v, at, out, o) => {
-    const d = f16ToF32(v.getUint16(at, true));
+    const d = half(v, at);
     for (let j = 0; j < 32; j++) out[o + j] = d * ((src[at + 2 + j]! << 24) >> 24);
   },
   [GGMLType.Q4_0]: (src, v, at, out, o) => {
-    const d = f16ToF32(v.getUint16(at, true));
+    const d = half(v, at);
     for (let j = 0; j < 16; j++) {
       const q = src[at + 2 + j]!;
       out[o + j] = d * ((q & 0xf) - 8);
@@ -63,7 +75,7 @@ const KERNELS: Partial<Record<GGMLType, Kernel>> = {
     }
   },
   [GGMLType.Q5_0]: (src, v, at, out, o) => {
-    const d = f16ToF32(v.getUint16(at, true));
+    const d = half(v, at);
     const qh = v.getUint32(at + 2, true);
     for (let j = 0; j < 16; j++) {
       const q = src[at + 6 + j]!;
@@ -72,8 +84,8 @@ const KERNELS: Partial<Record<GGMLType, Kernel>> = {
     }
   },
   [GGMLType.Q5_1]: (src, v, at, out, o) => {
-    const d = f16ToF32(v.getUint16(at, true));
-    const m = f16ToF32(v.getUint16(at + 2, true));
+    const d = half(v, at);
+    const m = half(v, at + 2);
     const qh = v.getUint32(at + 4, true);
     for (let j = 0; j < 16; j++) {
       const q = src[at + 8 + j]!;
@@ -82,8 +94,8 @@ const KERNELS: Partial<Record<GGMLType, Kernel>> = {
     }
   },
   [GGMLType.Q4_K]: (src, v, at, out, o) => {
-    const d = f16ToF32(v.getUint16(at, true));
-    const dmin = f16ToF32(v.getUint16(at + 2, true));
+    const d = half(v, at);
+    const dmin = half(v, at + 2);
     const qs = at + 16;
     for (let g = 0; g < 4; g++) {
       const [sc1, m1] = scaleMin(src, at + 4, 2 * g);
@@ -100,8 +112,8 @@ const KERNELS: Partial<Record<GGMLType, Kernel>> = {
     }
   },
   [GGMLType.Q5_K]: (src, v, at, out, o) => {
-    const d = f16ToF32(v.getUint16(at, true));
-    const dmin = f16ToF32(v.getUint16(at + 2, true));
+    const d = half(v, at);
+    const dmin = half(v, at + 2);
     const qh = at + 16;
     const qs = at + 48;
     for (let g = 0; g < 4; g++) {
@@ -120,26 +132,22 @@ const KERNELS: Partial<Record<GGMLType, Kernel>> = {
     }
   },
   [GGMLType.Q6_K]: (src, v, at, out, o) => {
-    const d = f16ToF32(v.getUint16(at + 208, true));
+    const d = half(v, at + 208);
+    const ds = Q6_SCALES; // d·scale, each rounded to f32 as the C product is
+    for (let i = 0; i < 16; i++) ds[i] = f(d * ((src[at + 192 + i]! << 24) >> 24));
     for (let n = 0; n < 2; n++) {
       const ql = at + 64 * n;
       const qh = at + 128 + 32 * n;
-      const sc = at + 192 + 8 * n;
       const y = o + 128 * n;
       for (let l = 0; l < 32; l++) {
-        const is = l >> 4;
+        const is = 8 * n + (l >> 4);
         const h = src[qh + l]!;
         const a = src[ql + l]!;
         const b = src[ql + l + 32]!;
-        const q1 = ((a & 0xf) | ((h & 3) << 4)) - 32;
-        const q2 = ((b & 0xf) | (((h >> 2) & 3) << 4)) - 32;
-        const q3 = ((a >> 4) | (((h >> 4) & 3) << 4)) - 32;
-        const q4 = ((b >> 4) | (((h >> 6) & 3) << 4)) - 32;
-        const s = (k: number) => (src[sc + is + k]! << 24) >> 24;
-        out[y + l] = f(d * s(0)) * q1;
-        out[y + l + 32] = f(d * s(2)) * q2;
-        out[y + l + 64] = f(d * s(4)) * q3;
-        out[y + l + 96] = f(d * s(6)) * q4;
+        out[y + l] = ds[is]! * (((a & 0xf) | ((h & 3) << 4)) - 32);
+        out[y + l + 32] = ds[is + 2]! * (((b & 0xf) | (((h >> 2) & 3) << 4)) - 32);
+        out[y + l + 64] = ds[is + 4]! * (((a >> 4) | (((h >> 4) & 3) << 4)) - 32);
+        out[y + l + 96] = ds[is + 6]! * (((b >> 4) | (((h >> 6) & 3) << 4)) - 32);
       }
     }
   },
@@ -165,19 +173,12 @@ export function dequantize(
     throw new Error(
       `${what}: ${bytes.byteLength} bytes do not hold ${elements} ${ggmlTypeName(type)} values (${need} bytes)`,
     );
+  // (an aligned F32 tensor on a little-endian host is a view of `bytes`)
+  if (type === GGMLType.F32) return decodeToFloat32(bytes, "F32");
+  if (type === GGMLType.F16) return decodeToFloat32(bytes, "F16");
+  if (type === GGMLType.BF16) return decodeToFloat32(bytes, "BF16");
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const out = new Float32Array(elements);
-  switch (type) {
-    case GGMLType.F32:
-      for (let i = 0; i < elements; i++) out[i] = v.getFloat32(4 * i, true);
-      return out;
-    case GGMLType.F16:
-      for (let i = 0; i < elements; i++) out[i] = f16ToF32(v.getUint16(2 * i, true));
-      return out;
-    case GGMLType.BF16:
-      for (let i = 0; i < elements; i++) out[i] = bf16ToF32(v.getUint16(2 * i, true));
-      return out;
-  }
   const kernel = KERNELS[type]!;
   const blocks = elements / block.elements;
   for (let b = 0; b < blocks; b++) kernel(bytes, v, b * block.bytes, out, b * block.elements);

@@ -29,6 +29,8 @@ const tmp = mkdtempSync(join(tmpdir(), "gguf-model-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
 const CASES = [
+  "llama_kquant",
+  "llama3_rope.f32",
   "llama_untied.f32",
   "llama_untied.q8_0",
   "llama_untied.mixed",
@@ -56,9 +58,10 @@ test("the quantised fixtures hold the types they claim (Q8_0, F16 fallback, Q4_0
   assert.deepEqual([...types("llama_untied.q8_0")].sort(), ["F16", "F32", "Q8_0"]);
   assert.deepEqual([...types("llama_untied.mixed")].sort(), ["F16", "F32", "Q4_0", "Q5_0", "Q5_1", "Q8_0"]);
   assert.deepEqual([...types("llama_gqa_tied.f16")].sort(), ["F16", "F32"]);
+  assert.deepEqual([...types("llama_kquant")].sort(), ["F32", "Q4_K", "Q5_K", "Q6_K"]);
 });
 
-for (const folder of ["llama_untied", "qwen2", "qwen3", "gpt2"]) {
+for (const folder of ["llama_untied", "llama3_rope", "qwen2", "qwen3", "gpt2"]) {
   test(`${folder}.f32.gguf: the HF folder's weights exactly, its logits, and its PEFT adapter applies unchanged`, () => {
     const a = loadModelFolder(gguf(`${folder}.f32`));
     const b = loadModelFolder(fixtureModel(folder));
@@ -180,7 +183,7 @@ test("a GGUF model that cannot be loaded lists every problem: architecture, type
     () => loadGGUFModelFile(bad),
     (e: Error) => {
       assert.match(e.message, /bad\.gguf: cannot load this GGUF model/);
-      assert.match(e.message, /rope_freqs\.weight \(Llama 3\.1\+ rope scaling factors\) is not supported/);
+      assert.match(e.message, /tensor rope_freqs\.weight must hold 8 positive factors/);
       return true;
     },
   );
@@ -225,4 +228,15 @@ test("a GGUF model that cannot be loaded lists every problem: architecture, type
     () => loadGGUFModelFile(missing),
     /missing\.gguf: the weights do not fit config\.json.*\n.*missing tensor "model\.norm\.weight"/s,
   );
+});
+
+test("the memory the f32 weights need is checked before any tensor is dequantised", () => {
+  // llama_untied: 21 tensors of ~21k f32 values in all; bf16 storage would fit, f32 dequantising not
+  const path = gguf("llama_untied.q8_0");
+  const f32 = readGGUFHeader(path).tensors.reduce((s, t) => s + t.elements * 4, 0);
+  assert.throws(
+    () => loadGGUFModelFile(path, { memoryLimit: f32 - 1, baseDtype: "bf16" }),
+    /llama_untied\.q8_0\.gguf: dequantising this model to f32 needs .*, more than this machine's/,
+  );
+  assert.throws(() => loadGGUFModelFile(path, { memoryLimit: 1000 }), /more than this machine's/);
 });

@@ -5,7 +5,8 @@
  */
 import { totalmem } from "node:os";
 import type { DType } from "../../tensor/dtype.js";
-import { ggufModelConfig, ggufTensorPlan, ggufToHFTensor } from "../gguf-model.js";
+import { ggufModelConfig, ggufTensorPlan, ggufToHFTensor, ROPE_FREQS } from "../gguf-model.js";
+import { dequantize } from "../gguf-quants.js";
 import { ggufTokenizerFiles } from "../gguf-tokenizer.js";
 import { checkModelTensors, type LoadOptions, loadModelFromTensors } from "../model-loader.js";
 import type { SafetensorsTensor } from "../safetensors.js";
@@ -19,7 +20,17 @@ const size3 = (bytes: number) =>
 /** The config.json object, tokenizer files and checked tensor table of a GGUF model file (no data read). */
 export function readGGUFModelHeader(path: string) {
   const header = readGGUFHeader(path);
-  const config = ggufModelConfig(header, path);
+  // Llama 3.1+'s rope factors are a small tensor the config needs
+  const freqs = header.tensors.find((t) => t.name === ROPE_FREQS);
+  const ropeFreqs = freqs
+    ? dequantize(
+        readGGUFTensorData(header, [ROPE_FREQS]).get(ROPE_FREQS)!,
+        freqs.type,
+        freqs.elements,
+        ROPE_FREQS,
+      )
+    : undefined;
+  const config = ggufModelConfig(header, path, ropeFreqs);
   const { plan, infos } = ggufTensorPlan(header, config, path);
   let tokenizerFiles: TokenizerFiles | null = null;
   let tokenizerError: Error | null = null;
