@@ -49,9 +49,9 @@ GPT2_NAMES = {"attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "mlp.c_fc
 
 def gguf_name(arch, path):
     parts = path.split(".")
-    i = parts.index("layers" if arch == "llama" else "h")
+    i = parts.index("h" if arch == "gpt2" else "layers")
     inner = ".".join(parts[i + 2 :])
-    names = LLAMA_NAMES if arch == "llama" else GPT2_NAMES
+    names = GPT2_NAMES if arch == "gpt2" else LLAMA_NAMES
     return f"blk.{parts[i + 1]}.{names[inner]}.weight"
 
 
@@ -72,9 +72,9 @@ def make(model_name, variant, arch, **lora):
             d = module.get_delta_weight("default").float()  # PEFT's scale * B @ A (transposed for Conv1D)
         if arch == "gpt2":
             d = d.T  # Conv1D's [in, out] -> GGUF's [out, in] (the converter transposes the base weight so)
-        elif path.endswith("q_proj"):
+        elif arch == "llama" and path.endswith("q_proj"):
             d = LlamaModel.permute(d, cfg.num_attention_heads, cfg.num_attention_heads)
-        elif path.endswith("k_proj"):
+        elif arch == "llama" and path.endswith("k_proj"):
             d = LlamaModel.permute(d, cfg.num_attention_heads, cfg.num_key_value_heads)
         delta[gguf_name(arch, path)] = d.contiguous()
     out = os.path.join(out_root, model_name, variant)
@@ -119,6 +119,10 @@ assert convert_lora(patterns, "llama_gqa_tied", "f32") == 0
 rslora = make("llama_gqa_tied", "rslora", "llama", r=4, lora_alpha=8, use_rslora=True,
               target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
 assert convert_lora(rslora, "llama_gqa_tied", "f32") == 0
+# qwen2 and qwen3 keep HF's q/k layout (llama.cpp runs them with NEOX RoPE): no permutation
+for qwen in ("qwen2", "qwen3"):
+    adapter = make(qwen, "plain", qwen, r=4, lora_alpha=8, target_modules=all_linear)
+    assert convert_lora(adapter, qwen, "f32") == 0
 gpt2 = make("gpt2", "plain", "gpt2", r=4, lora_alpha=8, target_modules=["c_attn", "c_proj", "c_fc"], fan_in_fan_out=True)
 # llama.cpp's converter transposes GPT-2's Conv1D LoRA as it transposes the weights; we record whether it
 # succeeds, and do not keep its output (the opt-in llama.cpp check decides what llama.cpp loads)

@@ -13,7 +13,7 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { noGrad, softmax } from "../../src/autograd/index.js";
 import { loadModel } from "../../src/cli/load.js";
@@ -24,6 +24,7 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 const CLI = join(root, "dist/src/cli/main.js");
 const shared = resolve(root, "../shared/data");
 const cache = process.env.LORA_LLAMACPP_CACHE ?? join(homedir(), ".cache/lora-ts/llamacpp");
+/** Greedy tokens compared per prompt (GPT-2's fixture has 32 positions in all: 24 there). */
 const STEPS = 32;
 
 // The small part of node-llama-cpp's API used here.
@@ -75,9 +76,9 @@ function lora(...args: string[]): string {
 }
 
 /** Our greedy ids and the next-token distribution before each of them (loaded as `lora generate` loads). */
-function ours(model: string, adapter: string | null, prompt: number[]) {
+function ours(model: string, adapter: string | null, prompt: number[], steps = STEPS) {
   const { model: m } = loadModel(model, adapter ?? undefined);
-  const ids = [...generate(m, prompt, { maxTokens: STEPS, temperature: 0, stopIds: [] })];
+  const ids = [...generate(m, prompt, { maxTokens: steps, temperature: 0, stopIds: [] })];
   const all = [...prompt, ...ids];
   const logits = noGrad(() => m.forward(Int32Array.from(all), [1, all.length]));
   const V = m.vocabSize;
@@ -86,7 +87,13 @@ function ours(model: string, adapter: string | null, prompt: number[]) {
   return { ids, probs };
 }
 
-async function theirs(model: Model, adapter: string | null, prompt: number[], contextSize: number) {
+async function theirs(
+  model: Model,
+  adapter: string | null,
+  prompt: number[],
+  contextSize: number,
+  steps = STEPS,
+) {
   const lora = adapter ? { lora: { adapters: [{ filePath: adapter, scale: 1 }] } } : {};
   const ctx = await model.createContext({ contextSize, threads: 1, ...lora });
   const ids: number[] = [];
@@ -99,7 +106,7 @@ async function theirs(model: Model, adapter: string | null, prompt: number[], co
   )) {
     ids.push(o.token);
     probs.push(o.probabilities);
-    if (ids.length >= STEPS) break;
+    if (ids.length >= steps) break;
   }
   await ctx.dispose();
   return { ids, probs };
@@ -127,6 +134,7 @@ interface Case {
   ggufAdapter: string;
   prompts: { text?: string; ids?: number[] }[];
   contextSize: number;
+  steps: number;
 }
 
 const failures: string[] = [];
@@ -143,9 +151,9 @@ async function run(llama: Llama, c: Case) {
       const llamaPrompt = [model.tokens.bos, ...model.tokenize(p.text, false)];
       check(JSON.stringify(llamaPrompt) === JSON.stringify(prompt), `${c.name}: prompt ids differ`);
     }
-    const a = ours(c.model, c.adapter, prompt);
-    const b = await theirs(model, c.ggufAdapter, prompt, c.contextSize);
-    const base = await theirs(model, null, prompt, c.contextSize);
+    const a = ours(c.model, c.adapter, prompt, c.steps);
+    const b = await theirs(model, c.ggufAdapter, prompt, c.contextSize, c.steps);
+    const base = await theirs(model, null, prompt, c.contextSize, c.steps);
     const same = a.ids.filter((t, i) => t === b.ids[i]).length;
     const label = p.text !== undefined ? JSON.stringify(p.text) : `ids [${prompt.join(", ")}]`;
     console.log(`\n${c.name}, prompt ${label}`);
@@ -156,13 +164,13 @@ async function run(llama: Llama, c: Case) {
       const text = lora(
         "generate",
         ...["--model", c.model, "--adapter", c.adapter, "--prompt", p.text],
-        ...["--max-tokens", String(STEPS), "--temperature", "0", "--no-stop"],
+        ...["--max-tokens", String(c.steps), "--temperature", "0", "--no-stop"],
       ).replace(/\n$/, "");
       console.log(`  lora generate text: ${JSON.stringify(text)}`);
       console.log(`  llama.cpp text:     ${JSON.stringify(p.text + model.detokenize(b.ids))}`);
       check(text === p.text + model.detokenize(b.ids), `${c.name}: the CLI's text differs from llama.cpp's`);
     }
-    const equal = check(same === STEPS, `${c.name} ${label}: ${same}/${STEPS} tokens agree`);
+    const equal = check(same === c.steps, `${c.name} ${label}: ${same}/${c.steps} tokens agree`);
     const differs = check(
       JSON.stringify(base.ids) !== JSON.stringify(b.ids),
       `${c.name} ${label}: the base model alone gives the same tokens (the adapter changes nothing)`,
@@ -171,7 +179,7 @@ async function run(llama: Llama, c: Case) {
     const dBase = maxDiff(a.probs, base.probs);
     check(d < 1e-2, `${c.name} ${label}: next-token probabilities differ by ${d}`);
     console.log(
-      `  ${same}/${STEPS} tokens equal: ${equal}; base differs: ${differs}; max |p(lora) - p(llama.cpp)| ${d.toExponential(1)} (vs base only ${dBase.toExponential(1)})`,
+      `  ${same}/${c.steps} tokens equal: ${equal}; base differs: ${differs}; max |p(lora) - p(llama.cpp)| ${d.toExponential(1)} (vs base only ${dBase.toExponential(1)})`,
     );
   }
 }
@@ -218,7 +226,7 @@ async function main() {
       return out;
     };
     const exported = (adapter: string, ...flags: string[]) => {
-      const out = `${adapter}.gguf`;
+      const out = join(tmp, `${basename(adapter)}-${cases.length}.gguf`);
       process.stdout.write(lora("export", "--adapter", adapter, "--format", "gguf", "--out", out, ...flags));
       return out;
     };
@@ -234,6 +242,7 @@ async function main() {
         ggufAdapter: exported(adapter),
         prompts,
         contextSize: 256,
+        steps: STEPS,
       });
     stories("q,v (r 8, alpha 16)", train("qv", hf, "--rank", "8", "--alpha", "16"));
     stories("rsLoRA (r 8, alpha 4)", train("rslora", hf, "--rank", "8", "--alpha", "4", "--rslora"));
@@ -267,6 +276,7 @@ async function main() {
       ggufAdapter: exported(join(gpt2, "plain"), "--model", join(root, "test/fixtures/models/gpt2")),
       prompts: gpt2Prompts,
       contextSize: 32,
+      steps: 24,
     });
     for (const c of cases) await run(llama, c);
     // the base model from the GGUF file, no adapter: lora generate --model stories260K.gguf

@@ -80,12 +80,18 @@ function llamaCppDelta(a: { ne: number[]; dtype: number; data: Uint8Array }, b: 
 }
 
 describe("GGUF LoRA adapter export", () => {
-  for (const outtype of ["f32", "f16", "bf16"] as const) {
-    it(`writes what llama.cpp's convert_lora_to_gguf.py writes (${outtype}: names, ne, types, bytes, alpha)`, async () => {
-      const { file } = exportFixture("llama_gqa_tied", "plain", outtype);
+  for (const [model, arch, outtype] of [
+    ["llama_gqa_tied", "llama", "f32"],
+    ["llama_gqa_tied", "llama", "f16"],
+    ["llama_gqa_tied", "llama", "bf16"],
+    ["qwen2", "qwen2", "f32"],
+    ["qwen3", "qwen3", "f32"],
+  ] as const) {
+    it(`${model}: writes what llama.cpp's convert_lora_to_gguf.py writes (${outtype}: names, ne, types, bytes, alpha)`, async () => {
+      const { file } = exportFixture(model, "plain", outtype);
       const ours = await readWithHf(file);
       const theirs = await readWithHf(
-        join(adapterDir("llama_gqa_tied", "plain"), `converter-${outtype}.gguf`),
+        join(adapterDir(model, "plain"), `converter-${outtype}.gguf`),
       );
       assert.deepEqual([...ours.tensors.keys()].sort(), [...theirs.tensors.keys()].sort());
       assert.equal(ours.tensors.size, 2 * 7 * 2, "7 modules in 2 blocks, lora_a and lora_b each");
@@ -103,7 +109,7 @@ describe("GGUF LoRA adapter export", () => {
         "adapter.lora.alpha",
       ] as const)
         assert.deepEqual(m[key], theirs.metadata[key], key);
-      assert.equal(m["general.architecture"]?.value, "llama");
+      assert.equal(m["general.architecture"]?.value, arch);
       assert.equal(m["general.type"]?.value, "adapter");
       assert.equal(m["adapter.type"]?.value, "lora");
       assert.equal(m["adapter.lora.alpha"]?.value, 8);
@@ -121,12 +127,13 @@ describe("GGUF LoRA adapter export", () => {
     assert.deepEqual(tensors.get("blk.1.ffn_down.weight.lora_b")?.ne, [4, 32]);
   });
 
-  // plain: the q/k permutation; patterns: rank_pattern (k, down) and alpha_pattern (v, layer 1's q),
+  // plain: the q/k permutation (none for qwen2); patterns: rank_pattern (k, down) and alpha_pattern (v, layer 1's q),
   // folded into B; rslora: alpha·√r; gpt2: Conv1D c_attn/c_proj/c_fc
   for (const [model, variant] of [
     ["llama_gqa_tied", "plain"],
     ["llama_gqa_tied", "patterns"],
     ["llama_gqa_tied", "rslora"],
+    ["qwen2", "plain"],
     ["gpt2", "plain"],
   ] as const) {
     it(`${model} ${variant}: llama.cpp's (alpha / r)·B·A equals PEFT's update in GGUF's row order`, async () => {
