@@ -90,9 +90,7 @@ describe("GGUF LoRA adapter export", () => {
     it(`${model}: writes what llama.cpp's convert_lora_to_gguf.py writes (${outtype}: names, ne, types, bytes, alpha)`, async () => {
       const { file } = exportFixture(model, "plain", outtype);
       const ours = await readWithHf(file);
-      const theirs = await readWithHf(
-        join(adapterDir(model, "plain"), `converter-${outtype}.gguf`),
-      );
+      const theirs = await readWithHf(join(adapterDir(model, "plain"), `converter-${outtype}.gguf`));
       assert.deepEqual([...ours.tensors.keys()].sort(), [...theirs.tensors.keys()].sort());
       assert.equal(ours.tensors.size, 2 * 7 * 2, "7 modules in 2 blocks, lora_a and lora_b each");
       for (const [name, t] of theirs.tensors) {
