@@ -2,6 +2,7 @@
 export * from "./autograd/index.js";
 export * from "./io/checkpoint.js";
 export * from "./io/dataset.js";
+export * from "./io/gguf-adapter.js";
 export * from "./io/model-loader.js";
 export * from "./io/model-saver.js";
 export * from "./io/peft.js";

@@ -4,6 +4,7 @@ export * from "./index.js";
 export * from "./io/node/adapter-folder.js";
 export * from "./io/node/checkpoint-folder.js";
 export * from "./io/node/dataset-file.js";
+export * from "./io/node/gguf-adapter-file.js";
 export * from "./io/node/json-file.js";
 export * from "./io/node/model-folder.js";
 export * from "./io/node/safetensors-file.js";

@@ -1,14 +1,16 @@
 /**
  * `lora export`: writes an adapter (any format `--adapter` reads) in another tool's format. The adapter
  * is fitted to its base model's module tree (config.json only; no weights are read), then each format's
- * writer in io/ takes the LoRA layers: mlx (an mlx-lm adapter folder).
+ * writer in io/ takes the LoRA layers: gguf (a llama.cpp LoRA file) or mlx (an mlx-lm adapter folder).
  */
 import fs from "node:fs";
 import { join, resolve } from "node:path";
+import { GGUF_ADAPTER_OUTTYPES, type GGUFAdapterOuttype, ggufAdapterFromModel } from "../io/gguf-adapter.js";
 import { readAdapter } from "../io/node/adapter-folder.js";
-import { readJson } from "../io/node/json-file.js";
+import { baseModelConfig } from "../io/node/gguf-adapter-file.js";
 import { saveMlxAdapter } from "../io/node/mlx-folder.js";
 import { checkOutSeparate } from "../io/node/run-folder.js";
+import { writeFileAtomic } from "../io/node/safetensors-file.js";
 import { attachAdapter } from "../io/peft.js";
 import { loraLayers } from "../lora/inject.js";
 import type { CausalLM } from "../models/index.js";
@@ -16,37 +18,72 @@ import { modelFamily } from "../models/index.js";
 import { skeletonModel } from "../models/summary.js";
 import { type Command, required, str, UsageError, type Values } from "./command.js";
 
+interface ExportOptions {
+  baseModel: string;
+  dropout: number;
+  modelConfig: Record<string, unknown>;
+  outtype: GGUFAdapterOuttype;
+}
+
 interface ExportFormat {
   /** What --out is, for help and errors. */
   out: string;
-  /** The file that marks --out as already written (refused without --overwrite). */
-  marker: string;
+  /** Refuses an --out this format cannot write (a folder for a file, a file that exists...). */
+  checkOut(out: string, overwrite: boolean): void;
   /** Writes the model's LoRA layers to `out`; returns notes on what the conversion had to do. */
-  write(model: CausalLM, out: string, opts: { baseModel: string; dropout: number }): string[];
+  write(model: CausalLM, out: string, opts: ExportOptions): string[];
 }
 
 const FORMATS: Record<string, ExportFormat> = {
+  gguf: {
+    out: "a GGUF LoRA file for llama.cpp (llama-cli --lora, node-llama-cpp, Ollama)",
+    checkOut(out, overwrite) {
+      const existing = fs.statSync(out, { throwIfNoEntry: false });
+      if (existing?.isDirectory())
+        throw new UsageError(`--out ${out} is a folder; give a file name ending in .gguf`);
+      if (!out.endsWith(".gguf"))
+        throw new UsageError(`--out ${out}: a GGUF adapter is one file; give it a name ending in .gguf`);
+      if (existing && !overwrite)
+        throw new UsageError(`--out ${out} already exists; pass --overwrite to replace it`);
+    },
+    write(model, out, opts) {
+      const r = ggufAdapterFromModel(model, opts.modelConfig, { outtype: opts.outtype, source: out });
+      writeFileAtomic(out, r.bytes);
+      const permuted = r.modules.filter((m) => m.permutedHeads !== null).length;
+      const folded = r.modules.filter((m) => m.folded !== 1).length;
+      return [
+        `GGUF architecture ${r.arch}, adapter.lora.alpha ${r.alpha}, ${opts.outtype}, ${r.bytes.byteLength} bytes`,
+        ...(permuted > 0
+          ? [
+              `${permuted} q/k module(s): lora_b rows permuted to llama.cpp's RoPE layout, as its converter does`,
+            ]
+          : []),
+        ...(folded > 0
+          ? [
+              `${folded} module(s) with their own rank or alpha: their scale is folded into lora_b, since llama.cpp takes one alpha per file`,
+            ]
+          : []),
+      ];
+    },
+  },
   mlx: {
     out: "an mlx-lm adapter folder (adapters.safetensors + adapter_config.json)",
-    marker: "adapters.safetensors",
+    checkOut(out, overwrite) {
+      if (fs.existsSync(join(out, "adapters.safetensors")) && !overwrite)
+        throw new UsageError(
+          `--out ${out} already holds adapters.safetensors; pass --overwrite to replace it`,
+        );
+    },
     write: (model, out, opts) => saveMlxAdapter(model, out, opts),
   },
 };
 
-/** The base model folder: --model, else the adapter's base_model_name_or_path when that is a local folder. */
-function baseFolder(v: Values, named: string | null): string {
-  const given = str(v, "model");
-  if (given) return given;
-  if (named && fs.existsSync(join(named, "config.json"))) return named;
-  throw new UsageError(
-    `pass --model DIR, the base model folder (only its config.json is read)${named ? `; the adapter names "${named}", which is not a local folder` : ""}`,
-  );
-}
-
 export const exportCommand: Command = {
   name: "export",
-  summary: "Write an adapter in another tool's format: an mlx-lm adapter folder (--format mlx).",
-  usage: "lora export --adapter PATH --format mlx --out DIR [--model DIR] [--overwrite]",
+  summary:
+    "Write an adapter in another tool's format: a GGUF LoRA file for llama.cpp (--format gguf) or an mlx-lm adapter folder (--format mlx).",
+  usage:
+    "lora export --adapter PATH --format gguf|mlx --out PATH [--outtype f32|f16|bf16] [--model DIR|FILE.gguf] [--overwrite]",
   flags: {
     adapter: {
       type: "string",
@@ -58,42 +95,76 @@ export const exportCommand: Command = {
       valueName: "FORMAT",
       description: `what to write: ${Object.keys(FORMATS).join(", ")}`,
     },
-    out: { type: "string", valueName: "PATH", description: "where to write it (a new folder for mlx)" },
+    out: {
+      type: "string",
+      valueName: "PATH",
+      description: "where to write it (FILE.gguf, or a new folder for mlx)",
+    },
+    outtype: {
+      type: "string",
+      valueName: "TYPE",
+      description: `gguf: tensor type of the LoRA weights, ${GGUF_ADAPTER_OUTTYPES.join(", ")} (default f32, as llama.cpp's converter)`,
+    },
     model: {
       type: "string",
-      valueName: "DIR",
+      valueName: "PATH",
       description:
-        "the base model folder (default: the adapter's base_model_name_or_path); only config.json is read",
+        "the base model folder or GGUF file (default: the adapter's base_model_name_or_path, when it is here); only its config is read",
     },
     overwrite: { type: "boolean", description: "replace an export already in --out" },
   },
-  examples: ["lora export --adapter ./run --format mlx --out ./run-mlx"],
+  examples: [
+    "lora export --adapter ./run --format gguf --out ./run.gguf",
+    "llama-cli -m model.gguf --lora ./run.gguf   (or node-llama-cpp: lora: {adapters: [{filePath}]})",
+    "lora export --adapter ./run --format mlx --out ./run-mlx",
+  ],
   run(v: Values) {
     const adapter = required(v, "adapter", "export");
     const name = required(v, "format", "export");
     const out = required(v, "out", "export");
+    const model = str(v, "model");
     const format = FORMATS[name];
     if (!format)
       throw new UsageError(`--format must be one of ${Object.keys(FORMATS).join(", ")}, got "${name}"`);
-    // never write where it reads: an mlx-lm folder's own files would be replaced mid-read
-    checkOutSeparate(out, { adapter }, "lora export");
-    if (fs.existsSync(join(out, format.marker)) && !v.overwrite)
-      throw new UsageError(`--out ${out} already holds ${format.marker}; pass --overwrite to replace it`);
+    const outtype = str(v, "outtype") ?? "f32";
+    if (!(GGUF_ADAPTER_OUTTYPES as readonly string[]).includes(outtype))
+      throw new UsageError(`--outtype must be one of ${GGUF_ADAPTER_OUTTYPES.join(", ")}, got "${outtype}"`);
+    // never write where it reads: an adapter folder's own files would be replaced mid-read
+    checkOutSeparate(out, { adapter, model: model ?? null }, "lora export");
+    if (model && resolve(out) === resolve(model))
+      throw new UsageError(`--out ${out} is the --model file; export must not overwrite the base model`);
+    format.checkOut(out, v.overwrite === true);
     // without --model the adapter names its base; it is then read again knowing the model (PEFT's
-    // default targets for its family, the block count an mlx-lm adapter is checked against)
-    const dir = baseFolder(v, str(v, "model") ? null : readAdapter(adapter).baseModel);
-    const configPath = join(dir, "config.json");
-    const config = readJson(configPath)!;
-    const family = modelFamily(config, configPath);
-    const model = skeletonModel(config, configPath);
-    const read = readAdapter(adapter, { defaultTargets: family.defaultTargets, numBlocks: model.numLayers });
+    // default targets for its family, the block count of an mlx-lm adapter, a GGUF adapter's heads)
+    const named = model ?? readAdapter(adapter).baseModel;
+    if (!named)
+      throw new UsageError(
+        "pass --model, the base model folder or GGUF file (only its config is read): the adapter does not name a base model here",
+      );
+    let base: ReturnType<typeof baseModelConfig>;
+    try {
+      base = baseModelConfig(adapter, named);
+    } catch (e) {
+      throw new UsageError(
+        `${(e as Error).message}${model ? "" : ` (the adapter names "${named}"); pass --model, the base model folder or GGUF file`}`,
+      );
+    }
+    const family = modelFamily(base.config, base.path);
+    const skeleton = skeletonModel(base.config, base.path);
+    const read = readAdapter(adapter, {
+      defaultTargets: family.defaultTargets,
+      numBlocks: skeleton.numLayers,
+      modelConfig: base.config,
+    });
     console.error(`adapter: ${read.description}`);
-    attachAdapter(model, read.config, read.tensors, read.weights);
-    const notes = format.write(model, out, {
-      baseModel: read.baseModel ?? resolve(dir),
+    attachAdapter(skeleton, read.config, read.tensors, read.weights);
+    const notes = format.write(skeleton, out, {
+      baseModel: read.baseModel ?? resolve(named),
       dropout: read.config.lora_dropout,
+      modelConfig: base.config,
+      outtype: outtype as GGUFAdapterOuttype,
     });
     for (const n of notes) console.error(`note: ${n}`);
-    console.log(`wrote ${out}: ${format.out}, ${loraLayers(model).length} LoRA layer(s) of ${adapter}`);
+    console.log(`wrote ${out}: ${format.out}, ${loraLayers(skeleton).length} LoRA layer(s) of ${adapter}`);
   },
 };

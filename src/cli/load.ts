@@ -39,8 +39,9 @@ export function adapterOnto(
   model: Parameters<typeof loadAdapter>[0],
   path: string,
   defaultTargets: string[],
+  modelConfig?: Record<string, unknown>,
 ): ReturnType<typeof loadAdapter> {
-  const loaded = loadAdapter(model, path, defaultTargets);
+  const loaded = loadAdapter(model, path, defaultTargets, modelConfig);
   console.error(`adapter: ${loaded.description}`);
   return loaded;
 }
@@ -64,7 +65,7 @@ export function loadModel(
     if (opts.needTokenizer) throw e;
   }
   const adapterPaths = adapter
-    ? adapterOnto(folder.model, adapter, modelFamily(folder.config).defaultTargets).paths
+    ? adapterOnto(folder.model, adapter, modelFamily(folder.config).defaultTargets, folder.config).paths
     : [];
   folder.model.eval();
   return { ...folder, tokenizer, adapterPaths };

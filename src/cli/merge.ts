@@ -39,7 +39,7 @@ export const mergeCommand: Command = {
     if (fs.existsSync(resolve(out, "model.safetensors")) && !v.overwrite)
       throw new UsageError(`--out ${out} already holds a model; pass --overwrite to replace it`);
     const folder = loadModelFolder(dir, { keepTowers: true }); // a multimodal folder's vision tower too
-    adapterOnto(folder.model, adapter, modelFamily(folder.config).defaultTargets);
+    adapterOnto(folder.model, adapter, modelFamily(folder.config).defaultTargets, folder.config);
     const n = loraLayers(folder.model).length;
     const untied = mergeLoRA(folder.model); // refuses non-finite results
     fuseLoRA(folder.model);

@@ -215,9 +215,13 @@ function startingAdapter(
   path: string,
   given: boolean,
   defaultTargets: string[],
-  model: CausalLM,
+  loaded: { model: CausalLM; config: Record<string, unknown> },
 ): AdapterInput {
-  const read = readAdapter(path, { defaultTargets, numBlocks: model.numLayers });
+  const read = readAdapter(path, {
+    defaultTargets,
+    numBlocks: loaded.model.numLayers,
+    modelConfig: loaded.config,
+  });
   if (given) console.error(`adapter: ${read.description}`);
   return { config: read.config, tensors: read.tensors, source: read.weights };
 }
@@ -270,7 +274,7 @@ async function runTrain(v: Values): Promise<void> {
     valid: valRows,
     padId: loaded.tokenizer?.padId ?? 0,
     baseModelName: s.model as string,
-    adapter: adapterDir ? startingAdapter(adapterDir, !resume, family.defaultTargets, loaded.model) : null,
+    adapter: adapterDir ? startingAdapter(adapterDir, !resume, family.defaultTargets, loaded) : null,
     resume: resume?.state,
     tuned: resume?.tuned,
     record: {

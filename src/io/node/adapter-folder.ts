@@ -10,6 +10,7 @@ import type { Module } from "../../nn/module.js";
 import { MLX_CHECKPOINT, MLX_CONFIG, MLX_WEIGHTS } from "../mlx.js";
 import { adapterFiles, attachAdapter, parseAdapterConfig } from "../peft.js";
 import type { SafetensorsTensor } from "../safetensors.js";
+import { readGGUFAdapterFile } from "./gguf-adapter-file.js";
 import { isGGUFFile } from "./gguf-file.js";
 import { readJson } from "./json-file.js";
 import { mlxCheckpoints, readMlxAdapter } from "./mlx-folder.js";
@@ -33,6 +34,8 @@ export interface ReadAdapterOptions {
   defaultTargets?: string[];
   /** The model's block count (checks an mlx-lm adapter's tensors against its num_layers). */
   numBlocks?: number;
+  /** The base model's config.json: a GGUF adapter needs its architecture and head counts (q/k rows). */
+  modelConfig?: Record<string, unknown>;
 }
 
 interface AdapterFormat {
@@ -97,11 +100,20 @@ const gguf: AdapterFormat = {
   format: "gguf",
   expects: "a GGUF LoRA file (.gguf with general.type = adapter)",
   detect: (path, isDir) => !isDir && isGGUFFile(path),
-  // The slot for the GGUF adapter reader (readGGUFAdapter, issue #14): until it is merged, say so.
-  read(path) {
-    throw new Error(
-      `${path}: a GGUF file; reading GGUF LoRA adapters is not built yet: use the PEFT or mlx-lm adapter it was exported from`,
-    );
+  read(path, opts) {
+    if (!opts.modelConfig)
+      throw new Error(
+        `${path}: a GGUF LoRA file is read against its base model; pass --model (its folder or GGUF file)`,
+      );
+    const r = readGGUFAdapterFile(path, opts.modelConfig);
+    return {
+      format: "gguf",
+      description: `GGUF LoRA file ${path} (architecture ${r.arch}, adapter.lora.alpha ${r.alpha})`,
+      config: r.config,
+      tensors: r.tensors,
+      weights: path,
+      baseModel: null,
+    };
   },
 };
 
@@ -147,8 +159,9 @@ export function loadAdapter(
   model: Module & { headName?: string; numLayers?: number; adapterScope?: string },
   path: string,
   defaultTargets: string[],
+  modelConfig?: Record<string, unknown>,
 ): { config: LoraConfig; paths: string[]; format: AdapterRead["format"]; description: string } {
-  const read = readAdapter(path, { defaultTargets, numBlocks: model.numLayers });
+  const read = readAdapter(path, { defaultTargets, numBlocks: model.numLayers, modelConfig });
   const paths = attachAdapter(model, read.config, read.tensors, read.weights);
   return { config: read.config, paths, format: read.format, description: read.description };
 }
