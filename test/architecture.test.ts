@@ -5,7 +5,19 @@ import { join, relative, resolve } from "node:path";
 import { it } from "node:test";
 import { repoRoot } from "./helpers.js";
 
-const LAYERS = ["tensor", "kernels", "autograd", "nn", "models", "lora", "io", "train", "plot", "cli"];
+const LAYERS = [
+  "tensor",
+  "kernels",
+  "autograd",
+  "nn",
+  "models",
+  "lora",
+  "io",
+  "train",
+  "plot",
+  "serve",
+  "cli",
+];
 const src = join(repoRoot, "src");
 
 function files(dir: string): string[] {
@@ -18,7 +30,7 @@ function files(dir: string): string[] {
 const NODE_PACKAGES = ["@resvg/resvg-js"];
 const layerOf = (file: string) => LAYERS.indexOf(relative(src, file).split("/")[0]!);
 const nodeOnly = (file: string) =>
-  /^(io\/node|plot\/node|cli|kernels\/(\w+\/)?node)\//.test(relative(src, file)) ||
+  /^(io\/node|plot\/node|serve\/node|cli|kernels\/(\w+\/)?node)\//.test(relative(src, file)) ||
   relative(src, file) === "node.ts";
 
 it("imports only point to the same or a lower layer; node: stays in io/node and cli", () => {

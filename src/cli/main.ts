@@ -10,6 +10,7 @@ import { generateCommand } from "./generate.js";
 import { mergeCommand } from "./merge.js";
 import { paramsCommand } from "./params.js";
 import { plotCommand } from "./plot.js";
+import { serveCommand } from "./serve.js";
 import { trainCommand } from "./train.js";
 
 const COMMANDS: Command[] = [
@@ -19,6 +20,7 @@ const COMMANDS: Command[] = [
   mergeCommand,
   paramsCommand,
   plotCommand,
+  serveCommand,
 ];
 
 function version(): string {
