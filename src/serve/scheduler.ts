@@ -47,6 +47,9 @@ export interface SchedulerOptions {
   onStep?: (rows: number) => void;
 }
 
+/** nginx's 499, "client closed request": counted in the metrics, never sent (nobody is listening). */
+const disconnected = () => new ApiError(499, "the client disconnected", "invalid_request_error");
+
 const defaultYield = (): Promise<void> => {
   const g = globalThis as { setImmediate?: (f: () => void) => void };
   return new Promise((r) => (g.setImmediate ? g.setImmediate(r) : setTimeout(r, 0)));
@@ -100,8 +103,7 @@ export class Scheduler<S> {
   }
 
   private admit(): void {
-    for (const w of this.queue)
-      if (w.signal?.aborted) for (const s of w.specs) s.onEnd(new Error("client disconnected"));
+    for (const w of this.queue) if (w.signal?.aborted) for (const s of w.specs) s.onEnd(disconnected());
     for (let i = this.queue.length - 1; i >= 0; i--)
       if (this.queue[i]!.signal?.aborted) this.queue.splice(i, 1);
     // a request's n choices are admitted together, once there is room for all of them (or nothing runs)
@@ -123,7 +125,7 @@ export class Scheduler<S> {
     for (;;) {
       this.running = this.running.filter(({ seq, signal }) => {
         if (!signal?.aborted) return true;
-        seq.spec.onEnd(new Error("client disconnected"));
+        seq.spec.onEnd(disconnected());
         return false;
       });
       this.admit();
