@@ -155,6 +155,11 @@ export function parseGeneration(
     (v) => isInt(v) && v >= 1 && v <= limits.maxN,
     `an integer from 1 to ${limits.maxN}`,
   );
+  if (prompts.length * n > limits.maxN)
+    throw badField(
+      "n",
+      `${prompts.length} prompts × n ${n} = ${prompts.length * n} choices, above this server's limit of ${limits.maxN} per request; send fewer prompts per request`,
+    );
   if (b.stream !== undefined && b.stream !== null && typeof b.stream !== "boolean")
     throw badField("stream", "'stream' must be true or false");
   const opts = b.stream_options as Json | undefined | null;

@@ -307,6 +307,9 @@ describe("lora serve", () => {
       assert.equal(r.status, 400, JSON.stringify(bad));
       assert.equal(r.error.param, Object.keys(bad)[0]);
     }
+    const many = await refused(api.completions.create({ model: "model", prompt: ["a", "b", "c"], n: 6 }));
+    assert.equal(many.status, 400);
+    assert.equal(many.error.param, "n");
     const chat = await refused(api.chat.completions.create({ model: "model", messages: [] }));
     assert.equal(chat.status, 400);
     assert.equal((await post(s, "/v1/completions", "{not json")).status, 400);
