@@ -114,8 +114,12 @@ export const serveCommand: Command = {
         console.log(
           `lora serve: ${signal}: draining ${serving.scheduler.active + serving.scheduler.waiting} request(s)`,
         );
-        server.close();
-        void serving.scheduler.drain().then(() => {
+        // close() stops accepting; its callback runs once every connection has ended
+        const closed = new Promise<void>((r) => server.close(() => r()));
+        void serving.scheduler.drain().then(async () => {
+          // the last responses are still being written: let them end, then cut what stays open
+          server.closeIdleConnections();
+          await Promise.race([closed, new Promise((r) => setTimeout(r, 2000).unref())]);
           server.closeAllConnections();
           res();
         });

@@ -75,8 +75,10 @@ async function send(res: ServerResponse, out: ApiResponse, abort: AbortControlle
 
 /** An http.Server answering with `api` (not yet listening). */
 export function createApiServer(api: Api, opts: HttpOptions): Server {
-  return createServer((req, res) => {
+  const server = createServer((req, res) => {
     const abort = new AbortController();
+    // shutting down (close() was called): no keep-alive, so the connection ends with this response
+    if (!server.listening) res.setHeader("connection", "close");
     // the client went away before the response was complete: its sequences leave the batch
     res.on("close", () => {
       if (!res.writableFinished) abort.abort();
@@ -103,4 +105,5 @@ export function createApiServer(api: Api, opts: HttpOptions): Server {
       else res.destroy();
     });
   });
+  return server;
 }
