@@ -41,7 +41,11 @@ export const serveCommand: Command = {
       valueName: "KEY",
       description: "require 'Authorization: Bearer KEY' on /v1/*",
     },
-    "max-batch": { type: "string", valueName: "N", description: "sequences decoded at once (default 16)" },
+    "max-batch": {
+      type: "string",
+      valueName: "N",
+      description: "sequences decoded together, one token each per step, in turn (default 16)",
+    },
     "max-tokens": {
       type: "string",
       valueName: "N",
