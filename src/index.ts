@@ -15,6 +15,7 @@ export * from "./models/index.js";
 export * from "./nn/index.js";
 export * from "./plot/metrics.js";
 export * from "./plot/text-chart.js";
+export * from "./serve/index.js";
 export * from "./tensor/dtype.js";
 export { Rng } from "./tensor/random.js";
 export * from "./tensor/shape.js";

@@ -12,3 +12,5 @@ export * from "./io/node/tokenizer-file.js";
 // the native backend (when its addon is built) and the threaded wasm one; one thread count for both
 export { getThreads, nativeIsa, nativeIsaInfo, nativeStatus, setThreads } from "./kernels/node/index.js";
 export { createThreadedWasm, threadedWasmBackend } from "./kernels/wasm/node/pool.js";
+export * from "./serve/node/adapter-dir.js";
+export * from "./serve/node/http-server.js";

@@ -16,6 +16,7 @@ const LAYERS = [
   "train",
   "plot",
   "experiment",
+  "serve",
   "cli",
 ];
 const src = join(repoRoot, "src");
@@ -30,7 +31,7 @@ function files(dir: string): string[] {
 const NODE_PACKAGES = ["@resvg/resvg-js"];
 const layerOf = (file: string) => LAYERS.indexOf(relative(src, file).split("/")[0]!);
 const nodeOnly = (file: string) =>
-  /^(io\/node|plot\/node|cli|kernels\/(\w+\/)?node)\//.test(relative(src, file)) ||
+  /^(io\/node|plot\/node|serve\/node|cli|kernels\/(\w+\/)?node)\//.test(relative(src, file)) ||
   relative(src, file) === "node.ts";
 
 it("imports only point to the same or a lower layer; node: stays in io/node and cli", () => {

@@ -13,6 +13,7 @@ import { inspectCommand } from "./inspect.js";
 import { mergeCommand } from "./merge.js";
 import { paramsCommand } from "./params.js";
 import { plotCommand } from "./plot.js";
+import { serveCommand } from "./serve.js";
 import { trainCommand } from "./train.js";
 
 const COMMANDS: Command[] = [
@@ -25,6 +26,7 @@ const COMMANDS: Command[] = [
   paramsCommand,
   plotCommand,
   experimentCommand,
+  serveCommand,
 ];
 
 function version(): string {

@@ -4,12 +4,13 @@
  *   base_model.model.<module path>.lora_B.weight  [out, r]
  * Loading checks every key and shape against the model and reports all problems at once.
  */
+
+import type { AdapterSet, LayerAdapter } from "../lora/adapter-set.js";
 import { type LoraConfig, loraScaling } from "../lora/config.js";
-import { findTargets, loraLayers, patternValue } from "../lora/inject.js";
+import { findTargets, linearLayers, loraLayers, patternValue } from "../lora/inject.js";
 import { LoRALinear } from "../lora/layer.js";
 import type { ReportModule } from "../lora/report.js";
 import { ConfigFields, showValue } from "../models/model.js";
-import { Linear } from "../nn/layers.js";
 import { type Module, setSubmodule } from "../nn/module.js";
 import { shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
@@ -194,19 +195,20 @@ export interface AdapterInput {
 }
 
 /**
- * Wraps the model's layers with the adapter's A and B (trainable, so training can continue).
- * The base model is frozen. Throws once, listing every key and shape that does not fit.
+ * Checks a PEFT adapter's keys, shapes and values against the model and returns its weights per layer
+ * (A and B trainable, in f32). Throws once, listing every key and shape that does not fit.
  */
-export function attachAdapter(
+export function adapterLayers(
   model: Module & { headName?: string; adapterScope?: string },
   config: LoraConfig,
   tensors: ReadonlyMap<string, SafetensorsTensor>,
   source: string,
-): string[] {
+): LayerAdapter[] {
   const errors: string[] = []; // what does not fit the model
   const outside: string[] = []; // modules of a multimodal model's other towers, which are not built
   const damaged: string[] = []; // values that are not weights
-  const modules = new Map(model.namedModules());
+  const modules = new Map<string, Module>(model.namedModules());
+  const linears = new Map(linearLayers(model));
   const pairs = new Map<string, { A?: SafetensorsTensor; B?: SafetensorsTensor }>();
   for (const [key, entry] of tensors) {
     const m = KEY.exec(key);
@@ -218,15 +220,17 @@ export function attachAdapter(
     pair[m[2] as "A" | "B"] = entry;
     pairs.set(m[1]!, pair);
   }
-  const plan: [string, Linear, Tensor, Tensor, number, number][] = [];
+  const plan: LayerAdapter[] = [];
   for (const [path, { A, B }] of pairs) {
-    const base = modules.get(path);
+    const base = linears.get(path);
     if (!base && model.adapterScope && !path.startsWith(`${model.adapterScope}.`)) {
       outside.push(path);
       continue;
     }
-    if (!(base instanceof Linear)) {
-      errors.push(`"${path}" is not a linear layer of this model${base ? "" : " (no such module)"}`);
+    if (!base) {
+      errors.push(
+        `"${path}" is not a linear layer of this model${modules.has(path) ? "" : " (no such module)"}`,
+      );
       continue;
     }
     if (!A || !B) {
@@ -256,7 +260,7 @@ export function attachAdapter(
     if (fits(A, wantA) && fits(B, wantB)) {
       const a = new Tensor(tensorToFloat32(A), wantA, true);
       const b = new Tensor(tensorToFloat32(B), wantB, true);
-      plan.push([path, base, a, b, r, alpha]);
+      plan.push({ path, A: a, B: b, r, alpha, rslora: config.use_rslora });
     }
   }
   if (pairs.size === 0 && errors.length === 0) errors.push("the adapter holds no LoRA weights");
@@ -295,11 +299,37 @@ export function attachAdapter(
       `${source}: ${what} (${all.length} problem${all.length > 1 ? "s" : ""}):\n${all.map((e) => `  - ${e}`).join("\n")}\n${advice}`,
     );
   }
+  return plan;
+}
+
+/**
+ * Wraps the model's layers with the adapter's A and B (trainable, so training can continue).
+ * The base model is frozen. Throws once, listing every key and shape that does not fit.
+ */
+export function attachAdapter(
+  model: Module & { headName?: string; adapterScope?: string },
+  config: LoraConfig,
+  tensors: ReadonlyMap<string, SafetensorsTensor>,
+  source: string,
+): string[] {
+  const plan = adapterLayers(model, config, tensors, source);
+  const modules = new Map(linearLayers(model));
   model.freeze();
-  for (const [path, base, a, b, r, alpha] of plan) {
-    setSubmodule(model, path, LoRALinear.withWeights(base, a, b, { r, alpha, rslora: config.use_rslora }));
+  for (const { path, A, B, r, alpha, rslora } of plan) {
+    setSubmodule(model, path, LoRALinear.withWeights(modules.get(path)!, A, B, { r, alpha, rslora }));
   }
-  return plan.map(([p]) => p);
+  return plan.map((p) => p.path);
+}
+
+/** Adds a PEFT adapter to an AdapterSet under `name` (checked as attachAdapter checks it); returns its paths. */
+export function addAdapter(set: AdapterSet, name: string, adapter: AdapterInput): string[] {
+  const plan = adapterLayers(set.model, adapter.config, adapter.tensors, adapter.source);
+  for (const w of plan) {
+    w.A.requiresGrad = false;
+    w.B.requiresGrad = false;
+  }
+  set.add(name, plan);
+  return plan.map((p) => p.path);
 }
 
 /**

@@ -8,6 +8,7 @@ import { Rng } from "../tensor/random.js";
 import { Tensor } from "../tensor/tensor.js";
 import { LORA_DEFAULTS, type LoraConfig } from "./config.js";
 import { LoRALinear } from "./layer.js";
+import { MultiLoRALinear } from "./multi-layer.js";
 
 /** A model LoRA can be applied to: any module tree, optionally naming its output head. */
 export interface Adaptable extends Module {
@@ -53,7 +54,7 @@ export function patternValue(
 
 /** The Linear layers a config targets, by path; throws listing what exists when a target matches nothing. */
 export function findTargets(model: Adaptable, config: LoraConfig): [string, Linear][] {
-  const linears = model.namedModules().filter((e): e is [string, Linear] => e[1] instanceof Linear);
+  const linears = linearLayers(model);
   const head = model.headName;
   const spec = config.target_modules;
   const layers = config.layers_to_transform;
@@ -118,6 +119,22 @@ export function applyLoRA(
     setSubmodule(model, path, layer);
   }
   return targets.map(([p]) => p);
+}
+
+/**
+ * The model's Linear layers by path. A layer wrapped for named adapters (MultiLoRALinear) counts as
+ * its base layer at the wrapper's path, so adapters are matched against the same paths as on the base.
+ */
+export function linearLayers(model: Module): [string, Linear][] {
+  const out: [string, Linear][] = [];
+  const wrapped = new Set<string>();
+  for (const [path, m] of model.namedModules()) {
+    if (m instanceof MultiLoRALinear) {
+      out.push([path, m.base_layer]);
+      wrapped.add(`${path}.base_layer`);
+    } else if (m instanceof Linear && !wrapped.has(path)) out.push([path, m]);
+  }
+  return out;
 }
 
 /** Every LoRA layer in the model, with its path. */

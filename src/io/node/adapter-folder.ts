@@ -8,7 +8,7 @@ import { join } from "node:path";
 import type { LoraConfig } from "../../lora/config.js";
 import type { Module } from "../../nn/module.js";
 import { MLX_CHECKPOINT, MLX_CONFIG, MLX_WEIGHTS } from "../mlx.js";
-import { adapterFiles, attachAdapter, parseAdapterConfig } from "../peft.js";
+import { type AdapterInput, adapterFiles, attachAdapter, parseAdapterConfig } from "../peft.js";
 import type { SafetensorsTensor } from "../safetensors.js";
 import { readGGUFAdapterFile } from "./gguf-adapter-file.js";
 import { isGGUFFile } from "./gguf-file.js";
@@ -144,6 +144,12 @@ export function detectAdapter(path: string): AdapterFormat {
 /** Reads the adapter at `path`, whatever its format, as PEFT's config and tensors. */
 export function readAdapter(path: string, opts: ReadAdapterOptions = {}): AdapterRead {
   return detectAdapter(path).read(path, opts);
+}
+
+/** readAdapter's result as the library's jobs and adapter sets take it. */
+export function readAdapterInput(path: string, opts: ReadAdapterOptions = {}): AdapterInput {
+  const read = readAdapter(path, opts);
+  return { config: read.config, tensors: read.tensors, source: read.weights };
 }
 
 export function readAdapterConfig(dir: string, defaultTargets: string[]): LoraConfig {

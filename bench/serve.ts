@@ -1,0 +1,171 @@
+/**
+ * `npm run bench:serve`: a bounded load test of `lora serve` on loopback. The server runs as the real
+ * CLI in a child process, over stories260K (../shared/data; else the tiny test model) with three
+ * random adapters (rank 8 on every linear layer of the blocks, written to a temporary folder). Each
+ * scenario sends a fixed number of greedy completions (a fixed number of tokens each, so runs are
+ * comparable) and stops by itself: one at a time, then 1, 4 and 16 concurrent clients with mixed
+ * adapters, then 16 clients all on the base. Prints a Markdown table: aggregate generated tokens/s,
+ * p50 / p99 request latency, failures, and the server's peak resident memory (VmHWM).
+ *   npm run bench:serve [-- --requests N] [--tokens N]
+ */
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import {
+  applyLoRA,
+  type LoraConfig,
+  loadModelFolder,
+  loraLayers,
+  Rng,
+  saveAdapter,
+  Tensor,
+} from "../src/node.js";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const { values } = parseArgs({ options: { requests: { type: "string" }, tokens: { type: "string" } } });
+const REQUESTS = Number(values.requests ?? 32);
+const TOKENS = Number(values.tokens ?? 48);
+const shared = join(root, "../shared/data/stories260K-hf");
+const modelDir = existsSync(shared) ? shared : join(root, "test/fixtures/serve/model");
+const tmp = mkdtempSync(join(tmpdir(), "bench-serve-"));
+const log = (s: string) => process.stderr.write(`${s}\n`);
+
+// three adapters with non-zero B, so each changes the output
+const ADAPTERS = ["a1", "a2", "a3"];
+for (const [i, name] of ADAPTERS.entries()) {
+  const { model } = loadModelFolder(modelDir);
+  const lora: LoraConfig = {
+    r: 8,
+    lora_alpha: 16,
+    lora_dropout: 0,
+    target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    use_rslora: false,
+    init_lora_weights: true,
+  };
+  applyLoRA(model, lora, { rng: new Rng(i) });
+  const rng = new Rng(100 + i);
+  for (const [, l] of loraLayers(model)) l.lora_B.data.set(Tensor.randn(l.lora_B.shape, rng, 0.02).data);
+  saveAdapter(model, join(tmp, name), lora, modelDir);
+}
+
+const child = spawn(
+  process.execPath,
+  [
+    join(root, "dist/src/cli/main.js"),
+    "serve",
+    "--model",
+    modelDir,
+    ...ADAPTERS.flatMap((a) => ["--adapter", `${a}=${join(tmp, a)}`]),
+    "--port",
+    "0",
+    "--max-batch",
+    "16",
+    "--max-queue",
+    "256",
+  ],
+  { stdio: ["ignore", "pipe", "inherit"] },
+);
+let out = "";
+child.stdout.on("data", (b) => (out += b));
+for (let i = 0; i < 1000 && !/\/v1\n/.test(out); i++) await new Promise((r) => setTimeout(r, 20));
+const url = /(http:\/\/127\.0\.0\.1:\d+)\/v1/.exec(out)?.[1];
+if (!url) throw new Error(`lora serve did not start:\n${out}`);
+const base = /base model: (.+)/.exec(out)![1]!.trim();
+
+interface Result {
+  latencies: number[];
+  tokens: number;
+  failures: number;
+  wallS: number;
+}
+
+async function one(model: string, i: number): Promise<{ ms: number; tokens: number } | null> {
+  const t0 = performance.now();
+  try {
+    const r = await fetch(`${url}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        model,
+        prompt: `Once upon a time ${i % 7}`,
+        max_tokens: TOKENS,
+        temperature: 0,
+        stop: [],
+      }),
+    });
+    if (r.status !== 200) return null;
+    const body = (await r.json()) as { usage: { completion_tokens: number } };
+    return { ms: performance.now() - t0, tokens: body.usage.completion_tokens };
+  } catch {
+    return null;
+  }
+}
+
+/** REQUESTS requests from `clients` clients, each sending its next one when the last returns. */
+async function scenario(clients: number, models: string[]): Promise<Result> {
+  const latencies: number[] = [];
+  let tokens = 0;
+  let failures = 0;
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      while (next < REQUESTS) {
+        const i = next++;
+        const r = await one(models[i % models.length]!, i);
+        if (!r) failures++;
+        else {
+          latencies.push(r.ms);
+          tokens += r.tokens;
+        }
+      }
+    }),
+  );
+  return { latencies, tokens, failures, wallS: (performance.now() - t0) / 1000 };
+}
+
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? Number.NaN;
+};
+
+const mixed = [base, ...ADAPTERS];
+await scenario(2, mixed); // warm-up
+const rows: [string, Result][] = [];
+for (const [label, clients, models] of [
+  ["one at a time, mixed adapters", 1, mixed],
+  ["4 clients, mixed adapters", 4, mixed],
+  ["16 clients, mixed adapters", 16, mixed],
+  ["16 clients, base only", 16, [base]],
+] as const) {
+  log(`bench:serve: ${label}...`);
+  rows.push([label, await scenario(clients, [...models])]);
+}
+const status = readFileSync(`/proc/${child.pid}/status`, "utf8");
+const hwm = /VmHWM:\s+(\d+) kB/.exec(status)?.[1];
+child.kill("SIGTERM");
+await new Promise((r) => child.on("exit", r));
+rmSync(tmp, { recursive: true, force: true });
+
+const seq = rows[0]![1];
+const tps = (r: Result) => r.tokens / r.wallS;
+console.log(
+  `\nlora serve, ${modelDir.endsWith("stories260K-hf") ? "stories260K" : "tiny test model"}, ${REQUESTS} greedy requests x ${TOKENS} tokens per scenario, ${cpus()[0]?.model ?? "CPU"} (${cpus().length} cores)\n`,
+);
+console.log("| scenario | tokens/s | vs one at a time | p50 latency | p99 latency | failed |");
+console.log("|---|---:|---:|---:|---:|---:|");
+for (const [label, r] of rows)
+  console.log(
+    `| ${label} | ${tps(r).toFixed(0)} | ${(tps(r) / tps(seq)).toFixed(2)}x | ${pct(r.latencies, 50).toFixed(0)} ms | ${pct(r.latencies, 99).toFixed(0)} ms | ${r.failures} |`,
+  );
+console.log(
+  `\nserver peak resident memory (VmHWM): ${hwm ? `${(Number(hwm) / 1024).toFixed(0)} MiB` : "n/a"}`,
+);
+const failed = rows.reduce((s, [, r]) => s + r.failures, 0);
+if (failed > 0) {
+  console.error(`bench:serve: ${failed} request(s) failed`);
+  process.exitCode = 1;
+}

@@ -1,0 +1,83 @@
+/**
+ * MultiLoRALinear: one frozen base Linear with several named adapters, one of them (or none) active:
+ *   h = W0·x + scaling_a · B_a·A_a·x   for the active adapter a (A_a: [r, in], B_a: [out, r]),
+ *   h = W0·x                           when none is active or the active one does not target this layer.
+ * The base weight is shared by all adapters; switching is a field write, nothing is reloaded. The
+ * adapter term is computed with the same ops, in the same order, as LoRALinear.forward (inference:
+ * no dropout), so an active adapter gives the same bits as a model wrapped with that adapter alone.
+ */
+import { add, matmul, scale } from "../autograd/ops.js";
+import type { Linear, LinearLike } from "../nn/layers.js";
+import { Module } from "../nn/module.js";
+import type { Tensor } from "../tensor/tensor.js";
+import { checkLoraShape, loraScaling } from "./config.js";
+
+/** One adapter's weights for one layer. */
+export interface LoraWeights {
+  A: Tensor; // [r, in]
+  B: Tensor; // [out, r]
+  r: number;
+  alpha: number;
+  rslora?: boolean;
+}
+
+interface Held extends LoraWeights {
+  scaling: number;
+}
+
+export class MultiLoRALinear extends Module implements LinearLike {
+  base_layer: Linear;
+  /** Not a field Module walks (a Map): adapters' weights are not the model's parameters. */
+  private readonly adapters = new Map<string, Held>();
+  /** The adapter used by forward(), or null for the base layer alone. */
+  active: string | null = null;
+
+  constructor(base: Linear) {
+    super();
+    this.base_layer = base;
+  }
+
+  get inFeatures(): number {
+    return this.base_layer.inFeatures;
+  }
+
+  get outFeatures(): number {
+    return this.base_layer.outFeatures;
+  }
+
+  /** Adds (or replaces) adapter `name`'s weights on this layer; checks their shapes. */
+  add(name: string, w: LoraWeights): void {
+    const { inFeatures: inF, outFeatures: outF } = this;
+    checkLoraShape(w.r, w.alpha, 0, inF, outF);
+    const [a0, a1] = w.A.shape;
+    const [b0, b1] = w.B.shape;
+    if (w.A.ndim !== 2 || w.B.ndim !== 2 || a0 !== w.r || a1 !== inF || b0 !== outF || b1 !== w.r)
+      throw new Error(
+        `adapter "${name}": LoRA weights A [${w.A.shape}] and B [${w.B.shape}] do not fit: expected A [${w.r}, ${inF}] and B [${outF}, ${w.r}]`,
+      );
+    this.adapters.set(name, { ...w, scaling: loraScaling(w.r, w.alpha, w.rslora ?? false) });
+  }
+
+  /** Drops adapter `name` from this layer (no-op when it has none); it is no longer active here. */
+  delete(name: string): void {
+    this.adapters.delete(name);
+    if (this.active === name) this.active = null;
+  }
+
+  has(name: string): boolean {
+    return this.adapters.has(name);
+  }
+
+  get size(): number {
+    return this.adapters.size;
+  }
+
+  // x: [..., in] -> [..., out]
+  forward(x: Tensor): Tensor {
+    const y = this.base_layer.forward(x);
+    const a = this.active === null ? undefined : this.adapters.get(this.active);
+    if (!a) return y;
+    const ax = scale(matmul(x, a.A, { transB: true }), a.scaling); // [..., r]
+    return add(y, matmul(ax, a.B, { transB: true }));
+  }
+}
