@@ -1,0 +1,258 @@
+/**
+ * The web page in real Chromium (Debian's /usr/bin/chromium, driven by playwright-core): `npm run web`
+ * builds and serves it; the demo trains a few steps; the downloaded adapter is byte-identical to
+ * `lora train` with the same settings and seed on the same backend (wasm, one thread); a run stopped
+ * and resumed after a page reload ends with the same adapter as an uninterrupted one. Skips, saying
+ * so, where Chromium is not installed. UPDATE_SCREENSHOT=1 saves the mid-run screenshot the README shows.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { unzipSync } from "fflate";
+import { CLI, repoRoot } from "../helpers.js";
+
+/** The page's document, as the functions that run in the page see it (the Node build has no DOM types). */
+declare const document: { querySelector(selector: string): { textContent: string | null } | null };
+
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const missing = existsSync(CHROMIUM)
+  ? null
+  : `skipped: no Chromium at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM=/path/to/chromium)`;
+
+const tmp = mkdtempSync(join(tmpdir(), "lora-web-"));
+/** npm start's settings, which the demo button fills in (web/src/main.ts), as `lora train` flags. */
+const DEMO_FLAGS = [
+  "--rank",
+  "8",
+  "--alpha",
+  "16",
+  "--lr",
+  "0.003",
+  "--batch-size",
+  "8",
+  "--targets",
+  "all-linear",
+];
+/** Kept short so the test takes seconds: rows cut to 32 tokens, held-out loss on 8 rows at the start and end. */
+const SHORT = { "seq-len": "32", "val-batches": "1", "eval-every": "0" };
+const SHORT_FLAGS = Object.entries(SHORT).flatMap(([k, v]) => [`--${k}`, v]);
+
+const freePort = () =>
+  new Promise<number>((res) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => res(port));
+    });
+  });
+
+/** `npm run web` on a free port: resolves with the URL it prints. */
+async function serve(): Promise<{ url: string; proc: ChildProcess }> {
+  const port = await freePort();
+  const proc = spawn("npm", ["run", "web", "--", "--port", String(port), "--strictPort"], {
+    cwd: repoRoot,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, NO_COLOR: "1" },
+    detached: true,
+  });
+  let out = "";
+  const url = await new Promise<string>((res, rej) => {
+    const t = setTimeout(() => rej(new Error(`npm run web printed no URL in 60 s:\n${out}`)), 60_000);
+    const read = (b: Buffer) => {
+      out += b.toString();
+      const m = /http:\/\/127\.0\.0\.1:\d+\/?/.exec(out);
+      if (m) {
+        clearTimeout(t);
+        res(m[0]);
+      }
+    };
+    proc.stdout!.on("data", read);
+    proc.stderr!.on("data", read);
+    proc.on("exit", (code) => rej(new Error(`npm run web exited (${code}):\n${out}`)));
+  });
+  return { url, proc };
+}
+
+/** The adapter `lora train` writes on the demo with these steps (wasm backend, one thread), run in the background. */
+function cliAdapter(
+  name: string,
+  steps: number,
+): Promise<{ config: Record<string, unknown>; weights: Buffer }> {
+  const out = join(tmp, name);
+  const args = [
+    "train",
+    "--model",
+    join(repoRoot, "assets/base-model"),
+    "--data",
+    join(repoRoot, "assets/task"),
+  ];
+  args.push(
+    "--out",
+    out,
+    "--steps",
+    String(steps),
+    ...DEMO_FLAGS,
+    ...SHORT_FLAGS,
+    "--backend",
+    "wasm",
+    "--threads",
+    "1",
+  );
+  return new Promise((res, rej) => {
+    const p = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+    let err = "";
+    p.stderr.on("data", (b: Buffer) => {
+      err += b.toString();
+    });
+    p.on("exit", (code) => {
+      if (code !== 0) return rej(new Error(`lora ${args.join(" ")} exited with ${code}:\n${err}`));
+      res({
+        config: JSON.parse(readFileSync(join(out, "adapter_config.json"), "utf8")),
+        weights: readFileSync(join(out, "adapter_model.safetensors")),
+      });
+    });
+  });
+}
+
+describe("the web page in Chromium", { skip: missing ?? false, timeout: 120_000 }, () => {
+  let server: { url: string; proc: ChildProcess };
+  // biome-ignore lint/suspicious/noExplicitAny: playwright-core is loaded only when Chromium exists
+  let browser: any;
+  // biome-ignore lint/suspicious/noExplicitAny: see above
+  let page: any;
+
+  let cli3: ReturnType<typeof cliAdapter>;
+  let cli6: ReturnType<typeof cliAdapter>;
+
+  before(async () => {
+    cli3 = cliAdapter("cli-3", 3);
+    cli6 = cli3.then(() => cliAdapter("cli-6", 6));
+    cli6.catch(() => {}); // awaited by its test
+    server = await serve();
+    const { chromium } = await import("playwright-core");
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ["--no-sandbox", "--disable-background-networking"],
+    });
+    const context = await browser.newContext({
+      acceptDownloads: true,
+      viewport: { width: 1024, height: 1200 },
+    });
+    page = await context.newPage();
+    page.on("pageerror", (e: Error) => console.error(`page error: ${e.message}`));
+    await page.goto(server.url);
+  });
+  after(async () => {
+    await browser?.close();
+    if (server?.proc.pid) process.kill(-server.proc.pid);
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  const status = () => page.getByTestId("status");
+  const waitStatus = async (re: RegExp, timeout = 60_000) => {
+    await page.waitForFunction(
+      ([src, flags]: [string, string]) => {
+        const t = document.querySelector('[data-testid="status"]')?.textContent ?? "";
+        return new RegExp(src, flags).test(t) || t.startsWith("error:");
+      },
+      [re.source, re.flags],
+      { timeout },
+    );
+    const text = (await status().textContent()) as string;
+    assert.match(text, re, `the page's status: ${text}`);
+  };
+  const openDemo = async (steps: number, saveEvery?: number) => {
+    await page.getByTestId("use-demo").click();
+    await waitStatus(/ready/);
+    await page.getByTestId("steps").fill(String(steps));
+    for (const [k, v] of Object.entries(SHORT)) await page.getByTestId(k).fill(v);
+    if (saveEvery) await page.getByTestId("save-every").fill(String(saveEvery));
+  };
+  const downloadAdapter = async (): Promise<Record<string, Uint8Array>> => {
+    const [download] = await Promise.all([
+      page.waitForEvent("download"),
+      page.getByTestId("download-adapter").click(),
+    ]);
+    const path = join(tmp, `adapter-${Date.now()}.zip`);
+    await download.saveAs(path);
+    return unzipSync(readFileSync(path));
+  };
+  const sameAsCli = (zip: Record<string, Uint8Array>, cli: Awaited<ReturnType<typeof cliAdapter>>) => {
+    assert.deepEqual(Object.keys(zip).sort(), ["adapter_config.json", "adapter_model.safetensors"]);
+    assert.ok(
+      Buffer.from(zip["adapter_model.safetensors"]!).equals(cli.weights),
+      "the page's adapter_model.safetensors differs from lora train's",
+    );
+    // base_model_name_or_path names the model as each shell was given it (a folder name, a path)
+    const config = JSON.parse(new TextDecoder().decode(zip["adapter_config.json"]));
+    assert.equal(config.base_model_name_or_path, "assets/base-model");
+    assert.deepEqual(
+      { ...config, base_model_name_or_path: null },
+      { ...cli.config, base_model_name_or_path: null },
+    );
+  };
+
+  it("says how many threads it trains on, and shows PEFT's trainable-parameter line", async () => {
+    await openDemo(3);
+    assert.match((await page.getByTestId("threads").textContent()) as string, /1 thread/);
+    await page.waitForFunction(() =>
+      /trainable params: [\d,]+ \|\| all params/.test(
+        document.querySelector('[data-testid="param-line"]')?.textContent ?? "",
+      ),
+    );
+  });
+
+  it("trains the demo a few steps; the adapter equals lora train's, byte for byte", async () => {
+    await page.getByTestId("train").click();
+    await page.waitForFunction(
+      () => /step [12] of/.test(document.querySelector('[data-testid="status"]')?.textContent ?? ""),
+      null,
+      { timeout: 60_000 },
+    );
+    if (process.env.UPDATE_SCREENSHOT === "1")
+      writeFileSync(join(repoRoot, "docs/web-page.png"), await page.screenshot({ fullPage: true }));
+    await waitStatus(/done/);
+    for (const id of ["sample-before", "sample-after", "val-before", "val-after"])
+      assert.notEqual(((await page.getByTestId(id).textContent()) as string).trim(), "–", `${id} is empty`);
+    const before = Number(await page.getByTestId("val-before").textContent());
+    const afterLoss = Number(await page.getByTestId("val-after").textContent());
+    assert.ok(afterLoss < before, `held-out loss ${before} -> ${afterLoss} did not fall`);
+    sameAsCli(await downloadAdapter(), await cli3);
+  });
+
+  it("stops, and after a reload resumes from OPFS to the uninterrupted run's adapter", async () => {
+    await openDemo(6, 2);
+    await page.getByTestId("train").click();
+    await page.waitForFunction(
+      () => /step 3 of/.test(document.querySelector('[data-testid="status"]')?.textContent ?? ""),
+      null,
+      { timeout: 60_000 },
+    );
+    await page.getByTestId("stop").click();
+    await waitStatus(/stopped/);
+    await page.reload();
+    await page.getByTestId("use-demo").click();
+    await waitStatus(/stored run of this model is at step [24]/);
+    await page.getByTestId("steps").fill("6");
+    for (const [k, v] of Object.entries(SHORT)) await page.getByTestId(k).fill(v);
+    await page.getByTestId("save-every").fill("2");
+    await page.getByTestId("train").click();
+    await waitStatus(/done/);
+    sameAsCli(await downloadAdapter(), await cli6);
+  });
+
+  it("refuses a model folder without config.json with a message, and keeps working", async () => {
+    const dir = join(tmp, "no-config");
+    const { mkdirSync } = await import("node:fs");
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "tokenizer.json"), "{}");
+    writeFileSync(join(tmp, "data.txt"), "one\n\ntwo\n");
+    await page.getByTestId("model-input").setInputFiles(dir);
+    await page.getByTestId("data-input").setInputFiles(join(tmp, "data.txt"));
+    await waitStatus(/^error: .*no config\.json/);
+  });
+});
