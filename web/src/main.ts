@@ -151,7 +151,7 @@ function onMessage(m: FromWorker) {
         const mem = (performance as { memory?: { usedJSHeapSize: number } }).memory;
         $("progress").textContent =
           `step ${m.step}/${m.steps} · loss ${m.loss.toFixed(4)} · ${Math.round(m.tokensPerS).toLocaleString("en-US")} tokens/s · ETA ${left.toFixed(0)} s` +
-          (mem ? ` · page heap ${(mem.usedJSHeapSize / 2 ** 20).toFixed(0)} MiB` : "");
+          (mem ? ` · main-thread heap ${(mem.usedJSHeapSize / 2 ** 20).toFixed(0)} MiB` : "");
         setStatus(`training: step ${m.step} of ${m.steps}`);
       }
       break;

@@ -40,6 +40,7 @@ import {
   type TokenizedRow,
   tokenizeRows,
 } from "../../src/index.js";
+import { relaxedSupported } from "../../src/kernels/wasm/module.js";
 import { DEMO_DATA, DEMO_MODEL, DEMO_NAME, DEMO_PROMPT } from "./demo.js";
 import { type ModelInput, type NamedBlob, openModel, readWeights, tabMemoryLimit } from "./model-files.js";
 import { OpfsRunStorage } from "./opfs-storage.js";
@@ -117,6 +118,13 @@ async function open(source: Source): Promise<Opened> {
   });
   const tensors = await readWeights(model);
   return { source, model, tensors, train, valid, prompt };
+}
+
+/** Which backend variant trains: one thread, relaxed-SIMD FMA or plain mul+add (they round differently). */
+function threadsLine(): string {
+  const isolated = (self as { crossOriginIsolated?: boolean }).crossOriginIsolated === true;
+  const variant = relaxedSupported() ? "relaxed-SIMD FMA" : "plain SIMD mul+add";
+  return `1 thread (WebAssembly ${variant}; the page is ${isolated ? "" : "not "}cross-origin isolated, and the threaded Web Worker pool is not built yet)`;
 }
 
 /** The settings table resolved from the page's inputs (the CLI's names and defaults), base dtype resolved. */
@@ -264,17 +272,14 @@ async function run(o: Opened, input: SettingInput, resume: boolean): Promise<voi
   }
   if (resume) post({ type: "status", text: `resuming from step ${plan.firstStep} of ${plan.steps}` });
   let tokens0: number | null = null;
-  let t0 = 0;
   const stopping = new Error("stopped");
   try {
     await runFineTune(plan, storage, (e) => {
       if (e.type === "step") {
         const i = e.info;
-        if (tokens0 === null) {
-          tokens0 = i.tokens - i.stepTokens;
-          t0 = performance.now();
-        }
-        const tps = (i.tokens - tokens0) / Math.max((performance.now() - t0) / 1000, 1e-9);
+        // tokens per second of training steps in this session (trainS), as lora train reports it
+        tokens0 ??= i.tokens - i.stepTokens;
+        const tps = (i.tokens - tokens0) / Math.max(i.trainS, 1e-9);
         post({
           type: "step",
           step: i.step,
@@ -352,7 +357,7 @@ self.onmessage = async (ev: MessageEvent<ToWorker>) => {
       post({
         type: "opened",
         summary: `${opened.model.name}: ${cfg.model_type}, ${cfg.num_hidden_layers ?? cfg.n_layer} layers, width ${cfg.hidden_size ?? cfg.n_embd}, ${opened.model.size.parameters.toLocaleString("en-US")} parameters; ${opened.train.length} training rows, ${opened.valid.length} held-out rows`,
-        threads: "1 thread (WebAssembly SIMD, single-threaded)",
+        threads: threadsLine(),
         saved: sameSource
           ? { step: saved.step, steps: Number((saved.source.settings as SettingInput).steps) || 0 }
           : null,
