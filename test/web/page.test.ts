@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -306,14 +306,51 @@ describe("the web page in Chromium", { skip: missing ?? false, timeout: 120_000 
     sameAsCli(await downloadAdapter(), await cli6);
   });
 
-  it("refuses a model folder without config.json with a message, and keeps working", async () => {
-    const dir = join(tmp, "no-config");
-    const { mkdirSync } = await import("node:fs");
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, "tokenizer.json"), "{}");
-    writeFileSync(join(tmp, "data.txt"), "one\n\ntwo\n");
-    await page.getByTestId("model-input").setInputFiles(dir);
-    await page.getByTestId("data-input").setInputFiles(join(tmp, "data.txt"));
-    await waitStatus(/^error: .*no config\.json/);
+  it("refuses bad input with a message on the page: no config.json, an unsupported model_type, no usable row", async () => {
+    const folder = (name: string, files: Record<string, string | Buffer>) => {
+      const dir = join(tmp, name);
+      mkdirSync(dir, { recursive: true });
+      for (const [f, data] of Object.entries(files)) writeFileSync(join(dir, f), data);
+      return dir;
+    };
+    const text = async (id: string, re: RegExp) => {
+      await page.waitForFunction(
+        ([sel, src]: [string, string]) =>
+          new RegExp(src).test(document.querySelector(sel)?.textContent ?? ""),
+        [`[data-testid="${id}"]`, re.source],
+        { timeout: 30_000 },
+      );
+    };
+    const demo = join(repoRoot, "assets/base-model");
+    const real = (f: string) => readFileSync(join(demo, f));
+    writeFileSync(join(tmp, "two.txt"), "one\n\ntwo\n");
+    await page.getByTestId("data-input").setInputFiles(join(tmp, "two.txt"));
+    await page
+      .getByTestId("model-input")
+      .setInputFiles(folder("no-config", { "tokenizer.json": real("tokenizer.json") }));
+    await text("status", /^error: no-config: no config\.json/);
+
+    const bert = { ...JSON.parse(real("config.json").toString()), model_type: "bert" };
+    await page.getByTestId("model-input").setInputFiles(
+      folder("bert", {
+        "config.json": JSON.stringify(bert),
+        "model.safetensors": real("model.safetensors"),
+        "tokenizer.json": real("tokenizer.json"),
+      }),
+    );
+    await text("status", /^error: .*model_type "bert" is not supported/);
+
+    // rows of one token each have nothing to predict
+    const ones = Array.from({ length: 3 }, () => JSON.stringify({ input_ids: [5] })).join("\n");
+    writeFileSync(join(tmp, "ones.jsonl"), ones);
+    await page.getByTestId("model-input").setInputFiles(demo);
+    await page.getByTestId("data-input").setInputFiles(join(tmp, "ones.jsonl"));
+    await text("summary", /2 training rows, 1 held-out rows/);
+    await page.getByTestId("train").click();
+    await text("status", /^error: the training data has no usable row/);
+
+    // and the page still works
+    await page.getByTestId("use-demo").click();
+    await text("status", /^ready/);
   });
 });

@@ -59,6 +59,8 @@ interface Opened {
 }
 
 let opened: Opened | null = null;
+/** Opens are numbered: a folder and a file picked in quick succession open twice, and only the last counts. */
+let openSeq = 0;
 let stopRequested = false;
 let lastAdapter: Record<string, Uint8Array | string> | null = null;
 
@@ -347,9 +349,18 @@ self.onmessage = async (ev: MessageEvent<ToWorker>) => {
   }
   try {
     if (m.type === "open") {
+      const mine = ++openSeq;
       opened = null;
       lastAdapter = null;
-      opened = await open(m.source);
+      let o: Opened;
+      try {
+        o = await open(m.source);
+      } catch (e) {
+        if (mine === openSeq) throw e;
+        return;
+      }
+      if (mine !== openSeq) return;
+      opened = o;
       const saved = await OpfsRunStorage.saved();
       const sameSource =
         saved && saved.source.source === (m.source.kind === "demo" ? "demo" : opened.model.name);
