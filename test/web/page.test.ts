@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { unzipSync } from "fflate";
-import { CLI, repoRoot } from "../helpers.js";
+import { CLI, repoRoot, sharedData } from "../helpers.js";
 
 /** The page's document, as the functions that run in the page see it (the Node build has no DOM types). */
 declare const document: { querySelector(selector: string): { textContent: string | null } | null };
@@ -85,15 +85,13 @@ interface CliRun {
 }
 
 /** The adapter `lora train` writes on the demo with these steps (wasm backend, one thread), run in the background. */
-function cliAdapter(name: string, steps: number): Promise<CliRun> {
+function cliAdapter(
+  name: string,
+  steps: number,
+  data: string[] = ["--model", join(repoRoot, "assets/base-model"), "--data", join(repoRoot, "assets/task")],
+): Promise<CliRun> {
   const out = join(tmp, name);
-  const args = [
-    "train",
-    "--model",
-    join(repoRoot, "assets/base-model"),
-    "--data",
-    join(repoRoot, "assets/task"),
-  ];
+  const args = ["train", ...data];
   args.push(
     "--out",
     out,
@@ -304,6 +302,75 @@ describe("the web page in Chromium", { skip: missing ?? false, timeout: 120_000 
     await page.getByTestId("train").click();
     await waitStatus(/done/);
     sameAsCli(await downloadAdapter(), await cli6);
+  });
+
+  it("trains a model folder and a text file given through the inputs; lora eval scores its adapter as the page did", async (t) => {
+    const model = sharedData("stories260K-hf");
+    const text = sharedData("tinyshakespeare/input.txt");
+    if (!model || !text)
+      return t.skip("skipped: ../shared/data (stories260K-hf, tinyshakespeare) is absent on this machine");
+    // 40 documents; the page holds out the last tenth of a single file, so lora train gets the same split as two files
+    const docs = readFileSync(text, "utf8")
+      .split(/\n\s*\n/)
+      .slice(0, 40);
+    writeFileSync(join(tmp, "speeches.txt"), docs.join("\n\n"));
+    writeFileSync(join(tmp, "train.txt"), docs.slice(0, 36).join("\n\n"));
+    writeFileSync(join(tmp, "valid.txt"), docs.slice(36).join("\n\n"));
+    const cli = cliAdapter("cli-stories", 3, [
+      "--model",
+      model,
+      "--data",
+      join(tmp, "train.txt"),
+      "--val-data",
+      join(tmp, "valid.txt"),
+    ]);
+    await page.getByTestId("model-input").setInputFiles(model);
+    await page.getByTestId("data-input").setInputFiles(join(tmp, "speeches.txt"));
+    await page.waitForFunction(
+      () =>
+        /36 training rows, 4 held-out rows/.test(
+          document.querySelector('[data-testid="summary"]')?.textContent ?? "",
+        ),
+      null,
+      { timeout: 30_000 },
+    );
+    for (const [k, v] of Object.entries({ ...SHORT, steps: "3", "save-every": "100" }))
+      await page.getByTestId(k).fill(v);
+    for (let i = 0; i < DEMO_FLAGS.length; i += 2)
+      await page.getByTestId(DEMO_FLAGS[i]!.slice(2)).fill(DEMO_FLAGS[i + 1]!);
+    await page.getByTestId("train").click();
+    await waitStatus(/done/);
+    const zip = await downloadAdapter();
+    const done = await cli;
+    assert.ok(
+      Buffer.from(zip["adapter_model.safetensors"]!).equals(done.weights),
+      "the page's adapter_model.safetensors differs from lora train's",
+    );
+    const dir = join(tmp, "page-stories");
+    mkdirSync(dir);
+    for (const [f, data] of Object.entries(zip)) writeFileSync(join(dir, f), data);
+    const r = spawnSync(
+      process.execPath,
+      [
+        CLI,
+        "eval",
+        "--model",
+        model,
+        "--adapter",
+        dir,
+        "--data",
+        join(tmp, "valid.txt"),
+        "--seq-len",
+        "32",
+        "--json",
+      ],
+      { encoding: "utf8" },
+    );
+    assert.equal(r.status, 0, r.stderr);
+    const evalLoss = (JSON.parse(r.stdout) as { loss: number }).loss;
+    const pageLoss = Number(await page.getByTestId("val-after").textContent());
+    // the page shows 4 decimals (±5e-5); the two scorings of the same rows agree to f32 summation order
+    assert.ok(Math.abs(evalLoss - pageLoss) < 5e-5 + 1e-4, `lora eval ${evalLoss}, the page ${pageLoss}`);
   });
 
   it("refuses bad input with a message on the page: no config.json, an unsupported model_type, no usable row", async () => {
