@@ -7,12 +7,22 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+} from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { unzipSync } from "fflate";
+import { buildModel, modelFamily } from "../../src/models/index.js";
+import { Tensor } from "../../src/tensor/tensor.js";
 import { CLI, repoRoot, sharedData } from "../helpers.js";
 
 /** The page's document, as the functions that run in the page see it (the Node build has no DOM types). */
@@ -373,7 +383,7 @@ describe("the web page in Chromium", { skip: missing ?? false, timeout: 120_000 
     assert.ok(Math.abs(evalLoss - pageLoss) < 5e-5 + 1e-4, `lora eval ${evalLoss}, the page ${pageLoss}`);
   });
 
-  it("refuses bad input with a message on the page: no config.json, an unsupported model_type, no usable row", async () => {
+  it("refuses bad input with a message on the page: no config.json, an unsupported model_type, no usable row, a model too large for the tab", async () => {
     const folder = (name: string, files: Record<string, string | Buffer>) => {
       const dir = join(tmp, name);
       mkdirSync(dir, { recursive: true });
@@ -415,6 +425,47 @@ describe("the web page in Chromium", { skip: missing ?? false, timeout: 120_000 
     await text("summary", /2 training rows, 1 held-out rows/);
     await page.getByTestId("train").click();
     await text("status", /^error: the training data has no usable row/);
+
+    // too large for the tab: the header's shapes fit config.json, and the estimate refuses it before any
+    // weight is read (the weights file is sparse: its data is never there)
+    const big = {
+      ...JSON.parse(real("config.json").toString()),
+      hidden_size: 4096,
+      intermediate_size: 11008,
+    };
+    Object.assign(big, {
+      num_attention_heads: 32,
+      num_key_value_heads: 32,
+      head_dim: 128,
+      num_hidden_layers: 6,
+    });
+    const rules = modelFamily(big).checkpoint;
+    const header: Record<string, unknown> = {};
+    let offset = 0;
+    buildModel(big, (name, shape) => {
+      const bytes = shape.reduce((a, b) => a * b, 1) * 4;
+      header[rules.names(name)[0]!] = { dtype: "F32", shape, data_offsets: [offset, offset + bytes] };
+      offset += bytes;
+      return new Tensor(
+        new Float32Array(0),
+        shape.map(() => 0),
+      );
+    });
+    let json = JSON.stringify(header);
+    json += " ".repeat((8 - (json.length % 8)) % 8);
+    const prefix = Buffer.alloc(8);
+    prefix.writeBigUInt64LE(BigInt(json.length));
+    const bigDir = folder("big", {
+      "config.json": JSON.stringify(big),
+      "model.safetensors": Buffer.concat([prefix, Buffer.from(json)]),
+      "tokenizer.json": real("tokenizer.json"),
+    });
+    truncateSync(join(bigDir, "model.safetensors"), 8 + json.length + offset);
+    await page.getByTestId("model-input").setInputFiles(bigDir);
+    await text(
+      "status",
+      /^error: big: the model's \d+ parameters need [\d.]+ GiB as f32, more than this machine's/,
+    );
 
     // and the page still works
     await page.getByTestId("use-demo").click();
