@@ -56,3 +56,20 @@ it("imports only point to the same or a lower layer; node: stays in io/node and 
   }
   assert.deepEqual(problems, []);
 });
+
+it("the web page (web/src) imports only the browser-safe library, never a Node-only file or node:", () => {
+  const web = join(repoRoot, "web/src");
+  assert.ok(files(web).length > 0, `no .ts files in ${web}`);
+  const problems: string[] = [];
+  for (const file of files(web)) {
+    for (const [, spec] of readFileSync(file, "utf8").matchAll(/from "([^"]+)"/g)) {
+      const rel = relative(repoRoot, file);
+      if (spec!.startsWith("node:") || NODE_PACKAGES.includes(spec!)) problems.push(`${rel} imports ${spec}`);
+      if (!spec!.startsWith(".")) continue;
+      const target = resolve(file, "..", spec!.replace(/\.js$/, ".ts"));
+      if (target.startsWith(`${src}/`) && nodeOnly(target))
+        problems.push(`${rel} imports Node-only ${relative(repoRoot, target)}`);
+    }
+  }
+  assert.deepEqual(problems, []);
+});

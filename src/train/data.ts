@@ -1,6 +1,7 @@
 /** Training data: tokenizes dataset rows into ids plus a loss mask (pure). */
 import type { DataRow } from "../io/dataset.js";
 import type { ChatMessage, Tokenizer } from "../io/tokenizer.js";
+import { SettingsError } from "./settings.js";
 
 export type { DataRow } from "../io/dataset.js";
 
@@ -129,4 +130,60 @@ function probeTurnEnd(tokenizer: Tokenizer, vars: Record<string, unknown>): numb
     // a template that needs other roles first: fall back to EOS
   }
   return tokenizer.eosIds[0] ?? null;
+}
+
+/**
+ * Tokenizes rows; text rows need the tokenizer, pre-tokenised rows do not. A row longer than maxLen
+ * is cut at its end, except a prompt/completion row whose completion fits: it loses the start of its
+ * prompt instead (after a leading BOS), so what it teaches stays whole. Ids must lie in the vocabulary.
+ */
+export function tokenizeRows(
+  rows: readonly DataRow[],
+  tokenizer: Tokenizer | null,
+  opts: {
+    maskPrompt: boolean;
+    maxLen: number;
+    source: string;
+    vocabSize?: number;
+    /** Chat-template variables (a run's date_string, so that a resume renders the same text). */
+    templateVars?: Record<string, unknown>;
+  },
+): { rows: TokenizedRow[]; truncated: number; promptCut: number } {
+  let truncated = 0;
+  let promptCut = 0;
+  const out = rows.map((row, i) => {
+    let t: TokenizedSource;
+    try {
+      t = tokenizeRow(row, tokenizer, { maskPrompt: opts.maskPrompt, templateVars: opts.templateVars });
+    } catch (e) {
+      throw new Error(`${opts.source}: row ${i + 1}: ${(e as Error).message}`);
+    }
+    const { vocabSize } = opts;
+    if (vocabSize !== undefined) {
+      const bad = t.ids.find((id) => id >= vocabSize);
+      if (bad !== undefined)
+        throw new SettingsError(
+          `${opts.source}: row ${i + 1} has token id ${bad}, outside the model's vocabulary of ${vocabSize} (ids 0-${vocabSize - 1}); this data was tokenized for another model`,
+        );
+    }
+    const over = t.ids.length - opts.maxLen;
+    if (over <= 0) return { ids: t.ids, mask: t.mask };
+    const head = tokenizer?.bosId != null && t.ids[0] === tokenizer.bosId ? 1 : 0;
+    if (t.promptTokens !== undefined && t.promptTokens - head > over) {
+      promptCut++;
+      const cut = <A>(a: A[]) => [...a.slice(0, head), ...a.slice(head + over)];
+      return { ids: cut(t.ids), mask: cut(t.mask) };
+    }
+    truncated++;
+    return { ids: t.ids.slice(0, opts.maxLen), mask: t.mask.slice(0, opts.maxLen) };
+  });
+  return { rows: out, truncated, promptCut };
+}
+
+/** The longest sequence the model accepts (GPT-2 n_positions, Llama max_position_embeddings). */
+export function contextLength(config: Record<string, unknown>): number {
+  // a multimodal folder's text model has its own config (gemma3's text_config)
+  const text = (config.text_config ?? {}) as Record<string, unknown>;
+  const n = config.n_positions ?? config.max_position_embeddings ?? text.max_position_embeddings;
+  return typeof n === "number" && n > 0 ? n : 2048;
 }
