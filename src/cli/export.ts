@@ -141,14 +141,14 @@ export const exportCommand: Command = {
       throw new UsageError(
         "pass --model, the base model folder or GGUF file (only its config is read): the adapter does not name a base model here",
       );
-    let base: ReturnType<typeof baseModelConfig>;
-    try {
-      base = baseModelConfig(adapter, named);
-    } catch (e) {
+    const local =
+      fs.existsSync(join(named, "config.json")) ||
+      (fs.statSync(named, { throwIfNoEntry: false })?.isFile() ?? false);
+    if (!model && !local)
       throw new UsageError(
-        `${(e as Error).message}${model ? "" : ` (the adapter names "${named}"); pass --model, the base model folder or GGUF file`}`,
+        `the adapter names the base model "${named}", which is not a model folder here; pass --model DIR (the base model folder or GGUF file; only its config is read)`,
       );
-    }
+    const base = baseModelConfig(adapter, named);
     const family = modelFamily(base.config, base.path);
     const skeleton = skeletonModel(base.config, base.path);
     const read = readAdapter(adapter, {

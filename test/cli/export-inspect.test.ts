@@ -65,7 +65,7 @@ describe("--adapter detection", () => {
     assertClose([ckpt.loss], [expected.loss_checkpoint], "f32", "numbered checkpoint loss");
   });
 
-  it("a path that is no adapter lists what was expected; a model folder is named as one; GGUF says it is not read yet", () => {
+  it("a path that is no adapter lists what was expected; a model folder is named as one; a broken GGUF file is named with its problem", () => {
     const empty = join(tmp, "empty");
     mkdirSync(empty);
     const r = lora("eval", "--model", llama, "--adapter", empty, "--data", data);
@@ -79,7 +79,7 @@ describe("--adapter detection", () => {
     const gguf = join(tmp, "a.gguf");
     writeFileSync(gguf, Buffer.concat([Buffer.from("GGUF"), Buffer.alloc(20)]));
     const g = lora("eval", "--model", llama, "--adapter", gguf, "--data", data);
-    assert.match(g.err, /a\.gguf: a GGUF file; reading GGUF LoRA adapters is not built yet/);
+    assert.match(g.err, /a\.gguf: invalid GGUF file: unknown version 0/);
     const both = join(tmp, "both");
     cpSync(join(llama, "adapter"), both, { recursive: true });
     cpSync(join(mlxRef, "adapters.safetensors"), join(both, "adapters.safetensors"));
@@ -154,7 +154,7 @@ describe("lora export --format mlx", () => {
     );
     assert.match(
       lora("export", "--adapter", mlxRef, "--format", "onnx", "--out", out).err,
-      /--format must be one of mlx, got "onnx"/,
+      /--format must be one of gguf, mlx, got "onnx"/,
     );
     const elsewhere = join(tmp, "copy");
     cpSync(join(llama, "adapter"), elsewhere, { recursive: true });
@@ -168,7 +168,7 @@ describe("lora export --format mlx", () => {
     );
     assert.match(
       lora("export", "--adapter", elsewhere, "--format", "mlx", "--out", join(tmp, "x")).err,
-      /pass --model DIR, .*the adapter names "org\/remote-model", which is not a local folder/,
+      /the adapter names the base model "org\/remote-model", which is not a model folder here; pass --model DIR/,
     );
   });
 });

@@ -28,11 +28,9 @@ describe("lora export --format gguf", () => {
       out,
     );
     assertOk(r);
-    assert.match(
-      r.out,
-      /exported 14 LoRA module\(s\) .* for GGUF architecture llama .*adapter\.lora\.alpha 8, f32/,
-    );
-    assert.match(r.out, /4 q\/k module\(s\): lora_b rows permuted/);
+    assert.match(r.out, /wrote .*: a GGUF LoRA file for llama\.cpp .*, 14 LoRA layer\(s\)/);
+    assert.match(r.err, /note: GGUF architecture llama, adapter\.lora\.alpha 8, f32/);
+    assert.match(r.err, /4 q\/k module\(s\): lora_b rows permuted/);
     const back = readGGUFAdapterFile(out, readJson(join(fixtureModel("llama_gqa_tied"), "config.json"))!);
     assert.equal(back.tensors.size, 28);
     assert.deepEqual(readFileSync(out), readFileSync(out), "written once, whole");
@@ -46,8 +44,8 @@ describe("lora export --format gguf", () => {
       ...["--model", fixtureModel("llama_gqa_tied")],
     );
     assertOk(r);
-    assert.match(r.out, /, f16\n/);
-    assert.match(r.out, /3 module\(s\) with their own rank or alpha .* folded into lora_b/);
+    assert.match(r.err, /, f16, \d+ bytes\n/);
+    assert.match(r.err, /3 module\(s\) with their own rank or alpha: .* folded into lora_b/);
     assert.ok(existsSync(out));
   });
 
@@ -75,7 +73,7 @@ describe("lora export --format gguf", () => {
     refused(join(tmp, "old.gguf"), /already exists; pass --overwrite to replace it/);
     assert.equal(readFileSync(join(tmp, "old.gguf"), "utf8"), "old");
     assertOk(lora(...args, "--out", join(tmp, "old.gguf"), "--overwrite"));
-    refused(join(tmp, "y.gguf"), /--format must be one of gguf, got "onnx"/, "--format", "onnx");
+    refused(join(tmp, "y.gguf"), /--format must be one of gguf, mlx, got "onnx"/, "--format", "onnx");
     refused(join(tmp, "y.gguf"), /--outtype must be one of f32, f16, bf16, got "q4_0"/, "--outtype", "q4_0");
   });
 
@@ -88,7 +86,7 @@ describe("lora export --format gguf", () => {
       JSON.stringify({ ...config, base_model_name_or_path: "org/remote-model" }),
     );
     const r = lora("export", "--adapter", dir, "--format", "gguf", "--out", join(tmp, "orphan.gguf"));
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 2);
     assert.match(
       r.err,
       /names the base model "org\/remote-model", which is not a model folder here; pass --model DIR/,
