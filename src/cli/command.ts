@@ -1,5 +1,6 @@
 /** A subcommand: its flags (parsed with node:util parseArgs), generated --help, and its run function. */
 import { parseArgs } from "node:util";
+import { checkedNumber, type NumberBounds } from "../train/settings.js";
 
 export interface Flag {
   type: "string" | "boolean";
@@ -128,33 +129,7 @@ export function required(v: Values, name: string, cmd: string): string {
   return x;
 }
 
-export function num(
-  v: Values,
-  name: string,
-  fallback: number,
-  check: { int?: boolean; min?: number; exclusiveMin?: boolean; max?: number } = {},
-) {
+export function num(v: Values, name: string, fallback: number, check: NumberBounds = {}): number {
   const raw = str(v, name);
-  if (raw === undefined) return fallback;
-  const n = Number(raw);
-  const okInt = !check.int || Number.isSafeInteger(n);
-  const { min, max } = check;
-  if (
-    raw.trim() === "" ||
-    !Number.isFinite(n) ||
-    !okInt ||
-    (min !== undefined && (check.exclusiveMin ? n <= min : n < min)) ||
-    (max !== undefined && n > max)
-  ) {
-    const range = [
-      min !== undefined ? `${check.exclusiveMin ? ">" : ">="} ${min}` : "",
-      max !== undefined ? `<= ${max}` : "",
-    ]
-      .filter(Boolean)
-      .join(" and ");
-    throw new UsageError(
-      `--${name} must be ${check.int ? "an integer" : "a number"}${range ? ` ${range}` : ""}, got "${raw}"`,
-    );
-  }
-  return n;
+  return raw === undefined ? fallback : checkedNumber(name, raw, check);
 }

@@ -199,25 +199,36 @@ export type Settings = { [K in SettingName]: string | number | boolean | null };
 /** Raw values by setting name, as flags or a --config file give them (strings, or true for a switch). */
 export type SettingValues = Record<string, string | number | boolean | readonly unknown[] | undefined>;
 
-/** A numeric setting parsed and checked against its spec, or a SettingsError naming the bounds. */
-function checkedNumber(name: string, raw: string, s: Spec): number {
+/** The bounds of a numeric value: an integer or not, min (exclusive where said) and max. */
+export interface NumberBounds {
+  int?: boolean;
+  min?: number;
+  exclusiveMin?: boolean;
+  max?: number;
+}
+
+/**
+ * A numeric flag or setting parsed and checked against its bounds, or a SettingsError naming them
+ * (`--rank must be an integer >= 1, got "0"`). The CLI's other numeric flags use it too.
+ */
+export function checkedNumber(name: string, raw: string, b: NumberBounds): number {
   const n = Number(raw);
-  const { min, max } = s;
+  const { min, max } = b;
   const ok =
     raw.trim() !== "" &&
     Number.isFinite(n) &&
-    (s.kind !== "int" || Number.isSafeInteger(n)) &&
-    (min === undefined || (s.exclusiveMin ? n > min : n >= min)) &&
+    (!b.int || Number.isSafeInteger(n)) &&
+    (min === undefined || (b.exclusiveMin ? n > min : n >= min)) &&
     (max === undefined || n <= max);
   if (ok) return n;
   const range = [
-    min !== undefined ? `${s.exclusiveMin ? ">" : ">="} ${min}` : "",
+    min !== undefined ? `${b.exclusiveMin ? ">" : ">="} ${min}` : "",
     max !== undefined ? `<= ${max}` : "",
   ]
     .filter(Boolean)
     .join(" and ");
   throw new SettingsError(
-    `--${name} must be ${s.kind === "int" ? "an integer" : "a number"}${range ? ` ${range}` : ""}, got "${raw}"`,
+    `--${name} must be ${b.int ? "an integer" : "a number"}${range ? ` ${range}` : ""}, got "${raw}"`,
   );
 }
 
@@ -232,7 +243,7 @@ export function settingsFrom(v: SettingValues): Settings {
       if (s.choices && !s.choices.includes(raw as string))
         throw new SettingsError(`--${name} must be one of ${s.choices.join(", ")}, got "${raw}"`);
       out[name] = raw as string;
-    } else out[name] = checkedNumber(name, String(raw), s);
+    } else out[name] = checkedNumber(name, String(raw), { ...s, int: s.kind === "int" });
   }
   return out as Settings;
 }
