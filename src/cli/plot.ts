@@ -45,7 +45,7 @@ export async function writeLossSvg(runDir: string, name = basename(resolve(runDi
 export const plotCommand: Command = {
   name: "plot",
   summary: "Plot training and validation loss (and the learning rate) of one or more runs.",
-  usage: "lora plot RUN_DIR... [--out FILE.svg|FILE.png]",
+  usage: "lora plot RUN_DIR... [--out FILE.svg|FILE.png [--overwrite]]",
   positionals: { valueName: "RUN_DIR (a 'lora train' --out folder, or its metrics.jsonl)", min: 1 },
   flags: {
     out: {
@@ -53,6 +53,7 @@ export const plotCommand: Command = {
       valueName: "FILE",
       description: "write the chart to FILE.svg or FILE.png (default: a text chart on the terminal)",
     },
+    overwrite: { type: "boolean", description: "replace an existing --out file" },
   },
   examples: [
     "lora plot ./run",
@@ -70,6 +71,8 @@ export const plotCommand: Command = {
     const kind = extname(out).toLowerCase();
     if (kind !== ".svg" && kind !== ".png")
       throw new UsageError(`--out ${out}: give a file ending in .svg or .png`);
+    if (fs.existsSync(out) && !v.overwrite)
+      throw new UsageError(`--out ${out} already exists; pass --overwrite to replace it`);
     const svg = await chartSvg(runs);
     writeFileAtomic(out, kind === ".svg" ? svg : (await import("../plot/node/png.js")).svgToPng(svg));
     const points = runs.reduce((n, r) => n + r.train.length + r.val.length, 0);

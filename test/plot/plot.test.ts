@@ -148,6 +148,11 @@ describe("lora plot", () => {
     assert.match(lora("plot").err, /missing RUN_DIR/);
     assert.match(lora("plot", join(tmp, "nope")).err, /not found/);
     assert.match(lora("plot", run, "--out", join(tmp, "c.jpg")).err, /ending in \.svg or \.png/);
+    const mine = join(tmp, "mine.svg");
+    writeFileSync(mine, "a user's file");
+    assert.match(lora("plot", run, "--out", mine).err, /already exists; pass --overwrite to replace it/);
+    assert.equal(readFileSync(mine, "utf8"), "a user's file");
+    assertOk(lora("plot", run, "--out", mine, "--overwrite"));
   });
 });
 
