@@ -1,11 +1,12 @@
 /**
  * `lora train`'s storage of a fine-tuning job, over its run folder: metrics.jsonl, checkpoints
- * written atomically (older ones pruned), the outputs, and loss.svg redrawn at each checkpoint and at
- * the end. A checkpoint is also the moment an --overwrite run replaces the previous one.
+ * written atomically (older ones pruned), the outputs, and loss.svg redrawn at checkpoints (no more
+ * often than keeps drawing under a tenth of the run's time) and at the end. A checkpoint is also the moment an --overwrite run replaces the previous one.
  */
 import fs from "node:fs";
 import { basename, join, resolve } from "node:path";
-import { writeCheckpoint } from "../io/node/checkpoint-folder.js";
+import { listCheckpoints, writeCheckpoint } from "../io/node/checkpoint-folder.js";
+import { faultPoint } from "../io/node/faults.js";
 import { type ModelFolder, writeTokenizerFiles } from "../io/node/model-folder.js";
 import { readTextFile } from "../io/node/read-file.js";
 import type { RunFolder } from "../io/node/run-folder.js";
@@ -33,6 +34,8 @@ export class RunFolderStorage implements RunStorage {
   written: string[] = [];
   /** The newest checkpoint this run saved, as the user named the run folder. */
   lastCheckpoint: string | null = null;
+  /** When loss.svg was last drawn, and how long that took (ms). */
+  private plotted = { at: Number.NEGATIVE_INFINITY, ms: 0 };
 
   constructor(
     private readonly folder: RunFolder,
@@ -57,19 +60,51 @@ export class RunFolderStorage implements RunStorage {
   }
 
   appendMetrics(row: Record<string, unknown>): void {
-    fs.appendFileSync(this.metricsPath(), `${JSON.stringify(row)}\n`);
+    try {
+      faultPoint("metrics");
+      fs.appendFileSync(this.metricsPath(), `${JSON.stringify(row)}\n`);
+    } catch (err) {
+      throw this.stopped(`${join(this.out, "metrics.jsonl")}: cannot append: ${(err as Error).message}`, err);
+    }
+  }
+
+  /**
+   * A write that stopped the run (a full disk, most often): says which checkpoint the run can go on
+   * from, and how. A resume rewrites metrics.jsonl from that checkpoint's step, so nothing is lost.
+   */
+  private stopped(message: string, cause: unknown): Error {
+    const last = listCheckpoints(this.folder.dir).at(-1);
+    const next = this.folder.staged
+      ? "" // the shell says where the previous run and the new one are
+      : last
+        ? `; free some space, then continue the run from step ${last.step} with: lora train --resume ${this.out}`
+        : "; no checkpoint was saved yet: free some space and start the run again";
+    return new Error(`${message}${next}`, { cause });
   }
 
   async saveCheckpoint(step: number, files: RunFiles): Promise<void> {
-    writeCheckpoint(this.folder.dir, step, files, { keep: this.opts.keep });
-    this.folder.record(["checkpoints"]);
-    await this.plotLoss();
+    try {
+      // recorded first: a run killed while writing its first checkpoint is still ours to replace
+      this.folder.record(["checkpoints"]);
+      writeCheckpoint(this.folder.dir, step, files, { keep: this.opts.keep });
+    } catch (err) {
+      throw this.stopped((err as Error).message, err);
+    }
+    // with a checkpoint every step or two on a small model, drawing at each would take most of the run
+    if (performance.now() - this.plotted.at >= 10 * this.plotted.ms) await this.plotLoss();
     this.folder.commit(); // an --overwrite run replaces the previous one now that it has a checkpoint
     this.lastCheckpoint = join(this.out, "checkpoints", `step-${step}`);
   }
 
   saveOutputs(files: RunFiles): void {
-    for (const [name, data] of Object.entries(files)) writeFileAtomic(join(this.folder.dir, name), data);
+    try {
+      for (const [name, data] of Object.entries(files)) {
+        faultPoint("outputs");
+        writeFileAtomic(join(this.folder.dir, name), data);
+      }
+    } catch (err) {
+      throw this.stopped((err as Error).message, err);
+    }
     const from = this.opts.tokenizerFrom;
     const names = [...Object.keys(files), ...(from ? writeTokenizerFiles(from, this.folder.dir) : [])];
     this.folder.record(names);
@@ -78,8 +113,10 @@ export class RunFolderStorage implements RunStorage {
 
   /** Redraws loss.svg from metrics.jsonl; a chart that cannot be drawn never stops the run. */
   async plotLoss(): Promise<string[]> {
+    const t0 = performance.now();
     try {
       await writeLossSvg(this.folder.dir, basename(resolve(this.out)));
+      this.plotted = { at: performance.now(), ms: performance.now() - t0 };
       this.folder.record(["loss.svg"]);
       return ["loss.svg"];
     } catch (e) {

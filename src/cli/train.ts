@@ -9,6 +9,7 @@ import { readJson } from "../io/node/json-file.js";
 import { loadModelFolder } from "../io/node/model-folder.js";
 import { checkOutSeparate, RunFolder } from "../io/node/run-folder.js";
 import { readSafetensorsFile } from "../io/node/safetensors-file.js";
+import { checkWritable } from "../io/node/writable.js";
 import type { AdapterInput } from "../io/peft.js";
 import { type CausalLM, modelFamily } from "../models/index.js";
 import { type BaseDType, type BaseDTypeSetting, resolveBaseDtype } from "../nn/base-dtype.js";
@@ -241,7 +242,10 @@ async function runTrain(v: Values): Promise<void> {
     "val-data": s["val-data"] as string | null,
     config: typeof v.config === "string" ? v.config : null,
   });
-  if (!resume) RunFolder.check(out, v.overwrite === true);
+  const outState = resume ? null : RunFolder.check(out, v.overwrite === true);
+  // an --overwrite of a previous run is staged in a folder beside it
+  checkWritable(out, { sibling: outState?.kind === "run", flag: resume ? "--resume" : "--out" });
+  if (resume) checkWritable(join(out, "checkpoints"), { sibling: false, flag: "--resume" });
 
   const loaded = loadModel(s.model as string, undefined, { baseDtype: s["base-dtype"] as BaseDType });
   const { config } = loaded;

@@ -2,10 +2,13 @@
  * Checkpoint folders on disk: <run>/checkpoints/step-N/. A checkpoint is written into a hidden
  * temporary folder, each file synced, and only then renamed to step-N, so a crash or a full disk at
  * any moment leaves every earlier checkpoint whole and no half-written step-N. Old ones are pruned
- * after the new one is in place.
+ * after the new one is in place, each first renamed to a temporary name, so that a crash midway
+ * never leaves a step-N with some of its files deleted. Temporary folders (".tmp-...") are never
+ * read as checkpoints; the next checkpoint, or a resume, deletes those of a process that is gone.
  */
 import fs from "node:fs";
 import { basename, join } from "node:path";
+import { faultPoint } from "./faults.js";
 import { writeFileAtomic } from "./safetensors-file.js";
 
 export type Files = Record<string, Uint8Array | string>;
@@ -53,10 +56,10 @@ export function writeCheckpoint(
 ): string {
   const root = join(runDir, "checkpoints");
   fs.mkdirSync(root, { recursive: true });
-  for (const name of fs.readdirSync(root))
-    if (name.startsWith(".tmp-")) fs.rmSync(join(root, name), { recursive: true, force: true });
+  removeTempCheckpoints(runDir, { all: true });
   const final = join(root, `step-${step}`);
   const tmp = join(root, `.tmp-step-${step}-${process.pid}`);
+  const replaced = join(root, `.tmp-replaced-step-${step}-${process.pid}`);
   const write = opts.write ?? writeFileAtomic;
   try {
     fs.mkdirSync(tmp);
@@ -64,21 +67,65 @@ export function writeCheckpoint(
     const names = Object.keys(files).sort(
       (a, b) => Number(a === COMPLETE_MARK) - Number(b === COMPLETE_MARK),
     );
-    for (const name of names) write(join(tmp, name), files[name]!);
-    if (fs.existsSync(final)) fs.rmSync(final, { recursive: true });
+    for (const name of names) {
+      faultPoint("checkpoint-file");
+      write(join(tmp, name), files[name]!);
+    }
+    faultPoint("checkpoint-rename");
+    // a checkpoint of this step already there (a resume from an earlier one) is replaced whole
+    if (fs.existsSync(final)) fs.renameSync(final, replaced);
     fs.renameSync(tmp, final);
   } catch (err) {
     fs.rmSync(tmp, { recursive: true, force: true });
+    if (fs.existsSync(replaced) && !fs.existsSync(final)) fs.renameSync(replaced, final);
     const last = listCheckpoints(runDir).at(-1);
     throw new Error(
-      `could not save the checkpoint of step ${step}: ${(err as Error).message}` +
-        (last ? `; the previous checkpoint ${last.dir} is intact` : ""),
+      `could not save the checkpoint of step ${step}: ${(err as Error).message}; ` +
+        (last
+          ? `the previous checkpoint, of step ${last.step} (${last.dir}), is intact`
+          : "no earlier checkpoint of this run was saved"),
       { cause: err },
     );
   }
+  fs.rmSync(replaced, { recursive: true, force: true });
   const keep = opts.keep ?? 0;
   if (keep > 0) {
-    for (const old of listCheckpoints(runDir).slice(0, -keep)) fs.rmSync(old.dir, { recursive: true });
+    for (const old of listCheckpoints(runDir).slice(0, -keep)) {
+      const gone = join(root, `.tmp-pruned-${basename(old.dir)}-${process.pid}`);
+      fs.renameSync(old.dir, gone);
+      faultPoint("prune");
+      fs.rmSync(gone, { recursive: true });
+    }
   }
   return final;
+}
+
+/**
+ * Deletes the temporary folders in <runDir>/checkpoints: a checkpoint being written, an old one
+ * being pruned or replaced. `all` deletes every one (the writer is about to make its own); without
+ * it, only those of processes that are gone (a resume after a crash).
+ */
+export function removeTempCheckpoints(runDir: string, opts: { all: boolean }): string[] {
+  const root = join(runDir, "checkpoints");
+  if (!fs.existsSync(root)) return [];
+  const removed: string[] = [];
+  for (const name of fs.readdirSync(root)) {
+    if (!name.startsWith(".tmp-")) continue;
+    const pid = Number(/-(\d+)$/.exec(name)?.[1]);
+    if (!opts.all && pid !== process.pid && processAlive(pid)) continue;
+    fs.rmSync(join(root, name), { recursive: true, force: true });
+    removed.push(name);
+  }
+  return removed;
+}
+
+/** Whether a process of this id runs now (so its temporary files may still be in use). */
+export function processAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
 }

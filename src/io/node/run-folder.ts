@@ -14,8 +14,9 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import { basename, dirname, join, relative, resolve, sep } from "node:path";
 import { CHECKPOINT_FORMAT } from "../checkpoint.js";
-import { listCheckpoints } from "./checkpoint-folder.js";
+import { listCheckpoints, removeTempCheckpoints } from "./checkpoint-folder.js";
 import { readTextFile } from "./read-file.js";
+import { writeFileAtomic } from "./safetensors-file.js";
 
 export const RUN_MARKER = ".lora-run.json";
 const JOURNAL = ".lora-commit.json";
@@ -234,6 +235,7 @@ export class RunFolder {
       throw new RunFolderError(
         `--resume: ${out} is not a run folder of lora train${state.kind === "foreign" ? ` (it holds ${state.files.join(", ")}, which no run wrote)` : ""}; resume a run folder or a checkpoint inside its checkpoints/`,
       );
+    removeLeftovers(out);
     const folder = new RunFolder(out, null);
     const marker = readMarker(out);
     for (const f of marker?.files ?? RUN_FILES.filter((n) => fs.existsSync(join(out, n))))
@@ -256,7 +258,8 @@ export class RunFolder {
   record(names: string[]): void {
     for (const n of names) this.written.add(n);
     const marker: Marker = { format: RUN_FORMAT, files: [...this.written].sort() };
-    fs.writeFileSync(join(this.dir, RUN_MARKER), `${JSON.stringify(marker, null, 2)}\n`);
+    // atomic: a crash while it is written must not leave a marker that no longer reads
+    writeFileAtomic(join(this.dir, RUN_MARKER), `${JSON.stringify(marker, null, 2)}\n`);
   }
 
   /**
@@ -280,7 +283,7 @@ export class RunFolder {
         `--out ${this.out}: ${clash.join(", ")} appeared there during the run; it is not replaced`,
       );
     fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(join(dir, JOURNAL), JSON.stringify({ staging, trash, previous } satisfies Journal));
+    writeFileAtomic(join(dir, JOURNAL), JSON.stringify({ staging, trash, previous } satisfies Journal));
     let away: string[] = [];
     let moved: string[] = [];
     try {
@@ -311,6 +314,19 @@ export class RunFolder {
     if (listCheckpoints(staging).length > 0) return staging;
     fs.rmSync(staging, { recursive: true, force: true });
     return null;
+  }
+}
+
+/**
+ * What a run killed mid-write left in its folder, for a resume: the temporary checkpoint folders and
+ * the temporary files of atomic writes (NAME.tmp-PID-HEX) of processes that are gone.
+ */
+function removeLeftovers(dir: string): void {
+  removeTempCheckpoints(dir, { all: false });
+  for (const name of fs.readdirSync(dir)) {
+    const m = /\.tmp-(\d+)-[0-9a-f]+$/.exec(name);
+    if (!m || (Number(m[1]) !== process.pid && alive(Number(m[1])))) continue;
+    fs.rmSync(join(dir, name), { force: true });
   }
 }
 
