@@ -48,7 +48,7 @@ export interface SoakReport {
   kills: number;
   /** Each kill by the phase it hit: a fault point, or what the folder showed after a random one. */
   phases: Record<string, number>;
-  /** Random kills whose run had finished first: the run was then started again (--overwrite). */
+  /** Random kills whose run had finished first: the run was then started again from nothing. */
   missed: number;
   /** Resumes that found no checkpoint and started the run again with --overwrite. */
   restarts: number;
@@ -66,21 +66,18 @@ export interface SoakReport {
 /** `n` kills: about half at random moments, the rest spread over the fault points ("outputs" last). */
 export function planKills(n: number, rng: Rng): Kill[] {
   const points: KillPoint[] = ["checkpoint-file", "prune", "checkpoint-rename", "metrics"];
-  const kills: Kill[] = [];
   const targeted = Math.floor(n / 2);
-  for (let i = 0; i < targeted; i++) {
-    const last = i === targeted - 1 && targeted >= 5;
-    kills.push({ kind: "point", point: last ? "outputs" : points[i % points.length]! });
-  }
-  while (kills.length < n) kills.push({ kind: "random" });
-  // shuffle all but a final "outputs" kill (which needs the run at its end)
-  const end = kills.at(-1);
-  const tail = end?.kind === "point" && end.point === "outputs" ? kills.splice(-1) : [];
+  // with 5 or more targeted kills, the last is at the final adapter's write (the run's very end)
+  const end: Kill[] = targeted >= 5 ? [{ kind: "point", point: "outputs" }] : [];
+  const kills: Kill[] = [];
+  for (let i = 0; i < targeted - end.length; i++)
+    kills.push({ kind: "point", point: points[i % points.length]! });
+  while (kills.length < n - end.length) kills.push({ kind: "random" });
   for (let i = kills.length - 1; i > 0; i--) {
     const j = rng.int(i + 1);
     [kills[i], kills[j]] = [kills[j]!, kills[i]!];
   }
-  return [...kills, ...tail];
+  return [...kills, ...end];
 }
 
 /** A learnable dataset over ids the tiny fixtures' vocabularies hold, with a validation split. */
@@ -134,8 +131,10 @@ const CHECKPOINT_FILES = [
 ];
 const ATOMIC_TEMP = /\.tmp-\d+-[0-9a-f]+$/;
 
-/** What a random kill hit, read from what it left in the run folder. */
+/** What a random kill hit, read from what it left in the run folder (or an --overwrite run's staging folder). */
 function phaseOf(run: string, keep: number, resumedFrom: number): string {
+  const staged = fs.readdirSync(dirname(run)).find((n) => n.startsWith(".run.lora-new-"));
+  if (staged) return phaseOf(join(dirname(run), staged), keep, 0);
   const ckpt = join(run, "checkpoints");
   const names = fs.existsSync(ckpt) ? fs.readdirSync(ckpt) : [];
   if (names.some((n) => n.startsWith(".tmp-step-") || n.startsWith(".tmp-replaced-")))
@@ -283,7 +282,6 @@ export async function soak(o: SoakOptions): Promise<SoakReport> {
   let checked = 0;
   let left = 0;
   let started = false;
-  let again = false;
   const hitCounts = { "checkpoint-file": 4, "checkpoint-rename": 1, prune: 1, metrics: 1, outputs: 2 };
 
   /** The command that continues the run: a resume, or a new start when there is nothing to resume. */
@@ -291,10 +289,6 @@ export async function soak(o: SoakOptions): Promise<SoakReport> {
     if (!started) {
       started = true;
       return fresh(false);
-    }
-    if (again) {
-      again = false;
-      return fresh(true);
     }
     if (newestStep(run) !== null) return ["train", "--resume", run];
     restarts++;
@@ -330,10 +324,11 @@ export async function soak(o: SoakOptions): Promise<SoakReport> {
       }
       // the run finished before the kill: start it again from nothing and kill that one instead
       missed++;
+      fs.rmSync(run, { recursive: true });
+      started = false;
       log(
         `kill ${i + 1} (${kill.kind === "point" ? kill.point : "random"}) came after the run had finished; starting again`,
       );
-      again = true;
       continue;
     }
     kills++;

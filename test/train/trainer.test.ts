@@ -293,7 +293,7 @@ describe("checkpoint files", () => {
     };
     assert.throws(
       () => writeCheckpoint(run, 4, checkpointFiles({ ...snapshot, step: 4 }, {}), { keep: 2, write: full }),
-      /could not save the checkpoint of step 4: ENOSPC.*step-3 is intact/,
+      /could not save the checkpoint of step 4: ENOSPC.*the previous checkpoint, of step 3 \(.*step-3\), is intact/,
     );
     assert.deepEqual(
       listCheckpoints(run).map((c) => c.step),
