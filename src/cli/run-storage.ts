@@ -79,7 +79,9 @@ export class RunFolderStorage implements RunStorage {
       : last
         ? `; free some space, then continue the run from step ${last.step} with: lora train --resume ${this.out}`
         : "; no checkpoint was saved yet: free some space and start the run again";
-    return new Error(`${message}${next}`, { cause });
+    // the write's own advice ("free some space ... then retry") gives way to this one
+    const said = next ? message.replace("; free some space or write elsewhere, then retry", "") : message;
+    return new Error(`${said}${next}`, { cause });
   }
 
   async saveCheckpoint(step: number, files: RunFiles): Promise<void> {

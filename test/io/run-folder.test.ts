@@ -27,25 +27,38 @@ const siblings = (out: string) =>
   readdirSync(dirname(out)).filter((n) => n.startsWith(`.${basename(out)}.lora-`));
 
 describe("RunFolder", () => {
-  it("a failing move during the swap is undone: the previous run is whole, the new one kept", () => {
-    const out = join(tmp, "fail");
-    run(out, "OLD").commit();
-    const next = run(out, "NEW");
-    const rename = fs.renameSync;
-    let calls = 0;
-    fs.renameSync = (a: fs.PathLike, b: fs.PathLike) => {
-      if (++calls === 5) throw Object.assign(new Error("EXDEV: cross-device link"), { code: "EXDEV" });
-      rename(a, b);
-    };
-    try {
-      assert.throws(() => next.commit(), /EXDEV/);
-    } finally {
-      fs.renameSync = rename;
+  it("a failing move at any point of the swap is undone: the previous run is whole, the new one kept", () => {
+    // every rename the swap makes, failed in turn (the journal's own write among them)
+    for (let failAt = 1; ; failAt++) {
+      const out = join(tmp, `fail-${failAt}`);
+      run(out, "OLD").commit();
+      const next = run(out, "NEW");
+      const rename = fs.renameSync;
+      let calls = 0;
+      fs.renameSync = (a: fs.PathLike, b: fs.PathLike) => {
+        if (++calls === failAt) throw Object.assign(new Error("EXDEV: cross-device link"), { code: "EXDEV" });
+        rename(a, b);
+      };
+      let failed = true;
+      try {
+        next.commit();
+        failed = false;
+      } catch (e) {
+        assert.match((e as Error).message, /EXDEV/);
+      } finally {
+        fs.renameSync = rename;
+      }
+      if (!failed) {
+        assert.ok(failAt > 3, `the swap made only ${failAt - 1} renames`);
+        assert.equal(content(out), "NEW");
+        break;
+      }
+      assert.equal(content(out), "OLD", `failing rename ${failAt}`);
+      assert.equal(readFileSync(join(out, "metrics.jsonl"), "utf8"), "OLD\n", `failing rename ${failAt}`);
+      assert.ok(fs.existsSync(join(out, "checkpoints/step-1/trainer_state.json")), `failing rename ${failAt}`);
+      assert.equal(readFileSync(join(next.dir, "adapter_model.safetensors"), "utf8"), "NEW");
+      assert.equal(inspectOut(out).kind, "run");
     }
-    assert.equal(content(out), "OLD");
-    assert.equal(readFileSync(join(out, "metrics.jsonl"), "utf8"), "OLD\n");
-    assert.equal(readFileSync(join(next.dir, "adapter_model.safetensors"), "utf8"), "NEW");
-    assert.equal(inspectOut(out).kind, "run");
   });
 
   it("a swap cut short by a crash is finished by the next run on the folder", () => {

@@ -135,10 +135,12 @@ function recoverCommit(dir: string): void {
   fs.rmSync(j.trash, { recursive: true, force: true });
 }
 
-/** Moves the `names` that exist in `from` into `to`; returns what was moved. */
-function moveAll(from: string, to: string, names: string[]): string[] {
+/**
+ * Moves the `names` that exist in `from` into `to`, noting each in `moved` as it goes (so that a
+ * failure midway still says what moved, for the undo); returns `moved`.
+ */
+function moveAll(from: string, to: string, names: string[], moved: string[] = []): string[] {
   fs.mkdirSync(to, { recursive: true });
-  const moved: string[] = [];
   for (const n of names) {
     if (!fs.existsSync(join(from, n))) continue;
     fs.renameSync(join(from, n), join(to, n));
@@ -284,11 +286,11 @@ export class RunFolder {
       );
     fs.mkdirSync(dir, { recursive: true });
     writeFileAtomic(join(dir, JOURNAL), JSON.stringify({ staging, trash, previous } satisfies Journal));
-    let away: string[] = [];
-    let moved: string[] = [];
+    const away: string[] = [];
+    const moved: string[] = [];
     try {
-      away = moveAll(dir, trash, [...previous, RUN_MARKER]);
-      moved = moveAll(staging, dir, incoming);
+      moveAll(dir, trash, [...previous, RUN_MARKER], away);
+      moveAll(staging, dir, incoming, moved);
     } catch (err) {
       // undo: the new run back to staging, the previous run back in place
       moveAll(dir, staging, moved);
