@@ -55,7 +55,10 @@ describe("RunFolder", () => {
       }
       assert.equal(content(out), "OLD", `failing rename ${failAt}`);
       assert.equal(readFileSync(join(out, "metrics.jsonl"), "utf8"), "OLD\n", `failing rename ${failAt}`);
-      assert.ok(fs.existsSync(join(out, "checkpoints/step-1/trainer_state.json")), `failing rename ${failAt}`);
+      assert.ok(
+        fs.existsSync(join(out, "checkpoints/step-1/trainer_state.json")),
+        `failing rename ${failAt}`,
+      );
       assert.equal(readFileSync(join(next.dir, "adapter_model.safetensors"), "utf8"), "NEW");
       assert.equal(inspectOut(out).kind, "run");
     }
