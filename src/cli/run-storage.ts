@@ -1,7 +1,8 @@
 /**
  * `lora train`'s storage of a fine-tuning job, over its run folder: metrics.jsonl, checkpoints
  * written atomically (older ones pruned), the outputs, and loss.svg redrawn at checkpoints (no more
- * often than keeps drawing under a tenth of the run's time) and at the end. A checkpoint is also the moment an --overwrite run replaces the previous one.
+ * often than keeps drawing under a tenth of the run's time) and at the end. A checkpoint is also the
+ * moment an --overwrite run replaces the previous one.
  */
 import fs from "node:fs";
 import { basename, join, resolve } from "node:path";
@@ -74,11 +75,19 @@ export class RunFolderStorage implements RunStorage {
    */
   private stopped(message: string, cause: unknown): Error {
     const last = listCheckpoints(this.folder.dir).at(-1);
+    let code: unknown;
+    for (
+      let e = cause as { code?: unknown; cause?: unknown } | undefined;
+      e && !code;
+      e = e.cause as typeof e
+    )
+      code = e.code;
+    const fix = code === "ENOSPC" || code === "EDQUOT" ? "free some space" : "fix that";
     const next = this.folder.staged
       ? "" // the shell says where the previous run and the new one are
       : last
-        ? `; free some space, then continue the run from step ${last.step} with: lora train --resume ${this.out}`
-        : "; no checkpoint was saved yet: free some space and start the run again";
+        ? `; ${fix}, then continue the run from step ${last.step} with: lora train --resume ${this.out}`
+        : `; no checkpoint was saved yet: ${fix} and start the run again`;
     // the write's own advice ("free some space ... then retry") gives way to this one
     const said = next ? message.replace("; free some space or write elsewhere, then retry", "") : message;
     return new Error(`${said}${next}`, { cause });
