@@ -226,6 +226,10 @@ export function enginePlan(
   };
   if (s.pack) sft.packing_strategy = "wrapped";
   const targets = s.targets === null ? null : parseTargets(s.targets as string);
+  if (typeof targets === "string" && s.layers)
+    throw new SettingsError(
+      `--layers with --targets ${targets} is not mapped: PEFT refuses layers_to_transform when target_modules is a string (a regex or all-linear); name the modules (q_proj,v_proj), or write the blocks into the regex (e.g. .*\\.layers\\.(0|1)\\..*\\.(q_proj|v_proj)) and drop --layers`,
+    );
   const lora = initAdapter
     ? null
     : {

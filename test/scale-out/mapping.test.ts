@@ -247,12 +247,18 @@ describe("lora scale-out: prompt masking as TRL names it", () => {
   });
 });
 
+/** The parts of an accelerate config these tests read. */
+type AccelerateYaml = Record<string, unknown> & {
+  fsdp_config: Record<string, unknown>;
+  deepspeed_config: Record<string, unknown>;
+};
+
 describe("lora scale-out: strategies", () => {
   const config = (o: Partial<EngineOptions>) =>
     parse(
       accelerateConfigYaml({ strategy: "ddp", numProcesses: 2, mixedPrecision: "no", device: "gpu", ...o }),
       { version: "1.1" },
-    ) as Record<string, any>;
+    ) as AccelerateYaml;
   it("fsdp: FSDP version 2, full state dict for the adapter", () => {
     const c = config({ strategy: "fsdp", numProcesses: 4, mixedPrecision: "bf16" });
     assert.equal(c.distributed_type, "FSDP");
@@ -298,6 +304,11 @@ describe("lora scale-out: refusals", () => {
       ...["--data", textData, "--batch-size", "3", "--num-processes", "2"],
     ));
   it("--full", () => assert.throws(() => plan({ full: true }), /--full is not mapped/));
+  it("--layers with a regex or all-linear --targets, which PEFT refuses", () => {
+    assert.throws(() => plan({ targets: "q_proj|v_proj", layers: "0" }), /PEFT refuses layers_to_transform/);
+    assert.throws(() => plan({ targets: "all-linear", layers: "0" }), /PEFT refuses layers_to_transform/);
+    assert.deepEqual(plan({ targets: "q_proj", layers: "0" }).lora_config?.layers_to_transform, [0]);
+  });
   it("DeepSpeed on CPU, an unknown strategy", () => {
     refused(/needs GPUs/, "--data", textData, "--strategy", "deepspeed-zero2", "--device", "cpu");
   });
