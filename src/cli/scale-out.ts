@@ -169,7 +169,7 @@ export const scaleOutCommand: Command = {
       model,
       s.adapter ? "init-adapter" : null,
     );
-    const diffs = differences(s, o, format, train.length);
+    const diffs = differences(s, o, format, train.length, valid !== null);
 
     if (v.overwrite) fs.rmSync(out, { recursive: true, force: true });
     fs.mkdirSync(join(out, "data"), { recursive: true });

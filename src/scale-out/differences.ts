@@ -13,7 +13,13 @@ export interface Difference {
 }
 
 /** What differs between this run under `lora train` and under the engine, given the data's format. */
-export function differences(s: Settings, o: EngineOptions, format: DataFormat, rows: number): Difference[] {
+export function differences(
+  s: Settings,
+  o: EngineOptions,
+  format: DataFormat,
+  rows: number,
+  hasValid = false,
+): Difference[] {
   const out: Difference[] = [];
   const add = (setting: string, what: string) => out.push({ setting, what });
   if (!s["no-shuffle"])
@@ -69,6 +75,11 @@ export function differences(s: Settings, o: EngineOptions, format: DataFormat, r
     add(
       "num-processes",
       "DDP sums each process's gradient of its tokens over the global token count (average_tokens_across_devices) then all-reduces: the same gradient as one process up to float summation order",
+    );
+  if (hasValid)
+    add(
+      "val-data",
+      "TRL's eval_loss is the mean of each evaluation batch's mean token loss, weighted by rows, where lora-ts's is the mean over all validation tokens; under DDP it came out lower still (see the lora-ts README): run lora eval on the adapter for lora-ts's number",
     );
   if (s["save-every"] !== null)
     add(

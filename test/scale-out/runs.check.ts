@@ -81,7 +81,7 @@ describe("lora scale-out: real runs with accelerate + TRL", { skip: PYTHON_MISSI
     init = trainRun("init", "--steps", "2", "--lr", "0.01", "--eval-every", "0");
   });
 
-  it("two CPU processes: world size 2 over gloo; the adapter loads in lora eval with TRL's validation loss; the loss curve is close to lora train's", (t) => {
+  it("two CPU processes: world size 2 over gloo; the adapter loads in lora eval (TRL's validation loss), merge, export and generate; the loss curve is close to lora train's", (t) => {
     const settings = ["--steps", "24", "--lr", "0.005", "--seed", "3", "--eval-every", "0"];
     const hf = scaleOutRun("ddp2", ...settings, "--num-processes", "2");
     const world = JSON.parse(readFileSync(join(hf.dir, "world.json"), "utf8"));
@@ -114,6 +114,52 @@ describe("lora scale-out: real runs with accelerate + TRL", { skip: PYTHON_MISSI
       `lora eval of the DDP adapter: ${evalLoss.toFixed(6)}; TRL's final eval_loss ${trlEval.toFixed(6)}`,
     );
     assertClose([evalLoss], [trlEval], "f32", "validation loss: lora eval vs TRL");
+
+    // merge and export take the adapter folder as it is: the merged model gives the same loss
+    const merged = join(tmp, "merged");
+    assertOk(lora("merge", "--model", model, "--adapter", join(hf.dir, "adapter"), "--out", merged));
+    const evMerged = lora(
+      "eval",
+      "--model",
+      merged,
+      "--data",
+      data,
+      "--split",
+      "valid",
+      "--seq-len",
+      "64",
+      "--base-dtype",
+      "f32",
+      "--json",
+    );
+    assertOk(evMerged);
+    assertClose([JSON.parse(evMerged.out).loss], [evalLoss], "f32", "merged model vs adapter");
+    assertOk(
+      lora(
+        "export",
+        "--adapter",
+        join(hf.dir, "adapter"),
+        "--format",
+        "gguf",
+        "--model",
+        model,
+        "--out",
+        join(tmp, "a.gguf"),
+      ),
+    );
+    assertOk(
+      lora(
+        "generate",
+        "--model",
+        model,
+        "--adapter",
+        join(hf.dir, "adapter"),
+        "--prompt",
+        "The",
+        "--max-tokens",
+        "4",
+      ),
+    );
 
     const mine = trainRun("ddp2-ours", ...settings);
     const a = ours(mine).map((r) => r.loss!);
