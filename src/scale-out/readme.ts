@@ -10,6 +10,7 @@ export const LAUNCH = "accelerate launch --config_file accelerate_config.yaml tr
 
 export function readme(plan: EnginePlan, diffs: readonly Difference[], flags: string): string {
   const w = plan.world;
+  const m = plan.model;
   const lines = [
     "# A `lora train` run for Hugging Face accelerate + TRL",
     "",
@@ -34,10 +35,10 @@ export function readme(plan: EnginePlan, diffs: readonly Difference[], flags: st
     "## Bring the adapter back",
     "",
     "```sh",
-    `lora eval --model MODEL --adapter ${plan.adapter_out} --data DATA`,
-    `lora generate --model MODEL --adapter ${plan.adapter_out} --prompt "..."`,
-    `lora merge --model MODEL --adapter ${plan.adapter_out} --out MERGED`,
-    `lora export --model MODEL --adapter ${plan.adapter_out} --format gguf --out adapter.gguf`,
+    `lora eval --model ${m} --adapter ${plan.adapter_out} --data DATA`,
+    `lora generate --model ${m} --adapter ${plan.adapter_out} --prompt "..."`,
+    `lora merge --model ${m} --adapter ${plan.adapter_out} --out MERGED`,
+    `lora export --model ${m} --adapter ${plan.adapter_out} --format gguf --out adapter.gguf`,
     "```",
     "",
     "## What the engine does not do identically",
