@@ -124,6 +124,10 @@ def main():
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
+    from transformers import set_seed
+
+    # before PEFT draws A: SFTTrainer wraps the model before the Trainer seeds torch
+    set_seed(PLAN["sft_config"]["seed"])
     kw = sft_kwargs()
     if kw["max_length"] is None:
         kw["max_length"] = context_length()
