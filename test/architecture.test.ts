@@ -14,6 +14,7 @@ const LAYERS = [
   "lora",
   "io",
   "train",
+  "scale-out",
   "plot",
   "experiment",
   "serve",

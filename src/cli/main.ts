@@ -13,6 +13,7 @@ import { inspectCommand } from "./inspect.js";
 import { mergeCommand } from "./merge.js";
 import { paramsCommand } from "./params.js";
 import { plotCommand } from "./plot.js";
+import { scaleOutCommand } from "./scale-out.js";
 import { serveCommand } from "./serve.js";
 import { trainCommand } from "./train.js";
 
@@ -27,6 +28,7 @@ const COMMANDS: Command[] = [
   plotCommand,
   experimentCommand,
   serveCommand,
+  scaleOutCommand,
 ];
 
 function version(): string {
