@@ -1,6 +1,7 @@
 /** Tokenizer: encode/decode, special ids and chat templates from parsed tokenizer.json + configs (browser-safe). */
 import { Template } from "@huggingface/jinja";
 import { Tokenizer as HFTokenizer } from "@huggingface/tokenizers";
+import { InputError } from "./input-error.js";
 
 export type ChatMessage = { role: string; content: string };
 type Json = Record<string, unknown>;
@@ -50,6 +51,8 @@ export class Tokenizer {
     private readonly hf: HFTokenizer,
     private readonly config: Json,
     generation: Json,
+    /** The folder (or file) the tokenizer came from, named in errors. */
+    readonly source: string,
   ) {
     for (const key of [
       "bos_token",
@@ -83,9 +86,13 @@ export class Tokenizer {
     this.chatTemplate = pickTemplate(config.chat_template);
   }
 
-  static fromJSON({ tokenizerJson, tokenizerConfig, generationConfig }: TokenizerFiles): Tokenizer {
+  /** A tokenizer from its parsed files; `source` (the folder they came from) is named in errors. */
+  static fromJSON(
+    { tokenizerJson, tokenizerConfig, generationConfig }: TokenizerFiles,
+    source = "tokenizer.json",
+  ): Tokenizer {
     if (tokenizerJson === null || typeof tokenizerJson !== "object" || !("model" in tokenizerJson)) {
-      throw new Error('tokenizer.json: expected an object with a "model" entry');
+      throw new InputError(source, 'tokenizer.json: expected an object with a "model" entry');
     }
     // tokenizers.js insists on these keys being present (null is fine); files saved by HF always have them.
     const json = {
@@ -107,7 +114,16 @@ export class Tokenizer {
         .filter((s) => s !== null);
     }
     config.clean_up_tokenization_spaces ??= false;
-    return new Tokenizer(new HFTokenizer(json, config), config, generationConfig ?? {});
+    try {
+      return new Tokenizer(new HFTokenizer(json, config), config, generationConfig ?? {}, source);
+    } catch (e) {
+      // tokenizers.js (and our reading of the special tokens) throws TypeErrors on malformed entries
+      throw new InputError(
+        source,
+        `tokenizer.json / tokenizer_config.json cannot be read as a tokenizer (${(e as Error).message}); re-save them with transformers' save_pretrained`,
+        { cause: e },
+      );
+    }
   }
 
   /**
@@ -150,13 +166,23 @@ export class Tokenizer {
           "pass a plain prompt instead, or use a model that has a chat template",
       );
     }
-    this.template ??= new Template(this.chatTemplate);
-    return this.template.render({
-      ...this.specialStrings,
-      ...vars,
-      messages,
-      add_generation_prompt: addGenerationPrompt,
-    });
+    // @huggingface/jinja is an interpreter with its own sandbox: a template sees only what is passed
+    // here, and reaches no JavaScript object, function or global of the host
+    try {
+      this.template ??= new Template(this.chatTemplate);
+      return this.template.render({
+        ...this.specialStrings,
+        ...vars,
+        messages,
+        add_generation_prompt: addGenerationPrompt,
+      });
+    } catch (e) {
+      throw new InputError(
+        this.source,
+        `the chat_template (tokenizer_config.json or chat_template.jinja) failed: ${(e as Error).message}`,
+        { cause: e },
+      );
+    }
   }
 }
 

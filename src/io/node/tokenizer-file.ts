@@ -25,5 +25,5 @@ export function loadTokenizer(dir: string): Tokenizer {
     tokenizerJson: readJson(path)!,
     tokenizerConfig,
     generationConfig: readOptional(join(dir, "generation_config.json")),
-  });
+  }, dir);
 }
