@@ -11,6 +11,7 @@ import { type BaseDType, castBaseWeights } from "../nn/base-dtype.js";
 import { type DType, type HalfDType, HOST_LE } from "../tensor/dtype.js";
 import { numel, shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
+import { checkMemory, estimateModelBytes } from "./memory.js";
 import { describeNonFinite, FLOAT_DTYPES, type SafetensorsTensor, tensorToFloat32 } from "./safetensors.js";
 
 export interface LoadedModel {
@@ -88,6 +89,14 @@ export function checkModelTensors(
   const configPath = `${source}/config.json`;
   const rules = modelFamily(config, configPath).checkpoint;
   const half = (opts.baseDtype ?? "f32") !== "f32";
+  // from the config's sizes alone, before the model's modules (one per layer) are built
+  checkMemory(
+    estimateModelBytes(config, half ? 2 : 4),
+    opts.memoryLimit,
+    configPath,
+    "the sizes it gives (vocab_size, hidden_size, the layer count)",
+    "check those sizes, or use a machine with more memory",
+  );
   const problems: string[] = [];
   const size: ModelSize = { parameters: 0, bytes: 0 };
   try {

@@ -7,6 +7,7 @@ import {
   HOST_LE,
   isDType,
 } from "../tensor/dtype.js";
+import { nestingProblem } from "./json.js";
 
 export interface SafetensorsTensor {
   dtype: DType;
@@ -162,6 +163,8 @@ export function parseSafetensorsHeader(
     fail(`header is not valid UTF-8 JSON (${(err as Error).message}); ${TRUNCATED}`);
   }
   if (!isPlainObject(header)) return fail("header is not a JSON object");
+  const deep = nestingProblem(text);
+  if (deep) fail(`header: ${deep}`);
 
   const problems: string[] = duplicateJsonKeys(text).map(({ key, within }) =>
     within === null
@@ -191,15 +194,12 @@ export function parseSafetensorsHeader(
     }
     const { dtype, shape, data_offsets: offsets } = entry;
     const before = problems.length;
-    if (!isDType(dtype))
-      problems.push(`${where}: unknown dtype ${shown(dtype)} (supported: ${SUPPORTED})`);
+    if (!isDType(dtype)) problems.push(`${where}: unknown dtype ${shown(dtype)} (supported: ${SUPPORTED})`);
     if (!Array.isArray(shape) || !shape.every(isCount)) {
       problems.push(`${where}: shape ${shown(shape)} is not an array of non-negative integers`);
     }
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) {
-      problems.push(
-        `${where}: data_offsets ${shown(offsets)} is not a pair of non-negative integers`,
-      );
+      problems.push(`${where}: data_offsets ${shown(offsets)} is not a pair of non-negative integers`);
     } else if (offsets[0] > offsets[1] || offsets[1] > dataLength) {
       problems.push(
         `${where}: data_offsets ${fmtShape(offsets)} are outside the ${dataLength}-byte data section; ${TRUNCATED}`,

@@ -22,7 +22,7 @@ function tokenString(v: unknown): string | null {
 
 function idList(v: unknown): number[] {
   const list = Array.isArray(v) ? v : [v];
-  return list.filter((x): x is number => Number.isInteger(x));
+  return list.filter((x): x is number => Number.isSafeInteger(x) && x >= 0); // a token id, never -1
 }
 
 /** tokenizer_config `chat_template`: a string, or a list of {name, template} where "default" is used. */
@@ -118,9 +118,11 @@ export class Tokenizer {
       return new Tokenizer(new HFTokenizer(json, config), config, generationConfig ?? {}, source);
     } catch (e) {
       // tokenizers.js (and our reading of the special tokens) throws TypeErrors on malformed entries
+      const why =
+        e instanceof TypeError || e instanceof RangeError ? "an entry is malformed" : (e as Error).message;
       throw new InputError(
         source,
-        `tokenizer.json / tokenizer_config.json cannot be read as a tokenizer (${(e as Error).message}); re-save them with transformers' save_pretrained`,
+        `tokenizer.json / tokenizer_config.json cannot be read as a tokenizer (${why}); re-save them with transformers' save_pretrained (--debug shows where it failed)`,
         { cause: e },
       );
     }
@@ -177,9 +179,14 @@ export class Tokenizer {
         add_generation_prompt: addGenerationPrompt,
       });
     } catch (e) {
+      // the Jinja parser's own TypeErrors (a template cut short) say nothing a user can act on
+      const why =
+        e instanceof TypeError || e instanceof RangeError
+          ? "it is malformed (the Jinja parser could not read it)"
+          : (e as Error).message;
       throw new InputError(
         this.source,
-        `the chat_template (tokenizer_config.json or chat_template.jinja) failed: ${(e as Error).message}`,
+        `the chat_template (tokenizer_config.json or chat_template.jinja) failed: ${why}; fix the template or re-download the file`,
         { cause: e },
       );
     }

@@ -33,7 +33,12 @@ interface Folder {
 const folder = (name: string): Folder => {
   const dir = fixtureModel(name);
   const bytes = new Uint8Array(readFileSync(join(dir, "model.safetensors")));
-  return { dir, config: json(join(dir, "config.json")), tensors: parseSafetensors(bytes, dir).tensors, size: bytes.length };
+  return {
+    dir,
+    config: json(join(dir, "config.json")),
+    tensors: parseSafetensors(bytes, dir).tensors,
+    size: bytes.length,
+  };
 };
 const FOLDERS = [folder("llama_gqa_tied"), folder("gpt2"), folder("qwen3")];
 
@@ -49,21 +54,25 @@ describe("fuzz: config.json", () => {
   it("mutated configs of llama, gpt2 and qwen3 folders: a model with finite logits, or an error naming the folder", () => {
     fc.assert(
       fc.property(
-        fc.integer({ min: 0, max: FOLDERS.length - 1 }).chain((i) =>
-          jsonFileBytes(FOLDERS[i]!.config).map((b) => [FOLDERS[i]!, b] as const),
-        ),
+        fc
+          .integer({ min: 0, max: FOLDERS.length - 1 })
+          .chain((i) => jsonFileBytes(FOLDERS[i]!.config).map((b) => [FOLDERS[i]!, b] as const)),
         ([f, bytes]) => {
           count("config.json");
-          const r = checkCase(() => loadConfig(f, bytes), { source: f.dir, inputBytes: f.size + bytes.length });
+          const r = checkCase(() => loadConfig(f, bytes), {
+            source: f.dir,
+            inputBytes: f.size + bytes.length,
+          });
           if (!r.ok) return;
           const logits = checkCase(() => noGrad(() => r.value.forward(new Int32Array([1, 2]), [1, 2]).data), {
             source: f.dir,
             inputBytes: f.size,
           });
-          if (logits.ok) assert.ok(logits.value.every(Number.isFinite), "a model that loads computes finite logits");
+          if (logits.ok)
+            assert.ok(logits.value.every(Number.isFinite), "a model that loads computes finite logits");
         },
       ),
-      params(1500),
+      params(400),
     );
     report("config.json");
   });
@@ -82,7 +91,10 @@ describe("fuzz: adapter_config.json", () => {
       fc.property(jsonFileBytes(ADAPTER_CONFIG), fc.boolean(), (bytes, attach) => {
         count("adapter_config.json");
         const limits = { source: path, inputBytes: ADAPTER_BYTES.length + bytes.length };
-        const r = checkCase(() => parseAdapterConfig(parseJsonObject(asText(bytes), path), path, ["q_proj", "v_proj"]), limits);
+        const r = checkCase(
+          () => parseAdapterConfig(parseJsonObject(asText(bytes), path), path, ["q_proj", "v_proj"]),
+          limits,
+        );
         if (!r.ok) return;
         const again = parseAdapterConfig(adapterConfigJson(r.value, "base"), "again", []);
         assert.deepEqual(again, r.value, "adapter_config.json round trip");
@@ -94,7 +106,7 @@ describe("fuzz: adapter_config.json", () => {
           inputBytes: LLAMA.size + ADAPTER_BYTES.length,
         });
       }),
-      params(1500),
+      params(1000),
     );
     report("adapter_config.json");
   });
@@ -112,7 +124,11 @@ describe("fuzz: tokenizer.json and tokenizer_config.json", () => {
       fc.property(
         which.chain((file) =>
           jsonFileBytes(
-            file === "tokenizer.json" ? TOKENIZER_JSON : file === "tokenizer_config.json" ? TOKENIZER_CONFIG : GENERATION,
+            file === "tokenizer.json"
+              ? TOKENIZER_JSON
+              : file === "tokenizer_config.json"
+                ? TOKENIZER_CONFIG
+                : GENERATION,
           ).map((b) => [file, b] as const),
         ),
         ([file, bytes]) => {
@@ -137,10 +153,13 @@ describe("fuzz: tokenizer.json and tokenizer_config.json", () => {
             checkCase(() => tok.decode(ids.value), limits);
           }
           if (tok.chatTemplate !== null)
-            checkCase(() => tok.applyChatTemplate([{ role: "user", content: "hi" }], { addGenerationPrompt: true }), limits);
+            checkCase(
+              () => tok.applyChatTemplate([{ role: "user", content: "hi" }], { addGenerationPrompt: true }),
+              limits,
+            );
         },
       ),
-      params(800),
+      params(500),
     );
     report("tokenizer");
   });

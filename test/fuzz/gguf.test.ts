@@ -11,13 +11,13 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import fc from "fast-check";
+import { type GGUFHeader, parseGGUFHeader } from "../../src/io/gguf.js";
 import { readGGUFAdapter } from "../../src/io/gguf-adapter.js";
 import { ggufModelConfig, ggufTensorPlan, ggufToHFTensor, ROPE_FREQS } from "../../src/io/gguf-model.js";
 import { dequantize } from "../../src/io/gguf-quants.js";
 import { ggufTokenizerFiles } from "../../src/io/gguf-tokenizer.js";
 import { GGUFValueType } from "../../src/io/gguf-types.js";
-import { type GGUFValue as WriteValue, serializeGGUF } from "../../src/io/gguf-write.js";
-import { type GGUFHeader, parseGGUFHeader } from "../../src/io/gguf.js";
+import { serializeGGUF, type GGUFValue as WriteValue } from "../../src/io/gguf-write.js";
 import { checkModelTensors, loadModelFromTensors } from "../../src/io/model-loader.js";
 import { Tokenizer } from "../../src/io/tokenizer.js";
 import { fixturesDir } from "../helpers.js";
@@ -25,9 +25,11 @@ import { checkCase, count, hostileU64, mutateBytes, params, report } from "./har
 
 const SRC = "fuzz/model.gguf";
 const read = (p: string) => new Uint8Array(readFileSync(join(fixturesDir, p)));
-const MODELS = ["gguf/models/llama_gqa_tied.f16.gguf", "gguf/models/qwen2.q8_0.gguf", "gguf/models/gpt2.f32.gguf"].map(
-  read,
-);
+const MODELS = [
+  "gguf/models/llama_gqa_tied.f16.gguf",
+  "gguf/models/qwen2.q8_0.gguf",
+  "gguf/models/gpt2.f32.gguf",
+].map(read);
 const VALUES = read("gguf/values.gguf");
 const ADAPTER = read("gguf-adapter/llama_gqa_tied/plain/converter-f16.gguf");
 const MODEL_CONFIG = JSON.parse(
@@ -81,14 +83,22 @@ function roundTrip(bytes: Uint8Array, h: GGUFHeader): void {
     return;
   }
   const h2 = parseGGUFHeader(again, "again");
-  assert.deepEqual([...h2.metadata], [...h.metadata]);
+  // the writer adds general.alignment (the default, 32) where the file had none
+  const added = h.metadata.has("general.alignment") ? [] : ["general.alignment"];
+  assert.deepEqual(
+    [...h2.metadata].filter(([k]) => !added.includes(k)),
+    [...h.metadata],
+  );
   assert.deepEqual(
     h2.tensors.map(({ name, dims, type, bytes: n }) => ({ name, dims, type, n })),
     h.tensors.map(({ name, dims, type, bytes: n }) => ({ name, dims, type, n })),
   );
   for (const [i, t] of h2.tensors.entries()) {
     const t1 = h.tensors[i]!;
-    assert.deepEqual(again.subarray(t.offset, t.offset + t.bytes), bytes.subarray(t1.offset, t1.offset + t1.bytes));
+    assert.deepEqual(
+      again.subarray(t.offset, t.offset + t.bytes),
+      bytes.subarray(t1.offset, t1.offset + t1.bytes),
+    );
   }
 }
 
@@ -122,7 +132,9 @@ const KEYS = [
 const hostileNumber = fc.oneof(
   hostileU64.map((v) => ({ type: GGUFValueType.UINT64, value: v }) as WriteValue),
   fc.nat(0xffffffff).map((v) => ({ type: GGUFValueType.UINT32, value: v }) as WriteValue),
-  fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }).map((v) => ({ type: GGUFValueType.INT32, value: v }) as WriteValue),
+  fc
+    .integer({ min: -(2 ** 31), max: 2 ** 31 - 1 })
+    .map((v) => ({ type: GGUFValueType.INT32, value: v }) as WriteValue),
   fc
     .constantFrom(Number.NaN, Number.POSITIVE_INFINITY, -1, 0, 1e-30, 3.4e38)
     .map((v) => ({ type: GGUFValueType.FLOAT32, value: v }) as WriteValue),
@@ -161,26 +173,28 @@ function rewritten(base: Uint8Array): fc.Arbitrary<Uint8Array> {
 describe("fuzz: GGUF", () => {
   it("mutated model files: the header, config, tensor plan and tokenizer, or a GGUF error naming the file", () => {
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: MODELS.length - 1 }).chain((i) => mutateBytes(MODELS[i]!)), (b) =>
-        modelProperty(b, false),
+      fc.property(
+        fc.integer({ min: 0, max: MODELS.length - 1 }).chain((i) => mutateBytes(MODELS[i]!)),
+        (b) => modelProperty(b, false),
       ),
-      params(1500),
+      params(500),
     );
   });
 
   it("model files with hostile metadata (10^12 blocks, NaN epsilon, a cut vocabulary), loaded in full", () => {
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: MODELS.length - 1 }).chain((i) => rewritten(MODELS[i]!)), (b) =>
-        modelProperty(b, true),
+      fc.property(
+        fc.integer({ min: 0, max: MODELS.length - 1 }).chain((i) => rewritten(MODELS[i]!)),
+        (b) => modelProperty(b, true),
       ),
-      params(250),
+      params(120),
     );
   });
 
   it("mutated metadata of every value type (values.gguf): parsed, written and read back the same", () => {
     fc.assert(
       fc.property(mutateBytes(VALUES), (b) => modelProperty(b, false)),
-      params(1500),
+      params(600),
     );
   });
 
@@ -194,7 +208,7 @@ describe("fuzz: GGUF", () => {
         });
         if (r.ok) for (const t of r.value.tensors.values()) assert.ok(t.bytes.byteLength <= 4 * bytes.length);
       }),
-      params(1000),
+      params(500),
     );
     report("gguf");
   });

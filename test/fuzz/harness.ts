@@ -63,6 +63,11 @@ const ORIGINAL = new Map(WRAPPED.map((n) => [n, (globalThis as unknown as Record
 const OriginalArrayBuffer = ArrayBuffer;
 
 let allocated = 0;
+let allowed = Number.POSITIVE_INFINITY;
+/** Thrown from inside a case the moment it asks for more than its limit, before the engine allocates. */
+class AllocationLimit extends Error {
+  override name = "AllocationLimit";
+}
 const elements = (arg: unknown): number => {
   if (typeof arg === "number") return Number.isFinite(arg) && arg > 0 ? arg : 0;
   if (arg instanceof OriginalArrayBuffer || ArrayBuffer.isView(arg)) return 0; // a view of memory already held
@@ -76,7 +81,10 @@ const PROXIES = new Map(
     const size = name === "Array" ? 8 : (C.BYTES_PER_ELEMENT ?? 1);
     const add = (args: unknown[]) => {
       // `Array(a, b)` builds [a, b]; only `Array(n)` asks for n slots
-      if (name !== "Array" || (args.length === 1 && typeof args[0] === "number")) allocated += elements(args[0]) * size;
+      if (name !== "Array" || (args.length === 1 && typeof args[0] === "number"))
+        allocated += elements(args[0]) * size;
+      if (allocated > allowed)
+        throw new AllocationLimit(`asked for ${allocated} bytes in all, over the ${allowed}-byte limit`);
     };
     const proxy: unknown = new Proxy(C, {
       construct(target, args, newTarget) {
@@ -93,9 +101,10 @@ const PROXIES = new Map(
 );
 
 /** Runs `fn` with allocations counted; returns what it allocated (bytes asked for) and its result. */
-function counting<T>(fn: () => T): { bytes: number; result: T } {
+function counting<T>(fn: () => T, limit: number): { bytes: number; result: T } {
   const g = globalThis as unknown as Record<string, unknown>;
   allocated = 0;
+  allowed = limit;
   for (const [name, p] of PROXIES) g[name] = p;
   try {
     const result = fn();
@@ -121,11 +130,12 @@ export type Outcome<T> = { ok: true; value: T } | { ok: false; error: Error };
 export function checkCase<T>(fn: () => T, limits: CaseLimits): Outcome<T> {
   const { inputBytes, allocFactor = 16, maxMs = 2000 } = limits;
   const sources = Array.isArray(limits.source) ? limits.source : [limits.source];
+  const limit = allocFactor * inputBytes + 2 ** 20;
   const start = performance.now();
   let outcome: Outcome<T>;
   let bytes = 0;
   try {
-    const r = counting(fn);
+    const r = counting(fn, limit);
     bytes = r.bytes;
     outcome = { ok: true, value: r.result };
   } catch (e) {
@@ -135,16 +145,19 @@ export function checkCase<T>(fn: () => T, limits: CaseLimits): Outcome<T> {
   }
   const ms = performance.now() - start;
   assert.ok(ms <= maxMs, `took ${ms.toFixed(0)} ms, over the ${maxMs} ms limit`);
-  const limit = allocFactor * inputBytes + 2 ** 20;
   assert.ok(bytes <= limit, `allocated ${bytes} bytes for a ${inputBytes}-byte input (limit ${limit})`);
   if (!outcome.ok) {
     const e = outcome.error;
+    if (e instanceof AllocationLimit) assert.fail(`${e.message} for a ${inputBytes}-byte input: ${e.stack}`);
     assert.ok(!FOREIGN.has(e.name) && !FOREIGN.has(e.constructor.name), `foreign ${e.name}: ${e.stack}`);
     assert.ok(
       sources.some((s) => e.message.includes(s)),
       `the error does not name ${sources.join(" or ")}: ${e.message}`,
     );
-    assert.ok(!/\[object Object\]|Cannot read propert|is not a function|is not iterable/.test(e.message), e.message);
+    assert.ok(
+      !/\[object Object\]|Cannot read propert|is not a function|is not iterable/.test(e.message),
+      e.message,
+    );
   }
   return outcome;
 }
@@ -243,7 +256,11 @@ export function mutateBytes(base: Uint8Array): fc.Arbitrary<Uint8Array> {
 }
 
 /** Every path to a value inside `v` (object keys and array indices), the root included. */
-function paths(v: unknown, at: (string | number)[] = [], out: (string | number)[][] = []): (string | number)[][] {
+function paths(
+  v: unknown,
+  at: (string | number)[] = [],
+  out: (string | number)[][] = [],
+): (string | number)[][] {
   out.push(at);
   if (Array.isArray(v)) v.forEach((x, i) => paths(x, [...at, i], out));
   else if (v !== null && typeof v === "object")
@@ -273,7 +290,10 @@ function deleteAt(v: unknown, path: (string | number)[]): unknown {
 }
 
 /** Structural mutations of a valid JSON value: 1–3 values replaced by hostile ones, or deleted. */
-export function mutateJson(base: unknown, values: fc.Arbitrary<unknown> = hostileJson): fc.Arbitrary<unknown> {
+export function mutateJson(
+  base: unknown,
+  values: fc.Arbitrary<unknown> = hostileJson,
+): fc.Arbitrary<unknown> {
   const all = paths(base);
   const one = fc.tuple(fc.constantFrom(...all), fc.boolean(), values);
   return fc.array(one, { minLength: 1, maxLength: 3 }).map((edits) => {
