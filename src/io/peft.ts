@@ -100,16 +100,23 @@ export function parseAdapterConfig(json: Json, source: string, defaultTargets: s
     typeof targets === "string" || (Array.isArray(targets) && targets.every((t) => typeof t === "string")),
     `"target_modules" must be a list of names or a regex string, got ${JSON.stringify(targets)}`,
   );
+  // the regular expressions PEFT builds from these fields, checked here as lora/inject.ts builds them
+  const regexes: Array<[string, string]> = [];
   for (const key of ["target_modules", "exclude_modules"]) {
     const v = key === "target_modules" ? targets : json[key];
-    if (typeof v !== "string") continue;
+    if (typeof v === "string") regexes.push([`"${key}" ${JSON.stringify(v)}`, `^(?:${v})$`]);
+  }
+  for (const key of ["rank_pattern", "alpha_pattern"]) {
+    const v = json[key];
+    if (v !== null && typeof v === "object")
+      for (const k of Object.keys(v))
+        regexes.push([`"${key}" key ${JSON.stringify(k)}`, `^(?:(?:.*\\.)?(?:${k}))$`]);
+  }
+  for (const [what, re] of regexes) {
     try {
-      new RegExp(v);
+      new RegExp(re);
     } catch (e) {
-      f.require(
-        false,
-        `"${key}" ${JSON.stringify(v)} is not a valid regular expression (${(e as Error).message})`,
-      );
+      f.require(false, `${what} is not a valid regular expression (${(e as Error).message})`);
     }
   }
   const layers = json.layers_to_transform;

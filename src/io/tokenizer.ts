@@ -33,6 +33,27 @@ function pickTemplate(v: unknown): string | null {
   return typeof named?.template === "string" ? named.template : null;
 }
 
+const isId = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+
+/** The first token id in tokenizer.json that is not a non-negative integer (a vocab or added token), or null. */
+function badTokenIds(json: Json): string | null {
+  const vocab = (json.model as Json | null)?.vocab;
+  const added = Array.isArray(json.added_tokens) ? json.added_tokens : [];
+  const map =
+    vocab !== null && typeof vocab === "object" && !Array.isArray(vocab) ? Object.entries(vocab) : [];
+  // ids number the entries from 0, so none reaches their count: a stray id of 10^9 would make the
+  // tokenizer build a table of 10^9 entries
+  const entries = map.length + added.length + (Array.isArray(vocab) ? vocab.length : 0);
+  const id = (v: unknown) => isId(v) && (v as number) < entries;
+  for (const [token, v] of map)
+    if (!id(v))
+      return `model.vocab gives ${JSON.stringify(token)} the id ${JSON.stringify(v) ?? "undefined"}, not an integer from 0 to ${entries - 1} (its entries' count)`;
+  for (const t of added)
+    if (t === null || typeof t !== "object" || !id((t as Json).id) || typeof (t as Json).content !== "string")
+      return `added_tokens holds ${JSON.stringify(t)?.slice(0, 80)}, not {"id": an integer from 0 to ${entries - 1}, "content": string}`;
+  return null;
+}
+
 export class Tokenizer {
   readonly bosToken: string | null;
   readonly eosToken: string | null;
@@ -94,6 +115,9 @@ export class Tokenizer {
     if (tokenizerJson === null || typeof tokenizerJson !== "object" || !("model" in tokenizerJson)) {
       throw new InputError(source, 'tokenizer.json: expected an object with a "model" entry');
     }
+    const bad = badTokenIds(tokenizerJson as Json);
+    if (bad)
+      throw new InputError(source, `tokenizer.json: ${bad}; re-save it with transformers' save_pretrained`);
     // tokenizers.js insists on these keys being present (null is fine); files saved by HF always have them.
     const json = {
       normalizer: null,
