@@ -45,3 +45,30 @@ export function parseJsonObject(text: string, path: string): Record<string, unkn
   if (deep) throw new InputError(path, deep);
   return value as Record<string, unknown>;
 }
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * A text file's bytes as a string: strict UTF-8 (as Python's open(encoding="utf-8") reads it: a byte
+ * that is not UTF-8 is refused, never silently turned into U+FFFD), a leading BOM dropped.
+ */
+export function decodeTextFile(bytes: Uint8Array, path: string): string {
+  let text: string;
+  try {
+    text = utf8.decode(bytes);
+  } catch {
+    let at = 0; // the first bad byte, for the message: the longest prefix that decodes
+    for (let lo = 0, hi = bytes.length; lo < hi; ) {
+      const mid = (lo + hi + 1) >> 1;
+      try {
+        new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(0, mid), { stream: true });
+        lo = mid;
+      } catch {
+        hi = mid - 1;
+      }
+      at = lo;
+    }
+    throw new InputError(path, `is not UTF-8 text (an invalid byte near offset ${at}); re-save it as UTF-8`);
+  }
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+}

@@ -17,7 +17,23 @@ const GIB = 2 ** 30;
 export const bytesText = (bytes: number) =>
   bytes >= GIB ? `${(bytes / GIB).toPrecision(3)} GiB` : `${(bytes / 2 ** 20).toPrecision(3)} MiB`;
 
-const count = (v: unknown): number => (typeof v === "number" && Number.isFinite(v) && v > 0 ? v : 0);
+// a size as the families accept it (a positive integer up to 2^31 − 1); 0 otherwise, and the family's
+// own parser names the field
+const count = (v: unknown): number =>
+  Number.isInteger(v) && (v as number) > 0 && (v as number) < 2 ** 31 ? (v as number) : 0;
+
+const textConfig = (config: Json): Json => {
+  const text = config.text_config;
+  return text !== null && typeof text === "object" && !Array.isArray(text)
+    ? { ...config, ...(text as Json) }
+    : config;
+};
+
+/** The layer count a config.json gives (0 when it gives none the families accept). */
+export const configLayers = (config: Json) => {
+  const c = textConfig(config);
+  return count(c.num_hidden_layers ?? c.n_layer);
+};
 
 /**
  * A lower bound on the bytes a model of this config.json needs (weights in 4 or 2 bytes per value, plus

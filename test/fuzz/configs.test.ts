@@ -45,7 +45,7 @@ const FOLDERS = [folder("llama_gqa_tied"), folder("gpt2"), folder("qwen3")];
 /** config.json bytes -> the checked, loaded model, as loadModelFolder reads it. */
 function loadConfig(f: Folder, bytes: Uint8Array) {
   const path = join(f.dir, "config.json");
-  const config = parseJsonObject(asText(bytes), path);
+  const config = parseJsonObject(asText(bytes, path), path);
   checkModelTensors(config, f.tensors, f.dir, { memoryLimit: MEMORY });
   return loadModelFromTensors(config, f.tensors, f.dir, { memoryLimit: MEMORY }).model;
 }
@@ -92,7 +92,7 @@ describe("fuzz: adapter_config.json", () => {
         count("adapter_config.json");
         const limits = { source: path, inputBytes: ADAPTER_BYTES.length + bytes.length };
         const r = checkCase(
-          () => parseAdapterConfig(parseJsonObject(asText(bytes), path), path, ["q_proj", "v_proj"]),
+          () => parseAdapterConfig(parseJsonObject(asText(bytes, path), path), path, ["q_proj", "v_proj"]),
           limits,
         );
         if (!r.ok) return;
@@ -135,7 +135,7 @@ describe("fuzz: tokenizer.json and tokenizer_config.json", () => {
           count("tokenizer");
           const limits = { source: TOK_DIR, inputBytes: 4096 + bytes.length, allocFactor: 64 };
           const r = checkCase(() => {
-            const parsed = parseJsonObject(asText(bytes), join(TOK_DIR, file));
+            const parsed = parseJsonObject(asText(bytes, join(TOK_DIR, file)), join(TOK_DIR, file));
             return Tokenizer.fromJSON(
               {
                 tokenizerJson: file === "tokenizer.json" ? parsed : TOKENIZER_JSON,
@@ -151,7 +151,7 @@ describe("fuzz: tokenizer.json and tokenizer_config.json", () => {
           if (ids.ok) {
             assert.ok(
               ids.value.every((i) => Number.isInteger(i) && i >= 0),
-              `ids ${ids.value} from ${file}: ${asText(bytes).slice(0, 2000)}`,
+              `ids ${ids.value} from ${file}: ${new TextDecoder().decode(bytes).slice(0, 2000)}`,
             );
             checkCase(() => tok.decode(ids.value), limits);
           }

@@ -51,7 +51,7 @@ describe("fuzz: datasets", () => {
     fc.assert(
       fc.property(damaged, (bytes) => {
         count("dataset");
-        const r = checkCase(() => parseDataset(asText(bytes), SRC, "jsonl"), {
+        const r = checkCase(() => parseDataset(asText(bytes, SRC), SRC, "jsonl"), {
           source: SRC,
           inputBytes: bytes.length,
           allocFactor: 64,
@@ -68,7 +68,7 @@ describe("fuzz: datasets", () => {
     fc.assert(
       fc.property(damaged, (bytes) => {
         count("dataset");
-        const r = checkCase(() => parseDataset(asText(bytes), SRC, "txt"), {
+        const r = checkCase(() => parseDataset(asText(bytes, SRC), SRC, "txt"), {
           source: SRC,
           inputBytes: bytes.length,
           allocFactor: 64,

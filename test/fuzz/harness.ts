@@ -11,6 +11,7 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { decodeTextFile } from "../../src/io/json.js";
 
 export const FUZZ_SEED = Number(process.env.LORA_FUZZ_SEED ?? 19);
 const SCALE = Number(process.env.LORA_FUZZ_SCALE ?? 1);
@@ -341,8 +342,5 @@ export function jsonFileBytes(base: unknown, values?: fc.Arbitrary<unknown>): fc
   );
 }
 
-/** Bytes decoded as a Node reader decodes a text file (UTF-8, invalid bytes as U+FFFD, BOM dropped). */
-export function asText(bytes: Uint8Array): string {
-  const t = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8");
-  return t.charCodeAt(0) === 0xfeff ? t.slice(1) : t;
-}
+/** Bytes decoded as a Node reader decodes a text file (io/json.ts decodeTextFile: strict UTF-8, BOM dropped). */
+export const asText = decodeTextFile;
