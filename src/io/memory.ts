@@ -14,8 +14,10 @@ const LAYER_OVERHEAD = 4096;
 
 const GIB = 2 ** 30;
 /** Bytes in words: "1.50 GiB", "12.0 MiB". */
-export const bytesText = (bytes: number) =>
-  bytes >= GIB ? `${(bytes / GIB).toPrecision(3)} GiB` : `${(bytes / 2 ** 20).toPrecision(3)} MiB`;
+export const bytesText = (bytes: number) => {
+  const [v, unit] = bytes >= GIB ? [bytes / GIB, "GiB"] : [bytes / 2 ** 20, "MiB"];
+  return `${v >= 1000 ? Math.round(v).toLocaleString("en-US") : v.toPrecision(3)} ${unit}`;
+};
 
 // a size as the families accept it (a positive integer up to 2^31 − 1); 0 otherwise, and the family's
 // own parser names the field
