@@ -43,6 +43,12 @@ export const COMMON_FLAGS: Record<string, Flag> = {
     valueName: "NAME",
     description: "kernel backend: native, wasm or ref (default: LORA_BACKEND, else the fastest)",
   },
+  "max-memory": {
+    type: "string",
+    valueName: "SIZE",
+    description:
+      "memory a model, adapter or dataset may take, e.g. 8G (default: this machine's); loads that need more are refused first",
+  },
   help: { type: "boolean", short: "h", description: "show this help" },
   debug: { type: "boolean", description: "print stack traces on errors" },
 };

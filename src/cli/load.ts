@@ -58,7 +58,7 @@ export function loadModel(
   let tokenizer: Tokenizer | null = null;
   try {
     // a GGUF model carries its tokenizer in its metadata
-    if (folder.tokenizerFiles) tokenizer = Tokenizer.fromJSON(folder.tokenizerFiles);
+    if (folder.tokenizerFiles) tokenizer = Tokenizer.fromJSON(folder.tokenizerFiles, folder.dir);
     else if (folder.tokenizerError) throw folder.tokenizerError;
     else tokenizer = loadTokenizer(dir);
   } catch (e) {

@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 /** The `lora` command line: dispatches to subcommands, and turns errors into one-line messages. */
 import { readFileSync } from "node:fs";
+import { parseMemorySize } from "../io/memory.js";
+import { setMaxMemory } from "../io/node/memory.js";
 import { availableBackends, backend, setBackend } from "../kernels/index.js";
 // registers the native and worker-thread wasm backends (LORA_THREADS sets their size)
 import { getThreads, nativeIsa, nativeIsaInfo, nativeStatus, setThreads } from "../kernels/node/index.js";
-import { type Command, helpText, num, parseFlags, str } from "./command.js";
+import { type Command, helpText, num, parseFlags, str, UsageError } from "./command.js";
 import { evalCommand } from "./eval.js";
 import { experimentCommand } from "./experiment.js";
 import { exportCommand } from "./export.js";
@@ -108,6 +110,13 @@ export async function main(argv: string[]): Promise<number> {
     const backendName = str(values, "backend");
     if (backendName) setBackend(backendName);
     if (values.threads !== undefined) setThreads(num(values, "threads", 1, { int: true, min: 1 }));
+    const maxMemory = str(values, "max-memory");
+    if (maxMemory !== undefined) {
+      const bytes = parseMemorySize(maxMemory);
+      if (bytes === null)
+        throw new UsageError(`--max-memory must be a size such as 8G or 512M, got "${maxMemory}"`);
+      setMaxMemory(bytes);
+    }
     await cmd.run(values);
     return 0;
   } catch (e) {

@@ -11,6 +11,7 @@ import { type BaseDType, castBaseWeights } from "../nn/base-dtype.js";
 import { type DType, type HalfDType, HOST_LE } from "../tensor/dtype.js";
 import { numel, shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
+import { checkMemory, configLayers, estimateModelBytes } from "./memory.js";
 import { describeNonFinite, FLOAT_DTYPES, type SafetensorsTensor, tensorToFloat32 } from "./safetensors.js";
 
 export interface LoadedModel {
@@ -61,6 +62,8 @@ const MAX_PROBLEMS = 1000;
 const SHOWN = 20;
 const STOP = new Error("too many problems");
 const NO_DATA = new Float32Array(0);
+/** Up to this many layers, listing a model's modules costs little (a few MiB); past it, sizes are checked first. */
+const SKELETON_LAYERS = 10_000;
 
 const size3 = (bytes: number) =>
   bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toPrecision(3)} GiB` : `${(bytes / 2 ** 20).toPrecision(3)} MiB`;
@@ -88,6 +91,17 @@ export function checkModelTensors(
   const configPath = `${source}/config.json`;
   const rules = modelFamily(config, configPath).checkpoint;
   const half = (opts.baseDtype ?? "f32") !== "f32";
+  // Listing what the model needs builds its modules (one set per layer, no weights): a layer count
+  // that makes even that costly is refused from the config's sizes alone, before anything is built.
+  // Otherwise the exact figure is checked below, once the modules are listed.
+  if (configLayers(config) > SKELETON_LAYERS)
+    checkMemory(
+      estimateModelBytes(config, half ? 2 : 4),
+      opts.memoryLimit,
+      configPath,
+      "the sizes it gives (vocab_size, hidden_size, the layer count)",
+      "check those sizes, or use a machine with more memory",
+    );
   const problems: string[] = [];
   const size: ModelSize = { parameters: 0, bytes: 0 };
   try {

@@ -100,7 +100,39 @@ export function parseAdapterConfig(json: Json, source: string, defaultTargets: s
     typeof targets === "string" || (Array.isArray(targets) && targets.every((t) => typeof t === "string")),
     `"target_modules" must be a list of names or a regex string, got ${JSON.stringify(targets)}`,
   );
+  // the regular expressions PEFT builds from these fields, checked here as lora/inject.ts builds them
+  const regexes: Array<[string, string]> = [];
+  for (const key of ["target_modules", "exclude_modules"]) {
+    const v = key === "target_modules" ? targets : json[key];
+    if (typeof v === "string") regexes.push([`"${key}" ${JSON.stringify(v)}`, `^(?:${v})$`]);
+  }
+  for (const key of ["rank_pattern", "alpha_pattern"]) {
+    const v = json[key];
+    if (v !== null && typeof v === "object")
+      for (const k of Object.keys(v))
+        regexes.push([`"${key}" key ${JSON.stringify(k)}`, `^(?:(?:.*\\.)?(?:${k}))$`]);
+  }
+  for (const [what, re] of regexes) {
+    try {
+      new RegExp(re);
+    } catch (e) {
+      f.require(false, `${what} is not a valid regular expression (${(e as Error).message})`);
+    }
+  }
   const layers = json.layers_to_transform;
+  f.require(
+    layers == null ||
+      Number.isSafeInteger(layers) ||
+      (Array.isArray(layers) && layers.every((l) => Number.isSafeInteger(l))),
+    `"layers_to_transform" must be a layer index, a list of them or null, got ${showValue(layers)}`,
+  );
+  const exclude = json.exclude_modules;
+  f.require(
+    exclude == null ||
+      typeof exclude === "string" ||
+      (Array.isArray(exclude) && exclude.every((t) => typeof t === "string")),
+    `"exclude_modules" must be a list of names, a regex string or null, got ${showValue(exclude)}`,
+  );
   const pattern = (key: string) => {
     const v = json[key] ?? {};
     const ok = typeof v === "object" && v !== null && Object.values(v).every((x) => typeof x === "number");
@@ -112,9 +144,8 @@ export function parseAdapterConfig(json: Json, source: string, defaultTargets: s
     lora_alpha: (json.lora_alpha ?? 8) as number,
     lora_dropout: (json.lora_dropout ?? 0) as number,
     target_modules: targets as string[] | string,
-    exclude_modules: (json.exclude_modules as string[] | string | null | undefined) ?? null,
-    layers_to_transform:
-      typeof layers === "number" ? [layers] : ((layers as number[] | null | undefined) ?? null),
+    exclude_modules: (exclude as string[] | string | null | undefined) ?? null,
+    layers_to_transform: typeof layers === "number" ? [layers] : Array.isArray(layers) ? layers : null,
     use_rslora: f.flag("use_rslora"),
     init_lora_weights: json.init_lora_weights === "gaussian" ? "gaussian" : json.init_lora_weights !== false,
     rank_pattern: pattern("rank_pattern"),

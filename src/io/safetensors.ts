@@ -7,6 +7,7 @@ import {
   HOST_LE,
   isDType,
 } from "../tensor/dtype.js";
+import { nestingProblem } from "./json.js";
 
 export interface SafetensorsTensor {
   dtype: DType;
@@ -50,6 +51,17 @@ const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as nu
 const isPlainObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === "object" && v !== null && !Array.isArray(v);
 const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
+// a header value in a message: "(missing)" for an absent field, else its JSON, cut short (and never
+// recursing out of the stack: a hostile header may nest 100,000 arrays deep)
+function shown(v: unknown): string {
+  if (v === undefined) return "(missing)";
+  try {
+    const s = JSON.stringify(v);
+    return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+  } catch {
+    return "(nested too deeply to show)";
+  }
+}
 
 /** Where a tensor's bytes lie in the data section (offsets relative to its start), as the header says. */
 export interface SafetensorsEntry {
@@ -151,6 +163,8 @@ export function parseSafetensorsHeader(
     fail(`header is not valid UTF-8 JSON (${(err as Error).message}); ${TRUNCATED}`);
   }
   if (!isPlainObject(header)) return fail("header is not a JSON object");
+  const deep = nestingProblem(text);
+  if (deep) fail(`header: ${deep}`);
 
   const problems: string[] = duplicateJsonKeys(text).map(({ key, within }) =>
     within === null
@@ -168,7 +182,7 @@ export function parseSafetensorsHeader(
       else {
         for (const [k, v] of Object.entries(entry)) {
           if (typeof v === "string") metadata.push([k, v]);
-          else problems.push(`__metadata__ "${k}" is ${JSON.stringify(v)}, not a string`);
+          else problems.push(`__metadata__ "${k}" is ${shown(v)}, not a string`);
         }
       }
       continue;
@@ -180,15 +194,12 @@ export function parseSafetensorsHeader(
     }
     const { dtype, shape, data_offsets: offsets } = entry;
     const before = problems.length;
-    if (!isDType(dtype))
-      problems.push(`${where}: unknown dtype ${JSON.stringify(dtype)} (supported: ${SUPPORTED})`);
+    if (!isDType(dtype)) problems.push(`${where}: unknown dtype ${shown(dtype)} (supported: ${SUPPORTED})`);
     if (!Array.isArray(shape) || !shape.every(isCount)) {
-      problems.push(`${where}: shape ${JSON.stringify(shape)} is not an array of non-negative integers`);
+      problems.push(`${where}: shape ${shown(shape)} is not an array of non-negative integers`);
     }
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) {
-      problems.push(
-        `${where}: data_offsets ${JSON.stringify(offsets)} is not a pair of non-negative integers`,
-      );
+      problems.push(`${where}: data_offsets ${shown(offsets)} is not a pair of non-negative integers`);
     } else if (offsets[0] > offsets[1] || offsets[1] > dataLength) {
       problems.push(
         `${where}: data_offsets ${fmtShape(offsets)} are outside the ${dataLength}-byte data section; ${TRUNCATED}`,

@@ -1,6 +1,7 @@
 /** Tokenizer: encode/decode, special ids and chat templates from parsed tokenizer.json + configs (browser-safe). */
 import { Template } from "@huggingface/jinja";
 import { Tokenizer as HFTokenizer } from "@huggingface/tokenizers";
+import { InputError } from "./input-error.js";
 
 export type ChatMessage = { role: string; content: string };
 type Json = Record<string, unknown>;
@@ -21,7 +22,7 @@ function tokenString(v: unknown): string | null {
 
 function idList(v: unknown): number[] {
   const list = Array.isArray(v) ? v : [v];
-  return list.filter((x): x is number => Number.isInteger(x));
+  return list.filter((x): x is number => Number.isSafeInteger(x) && x >= 0); // a token id, never -1
 }
 
 /** tokenizer_config `chat_template`: a string, or a list of {name, template} where "default" is used. */
@@ -30,6 +31,27 @@ function pickTemplate(v: unknown): string | null {
   if (!Array.isArray(v)) return null;
   const named = v.find((t) => t?.name === "default");
   return typeof named?.template === "string" ? named.template : null;
+}
+
+const isId = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+
+/** The first token id in tokenizer.json that is not a non-negative integer (a vocab or added token), or null. */
+function badTokenIds(json: Json): string | null {
+  const vocab = (json.model as Json | null)?.vocab;
+  const added = Array.isArray(json.added_tokens) ? json.added_tokens : [];
+  const map =
+    vocab !== null && typeof vocab === "object" && !Array.isArray(vocab) ? Object.entries(vocab) : [];
+  // ids number the entries from 0, so none reaches their count: a stray id of 10^9 would make the
+  // tokenizer build a table of 10^9 entries
+  const entries = map.length + added.length + (Array.isArray(vocab) ? vocab.length : 0);
+  const id = (v: unknown) => isId(v) && (v as number) < entries;
+  for (const [token, v] of map)
+    if (!id(v))
+      return `model.vocab gives ${JSON.stringify(token)} the id ${JSON.stringify(v) ?? "undefined"}, not an integer from 0 to ${entries - 1} (its entries' count)`;
+  for (const t of added)
+    if (t === null || typeof t !== "object" || !id((t as Json).id) || typeof (t as Json).content !== "string")
+      return `added_tokens holds ${JSON.stringify(t)?.slice(0, 80)}, not {"id": an integer from 0 to ${entries - 1}, "content": string}`;
+  return null;
 }
 
 export class Tokenizer {
@@ -50,6 +72,8 @@ export class Tokenizer {
     private readonly hf: HFTokenizer,
     private readonly config: Json,
     generation: Json,
+    /** The folder (or file) the tokenizer came from, named in errors. */
+    readonly source: string,
   ) {
     for (const key of [
       "bos_token",
@@ -83,10 +107,17 @@ export class Tokenizer {
     this.chatTemplate = pickTemplate(config.chat_template);
   }
 
-  static fromJSON({ tokenizerJson, tokenizerConfig, generationConfig }: TokenizerFiles): Tokenizer {
+  /** A tokenizer from its parsed files; `source` (the folder they came from) is named in errors. */
+  static fromJSON(
+    { tokenizerJson, tokenizerConfig, generationConfig }: TokenizerFiles,
+    source = "tokenizer.json",
+  ): Tokenizer {
     if (tokenizerJson === null || typeof tokenizerJson !== "object" || !("model" in tokenizerJson)) {
-      throw new Error('tokenizer.json: expected an object with a "model" entry');
+      throw new InputError(source, 'tokenizer.json: expected an object with a "model" entry');
     }
+    const bad = badTokenIds(tokenizerJson as Json);
+    if (bad)
+      throw new InputError(source, `tokenizer.json: ${bad}; re-save it with transformers' save_pretrained`);
     // tokenizers.js insists on these keys being present (null is fine); files saved by HF always have them.
     const json = {
       normalizer: null,
@@ -107,7 +138,18 @@ export class Tokenizer {
         .filter((s) => s !== null);
     }
     config.clean_up_tokenization_spaces ??= false;
-    return new Tokenizer(new HFTokenizer(json, config), config, generationConfig ?? {});
+    try {
+      return new Tokenizer(new HFTokenizer(json, config), config, generationConfig ?? {}, source);
+    } catch (e) {
+      // tokenizers.js (and our reading of the special tokens) throws TypeErrors on malformed entries
+      const why =
+        e instanceof TypeError || e instanceof RangeError ? "an entry is malformed" : (e as Error).message;
+      throw new InputError(
+        source,
+        `tokenizer.json / tokenizer_config.json cannot be read as a tokenizer (${why}); re-save them with transformers' save_pretrained (--debug shows where it failed)`,
+        { cause: e },
+      );
+    }
   }
 
   /**
@@ -150,13 +192,28 @@ export class Tokenizer {
           "pass a plain prompt instead, or use a model that has a chat template",
       );
     }
-    this.template ??= new Template(this.chatTemplate);
-    return this.template.render({
-      ...this.specialStrings,
-      ...vars,
-      messages,
-      add_generation_prompt: addGenerationPrompt,
-    });
+    // @huggingface/jinja is an interpreter with its own sandbox: a template sees only what is passed
+    // here, and reaches no JavaScript object, function or global of the host
+    try {
+      this.template ??= new Template(this.chatTemplate);
+      return this.template.render({
+        ...this.specialStrings,
+        ...vars,
+        messages,
+        add_generation_prompt: addGenerationPrompt,
+      });
+    } catch (e) {
+      // the Jinja parser's own TypeErrors (a template cut short) say nothing a user can act on
+      const why =
+        e instanceof TypeError || e instanceof RangeError
+          ? "it is malformed (the Jinja parser could not read it)"
+          : (e as Error).message;
+      throw new InputError(
+        this.source,
+        `the chat_template (tokenizer_config.json or chat_template.jinja) failed: ${why}; fix the template or re-download the file`,
+        { cause: e },
+      );
+    }
   }
 }
 

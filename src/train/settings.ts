@@ -220,7 +220,7 @@ export function checkedNumber(name: string, raw: string, b: NumberBounds): numbe
     (!b.int || Number.isSafeInteger(n)) &&
     (min === undefined || (b.exclusiveMin ? n > min : n >= min)) &&
     (max === undefined || n <= max);
-  if (ok) return n;
+  if (ok) return n === 0 ? 0 : n; // -0 reads as 0
   const range = [
     min !== undefined ? `${b.exclusiveMin ? ">" : ">="} ${min}` : "",
     max !== undefined ? `<= ${max}` : "",

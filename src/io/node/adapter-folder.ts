@@ -7,14 +7,16 @@ import fs from "node:fs";
 import { join } from "node:path";
 import type { LoraConfig } from "../../lora/config.js";
 import type { Module } from "../../nn/module.js";
+import { checkMemory } from "../memory.js";
 import { MLX_CHECKPOINT, MLX_CONFIG, MLX_WEIGHTS } from "../mlx.js";
 import { type AdapterInput, adapterFiles, attachAdapter, parseAdapterConfig } from "../peft.js";
 import type { SafetensorsTensor } from "../safetensors.js";
 import { readGGUFAdapterFile } from "./gguf-adapter-file.js";
 import { isGGUFFile } from "./gguf-file.js";
 import { readJson } from "./json-file.js";
+import { memoryAvailable } from "./memory.js";
 import { mlxCheckpoints, readMlxAdapter } from "./mlx-folder.js";
-import { readSafetensorsFile, writeFileAtomic } from "./safetensors-file.js";
+import { readSafetensorsData, readSafetensorsHeader, writeFileAtomic } from "./safetensors-file.js";
 
 /** An adapter of any format, read as PEFT's config and tensors (PEFT's names and layouts). */
 export interface AdapterRead {
@@ -76,7 +78,7 @@ const peft: AdapterFormat = {
       format: "peft",
       description: `PEFT folder ${dir} (adapter_model.safetensors, r ${config.r}, lora_alpha ${config.lora_alpha}${config.use_rslora ? ", rsLoRA" : ""})`,
       config,
-      tensors: readSafetensorsFile(weights).tensors,
+      tensors: readAdapterWeights(weights),
       weights,
       baseModel: typeof base === "string" ? base : null,
     };
@@ -116,6 +118,19 @@ const gguf: AdapterFormat = {
     };
   },
 };
+
+/** An adapter's tensors, its header checked first, and its size against the memory a load may use. */
+function readAdapterWeights(path: string): ReadonlyMap<string, SafetensorsTensor> {
+  const header = readSafetensorsHeader(path);
+  checkMemory(
+    header.dataUsed,
+    memoryAvailable(),
+    path,
+    "its tensors",
+    "use a smaller adapter, or raise --max-memory",
+  );
+  return readSafetensorsData(header).tensors;
+}
 
 /** Every adapter format, in the order they are tried; exactly one must match a path. */
 export const ADAPTER_FORMATS: readonly AdapterFormat[] = [peft, mlx, gguf];

@@ -2,6 +2,8 @@
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { extname, join } from "node:path";
 import { type DataRow, parseDataset } from "../dataset.js";
+import { checkMemory } from "../memory.js";
+import { memoryAvailable } from "./memory.js";
 import { readTextFile } from "./read-file.js";
 
 export type DatasetSplits = { train: DataRow[]; valid?: DataRow[]; test?: DataRow[] };
@@ -13,6 +15,14 @@ function readFile(path: string): DataRow[] {
       `${path}: unsupported dataset file type "${ext}"; use a .txt or .jsonl file, or a folder holding train.jsonl`,
     );
   }
+  // its text alone takes two bytes a character once read (rows and token ids come on top)
+  checkMemory(
+    2 * statSync(path).size,
+    memoryAvailable(),
+    path,
+    "its text and rows",
+    "split it into smaller files, or raise --max-memory",
+  );
   return parseDataset(readTextFile(path), path, ext === ".txt" ? "txt" : "jsonl");
 }
 

@@ -3,7 +3,6 @@
  * header first, then config, names, shapes and the memory the f32 weights need are checked, then each
  * tensor is read, dequantised and renamed in turn, so the quantised bytes of only one tensor are held.
  */
-import { totalmem } from "node:os";
 import type { DType } from "../../tensor/dtype.js";
 import { ggufModelConfig, ggufTensorPlan, ggufToHFTensor, ROPE_FREQS } from "../gguf-model.js";
 import { dequantize } from "../gguf-quants.js";
@@ -12,6 +11,7 @@ import { checkModelTensors, type LoadOptions, loadModelFromTensors } from "../mo
 import type { SafetensorsTensor } from "../safetensors.js";
 import type { TokenizerFiles } from "../tokenizer.js";
 import { readGGUFHeader, readGGUFTensorData } from "./gguf-file.js";
+import { memoryAvailable } from "./memory.js";
 import type { ModelFolder } from "./model-folder.js";
 
 const size3 = (bytes: number) =>
@@ -51,7 +51,7 @@ export interface GGUFModel extends ModelFolder {
 /** Loads a GGUF model file; `opts.baseDtype` as for a folder (the weights pass through f32 first). */
 export function loadGGUFModelFile(path: string, opts: LoadOptions = {}): GGUFModel {
   const { header, config, plan, infos, tokenizerFiles, tokenizerError } = readGGUFModelHeader(path);
-  const memoryLimit = opts.memoryLimit ?? totalmem();
+  const memoryLimit = opts.memoryLimit ?? memoryAvailable();
   checkModelTensors(config, infos, path, { ...opts, memoryLimit });
   // dequantising holds every weight in f32 before a 16-bit --base-dtype halves it
   let f32 = 0;

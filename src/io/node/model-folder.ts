@@ -1,6 +1,5 @@
 /** Loads and saves Hugging Face model folders (config.json + safetensors weights + tokenizer files). */
 import { existsSync, mkdirSync } from "node:fs";
-import { totalmem } from "node:os";
 import { join } from "node:path";
 import { type CausalLM, modelFamily } from "../../models/index.js";
 import type { DType } from "../../tensor/dtype.js";
@@ -11,6 +10,7 @@ import type { TokenizerFiles } from "../tokenizer.js";
 import { isGGUFFile } from "./gguf-file.js";
 import { loadGGUFModelFile } from "./gguf-model-file.js";
 import { readJson } from "./json-file.js";
+import { memoryAvailable } from "./memory.js";
 import { readFileBytes } from "./read-file.js";
 import { readModelWeightData, readModelWeightHeaders, writeFileAtomic } from "./safetensors-file.js";
 
@@ -41,7 +41,7 @@ export function loadModelFolder(dir: string, opts: LoadOptions & { keepTowers?: 
   if (isGGUFFile(dir)) return loadGGUFModelFile(dir, load);
   const config = readJson(join(dir, "config.json"))!;
   const headers = readModelWeightHeaders(dir);
-  const checked = { memoryLimit: totalmem(), ...load };
+  const checked = { memoryLimit: memoryAvailable(), ...load };
   checkModelTensors(config, headers.tensors, dir, checked);
   const { tensors } = readModelWeightData(headers);
   const { model, unused } = loadModelFromTensors(config, tensors, dir, checked);

@@ -4,6 +4,7 @@
  */
 import { constants } from "node:buffer";
 import fs from "node:fs";
+import { decodeTextFile } from "../json.js";
 
 const errCode = (err: unknown): string | undefined => (err as NodeJS.ErrnoException | null)?.code;
 // An error of the file system or of allocation (not one of ours, which already name the file).
@@ -88,7 +89,7 @@ export function readFileBytes(path: string): Uint8Array {
   return withFile(path, (fd, size) => readAt(fd, 0, size));
 }
 
-/** A whole regular text file as UTF-8, without a leading byte order mark (some Windows editors add one). */
+/** A whole regular text file as strict UTF-8, without a leading byte order mark (some Windows editors add one). */
 export function readTextFile(path: string): string {
   const bytes = withFile(path, (fd, size) => {
     if (size > constants.MAX_STRING_LENGTH) {
@@ -98,6 +99,5 @@ export function readTextFile(path: string): string {
     }
     return readAt(fd, 0, size);
   });
-  const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8");
-  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+  return decodeTextFile(bytes, path);
 }

@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import { dirname, join } from "node:path";
 import type { DType } from "../../tensor/dtype.js";
+import type { InputError } from "../input-error.js";
 import {
   parseSafetensorsHeader,
   SafetensorsError,
@@ -12,6 +13,7 @@ import {
   safetensorsHeaderLength,
   safetensorsViews,
 } from "../safetensors.js";
+import { fileInFolder } from "./inside-folder.js";
 import { readJson } from "./json-file.js";
 import { readAt, withFile } from "./read-file.js";
 
@@ -138,13 +140,15 @@ function readShardHeaders(dir: string, indexPath: string): ModelWeightHeaders {
   const problems: string[] = [];
   const namesByShard = new Map<string, string[]>();
   for (const [name, file] of Object.entries(index.weight_map)) {
-    if (typeof file !== "string" || !/^[^/\\]+$/.test(file) || file === "." || file === "..") {
-      problems.push(`weight_map "${name}": ${JSON.stringify(file)} is not a file name in this folder`);
+    try {
+      fileInFolder(dir, file, indexPath, `weight_map "${name}":`);
+    } catch (e) {
+      problems.push((e as InputError).problem);
       continue;
     }
-    const names = namesByShard.get(file) ?? [];
+    const names = namesByShard.get(file as string) ?? [];
     names.push(name);
-    namesByShard.set(file, names);
+    namesByShard.set(file as string, names);
   }
 
   const tensors: ModelWeightHeaders["tensors"] = new Map();

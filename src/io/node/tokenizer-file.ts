@@ -21,9 +21,12 @@ export function loadTokenizer(dir: string): Tokenizer {
   if (tokenizerConfig?.chat_template === undefined && existsSync(jinja)) {
     tokenizerConfig = { ...tokenizerConfig, chat_template: readTextFile(jinja) };
   }
-  return Tokenizer.fromJSON({
-    tokenizerJson: readJson(path)!,
-    tokenizerConfig,
-    generationConfig: readOptional(join(dir, "generation_config.json")),
-  });
+  return Tokenizer.fromJSON(
+    {
+      tokenizerJson: readJson(path)!,
+      tokenizerConfig,
+      generationConfig: readOptional(join(dir, "generation_config.json")),
+    },
+    dir,
+  );
 }

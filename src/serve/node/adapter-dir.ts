@@ -5,15 +5,13 @@
  * an absolute path elsewhere are all refused before anything is read.
  */
 import { existsSync, readdirSync, realpathSync, statSync } from "node:fs";
-import { isAbsolute, join, relative, resolve, sep } from "node:path";
+import { join, relative, resolve } from "node:path";
 import { readAdapterInput } from "../../io/node/adapter-folder.js";
+import { isInside } from "../../io/node/inside-folder.js";
 import type { AdapterInput } from "../../io/peft.js";
 import { ApiError } from "../errors.js";
 
-const inside = (root: string, p: string) => {
-  const rel = relative(root, p);
-  return rel === "" || (!rel.startsWith(`..${sep}`) && rel !== ".." && !isAbsolute(rel));
-};
+const inside = isInside;
 
 /** A reader of adapters under `dir`, for ApiOptions.readAdapter. */
 export function adapterDirReader(
