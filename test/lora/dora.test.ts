@@ -189,3 +189,31 @@ describe("DoRA weight norm without forming W0 + s·B·A", () => {
     assertClose(got, want, "f32", "norms");
   });
 });
+
+describe("DoRA layer: the norm is kept while nothing changes, and a 16-bit base", () => {
+  it("forward reuses the norm until A, B or W0 change (generation computes it once)", () => {
+    const l = layer();
+    const first = l.weightNorm();
+    assert.equal(l.weightNorm(), first, "the same weights: the kept norm");
+    l.lora_A.data[0]! += 0.5; // an optimizer's in-place update
+    const moved = l.weightNorm();
+    assert.notEqual(moved, first);
+    assert.notDeepEqual(Array.from(moved), Array.from(first));
+    l.base_layer.weight = l.base_layer.weight.toHalf("bf16"); // --base-dtype after the adapter
+    assert.notEqual(l.weightNorm(), moved);
+  });
+
+  it("on a bf16 base: the forward, gradients and merge agree with the f32 layer to bf16 tolerance", () => {
+    const f32 = layer();
+    const bf16 = layer();
+    bf16.base_layer.weight = bf16.base_layer.weight.toHalf("bf16");
+    const x = t(fx.x);
+    assertClose(noGrad(() => bf16.forward(x)).data, noGrad(() => f32.forward(x)).data, "bf16", "forward");
+    backward(sum(mul(bf16.forward(x), t(fx.grad_out))));
+    assertClose(bf16.lora_magnitude_vector.grad!, fx.eval.grad_magnitude.data, "bf16", "dm");
+    assertClose(bf16.lora_A.grad!, fx.eval.grad_A.data, "bf16", "dA");
+    bf16.merge();
+    assert.equal(bf16.base_layer.weight.dtype, "bf16");
+    assertClose(bf16.base_layer.weight.toFloat32().data, fx.merged.data, "bf16", "merged in bf16");
+  });
+});
