@@ -157,6 +157,10 @@ export const exportCommand: Command = {
       modelConfig: base.config,
     });
     console.error(`adapter: ${read.description}`);
+    if (read.config.use_dora)
+      throw new UsageError(
+        `${adapter} is a DoRA adapter (use_dora: true), which --format ${name} cannot hold (${name === "gguf" ? "llama.cpp's LoRA adapters have no per-row magnitude" : "mlx-lm's DoRA format is not written here"}); merge it into the base model instead: lora merge --model M --adapter ${adapter} --out DIR`,
+      );
     attachAdapter(skeleton, read.config, read.tensors, read.weights);
     const notes = format.write(skeleton, out, {
       baseModel: read.baseModel ?? resolve(named),

@@ -13,6 +13,7 @@
  *   (A multiplies the input, which is not permuted). Without it the adapter loads and computes nonsense.
  */
 import { type LoraConfig, loraScaling } from "../lora/config.js";
+import { DoRALinear } from "../lora/dora.js";
 import { loraLayers, patternValue } from "../lora/inject.js";
 import type { Module } from "../nn/module.js";
 import { encodeFromFloat32 } from "../tensor/dtype.js";
@@ -98,6 +99,7 @@ export function ggufAdapterFromPeft(
   opts: { outtype?: GGUFAdapterOuttype; source?: string; modelSource?: string } = {},
 ): GGUFAdapterExport {
   const source = opts.source ?? "adapter";
+  if (config.use_dora) throw new Error(doraRefusal(source));
   const modelSource = opts.modelSource ?? "the base model's config.json";
   const outtype = OUTTYPE[opts.outtype ?? "f32"];
   const modelType = String(modelConfig.model_type);
@@ -394,6 +396,7 @@ export function ggufAdapterFromModel(
 ): GGUFAdapterExport {
   const layers = loraLayers(model);
   if (layers.length === 0) throw new Error(`${opts.source ?? "model"}: it has no LoRA layers to export`);
+  if (layers.some(([, l]) => l instanceof DoRALinear)) throw new Error(doraRefusal(opts.source ?? "model"));
   const rslora = layers[0]![1].rslora;
   if (layers.some(([, l]) => l.rslora !== rslora))
     throw new Error(`${opts.source ?? "model"}: some LoRA layers use rsLoRA and some do not`);
@@ -431,3 +434,7 @@ export function ggufAdapterFromModel(
   );
   return ggufAdapterFromPeft(config, tensors, modelConfig, opts);
 }
+
+/** llama.cpp's LoRA adapters are W0 + s·B·A: a DoRA adapter's per-row magnitude has no place there. */
+const doraRefusal = (source: string) =>
+  `${source}: a DoRA adapter (use_dora: true) cannot be exported to GGUF: llama.cpp's LoRA adapters have no lora_magnitude_vector (the per-row rescaling). Merge it into the base model instead (lora merge --model M --adapter A --out DIR) and convert the merged model`;

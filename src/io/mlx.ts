@@ -17,6 +17,7 @@
  * (save), models/gpt2.py and llama.py (module trees).
  */
 import type { LoraConfig } from "../lora/config.js";
+import { DoRALinear } from "../lora/dora.js";
 import { layerIndex, loraLayers } from "../lora/inject.js";
 import type { LoRALinear } from "../lora/layer.js";
 import type { CausalLM } from "../models/index.js";
@@ -270,6 +271,10 @@ export function mlxAdapterFiles(
 ): MlxExport {
   const layers = loraLayers(model);
   if (layers.length === 0) throw new Error("the model has no LoRA layers to export");
+  if (layers.some(([, l]) => l instanceof DoRALinear))
+    throw new Error(
+      "a DoRA adapter (use_dora: true) is not exported to mlx-lm here: mlx-lm's DoRA layers (fine_tune_type dora, a magnitude m per row) are not written by this library yet. Merge it into the base model instead (lora merge --model M --adapter A --out DIR)",
+    );
   const problems: string[] = [];
   const notes: string[] = [];
   const embeddings = new Set(

@@ -2,11 +2,13 @@
  * PEFT adapter format: adapter_config.json <-> LoraConfig, and adapter_model.safetensors keys
  *   base_model.model.<module path>.lora_A.weight  [r, in]
  *   base_model.model.<module path>.lora_B.weight  [out, r]
+ *   base_model.model.<module path>.lora_magnitude_vector  [out]  (DoRA, use_dora: true; no ".weight")
  * Loading checks every key and shape against the model and reports all problems at once.
  */
 
 import type { AdapterSet, LayerAdapter } from "../lora/adapter-set.js";
 import { type LoraConfig, loraScaling } from "../lora/config.js";
+import { DoRALinear } from "../lora/dora.js";
 import { findTargets, linearLayers, loraLayers, patternValue } from "../lora/inject.js";
 import { LoRALinear } from "../lora/layer.js";
 import type { ReportModule } from "../lora/report.js";
@@ -25,6 +27,8 @@ import {
 
 const PREFIX = "base_model.model.";
 const KEY = /^base_model\.model\.(.+)\.lora_(A|B)(?:\.[A-Za-z0-9_-]+)?\.weight$/;
+/** DoRA's magnitude, as PEFT's save_pretrained names it (its module's ".default.weight" dropped). */
+const MAGNITUDE = /^base_model\.model\.(.+)\.lora_magnitude_vector$/;
 
 type Json = Record<string, unknown>;
 
@@ -89,7 +93,6 @@ export function parseAdapterConfig(json: Json, source: string, defaultTargets: s
     json.peft_type === undefined || json.peft_type === "LORA",
     `peft_type ${JSON.stringify(json.peft_type)} is not supported; only LORA adapters load here`,
   );
-  f.require(!f.flag("use_dora"), "DoRA adapters (use_dora: true) are not supported yet");
   f.require(!f.flag("lora_bias"), "adapters with LoRA biases (lora_bias: true) are not supported yet");
   f.require(
     !(Array.isArray(json.modules_to_save) && json.modules_to_save.length > 0),
@@ -147,6 +150,7 @@ export function parseAdapterConfig(json: Json, source: string, defaultTargets: s
     exclude_modules: (exclude as string[] | string | null | undefined) ?? null,
     layers_to_transform: typeof layers === "number" ? [layers] : Array.isArray(layers) ? layers : null,
     use_rslora: f.flag("use_rslora"),
+    use_dora: f.flag("use_dora"),
     init_lora_weights: json.init_lora_weights === "gaussian" ? "gaussian" : json.init_lora_weights !== false,
     rank_pattern: pattern("rank_pattern"),
     alpha_pattern: pattern("alpha_pattern"),
@@ -180,7 +184,7 @@ export function adapterConfigJson(config: LoraConfig, baseModel: string, extra: 
     revision: null,
     target_modules: config.target_modules,
     task_type: "CAUSAL_LM",
-    use_dora: false,
+    use_dora: config.use_dora ?? false,
     use_rslora: config.use_rslora,
     ...extra,
   };
@@ -202,6 +206,16 @@ export function adapterTensors(model: Module): SerializableTensor[] {
       shape: [...l.lora_B.shape],
       data: l.lora_B.data,
     },
+    ...(l instanceof DoRALinear
+      ? [
+          {
+            name: `${PREFIX}${path}.lora_magnitude_vector`,
+            dtype: "F32" as const,
+            shape: [...l.lora_magnitude_vector.shape],
+            data: l.lora_magnitude_vector.data,
+          },
+        ]
+      : []),
   ]);
 }
 
@@ -241,10 +255,18 @@ export function adapterLayers(
   const modules = new Map<string, Module>(model.namedModules());
   const linears = new Map(linearLayers(model));
   const pairs = new Map<string, { A?: SafetensorsTensor; B?: SafetensorsTensor }>();
+  const magnitudes = new Map<string, SafetensorsTensor>();
   for (const [key, entry] of tensors) {
+    const mag = MAGNITUDE.exec(key);
+    if (mag) {
+      magnitudes.set(mag[1]!, entry);
+      continue;
+    }
     const m = KEY.exec(key);
     if (!m) {
-      errors.push(`unexpected tensor "${key}" (only ${PREFIX}<module>.lora_A/lora_B.weight are supported)`);
+      errors.push(
+        `unexpected tensor "${key}" (only ${PREFIX}<module>.lora_A/lora_B.weight${config.use_dora ? " and .lora_magnitude_vector" : ""} are supported)`,
+      );
       continue;
     }
     const pair = pairs.get(m[1]!) ?? {};
@@ -288,12 +310,23 @@ export function adapterLayers(
       const bad = describeNonFinite(e);
       if (bad) damaged.push(`${name} ${bad}`);
     }
-    if (fits(A, wantA) && fits(B, wantB)) {
+    const dora = doraMagnitude(path, magnitudes.get(path), base.outFeatures, config, errors, damaged);
+    if (fits(A, wantA) && fits(B, wantB) && dora !== false) {
       const a = new Tensor(tensorToFloat32(A), wantA, true);
       const b = new Tensor(tensorToFloat32(B), wantB, true);
-      plan.push({ path, A: a, B: b, r, alpha, rslora: config.use_rslora });
+      plan.push({
+        path,
+        A: a,
+        B: b,
+        r,
+        alpha,
+        rslora: config.use_rslora,
+        ...(dora ? { magnitude: dora } : {}),
+      });
     }
   }
+  for (const path of magnitudes.keys())
+    if (!pairs.has(path)) errors.push(`"${path}" has lora_magnitude_vector but no lora_A/lora_B`);
   if (pairs.size === 0 && errors.length === 0) errors.push("the adapter holds no LoRA weights");
   try {
     const missing = findTargets(model, config)
@@ -346,14 +379,22 @@ export function attachAdapter(
   const plan = adapterLayers(model, config, tensors, source);
   const modules = new Map(linearLayers(model));
   model.freeze();
-  for (const { path, A, B, r, alpha, rslora } of plan) {
-    setSubmodule(model, path, LoRALinear.withWeights(modules.get(path)!, A, B, { r, alpha, rslora }));
+  for (const { path, A, B, r, alpha, rslora, magnitude } of plan) {
+    const base = modules.get(path)!;
+    const layer = magnitude
+      ? DoRALinear.withWeights(base, A, B, { r, alpha, rslora, magnitude })
+      : LoRALinear.withWeights(base, A, B, { r, alpha, rslora });
+    setSubmodule(model, path, layer);
   }
   return plan.map((p) => p.path);
 }
 
 /** Adds a PEFT adapter to an AdapterSet under `name` (checked as attachAdapter checks it); returns its paths. */
 export function addAdapter(set: AdapterSet, name: string, adapter: AdapterInput): string[] {
+  if (adapter.config.use_dora)
+    throw new Error(
+      `${adapter.source}: adapter "${name}" is a DoRA adapter (use_dora: true); named adapters on one base run LoRA only. Load it alone (lora generate/eval --adapter ${adapter.source}), or merge it into the model with lora merge`,
+    );
   const plan = adapterLayers(set.model, adapter.config, adapter.tensors, adapter.source);
   for (const w of plan) {
     w.A.requiresGrad = false;
@@ -376,6 +417,7 @@ export function adapterModules(
   const problems: string[] = [];
   const pairs = new Map<string, { A?: SafetensorsTensor; B?: SafetensorsTensor }>();
   for (const [key, e] of tensors) {
+    if (config.use_dora && MAGNITUDE.test(key)) continue; // DoRA's magnitudes: not part of ΔW = s·B·A
     const m = KEY.exec(key);
     if (!m) problems.push(`unexpected tensor "${key}"`);
     else if (e.shape.length !== 2 || !FLOAT_DTYPES.includes(e.dtype))
@@ -414,4 +456,46 @@ export function adapterModules(
       `${source}: not a LoRA adapter (${problems.length} problem(s)):\n${problems.map((p) => `  - ${p}`).join("\n")}`,
     );
   return out;
+}
+
+/**
+ * DoRA's magnitude of one layer, checked: a float [out] with finite values, present exactly when the
+ * config says use_dora. Returns it as a trainable f32 tensor, undefined for a LoRA layer, or false (and
+ * records why) when it is wrong.
+ */
+function doraMagnitude(
+  path: string,
+  e: SafetensorsTensor | undefined,
+  out: number,
+  config: LoraConfig,
+  errors: string[],
+  damaged: string[],
+): Tensor | undefined | false {
+  const name = `"${path}.lora_magnitude_vector"`;
+  if (!config.use_dora) {
+    if (!e) return undefined;
+    errors.push(
+      `${name} is a DoRA magnitude, but adapter_config.json has use_dora false; set "use_dora": true`,
+    );
+    return false;
+  }
+  if (!e) {
+    errors.push(`"${path}" has no lora_magnitude_vector, which a DoRA adapter (use_dora: true) needs`);
+    return false;
+  }
+  if (e.shape.length !== 1 || e.shape[0] !== out) {
+    errors.push(`${name} has shape ${shapeStr(e.shape)}, expected ${shapeStr([out])}`);
+    return false;
+  }
+  let ok = true;
+  if (!FLOAT_DTYPES.includes(e.dtype)) {
+    damaged.push(`${name} is stored as ${e.dtype}; DoRA magnitudes are floats (${FLOAT_DTYPES.join(", ")})`);
+    ok = false;
+  }
+  const bad = describeNonFinite(e);
+  if (bad) {
+    damaged.push(`${name} ${bad}`);
+    ok = false;
+  }
+  return ok ? new Tensor(tensorToFloat32(e), [out], true) : false;
 }

@@ -21,6 +21,8 @@ export interface LoraConfig {
   /** Per-module rank and alpha overrides: key (exact name, suffix or regex) -> value. */
   rank_pattern?: Record<string, number>;
   alpha_pattern?: Record<string, number>;
+  /** DoRA: each adapted row rescaled to a trained magnitude (lora_magnitude_vector), see dora.ts. */
+  use_dora?: boolean;
   /** true when the base layer stores its weight [in, out] (GPT-2's Conv1D). */
   fan_in_fan_out?: boolean;
 }

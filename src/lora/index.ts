@@ -2,6 +2,7 @@
 
 export * from "./adapter-set.js";
 export * from "./config.js";
+export * from "./dora.js";
 export * from "./inject.js";
 export * from "./layer.js";
 export * from "./multi-layer.js";

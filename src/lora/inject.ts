@@ -7,6 +7,7 @@ import { type Module, setSubmodule } from "../nn/module.js";
 import { Rng } from "../tensor/random.js";
 import { Tensor } from "../tensor/tensor.js";
 import { LORA_DEFAULTS, type LoraConfig } from "./config.js";
+import { DoRALinear } from "./dora.js";
 import { LoRALinear } from "./layer.js";
 import { MultiLoRALinear } from "./multi-layer.js";
 
@@ -90,8 +91,8 @@ export function findTargets(model: Adaptable, config: LoraConfig): [string, Line
 }
 
 /**
- * Freezes the model and wraps every targeted Linear in a LoRALinear. Returns the wrapped paths.
- * Only the LoRA A and B matrices require grad afterwards.
+ * Freezes the model and wraps every targeted Linear in a LoRALinear (a DoRALinear with use_dora).
+ * Returns the wrapped paths. Only the LoRA A and B matrices (and DoRA's magnitudes) require grad afterwards.
  */
 export function applyLoRA(
   model: Adaptable,
@@ -108,7 +109,7 @@ export function applyLoRA(
   for (const [path, linear] of targets) {
     const r = patternValue(path, config.rank_pattern, config.r);
     const alpha = patternValue(path, config.alpha_pattern, config.lora_alpha);
-    const layer = LoRALinear.fromBase(linear, {
+    const layer = (config.use_dora ? DoRALinear : LoRALinear).fromBase(linear, {
       r,
       alpha,
       dropout: config.lora_dropout ?? LORA_DEFAULTS.lora_dropout,

@@ -32,14 +32,14 @@ export class LoRALinear extends Module implements LinearLike {
   readonly alpha: number;
   dropout: number;
   readonly rslora: boolean;
-  private merged = false;
+  protected merged = false;
 
-  private constructor(
+  protected constructor(
     base: Linear,
     A: Tensor,
     B: Tensor,
     opts: LoRAOptions,
-    private rng: Rng,
+    protected rng: Rng,
   ) {
     super();
     this.base_layer = base;
@@ -166,4 +166,4 @@ export class LoRALinear extends Module implements LinearLike {
 }
 
 /** A weight's values as f32: the data itself, or a decoded copy of a 16-bit weight. */
-const valuesOf = (w: Tensor): Float32Array => (w.half ? w.toFloat32().data : w.data);
+export const valuesOf = (w: Tensor): Float32Array => (w.half ? w.toFloat32().data : w.data);

@@ -19,6 +19,8 @@ export interface LoraWeights {
   r: number;
   alpha: number;
   rslora?: boolean;
+  /** DoRA's lora_magnitude_vector [out] (a DoRALinear; MultiLoRALinear does not take one). */
+  magnitude?: Tensor;
 }
 
 interface Held extends LoraWeights {

@@ -87,6 +87,7 @@ export function loraConfigOf(s: Settings, family: ModelFamily, modelType: unknow
     target_modules: loraTargets(s.targets as string | null, family.defaultTargets, modelType),
     layers_to_transform: s.layers ? parseLayers(s.layers as string) : null,
     use_rslora: s.rslora as boolean,
+    use_dora: s.dora as boolean,
     init_lora_weights: s.init === "gaussian" ? "gaussian" : true,
     fan_in_fan_out: family.fanInFanOut,
   };
@@ -115,6 +116,8 @@ export function checkSettings(s: Settings): void {
   if (s.steps !== null && s.epochs !== null) throw new SettingsError("give --steps or --epochs, not both");
   if (s.full && s.adapter)
     throw new SettingsError("--full trains every weight; it cannot start from an --adapter");
+  if (s.full && s.dora)
+    throw new SettingsError("--full trains every weight; --dora is for an adapter (drop one)");
   if (!((s.lr as number) > 0)) throw new SettingsError(`--lr must be > 0, got ${s.lr}`);
 }
 
@@ -141,6 +144,10 @@ export function planFineTune(input: FineTuneInput): FineTunePlan {
   if (s.full) model.unfreeze();
   else if (input.adapter) {
     const { config: adapterConfig, tensors, source } = input.adapter;
+    if (s.dora && !adapterConfig.use_dora)
+      throw new SettingsError(
+        `--dora: the adapter ${source} is a plain LoRA adapter (use_dora false), and training goes on with its own config; drop --dora, or start a fresh DoRA adapter without --adapter`,
+      );
     attachAdapter(model, adapterConfig, tensors, source);
     lora = { ...adapterConfig, lora_dropout: s.dropout as number, fan_in_fan_out: family.fanInFanOut };
   } else {

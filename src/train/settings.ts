@@ -82,6 +82,10 @@ export const SETTINGS = {
   },
   layers: { kind: "string", valueName: "LIST", description: "blocks to adapt, e.g. 0,1,4-7 (default: all)" },
   rslora: { kind: "boolean", description: "rank-stabilised scale alpha/sqrt(r)" },
+  dora: {
+    kind: "boolean",
+    description: "DoRA (PEFT's use_dora): also train a magnitude per output row of each adapted layer",
+  },
   init: {
     kind: "string",
     def: "kaiming",

@@ -76,7 +76,7 @@ const peft: AdapterFormat = {
     const base = json.base_model_name_or_path;
     return {
       format: "peft",
-      description: `PEFT folder ${dir} (adapter_model.safetensors, r ${config.r}, lora_alpha ${config.lora_alpha}${config.use_rslora ? ", rsLoRA" : ""})`,
+      description: `PEFT folder ${dir} (adapter_model.safetensors, r ${config.r}, lora_alpha ${config.lora_alpha}${config.use_rslora ? ", rsLoRA" : ""}${config.use_dora ? ", DoRA" : ""})`,
       config,
       tensors: readAdapterWeights(weights),
       weights,
