@@ -7,13 +7,16 @@
 
 import type { AdapterSet, LayerAdapter } from "../lora/adapter-set.js";
 import { type LoraConfig, loraScaling } from "../lora/config.js";
+import { applyExtras } from "../lora/extras.js";
 import { findTargets, linearLayers, loraLayers, patternValue } from "../lora/inject.js";
 import { LoRALinear } from "../lora/layer.js";
 import type { ReportModule } from "../lora/report.js";
 import { ConfigFields, showValue } from "../models/model.js";
 import { type Module, setSubmodule } from "../nn/module.js";
+import { Rng } from "../tensor/random.js";
 import { shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
+import { applyBaseTables, type ExtraPlan, extraTensors, planExtras } from "./peft-extras.js";
 import {
   describeNonFinite,
   FLOAT_DTYPES,
@@ -91,9 +94,18 @@ export function parseAdapterConfig(json: Json, source: string, defaultTargets: s
   );
   f.require(!f.flag("use_dora"), "DoRA adapters (use_dora: true) are not supported yet");
   f.require(!f.flag("lora_bias"), "adapters with LoRA biases (lora_bias: true) are not supported yet");
+  const toSave = json.modules_to_save ?? null;
   f.require(
-    !(Array.isArray(json.modules_to_save) && json.modules_to_save.length > 0),
-    `modules_to_save ${JSON.stringify(json.modules_to_save)} is not supported; only LoRA A/B weights load`,
+    toSave === null || (Array.isArray(toSave) && toSave.every((t) => typeof t === "string")),
+    `"modules_to_save" must be a list of module names or null, got ${JSON.stringify(toSave)}`,
+  );
+  const tokens = json.trainable_token_indices ?? null;
+  const ids = (v: unknown) => Array.isArray(v) && v.every((i) => Number.isInteger(i));
+  f.require(
+    tokens === null ||
+      ids(tokens) ||
+      (typeof tokens === "object" && !Array.isArray(tokens) && Object.values(tokens).every(ids)),
+    `"trainable_token_indices" must be a list of token ids, {"<embedding>": [ids]} or null, got ${JSON.stringify(tokens)}`,
   );
   const targets = json.target_modules ?? defaultTargets;
   f.require(
@@ -120,6 +132,9 @@ export function parseAdapterConfig(json: Json, source: string, defaultTargets: s
     rank_pattern: pattern("rank_pattern"),
     alpha_pattern: pattern("alpha_pattern"),
     fan_in_fan_out: f.flag("fan_in_fan_out"),
+    modules_to_save: toSave as string[] | null,
+    trainable_token_indices: tokens as LoraConfig["trainable_token_indices"],
+    ensure_weight_tying: f.flag("ensure_weight_tying"),
   };
   for (const p of loraConfigProblems(config)) f.require(false, p);
   f.done();
@@ -142,13 +157,14 @@ export function adapterConfigJson(config: LoraConfig, baseModel: string, extra: 
     lora_alpha: config.lora_alpha,
     lora_bias: false,
     lora_dropout: config.lora_dropout,
-    modules_to_save: null,
+    modules_to_save: config.modules_to_save?.length ? config.modules_to_save : null,
     peft_type: "LORA",
     r: config.r,
     rank_pattern: config.rank_pattern ?? {},
     revision: null,
     target_modules: config.target_modules,
     task_type: "CAUSAL_LM",
+    trainable_token_indices: config.trainable_token_indices ?? null,
     use_dora: false,
     use_rslora: config.use_rslora,
     ...extra,
@@ -156,9 +172,15 @@ export function adapterConfigJson(config: LoraConfig, baseModel: string, extra: 
   return Object.fromEntries(Object.entries(out).sort(([a], [b]) => (a < b ? -1 : 1)));
 }
 
-/** The adapter's tensors under PEFT's names, in module order. */
-export function adapterTensors(model: Module): SerializableTensor[] {
-  return loraLayers(model).flatMap(([path, l]) => [
+/**
+ * The adapter's tensors under PEFT's names, in module order, then those of embedding LoRA,
+ * modules_to_save and trainable tokens (with `saveEmbeddingLayers`, the LoRA embeddings' tables too).
+ */
+export function adapterTensors(
+  model: Module,
+  opts: { saveEmbeddingLayers?: boolean } = {},
+): SerializableTensor[] {
+  const linear = loraLayers(model).flatMap(([path, l]) => [
     {
       name: `${PREFIX}${path}.lora_A.weight`,
       dtype: "F32" as const,
@@ -172,16 +194,22 @@ export function adapterTensors(model: Module): SerializableTensor[] {
       data: l.lora_B.data,
     },
   ]);
+  return [...linear, ...extraTensors(model, opts)];
 }
 
-/** An adapter folder's two files, as PEFT's save_pretrained writes them. */
+/**
+ * An adapter folder's two files, as PEFT's save_pretrained writes them. The tables of LoRA embeddings
+ * are written only with `saveEmbeddingLayers` (PEFT's default "auto" writes them whenever embed_tokens is
+ * a target: they are the size of the embedding).
+ */
 export function adapterFiles(
   model: Module,
   config: LoraConfig,
   baseModel: string,
+  opts: { saveEmbeddingLayers?: boolean } = {},
 ): Record<string, Uint8Array | string> {
   return {
-    "adapter_model.safetensors": serializeSafetensors(adapterTensors(model), { format: "pt" }),
+    "adapter_model.safetensors": serializeSafetensors(adapterTensors(model, opts), { format: "pt" }),
     "adapter_config.json": `${JSON.stringify(adapterConfigJson(config, baseModel), null, 2)}\n`,
   };
 }
@@ -204,13 +232,25 @@ export function adapterLayers(
   tensors: ReadonlyMap<string, SafetensorsTensor>,
   source: string,
 ): LayerAdapter[] {
-  const errors: string[] = []; // what does not fit the model
+  return adapterPlan(model, config, tensors, source).layers;
+}
+
+/** adapterLayers, with the adapter's embedding LoRA, modules_to_save and trainable tokens (peft-extras.ts). */
+export function adapterPlan(
+  model: Module & { headName?: string; adapterScope?: string },
+  config: LoraConfig,
+  tensors: ReadonlyMap<string, SafetensorsTensor>,
+  source: string,
+): { layers: LayerAdapter[]; extras: ExtraPlan } {
+  const extras = planExtras(model, config, tensors);
+  const errors: string[] = [...extras.errors]; // what does not fit the model
   const outside: string[] = []; // modules of a multimodal model's other towers, which are not built
-  const damaged: string[] = []; // values that are not weights
+  const damaged: string[] = [...extras.damaged]; // values that are not weights
   const modules = new Map<string, Module>(model.namedModules());
   const linears = new Map(linearLayers(model));
   const pairs = new Map<string, { A?: SafetensorsTensor; B?: SafetensorsTensor }>();
   for (const [key, entry] of tensors) {
+    if (extras.keys.has(key)) continue;
     const m = KEY.exec(key);
     if (!m) {
       errors.push(`unexpected tensor "${key}" (only ${PREFIX}<module>.lora_A/lora_B.weight are supported)`);
@@ -263,7 +303,8 @@ export function adapterLayers(
       plan.push({ path, A: a, B: b, r, alpha, rslora: config.use_rslora });
     }
   }
-  if (pairs.size === 0 && errors.length === 0) errors.push("the adapter holds no LoRA weights");
+  if (pairs.size === 0 && !extras.any && errors.length === 0)
+    errors.push("the adapter holds no LoRA weights");
   try {
     const missing = findTargets(model, config)
       .map(([p]) => p)
@@ -299,7 +340,7 @@ export function adapterLayers(
       `${source}: ${what} (${all.length} problem${all.length > 1 ? "s" : ""}):\n${all.map((e) => `  - ${e}`).join("\n")}\n${advice}`,
     );
   }
-  return plan;
+  return { layers: plan, extras };
 }
 
 /**
@@ -312,18 +353,24 @@ export function attachAdapter(
   tensors: ReadonlyMap<string, SafetensorsTensor>,
   source: string,
 ): string[] {
-  const plan = adapterLayers(model, config, tensors, source);
+  const { layers: plan, extras } = adapterPlan(model, config, tensors, source);
   const modules = new Map(linearLayers(model));
   model.freeze();
+  applyBaseTables(model, extras.weights.baseTables);
   for (const { path, A, B, r, alpha, rslora } of plan) {
     setSubmodule(model, path, LoRALinear.withWeights(modules.get(path)!, A, B, { r, alpha, rslora }));
   }
-  return plan.map((p) => p.path);
+  const more = extras.any ? applyExtras(model, config, extras.embeddings, new Rng(0), extras.weights) : [];
+  return [...plan.map((p) => p.path), ...more];
 }
 
 /** Adds a PEFT adapter to an AdapterSet under `name` (checked as attachAdapter checks it); returns its paths. */
 export function addAdapter(set: AdapterSet, name: string, adapter: AdapterInput): string[] {
-  const plan = adapterLayers(set.model, adapter.config, adapter.tensors, adapter.source);
+  const { layers: plan, extras } = adapterPlan(set.model, adapter.config, adapter.tensors, adapter.source);
+  if (extras.any)
+    throw new Error(
+      `${adapter.source}: named adapters hold LoRA on Linear layers only; this adapter also has LoRA on an embedding, modules_to_save or trainable_token_indices: load it alone (--adapter PATH)`,
+    );
   for (const w of plan) {
     w.A.requiresGrad = false;
     w.B.requiresGrad = false;
