@@ -11,7 +11,8 @@ import type { Tensor } from "../tensor/tensor.js";
 import type { LoraConfig } from "./config.js";
 import { LoRAEmbedding } from "./embedding.js";
 import { patternValue } from "./inject.js";
-import { applyModulesToSave } from "./modules-to-save.js";
+import { LoRALinear } from "./layer.js";
+import { applyModulesToSave, modulesToSaveMatches, unmatchedModulesToSave } from "./modules-to-save.js";
 import { TokenAdapter, TrainableTokensEmbedding, TrainableTokensHead } from "./trainable-tokens.js";
 
 /** An adapter's weights for these parts, by module path (full parameter path for modules_to_save). */
@@ -29,7 +30,7 @@ export function trainableTokenTargets(model: Module, config: LoraConfig): [strin
   if (!spec) return [];
   const embeddings = model
     .namedModules()
-    .filter(([p, m]) => m instanceof Embedding && !p.endsWith(".base_layer"));
+    .filter(([p, m]) => (m instanceof Embedding || m instanceof LoRAEmbedding) && !p.endsWith(".base_layer"));
   if (Array.isArray(spec)) {
     const input = embeddings.find(([p]) => INPUT_EMBEDDINGS.includes(p.split(".").pop()!));
     if (!input)
@@ -73,11 +74,29 @@ export function applyExtras(
     setSubmodule(model, path, layer);
     paths.push(path);
   }
-  if (config.modules_to_save?.length)
-    paths.push(...applyModulesToSave(model, config.modules_to_save, weights?.saved));
+  const names = config.modules_to_save ?? [];
+  if (names.length > 0) {
+    const missing = unmatchedModulesToSave(model, names);
+    if (missing.length > 0)
+      throw new Error(
+        `modules_to_save ${JSON.stringify(missing)} matched no module; name modules of the model (lm_head, norm, ...)`,
+      );
+    for (const [path, m] of modulesToSaveMatches(model, names)) {
+      const adapted = m.namedModules().find(([, x]) => x instanceof LoRALinear || x instanceof LoRAEmbedding);
+      if (adapted)
+        throw new Error(
+          `modules_to_save "${path}" is also adapted by LoRA (target_modules); a module is trained one way: drop it from one of them`,
+        );
+    }
+    paths.push(...applyModulesToSave(model, names, weights?.saved));
+  }
   const modules = new Map(model.namedModules());
   for (const [path, ids] of trainableTokenTargets(model, config)) {
-    const base = modules.get(path) as Embedding;
+    const base = modules.get(path);
+    if (!(base instanceof Embedding))
+      throw new Error(
+        `trainable_token_indices: ${path} is already adapted (a LoRA target or in modules_to_save); give one of them`,
+      );
     const adapter = new TokenAdapter(base, ids, weights?.tokens.get(path));
     setSubmodule(model, path, new TrainableTokensEmbedding(adapter));
     paths.push(path);

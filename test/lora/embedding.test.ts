@@ -215,4 +215,27 @@ describe("bad adapters", () => {
       /ensure_weight_tying: true .* is not supported/,
     );
   });
+
+  it("a fresh config: an unknown module to save, a module trained two ways, a duplicated token id", () => {
+    const fresh = (extra: object) => () =>
+      applyLoRA(setup("llama_tied_embed", "llama_gqa_tied").model, {
+        r: 2,
+        lora_alpha: 4,
+        lora_dropout: 0,
+        target_modules: ["q_proj"],
+        use_rslora: false,
+        init_lora_weights: true,
+        ...extra,
+      });
+    assert.throws(fresh({ modules_to_save: ["no_such"] }), /modules_to_save \["no_such"\] matched no module/);
+    assert.throws(
+      fresh({ modules_to_save: ["q_proj"] }),
+      /"model.layers.0.self_attn.q_proj" is also adapted by LoRA/,
+    );
+    assert.throws(fresh({ trainable_token_indices: [3, 3] }), /3 appear more than once/);
+    assert.throws(
+      fresh({ target_modules: ["embed_tokens"], trainable_token_indices: [3] }),
+      /model.embed_tokens is already adapted/,
+    );
+  });
 });
