@@ -12,6 +12,7 @@ import { saveMlxAdapter } from "../io/node/mlx-folder.js";
 import { checkOutSeparate } from "../io/node/run-folder.js";
 import { writeFileAtomic } from "../io/node/safetensors-file.js";
 import { attachAdapter } from "../io/peft.js";
+import { adapterExtras } from "../io/peft-extras.js";
 import { loraLayers } from "../lora/inject.js";
 import type { CausalLM } from "../models/index.js";
 import { modelFamily } from "../models/index.js";
@@ -157,6 +158,11 @@ export const exportCommand: Command = {
       modelConfig: base.config,
     });
     console.error(`adapter: ${read.description}`);
+    const extras = adapterExtras(read.config, read.tensors.keys());
+    if (extras.length > 0)
+      throw new UsageError(
+        `${adapter} holds ${extras.join(", ")}; lora export --format ${name} writes LoRA on Linear layers only: fold the adapter into the model instead (lora merge --model M --adapter ${adapter} --out DIR)`,
+      );
     attachAdapter(skeleton, read.config, read.tensors, read.weights);
     const notes = format.write(skeleton, out, {
       baseModel: read.baseModel ?? resolve(named),

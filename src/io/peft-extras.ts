@@ -241,3 +241,18 @@ export function extraTensors(
       );
   return out;
 }
+
+/**
+ * What an adapter holds beyond LoRA on Linear layers, in words (none: []), from its config and keys
+ * alone: for the formats that carry only that (lora export's gguf and mlx).
+ */
+export function adapterExtras(config: LoraConfig, keys: Iterable<string>): string[] {
+  const all = [...keys];
+  const embedded = [...new Set(all.map((k) => EMBED_KEY.exec(k)?.[1]).filter((p) => p !== undefined))];
+  const out: string[] = [];
+  if (embedded.length > 0) out.push(`LoRA on the embedding ${embedded.join(", ")} (lora_embedding_A/B)`);
+  if (all.some((k) => BASE_KEY.test(k))) out.push("a saved embedding table (base_layer.weight)");
+  if (config.modules_to_save?.length) out.push(`modules_to_save ${JSON.stringify(config.modules_to_save)}`);
+  if (config.trainable_token_indices) out.push("trainable_token_indices");
+  return out;
+}
