@@ -256,3 +256,21 @@ export function adapterExtras(config: LoraConfig, keys: Iterable<string>): strin
   if (config.trainable_token_indices) out.push("trainable_token_indices");
   return out;
 }
+
+/**
+ * A key of an adapter read without a model (lora inspect): an embedding's LoRA factor (its update
+ * scale·(B·A)ᵀ has the form of a Linear's with in = V, out = C), a tensor stored whole (a table, a
+ * module to save, trained token rows: "whole"), or null for anything else.
+ */
+export function extraKeyRole(
+  key: string,
+  config: LoraConfig,
+): { path: string; which: "A" | "B" } | "whole" | null {
+  const m = EMBED_KEY.exec(key);
+  if (m) return { path: m[1]!, which: m[2] as "A" | "B" };
+  if (BASE_KEY.test(key) || TOKENS_KEY.test(key)) return "whole";
+  const path = key.startsWith(PREFIX) ? key.slice(PREFIX.length) : key;
+  const module = path.slice(0, path.lastIndexOf("."));
+  if (config.modules_to_save?.some((n) => module.endsWith(n) || path.includes(`${n}.`))) return "whole";
+  return null;
+}

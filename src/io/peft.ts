@@ -16,7 +16,7 @@ import { type Module, setSubmodule } from "../nn/module.js";
 import { Rng } from "../tensor/random.js";
 import { shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
-import { applyBaseTables, type ExtraPlan, extraTensors, planExtras } from "./peft-extras.js";
+import { applyBaseTables, type ExtraPlan, extraKeyRole, extraTensors, planExtras } from "./peft-extras.js";
 import {
   describeNonFinite,
   FLOAT_DTYPES,
@@ -392,7 +392,9 @@ export function adapterModules(
   const problems: string[] = [];
   const pairs = new Map<string, { A?: SafetensorsTensor; B?: SafetensorsTensor }>();
   for (const [key, e] of tensors) {
-    const m = KEY.exec(key);
+    const role = extraKeyRole(key, config);
+    if (role === "whole") continue; // stored whole: not a low-rank update
+    const m = role ? [key, role.path, role.which] : KEY.exec(key);
     if (!m) problems.push(`unexpected tensor "${key}"`);
     else if (e.shape.length !== 2 || !FLOAT_DTYPES.includes(e.dtype))
       problems.push(`"${key}" is ${e.dtype} ${shapeStr(e.shape)}, not a 2-D float matrix`);

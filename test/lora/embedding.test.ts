@@ -12,7 +12,7 @@ import { describe, it } from "node:test";
 import { backward, noGrad } from "../../src/autograd/index.js";
 import { loadAdapter, readAdapterConfig, readAdapterInput } from "../../src/io/node/adapter-folder.js";
 import { loadModelFolder } from "../../src/io/node/model-folder.js";
-import { adapterFiles, attachAdapter } from "../../src/io/peft.js";
+import { adapterFiles, adapterModules, attachAdapter } from "../../src/io/peft.js";
 import { LoRAEmbedding, loraEmbeddings } from "../../src/lora/embedding.js";
 import { applyLoRA, fuseLoRA, mergeLoRA } from "../../src/lora/inject.js";
 import { modelFamily } from "../../src/models/index.js";
@@ -185,6 +185,24 @@ describe("writing PEFT's keys", () => {
       assertClose(noGrad(() => model.forward(ids, shape)).data, logits, "f32", `${name} merged`);
     });
   }
+});
+
+describe("reports without a model (lora inspect)", () => {
+  it("an embedding's LoRA is a module of in V, out C; tensors stored whole are left out", () => {
+    const gpt2 = readAdapterInput(caseDir("gpt2_wte"));
+    const wte = adapterModules(gpt2.config, gpt2.tensors, gpt2.source).find(
+      (m) => m.path === "transformer.wte",
+    )!;
+    assert.deepEqual([wte.r, wte.in, wte.out, wte.scale], [4, 67, 24, 4]);
+    for (const name of ["llama_modules_to_save", "llama_trainable_tokens", "llama_tied_embed_base"]) {
+      const a = readAdapterInput(caseDir(name));
+      const paths = adapterModules(a.config, a.tensors, a.source).map((m) => m.path);
+      assert.ok(
+        paths.every((p) => /(q_proj|v_proj|embed_tokens)$/.test(p)),
+        `${name}: ${paths}`,
+      );
+    }
+  });
 });
 
 describe("bad adapters", () => {
