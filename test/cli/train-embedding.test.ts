@@ -46,6 +46,8 @@ const train = (out: string, ...args: string[]) =>
     "0.05",
     "--rank",
     "2",
+    "--base-dtype",
+    "f32", // the saved table is compared with the file's f32 values
     ...args,
   );
 const P = "base_model.model.";
