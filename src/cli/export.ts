@@ -160,7 +160,7 @@ export const exportCommand: Command = {
     console.error(`adapter: ${read.description}`);
     const extras = adapterExtras(read.config, read.tensors.keys());
     if (extras.length > 0)
-      throw new UsageError(
+      throw new Error(
         `${adapter} holds ${extras.join(", ")}; lora export --format ${name} writes LoRA on Linear layers only: fold the adapter into the model instead (lora merge --model M --adapter ${adapter} --out DIR)`,
       );
     attachAdapter(skeleton, read.config, read.tensors, read.weights);

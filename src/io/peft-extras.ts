@@ -15,6 +15,7 @@ import { type ExtraWeights, trainableTokenTargets } from "../lora/extras.js";
 import { findEmbeddingTargets, findTargets, patternValue } from "../lora/inject.js";
 import { modulesToSaveMatches, savedModules, unmatchedModulesToSave } from "../lora/modules-to-save.js";
 import { TrainableTokensEmbedding, tokenIndexProblems } from "../lora/trainable-tokens.js";
+import { Embedding } from "../nn/layers.js";
 import type { Module } from "../nn/module.js";
 import { shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
@@ -88,7 +89,12 @@ export function planExtras(
   } catch {
     // peft.ts reports a target_modules that matches nothing
   }
-  const tied = config.ensure_weight_tying === true;
+  // ensure_weight_tying only changes anything on a model whose head shares the embedding's table
+  const head = model.headName ? (modules.get(model.headName) as unknown as { weight?: Tensor }) : undefined;
+  const tiedHead = model
+    .namedModules()
+    .some(([, m]) => m instanceof Embedding && head?.weight !== undefined && m.weight === head.weight);
+  const tied = config.ensure_weight_tying === true && tiedHead;
 
   // LoRA on embeddings, and the tables saved beside them
   for (const [path, base] of embedTargets) {
@@ -192,7 +198,7 @@ export function planExtras(
   const any = embedTargets.length > 0 || names.length > 0 || tokenTargets.length > 0 || baseTables.size > 0;
   if (tied && (embedTargets.length > 0 || names.length > 0))
     errors.push(
-      "ensure_weight_tying: true (PEFT's tied adapters on a tied head) is not supported here; re-save the adapter with ensure_weight_tying: false",
+      "ensure_weight_tying: true on a model with a tied head (PEFT then ties adapters onto the head) is not supported here; re-save the adapter with ensure_weight_tying: false",
     );
   const paths = embedTargets.map(([p]) => p);
   return {

@@ -230,7 +230,7 @@ describe("bad adapters", () => {
           tied.tensors,
           tied.source,
         ),
-      /ensure_weight_tying: true .* is not supported/,
+      /ensure_weight_tying: true on a model with a tied head .* is not supported/,
     );
   });
 
