@@ -12,6 +12,7 @@ import { saveMlxAdapter } from "../io/node/mlx-folder.js";
 import { checkOutSeparate } from "../io/node/run-folder.js";
 import { writeFileAtomic } from "../io/node/safetensors-file.js";
 import { attachAdapter } from "../io/peft.js";
+import { adapterExtras } from "../io/peft-extras.js";
 import { loraLayers } from "../lora/inject.js";
 import type { CausalLM } from "../models/index.js";
 import { modelFamily } from "../models/index.js";
@@ -160,6 +161,11 @@ export const exportCommand: Command = {
     if (read.config.use_dora)
       throw new UsageError(
         `${adapter} is a DoRA adapter (use_dora: true), which --format ${name} cannot hold (${name === "gguf" ? "llama.cpp's LoRA adapters have no per-row magnitude" : "mlx-lm's DoRA format is not written here"}); merge it into the base model instead: lora merge --model M --adapter ${adapter} --out DIR`,
+      );
+    const extras = adapterExtras(read.config, read.tensors.keys());
+    if (extras.length > 0)
+      throw new Error(
+        `${adapter} holds ${extras.join(", ")}; lora export --format ${name} writes LoRA on Linear layers only: fold the adapter into the model instead (lora merge --model M --adapter ${adapter} --out DIR)`,
       );
     attachAdapter(skeleton, read.config, read.tensors, read.weights);
     const notes = format.write(skeleton, out, {

@@ -9,13 +9,16 @@
 import type { AdapterSet, LayerAdapter } from "../lora/adapter-set.js";
 import { type LoraConfig, loraScaling } from "../lora/config.js";
 import { DoRALinear } from "../lora/dora.js";
+import { applyExtras } from "../lora/extras.js";
 import { findTargets, linearLayers, loraLayers, patternValue } from "../lora/inject.js";
 import { LoRALinear } from "../lora/layer.js";
 import type { ReportModule } from "../lora/report.js";
 import { ConfigFields, showValue } from "../models/model.js";
 import { type Module, setSubmodule } from "../nn/module.js";
+import { Rng } from "../tensor/random.js";
 import { shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
+import { applyBaseTables, type ExtraPlan, extraKeyRole, extraTensors, planExtras } from "./peft-extras.js";
 import {
   describeNonFinite,
   FLOAT_DTYPES,
@@ -94,9 +97,18 @@ export function parseAdapterConfig(json: Json, source: string, defaultTargets: s
     `peft_type ${JSON.stringify(json.peft_type)} is not supported; only LORA adapters load here`,
   );
   f.require(!f.flag("lora_bias"), "adapters with LoRA biases (lora_bias: true) are not supported yet");
+  const toSave = json.modules_to_save ?? null;
   f.require(
-    !(Array.isArray(json.modules_to_save) && json.modules_to_save.length > 0),
-    `modules_to_save ${JSON.stringify(json.modules_to_save)} is not supported; only LoRA A/B weights load`,
+    toSave === null || (Array.isArray(toSave) && toSave.every((t) => typeof t === "string")),
+    `"modules_to_save" must be a list of module names or null, got ${JSON.stringify(toSave)}`,
+  );
+  const tokens = json.trainable_token_indices ?? null;
+  const ids = (v: unknown) => Array.isArray(v) && v.every((i) => Number.isInteger(i));
+  f.require(
+    tokens === null ||
+      ids(tokens) ||
+      (typeof tokens === "object" && !Array.isArray(tokens) && Object.values(tokens).every(ids)),
+    `"trainable_token_indices" must be a list of token ids, {"<embedding>": [ids]} or null, got ${JSON.stringify(tokens)}`,
   );
   const targets = json.target_modules ?? defaultTargets;
   f.require(
@@ -155,6 +167,9 @@ export function parseAdapterConfig(json: Json, source: string, defaultTargets: s
     rank_pattern: pattern("rank_pattern"),
     alpha_pattern: pattern("alpha_pattern"),
     fan_in_fan_out: f.flag("fan_in_fan_out"),
+    modules_to_save: toSave as string[] | null,
+    trainable_token_indices: tokens as LoraConfig["trainable_token_indices"],
+    ensure_weight_tying: f.flag("ensure_weight_tying"),
   };
   for (const p of loraConfigProblems(config)) f.require(false, p);
   f.done();
@@ -177,13 +192,14 @@ export function adapterConfigJson(config: LoraConfig, baseModel: string, extra: 
     lora_alpha: config.lora_alpha,
     lora_bias: false,
     lora_dropout: config.lora_dropout,
-    modules_to_save: null,
+    modules_to_save: config.modules_to_save?.length ? config.modules_to_save : null,
     peft_type: "LORA",
     r: config.r,
     rank_pattern: config.rank_pattern ?? {},
     revision: null,
     target_modules: config.target_modules,
     task_type: "CAUSAL_LM",
+    trainable_token_indices: config.trainable_token_indices ?? null,
     use_dora: config.use_dora ?? false,
     use_rslora: config.use_rslora,
     ...extra,
@@ -191,9 +207,15 @@ export function adapterConfigJson(config: LoraConfig, baseModel: string, extra: 
   return Object.fromEntries(Object.entries(out).sort(([a], [b]) => (a < b ? -1 : 1)));
 }
 
-/** The adapter's tensors under PEFT's names, in module order. */
-export function adapterTensors(model: Module): SerializableTensor[] {
-  return loraLayers(model).flatMap(([path, l]) => [
+/**
+ * The adapter's tensors under PEFT's names, in module order, then those of embedding LoRA,
+ * modules_to_save and trainable tokens (with `saveEmbeddingLayers`, the LoRA embeddings' tables too).
+ */
+export function adapterTensors(
+  model: Module,
+  opts: { saveEmbeddingLayers?: boolean } = {},
+): SerializableTensor[] {
+  const linear = loraLayers(model).flatMap(([path, l]) => [
     {
       name: `${PREFIX}${path}.lora_A.weight`,
       dtype: "F32" as const,
@@ -217,16 +239,22 @@ export function adapterTensors(model: Module): SerializableTensor[] {
         ]
       : []),
   ]);
+  return [...linear, ...extraTensors(model, opts)];
 }
 
-/** An adapter folder's two files, as PEFT's save_pretrained writes them. */
+/**
+ * An adapter folder's two files, as PEFT's save_pretrained writes them. The tables of LoRA embeddings
+ * are written only with `saveEmbeddingLayers` (PEFT's default "auto" writes them whenever embed_tokens is
+ * a target: they are the size of the embedding).
+ */
 export function adapterFiles(
   model: Module,
   config: LoraConfig,
   baseModel: string,
+  opts: { saveEmbeddingLayers?: boolean } = {},
 ): Record<string, Uint8Array | string> {
   return {
-    "adapter_model.safetensors": serializeSafetensors(adapterTensors(model), { format: "pt" }),
+    "adapter_model.safetensors": serializeSafetensors(adapterTensors(model, opts), { format: "pt" }),
     "adapter_config.json": `${JSON.stringify(adapterConfigJson(config, baseModel), null, 2)}\n`,
   };
 }
@@ -249,9 +277,20 @@ export function adapterLayers(
   tensors: ReadonlyMap<string, SafetensorsTensor>,
   source: string,
 ): LayerAdapter[] {
-  const errors: string[] = []; // what does not fit the model
+  return adapterPlan(model, config, tensors, source).layers;
+}
+
+/** adapterLayers, with the adapter's embedding LoRA, modules_to_save and trainable tokens (peft-extras.ts). */
+export function adapterPlan(
+  model: Module & { headName?: string; adapterScope?: string },
+  config: LoraConfig,
+  tensors: ReadonlyMap<string, SafetensorsTensor>,
+  source: string,
+): { layers: LayerAdapter[]; extras: ExtraPlan } {
+  const extras = planExtras(model, config, tensors);
+  const errors: string[] = [...extras.errors]; // what does not fit the model
   const outside: string[] = []; // modules of a multimodal model's other towers, which are not built
-  const damaged: string[] = []; // values that are not weights
+  const damaged: string[] = [...extras.damaged]; // values that are not weights
   const modules = new Map<string, Module>(model.namedModules());
   const linears = new Map(linearLayers(model));
   const pairs = new Map<string, { A?: SafetensorsTensor; B?: SafetensorsTensor }>();
@@ -262,6 +301,7 @@ export function adapterLayers(
       magnitudes.set(mag[1]!, entry);
       continue;
     }
+    if (extras.keys.has(key)) continue;
     const m = KEY.exec(key);
     if (!m) {
       errors.push(
@@ -327,7 +367,8 @@ export function adapterLayers(
   }
   for (const path of magnitudes.keys())
     if (!pairs.has(path)) errors.push(`"${path}" has lora_magnitude_vector but no lora_A/lora_B`);
-  if (pairs.size === 0 && errors.length === 0) errors.push("the adapter holds no LoRA weights");
+  if (pairs.size === 0 && !extras.any && errors.length === 0)
+    errors.push("the adapter holds no LoRA weights");
   try {
     const missing = findTargets(model, config)
       .map(([p]) => p)
@@ -363,7 +404,7 @@ export function adapterLayers(
       `${source}: ${what} (${all.length} problem${all.length > 1 ? "s" : ""}):\n${all.map((e) => `  - ${e}`).join("\n")}\n${advice}`,
     );
   }
-  return plan;
+  return { layers: plan, extras };
 }
 
 /**
@@ -376,9 +417,10 @@ export function attachAdapter(
   tensors: ReadonlyMap<string, SafetensorsTensor>,
   source: string,
 ): string[] {
-  const plan = adapterLayers(model, config, tensors, source);
+  const { layers: plan, extras } = adapterPlan(model, config, tensors, source);
   const modules = new Map(linearLayers(model));
   model.freeze();
+  applyBaseTables(model, extras.weights.baseTables);
   for (const { path, A, B, r, alpha, rslora, magnitude } of plan) {
     const base = modules.get(path)!;
     const layer = magnitude
@@ -386,7 +428,8 @@ export function attachAdapter(
       : LoRALinear.withWeights(base, A, B, { r, alpha, rslora });
     setSubmodule(model, path, layer);
   }
-  return plan.map((p) => p.path);
+  const more = extras.any ? applyExtras(model, config, extras.embeddings, new Rng(0), extras.weights) : [];
+  return [...plan.map((p) => p.path), ...more];
 }
 
 /** Adds a PEFT adapter to an AdapterSet under `name` (checked as attachAdapter checks it); returns its paths. */
@@ -395,7 +438,11 @@ export function addAdapter(set: AdapterSet, name: string, adapter: AdapterInput)
     throw new Error(
       `${adapter.source}: adapter "${name}" is a DoRA adapter (use_dora: true); named adapters on one base run LoRA only. Load it alone (lora generate/eval --adapter ${adapter.source}), or merge it into the model with lora merge`,
     );
-  const plan = adapterLayers(set.model, adapter.config, adapter.tensors, adapter.source);
+  const { layers: plan, extras } = adapterPlan(set.model, adapter.config, adapter.tensors, adapter.source);
+  if (extras.any)
+    throw new Error(
+      `${adapter.source}: named adapters hold LoRA on Linear layers only; this adapter also has LoRA on an embedding, modules_to_save or trainable_token_indices: load it alone (--adapter PATH)`,
+    );
   for (const w of plan) {
     w.A.requiresGrad = false;
     w.B.requiresGrad = false;
@@ -418,7 +465,9 @@ export function adapterModules(
   const pairs = new Map<string, { A?: SafetensorsTensor; B?: SafetensorsTensor }>();
   for (const [key, e] of tensors) {
     if (config.use_dora && MAGNITUDE.test(key)) continue; // DoRA's magnitudes: not part of ΔW = s·B·A
-    const m = KEY.exec(key);
+    const role = extraKeyRole(key, config);
+    if (role === "whole") continue; // stored whole: not a low-rank update
+    const m = role ? [key, role.path, role.which] : KEY.exec(key);
     if (!m) problems.push(`unexpected tensor "${key}"`);
     else if (e.shape.length !== 2 || !FLOAT_DTYPES.includes(e.dtype))
       problems.push(`"${key}" is ${e.dtype} ${shapeStr(e.shape)}, not a 2-D float matrix`);

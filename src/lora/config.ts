@@ -25,6 +25,12 @@ export interface LoraConfig {
   use_dora?: boolean;
   /** true when the base layer stores its weight [in, out] (GPT-2's Conv1D). */
   fan_in_fan_out?: boolean;
+  /** Modules trained in full and saved whole (PEFT's plain suffix match): see modules-to-save.ts. */
+  modules_to_save?: string[] | null;
+  /** Embedding rows to train: ids of the input embedding, or {embedding name: ids}: see trainable-tokens.ts. */
+  trainable_token_indices?: number[] | Record<string, number[]> | null;
+  /** PEFT's tying of adapters on tied layers; only false (its default) is supported. */
+  ensure_weight_tying?: boolean;
 }
 
 export const LORA_DEFAULTS = {

@@ -2,13 +2,16 @@
  * Model surgery: find the Linear layers a LoraConfig targets, freeze everything, and wrap each
  * target in a LoRALinear. Also merging, fusing and PEFT's trainable-parameter report.
  */
-import { Linear } from "../nn/layers.js";
+import { Embedding, Linear } from "../nn/layers.js";
 import { type Module, setSubmodule } from "../nn/module.js";
 import { Rng } from "../tensor/random.js";
 import { Tensor } from "../tensor/tensor.js";
 import { LORA_DEFAULTS, type LoraConfig } from "./config.js";
 import { DoRALinear } from "./dora.js";
+import { LoRAEmbedding, loraEmbeddings } from "./embedding.js";
+import { applyExtras, fuseExtras } from "./extras.js";
 import { LoRALinear } from "./layer.js";
+import { untiedSavedModules } from "./modules-to-save.js";
 import { MultiLoRALinear } from "./multi-layer.js";
 
 /** A model LoRA can be applied to: any module tree, optionally naming its output head. */
@@ -55,12 +58,25 @@ export function patternValue(
 
 /** The Linear layers a config targets, by path; throws listing what exists when a target matches nothing. */
 export function findTargets(model: Adaptable, config: LoraConfig): [string, Linear][] {
-  const linears = linearLayers(model);
+  return findLayerTargets(model, config).filter((e): e is [string, Linear] => e[1] instanceof Linear);
+}
+
+/** The Embedding layers a config targets (embed_tokens, wte), by path. */
+export function findEmbeddingTargets(model: Adaptable, config: LoraConfig): [string, Embedding][] {
+  return findLayerTargets(model, config).filter((e): e is [string, Embedding] => e[1] instanceof Embedding);
+}
+
+function findLayerTargets(model: Adaptable, config: LoraConfig): [string, Linear | Embedding][] {
+  const embeddings = model
+    .namedModules()
+    .filter((e): e is [string, Embedding] => e[1] instanceof Embedding && !e[0].endsWith(".base_layer"));
+  const linears: [string, Linear | Embedding][] = [...linearLayers(model), ...embeddings];
   const head = model.headName;
   const spec = config.target_modules;
   const layers = config.layers_to_transform;
   const pick = (path: string) => {
-    if (spec === "all-linear") return path !== head && !path.endsWith(`.${head}`);
+    if (spec === "all-linear")
+      return !embeddings.some(([p]) => p === path) && path !== head && !path.endsWith(`.${head}`);
     return selected(path, spec);
   };
   const found = linears.filter(([path]) => {
@@ -99,10 +115,11 @@ export function applyLoRA(
   config: LoraConfig,
   opts: { rng?: Rng; init?: "gaussian" | "kaiming" } = {},
 ): string[] {
-  if (model.namedModules().some(([, m]) => m instanceof LoRALinear)) {
+  if (model.namedModules().some(([, m]) => m instanceof LoRALinear || m instanceof LoRAEmbedding)) {
     throw new Error("the model already has LoRA layers; load a fresh base model to apply another config");
   }
   const targets = findTargets(model, config);
+  const embeddings = findEmbeddingTargets(model, config).map(([p]) => p);
   model.freeze();
   const rng = opts.rng ?? new Rng(0);
   const init = opts.init ?? (config.init_lora_weights === "gaussian" ? "gaussian" : "kaiming");
@@ -119,7 +136,7 @@ export function applyLoRA(
     });
     setSubmodule(model, path, layer);
   }
-  return targets.map(([p]) => p);
+  return [...targets.map(([p]) => p), ...applyExtras(model, config, embeddings, rng)];
 }
 
 /**
@@ -158,8 +175,9 @@ export function mergeLoRA(model: Module): string[] {
   const holders = new Map<Tensor, number>();
   for (const [, m] of model.namedModules())
     for (const v of Object.values(m)) if (v instanceof Tensor) holders.set(v, (holders.get(v) ?? 0) + 1);
-  const untied: string[] = [];
-  for (const [path, layer] of loraLayers(model)) {
+  const untied: string[] = untiedSavedModules(model);
+  const layers: [string, LoRALinear | LoRAEmbedding][] = [...loraLayers(model), ...loraEmbeddings(model)];
+  for (const [path, layer] of layers) {
     const w = layer.base_layer.weight;
     if ((holders.get(w) ?? 0) > 1) {
       layer.base_layer.weight = w.clone(false);
@@ -172,11 +190,17 @@ export function mergeLoRA(model: Module): string[] {
 
 export function unmergeLoRA(model: Module): void {
   for (const [, layer] of loraLayers(model)) layer.unmerge();
+  for (const [, layer] of loraEmbeddings(model)) layer.unmerge();
 }
 
-/** Replaces every LoRA layer by a plain Linear holding the merged weight (PEFT's merge_and_unload). */
+/**
+ * Replaces every LoRA layer by a plain Linear (or Embedding) holding the merged weight, and writes
+ * trainable tokens into their table (PEFT's merge_and_unload).
+ */
 export function fuseLoRA(model: Module): void {
   for (const [path, layer] of loraLayers(model)) setSubmodule(model, path, layer.fuse());
+  for (const [path, layer] of loraEmbeddings(model)) setSubmodule(model, path, layer.fuse());
+  fuseExtras(model);
 }
 
 export interface ParamReport {

@@ -27,7 +27,7 @@ import { evaluate } from "./evaluate.js";
 import { createOptimizer, type Optimizer, type OptimizerKind } from "./optim.js";
 import type { RunStorage } from "./run-storage.js";
 import type { ScheduleKind } from "./schedule.js";
-import { loraTargets, parseLayers, type Settings, SettingsError } from "./settings.js";
+import { loraTargets, parseLayers, parseModuleNames, type Settings, SettingsError } from "./settings.js";
 import { type EvalInfo, type Snapshot, type StepInfo, type TrainResult, train } from "./trainer.js";
 
 export interface FineTuneInput {
@@ -90,6 +90,10 @@ export function loraConfigOf(s: Settings, family: ModelFamily, modelType: unknow
     use_dora: s.dora as boolean,
     init_lora_weights: s.init === "gaussian" ? "gaussian" : true,
     fan_in_fan_out: family.fanInFanOut,
+    modules_to_save: parseModuleNames(s["modules-to-save"] as string | null),
+    trainable_token_indices: s["trainable-tokens"]
+      ? parseLayers(s["trainable-tokens"] as string, "--trainable-tokens")
+      : null,
   };
   // the same bounds as an adapter_config.json read from disk (--alpha 1e308 is a typo, not a run)
   const problems = loraConfigProblems(config);
@@ -119,6 +123,8 @@ export function checkSettings(s: Settings): void {
   if (s.full && s.dora)
     throw new SettingsError("--full trains every weight; --dora is for an adapter (drop one)");
   if (!((s.lr as number) > 0)) throw new SettingsError(`--lr must be > 0, got ${s.lr}`);
+  if (s.full && (s["modules-to-save"] || s["trainable-tokens"]))
+    throw new SettingsError("--full trains every weight; drop --modules-to-save and --trainable-tokens");
 }
 
 /**
@@ -212,7 +218,10 @@ export function planFineTune(input: FineTuneInput): FineTunePlan {
 /** The trained weights as files: the PEFT adapter, or (--full) config.json and f32 model.safetensors. */
 export function weightFiles(plan: FineTunePlan): Record<string, Uint8Array | string> {
   const { trained, lora, input } = plan;
-  if (lora) return adapterFiles(trained, lora, input.baseModelName);
+  if (lora)
+    return adapterFiles(trained, lora, input.baseModelName, {
+      saveEmbeddingLayers: input.settings["save-embedding-layers"] as boolean,
+    });
   const f32 = { ...input.config, torch_dtype: "float32" };
   return {
     "config.json": `${JSON.stringify(f32, null, 2)}\n`,

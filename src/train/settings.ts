@@ -81,6 +81,23 @@ export const SETTINGS = {
     description: "modules to adapt: names (q_proj,v_proj), a regex, or all-linear (default: the model's)",
   },
   layers: { kind: "string", valueName: "LIST", description: "blocks to adapt, e.g. 0,1,4-7 (default: all)" },
+  "modules-to-save": {
+    kind: "string",
+    valueName: "LIST",
+    description:
+      "modules trained in full and saved whole in the adapter (PEFT's modules_to_save, matched by name suffix), e.g. lm_head,norm",
+  },
+  "trainable-tokens": {
+    kind: "string",
+    valueName: "IDS",
+    description:
+      "train only these rows of the input embedding (PEFT's trainable_token_indices), e.g. 3,5,100-104; a tied head follows them",
+  },
+  "save-embedding-layers": {
+    kind: "boolean",
+    description:
+      "also write the whole table of each LoRA-adapted embedding into the adapter (PEFT's save_embedding_layers; as large as the embedding)",
+  },
   rslora: { kind: "boolean", description: "rank-stabilised scale alpha/sqrt(r)" },
   dora: {
     kind: "boolean",
@@ -309,14 +326,26 @@ export function loraTargets(
   return defaults;
 }
 
-/** --layers: "0,2,5-7" -> [0, 2, 5, 6, 7]. */
-export function parseLayers(s: string): number[] {
+/** --layers: "0,2,5-7" -> [0, 2, 5, 6, 7] (the same grammar for --trainable-tokens). */
+export function parseLayers(s: string, flag = "--layers"): number[] {
   const out: number[] = [];
   for (const part of s.split(",").map((x) => x.trim())) {
     const m = /^(\d+)(?:-(\d+))?$/.exec(part);
     if (!m || (m[2] !== undefined && Number(m[2]) < Number(m[1])))
-      throw new SettingsError(`--layers must look like 0,1,4-7, got "${s}"`);
+      throw new SettingsError(`${flag} must look like 0,1,4-7, got "${s}"`);
     for (let i = Number(m[1]); i <= Number(m[2] ?? m[1]); i++) out.push(i);
   }
   return out;
+}
+
+/** --modules-to-save: "lm_head,norm" -> ["lm_head", "norm"] (none: null). */
+export function parseModuleNames(s: string | null | undefined): string[] | null {
+  if (s === null || s === undefined) return null;
+  const names = s
+    .split(",")
+    .map((x) => x.trim())
+    .filter(Boolean);
+  if (names.length === 0)
+    throw new SettingsError(`--modules-to-save is empty; give module names (lm_head,norm)`);
+  return names;
 }
