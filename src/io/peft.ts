@@ -6,7 +6,8 @@
  */
 
 import type { AdapterSet, LayerAdapter } from "../lora/adapter-set.js";
-import { type LoraConfig, loraScaling } from "../lora/config.js";
+import { type LoraConfig, layerInit, loraScaling } from "../lora/config.js";
+import { isMutatingInit, parseInitLoraWeights } from "../lora/init.js";
 import { findTargets, linearLayers, loraLayers, patternValue } from "../lora/inject.js";
 import { LoRALinear } from "../lora/layer.js";
 import type { ReportModule } from "../lora/report.js";
@@ -107,6 +108,8 @@ export function parseAdapterConfig(json: Json, source: string, defaultTargets: s
     f.require(ok, `"${key}" must map module names to numbers`);
     return ok ? (v as Record<string, number>) : {};
   };
+  const init = parseInitLoraWeights(json.init_lora_weights);
+  if ("problem" in init) f.require(false, init.problem);
   const config: LoraConfig = {
     r: (json.r ?? 8) as number,
     lora_alpha: (json.lora_alpha ?? 8) as number,
@@ -116,7 +119,7 @@ export function parseAdapterConfig(json: Json, source: string, defaultTargets: s
     layers_to_transform:
       typeof layers === "number" ? [layers] : ((layers as number[] | null | undefined) ?? null),
     use_rslora: f.flag("use_rslora"),
-    init_lora_weights: json.init_lora_weights === "gaussian" ? "gaussian" : json.init_lora_weights !== false,
+    init_lora_weights: "init" in init ? init.init : true,
     rank_pattern: pattern("rank_pattern"),
     alpha_pattern: pattern("alpha_pattern"),
     fan_in_fan_out: f.flag("fan_in_fan_out"),
@@ -304,7 +307,9 @@ export function adapterLayers(
 
 /**
  * Wraps the model's layers with the adapter's A and B (trainable, so training can continue).
- * The base model is frozen. Throws once, listing every key and shape that does not fit.
+ * The base model is frozen. Throws once, listing every key and shape that does not fit. A PiSSA or
+ * OLoRA adapter (init_lora_weights "pissa", "pissa_niter_N", "olora") first replaces each adapted W0 by
+ * its residual, as PEFT does when it loads one: such an adapter belongs on the original base model.
  */
 export function attachAdapter(
   model: Module & { headName?: string; adapterScope?: string },
@@ -314,15 +319,20 @@ export function attachAdapter(
 ): string[] {
   const plan = adapterLayers(model, config, tensors, source);
   const modules = new Map(linearLayers(model));
+  const init = layerInit(config);
   model.freeze();
   for (const { path, A, B, r, alpha, rslora } of plan) {
-    setSubmodule(model, path, LoRALinear.withWeights(modules.get(path)!, A, B, { r, alpha, rslora }));
+    setSubmodule(model, path, LoRALinear.withWeights(modules.get(path)!, A, B, { r, alpha, rslora, init }));
   }
   return plan.map((p) => p.path);
 }
 
 /** Adds a PEFT adapter to an AdapterSet under `name` (checked as attachAdapter checks it); returns its paths. */
 export function addAdapter(set: AdapterSet, name: string, adapter: AdapterInput): string[] {
+  if (isMutatingInit(adapter.config.init_lora_weights))
+    throw new Error(
+      `${adapter.source}: adapter "${name}" has init_lora_weights ${JSON.stringify(adapter.config.init_lora_weights)}: it works on its own residual of the base weights, not on a base shared with other adapters; convert it to a plain LoRA of the original base (lora train --convert-to-lora, or convertToLora in the library) and load that`,
+    );
   const plan = adapterLayers(set.model, adapter.config, adapter.tensors, adapter.source);
   for (const w of plan) {
     w.A.requiresGrad = false;

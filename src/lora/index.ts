@@ -2,6 +2,8 @@
 
 export * from "./adapter-set.js";
 export * from "./config.js";
+export * from "./convert.js";
+export * from "./init.js";
 export * from "./inject.js";
 export * from "./layer.js";
 export * from "./multi-layer.js";

@@ -6,7 +6,8 @@ import { Linear } from "../nn/layers.js";
 import { type Module, setSubmodule } from "../nn/module.js";
 import { Rng } from "../tensor/random.js";
 import { Tensor } from "../tensor/tensor.js";
-import { LORA_DEFAULTS, type LoraConfig } from "./config.js";
+import { LORA_DEFAULTS, type LoraConfig, layerInit } from "./config.js";
+import type { LoraInit } from "./init.js";
 import { LoRALinear } from "./layer.js";
 import { MultiLoRALinear } from "./multi-layer.js";
 
@@ -96,7 +97,7 @@ export function findTargets(model: Adaptable, config: LoraConfig): [string, Line
 export function applyLoRA(
   model: Adaptable,
   config: LoraConfig,
-  opts: { rng?: Rng; init?: "gaussian" | "kaiming" } = {},
+  opts: { rng?: Rng; init?: LoraInit } = {},
 ): string[] {
   if (model.namedModules().some(([, m]) => m instanceof LoRALinear)) {
     throw new Error("the model already has LoRA layers; load a fresh base model to apply another config");
@@ -104,7 +105,7 @@ export function applyLoRA(
   const targets = findTargets(model, config);
   model.freeze();
   const rng = opts.rng ?? new Rng(0);
-  const init = opts.init ?? (config.init_lora_weights === "gaussian" ? "gaussian" : "kaiming");
+  const init = opts.init ?? layerInit(config);
   for (const [path, linear] of targets) {
     const r = patternValue(path, config.rank_pattern, config.r);
     const alpha = patternValue(path, config.alpha_pattern, config.lora_alpha);
