@@ -12,6 +12,7 @@ import { saveMlxAdapter } from "../io/node/mlx-folder.js";
 import { checkOutSeparate } from "../io/node/run-folder.js";
 import { writeFileAtomic } from "../io/node/safetensors-file.js";
 import { attachAdapter } from "../io/peft.js";
+import { refuseMutatedAdapter } from "../io/peft-convert.js";
 import { loraLayers } from "../lora/inject.js";
 import type { CausalLM } from "../models/index.js";
 import { modelFamily } from "../models/index.js";
@@ -157,6 +158,7 @@ export const exportCommand: Command = {
       modelConfig: base.config,
     });
     console.error(`adapter: ${read.description}`);
+    refuseMutatedAdapter(read.config, read.weights, `the ${name} format`);
     attachAdapter(skeleton, read.config, read.tensors, read.weights);
     const notes = format.write(skeleton, out, {
       baseModel: read.baseModel ?? resolve(named),

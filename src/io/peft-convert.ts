@@ -5,6 +5,7 @@
  */
 import type { LoraConfig } from "../lora/config.js";
 import { convertToLora, plainLoraConfig } from "../lora/convert.js";
+import { isMutatingInit } from "../lora/init.js";
 import type { Module } from "../nn/module.js";
 import { adapterConfigJson } from "./peft.js";
 import { serializeSafetensors } from "./safetensors.js";
@@ -33,4 +34,16 @@ export function plainLoraAdapterFiles(
     "adapter_model.safetensors": serializeSafetensors(tensors, { format: "pt" }),
     "adapter_config.json": `${JSON.stringify(adapterConfigJson(plainLoraConfig(config), baseModel), null, 2)}\n`,
   };
+}
+
+/**
+ * Throws, naming the adapter and saying how to convert it, when a PiSSA / OLoRA adapter is about to go
+ * where only a plain LoRA of the original base works (`where`: "llama.cpp's GGUF format", say).
+ */
+export function refuseMutatedAdapter(config: LoraConfig, source: string, where: string): void {
+  const init = config.init_lora_weights;
+  if (!isMutatingInit(init)) return;
+  throw new Error(
+    `${source}: the adapter has init_lora_weights ${JSON.stringify(init)}: it was trained on a residual of the base weights (W0 - s·B0·A0) that ${where} cannot recompute, so it must first become a plain LoRA of the original base: for a lora train run, lora train --resume RUN_FOLDER --convert-to-lora writes that adapter; for one PEFT saved, save_pretrained(..., path_initial_model_for_weight_conversion=...)`,
+  );
 }

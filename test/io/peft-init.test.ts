@@ -132,7 +132,8 @@ for (const kind of ["pissa", "olora"] as const) {
       const adapter = readAdapterInput(join(folder, "adapter"));
       assert.throws(
         () => addAdapter(set, "mine", adapter),
-        (e: Error) => /"mine"/.test(e.message) && e.message.includes(kind) && /--convert-to-lora/.test(e.message),
+        (e: Error) =>
+          /"mine"/.test(e.message) && e.message.includes(kind) && /--convert-to-lora/.test(e.message),
       );
     });
   });
