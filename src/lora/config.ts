@@ -43,7 +43,11 @@ export function loraScaling(r: number, alpha: number, rslora: boolean): number {
   return rslora ? alpha / Math.sqrt(r) : alpha / r;
 }
 
-/** Throws a message naming the value and what was expected, for a rank, alpha or dropout out of range. */
+/**
+ * Throws a message naming the value and what was expected, for a rank, alpha or dropout out of range.
+ * `given`: the weights exist already (a loaded adapter), so r > min(in, out) is allowed, as PEFT loads
+ * it (a PiSSA adapter converted to rank 2r can be one); a fresh layer must be low-rank.
+ */
 export function checkLoraShape(
   r: number,
   alpha: number,
@@ -51,11 +55,12 @@ export function checkLoraShape(
   inF: number,
   outF: number,
   where = "",
+  given = false,
 ) {
   const at = where ? ` (${where})` : "";
   if (!Number.isInteger(r) || r <= 0)
     throw new RangeError(`LoRA rank r must be a positive integer, got ${r}${at}`);
-  if (r > Math.min(inF, outF)) {
+  if (!given && r > Math.min(inF, outF)) {
     throw new RangeError(
       `LoRA rank r=${r} is larger than min(in, out) = min(${inF}, ${outF}) = ${Math.min(inF, outF)}${at}; a low-rank update needs r <= ${Math.min(inF, outF)}`,
     );

@@ -87,7 +87,7 @@ export class LoRALinear extends Module implements LinearLike {
 
   /** Wraps a base layer with given A and B (for loading adapters); checks their shapes. */
   static withWeights(base: Linear, A: Tensor, B: Tensor, opts: LoRAOptions): LoRALinear {
-    checkLoraShape(opts.r, opts.alpha, opts.dropout ?? 0, base.inFeatures, base.outFeatures);
+    checkLoraShape(opts.r, opts.alpha, opts.dropout ?? 0, base.inFeatures, base.outFeatures, "", true);
     const want = `A [${opts.r}, ${base.inFeatures}] and B [${base.outFeatures}, ${opts.r}]`;
     if (
       A.shape[0] !== opts.r ||
@@ -103,7 +103,7 @@ export class LoRALinear extends Module implements LinearLike {
 
   /** Sets the dropout probability on the LoRA input and the stream its masks are drawn from. */
   setDropout(p: number, rng: Rng): void {
-    checkLoraShape(this.r, this.alpha, p, this.inFeatures, this.outFeatures);
+    checkLoraShape(this.r, this.alpha, p, this.inFeatures, this.outFeatures, "", true);
     this.dropout = p;
     this.rng = rng;
   }

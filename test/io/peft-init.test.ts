@@ -139,6 +139,31 @@ for (const kind of ["pissa", "olora"] as const) {
   });
 }
 
+describe("a converted adapter of rank 2r > min(in, out)", () => {
+  it("loads, as PEFT loads it (q_proj and v_proj are [24, 32]: r = 16 converts to 32)", () => {
+    const config: LoraConfig = {
+      r: 16,
+      lora_alpha: 16,
+      lora_dropout: 0,
+      target_modules: ["q_proj", "v_proj"],
+      use_rslora: false,
+      init_lora_weights: "pissa",
+    };
+    const model = base();
+    applyLoRA(model, config);
+    const rng = new Rng(2);
+    for (const [, l] of loraLayers(model)) l.lora_B.assign(l.lora_B.data.map((x) => x + 0.05 * rng.normal()));
+    const ids = [3, 1, 4, 1, 5, 9, 2, 6];
+    const files = plainLoraAdapterFiles(model, config, "llama_untied");
+    const fresh = base();
+    const cfg = parseAdapterConfig(JSON.parse(files["adapter_config.json"] as string), "cfg", []);
+    assert.equal(cfg.r, 32);
+    const t = parseSafetensors(files["adapter_model.safetensors"] as Uint8Array, "adapter").tensors;
+    attachAdapter(fresh, cfg, t, "adapter");
+    assertClose(logits(fresh, ids), logits(model, ids), "f32", "logits");
+  });
+});
+
 describe("init_lora_weights refused at load", () => {
   it("loftq (no 4-bit here) and an unknown value name the file and the value", () => {
     const config = JSON.parse(readFileSync(join(DIR, "llama-pissa/adapter/adapter_config.json"), "utf8"));
