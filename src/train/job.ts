@@ -218,7 +218,7 @@ export function initNote(plan: FineTunePlan): string | null {
   if (plan.input.settings["convert-to-lora"])
     return `the adapter is the ${init} run converted to a plain LoRA of the original base model (rank ${2 * plan.lora!.r}, init_lora_weights true: B·A - B0·A0); the checkpoints keep the ${init} form, which --resume needs`;
   const niter = init.startsWith("pissa_niter_")
-    ? ` ${init}'s randomized SVD draws other random numbers in PEFT, so PEFT's residual, and its outputs, differ slightly from these.`
+    ? ` In PEFT this one does not reproduce: ${init}'s randomized SVD draws other random numbers there, so PEFT computes another residual (on a test model its logits differ by up to 3.6); for PEFT, use the --convert-to-lora form.`
     : "";
   return `the adapter has init_lora_weights "${init}": it was trained on the residual W0 - s·B0·A0, which PEFT and lora recompute from the original base model whenever they load it. Load it on the original base model only (not on a merged or converted one); llama.cpp, mlx and several adapters on one base need a plain LoRA: train with --convert-to-lora for that.${niter}`;
 }
