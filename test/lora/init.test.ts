@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { parseSafetensors, tensorToFloat32 } from "../../src/io/safetensors.js";
+import { layerInit } from "../../src/lora/config.js";
 import { plainLoraConfig } from "../../src/lora/convert.js";
 import { isLoraInit, mutatedInit, parseInitLoraWeights, randomA } from "../../src/lora/init.js";
 import { LoRALinear } from "../../src/lora/layer.js";
@@ -265,6 +266,16 @@ describe("init_lora_weights values", () => {
     assert.match(problem("pissa_niter_x"), /"pissa_niter_x"/);
     assert.match(problem(3), /got 3/);
     assert.ok(isLoraInit("pissa_niter_0") && !isLoraInit("pissa_niter_") && !isLoraInit("kaiming_x"));
+  });
+
+  it("olora on a fan_in_fan_out base (GPT-2's Conv1D) is refused; pissa and the rest are not", () => {
+    assert.throws(
+      () => layerInit({ init_lora_weights: "olora", fan_in_fan_out: true }),
+      /"olora".*fan_in_fan_out.*use "pissa"/,
+    );
+    assert.equal(layerInit({ init_lora_weights: "pissa", fan_in_fan_out: true }), "pissa");
+    assert.equal(layerInit({ init_lora_weights: true }), "kaiming");
+    assert.equal(layerInit({ init_lora_weights: false }), "kaiming");
   });
 
   it("the converted config: rank 2r and the same scale per module, as PEFT writes it", () => {
