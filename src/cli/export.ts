@@ -13,6 +13,7 @@ import { checkOutSeparate } from "../io/node/run-folder.js";
 import { writeFileAtomic } from "../io/node/safetensors-file.js";
 import { attachAdapter } from "../io/peft.js";
 import { adapterExtras } from "../io/peft-extras.js";
+import { refuseMutatedAdapter } from "../io/peft-convert.js";
 import { loraLayers } from "../lora/inject.js";
 import type { CausalLM } from "../models/index.js";
 import { modelFamily } from "../models/index.js";
@@ -167,6 +168,7 @@ export const exportCommand: Command = {
       throw new Error(
         `${adapter} holds ${extras.join(", ")}; lora export --format ${name} writes LoRA on Linear layers only: fold the adapter into the model instead (lora merge --model M --adapter ${adapter} --out DIR)`,
       );
+    refuseMutatedAdapter(read.config, read.weights, `the ${name} format`);
     attachAdapter(skeleton, read.config, read.tensors, read.weights);
     const notes = format.write(skeleton, out, {
       baseModel: read.baseModel ?? resolve(named),

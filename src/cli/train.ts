@@ -15,7 +15,7 @@ import { type CausalLM, modelFamily } from "../models/index.js";
 import { type BaseDType, type BaseDTypeSetting, resolveBaseDtype } from "../nn/base-dtype.js";
 import { packRows, rowTargets } from "../train/batches.js";
 import type { TokenizedRow } from "../train/data.js";
-import { checkSettings, dataFingerprint, planFineTune, runFineTune } from "../train/job.js";
+import { checkSettings, dataFingerprint, initNote, planFineTune, runFineTune } from "../train/job.js";
 import {
   type Settings,
   settingDiffs,
@@ -373,6 +373,8 @@ async function runTrain(v: Values): Promise<void> {
     `saved: ${written.map((f) => join(out, f)).join(", ")}; checkpoints in ${join(out, "checkpoints")}`,
   );
   if (listCheckpoints(out).length === 0) console.error("warning: no checkpoint was written");
+  const note = initNote(plan);
+  if (note) console.error(`note: ${note}`);
 }
 
 export const trainCommand: Command = {

@@ -7,9 +7,10 @@
  */
 
 import type { AdapterSet, LayerAdapter } from "../lora/adapter-set.js";
-import { type LoraConfig, loraScaling } from "../lora/config.js";
+import { type LoraConfig, layerInit, loraScaling } from "../lora/config.js";
 import { DoRALinear } from "../lora/dora.js";
 import { applyExtras } from "../lora/extras.js";
+import { isMutatingInit, parseInitLoraWeights } from "../lora/init.js";
 import { findTargets, linearLayers, loraLayers, patternValue } from "../lora/inject.js";
 import { LoRALinear } from "../lora/layer.js";
 import type { ReportModule } from "../lora/report.js";
@@ -154,6 +155,8 @@ export function parseAdapterConfig(json: Json, source: string, defaultTargets: s
     f.require(ok, `"${key}" must map module names to numbers`);
     return ok ? (v as Record<string, number>) : {};
   };
+  const init = parseInitLoraWeights(json.init_lora_weights);
+  if ("problem" in init) f.require(false, init.problem);
   const config: LoraConfig = {
     r: (json.r ?? 8) as number,
     lora_alpha: (json.lora_alpha ?? 8) as number,
@@ -163,7 +166,7 @@ export function parseAdapterConfig(json: Json, source: string, defaultTargets: s
     layers_to_transform: typeof layers === "number" ? [layers] : Array.isArray(layers) ? layers : null,
     use_rslora: f.flag("use_rslora"),
     use_dora: f.flag("use_dora"),
-    init_lora_weights: json.init_lora_weights === "gaussian" ? "gaussian" : json.init_lora_weights !== false,
+    init_lora_weights: "init" in init ? init.init : true,
     rank_pattern: pattern("rank_pattern"),
     alpha_pattern: pattern("alpha_pattern"),
     fan_in_fan_out: f.flag("fan_in_fan_out"),
@@ -409,7 +412,9 @@ export function adapterPlan(
 
 /**
  * Wraps the model's layers with the adapter's A and B (trainable, so training can continue).
- * The base model is frozen. Throws once, listing every key and shape that does not fit.
+ * The base model is frozen. Throws once, listing every key and shape that does not fit. A PiSSA or
+ * OLoRA adapter (init_lora_weights "pissa", "pissa_niter_N", "olora") first replaces each adapted W0 by
+ * its residual, as PEFT does when it loads one: such an adapter belongs on the original base model.
  */
 export function attachAdapter(
   model: Module & { headName?: string; adapterScope?: string },
@@ -419,13 +424,14 @@ export function attachAdapter(
 ): string[] {
   const { layers: plan, extras } = adapterPlan(model, config, tensors, source);
   const modules = new Map(linearLayers(model));
+  const init = layerInit(config);
   model.freeze();
   applyBaseTables(model, extras.weights.baseTables);
   for (const { path, A, B, r, alpha, rslora, magnitude } of plan) {
     const base = modules.get(path)!;
     const layer = magnitude
-      ? DoRALinear.withWeights(base, A, B, { r, alpha, rslora, magnitude })
-      : LoRALinear.withWeights(base, A, B, { r, alpha, rslora });
+      ? DoRALinear.withWeights(base, A, B, { r, alpha, rslora, init, magnitude })
+      : LoRALinear.withWeights(base, A, B, { r, alpha, rslora, init });
     setSubmodule(model, path, layer);
   }
   const more = extras.any ? applyExtras(model, config, extras.embeddings, new Rng(0), extras.weights) : [];
@@ -437,6 +443,10 @@ export function addAdapter(set: AdapterSet, name: string, adapter: AdapterInput)
   if (adapter.config.use_dora)
     throw new Error(
       `${adapter.source}: adapter "${name}" is a DoRA adapter (use_dora: true); named adapters on one base run LoRA only. Load it alone (lora generate/eval --adapter ${adapter.source}), or merge it into the model with lora merge`,
+    );
+  if (isMutatingInit(adapter.config.init_lora_weights))
+    throw new Error(
+      `${adapter.source}: adapter "${name}" has init_lora_weights ${JSON.stringify(adapter.config.init_lora_weights)}: it works on its own residual of the base weights, not on a base shared with other adapters; convert it to a plain LoRA of the original base (lora train --convert-to-lora, or convertToLora in the library) and load that`,
     );
   const { layers: plan, extras } = adapterPlan(set.model, adapter.config, adapter.tensors, adapter.source);
   if (extras.any)

@@ -2,6 +2,7 @@
  * LoRA configuration, with PEFT's adapter_config.json field names (snake_case), and its checks.
  * Only fields this toolkit acts on are listed; io/ ignores the rest when reading.
  */
+import type { LoraInit } from "./init.js";
 
 export interface LoraConfig {
   /** Rank of the update B·A. */
@@ -16,8 +17,12 @@ export interface LoraConfig {
   /** Only adapt blocks with these indices. */
   layers_to_transform?: number[] | null;
   use_rslora: boolean;
-  /** PEFT: true = kaiming-uniform A (its default); "gaussian" = A ~ N(0, 1/r). B starts at 0 either way. */
-  init_lora_weights: boolean | "gaussian";
+  /**
+   * PEFT: true = kaiming-uniform A (its default); "gaussian" = A ~ N(0, (1/r)²), B = 0 either way;
+   * "pissa", "pissa_niter_N", "olora" take A and B from W0 and replace W0 by the residual, at training
+   * and again at every load (init.ts).
+   */
+  init_lora_weights: boolean | Exclude<LoraInit, "kaiming">;
   /** Per-module rank and alpha overrides: key (exact name, suffix or regex) -> value. */
   rank_pattern?: Record<string, number>;
   alpha_pattern?: Record<string, number>;
@@ -46,7 +51,11 @@ export function loraScaling(r: number, alpha: number, rslora: boolean): number {
   return rslora ? alpha / Math.sqrt(r) : alpha / r;
 }
 
-/** Throws a message naming the value and what was expected, for a rank, alpha or dropout out of range. */
+/**
+ * Throws a message naming the value and what was expected, for a rank, alpha or dropout out of range.
+ * `given`: the weights exist already (a loaded adapter), so r > min(in, out) is allowed, as PEFT loads
+ * it (a PiSSA adapter converted to rank 2r can be one); a fresh layer must be low-rank.
+ */
 export function checkLoraShape(
   r: number,
   alpha: number,
@@ -54,11 +63,12 @@ export function checkLoraShape(
   inF: number,
   outF: number,
   where = "",
+  given = false,
 ) {
   const at = where ? ` (${where})` : "";
   if (!Number.isInteger(r) || r <= 0)
     throw new RangeError(`LoRA rank r must be a positive integer, got ${r}${at}`);
-  if (r > Math.min(inF, outF)) {
+  if (!given && r > Math.min(inF, outF)) {
     throw new RangeError(
       `LoRA rank r=${r} is larger than min(in, out) = min(${inF}, ${outF}) = ${Math.min(inF, outF)}${at}; a low-rank update needs r <= ${Math.min(inF, outF)}`,
     );
@@ -67,4 +77,14 @@ export function checkLoraShape(
     throw new RangeError(`lora_alpha must be > 0, got ${alpha}${at}`);
   if (!(dropout >= 0 && dropout < 1))
     throw new RangeError(`lora_dropout must be in [0, 1), got ${dropout}${at}`);
+}
+
+/** The layer init a config asks for (true and false: kaiming). OLoRA on a fan_in_fan_out base is refused. */
+export function layerInit(config: Pick<LoraConfig, "init_lora_weights" | "fan_in_fan_out">): LoraInit {
+  const init = config.init_lora_weights;
+  if (init === "olora" && config.fan_in_fan_out)
+    throw new Error(
+      'init_lora_weights "olora" on a base that stores its weights [in, out] (fan_in_fan_out: GPT-2\'s Conv1D) is not supported: PEFT takes the QR of the stored [in, out] matrix there, whose factors do not fit A [r, in] and B [out, r]; use "pissa" or the default init',
+    );
+  return typeof init === "string" ? init : "kaiming";
 }

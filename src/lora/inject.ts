@@ -6,10 +6,11 @@ import { Embedding, Linear } from "../nn/layers.js";
 import { type Module, setSubmodule } from "../nn/module.js";
 import { Rng } from "../tensor/random.js";
 import { Tensor } from "../tensor/tensor.js";
-import { LORA_DEFAULTS, type LoraConfig } from "./config.js";
+import { LORA_DEFAULTS, type LoraConfig, layerInit } from "./config.js";
 import { DoRALinear } from "./dora.js";
 import { LoRAEmbedding, loraEmbeddings } from "./embedding.js";
 import { applyExtras, fuseExtras } from "./extras.js";
+import type { LoraInit } from "./init.js";
 import { LoRALinear } from "./layer.js";
 import { untiedSavedModules } from "./modules-to-save.js";
 import { MultiLoRALinear } from "./multi-layer.js";
@@ -113,7 +114,7 @@ function findLayerTargets(model: Adaptable, config: LoraConfig): [string, Linear
 export function applyLoRA(
   model: Adaptable,
   config: LoraConfig,
-  opts: { rng?: Rng; init?: "gaussian" | "kaiming" } = {},
+  opts: { rng?: Rng; init?: LoraInit } = {},
 ): string[] {
   if (model.namedModules().some(([, m]) => m instanceof LoRALinear || m instanceof LoRAEmbedding)) {
     throw new Error("the model already has LoRA layers; load a fresh base model to apply another config");
@@ -122,7 +123,7 @@ export function applyLoRA(
   const embeddings = findEmbeddingTargets(model, config).map(([p]) => p);
   model.freeze();
   const rng = opts.rng ?? new Rng(0);
-  const init = opts.init ?? (config.init_lora_weights === "gaussian" ? "gaussian" : "kaiming");
+  const init = opts.init ?? layerInit(config);
   for (const [path, linear] of targets) {
     const r = patternValue(path, config.rank_pattern, config.r);
     const alpha = patternValue(path, config.alpha_pattern, config.lora_alpha);

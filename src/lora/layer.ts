@@ -1,7 +1,8 @@
 /**
  * LoRALinear wraps a frozen Linear (it does not subclass it):
  *   h = W0·x + scaling · B·A·dropout(x),  A: [r, in], B: [out, r], scaling = alpha/r (or alpha/√r).
- * A starts Gaussian or kaiming-uniform, B at zero, so the wrapped layer starts equal to the base.
+ * A starts Gaussian or kaiming-uniform, B at zero, so the wrapped layer starts equal to the base; or
+ * PiSSA / OLoRA (init.ts) take A and B from W0 and leave the residual W0 - scaling·B·A in the base layer.
  * merge() folds scaling·B·A into W0 (guarded), unmerge() takes it out, fuse() returns a plain Linear.
  * W0 may be a frozen 16-bit weight (--base-dtype); A and B are always f32.
  */
@@ -12,13 +13,18 @@ import { Module } from "../nn/module.js";
 import { Rng } from "../tensor/random.js";
 import { Tensor } from "../tensor/tensor.js";
 import { checkLoraShape, loraScaling } from "./config.js";
+import { isMutatingInit, type LoraInit, mutatedInit, randomA } from "./init.js";
 
 export interface LoRAOptions {
   r: number;
   alpha: number;
   dropout?: number;
-  /** "gaussian": A ~ N(0, 1/r) (PEFT's "gaussian"); "kaiming": U(±1/√in) (PEFT's default). */
-  init?: "gaussian" | "kaiming";
+  /**
+   * "gaussian": A ~ N(0, (1/r)²) (PEFT's "gaussian"); "kaiming": U(±1/√in) (PEFT's default); "pissa",
+   * "pissa_niter_N", "olora": from W0, which becomes the residual (init.ts). withWeights runs a PiSSA or
+   * OLoRA init too (it replaces W0 by the residual, as PEFT does when it loads such an adapter).
+   */
+  init?: LoraInit;
   rslora?: boolean;
   /** Draws the initial A and the dropout masks. */
   rng?: Rng;
@@ -32,6 +38,8 @@ export class LoRALinear extends Module implements LinearLike {
   readonly alpha: number;
   dropout: number;
   readonly rslora: boolean;
+  /** A PiSSA / OLoRA layer's initial A and B (its base layer holds W0 - scaling·B0·A0); null otherwise. */
+  readonly initial: { init: LoraInit; A: Float32Array; B: Float32Array } | null = null;
   protected merged = false;
 
   protected constructor(
@@ -55,17 +63,31 @@ export class LoRALinear extends Module implements LinearLike {
     const { inFeatures: inF, outFeatures: outF } = base;
     checkLoraShape(opts.r, opts.alpha, opts.dropout ?? 0, inF, outF);
     const rng = opts.rng ?? new Rng(0);
-    const A =
-      (opts.init ?? "kaiming") === "gaussian"
-        ? Tensor.randn([opts.r, inF], rng, 1 / Math.sqrt(opts.r), true)
-        : Tensor.uniform([opts.r, inF], rng, -1 / Math.sqrt(inF), 1 / Math.sqrt(inF), true);
+    const init = opts.init ?? "kaiming";
+    if (isMutatingInit(init)) {
+      const initial = LoRALinear.mutateBase(base, opts);
+      const A = new Tensor(initial.A.slice(), [opts.r, inF], true);
+      const B = new Tensor(initial.B.slice(), [outF, opts.r], true);
+      return Object.assign(new LoRALinear(base, A, B, opts, rng), { initial });
+    }
+    const A = new Tensor(randomA(init, opts.r, inF, rng), [opts.r, inF], true);
     const B = Tensor.zeros([outF, opts.r], true);
     return new LoRALinear(base, A, B, opts, rng);
   }
 
+  /** Runs a PiSSA / OLoRA init on the base layer: W0 becomes the residual; returns the initial A and B. */
+  private static mutateBase(base: Linear, opts: LoRAOptions): NonNullable<LoRALinear["initial"]> {
+    const init = opts.init as "pissa" | "olora";
+    const w = base.weight;
+    const scaling = loraScaling(opts.r, opts.alpha, opts.rslora ?? false);
+    const m = mutatedInit(init, valuesOf(w), base.outFeatures, base.inFeatures, opts.r, scaling);
+    w.assign(m.residual);
+    return { init, A: m.A, B: m.B };
+  }
+
   /** Wraps a base layer with given A and B (for loading adapters); checks their shapes. */
   static withWeights(base: Linear, A: Tensor, B: Tensor, opts: LoRAOptions): LoRALinear {
-    checkLoraShape(opts.r, opts.alpha, opts.dropout ?? 0, base.inFeatures, base.outFeatures);
+    checkLoraShape(opts.r, opts.alpha, opts.dropout ?? 0, base.inFeatures, base.outFeatures, "", true);
     const want = `A [${opts.r}, ${base.inFeatures}] and B [${base.outFeatures}, ${opts.r}]`;
     if (
       A.shape[0] !== opts.r ||
@@ -75,12 +97,13 @@ export class LoRALinear extends Module implements LinearLike {
     ) {
       throw new Error(`LoRA weights A [${A.shape}] and B [${B.shape}] do not fit: expected ${want}`);
     }
-    return new LoRALinear(base, A, B, opts, opts.rng ?? new Rng(0));
+    const initial = isMutatingInit(opts.init) ? LoRALinear.mutateBase(base, opts) : null;
+    return Object.assign(new LoRALinear(base, A, B, opts, opts.rng ?? new Rng(0)), { initial });
   }
 
   /** Sets the dropout probability on the LoRA input and the stream its masks are drawn from. */
   setDropout(p: number, rng: Rng): void {
-    checkLoraShape(this.r, this.alpha, p, this.inFeatures, this.outFeatures);
+    checkLoraShape(this.r, this.alpha, p, this.inFeatures, this.outFeatures, "", true);
     this.dropout = p;
     this.rng = rng;
   }

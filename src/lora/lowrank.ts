@@ -4,59 +4,120 @@
  *   singular values of B·A = those of the r×r core R_B·R_Aᵀ, where B = Q_B·R_B and Aᵀ = Q_A·R_A are
  *   Householder QR factorisations (B·A = Q_B·(R_B·R_Aᵀ)·Q_Aᵀ with orthonormal Q_B, Q_A), taken by a
  *   one-sided Jacobi SVD. Cost O((out + in)·r²), all in f64.
+ * Also the full thin SVD and QR of a weight, and torch.svd_lowrank's randomized SVD, which PiSSA and
+ * OLoRA initialise from (init.ts).
  */
+
+/**
+ * Householder reflections applied in place to the column-major m×n matrix `a`, k = min(m, n) of them,
+ * as LAPACK's geqrf makes them (dlarfg): column j's reflection maps a[j..m-1, j] to [beta, 0, ...] with
+ * beta = -sign(a_jj)·‖a[j..m-1, j]‖, and is skipped (the identity) where a[j+1..m-1, j] is already 0.
+ * Afterwards a's upper triangle holds R. Returns each reflection's vector v (zero above j) and 2/(vᵀv),
+ * 0 for a skipped one.
+ */
+function householder(a: Float64Array, m: number, n: number): { v: Float64Array[]; f: number[] } {
+  const k = Math.min(m, n);
+  const vs: Float64Array[] = [];
+  const fs: number[] = [];
+  for (let j = 0; j < k; j++) {
+    const cj = j * m;
+    let below = 0;
+    for (let i = j + 1; i < m; i++) below += a[cj + i]! * a[cj + i]!;
+    const v = new Float64Array(m);
+    vs.push(v);
+    if (below === 0) {
+      fs.push(0); // nothing to annihilate: LAPACK's tau = 0, R keeps a_jj's sign
+      continue;
+    }
+    const x0 = a[cj + j]!;
+    const norm = Math.sqrt(x0 * x0 + below);
+    const beta = x0 >= 0 ? -norm : norm; // the sign that avoids cancellation in x0 - beta
+    v[j] = x0 - beta;
+    for (let i = j + 1; i < m; i++) v[i] = a[cj + i]!;
+    const f = 2 / (v[j]! * v[j]! + below);
+    fs.push(f);
+    // H = I - f·v·vᵀ applied to the columns j..n-1 (column j becomes [beta, 0, ...])
+    for (let c = j; c < n; c++) {
+      const cc = c * m;
+      let dot = 0;
+      for (let i = j; i < m; i++) dot += v[i]! * a[cc + i]!;
+      const g = f * dot;
+      for (let i = j; i < m; i++) a[cc + i] = a[cc + i]! - g * v[i]!;
+    }
+  }
+  return { v: vs, f: fs };
+}
+
+const columnMajor = (m: number, n: number, at: (i: number, j: number) => number) => {
+  const a = new Float64Array(m * n);
+  for (let j = 0; j < n; j++) for (let i = 0; i < m; i++) a[j * m + i] = at(i, j);
+  return a;
+};
 
 /** The r×r upper-triangular R of a Householder QR of the m×n matrix M (m >= n), M[i][j] = at(i, j). */
 export function qrR(m: number, n: number, at: (i: number, j: number) => number): Float64Array {
   if (m < n) throw new RangeError(`qrR needs at least as many rows as columns, got ${m}×${n}`);
-  // column-major copy: col j holds rows 0..m-1
-  const a = new Float64Array(m * n);
-  for (let j = 0; j < n; j++) for (let i = 0; i < m; i++) a[j * m + i] = at(i, j);
-  const v = new Float64Array(m);
-  for (let k = 0; k < n; k++) {
-    const ck = k * m;
-    let norm = 0;
-    for (let i = k; i < m; i++) norm += a[ck + i]! * a[ck + i]!;
-    norm = Math.sqrt(norm);
-    if (norm === 0) continue; // a zero column: the reflection is the identity
-    const alpha = a[ck + k]! >= 0 ? -norm : norm; // the sign that avoids cancellation in x0 - alpha
-    let vnorm = 0;
-    for (let i = k; i < m; i++) {
-      const x = a[ck + i]! - (i === k ? alpha : 0);
-      v[i] = x;
-      vnorm += x * x;
-    }
-    // H = I - 2·v·vᵀ/(vᵀv) applied to the columns k..n-1 (column k becomes [alpha, 0, ...])
-    for (let j = k; j < n; j++) {
-      const cj = j * m;
-      let dot = 0;
-      for (let i = k; i < m; i++) dot += v[i]! * a[cj + i]!;
-      const f = (2 * dot) / vnorm;
-      for (let i = k; i < m; i++) a[cj + i] = a[cj + i]! - f * v[i]!;
-    }
-  }
+  const a = columnMajor(m, n, at);
+  householder(a, m, n);
   const r = new Float64Array(n * n); // row-major, upper triangular
   for (let i = 0; i < n; i++) for (let j = i; j < n; j++) r[i * n + j] = a[j * m + i]!;
   return r;
 }
 
 /**
- * The singular values (descending) of a square n×n row-major matrix, by one-sided Jacobi (Hestenes):
- * rotate pairs of columns until every pair is orthogonal to rounding; the column norms are then the
- * singular values. Converges quadratically; accurate to a few ulps of σ_max for small n.
+ * The reduced QR of the m×n matrix M, M = Q·R with Q [m, k] orthonormal columns and R [k, n] upper
+ * trapezoidal, k = min(m, n), both row-major, as torch.linalg.qr (LAPACK geqrf + orgqr) gives them, signs
+ * included: R's diagonal is -sign(M's pivot) wherever a reflection ran.
  */
-export function singularValues(c: Float64Array, n: number): Float64Array {
-  const a = Float64Array.from(c);
+export function qr(
+  m: number,
+  n: number,
+  at: (i: number, j: number) => number,
+): { q: Float64Array; r: Float64Array; k: number } {
+  const k = Math.min(m, n);
+  const a = columnMajor(m, n, at);
+  const { v: vs, f: fs } = householder(a, m, n);
+  const r = new Float64Array(k * n);
+  for (let i = 0; i < k; i++) for (let j = i; j < n; j++) r[i * n + j] = a[j * m + i]!;
+  // Q = H_0·H_1·…·H_{k-1}·I[:, :k]: the reflections applied to the identity's columns, last first
+  const q = new Float64Array(m * k); // column-major while it is built
+  for (let c = 0; c < k; c++) q[c * m + c] = 1;
+  for (let j = k - 1; j >= 0; j--) {
+    const v = vs[j]!;
+    const f = fs[j]!;
+    if (f === 0) continue;
+    for (let c = 0; c < k; c++) {
+      const cc = c * m;
+      let dot = 0;
+      for (let i = j; i < m; i++) dot += v[i]! * q[cc + i]!;
+      const g = f * dot;
+      for (let i = j; i < m; i++) q[cc + i] = q[cc + i]! - g * v[i]!;
+    }
+  }
+  const qRow = new Float64Array(m * k);
+  for (let i = 0; i < m; i++) for (let c = 0; c < k; c++) qRow[i * k + c] = q[c * m + i]!;
+  return { q: qRow, r, k };
+}
+
+/**
+ * One-sided Jacobi (Hestenes) on the columns of the column-major rows×cols matrix `a` (rows >= cols), in
+ * place: rotate pairs of columns until every pair is orthogonal to rounding. Afterwards the column norms
+ * are the singular values and, when `v` (cols×cols, column-major, starting as the identity) is given, it
+ * holds the rotations: a_in·V = a_out. Converges quadratically.
+ */
+function jacobi(a: Float64Array, rows: number, cols: number, v: Float64Array | null): void {
   for (let sweep = 0; sweep < 60; sweep++) {
     let rotated = false;
-    for (let p = 0; p < n - 1; p++) {
-      for (let q = p + 1; q < n; q++) {
+    for (let p = 0; p < cols - 1; p++) {
+      const cp = p * rows;
+      for (let q = p + 1; q < cols; q++) {
+        const cq = q * rows;
         let alpha = 0;
         let beta = 0;
         let gamma = 0;
-        for (let i = 0; i < n; i++) {
-          const x = a[i * n + p]!;
-          const y = a[i * n + q]!;
+        for (let i = 0; i < rows; i++) {
+          const x = a[cp + i]!;
+          const y = a[cq + i]!;
           alpha += x * x;
           beta += y * y;
           gamma += x * y;
@@ -67,23 +128,147 @@ export function singularValues(c: Float64Array, n: number): Float64Array {
         const t = (zeta >= 0 ? 1 : -1) / (Math.abs(zeta) + Math.sqrt(1 + zeta * zeta));
         const cs = 1 / Math.sqrt(1 + t * t);
         const sn = cs * t;
-        for (let i = 0; i < n; i++) {
-          const x = a[i * n + p]!;
-          const y = a[i * n + q]!;
-          a[i * n + p] = cs * x - sn * y;
-          a[i * n + q] = sn * x + cs * y;
+        for (let i = 0; i < rows; i++) {
+          const x = a[cp + i]!;
+          const y = a[cq + i]!;
+          a[cp + i] = cs * x - sn * y;
+          a[cq + i] = sn * x + cs * y;
+        }
+        if (v) {
+          const vp = p * cols;
+          const vq = q * cols;
+          for (let i = 0; i < cols; i++) {
+            const x = v[vp + i]!;
+            const y = v[vq + i]!;
+            v[vp + i] = cs * x - sn * y;
+            v[vq + i] = sn * x + cs * y;
+          }
         }
       }
     }
     if (!rotated) break;
   }
+}
+
+/**
+ * The singular values (descending) of a square n×n row-major matrix, by one-sided Jacobi; accurate to a
+ * few ulps of σ_max for small n.
+ */
+export function singularValues(c: Float64Array, n: number): Float64Array {
+  const a = columnMajor(n, n, (i, j) => c[i * n + j]!);
+  jacobi(a, n, n, null);
   const s = new Float64Array(n);
   for (let j = 0; j < n; j++) {
     let sum = 0;
-    for (let i = 0; i < n; i++) sum += a[i * n + j]! ** 2;
+    for (let i = 0; i < n; i++) sum += a[j * n + i]! ** 2;
     s[j] = Math.sqrt(sum);
   }
   return s.sort().reverse();
+}
+
+/** A thin SVD M = U·diag(S)·Vᵀ: U [m, k], V [n, k] row-major with orthonormal columns, S descending. */
+export interface Svd {
+  u: Float64Array;
+  s: Float64Array;
+  v: Float64Array;
+  k: number;
+}
+
+/**
+ * The thin SVD of the m×n matrix M (M[i][j] = at(i, j)), k = min(m, n), by one-sided Jacobi on the
+ * columns of M or of Mᵀ, whichever has fewer: O(k²·max(m, n)) per sweep, all in f64. A column for a
+ * zero singular value is left zero. Signs of each pair (u_i, v_i) are those Jacobi lands on; another SVD
+ * (LAPACK's) may flip a pair.
+ */
+export function svd(m: number, n: number, at: (i: number, j: number) => number): Svd {
+  if (m < n) {
+    const t = svd(n, m, (i, j) => at(j, i));
+    return { u: t.v, s: t.s, v: t.u, k: t.k };
+  }
+  const k = n;
+  const a = columnMajor(m, n, at);
+  const vc = new Float64Array(n * n);
+  for (let j = 0; j < n; j++) vc[j * n + j] = 1;
+  jacobi(a, m, n, vc);
+  const norms = new Float64Array(n);
+  for (let j = 0; j < n; j++) {
+    let sum = 0;
+    for (let i = 0; i < m; i++) sum += a[j * m + i]! ** 2;
+    norms[j] = Math.sqrt(sum);
+  }
+  const order = [...norms.keys()].sort((x, y) => norms[y]! - norms[x]!);
+  const u = new Float64Array(m * k);
+  const v = new Float64Array(n * k);
+  const s = new Float64Array(k);
+  order.forEach((j, c) => {
+    const sj = norms[j]!;
+    s[c] = sj;
+    if (sj > 0) for (let i = 0; i < m; i++) u[i * k + c] = a[j * m + i]! / sj;
+    for (let i = 0; i < n; i++) v[i * k + c] = vc[j * n + i]!;
+  });
+  return { u, s, v, k };
+}
+
+/**
+ * torch.svd_lowrank(M, q, niter) (Halko, Martinsson and Tropp 2009, algorithms 4.4 and 5.1), the
+ * algorithm with torch's steps: on the tall one of M and Mᵀ, a random basis X = M·G (G [n, q] drawn
+ * from `normal`), Q = qr(X).Q, then `niter` subspace iterations Q = qr(Mᵀ·Q).Q, Q = qr(M·Q).Q, and the
+ * exact SVD of the small q×n matrix Qᵀ·M. Returns the top-q approximation as a thin SVD (k = q).
+ * torch draws G from its own generator, so the two agree only as far as the iterations converge.
+ */
+export function randomizedSvd(
+  m: number,
+  n: number,
+  at: (i: number, j: number) => number,
+  q: number,
+  niter: number,
+  normal: () => number,
+): Svd {
+  if (m < n) {
+    const t = randomizedSvd(n, m, (i, j) => at(j, i), q, niter, normal);
+    return { u: t.v, s: t.s, v: t.u, k: t.k };
+  }
+  if (!(Number.isInteger(q) && q >= 1 && q <= n))
+    throw new RangeError(`randomizedSvd: q must be an integer in [1, ${n}], got ${q}`);
+  const M = new Float64Array(m * n); // row-major
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) M[i * n + j] = at(i, j);
+  // X [rows, q] = M·Y or Mᵀ·Y, Y row-major [cols, q]
+  const times = (Y: Float64Array, transpose: boolean) => {
+    const rows = transpose ? n : m;
+    const inner = transpose ? m : n;
+    const X = new Float64Array(rows * q);
+    for (let i = 0; i < rows; i++)
+      for (let l = 0; l < inner; l++) {
+        const w = transpose ? M[l * n + i]! : M[i * n + l]!;
+        if (w === 0) continue;
+        for (let c = 0; c < q; c++) X[i * q + c] = X[i * q + c]! + w * Y[l * q + c]!;
+      }
+    return X;
+  };
+  const basis = (X: Float64Array, rows: number) => qr(rows, q, (i, j) => X[i * q + j]!).q;
+  const G = new Float64Array(n * q);
+  for (let i = 0; i < G.length; i++) G[i] = normal();
+  let Q = basis(times(G, false), m);
+  for (let it = 0; it < niter; it++) {
+    Q = basis(times(Q, true), n);
+    Q = basis(times(Q, false), m);
+  }
+  // Bm = Qᵀ·M [q, n]; its SVD Ub·S·Vᵀ gives M ≈ (Q·Ub)·S·Vᵀ
+  const Bm = new Float64Array(q * n);
+  for (let l = 0; l < m; l++)
+    for (let c = 0; c < q; c++) {
+      const w = Q[l * q + c]!;
+      for (let j = 0; j < n; j++) Bm[c * n + j] = Bm[c * n + j]! + w * M[l * n + j]!;
+    }
+  const small = svd(q, n, (i, j) => Bm[i * n + j]!);
+  const u = new Float64Array(m * q);
+  for (let i = 0; i < m; i++)
+    for (let c = 0; c < q; c++) {
+      let sum = 0;
+      for (let l = 0; l < q; l++) sum += Q[i * q + l]! * small.u[l * small.k + c]!;
+      u[i * q + c] = sum;
+    }
+  return { u, s: small.s, v: small.v, k: q };
 }
 
 /** A singular value counts toward the effective rank when it is above this fraction of the largest. */

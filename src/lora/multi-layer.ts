@@ -50,7 +50,7 @@ export class MultiLoRALinear extends Module implements LinearLike {
   /** Adds (or replaces) adapter `name`'s weights on this layer; checks their shapes. */
   add(name: string, w: LoraWeights): void {
     const { inFeatures: inF, outFeatures: outF } = this;
-    checkLoraShape(w.r, w.alpha, 0, inF, outF);
+    checkLoraShape(w.r, w.alpha, 0, inF, outF, "", true);
     const [a0, a1] = w.A.shape;
     const [b0, b1] = w.B.shape;
     if (w.A.ndim !== 2 || w.B.ndim !== 2 || a0 !== w.r || a1 !== inF || b0 !== outF || b1 !== w.r)

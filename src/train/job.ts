@@ -10,8 +10,10 @@
 import { type CheckpointState, checkpointFiles } from "../io/checkpoint.js";
 import { modelTensors } from "../io/model-saver.js";
 import { type AdapterInput, adapterFiles, attachAdapter, loraConfigProblems } from "../io/peft.js";
+import { plainLoraAdapterFiles } from "../io/peft-convert.js";
 import { serializeSafetensors } from "../io/safetensors.js";
 import { LORA_DEFAULTS, type LoraConfig } from "../lora/config.js";
+import { isMutatingInit, type LoraInit } from "../lora/init.js";
 import {
   applyLoRA,
   type ParamReport,
@@ -88,7 +90,7 @@ export function loraConfigOf(s: Settings, family: ModelFamily, modelType: unknow
     layers_to_transform: s.layers ? parseLayers(s.layers as string) : null,
     use_rslora: s.rslora as boolean,
     use_dora: s.dora as boolean,
-    init_lora_weights: s.init === "gaussian" ? "gaussian" : true,
+    init_lora_weights: s.init === "kaiming" ? true : (s.init as Exclude<LoraInit, "kaiming">),
     fan_in_fan_out: family.fanInFanOut,
     modules_to_save: parseModuleNames(s["modules-to-save"] as string | null),
     trainable_token_indices: s["trainable-tokens"]
@@ -162,6 +164,10 @@ export function planFineTune(input: FineTuneInput): FineTunePlan {
     // a multimodal folder's text model: name the targets so PEFT adapts these modules, and no others
     if (model.adapterScope) lora = scopeTargets(model, lora, model.adapterScope);
   }
+  if (s["convert-to-lora"] && !(lora && isMutatingInit(lora.init_lora_weights)))
+    throw new SettingsError(
+      `--convert-to-lora converts an adapter made by --init pissa, pissa_niter_N or olora; this run's ${lora ? `adapter (init_lora_weights ${JSON.stringify(lora.init_lora_weights)}) already is a plain LoRA of the base` : "--full fine-tuning has no adapter"}: drop --convert-to-lora`,
+    );
   const dropoutRng = new Rng((s.seed as number) ^ 0x5bd1e995);
   if (lora) setLoraDropout(model, s.dropout as number, dropoutRng);
 
@@ -215,9 +221,30 @@ export function planFineTune(input: FineTuneInput): FineTunePlan {
   };
 }
 
-/** The trained weights as files: the PEFT adapter, or (--full) config.json and f32 model.safetensors. */
-export function weightFiles(plan: FineTunePlan): Record<string, Uint8Array | string> {
+/**
+ * What a shell tells the user about the adapter of a PiSSA / OLoRA run (null for any other run): it was
+ * trained on the residual base, and how to load it.
+ */
+export function initNote(plan: FineTunePlan): string | null {
+  const init = plan.lora?.init_lora_weights;
+  if (!isMutatingInit(init)) return null;
+  if (plan.input.settings["convert-to-lora"])
+    return `the adapter is the ${init} run converted to a plain LoRA of the original base model (rank ${2 * plan.lora!.r}, init_lora_weights true: B·A - B0·A0); the checkpoints keep the ${init} form, which --resume needs`;
+  const niter = init.startsWith("pissa_niter_")
+    ? ` In PEFT this one does not reproduce: ${init}'s randomized SVD draws other random numbers there, so PEFT computes another residual (on a test model its logits differ by up to 3.6); for PEFT, use the --convert-to-lora form.`
+    : "";
+  return `the adapter has init_lora_weights "${init}": it was trained on the residual W0 - s·B0·A0, which PEFT and lora recompute from the original base model whenever they load it. Load it on the original base model only (not on a merged or converted one); llama.cpp, mlx and several adapters on one base need a plain LoRA: train with --convert-to-lora for that.${niter}`;
+}
+
+/**
+ * The trained weights as files: the PEFT adapter, or (--full) config.json and f32 model.safetensors.
+ * The run's outputs (`outputs`) with --convert-to-lora hold the PiSSA / OLoRA adapter as a plain LoRA
+ * of the original base; checkpoints keep PEFT's own form, from which --resume recomputes the residual.
+ */
+export function weightFiles(plan: FineTunePlan, outputs = false): Record<string, Uint8Array | string> {
   const { trained, lora, input } = plan;
+  if (lora && outputs && input.settings["convert-to-lora"] && isMutatingInit(lora.init_lora_weights))
+    return plainLoraAdapterFiles(trained, lora, input.baseModelName);
   if (lora)
     return adapterFiles(trained, lora, input.baseModelName, {
       saveEmbeddingLayers: input.settings["save-embedding-layers"] as boolean,
@@ -242,7 +269,7 @@ export async function runFineTune(
   const { input, trained, steps } = plan;
   const s = input.settings;
   if (plan.firstStep >= steps) {
-    await storage.saveOutputs(weightFiles(plan));
+    await storage.saveOutputs(weightFiles(plan, true));
     return null;
   }
   const valid = input.valid;
@@ -287,6 +314,6 @@ export async function runFineTune(
       onEvent({ type: "eval", info });
     },
   });
-  await storage.saveOutputs(weightFiles(plan));
+  await storage.saveOutputs(weightFiles(plan, true));
   return result;
 }

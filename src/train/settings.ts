@@ -106,9 +106,16 @@ export const SETTINGS = {
   init: {
     kind: "string",
     def: "kaiming",
-    choices: ["kaiming", "gaussian"],
+    choices: ["kaiming", "gaussian", "pissa", "pissa_niter_N", "olora"],
     valueName: "KIND",
-    description: "init of A",
+    description:
+      "init of A and B, as PEFT's init_lora_weights (pissa, pissa_niter_N, olora: from W0's SVD or QR, training on the residual W0)",
+  },
+  "convert-to-lora": {
+    kind: "boolean",
+    free: true,
+    description:
+      "with --init pissa/pissa_niter_N/olora: write the adapter as a plain LoRA (rank 2r) of the original base model",
   },
   optimizer: {
     kind: "string",
@@ -253,6 +260,13 @@ export function checkedNumber(name: string, raw: string, b: NumberBounds): numbe
   );
 }
 
+/** A choice spelled NAME_N stands for NAME_ followed by a whole number (pissa_niter_N: pissa_niter_4). */
+const isChoice = (choice: string, raw: string) =>
+  choice === raw ||
+  (choice.endsWith("_N") &&
+    raw.startsWith(choice.slice(0, -1)) &&
+    /^\d+$/.test(raw.slice(choice.length - 1)));
+
 /** Typed settings from flag-style values; unset optional ones are null. */
 export function settingsFrom(v: SettingValues): Settings {
   const out: Record<string, string | number | boolean | null> = {};
@@ -261,7 +275,7 @@ export function settingsFrom(v: SettingValues): Settings {
     if (s.kind === "boolean") out[name] = raw === true;
     else if (raw === undefined) out[name] = s.def ?? null;
     else if (s.kind === "string") {
-      if (s.choices && !s.choices.includes(raw as string))
+      if (s.choices && !s.choices.some((c) => isChoice(c, raw as string)))
         throw new SettingsError(`--${name} must be one of ${s.choices.join(", ")}, got "${raw}"`);
       out[name] = raw as string;
     } else out[name] = checkedNumber(name, String(raw), { ...s, int: s.kind === "int" });
