@@ -27,10 +27,22 @@ export function differences(
       "no-shuffle",
       "the data order: the Trainer's RandomSampler draws its permutation from torch's generator seeded with --seed, not lora-ts's Rng, so rows are visited in another order (--no-shuffle gives the same order)",
     );
-  if (!s.adapter)
+  const init = s.init as string;
+  if (!s.adapter && (init === "kaiming" || init === "gaussian"))
     add(
       "init",
-      `A's initial values: PEFT draws ${s.init === "gaussian" ? "N(0, 1/r)" : "kaiming-uniform"} from torch's RNG, the same distribution but other numbers than lora-ts (start both from one --adapter for the same start)`,
+      `A's initial values: PEFT draws ${init === "gaussian" ? "N(0, 1/r)" : "kaiming-uniform"} from torch's RNG, the same distribution but other numbers than lora-ts (start both from one --adapter for the same start)`,
+    );
+  if (!s.adapter && init.startsWith("pissa_niter_"))
+    add(
+      "init",
+      `${init}: PEFT's randomized SVD draws its test matrix from torch's RNG, so A, B and the residual base differ from lora-ts's, and so does the residual each later load recomputes (use --init pissa for an exact start)`,
+    );
+  const targets = (s.targets as string | null) ?? "";
+  if (!s["save-embedding-layers"] && /embed_tokens|wte/.test(targets))
+    add(
+      "save-embedding-layers",
+      "PEFT's save_embedding_layers 'auto' writes the whole table of each adapted embedding into the adapter; lora train writes it only with --save-embedding-layers",
     );
   if ((s.dropout as number) > 0)
     add("dropout", "the dropout masks come from torch's RNG, not lora-ts's: the same rate, other masks");

@@ -6,6 +6,7 @@
  */
 import {
   parseLayers,
+  parseModuleNames,
   parseTargets,
   type SettingName,
   type Settings,
@@ -60,9 +61,20 @@ export const MAPPING: Record<SettingName, Mapping> = {
   },
   layers: { engine: "LoraConfig.layers_to_transform", how: "the block indices" },
   rslora: { engine: "LoraConfig.use_rslora", how: "same" },
+  dora: { engine: "LoraConfig.use_dora", how: "same" },
+  "modules-to-save": { engine: "LoraConfig.modules_to_save", how: "the module names as a list" },
+  "trainable-tokens": { engine: "LoraConfig.trainable_token_indices", how: "the token ids as a list" },
+  "save-embedding-layers": {
+    engine: "SFTTrainer.save_model → save_pretrained(save_embedding_layers='auto')",
+    how: "PEFT's auto: the table of an adapted embedding is written whenever one is a target",
+  },
   init: {
     engine: "LoraConfig.init_lora_weights",
-    how: 'kaiming → true, gaussian → "gaussian"; drawn by torch',
+    how: 'kaiming → true, the others by name ("gaussian", "pissa", "pissa_niter_N", "olora"); computed by PEFT',
+  },
+  "convert-to-lora": {
+    engine: "(refused)",
+    how: "the adapter comes back in PEFT's PiSSA/OLoRA form, which lora loads on the original base",
   },
   optimizer: {
     engine: "SFTTrainer(optimizer_cls_and_kwargs=…)",
@@ -230,6 +242,10 @@ export function enginePlan(
     throw new SettingsError(
       `--layers with --targets ${targets} is not mapped: PEFT refuses layers_to_transform when target_modules is a string (a regex or all-linear); name the modules (q_proj,v_proj), or write the blocks into the regex (e.g. .*\\.layers\\.(0|1)\\..*\\.(q_proj|v_proj)) and drop --layers`,
     );
+  if (s["convert-to-lora"])
+    throw new SettingsError(
+      "--convert-to-lora is not mapped: train.py saves the adapter as PEFT's save_pretrained does, in the PiSSA/OLoRA form, which lora eval, generate and merge load on the original base model; drop --convert-to-lora",
+    );
   const lora = initAdapter
     ? null
     : {
@@ -239,7 +255,12 @@ export function enginePlan(
         target_modules: targets,
         layers_to_transform: s.layers ? parseLayers(s.layers as string) : null,
         use_rslora: s.rslora,
-        init_lora_weights: s.init === "gaussian" ? "gaussian" : true,
+        init_lora_weights: s.init === "kaiming" ? true : s.init,
+        use_dora: s.dora,
+        modules_to_save: parseModuleNames(s["modules-to-save"] as string | null),
+        trainable_token_indices: s["trainable-tokens"]
+          ? parseLayers(s["trainable-tokens"] as string, "--trainable-tokens")
+          : null,
         bias: "none",
         task_type: "CAUSAL_LM",
       };
