@@ -5,7 +5,7 @@
  * Loading checks every key and shape against the model and reports all problems at once.
  */
 
-import type { AdapterSet, LayerAdapter } from "../lora/adapter-set.js";
+import { AdapterSet, adapterSetOf, type LayerAdapter } from "../lora/adapter-set.js";
 import { type LoraConfig, loraScaling } from "../lora/config.js";
 import { findTargets, linearLayers, loraLayers, patternValue } from "../lora/inject.js";
 import { LoRALinear } from "../lora/layer.js";
@@ -321,8 +321,12 @@ export function attachAdapter(
   return plan.map((p) => p.path);
 }
 
-/** Adds a PEFT adapter to an AdapterSet under `name` (checked as attachAdapter checks it); returns its paths. */
-export function addAdapter(set: AdapterSet, name: string, adapter: AdapterInput): string[] {
+/**
+ * Adds a PEFT adapter under `name` to an AdapterSet, or to a model's own (PEFT's load_adapter; see
+ * adapterSetOf), checked as attachAdapter checks it; returns its paths. It is not made active.
+ */
+export function addAdapter(target: AdapterSet | Module, name: string, adapter: AdapterInput): string[] {
+  const set = target instanceof AdapterSet ? target : adapterSetOf(target);
   const plan = adapterLayers(set.model, adapter.config, adapter.tensors, adapter.source);
   for (const w of plan) {
     w.A.requiresGrad = false;
