@@ -6,6 +6,7 @@ export * from "./io/gguf-adapter.js";
 export * from "./io/model-loader.js";
 export * from "./io/model-saver.js";
 export * from "./io/peft.js";
+export * from "./io/peft-combine.js";
 export * from "./io/safetensors.js";
 export * from "./io/tokenizer.js";
 export * from "./kernels/index.js";

@@ -14,8 +14,6 @@ import { type Module, setSubmodule } from "../nn/module.js";
 import { LoRALinear } from "./layer.js";
 import { type ActiveAdapter, type LoraWeights, MultiLoRALinear } from "./multi-layer.js";
 
-export type { ActiveAdapter } from "./multi-layer.js";
-
 /** What `set` takes: one name, none (null), or several names, each with an optional weight (default 1). */
 export type AdapterChoice = string | null | readonly (string | ActiveAdapter)[];
 
