@@ -117,6 +117,14 @@ export function combineProblems(adapters: readonly AdapterToCombine[], o: Combin
           `${o.method} needs equal ranks: "${m.path}" has r ${first.m.r} in adapter "${first.name}" and r ${m.r} in adapter "${a.name}" (use cat or svd for adapters of different ranks)`,
         );
     }
+  if (o.method === "cat" && p.length === 0) {
+    const rank = combinedRank(adapters, o);
+    const narrow = [...seen.values()].find(({ m }) => rank > Math.min(m.in, m.out));
+    if (narrow)
+      p.push(
+        `cat gives rank ${rank}, above min(out, in) = ${Math.min(narrow.m.in, narrow.m.out)} of "${narrow.m.path}", and a LoRA's rank cannot exceed its layer's: use svd (--rank ${Math.min(narrow.m.in, narrow.m.out)} or less) for these adapters, or merge them into the model (lora merge --model)`,
+      );
+  }
   if (o.method === "svd" && o.rank !== undefined)
     for (const { m } of seen.values())
       if (o.rank > Math.min(m.in, m.out))

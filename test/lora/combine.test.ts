@@ -390,6 +390,40 @@ describe("bad input: one error, naming the adapter and the value", () => {
     );
   });
 
+  it("cat past a layer's min(out, in) is refused, pointing at svd", () => {
+    const m = (r: number): ReportModule => ({
+      path: "p",
+      r,
+      in: 3,
+      out: 2,
+      alpha: 1,
+      scale: 1,
+      A: new Float32Array(3 * r),
+      B: new Float32Array(2 * r),
+    });
+    assert.throws(
+      () =>
+        combineModules(
+          [
+            { name: "x", weight: 1, modules: [m(1)] },
+            { name: "y", weight: 1, modules: [m(2)] },
+          ],
+          { method: "cat" },
+        ),
+      /cat gives rank 3, above min\(out, in\) = 2 of "p", .*use svd \(--rank 2 or less\)/,
+    );
+    assert.equal(
+      combineModules(
+        [
+          { name: "x", weight: 1, modules: [m(1)] },
+          { name: "y", weight: 1, modules: [m(1)] },
+        ],
+        { method: "cat" },
+      )[0]!.r,
+      2,
+    );
+  });
+
   it("a module of different shapes in two adapters: different bases", () => {
     const m = (out: number): ReportModule => ({
       path: "p",
