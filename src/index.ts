@@ -7,6 +7,7 @@ export * from "./io/model-loader.js";
 export * from "./io/model-saver.js";
 export * from "./io/peft.js";
 export * from "./io/peft-convert.js";
+export * from "./io/peft-combine.js";
 export * from "./io/safetensors.js";
 export * from "./io/tokenizer.js";
 export * from "./kernels/index.js";

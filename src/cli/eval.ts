@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { listCheckpoints } from "../io/node/checkpoint-folder.js";
 import { readTextFile } from "../io/node/read-file.js";
 import { evaluate } from "../train/evaluate.js";
+import { ADAPTER_FLAG, adapterSpecs } from "./adapters.js";
 import { type Command, num, required, str, UsageError, type Values } from "./command.js";
 import {
   BASE_DTYPE_FLAG,
@@ -43,14 +44,10 @@ export const evalCommand: Command = {
   summary:
     "Evaluate a model (and optional adapter) on held-out data: mean negative log-likelihood per predicted token (nats), perplexity, token count.",
   usage:
-    "lora eval --model DIR [--adapter PATH] --data FILE [--split valid] [--seq-len N] [--mask-prompt] [--base-dtype auto] [--json]",
+    "lora eval --model DIR [--adapter PATH[:WEIGHT]]... --data FILE [--split valid] [--seq-len N] [--mask-prompt] [--base-dtype auto] [--json]",
   flags: {
     model: { type: "string", valueName: "DIR", description: "model folder or GGUF model file" },
-    adapter: {
-      type: "string",
-      valueName: "PATH",
-      description: "adapter to apply: a PEFT or mlx-lm folder, or a GGUF LoRA file (the format is detected)",
-    },
+    adapter: ADAPTER_FLAG,
     data: {
       type: "string",
       valueName: "PATH",
@@ -76,7 +73,8 @@ export const evalCommand: Command = {
     "lora eval --model ../shared/data/stories260K-hf --data ../shared/data/tinyshakespeare/input.txt --json",
   ],
   run(v: Values) {
-    const loaded = loadModel(required(v, "model", "eval"), str(v, "adapter"), {
+    const specs = adapterSpecs(v);
+    const loaded = loadModel(required(v, "model", "eval"), specs, {
       baseDtype: baseDtypeOf(v),
     });
     const data = required(v, "data", "eval");
@@ -86,7 +84,7 @@ export const evalCommand: Command = {
     }
     const rows = readRows(data, split as Split | undefined, ["test", "valid", "train"]);
     // an adapter from `lora train` is scored at the sequence length it was trained with
-    const adapter = str(v, "adapter");
+    const adapter = specs[0]?.path; // several: the first one's run
     const runLen = adapter ? runSeqLen(adapter) : null;
     const maxLen = num(v, "seq-len", runLen ?? contextLength(loaded.config), { int: true, min: 2 });
     checkSeqLen(maxLen, loaded.config, "--seq-len");

@@ -1,7 +1,8 @@
 /** `lora generate`: stream a continuation of a prompt, optionally through a PEFT adapter. */
 import { createStreamDecoder } from "../io/tokenizer.js";
 import { generate } from "../models/generate.js";
-import { type Command, num, required, str, UsageError, type Values } from "./command.js";
+import { ADAPTER_FLAG, adapterSpecs } from "./adapters.js";
+import { type Command, num, required, UsageError, type Values } from "./command.js";
 import { BASE_DTYPE_FLAG, baseDtypeOf, contextLength, loadModel } from "./load.js";
 
 export const generateCommand: Command = {
@@ -9,18 +10,14 @@ export const generateCommand: Command = {
   summary:
     "Generate text from a Hugging Face model folder, with an optional LoRA adapter. Streams to stdout.",
   usage:
-    "lora generate --model DIR [--adapter PATH] --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--chat] [--base-dtype auto]",
+    "lora generate --model DIR [--adapter PATH[:WEIGHT]]... --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--chat] [--base-dtype auto]",
   flags: {
     model: {
       type: "string",
       valueName: "DIR",
       description: "model folder (config.json, model.safetensors, tokenizer.json), or a GGUF model file",
     },
-    adapter: {
-      type: "string",
-      valueName: "PATH",
-      description: "adapter to apply: a PEFT or mlx-lm folder, or a GGUF LoRA file (the format is detected)",
-    },
+    adapter: ADAPTER_FLAG,
     prompt: { type: "string", valueName: "TEXT", description: "the prompt" },
     "max-tokens": { type: "string", valueName: "N", description: "tokens to generate (default 100)" },
     temperature: {
@@ -50,7 +47,7 @@ export const generateCommand: Command = {
     'lora generate --model ../shared/data/stories260K-hf --prompt "Once upon a time" --max-tokens 40 --temperature 0',
   ],
   run(v: Values) {
-    const { model, tokenizer, config } = loadModel(required(v, "model", "generate"), str(v, "adapter"), {
+    const { model, tokenizer, config } = loadModel(required(v, "model", "generate"), adapterSpecs(v), {
       needTokenizer: true,
       baseDtype: baseDtypeOf(v),
     });

@@ -9,6 +9,7 @@ import { modelFamily } from "../models/index.js";
 import { BASE_DTYPES, type BaseDType, isBaseDtypeSetting, resolveBaseDtype } from "../nn/base-dtype.js";
 import { contextLength, type DataRow } from "../train/data.js";
 import { BASE_DTYPE_HELP } from "../train/settings.js";
+import { type AdapterSpec, stackAdapters } from "./adapters.js";
 import { type Flag, str, UsageError, type Values } from "./command.js";
 
 export interface Loaded extends ModelFolder {
@@ -46,10 +47,13 @@ export function adapterOnto(
   return loaded;
 }
 
-/** The model (a folder or a GGUF file, plus an adapter when given) and its tokenizer (null when it has none). */
+/**
+ * The model (a folder or a GGUF file, plus an adapter when given) and its tokenizer (null when it has
+ * none). Several adapters, or one with a weight, are stacked on the model (cli/adapters.ts).
+ */
 export function loadModel(
   dir: string,
-  adapter?: string,
+  adapter?: string | readonly AdapterSpec[],
   opts: { needTokenizer?: boolean; baseDtype?: BaseDType } = {},
 ): Loaded {
   const folder = loadModelFolder(dir, { baseDtype: opts.baseDtype ?? "f32" });
@@ -64,9 +68,14 @@ export function loadModel(
   } catch (e) {
     if (opts.needTokenizer) throw e;
   }
-  const adapterPaths = adapter
-    ? adapterOnto(folder.model, adapter, modelFamily(folder.config).defaultTargets, folder.config).paths
-    : [];
+  const specs = typeof adapter === "string" ? [{ path: adapter, weight: null }] : (adapter ?? []);
+  const targets = modelFamily(folder.config).defaultTargets;
+  const adapterPaths =
+    specs.length === 1 && specs[0]!.weight === null
+      ? adapterOnto(folder.model, specs[0]!.path, targets, folder.config).paths
+      : specs.length > 0
+        ? stackAdapters(folder.model, specs, targets, folder.config)
+        : [];
   folder.model.eval();
   return { ...folder, tokenizer, adapterPaths };
 }

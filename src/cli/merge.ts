@@ -1,17 +1,25 @@
-/** `lora merge`: folds an adapter into its base model, W' = W0 + scale·B·A, and writes a model folder. */
+/**
+ * `lora merge`: folds an adapter into its base model, W' = W0 + scale·B·A, and writes a model folder;
+ * several (each PATH:W weighted) fold in as their exact sum. With --method, combines the adapters into
+ * a new adapter instead (merge-adapters.ts).
+ */
 import fs from "node:fs";
 import { resolve } from "node:path";
 import { loadModelFolder, saveModelFolder } from "../io/node/model-folder.js";
 import { checkOutSeparate } from "../io/node/run-folder.js";
 import { fuseLoRA, loraLayers, mergeLoRA } from "../lora/inject.js";
 import { modelFamily } from "../models/index.js";
-import { type Command, required, UsageError, type Values } from "./command.js";
+import { adapterSpecs, showSpec } from "./adapters.js";
+import { type Command, required, str, UsageError, type Values } from "./command.js";
 import { adapterOnto } from "./load.js";
+import { COMBINE_FLAGS, writeCombinedAdapter } from "./merge-adapters.js";
 
 export const mergeCommand: Command = {
   name: "merge",
-  summary: "Merge a LoRA adapter into its base model and write a complete Hugging Face model folder.",
-  usage: "lora merge --model DIR --adapter PATH --out DIR [--overwrite]",
+  summary:
+    "Merge LoRA adapters into their base model and write a complete Hugging Face model folder, or (--method) combine adapters into a new adapter.",
+  usage:
+    "lora merge --model DIR --adapter PATH[:W]... --out DIR [--overwrite]\n       lora merge --adapter PATH[:W] --adapter PATH[:W]... --method M [--rank K] [--density D] [--majority-sign-method total|frequency] [--seed S] --out DIR",
   flags: {
     model: {
       type: "string",
@@ -21,28 +29,60 @@ export const mergeCommand: Command = {
     },
     adapter: {
       type: "string",
-      valueName: "PATH",
-      description: "adapter: a PEFT or mlx-lm folder, or a GGUF LoRA file (the format is detected)",
+      valueName: "PATH[:W]",
+      multiple: true,
+      description:
+        "adapter: a PEFT or mlx-lm folder, or a GGUF LoRA file (the format is detected); PATH:W weights its update by W; several add",
     },
-    out: { type: "string", valueName: "DIR", description: "folder for the merged model" },
-    overwrite: { type: "boolean", description: "replace a model already in --out" },
+    out: {
+      type: "string",
+      valueName: "DIR",
+      description: "folder for the merged model (with --method: for the new adapter)",
+    },
+    overwrite: { type: "boolean", description: "replace a model (or adapter) already in --out" },
+    ...COMBINE_FLAGS,
   },
-  examples: ["lora merge --model ./my-model --adapter ./run --out ./my-model-merged"],
+  examples: [
+    "lora merge --model ./my-model --adapter ./run --out ./my-model-merged",
+    "lora merge --model ./my-model --adapter ./a --adapter ./b:0.5 --out ./merged",
+    "lora merge --adapter ./a:0.7 --adapter ./b:0.3 --method cat --out ./a-plus-b",
+  ],
   run(v: Values) {
+    const specs = adapterSpecs(v);
+    if (specs.length === 0)
+      throw new UsageError("missing --adapter for 'lora merge'; see 'lora merge --help'");
+    const method = str(v, "method");
+    if (method !== undefined && str(v, "model") !== undefined)
+      throw new UsageError(
+        "--model and --method together: --method writes a new adapter from the adapters alone, so drop --model; or drop --method to merge the adapters into the model",
+      );
+    for (const flag of ["rank", "density", "majority-sign-method", "seed"])
+      if (method === undefined && str(v, flag) !== undefined)
+        throw new UsageError(`--${flag} is an option of --method; add --method, or drop --${flag}`);
+    if (method !== undefined) return writeCombinedAdapter(v, specs, required(v, "out", "merge"));
     const dir = required(v, "model", "merge");
-    const adapter = required(v, "adapter", "merge");
     const out = required(v, "out", "merge");
+    const adapter = specs.map(showSpec).join(" + ");
     if (resolve(out) === resolve(dir))
       throw new UsageError("--out is the base model folder; merging must not overwrite the base model");
     // nor write into the adapter it reads (an adapter folder may hold its own tokenizer files)
-    checkOutSeparate(out, { model: dir, adapter }, "lora merge");
+    for (const s of specs) checkOutSeparate(out, { model: dir, adapter: s.path }, "lora merge");
     if (fs.existsSync(resolve(out, "model.safetensors")) && !v.overwrite)
       throw new UsageError(`--out ${out} already holds a model; pass --overwrite to replace it`);
     const folder = loadModelFolder(dir, { keepTowers: true }); // a multimodal folder's vision tower too
-    adapterOnto(folder.model, adapter, modelFamily(folder.config).defaultTargets, folder.config);
-    const n = loraLayers(folder.model).length;
-    const untied = mergeLoRA(folder.model); // refuses non-finite results
-    fuseLoRA(folder.model);
+    // each adapter in turn (PATH:W: its B times W), merged and fused before the next: W0 + Σ w·ΔW
+    const targets = modelFamily(folder.config).defaultTargets;
+    let n = 0;
+    const untied: string[] = [];
+    for (const s of specs) {
+      adapterOnto(folder.model, s.path, targets, folder.config);
+      const layers = loraLayers(folder.model);
+      if (s.weight !== null)
+        for (const [, l] of layers) l.lora_B.data.forEach((x, i, b) => (b[i] = x * s.weight!));
+      n += layers.length;
+      untied.push(...mergeLoRA(folder.model)); // refuses non-finite results
+      fuseLoRA(folder.model);
+    }
     // an adapted head that was tied to the embedding now has a weight of its own
     const config = untied.length > 0 ? { ...folder.config, tie_word_embeddings: false } : folder.config;
     const files = saveModelFolder(folder.model, out, { ...folder, config });

@@ -6,7 +6,7 @@
  * Loading checks every key and shape against the model and reports all problems at once.
  */
 
-import type { AdapterSet, LayerAdapter } from "../lora/adapter-set.js";
+import { AdapterSet, adapterSetOf, type LayerAdapter } from "../lora/adapter-set.js";
 import { type LoraConfig, layerInit, loraScaling } from "../lora/config.js";
 import { DoRALinear } from "../lora/dora.js";
 import { applyExtras } from "../lora/extras.js";
@@ -438,8 +438,12 @@ export function attachAdapter(
   return [...plan.map((p) => p.path), ...more];
 }
 
-/** Adds a PEFT adapter to an AdapterSet under `name` (checked as attachAdapter checks it); returns its paths. */
-export function addAdapter(set: AdapterSet, name: string, adapter: AdapterInput): string[] {
+/**
+ * Adds a PEFT adapter under `name` to an AdapterSet, or to a model's own (PEFT's load_adapter; see
+ * adapterSetOf), checked as attachAdapter checks it; returns its paths. It is not made active.
+ */
+export function addAdapter(target: AdapterSet | Module, name: string, adapter: AdapterInput): string[] {
+  const set = target instanceof AdapterSet ? target : adapterSetOf(target);
   if (adapter.config.use_dora)
     throw new Error(
       `${adapter.source}: adapter "${name}" is a DoRA adapter (use_dora: true); named adapters on one base run LoRA only. Load it alone (lora generate/eval --adapter ${adapter.source}), or merge it into the model with lora merge`,

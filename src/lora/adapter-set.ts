@@ -2,13 +2,23 @@
  * Named adapters on one base model, as PEFT's load_adapter / set_adapter / delete_adapter /
  * disable_adapter: `add`, `set`, `delete`, `disable`. Each targeted Linear is wrapped once in a
  * MultiLoRALinear that holds every adapter's A and B for it; the base weights are shared. Setting the
- * active adapter writes one field per wrapped layer, so requests can switch adapters between decode
- * steps. A layer the active adapter does not target runs as the base layer.
+ * active adapters writes one field per wrapped layer, so requests can switch adapters between decode
+ * steps. Several adapters can be active at once, each with a weight: their deltas add. A layer no
+ * active adapter targets runs as the base layer.
+ *
+ * The model-level functions (`adapterSetOf`, `setAdapter`, `disableAdapters`, `deleteAdapter`; io/peft.ts
+ * `addAdapter(model, ...)`) reach a model's one AdapterSet, made on first use.
  */
 import { Linear } from "../nn/layers.js";
 import { type Module, setSubmodule } from "../nn/module.js";
 import { LoRALinear } from "./layer.js";
-import { type LoraWeights, MultiLoRALinear } from "./multi-layer.js";
+import { type ActiveAdapter, type LoraWeights, MultiLoRALinear } from "./multi-layer.js";
+
+/** What `set` takes: one name, none (null), or several names, each with an optional weight (default 1). */
+export type AdapterChoice = string | null | readonly (string | ActiveAdapter)[];
+
+/** Each model's AdapterSet (one per model: its layers hold one set's adapters). */
+const sets = new WeakMap<Module, AdapterSet>();
 
 /** One adapter's weights for the layer at `path` (a module path like "model.layers.0.self_attn.q_proj"). */
 export interface LayerAdapter extends LoraWeights {
@@ -18,7 +28,7 @@ export interface LayerAdapter extends LoraWeights {
 export class AdapterSet {
   private readonly layers = new Map<string, MultiLoRALinear>();
   private readonly adapters = new Map<string, string[]>(); // name -> the paths it targets
-  private current: string | null = null;
+  private current: readonly ActiveAdapter[] = [];
 
   /** Takes over `model` (its LoRA-free Linear layers are wrapped as adapters arrive). */
   constructor(readonly model: Module) {
@@ -26,9 +36,12 @@ export class AdapterSet {
       throw new Error(
         "the model already has single-adapter LoRA layers; load a fresh base model to serve named adapters",
       );
+    if (sets.has(model))
+      throw new Error("the model already has an AdapterSet; reach it with adapterSetOf(model)");
     for (const [path, m] of model.namedModules()) if (m instanceof MultiLoRALinear) this.layers.set(path, m);
     model.freeze();
     model.eval();
+    sets.set(model, this);
   }
 
   /** The adapters' names, in the order they were added. */
@@ -45,9 +58,14 @@ export class AdapterSet {
     return [...(this.adapters.get(name) ?? [])];
   }
 
-  /** The active adapter, or null when the base model runs alone. */
+  /** The active adapter (several: their names joined by "+"), or null when the base model runs alone. */
   get active(): string | null {
-    return this.current;
+    return this.current.length === 0 ? null : this.current.map((a) => a.name).join("+");
+  }
+
+  /** The active adapters with their weights, in the order their deltas are added. */
+  get activeAdapters(): ActiveAdapter[] {
+    return this.current.map((a) => ({ ...a }));
   }
 
   /** Adds adapter `name` (PEFT's load_adapter). Refuses a name in use; checks every layer before changing any. */
@@ -83,13 +101,25 @@ export class AdapterSet {
     );
   }
 
-  /** Makes `name` the active adapter, or none with null (PEFT's set_adapter / disable_adapter). */
-  set(name: string | null): void {
-    if (name === this.current) return;
-    if (name !== null && !this.adapters.has(name))
-      throw new Error(`no adapter named "${name}"; loaded: ${this.names().join(", ") || "none"}`);
-    for (const layer of this.layers.values()) layer.active = name;
-    this.current = name;
+  /**
+   * Makes `choice` the active adapters (PEFT's set_adapter): one name, several (their deltas add, each
+   * times its weight), or none with null or []. Checks every name and weight before changing anything.
+   */
+  set(choice: AdapterChoice): void {
+    const list = choice === null ? [] : typeof choice === "string" ? [choice] : choice;
+    const next = list.map((c) => (typeof c === "string" ? { name: c, weight: 1 } : { ...c }));
+    const seen = new Set<string>();
+    for (const { name, weight } of next) {
+      if (!this.adapters.has(name))
+        throw new Error(`no adapter named "${name}"; loaded: ${this.names().join(", ") || "none"}`);
+      if (seen.has(name)) throw new Error(`adapter "${name}" is listed twice; give it once, with one weight`);
+      seen.add(name);
+      if (!(typeof weight === "number" && Number.isFinite(weight)))
+        throw new Error(`adapter "${name}": weight ${weight} is not a finite number`);
+    }
+    const frozen = Object.freeze(next);
+    for (const layer of this.layers.values()) layer.active = frozen;
+    this.current = frozen;
   }
 
   /** Runs the base model alone (PEFT's disable_adapter). */
@@ -103,6 +133,41 @@ export class AdapterSet {
       throw new Error(`no adapter named "${name}"; loaded: ${this.names().join(", ") || "none"}`);
     for (const path of this.adapters.get(name)!) this.layers.get(path)?.delete(name);
     this.adapters.delete(name);
-    if (this.current === name) this.set(null);
+    this.set(this.current.filter((a) => a.name !== name));
   }
+}
+
+/** The model's AdapterSet, made (taking the model over: frozen, eval mode) on first use. */
+export function adapterSetOf(model: Module): AdapterSet {
+  return sets.get(model) ?? new AdapterSet(model);
+}
+
+/** Makes `choice` the model's active adapters (PEFT's set_adapter; several: their deltas add). */
+export function setAdapter(model: Module, choice: AdapterChoice): void {
+  adapterSetOf(model).set(choice);
+}
+
+/** Removes adapter `name` from the model and frees its weights (PEFT's delete_adapter). */
+export function deleteAdapter(model: Module, name: string): void {
+  adapterSetOf(model).delete(name);
+}
+
+/**
+ * Runs `fn` with the base model alone (PEFT's disable_adapter context), then restores the adapters that
+ * were active, also when `fn` throws; a promise's are restored once it settles.
+ */
+export function disableAdapters<T>(model: Module, fn: () => T): T {
+  const set = adapterSetOf(model);
+  const saved = set.activeAdapters;
+  set.set(null);
+  let result: T;
+  try {
+    result = fn();
+  } catch (e) {
+    set.set(saved);
+    throw e;
+  }
+  if (result instanceof Promise) return result.finally(() => set.set(saved)) as T;
+  set.set(saved);
+  return result;
 }

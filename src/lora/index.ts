@@ -1,6 +1,7 @@
 /** LoRA: configuration, the wrapping layer, injection into a model, merging. */
 
 export * from "./adapter-set.js";
+export * from "./combine.js";
 export * from "./config.js";
 export * from "./dora.js";
 export * from "./convert.js";

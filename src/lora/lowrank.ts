@@ -5,7 +5,8 @@
  *   Householder QR factorisations (B·A = Q_B·(R_B·R_Aᵀ)·Q_Aᵀ with orthonormal Q_B, Q_A), taken by a
  *   one-sided Jacobi SVD. Cost O((out + in)·r²), all in f64.
  * Also the full thin SVD and QR of a weight, and torch.svd_lowrank's randomized SVD, which PiSSA and
- * OLoRA initialise from (init.ts).
+ * OLoRA initialise from (init.ts), and the best rank-k approximation of a sum of LoRA updates
+ * (combine.ts).
  */
 
 /**

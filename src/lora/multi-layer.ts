@@ -1,10 +1,12 @@
 /**
- * MultiLoRALinear: one frozen base Linear with several named adapters, one of them (or none) active:
- *   h = W0·x + scaling_a · B_a·A_a·x   for the active adapter a (A_a: [r, in], B_a: [out, r]),
- *   h = W0·x                           when none is active or the active one does not target this layer.
- * The base weight is shared by all adapters; switching is a field write, nothing is reloaded. The
- * adapter term is computed with the same ops, in the same order, as LoRALinear.forward (inference:
- * no dropout), so an active adapter gives the same bits as a model wrapped with that adapter alone.
+ * MultiLoRALinear: one frozen base Linear with several named adapters, any of them active, each with a
+ * weight w (PEFT's set_adapter with several names; the deltas add):
+ *   h = W0·x + Σ_a w_a·scaling_a · B_a·A_a·x   over the active adapters a that target this layer
+ *                                              (A_a: [r, in], B_a: [out, r]), added in the active order,
+ *   h = W0·x                                   when none of them does.
+ * The base weight is shared by all adapters; switching is a field write, nothing is reloaded or copied.
+ * Each adapter term is computed with the same ops, in the same order, as LoRALinear.forward (inference:
+ * no dropout), so one active adapter of weight 1 gives the same bits as a model wrapped with it alone.
  */
 import { add, matmul, scale } from "../autograd/ops.js";
 import type { Linear, LinearLike } from "../nn/layers.js";
@@ -27,12 +29,18 @@ interface Held extends LoraWeights {
   scaling: number;
 }
 
+/** An active adapter and the weight its delta is multiplied by (1: as trained). */
+export interface ActiveAdapter {
+  name: string;
+  weight: number;
+}
+
 export class MultiLoRALinear extends Module implements LinearLike {
   base_layer: Linear;
   /** Not a field Module walks (a Map): adapters' weights are not the model's parameters. */
   private readonly adapters = new Map<string, Held>();
-  /** The adapter used by forward(), or null for the base layer alone. */
-  active: string | null = null;
+  /** The adapters forward() adds, in order (empty: the base layer alone). */
+  active: readonly ActiveAdapter[] = [];
 
   constructor(base: Linear) {
     super();
@@ -63,7 +71,7 @@ export class MultiLoRALinear extends Module implements LinearLike {
   /** Drops adapter `name` from this layer (no-op when it has none); it is no longer active here. */
   delete(name: string): void {
     this.adapters.delete(name);
-    if (this.active === name) this.active = null;
+    this.active = this.active.filter((a) => a.name !== name);
   }
 
   has(name: string): boolean {
@@ -76,10 +84,14 @@ export class MultiLoRALinear extends Module implements LinearLike {
 
   // x: [..., in] -> [..., out]
   forward(x: Tensor): Tensor {
-    const y = this.base_layer.forward(x);
-    const a = this.active === null ? undefined : this.adapters.get(this.active);
-    if (!a) return y;
-    const ax = scale(matmul(x, a.A, { transB: true }), a.scaling); // [..., r]
-    return add(y, matmul(ax, a.B, { transB: true }));
+    let y = this.base_layer.forward(x);
+    for (const { name, weight } of this.active) {
+      const a = this.adapters.get(name);
+      if (!a) continue; // this adapter does not target this layer
+      const s = weight === 1 ? a.scaling : a.scaling * weight;
+      const ax = scale(matmul(x, a.A, { transB: true }), s); // [..., r]
+      y = add(y, matmul(ax, a.B, { transB: true }));
+    }
+    return y;
   }
 }
