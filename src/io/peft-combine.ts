@@ -12,7 +12,9 @@ import {
   combineProblems,
 } from "../lora/combine.js";
 import type { LoraConfig } from "../lora/config.js";
+import { isMutatingInit } from "../lora/init.js";
 import { type AdapterInput, adapterModules } from "./peft.js";
+import { adapterExtras } from "./peft-extras.js";
 import type { SerializableTensor } from "./safetensors.js";
 
 /** An adapter to combine: read as PEFT's config and tensors, with its name, weight and base model. */
@@ -39,6 +41,17 @@ export function combinePeftAdapters(adapters: readonly PeftToCombine[], o: Combi
       problems.push(
         `adapter "${a.name}" (${a.source}) is a DoRA adapter (use_dora: true): its magnitude vector has no place in a combined LoRA; merge it into the model instead (lora merge --model M --adapter ${a.name} --out DIR)`,
       );
+  for (const a of adapters) {
+    if (isMutatingInit(a.config.init_lora_weights))
+      problems.push(
+        `adapter "${a.name}" (${a.source}) has init_lora_weights ${JSON.stringify(a.config.init_lora_weights)}: its update is relative to its own residual base; convert it to a plain LoRA first (lora train --resume RUN --convert-to-lora)`,
+      );
+    const extras = adapterExtras(a.config, a.tensors.keys());
+    if (extras.length > 0)
+      problems.push(
+        `adapter "${a.name}" (${a.source}) holds ${extras.join(", ")}, which combining does not carry over; combine LoRA-on-Linear adapters only, or fold it into the model (lora merge --model M --adapter ${a.name} --out DIR)`,
+      );
+  }
   const named = adapters.filter((a) => a.baseModel !== null);
   const bases = [...new Set(named.map((a) => a.baseModel))];
   if (bases.length > 1)
