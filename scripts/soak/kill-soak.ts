@@ -27,7 +27,8 @@ export const SOAK_MODEL = join(repoRoot, "test/fixtures/models/llama_gqa_tied");
 /** The writer's fault points a targeted kill may pick, with the most hits one process reaches there. */
 export const KILL_POINTS = ["checkpoint-file", "checkpoint-rename", "prune", "metrics", "outputs"] as const;
 export type KillPoint = (typeof KILL_POINTS)[number];
-export type Kill = { kind: "random" } | { kind: "point"; point: KillPoint };
+/** A kill at a random moment, or at a fault point (its n-th hit: given, or drawn from the next few). */
+export type Kill = { kind: "random" } | { kind: "point"; point: KillPoint; n?: number };
 
 export interface SoakOptions {
   /** A fresh folder for the runs. */
@@ -309,7 +310,9 @@ export async function soak(o: SoakOptions): Promise<SoakReport> {
       // hits within the next few checkpoints: the n-th of this process at that point
       const per = kill.point === "outputs" ? 1 : kill.point === "metrics" ? o.saveEvery : 1;
       const room = Math.max(1, Math.min(3, Math.floor(remaining / o.saveEvery) - 1));
-      const n = kill.point === "outputs" ? 1 + rng.int(2) : 1 + rng.int(room * per * hitCounts[kill.point]);
+      const n =
+        kill.n ??
+        (kill.point === "outputs" ? 1 + rng.int(2) : 1 + rng.int(room * per * hitCounts[kill.point]));
       env = { LORA_KILL_AT: `${kill.point}:${n}` };
     } else {
       // a random moment in the next few steps (from near the end of start-up)

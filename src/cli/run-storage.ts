@@ -51,9 +51,9 @@ export class RunFolderStorage implements RunStorage {
     },
   ) {
     const metrics = this.metricsPath();
+    folder.record(["metrics.jsonl"]); // listed before it is written, as every file of the run
     if (opts.resumeStep !== null) truncateMetrics(metrics, opts.resumeStep);
     else fs.writeFileSync(metrics, "");
-    folder.record(["metrics.jsonl"]);
   }
 
   private metricsPath(): string {
@@ -108,7 +108,9 @@ export class RunFolderStorage implements RunStorage {
   }
 
   saveOutputs(files: RunFiles): void {
+    // each name is listed in the run's marker before it is written: a run killed midway is still ours
     try {
+      this.folder.record(Object.keys(files));
       for (const [name, data] of Object.entries(files)) {
         faultPoint("outputs");
         writeFileAtomic(join(this.folder.dir, name), data);
@@ -117,8 +119,8 @@ export class RunFolderStorage implements RunStorage {
       throw this.stopped((err as Error).message, err);
     }
     const from = this.opts.tokenizerFrom;
-    const names = [...Object.keys(files), ...(from ? writeTokenizerFiles(from, this.folder.dir) : [])];
-    this.folder.record(names);
+    const tokenizer = from ? writeTokenizerFiles(from, this.folder.dir, (n) => this.folder.record(n)) : [];
+    const names = [...Object.keys(files), ...tokenizer];
     this.written = names;
   }
 
@@ -126,9 +128,9 @@ export class RunFolderStorage implements RunStorage {
   async plotLoss(): Promise<string[]> {
     const t0 = performance.now();
     try {
+      this.folder.record(["loss.svg"]);
       await writeLossSvg(this.folder.dir, basename(resolve(this.out)));
       this.plotted = { at: performance.now(), ms: performance.now() - t0 };
-      this.folder.record(["loss.svg"]);
       return ["loss.svg"];
     } catch (e) {
       console.error(`warning: loss.svg not written: ${(e as Error).message}`);

@@ -108,6 +108,8 @@ export function saveModelFolder(
 export function writeTokenizerFiles(
   from: Pick<ModelFolder, "tokenizerFiles"> & { dir?: string },
   dir: string,
+  /** Told the names before any is written (a run folder lists them first, to survive a crash midway). */
+  before: (names: string[]) => void = () => {},
 ): string[] {
   const json = (v: unknown) => `${JSON.stringify(v, null, 2)}\n`;
   if (from.tokenizerFiles) {
@@ -118,15 +120,21 @@ export function writeTokenizerFiles(
       "generation_config.json": t.generationConfig,
     };
     const names = Object.keys(written).filter((f) => written[f]);
+    before(names);
     for (const f of names) writeFileAtomic(join(dir, f), json(written[f]));
     return names;
   }
-  return from.dir ? copyTokenizerFiles(from.dir, dir) : [];
+  return from.dir ? copyTokenizerFiles(from.dir, dir, before) : [];
 }
 
 /** Copies the tokenizer files (TOKENIZER_FILES) that `from` holds into `dir`; returns their names. */
-export function copyTokenizerFiles(from: string, dir: string): string[] {
+export function copyTokenizerFiles(
+  from: string,
+  dir: string,
+  before: (names: string[]) => void = () => {},
+): string[] {
   const copied = TOKENIZER_FILES.filter((f) => existsSync(join(from, f)));
+  before(copied);
   for (const f of copied) writeFileAtomic(join(dir, f), readFileBytes(join(from, f)));
   return copied;
 }
