@@ -320,6 +320,22 @@ gguf("gguf/truncated.gguf", "a GGUF model cut off", "truncated", GGUF.slice(0, G
   });
 }
 
+{
+  const tok = JSON.parse(
+    readFileSync(join(process.cwd(), "test/fixtures/tokenizers/tiny-chat/tokenizer.json"), "utf8"),
+  );
+  tok.post_processor = { type: "TemplateProcessing", single: 7, pair: 7, special_tokens: {} };
+  put("tokenizer-bad-post-processor/config.json", JSON.stringify(CONFIG));
+  put("tokenizer-bad-post-processor/model.safetensors", WEIGHTS);
+  put("tokenizer-bad-post-processor/tokenizer.json", JSON.stringify(tok));
+  cases.push({
+    file: "tokenizer-bad-post-processor",
+    why: "a post_processor that is not a template (found by fuzzing: a TypeError at the first encode)",
+    args: ["generate", "--model", "{case}", "--prompt", "hi", "--max-tokens", "1"],
+    expect: "malformed entry",
+  });
+}
+
 // ---------- memory and flags ----------
 cases.push({
   file: okData,

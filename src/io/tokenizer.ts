@@ -159,7 +159,9 @@ export class Tokenizer {
   encode(text: string, { addSpecialTokens = true }: { addSpecialTokens?: boolean } = {}): number[] {
     const { add_bos_token: addBos, add_eos_token: addEos } = this.config;
     const flags = typeof addBos === "boolean" || typeof addEos === "boolean";
-    const ids = this.hf.encode(text, { add_special_tokens: addSpecialTokens && !flags }).ids;
+    const ids = this.malformed(
+      () => this.hf.encode(text, { add_special_tokens: addSpecialTokens && !flags }).ids,
+    );
     if (!addSpecialTokens || !flags) return ids;
     const bos = addBos === true && this.bosId !== null ? [this.bosId] : [];
     const eos = addEos === true && this.eosIds.length > 0 ? [this.eosIds[0]!] : [];
@@ -170,7 +172,22 @@ export class Tokenizer {
   decode(ids: number[], { skipSpecialTokens = false }: { skipSpecialTokens?: boolean } = {}): string {
     const known = ids.filter((id) => this.hf.id_to_token(id) !== undefined);
     if (known.length === 0) return ""; // tokenizers.js throws on an empty list
-    return this.hf.decode(known, { skip_special_tokens: skipSpecialTokens });
+    return this.malformed(() => this.hf.decode(known, { skip_special_tokens: skipSpecialTokens }));
+  }
+
+  // tokenizers.js builds its normalizer, pre-tokenizer, post-processor and decoder lazily: a malformed
+  // one throws a TypeError at the first encode or decode, which is said here as the file's problem
+  private malformed<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      if (!(e instanceof TypeError || e instanceof RangeError)) throw e;
+      throw new InputError(
+        this.source,
+        "tokenizer.json has a malformed entry (its normalizer, pre_tokenizer, post_processor or decoder); re-save it with transformers' save_pretrained (--debug shows where it failed)",
+        { cause: e },
+      );
+    }
   }
 
   /**
