@@ -104,6 +104,13 @@ def make(case, base_name, config, std, seed, save_kwargs=None, before_save=None,
     shutil.rmtree(d, ignore_errors=True)
     model.save_pretrained(d, **(save_kwargs or {}))
     os.remove(os.path.join(d, "README.md"))
+    path = os.path.join(d, "adapter_config.json")  # the base named from the checkout's root, as the other fixtures
+    with open(path) as f:
+        cfg = json.load(f)
+    cfg["base_model_name_or_path"] = f"test/fixtures/models/{base_name}"
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
     vocab = model.config.vocab_size
     ids = torch.randint(0, vocab, (2, T), generator=torch.Generator().manual_seed(seed + 1))
     ids[0, 1] = 3  # trainable token rows appear in the input
