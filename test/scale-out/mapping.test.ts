@@ -106,6 +106,9 @@ describe("lora scale-out: settings → engine, field by field", () => {
       layers_to_transform: [0, 2, 3],
       use_rslora: true,
       init_lora_weights: "gaussian",
+      use_dora: false,
+      modules_to_save: null,
+      trainable_token_indices: null,
       bias: "none",
       task_type: "CAUSAL_LM",
     });
@@ -304,6 +307,22 @@ describe("lora scale-out: refusals", () => {
       ...["--data", textData, "--batch-size", "3", "--num-processes", "2"],
     ));
   it("--full", () => assert.throws(() => plan({ full: true }), /--full is not mapped/));
+  it("--convert-to-lora, which train.py cannot do at save time", () =>
+    assert.throws(() => plan({ init: "pissa", "convert-to-lora": true }), /--convert-to-lora is not mapped/));
+  it("DoRA, PiSSA/OLoRA, modules_to_save and trainable tokens reach LoraConfig by PEFT's names", () => {
+    const c = plan({
+      dora: true,
+      init: "pissa_niter_4",
+      "modules-to-save": "lm_head,norm",
+      "trainable-tokens": "3,5-6",
+    }).lora_config;
+    assert.equal(c?.use_dora, true);
+    assert.equal(c?.init_lora_weights, "pissa_niter_4");
+    assert.deepEqual(c?.modules_to_save, ["lm_head", "norm"]);
+    assert.deepEqual(c?.trainable_token_indices, [3, 5, 6]);
+    assert.equal(plan({ init: "kaiming" }).lora_config?.init_lora_weights, true);
+    assert.equal(plan({ init: "olora" }).lora_config?.init_lora_weights, "olora");
+  });
   it("--layers with a regex or all-linear --targets, which PEFT refuses", () => {
     assert.throws(() => plan({ targets: "q_proj|v_proj", layers: "0" }), /PEFT refuses layers_to_transform/);
     assert.throws(() => plan({ targets: "all-linear", layers: "0" }), /PEFT refuses layers_to_transform/);
