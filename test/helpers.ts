@@ -40,6 +40,17 @@ export function loraIn(opts: { cwd?: string; env?: Record<string, string> }, ...
 export const fixtureModel = (name: string) => resolve(fixturesDir, "models", name);
 
 /** Writes rows as a JSONL file, one object per line. */
+/**
+ * `n` tokenized rows for the tiny fixture models (vocab 60), row i starting at offset `from`: the ids
+ * (5·i + 3·t) mod 60, `length(i)` tokens long (12 unless given).
+ */
+export function tokenRows(n: number, from = 0, length: (i: number) => number = () => 12) {
+  return Array.from({ length: n }, (_, k) => {
+    const i = from + k;
+    return { input_ids: Array.from({ length: length(i) }, (_, t) => (5 * i + 3 * t) % 60) };
+  });
+}
+
 export const writeJsonl = (path: string, rows: unknown[]) =>
   writeFileSync(path, rows.map((r) => `${JSON.stringify(r)}\n`).join(""));
 

@@ -5,17 +5,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { readSafetensorsFile } from "../../src/io/node/safetensors-file.js";
-import { fixtureModel, lora, writeJsonl } from "../helpers.js";
+import { fixtureModel, lora, tokenRows, writeJsonl } from "../helpers.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "lora-dora-cli-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 const data = join(tmp, "data");
 mkdirSync(data);
-const row = (i: number) => ({ input_ids: Array.from({ length: 12 }, (_, t) => (5 * i + 3 * t) % 60) });
-writeJsonl(
-  join(data, "train.jsonl"),
-  Array.from({ length: 8 }, (_, i) => row(i)),
-);
+writeJsonl(join(data, "train.jsonl"), tokenRows(8));
 const ok = (...args: string[]) => {
   const r = lora(...args);
   assert.equal(r.code, 0, r.err);

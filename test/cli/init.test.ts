@@ -3,11 +3,11 @@
  * --resume --convert-to-lora, and export's refusal of an adapter that needs the residual base.
  */
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { assertOk, fixturesDir, lora } from "../helpers.js";
+import { assertOk, fixturesDir, lora, tokenRows, writeJsonl } from "../helpers.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "lora-init-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -15,14 +15,7 @@ after(() => rmSync(tmp, { recursive: true, force: true }));
 const tiny = join(fixturesDir, "models/llama_gqa_tied");
 const data = join(tmp, "data");
 mkdirSync(data);
-writeFileSync(
-  join(data, "train.jsonl"),
-  Array.from(
-    { length: 8 },
-    (_, i) =>
-      `${JSON.stringify({ input_ids: Array.from({ length: 12 }, (_, t) => (5 * i + 3 * t) % 60) })}\n`,
-  ).join(""),
-);
+writeJsonl(join(data, "train.jsonl"), tokenRows(8));
 const config = (dir: string) => JSON.parse(readFileSync(join(dir, "adapter_config.json"), "utf8"));
 
 describe("lora train --init pissa", () => {

@@ -10,22 +10,15 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { readSafetensorsFile } from "../../src/io/node/safetensors-file.js";
 import { tensorToFloat32 } from "../../src/io/safetensors.js";
-import { fixtureModel, lora, writeJsonl } from "../helpers.js";
+import { fixtureModel, lora, tokenRows, writeJsonl } from "../helpers.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "lora-train-embed-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
 const data = join(tmp, "data");
 mkdirSync(data);
-const row = (i: number) => ({ input_ids: Array.from({ length: 12 }, (_, t) => (5 * i + 3 * t) % 60) });
-writeJsonl(
-  join(data, "train.jsonl"),
-  Array.from({ length: 8 }, (_, i) => row(i)),
-);
-writeJsonl(
-  join(data, "valid.jsonl"),
-  Array.from({ length: 2 }, (_, i) => row(50 + i)),
-);
+writeJsonl(join(data, "train.jsonl"), tokenRows(8));
+writeJsonl(join(data, "valid.jsonl"), tokenRows(2, 50));
 
 const base = fixtureModel("llama_gqa_tied");
 const tensors = (file: string) =>

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { parseCheckpoint } from "../../src/io/checkpoint.js";
 import { readSafetensorsFile } from "../../src/io/node/safetensors-file.js";
-import { fixtureModel, lora, loraWith, writeJsonl } from "../helpers.js";
+import { fixtureModel, lora, loraWith, tokenRows, writeJsonl } from "../helpers.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "lora-write-failures-"));
 const mounts: string[] = [];
@@ -31,9 +31,7 @@ function chmodAll(dir: string): void {
 const data = join(tmp, "data.jsonl");
 writeJsonl(
   data,
-  Array.from({ length: 24 }, (_, i) => ({
-    input_ids: Array.from({ length: 16 + (i % 5) }, (_, t) => (5 * i + 3 * t) % 60),
-  })),
+  tokenRows(24, 0, (i) => 16 + (i % 5)),
 );
 const settings = [
   "--model",
