@@ -383,7 +383,7 @@ describe("lora serve limits", () => {
     }
   });
 
-  it("the CLI prints its URL and adapters, and SIGTERM drains in-flight requests then exits", async () => {
+  it("the CLI prints its URL and adapters, and SIGTERM drains in-flight requests then exits", async (t) => {
     const child = spawn(process.execPath, [
       CLI,
       "serve",
@@ -394,6 +394,10 @@ describe("lora serve limits", () => {
       "--port",
       "0",
     ]);
+    // a failed assertion must not leave the server running (the suite would wait on it)
+    t.after(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    });
     let out = "";
     child.stdout.on("data", (b) => (out += b));
     const exited = new Promise<number | null>((r) => child.on("exit", r));
