@@ -401,7 +401,8 @@ describe("lora serve limits", () => {
     let out = "";
     child.stdout.on("data", (b) => (out += b));
     const exited = new Promise<number | null>((r) => child.on("exit", r));
-    for (let i = 0; i < 300 && !/\/v1\n/.test(out); i++) await new Promise((r) => setTimeout(r, 20));
+    // the three start-up lines may arrive in separate chunks: wait for the last one
+    for (let i = 0; i < 300 && !/adapters: .*\n/.test(out); i++) await new Promise((r) => setTimeout(r, 20));
     const url = /(http:\/\/127\.0\.0\.1:\d+\/v1)/.exec(out)?.[1];
     assert.ok(url, out);
     assert.match(out, /adapters: pirate/);
