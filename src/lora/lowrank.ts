@@ -100,6 +100,16 @@ export function qr(
   return { q: qRow, r, k };
 }
 
+/** The plane rotation of the columns at offsets p and q (n entries each): [x, y] -> [c·x - s·y, s·x + c·y]. */
+function rotate(m: Float64Array, p: number, q: number, n: number, cs: number, sn: number): void {
+  for (let i = 0; i < n; i++) {
+    const x = m[p + i]!;
+    const y = m[q + i]!;
+    m[p + i] = cs * x - sn * y;
+    m[q + i] = sn * x + cs * y;
+  }
+}
+
 /**
  * One-sided Jacobi (Hestenes) on the columns of the column-major rows×cols matrix `a` (rows >= cols), in
  * place: rotate pairs of columns until every pair is orthogonal to rounding. Afterwards the column norms
@@ -129,22 +139,8 @@ function jacobi(a: Float64Array, rows: number, cols: number, v: Float64Array | n
         const t = (zeta >= 0 ? 1 : -1) / (Math.abs(zeta) + Math.sqrt(1 + zeta * zeta));
         const cs = 1 / Math.sqrt(1 + t * t);
         const sn = cs * t;
-        for (let i = 0; i < rows; i++) {
-          const x = a[cp + i]!;
-          const y = a[cq + i]!;
-          a[cp + i] = cs * x - sn * y;
-          a[cq + i] = sn * x + cs * y;
-        }
-        if (v) {
-          const vp = p * cols;
-          const vq = q * cols;
-          for (let i = 0; i < cols; i++) {
-            const x = v[vp + i]!;
-            const y = v[vq + i]!;
-            v[vp + i] = cs * x - sn * y;
-            v[vq + i] = sn * x + cs * y;
-          }
-        }
+        rotate(a, cp, cq, rows, cs, sn);
+        if (v) rotate(v, p * cols, q * cols, cols, cs, sn);
       }
     }
     if (!rotated) break;
