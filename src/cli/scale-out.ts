@@ -120,6 +120,31 @@ function flagsLine(v: Values): string {
   return `lora scale-out ${parts.join(" ")}`;
 }
 
+/** What lora scale-out writes into --out, and what the run it writes adds there: all --overwrite may remove. */
+const OWN_FILES = new Set([
+  "data",
+  "init-adapter",
+  "train.py",
+  "accelerate_config.yaml",
+  "requirements.txt",
+  "README.md",
+  "adapter",
+  "checkpoints",
+  "metrics.jsonl",
+  "world.json",
+]);
+
+/** --overwrite: removes what scale-out and its run wrote; refuses, removing nothing, if --out holds anything else. */
+function removeOwnFiles(out: string): void {
+  if (!fs.existsSync(out)) return;
+  const others = fs.readdirSync(out).filter((f) => !OWN_FILES.has(f));
+  if (others.length > 0)
+    throw new UsageError(
+      `--out ${out} holds files lora scale-out did not write (${others.slice(0, 5).join(", ")}${others.length > 5 ? ", ..." : ""}); --overwrite replaces only its own files: move those away or pick a new --out`,
+    );
+  for (const f of fs.readdirSync(out)) fs.rmSync(join(out, f), { recursive: true, force: true });
+}
+
 export const scaleOutCommand: Command = {
   name: "scale-out",
   summary:
@@ -171,7 +196,7 @@ export const scaleOutCommand: Command = {
     );
     const diffs = differences(s, o, format, train.length, valid !== null);
 
-    if (v.overwrite) fs.rmSync(out, { recursive: true, force: true });
+    if (v.overwrite) removeOwnFiles(out);
     fs.mkdirSync(join(out, "data"), { recursive: true });
     if (s.adapter)
       copyInitAdapter(resolve(s.adapter as string), join(out, "init-adapter"), s.dropout as number);

@@ -4,7 +4,7 @@
  * data converted one to one, and what is refused or reported as not identical.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, describe, it } from "node:test";
@@ -330,6 +330,18 @@ describe("lora scale-out: refusals", () => {
   });
   it("DeepSpeed on CPU, an unknown strategy", () => {
     refused(/needs GPUs/, "--data", textData, "--strategy", "deepspeed-zero2", "--device", "cpu");
+  });
+  it("--overwrite replaces only scale-out's own files: a folder holding another file is refused, untouched", () => {
+    const out = join(tmp, "foreign");
+    mkdirSync(out);
+    writeFileSync(join(out, "notes.txt"), "mine");
+    const r = lora("scale-out", "--model", model, "--data", textData, "--out", out, "--overwrite");
+    assert.equal(r.code, 2, r.err);
+    assert.match(r.err, /holds files lora scale-out did not write \(notes\.txt\)/);
+    assert.equal(readFileSync(join(out, "notes.txt"), "utf8"), "mine");
+    const own = scaleOut("--data", textData);
+    assertOk(own);
+    assertOk(lora("scale-out", "--model", model, "--data", textData, "--out", own.dir, "--overwrite"));
   });
   it("an --out that is not empty, without --overwrite", () => {
     const again = lora("scale-out", "--model", model, "--data", textData, "--out", mainRun.dir);
