@@ -390,14 +390,23 @@ describe("the web page in Chromium", { skip: missing ?? false, timeout: 120_000 
       for (const [f, data] of Object.entries(files)) writeFileSync(join(dir, f), data);
       return dir;
     };
+    // waits for the text, and on a timeout says what the page shows instead
     const text = async (id: string, re: RegExp) => {
-      await page.waitForFunction(
-        ([sel, src]: [string, string]) =>
-          new RegExp(src).test(document.querySelector(sel)?.textContent ?? ""),
-        [`[data-testid="${id}"]`, re.source],
-        { timeout: 30_000 },
-      );
+      const waited = await page
+        .waitForFunction(
+          ([sel, src]: [string, string]) =>
+            new RegExp(src).test(document.querySelector(sel)?.textContent ?? ""),
+          [`[data-testid="${id}"]`, re.source],
+          { timeout: 60_000 },
+        )
+        .then(
+          () => true,
+          () => false,
+        );
+      if (!waited) assert.match((await page.getByTestId(id).textContent()) ?? "", re, `the page's ${id}`);
     };
+    // a fresh page: the folder and file the previous test picked would otherwise open with this test's first pick
+    await page.reload();
     const demo = join(repoRoot, "assets/base-model");
     const real = (f: string) => readFileSync(join(demo, f));
     writeFileSync(join(tmp, "two.txt"), "one\n\ntwo\n");
