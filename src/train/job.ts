@@ -260,11 +260,14 @@ export function weightFiles(plan: FineTunePlan, outputs = false): Record<string,
  * Runs the plan: a metrics row per step and per evaluation, a checkpoint every --save-every steps
  * and at the end, then the outputs. A run whose checkpoint is already at its last step only writes
  * its outputs. Errors (a DivergedError among them) propagate after what was stored stays stored.
+ * `control.shouldStop`, asked after each step, ends the run there with a checkpoint of that step and no
+ * outputs (the result's `stopped`); resuming from that checkpoint continues the same run.
  */
 export async function runFineTune(
   plan: FineTunePlan,
   storage: RunStorage,
   onEvent: (e: FineTuneEvent) => void = () => {},
+  control: { shouldStop?: () => boolean } = {},
 ): Promise<TrainResult | null> {
   const { input, trained, steps } = plan;
   const s = input.settings;
@@ -293,6 +296,7 @@ export async function runFineTune(
     saveEvery: s["save-every"] as number,
     rng: plan.dropoutRng,
     resume: input.resume ?? undefined,
+    shouldStop: control.shouldStop,
     onStep: async (info) => {
       await storage.appendMetrics({
         step: info.step,
@@ -314,6 +318,7 @@ export async function runFineTune(
       onEvent({ type: "eval", info });
     },
   });
-  await storage.saveOutputs(weightFiles(plan, true));
+  // a stopped run has its checkpoint at the step it stopped; its outputs wait for the resume's end
+  if (!result.stopped) await storage.saveOutputs(weightFiles(plan, true));
   return result;
 }

@@ -86,6 +86,12 @@ export interface TrainOptions {
   /** Called after each step and each evaluation; may be async (a metrics write), and is awaited. */
   onStep?: (info: StepInfo) => void | Promise<void>;
   onEval?: (info: EvalInfo) => void | Promise<void>;
+  /**
+   * Asked after each step once the page or terminal has had its turn (so a stop request that arrived
+   * during the step counts): true ends the run there, with a checkpoint of that step (`save`), and no
+   * final evaluation. A resume from it continues exactly where the run stopped.
+   */
+  shouldStop?: () => boolean;
   /** Clock in seconds (injectable for tests). */
   now?: () => number;
 }
@@ -99,6 +105,8 @@ export interface TrainResult {
   valLoss: number | null;
   /** Seconds of this call spent in training steps (evaluation and saving excluded). */
   trainS: number;
+  /** True when `shouldStop` ended the run before its last step. */
+  stopped?: boolean;
 }
 
 /**
@@ -235,6 +243,12 @@ export async function train(model: CausalLM, opts: TrainOptions): Promise<TrainR
     if (opts.save && opts.saveEvery && step % opts.saveEvery === 0 && step < steps)
       await opts.save(snapshot());
     await nextTick(); // lets a progress bar draw, and a browser page stay responsive
+    if (step < steps && opts.shouldStop?.()) {
+      model.eval();
+      // a step that was just checkpointed by --save-every is not written twice
+      if (opts.save && !(opts.saveEvery && step % opts.saveEvery === 0)) await opts.save(snapshot());
+      return { steps: step, tokens, elapsedS: elapsed(), loss, valLoss, trainS, stopped: true };
+    }
   }
   await evaluate();
   model.eval();

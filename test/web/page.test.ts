@@ -1,9 +1,13 @@
 /**
  * The web page in real Chromium (Debian's /usr/bin/chromium, driven by playwright-core): `npm run web`
- * builds and serves it; the demo trains a few steps; the downloaded adapter is byte-identical to
- * `lora train` with the same settings and seed on the same backend (wasm, one thread); a run stopped
- * and resumed after a page reload ends with the same adapter as an uninterrupted one. Skips, saying
- * so, where Chromium is not installed. UPDATE_SCREENSHOT=1 saves the mid-run screenshot the README shows.
+ * builds and serves it cross-origin isolated (COOP/COEP), so it trains on two wasm threads (?threads=2);
+ * the same build served without those headers trains on one. On both, the demo's adapter is
+ * byte-identical to `lora train` with the same settings, seed, backend and thread count (wasm, 2 and
+ * 1), and so to each other; the GGUF download equals `lora export --format gguf`; a run stopped and
+ * resumed after a page reload continues from the very step it stopped at and ends with the same adapter
+ * as an uninterrupted one. Both shells run the relaxed-SIMD FMA build of the kernels (Chromium has
+ * relaxed SIMD; the CLI turns it on in Node 20), and the page says so. Skips, saying so, where Chromium
+ * is not installed. UPDATE_SCREENSHOT=1 saves the mid-run screenshot the README shows.
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
@@ -16,9 +20,10 @@ import {
   truncateSync,
   writeFileSync,
 } from "node:fs";
+import { createServer as createHttpServer, type Server } from "node:http";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { extname, join, normalize } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { unzipSync } from "fflate";
 import { buildModel, modelFamily } from "../../src/models/index.js";
@@ -86,6 +91,35 @@ async function serve(): Promise<{ url: string; proc: ChildProcess }> {
   return { url, proc };
 }
 
+/** web/dist (which `npm run web` built) over plain HTTP without COOP/COEP: the page is not cross-origin isolated. */
+function serveUnisolated(): Promise<{ url: string; server: Server }> {
+  const dist = join(repoRoot, "web/dist");
+  const types: Record<string, string> = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".json": "application/json",
+  };
+  const server = createHttpServer((req, res) => {
+    const path = normalize(decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname));
+    const file = join(dist, path === "/" ? "index.html" : path);
+    if (!file.startsWith(dist) || !existsSync(file)) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { "Content-Type": types[extname(file)] ?? "application/octet-stream" });
+    res.end(readFileSync(file));
+  });
+  return new Promise((res) =>
+    server.listen(0, "127.0.0.1", () =>
+      res({ url: `http://127.0.0.1:${(server.address() as { port: number }).port}/`, server }),
+    ),
+  );
+}
+
+/** The threads the isolated page asks for (?threads=2), and so the CLI runs it is compared with. */
+const THREADS = 2;
+
 /** What a `lora train` run gave: its folder, adapter and training rate. */
 interface CliRun {
   dir: string;
@@ -94,11 +128,12 @@ interface CliRun {
   tokensPerS: number;
 }
 
-/** The adapter `lora train` writes on the demo with these steps (wasm backend, one thread), run in the background. */
+/** The adapter `lora train` writes on the demo with these steps (wasm backend, `threads` threads), run in the background. */
 function cliAdapter(
   name: string,
   steps: number,
   data: string[] = ["--model", join(repoRoot, "assets/base-model"), "--data", join(repoRoot, "assets/task")],
+  threads = THREADS,
 ): Promise<CliRun> {
   const out = join(tmp, name);
   const args = ["train", ...data];
@@ -112,7 +147,7 @@ function cliAdapter(
     "--backend",
     "wasm",
     "--threads",
-    "1",
+    String(threads),
   );
   return new Promise((res, rej) => {
     const p = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
@@ -143,14 +178,21 @@ describe("the web page in Chromium", { skip: missing ?? false, timeout: 120_000 
   // biome-ignore lint/suspicious/noExplicitAny: see above
   let page: any;
 
+  let plain: { url: string; server: Server };
   let cli3: ReturnType<typeof cliAdapter>;
-  let cli6: ReturnType<typeof cliAdapter>;
+  let cli3one: ReturnType<typeof cliAdapter>;
+  let cli8: ReturnType<typeof cliAdapter>;
+  /** The isolated page's adapter_model.safetensors, for the one-thread page to match. */
+  let threadedWeights: Buffer | null = null;
 
   before(async () => {
+    // one after another, and all done before the page's first timed run (the tokens/s figures)
     cli3 = cliAdapter("cli-3", 3);
-    cli6 = cli3.then(() => cliAdapter("cli-6", 6));
-    cli6.catch(() => {}); // awaited by its test
+    cli3one = cli3.then(() => cliAdapter("cli-3-one", 3, undefined, 1));
+    cli8 = cli3one.then(() => cliAdapter("cli-8", 8));
+    cli8.catch(() => {}); // awaited by its tests
     server = await serve();
+    plain = await serveUnisolated();
     const { chromium } = await import("playwright-core");
     browser = await chromium.launch({
       executablePath: CHROMIUM,
@@ -163,10 +205,11 @@ describe("the web page in Chromium", { skip: missing ?? false, timeout: 120_000 
     });
     page = await context.newPage();
     page.on("pageerror", (e: Error) => console.error(`page error: ${e.message}`));
-    await page.goto(server.url);
+    await page.goto(`${server.url}?threads=${THREADS}`);
   });
   after(async () => {
     await browser?.close();
+    plain?.server.close();
     if (server?.proc.pid) process.kill(-server.proc.pid);
     rmSync(tmp, { recursive: true, force: true });
   });
@@ -215,13 +258,18 @@ describe("the web page in Chromium", { skip: missing ?? false, timeout: 120_000 
     );
   };
 
+  const pageRate = async () => {
+    const progress = (await page.getByTestId("progress").textContent()) as string;
+    return Number(/([\d,]+) tokens\/s/.exec(progress)?.[1]?.replaceAll(",", ""));
+  };
+
   it("says how many threads it trains on, and shows PEFT's trainable-parameter line", async () => {
     await openDemo(3);
     // the CLI's wasm backend on Node 20 turns relaxed SIMD on (kernels/wasm/node/relaxed-flag.ts), and the
     // byte comparisons below need the page on the same variant: Chromium has relaxed SIMD by default
     assert.match(
       (await page.getByTestId("threads").textContent()) as string,
-      /1 thread \(WebAssembly relaxed-SIMD FMA; the page is cross-origin isolated/,
+      new RegExp(`^${THREADS} threads \\(WebAssembly relaxed-SIMD FMA; the page is cross-origin isolated`),
     );
     await page.waitForFunction(() =>
       /trainable params: [\d,]+ \|\| all params/.test(
@@ -230,7 +278,9 @@ describe("the web page in Chromium", { skip: missing ?? false, timeout: 120_000 
     );
   });
 
-  it("trains the demo a few steps; the adapter equals lora train's, byte for byte, and the merged model lora merge's", async (t) => {
+  it("trains the demo a few steps on two threads; the adapter equals lora train's, byte for byte, the GGUF lora export's, and the merged model lora merge's", async (t) => {
+    const cli = await cli3;
+    await cli8; // no lora train competes with the page's timed steps
     await page.getByTestId("train").click();
     await waitStatus(/done/);
     for (const id of ["sample-before", "sample-after", "val-before", "val-after"])
@@ -238,14 +288,44 @@ describe("the web page in Chromium", { skip: missing ?? false, timeout: 120_000 
     const before = Number(await page.getByTestId("val-before").textContent());
     const afterLoss = Number(await page.getByTestId("val-after").textContent());
     assert.ok(afterLoss < before, `held-out loss ${before} -> ${afterLoss} did not fall`);
-    const cli = await cli3;
-    sameAsCli(await downloadAdapter(), cli);
-    const progress = (await page.getByTestId("progress").textContent()) as string;
-    const pageRate = Number(/([\d,]+) tokens\/s/.exec(progress)?.[1]?.replaceAll(",", ""));
+    const zip = await downloadAdapter();
+    sameAsCli(zip, cli);
+    threadedWeights = Buffer.from(zip["adapter_model.safetensors"]!);
+    const rate = await pageRate();
     t.diagnostic(
-      `tokens/s, demo, seq-len 32, batch 8, one wasm thread: page ${pageRate}, lora train ${cli.tokensPerS}`,
+      `tokens/s, demo, seq-len 32, batch 8, ${THREADS} wasm threads: page ${rate}, lora train ${cli.tokensPerS}`,
     );
-    assert.ok(pageRate > 0 && cli.tokensPerS > 0, `rates: page ${pageRate}, lora train ${cli.tokensPerS}`);
+    assert.ok(rate > 0 && cli.tokensPerS > 0, `rates: page ${rate}, lora train ${cli.tokensPerS}`);
+
+    // the GGUF adapter: the same bytes as lora export of lora train's adapter
+    const [gguf] = await Promise.all([
+      page.waitForEvent("download"),
+      page.getByTestId("download-gguf").click(),
+    ]);
+    const ggufPath = join(tmp, "page.gguf");
+    await gguf.saveAs(ggufPath);
+    const cliGguf = join(tmp, "cli.gguf");
+    const exp = spawnSync(
+      process.execPath,
+      [
+        CLI,
+        "export",
+        "--adapter",
+        cli.dir,
+        "--format",
+        "gguf",
+        "--out",
+        cliGguf,
+        "--model",
+        join(repoRoot, "assets/base-model"),
+      ],
+      { encoding: "utf8" },
+    );
+    assert.equal(exp.status, 0, exp.stderr);
+    assert.ok(
+      readFileSync(ggufPath).equals(readFileSync(cliGguf)),
+      "the page's adapter.gguf differs from lora export --format gguf's",
+    );
 
     // the merged model: the same weights as lora merge of lora train's adapter
     const [download] = await Promise.all([
@@ -291,8 +371,45 @@ describe("the web page in Chromium", { skip: missing ?? false, timeout: 120_000 
     );
   });
 
-  it("stops, and after a reload resumes from OPFS to the uninterrupted run's adapter", async () => {
-    await openDemo(6, 2);
+  it("without cross-origin isolation trains on one thread, to the same adapter as two threads and lora train --threads 1", async (t) => {
+    const context = await browser.newContext({ acceptDownloads: true });
+    const one = await context.newPage();
+    one.on("pageerror", (e: Error) => console.error(`page error: ${e.message}`));
+    await one.goto(`${plain.url}?threads=${THREADS}`);
+    const main = page;
+    page = one;
+    try {
+      await openDemo(3);
+      assert.match(
+        (await page.getByTestId("threads").textContent()) as string,
+        /^1 thread \(WebAssembly relaxed-SIMD FMA; the page is not cross-origin isolated/,
+      );
+      await page.getByTestId("train").click();
+      await waitStatus(/done/);
+      const cli = await cli3one;
+      const weights = Buffer.from((await downloadAdapter())["adapter_model.safetensors"]!);
+      assert.ok(
+        weights.equals(cli.weights),
+        "the one-thread page's adapter differs from lora train --threads 1's",
+      );
+      assert.ok(threadedWeights, "the two-thread page's test did not run");
+      assert.ok(
+        weights.equals(threadedWeights),
+        "the one-thread page's adapter differs from the two-thread page's",
+      );
+      const rate = await pageRate();
+      t.diagnostic(
+        `tokens/s, demo, seq-len 32, batch 8, one wasm thread: page ${rate}, lora train ${cli.tokensPerS}`,
+      );
+    } finally {
+      page = main;
+      await context.close();
+    }
+  });
+
+  it("stops at a step, and after a reload resumes from that very step (OPFS) to the uninterrupted run's adapter", async () => {
+    // save-every is larger than the run: the only checkpoint before the end is the one Stop writes
+    await openDemo(8, 100);
     await page.getByTestId("train").click();
     await page.waitForFunction(
       () => /step 3 of/.test(document.querySelector('[data-testid="status"]')?.textContent ?? ""),
@@ -302,16 +419,22 @@ describe("the web page in Chromium", { skip: missing ?? false, timeout: 120_000 
     if (process.env.UPDATE_SCREENSHOT === "1")
       writeFileSync(join(repoRoot, "docs/web-page.png"), await page.screenshot({ fullPage: true }));
     await page.getByTestId("stop").click();
-    await waitStatus(/stopped/);
+    await waitStatus(/stopped at step \d+; resume continues from the checkpoint at step \d+/);
+    const [, at, from] = /stopped at step (\d+); .* at step (\d+)/.exec(
+      (await status().textContent()) as string,
+    )!;
+    assert.equal(from, at, "the checkpoint is not at the step the run stopped at");
+    assert.ok(Number(at) >= 3 && Number(at) < 8, `stopped at step ${at}`);
+    assert.match((await page.getByTestId("progress").textContent()) as string, new RegExp(`^step ${at}/8 `));
     await page.reload();
     await page.getByTestId("use-demo").click();
-    await waitStatus(/stored run of this model is at step [24]/);
-    await page.getByTestId("steps").fill("6");
+    await waitStatus(new RegExp(`stored run of this model is at step ${at}:`));
+    await page.getByTestId("steps").fill("8");
     for (const [k, v] of Object.entries(SHORT)) await page.getByTestId(k).fill(v);
-    await page.getByTestId("save-every").fill("2");
+    await page.getByTestId("save-every").fill("100");
     await page.getByTestId("train").click();
     await waitStatus(/done/);
-    sameAsCli(await downloadAdapter(), await cli6);
+    sameAsCli(await downloadAdapter(), await cli8);
   });
 
   it("trains a model folder and a text file given through the inputs; lora eval scores its adapter as the page did", async (t) => {

@@ -17,7 +17,12 @@ const buttons = {
   stop: $<HTMLButtonElement>("stop"),
   adapter: $<HTMLButtonElement>("download-adapter"),
   merged: $<HTMLButtonElement>("download-merged"),
+  gguf: $<HTMLButtonElement>("download-gguf"),
 };
+
+/** Threads to train on: ?threads=N, else every core the browser reports (one without cross-origin isolation). */
+const THREADS =
+  Number(new URLSearchParams(location.search).get("threads")) || navigator.hardwareConcurrency || 1;
 
 // The settings the page shows, with the CLI's defaults (src/train/settings.ts).
 const SHOWN = [
@@ -170,13 +175,21 @@ function onMessage(m: FromWorker) {
       adapter = m.adapter;
       setResume(false);
       setBusy(false);
-      buttons.adapter.disabled = buttons.merged.disabled = false;
+      buttons.adapter.disabled = buttons.merged.disabled = buttons.gguf.disabled = false;
       setStatus(`done: ${totalSteps} steps; the adapter is ready to download`);
       break;
     case "merged":
       save(new Blob([m.zip as Uint8Array<ArrayBuffer>], { type: "application/zip" }), "merged-model.zip");
       setStatus("done: merged model downloaded");
       buttons.merged.disabled = false;
+      break;
+    case "gguf":
+      save(
+        new Blob([m.bytes as Uint8Array<ArrayBuffer>], { type: "application/octet-stream" }),
+        "adapter.gguf",
+      );
+      setStatus("done: GGUF adapter downloaded");
+      buttons.gguf.disabled = false;
       break;
     case "error":
       setBusy(false);
@@ -221,12 +234,12 @@ function open(s: Source) {
   firstVal = null;
   resetChart();
   for (const id of ["val-before", "val-after", "sample-before", "sample-after"]) $(id).textContent = "–";
-  buttons.adapter.disabled = buttons.merged.disabled = true;
+  buttons.adapter.disabled = buttons.merged.disabled = buttons.gguf.disabled = true;
   setBusy(true);
   buttons.stop.disabled = true;
   setStatus("loading the model and data…");
   source = s;
-  post({ type: "open", source: s });
+  post({ type: "open", source: s, threads: THREADS });
 }
 
 $("use-demo").addEventListener("click", () => {
@@ -293,7 +306,7 @@ form.addEventListener("input", () => {
 buttons.train.addEventListener("click", () => {
   if (!source) return;
   setBusy(true);
-  buttons.adapter.disabled = buttons.merged.disabled = true;
+  buttons.adapter.disabled = buttons.merged.disabled = buttons.gguf.disabled = true;
   if (!resumeReady) {
     firstVal = null;
     resetChart();
@@ -324,6 +337,10 @@ buttons.adapter.addEventListener("click", () => {
     new Blob([zipSync(files, { level: 6 }) as Uint8Array<ArrayBuffer>], { type: "application/zip" }),
     "adapter.zip",
   );
+});
+buttons.gguf.addEventListener("click", () => {
+  buttons.gguf.disabled = true;
+  post({ type: "gguf" });
 });
 buttons.merged.addEventListener("click", () => {
   buttons.merged.disabled = true;

@@ -9,11 +9,13 @@ export type Source =
 export type SettingInput = Record<string, string | number | boolean>;
 
 export type ToWorker =
-  | { type: "open"; source: Source }
+  /** `threads`: how many the page asks for; the worker uses one where the page is not cross-origin isolated. */
+  | { type: "open"; source: Source; threads: number }
   | { type: "report"; settings: SettingInput }
   | { type: "train"; settings: SettingInput; resume: boolean }
   | { type: "stop" }
   | { type: "merge" }
+  | { type: "gguf" }
   | { type: "discard" };
 
 export type FromWorker =
@@ -35,4 +37,5 @@ export type FromWorker =
   | { type: "checkpoint"; step: number }
   | { type: "done"; adapter: Record<string, Uint8Array | string>; stopped: boolean }
   | { type: "merged"; zip: Uint8Array }
+  | { type: "gguf"; bytes: Uint8Array }
   | { type: "error"; message: string };

@@ -1,7 +1,9 @@
 /**
  * The training worker: loads the model and data, runs the library's fine-tuning job (planFineTune /
- * runFineTune, the pipeline behind `lora train`) over the WebAssembly backend, single-threaded, with
- * checkpoints in OPFS, and posts progress to the page. Every failure is posted as an error message.
+ * runFineTune, the pipeline behind `lora train`) over the WebAssembly backend, with checkpoints in OPFS,
+ * and posts progress to the page. When the page is cross-origin isolated, the backend is threaded: a
+ * pool of kernel workers (kernel-worker.ts) over one shared memory, bit-identical to one thread;
+ * otherwise it runs on this worker alone. Every failure is posted as an error message.
  */
 
 import { zipSync } from "fflate";
@@ -16,6 +18,7 @@ import {
   findTargets,
   fuseLoRA,
   generate,
+  ggufAdapterFromModel,
   loadModelFromTensors,
   loraConfigOf,
   mergeLoRA,
@@ -27,6 +30,7 @@ import {
   parseDataset,
   parseSafetensors,
   planFineTune,
+  registerBackend,
   resolveBaseDtype,
   rowTargets,
   runFineTune,
@@ -40,7 +44,7 @@ import {
   type TokenizedRow,
   tokenizeRows,
 } from "../../src/index.js";
-import { relaxedSupported } from "../../src/kernels/wasm/module.js";
+import { createWebThreadedWasm, relaxedSupported, type WebWorkerPool } from "../../src/kernels/wasm/index.js";
 import { DEMO_DATA, DEMO_MODEL, DEMO_NAME, DEMO_PROMPT } from "./demo.js";
 import { type ModelInput, type NamedBlob, openModel, readWeights, tabMemoryLimit } from "./model-files.js";
 import { OpfsRunStorage } from "./opfs-storage.js";
@@ -63,6 +67,8 @@ let opened: Opened | null = null;
 let openSeq = 0;
 let stopRequested = false;
 let lastAdapter: Record<string, Uint8Array | string> | null = null;
+/** The model that made lastAdapter, with its trained LoRA layers (for the GGUF export). */
+let lastTrained: CausalLM | null = null;
 
 const fetchBlob = async (name: string, url: string): Promise<NamedBlob> => {
   const r = await fetch(url);
@@ -76,10 +82,34 @@ function dataFormat(name: string): "txt" | "jsonl" {
   throw new Error(`${name}: unsupported data file type ".${ext}"; pick a .txt or .jsonl file`);
 }
 
-async function open(source: Source): Promise<Opened> {
+const isolated = (self as { crossOriginIsolated?: boolean }).crossOriginIsolated === true;
+/** The threaded backend's pool, started on the first open that asks for more than one thread. */
+let pool: WebWorkerPool | null = null;
+let poolRelaxed = false;
+
+/** The wasm backend with `threads` threads where the page is cross-origin isolated, else one. */
+async function useBackend(threads: number): Promise<void> {
   if (!availableBackends().includes("wasm"))
     throw new Error("this browser has no WebAssembly SIMD; use a current Chrome, Edge or Firefox");
+  if (isolated && threads > 1 && !pool) {
+    post({ type: "status", text: `starting ${threads - 1} kernel worker(s)` });
+    const t = await createWebThreadedWasm({
+      threads,
+      spawn: (onError) => {
+        const w = new Worker(new URL("./kernel-worker.ts", import.meta.url), { type: "module" });
+        w.onerror = (e) => onError(e.message);
+        return w;
+      },
+    });
+    registerBackend(t.backend);
+    pool = t.pool;
+    poolRelaxed = t.relaxed;
+  }
+  if (pool) pool.count = Math.max(1, Math.min(threads, pool.size));
   setBackend("wasm");
+}
+
+async function open(source: Source): Promise<Opened> {
   let files: NamedBlob[];
   let name: string;
   let train: DataRow[];
@@ -122,11 +152,12 @@ async function open(source: Source): Promise<Opened> {
   return { source, model, tensors, train, valid, prompt };
 }
 
-/** Which backend variant trains: one thread, relaxed-SIMD FMA or plain mul+add (they round differently). */
+/** Which backend variant trains: how many threads, relaxed-SIMD FMA or plain mul+add (they round differently). */
 function threadsLine(): string {
-  const isolated = (self as { crossOriginIsolated?: boolean }).crossOriginIsolated === true;
-  const variant = relaxedSupported() ? "relaxed-SIMD FMA" : "plain SIMD mul+add";
-  return `1 thread (WebAssembly ${variant}; the page is ${isolated ? "" : "not "}cross-origin isolated, and the threaded Web Worker pool is not built yet)`;
+  const variant = (pool ? poolRelaxed : relaxedSupported()) ? "relaxed-SIMD FMA" : "plain SIMD mul+add";
+  if (pool && pool.count > 1)
+    return `${pool.count} threads (WebAssembly ${variant}; the page is cross-origin isolated: Web Workers over one shared memory)`;
+  return `1 thread (WebAssembly ${variant}; ${isolated ? "the page is cross-origin isolated, and one thread was asked for" : "the page is not cross-origin isolated, so it has no shared memory for threads"})`;
 }
 
 /** The settings table resolved from the page's inputs (the CLI's names and defaults), base dtype resolved. */
@@ -274,9 +305,10 @@ async function run(o: Opened, input: SettingInput, resume: boolean): Promise<voi
   }
   if (resume) post({ type: "status", text: `resuming from step ${plan.firstStep} of ${plan.steps}` });
   let tokens0: number | null = null;
-  const stopping = new Error("stopped");
-  try {
-    await runFineTune(plan, storage, (e) => {
+  const result = await runFineTune(
+    plan,
+    storage,
+    (e) => {
       if (e.type === "step") {
         const i = e.info;
         // tokens per second of training steps in this session (trainS), as lora train reports it
@@ -291,18 +323,19 @@ async function run(o: Opened, input: SettingInput, resume: boolean): Promise<voi
           elapsedS: i.trainS,
           tokensPerS: tps,
         });
-        if (stopRequested && i.step < plan.steps) throw stopping;
       } else if (e.type === "eval") post({ type: "eval", step: e.info.step, valLoss: e.info.valLoss });
       else if (e.type === "eval-row")
         post({ type: "status", text: `held-out loss: ${e.done}/${e.total} rows` });
       else post({ type: "checkpoint", step: e.step });
-    });
-  } catch (e) {
-    if (e !== stopping) throw e;
+    },
+    // the job checkpoints the step it stopped at, so a resume loses no step
+    { shouldStop: () => stopRequested },
+  );
+  if (result?.stopped) {
     const back = await OpfsRunStorage.saved();
     post({
       type: "status",
-      text: `stopped; resume continues from the checkpoint at step ${back?.step ?? 0}`,
+      text: `stopped at step ${result.steps}; resume continues from the checkpoint at step ${back?.step ?? 0}`,
     });
     return;
   }
@@ -311,7 +344,18 @@ async function run(o: Opened, input: SettingInput, resume: boolean): Promise<voi
     post({ type: "eval", step: plan.steps, valLoss: evaluate(model, valid).loss });
   post({ type: "sample", which: "after", text: sample(model, o) });
   lastAdapter = adapterFiles(plan.trained, plan.lora!, o.model.name);
+  lastTrained = plan.trained;
   post({ type: "done", adapter: lastAdapter, stopped: false });
+}
+
+/** The trained adapter as llama.cpp's GGUF LoRA adapter (f32), as `lora export --format gguf` writes it:
+ *  from the trained model's LoRA layers, in its module order. */
+function gguf(o: Opened): Uint8Array {
+  if (!lastTrained) throw new Error("no trained adapter yet: train first");
+  return ggufAdapterFromModel(lastTrained, o.model.config, {
+    source: "the trained adapter",
+    modelSource: `${o.model.name}/config.json`,
+  }).bytes;
 }
 
 /** The merged model folder as a zip: the base with the trained adapter merged in, and the tokenizer files. */
@@ -352,8 +396,10 @@ self.onmessage = async (ev: MessageEvent<ToWorker>) => {
       const mine = ++openSeq;
       opened = null;
       lastAdapter = null;
+      lastTrained = null;
       let o: Opened;
       try {
+        await useBackend(m.threads);
         o = await open(m.source);
       } catch (e) {
         if (mine === openSeq) throw e;
@@ -376,6 +422,7 @@ self.onmessage = async (ev: MessageEvent<ToWorker>) => {
     } else if (!opened) throw new Error("pick a model and data first (or use the demo)");
     else if (m.type === "report") post({ type: "report", line: report(opened, m.settings) });
     else if (m.type === "train") await run(opened, m.settings, m.resume);
+    else if (m.type === "gguf") post({ type: "gguf", bytes: gguf(opened) });
     else if (m.type === "merge") post({ type: "merged", zip: await merged(opened) });
     else if (m.type === "discard") {
       await OpfsRunStorage.clear();

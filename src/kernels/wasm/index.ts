@@ -6,8 +6,8 @@
  *
  * Browsers: the bytes are embedded, so no fs or fetch is needed. Synchronous compilation of a ~20 KB
  * module is fine in a Web Worker, but Chrome refuses it on the main thread (limit 4 KB): there, call
- * `await precompileKernels()` first. A Web Worker pool (the Threads interface in threads.ts) is not
- * done yet.
+ * `await precompileKernels()` first. A cross-origin isolated page's Web Worker gets the threaded
+ * variant from `createWebThreadedWasm` (web-pool.ts), a pool of Web Workers over one shared memory.
  */
 import type { Backend } from "../backend.js";
 import { createWasmBackend, type WasmRuntime } from "./backend.js";
@@ -15,6 +15,7 @@ import { Heap } from "./heap.js";
 import { compileKernels, INITIAL_PAGES, MAX_PAGES, simdSupported } from "./module.js";
 import { singleThread } from "./threads.js";
 
+export { serveKernels } from "./atomics-pool.js";
 export { createWasmBackend, type WasmRuntime } from "./backend.js";
 export { CONTROL_OFFSET, Heap } from "./heap.js";
 export {
@@ -38,6 +39,8 @@ function singleRuntime(): WasmRuntime {
   }
   return runtime;
 }
+
+export { createWebThreadedWasm, type KernelWorker, WebWorkerPool } from "./web-pool.js";
 
 export const wasmBackend: Backend = createWasmBackend("wasm", singleRuntime);
 export { simdSupported as wasmAvailable };

@@ -1,7 +1,7 @@
 /**
- * How the backend runs a kernel on several threads. The browser-safe core only has the single-thread
- * runner; src/kernels/wasm/node/pool.ts provides one backed by worker_threads on a shared memory, and a
- * Web Worker pool can implement the same interface later.
+ * How the backend runs a kernel on several threads. The browser-safe core has the single-thread runner
+ * and the Web Worker pool (web-pool.ts); src/kernels/wasm/node/pool.ts provides one backed by
+ * worker_threads. Both pools share atomics-pool.ts over one shared memory.
  *
  * Splits are static and deterministic (contiguous ranges of output rows, columns, batch items or
  * heads), and no split divides a reduction, so results are bit-identical for any thread count.

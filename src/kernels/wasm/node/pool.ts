@@ -13,26 +13,24 @@ import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import type { Backend } from "../../backend.js";
 import { registerBackend } from "../../index.js";
+import { clampThreads, controlViews, dispatch } from "../atomics-pool.js";
+import { READY } from "../control.js";
 import {
-  CONTROL_OFFSET,
   compileKernels,
   createWasmBackend,
   Heap,
   INITIAL_PAGES,
   MAX_PAGES,
-  PARALLEL_KERNELS,
   type ParallelKernel,
   simdSupported,
   type Threads,
   type WasmRuntime,
 } from "../index.js";
-import { ARGS, ERROR, GEN, MAX_THREADS, PENDING, READY, SLOT } from "./control.js";
 
 export class WorkerPool implements Threads {
   count: number;
   private readonly workers: Worker[] = [];
-  private readonly ctrl: Int32Array;
-  private readonly args: Float64Array;
+  private readonly views: { ctrl: Int32Array; args: Float64Array };
 
   constructor(
     private readonly memory: WebAssembly.Memory,
@@ -40,8 +38,7 @@ export class WorkerPool implements Threads {
     count: number,
   ) {
     this.count = clampThreads(count);
-    this.ctrl = new Int32Array(memory.buffer, CONTROL_OFFSET, ARGS / 4);
-    this.args = new Float64Array(memory.buffer, CONTROL_OFFSET + ARGS, SLOT * MAX_THREADS);
+    this.views = controlViews(memory);
   }
 
   /** Starts workers 1..n-1 if they are not running yet, and waits until they are ready. */
@@ -57,9 +54,10 @@ export class WorkerPool implements Threads {
       w.unref();
       this.workers.push(w);
     }
-    for (let ready = Atomics.load(this.ctrl, READY); ready < this.workers.length; ) {
-      Atomics.wait(this.ctrl, READY, ready, 10_000);
-      const now = Atomics.load(this.ctrl, READY);
+    const { ctrl } = this.views;
+    for (let ready = Atomics.load(ctrl, READY); ready < this.workers.length; ) {
+      Atomics.wait(ctrl, READY, ready, 10_000);
+      const now = Atomics.load(ctrl, READY);
       if (now === ready)
         throw new Error(
           `wasm worker threads (${new URL("./worker.js", import.meta.url)}) did not start within 10 s`,
@@ -69,42 +67,15 @@ export class WorkerPool implements Threads {
   }
 
   run(heap: Heap, kernel: ParallelKernel, parts: number[][]): void {
-    const fn = heap.k[kernel]!;
     // no parts (an empty input): nothing to run, and PENDING must never go negative
     if (parts.length === 0) return;
     if (parts.length === 1) {
-      fn(...parts[0]!);
+      heap.k[kernel]!(...parts[0]!);
       return;
     }
     this.ensureWorkers(parts.length);
-    const { ctrl, args } = this;
-    const index = PARALLEL_KERNELS.indexOf(kernel);
-    for (let t = 1; t < parts.length; t++) {
-      const p = parts[t]!;
-      args[SLOT * t] = index;
-      args[SLOT * t + 1] = p.length;
-      args.set(p, SLOT * t + 2);
-    }
-    Atomics.store(ctrl, ERROR, 0);
-    Atomics.store(ctrl, PENDING, parts.length - 1);
-    for (let t = 1; t < parts.length; t++) {
-      Atomics.add(ctrl, GEN + t, 1);
-      Atomics.notify(ctrl, GEN + t);
-    }
-    try {
-      fn(...parts[0]!);
-    } finally {
-      // even when part 0 traps, wait for the workers: the next call reuses the control block
-      for (let p = Atomics.load(ctrl, PENDING); p !== 0; p = Atomics.load(ctrl, PENDING)) {
-        Atomics.wait(ctrl, PENDING, p);
-      }
-    }
-    if (Atomics.load(ctrl, ERROR)) throw new Error(`wasm kernel ${kernel} failed in a worker thread`);
+    dispatch(this.views, heap, kernel, parts);
   }
-}
-
-function clampThreads(n: number): number {
-  return Math.max(1, Math.min(MAX_THREADS, Math.floor(n)));
 }
 
 /** LORA_THREADS, else the number of cores. */
