@@ -96,6 +96,44 @@ describe("fine-tuning job", () => {
     );
   });
 
+  it("stopped by shouldStop between save-every steps, checkpoints that step and no outputs; the resume gives the uninterrupted bytes", async () => {
+    const whole = new MemoryRunStorage();
+    await runFineTune(planFineTune(input(SETTINGS)), whole);
+    // asked after every step: stop after the 4th (save-every is 3, so 4 has no checkpoint of its own)
+    const stopped = new MemoryRunStorage();
+    let asked = 0;
+    const result = await runFineTune(planFineTune(input(SETTINGS)), stopped, () => {}, {
+      shouldStop: () => ++asked === 4,
+    });
+    assert.equal(result!.steps, 4);
+    assert.equal(result!.stopped, true);
+    assert.deepEqual([...stopped.checkpoints.keys()], [3, 4]);
+    assert.equal(stopped.outputs, null);
+    const ckpt = stopped.checkpoints.get(4)!;
+    const state = parseCheckpoint(
+      JSON.parse(text(ckpt, "trainer_state.json")),
+      parseSafetensors(bytes(ckpt, "optimizer.safetensors"), "optimizer.safetensors"),
+      "step-4",
+    );
+    assert.equal(state.step, 4);
+    const fresh = input(SETTINGS);
+    const adapter = {
+      config: parseAdapterConfig(
+        JSON.parse(text(ckpt, "adapter_config.json")),
+        "step-4",
+        modelFamily(fresh.config).defaultTargets,
+      ),
+      tensors: parseSafetensors(bytes(ckpt, "adapter_model.safetensors"), "step-4").tensors,
+      source: "step-4",
+    };
+    const resumed = new MemoryRunStorage();
+    await runFineTune(planFineTune({ ...fresh, adapter, resume: state }), resumed);
+    assert.deepEqual(
+      bytes(resumed.outputs!, "adapter_model.safetensors"),
+      bytes(whole.outputs!, "adapter_model.safetensors"),
+    );
+  });
+
   it("a run already at its last step only writes its outputs", async () => {
     const whole = new MemoryRunStorage();
     await runFineTune(planFineTune(input(SETTINGS)), whole);
