@@ -86,24 +86,30 @@ const isolated = (self as { crossOriginIsolated?: boolean }).crossOriginIsolated
 /** The threaded backend's pool, started on the first open that asks for more than one thread. */
 let pool: WebWorkerPool | null = null;
 let poolRelaxed = false;
+/** Why the pool did not start (then the worker trains on one thread and says why). */
+let poolError: string | null = null;
 
 /** The wasm backend with `threads` threads where the page is cross-origin isolated, else one. */
 async function useBackend(threads: number): Promise<void> {
   if (!availableBackends().includes("wasm"))
     throw new Error("this browser has no WebAssembly SIMD; use a current Chrome, Edge or Firefox");
-  if (isolated && threads > 1 && !pool) {
+  if (isolated && threads > 1 && !pool && poolError === null) {
     post({ type: "status", text: `starting ${threads - 1} kernel worker(s)` });
-    const t = await createWebThreadedWasm({
-      threads,
-      spawn: (onError) => {
-        const w = new Worker(new URL("./kernel-worker.ts", import.meta.url), { type: "module" });
-        w.onerror = (e) => onError(e.message);
-        return w;
-      },
-    });
-    registerBackend(t.backend);
-    pool = t.pool;
-    poolRelaxed = t.relaxed;
+    try {
+      const t = await createWebThreadedWasm({
+        threads,
+        spawn: (onError) => {
+          const w = new Worker(new URL("./kernel-worker.ts", import.meta.url), { type: "module" });
+          w.onerror = (e) => onError(e.message);
+          return w;
+        },
+      });
+      registerBackend(t.backend);
+      pool = t.pool;
+      poolRelaxed = t.relaxed;
+    } catch (e) {
+      poolError = (e as Error).message ?? String(e);
+    }
   }
   if (pool) pool.count = Math.max(1, Math.min(threads, pool.size));
   setBackend("wasm");
@@ -157,7 +163,12 @@ function threadsLine(): string {
   const variant = (pool ? poolRelaxed : relaxedSupported()) ? "relaxed-SIMD FMA" : "plain SIMD mul+add";
   if (pool && pool.count > 1)
     return `${pool.count} threads (WebAssembly ${variant}; the page is cross-origin isolated: Web Workers over one shared memory)`;
-  return `1 thread (WebAssembly ${variant}; ${isolated ? "the page is cross-origin isolated, and one thread was asked for" : "the page is not cross-origin isolated, so it has no shared memory for threads"})`;
+  const why = !isolated
+    ? "the page is not cross-origin isolated, so it has no shared memory for threads"
+    : poolError !== null
+      ? `the page is cross-origin isolated, but ${poolError}`
+      : "the page is cross-origin isolated, and one thread was asked for";
+  return `1 thread (WebAssembly ${variant}; ${why})`;
 }
 
 /** The settings table resolved from the page's inputs (the CLI's names and defaults), base dtype resolved. */
