@@ -118,7 +118,8 @@ export async function main(argv: string[]): Promise<number> {
       setMaxMemory(bytes);
     }
     await cmd.run(values);
-    return 0;
+    // a command that ended early but cleanly (lora train stopped by Ctrl-C: 130) has set its code
+    return Number(process.exitCode ?? 0);
   } catch (e) {
     const err = e as Error;
     if (debug) console.error(err.stack ?? err);

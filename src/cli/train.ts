@@ -332,14 +332,30 @@ async function runTrain(v: Values): Promise<void> {
   }
   const progress = new Progress(steps, firstStep);
   progress.begin();
+  // Ctrl-C ends the run after the step in progress, with a checkpoint of that step; a second one quits at once
+  let interrupted = false;
+  const onInterrupt = () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    console.error(
+      "\nstopping after this step, with a checkpoint (Ctrl-C again quits at once, losing the step)",
+    );
+  };
+  process.on("SIGINT", onInterrupt);
   let result: TrainResult;
   try {
-    result = (await runFineTune(plan, storage, (e) => {
-      if (e.type === "step") progress.step(e.info);
-      else if (e.type === "eval") progress.eval(e.info);
-      else if (e.type === "eval-row") progress.evalRow(e.done, e.total);
-    }))!;
+    result = (await runFineTune(
+      plan,
+      storage,
+      (e) => {
+        if (e.type === "step") progress.step(e.info);
+        else if (e.type === "eval") progress.eval(e.info);
+        else if (e.type === "eval-row") progress.evalRow(e.done, e.total);
+      },
+      { shouldStop: () => interrupted },
+    ))!;
   } catch (e) {
+    process.off("SIGINT", onInterrupt);
     progress.stop();
     const staged = folder.staged;
     const keptNew = folder.abandon();
@@ -355,7 +371,15 @@ async function runTrain(v: Values): Promise<void> {
     if (kept) (e as Error).message += `;${kept}`;
     throw e;
   }
+  process.off("SIGINT", onInterrupt);
   progress.stop();
+  if (result.stopped) {
+    console.log(
+      `\nstopped at step ${result.steps}/${steps}; checkpoint ${storage.lastCheckpoint}: continue with lora train --resume ${storage.lastCheckpoint}`,
+    );
+    process.exitCode = 130;
+    return;
+  }
 
   const written = [...storage.written, ...(await storage.plotLoss())];
   const trainedSteps = result.steps - firstStep;
