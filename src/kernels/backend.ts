@@ -107,6 +107,16 @@ export interface Backend {
   /** True when a matmul with a bf16 weight runs faster than with f32 (hardware bf16 dot products), so
    *  `--base-dtype auto` picks bf16 on this backend. */
   readonly fastBf16?: boolean;
+  /**
+   * Batch invariance of matmul with a transposed weight (x @ W^T, as every Linear computes it): a
+   * product of at most this many rows gives each output row the bits that row alone (M = 1) gives.
+   * Absent: any number of rows does (ref and wasm sum every element over k in one order whatever M
+   * is). native: 8, its GEMV_ROWS: up to there it runs one dot per output, in the same order for any
+   * M; larger products take the packed FMA tiles, which sum in another order (see native/src/gemm.cc).
+   * A batched decode (autograd/invariant.ts) splits its products into chunks of this many rows, so a
+   * sequence's numbers do not depend on the batch it runs in.
+   */
+  readonly invariantRows?: number;
 
   // out[b]: [M, N] = op(a[b]): [M, K] @ op(b[b]): [K, N]; b may be a frozen 16-bit weight (see HalfArray)
   matmul(out: Float32Array, a: Float32Array, b: WeightArray, d: MatmulDims): void;

@@ -23,6 +23,8 @@ export function createNativeBackend(k: NativeAddon): Backend {
   return {
     name: "native",
     fastBf16: k.info().bf16,
+    // GEMV_ROWS in native/src/gemm.cc: up to 8 rows, one dot per output whatever M is
+    invariantRows: 8,
     matmul(out, a, b, d) {
       const [bits, btype] = unpack(b);
       n.matmul(

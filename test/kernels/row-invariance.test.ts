@@ -1,0 +1,55 @@
+/**
+ * Batch invariance of matmul with a transposed weight (x @ W^T, every Linear): on each backend, a
+ * product of up to `invariantRows` rows gives each row exactly (bit for bit) what that row alone gives,
+ * wherever the row falls (first, last, inside or at the edge of a register tile). Odd sizes cross the
+ * kernels' edge tiles, a depth over 256 crosses a cache block, N <= 8 takes the rank-side kernels.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { availableBackends, setBackend, singleMatmul } from "../../src/kernels/index.js";
+import "../../src/kernels/node/index.js";
+import { Rng } from "../../src/tensor/random.js";
+
+const rng = new Rng(7);
+const randn = (n: number) => Float32Array.from({ length: n }, () => rng.normal());
+const SHAPES: [number, number][] = [
+  [8, 64], // N, K: LoRA's B side (rank 8) and a rank-side product
+  [17, 300],
+  [100, 48],
+  [64, 8],
+];
+const MAX_ROWS = 20;
+
+for (const name of availableBackends()) {
+  describe(`matmul rows are batch-invariant on ${name}`, () => {
+    it("a row of an M-row x @ W^T equals the same row alone, for every M up to invariantRows", () => {
+      const k = setBackend(name);
+      const top = Math.min(MAX_ROWS, k.invariantRows ?? MAX_ROWS);
+      for (const [N, K] of SHAPES) {
+        const w = randn(N * K);
+        const x = randn(MAX_ROWS * K);
+        const alone = new Float32Array(MAX_ROWS * N);
+        for (let i = 0; i < MAX_ROWS; i++)
+          k.matmul(
+            alone.subarray(i * N, (i + 1) * N),
+            x.subarray(i * K, (i + 1) * K),
+            w,
+            singleMatmul(1, N, K, { transB: true }),
+          );
+        for (let M = 2; M <= top; M++)
+          for (const first of [0, MAX_ROWS - M]) {
+            const out = new Float32Array(M * N);
+            k.matmul(out, x.subarray(first * K, (first + M) * K), w, singleMatmul(M, N, K, { transB: true }));
+            for (let i = 0; i < M; i++) {
+              const want = alone.subarray((first + i) * N, (first + i + 1) * N);
+              const got = out.subarray(i * N, (i + 1) * N);
+              assert.ok(
+                got.every((v, j) => Object.is(v, want[j])),
+                `${name}: row ${i} of ${M} (rows ${first}..) of [${M}, ${K}] @ [${N}, ${K}]^T differs from the row alone`,
+              );
+            }
+          }
+      }
+    });
+  });
+}
