@@ -237,6 +237,36 @@ FN(AttentionForward) {
   attention_forward(a.f(0), a.f(1), a.f(2), a.f(3), a.f(4), attn_dims(a, 5));
 }
 
+// attentionRowsForward(out, q, keys: Float32Array[], values: Float32Array[], B, Hq, Hkv, D, causal, scale,
+// window, softcap): row b's keys and values hold its Tk_b positions ([Tk_b, Hkv, D])
+FN(AttentionRowsForward) {
+  Args a(env, info);
+  const long B = a.l(4), Hq = a.l(5), Hkv = a.l(6), D = a.l(7);
+  std::vector<const float*> ks(B), vs(B);
+  std::vector<long> tk(B);
+  for (long b = 0; b < B; b++) {
+    napi_value kv[2];
+    napi_get_element(env, a.v[2], (uint32_t)b, &kv[0]);
+    napi_get_element(env, a.v[3], (uint32_t)b, &kv[1]);
+    size_t n[2];
+    for (int i = 0; i < 2; i++) {
+      napi_typedarray_type type;
+      void* data;
+      napi_value buf;
+      size_t off;
+      if (napi_get_typedarray_info(env, kv[i], &type, &n[i], &data, &buf, &off) != napi_ok ||
+          type != napi_float32_array)
+        throw std::invalid_argument("lora_native: attentionRowsForward: keys and values must be Float32Arrays");
+      (i == 0 ? ks : vs)[b] = (const float*)data;
+    }
+    if (n[0] != n[1] || n[0] % (size_t)(Hkv * D) != 0)
+      throw std::invalid_argument("lora_native: attentionRowsForward: a row's keys and values differ in size");
+    tk[b] = (long)(n[0] / (size_t)(Hkv * D));
+  }
+  AttnDims d{1, 1, 0, Hq, Hkv, D, a.b(8), a.d(9), a.l(10), a.d(11)};
+  attention_rows_forward(a.f(0), a.f(1), ks.data(), vs.data(), tk.data(), B, d);
+}
+
 FN(AttentionBackward) {
   Args a(env, info);
   attention_backward(a.f(0), a.f(1), a.f(2), a.f(3), a.f(4), a.f(5), a.f(6), a.f(7), attn_dims(a, 8));
@@ -323,6 +353,7 @@ napi_value Init(napi_env env, napi_value exports) {
       E("softmaxBackward", SoftmaxBackward),
       E("rope", Rope),
       E("attentionForward", AttentionForward),
+      E("attentionRowsForward", AttentionRowsForward),
       E("attentionBackward", AttentionBackward),
       E("crossEntropyForward", CrossEntropyForward),
       E("crossEntropyBackward", CrossEntropyBackward),

@@ -60,6 +60,9 @@ struct AttnDims {
   double softcap;  // 0: none; else scores s become softcap * tanh(s / softcap) before the softmax
 };
 void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, const AttnDims& d);
+// a batched decode's attention: row b (one query) over its own keys[b], values[b] of tk[b] positions
+void attention_rows_forward(float* out, const float* q, const float* const* keys, const float* const* values,
+                            const long* tk, long B, const AttnDims& d);
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* att, const AttnDims& d);
 

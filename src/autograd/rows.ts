@@ -4,7 +4,7 @@
  * single-sequence op runs on that sequence alone (a batch of one), so a row's bits do not depend on
  * the batch. Inference only: they record nothing, and refuse inputs that need a gradient.
  */
-import { type AttentionDims, backend, singleMatmul } from "../kernels/index.js";
+import { backend, singleMatmul } from "../kernels/index.js";
 import { check, shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
 import { invariantChunk } from "./invariant.js";
@@ -68,19 +68,20 @@ export function attentionRows(
   );
   const out = new Float32Array(q.size);
   const n = Hq * D;
-  for (let b = 0; b < B; b++) {
-    const qb = new Tensor(q.data.subarray(b * n, (b + 1) * n), [1, 1, Hq, D]);
-    const d: AttentionDims = attentionDims(qb, keys[b]!, values[b]!, opts);
-    const att = new Float32Array(d.Hq * d.Tk);
-    backend().attentionForward(
-      out.subarray(b * n, (b + 1) * n),
-      att,
-      qb.data,
-      keys[b]!.data,
-      values[b]!.data,
-      d,
-    );
+  const dims = keys.map((k, b) =>
+    attentionDims(new Tensor(q.data.subarray(b * n, (b + 1) * n), [1, 1, Hq, D]), k, values[b]!, opts),
+  );
+  const k = backend();
+  if (k.attentionRowsForward && B > 0) {
+    const rowData = (t: Tensor) => t.data;
+    k.attentionRowsForward(out, q.data, keys.map(rowData), values.map(rowData), { ...dims[0]!, B, Tk: 0 });
+    return new Tensor(out, q.shape);
   }
+  dims.forEach((d, b) => {
+    const att = new Float32Array(d.Hq * d.Tk);
+    const r = [b * n, (b + 1) * n] as const;
+    k.attentionForward(out.subarray(...r), att, q.data.subarray(...r), keys[b]!.data, values[b]!.data, d);
+  });
   return new Tensor(out, q.shape);
 }
 

@@ -241,6 +241,18 @@ export interface Backend {
     v: Float32Array,
     d: AttentionDims,
   ): void;
+  /**
+   * A batched decode's attention (optional; without it autograd/rows.ts calls attentionForward per row):
+   * q, out: [B, 1, Hq, D]; keys[b], values[b]: [Tk_b, Hkv, D], row b's own cache (ragged Tk_b). Row b
+   * must be, bit for bit, attentionForward of that row alone (B 1, Tq 1, Tk Tk_b, the rest from `d`).
+   */
+  attentionRowsForward?(
+    out: Float32Array,
+    q: Float32Array,
+    keys: readonly Float32Array[],
+    values: readonly Float32Array[],
+    d: AttentionDims,
+  ): void;
   // dq, dk, dv overwritten (null when not needed)
   attentionBackward(
     dq: Float32Array | null,

@@ -8,7 +8,7 @@ export interface WasmRuntime {
   threads: Threads;
 }
 
-type Method = Exclude<keyof Backend, "name" | "fastBf16" | "invariantRows">;
+type Method = Exclude<keyof Backend, "name" | "fastBf16" | "invariantRows" | "attentionRowsForward">;
 /** A Backend method with the runtime as its first argument. */
 export type WasmOp<K extends Method> = (rt: WasmRuntime, ...args: Parameters<Backend[K]>) => void;
 

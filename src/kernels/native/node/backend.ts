@@ -74,6 +74,23 @@ export function createNativeBackend(k: NativeAddon): Backend {
     attentionForward(out, att, q, k2, v, d) {
       n.attentionForward(out, att, q, k2, v, ...attentionArgs(d));
     },
+    // one call (one split between threads) for every row of a batched decode
+    attentionRowsForward(out, q, keys, values, d) {
+      n.attentionRowsForward(
+        out,
+        q,
+        keys,
+        values,
+        d.B,
+        d.Hq,
+        d.Hkv,
+        d.D,
+        d.causal,
+        attentionScale(d),
+        d.window ?? 0,
+        d.softcap ?? 0,
+      );
+    },
     attentionBackward(dq, dk, dv, dout, q, k2, v, att, d) {
       n.attentionBackward(dq, dk, dv, dout, q, k2, v, att, ...attentionArgs(d));
     },
