@@ -97,6 +97,7 @@ export interface RowGroup {
 function productRows(out: Float32Array, x: Float32Array, w: Tensor, m: number): void {
   const [N, K] = w.shape as [number, number];
   const chunk = Math.min(m, invariantChunk());
+  if (chunk === m) return backend().matmul(out, x, w.weights(), singleMatmul(m, N, K, { transB: true }));
   for (let i = 0; i < m; i += chunk) {
     const c = Math.min(chunk, m - i);
     backend().matmul(
@@ -112,7 +113,9 @@ function productRows(out: Float32Array, x: Float32Array, w: Tensor, m: number): 
  * The gathered LoRA term of a batch whose rows use different adapters (Punica's BGMV, as one grouped
  * product per adapter): y [..., out] (base products of every row), x [..., in] -> y plus, on each
  * group's rows, scaling · (x A^T) B^T. Row by row the same kernels as MultiLoRALinear with that one
- * adapter active (matmul, scale, matmul, add), in batch-invariant chunks; rows in no group keep y.
+ * adapter active (matmul, scale, matmul), in batch-invariant chunks; rows in no group keep y. The final
+ * y + delta is added here in f64 and rounded to f32, which is the f32 sum every backend's add computes
+ * (a sum of two f32 values rounded once from f64 is the correctly rounded f32 sum).
  */
 export function loraRows(y: Tensor, x: Tensor, groups: readonly RowGroup[]): Tensor {
   inferenceOnly("loraRows", [y, x, ...groups.flatMap((g) => [g.A, g.B])]);
@@ -124,33 +127,30 @@ export function loraRows(y: Tensor, x: Tensor, groups: readonly RowGroup[]): Ten
     () => `loraRows: x ${shapeStr(x.shape)} and y ${shapeStr(y.shape)} have different numbers of rows`,
   );
   const out = y.data.slice();
-  const k = backend();
+  const xd = x.data;
   for (const { rows, A, B, scaling } of groups) {
     const r = A.shape[0]!;
     check(
       A.ndim === 2 && B.ndim === 2 && A.shape[1] === inF && B.shape[0] === outF && B.shape[1] === r,
       () => `loraRows: A ${shapeStr(A.shape)} and B ${shapeStr(B.shape)} do not fit ${inF} -> ${outF}`,
     );
+    const bad = rows.find((row) => !(Number.isInteger(row) && row >= 0 && row < N));
+    check(bad === undefined, () => `loraRows: row ${bad} is outside 0..${N - 1}`);
     const m = rows.length;
     const xs = new Float32Array(m * inF);
-    const ys = new Float32Array(m * outF);
-    rows.forEach((row, i) => {
-      check(
-        Number.isInteger(row) && row >= 0 && row < N,
-        () => `loraRows: row ${row} is outside 0..${N - 1}`,
-      );
-      xs.set(x.data.subarray(row * inF, (row + 1) * inF), i * inF);
-      ys.set(out.subarray(row * outF, (row + 1) * outF), i * outF);
-    });
+    for (let i = 0; i < m; i++) {
+      const from = rows[i]! * inF;
+      for (let j = 0; j < inF; j++) xs[i * inF + j] = xd[from + j]!;
+    }
     const ax = new Float32Array(m * r);
     productRows(ax, xs, A, m);
-    const sax = new Float32Array(m * r);
-    k.scale(sax, ax, scaling);
+    backend().scale(ax, ax, scaling);
     const delta = new Float32Array(m * outF);
-    productRows(delta, sax, B, m);
-    const sum = new Float32Array(m * outF);
-    k.binary("add", sum, ys, delta, [m, outF], [outF, 1], [outF, 1]);
-    rows.forEach((row, i) => out.set(sum.subarray(i * outF, (i + 1) * outF), row * outF));
+    productRows(delta, ax, B, m);
+    for (let i = 0; i < m; i++) {
+      const to = rows[i]! * outF;
+      for (let j = 0; j < outF; j++) out[to + j] = out[to + j]! + delta[i * outF + j]!;
+    }
   }
   return new Tensor(out, y.shape);
 }

@@ -111,7 +111,10 @@ export class MultiLoRALinear extends Module implements LinearLike {
       throw new Error(`MultiLoRALinear: ${rows.length} row adapters for an input of ${n} rows`);
     const groups = new Map<string, number[]>();
     rows.forEach((name, i) => {
-      if (name !== null && this.adapters.has(name)) groups.set(name, [...(groups.get(name) ?? []), i]);
+      if (name === null || !this.adapters.has(name)) return;
+      const g = groups.get(name);
+      if (g) g.push(i);
+      else groups.set(name, [i]);
     });
     if (groups.size === 0) return y;
     return loraRows(

@@ -1,12 +1,15 @@
 /**
- * Batch invariance of matmul with a transposed weight (x @ W^T, every Linear): on each backend, a
- * product of up to `invariantRows` rows gives each row exactly (bit for bit) what that row alone gives,
- * wherever the row falls (first, last, inside or at the edge of a register tile). Odd sizes cross the
- * kernels' edge tiles, a depth over 256 crosses a cache block, N <= 8 takes the rank-side kernels.
+ * Batch invariance, the kernels a batched decode relies on, on each backend:
+ * - matmul with a transposed weight (x @ W^T, every Linear): a product of up to `invariantRows` rows
+ *   gives each row exactly (bit for bit) what that row alone gives, wherever the row falls (first,
+ *   last, inside or at the edge of a register tile). Odd sizes cross the kernels' edge tiles, a depth
+ *   over 256 crosses a cache block, N <= 8 takes the rank-side kernels.
+ * - attentionRowsForward, where a backend has it: each row equals attentionForward of that row alone,
+ *   over ragged cache lengths, with GQA, a sliding window and a soft cap.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { availableBackends, setBackend, singleMatmul } from "../../src/kernels/index.js";
+import { type AttentionDims, availableBackends, setBackend, singleMatmul } from "../../src/kernels/index.js";
 import "../../src/kernels/node/index.js";
 import { Rng } from "../../src/tensor/random.js";
 
@@ -51,5 +54,49 @@ for (const name of availableBackends()) {
           }
       }
     });
+  });
+}
+
+for (const name of availableBackends()) {
+  const k = setBackend(name);
+  describe(`attentionRowsForward on ${name}`, { skip: !k.attentionRowsForward && `${name} has none` }, () => {
+    for (const extra of [{}, { window: 5 }, { softcap: 2 }] as Partial<AttentionDims>[])
+      it(`each row equals attentionForward of that row alone (${JSON.stringify(extra)})`, () => {
+        const [Hq, Hkv, D] = [6, 2, 12];
+        const lengths = [1, 9, 3, 40, 17, 2, 64];
+        const B = lengths.length;
+        const q = randn(B * Hq * D);
+        const keys = lengths.map((t) => randn(t * Hkv * D));
+        const values = lengths.map((t) => randn(t * Hkv * D));
+        const d = (Tk: number, rows: number): AttentionDims => ({
+          B: rows,
+          Tq: 1,
+          Tk,
+          Hq,
+          Hkv,
+          D,
+          causal: true,
+          ...extra,
+        });
+        const got = new Float32Array(B * Hq * D);
+        k.attentionRowsForward!(got, q, keys, values, d(0, B));
+        lengths.forEach((t, b) => {
+          const n = Hq * D;
+          const want = new Float32Array(n);
+          k.attentionForward(
+            want,
+            new Float32Array(Hq * t),
+            q.subarray(b * n, (b + 1) * n),
+            keys[b]!,
+            values[b]!,
+            d(t, 1),
+          );
+          const row = got.subarray(b * n, (b + 1) * n);
+          assert.ok(
+            row.every((v, j) => Object.is(v, want[j])),
+            `${name}: row ${b} (${t} keys) differs from the row alone`,
+          );
+        });
+      });
   });
 }
