@@ -2,6 +2,7 @@
 // calls the kernel. Argument order follows src/kernels/backend.ts; null is allowed where it allows null.
 #include <node_api.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -267,6 +268,44 @@ FN(AttentionRowsForward) {
   attention_rows_forward(a.f(0), a.f(1), ks.data(), vs.data(), tk.data(), B, d);
 }
 
+// loraRows(y, x, inF, outF, rows: Int32Array, starts: Int32Array [G + 1], As: Float32Array[], Bs: Float32Array[],
+// ranks: Int32Array, scalings: Float64Array, chunk): y accumulates each group's term on its rows
+FN(LoraRows) {
+  Args a(env, info);
+  size_t ny = 0, nx = 0, nrows = 0, nstarts = 0;
+  float* y = (float*)a.ptr(0, {napi_float32_array}, &ny);
+  const float* x = (const float*)a.ptr(1, {napi_float32_array}, &nx);
+  const long inF = a.l(2), outF = a.l(3);
+  const int32_t* rows = (const int32_t*)a.ptr(4, {napi_int32_array}, &nrows);
+  const int32_t* starts = (const int32_t*)a.ptr(5, {napi_int32_array}, &nstarts);
+  const int32_t* ranks = a.ids(8);
+  size_t ns = 0;
+  const double* scalings = a.f64(9, &ns);
+  const long G = (long)nstarts - 1, N = inF > 0 ? (long)nx / inF : 0;
+  if (G < 0 || (long)ns != G || (long)ny != N * outF || starts[G] != (long)nrows)
+    throw std::invalid_argument("lora_native: loraRows: inconsistent sizes");
+  for (size_t i = 0; i < nrows; i++)
+    if (rows[i] < 0 || rows[i] >= N) throw std::range_error("lora_native: loraRows: a row is outside the batch");
+  std::vector<const float*> As(G), Bs(G);
+  for (long g = 0; g < G; g++) {
+    napi_value t[2];
+    napi_get_element(env, a.v[6], (uint32_t)g, &t[0]);
+    napi_get_element(env, a.v[7], (uint32_t)g, &t[1]);
+    for (int i = 0; i < 2; i++) {
+      napi_typedarray_type type;
+      size_t n;
+      void* data;
+      napi_value buf;
+      size_t off;
+      if (napi_get_typedarray_info(env, t[i], &type, &n, &data, &buf, &off) != napi_ok ||
+          type != napi_float32_array || n != (size_t)(ranks[g] * (i == 0 ? inF : outF)))
+        throw std::invalid_argument("lora_native: loraRows: A and B must be Float32Arrays of [r, in] and [out, r]");
+      (i == 0 ? As : Bs)[g] = (const float*)data;
+    }
+  }
+  lora_rows(y, x, inF, outF, rows, starts, G, As.data(), Bs.data(), ranks, scalings, std::max(1L, a.l(10)));
+}
+
 FN(AttentionBackward) {
   Args a(env, info);
   attention_backward(a.f(0), a.f(1), a.f(2), a.f(3), a.f(4), a.f(5), a.f(6), a.f(7), attn_dims(a, 8));
@@ -354,6 +393,7 @@ napi_value Init(napi_env env, napi_value exports) {
       E("rope", Rope),
       E("attentionForward", AttentionForward),
       E("attentionRowsForward", AttentionRowsForward),
+      E("loraRows", LoraRows),
       E("attentionBackward", AttentionBackward),
       E("crossEntropyForward", CrossEntropyForward),
       E("crossEntropyBackward", CrossEntropyBackward),

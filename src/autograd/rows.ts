@@ -97,7 +97,10 @@ export interface RowGroup {
 function productRows(out: Float32Array, x: Float32Array, w: Tensor, m: number): void {
   const [N, K] = w.shape as [number, number];
   const chunk = Math.min(m, invariantChunk());
-  if (chunk === m) return backend().matmul(out, x, w.weights(), singleMatmul(m, N, K, { transB: true }));
+  if (chunk === m) {
+    backend().matmul(out, x, w.weights(), singleMatmul(m, N, K, { transB: true }));
+    return;
+  }
   for (let i = 0; i < m; i += chunk) {
     const c = Math.min(chunk, m - i);
     backend().matmul(
@@ -115,9 +118,10 @@ function productRows(out: Float32Array, x: Float32Array, w: Tensor, m: number): 
  * group's rows, scaling · (x A^T) B^T. Row by row the same kernels as MultiLoRALinear with that one
  * adapter active (matmul, scale, matmul), in batch-invariant chunks; rows in no group keep y. The final
  * y + delta is added here in f64 and rounded to f32, which is the f32 sum every backend's add computes
- * (a sum of two f32 values rounded once from f64 is the correctly rounded f32 sum).
+ * (a sum of two f32 values rounded once from f64 is the correctly rounded f32 sum). A backend with
+ * `loraRowsForward` runs all groups in one call instead (`noKernel`: the per-kernel path, to test it).
  */
-export function loraRows(y: Tensor, x: Tensor, groups: readonly RowGroup[]): Tensor {
+export function loraRows(y: Tensor, x: Tensor, groups: readonly RowGroup[], noKernel = false): Tensor {
   inferenceOnly("loraRows", [y, x, ...groups.flatMap((g) => [g.A, g.B])]);
   const inF = x.shape[x.ndim - 1]!;
   const outF = y.shape[y.ndim - 1]!;
@@ -128,7 +132,7 @@ export function loraRows(y: Tensor, x: Tensor, groups: readonly RowGroup[]): Ten
   );
   const out = y.data.slice();
   const xd = x.data;
-  for (const { rows, A, B, scaling } of groups) {
+  for (const { rows, A, B } of groups) {
     const r = A.shape[0]!;
     check(
       A.ndim === 2 && B.ndim === 2 && A.shape[1] === inF && B.shape[0] === outF && B.shape[1] === r,
@@ -136,6 +140,21 @@ export function loraRows(y: Tensor, x: Tensor, groups: readonly RowGroup[]): Ten
     );
     const bad = rows.find((row) => !(Number.isInteger(row) && row >= 0 && row < N));
     check(bad === undefined, () => `loraRows: row ${bad} is outside 0..${N - 1}`);
+  }
+  const k = backend();
+  if (k.loraRowsForward && !noKernel) {
+    const flat = groups.map((g) => ({
+      rows: Int32Array.from(g.rows),
+      A: g.A.data,
+      B: g.B.data,
+      r: g.A.shape[0]!,
+      scaling: g.scaling,
+    }));
+    k.loraRowsForward(out, xd, inF, outF, flat, invariantChunk());
+    return new Tensor(out, y.shape);
+  }
+  for (const { rows, A, B, scaling } of groups) {
+    const r = A.shape[0]!;
     const m = rows.length;
     const xs = new Float32Array(m * inF);
     for (let i = 0; i < m; i++) {
@@ -144,7 +163,7 @@ export function loraRows(y: Tensor, x: Tensor, groups: readonly RowGroup[]): Ten
     }
     const ax = new Float32Array(m * r);
     productRows(ax, xs, A, m);
-    backend().scale(ax, ax, scaling);
+    k.scale(ax, ax, scaling);
     const delta = new Float32Array(m * outF);
     productRows(delta, ax, B, m);
     for (let i = 0; i < m; i++) {

@@ -253,6 +253,20 @@ export interface Backend {
     values: readonly Float32Array[],
     d: AttentionDims,
   ): void;
+  /**
+   * A batched decode's LoRA term of one layer (optional; without it autograd/rows.ts loraRows runs it
+   * with matmul and scale): y [N, outF] accumulates, for each group, on its rows,
+   * (scaling · x[rows] A^T) B^T with x [N, inF], A [r, inF], B [outF, r]; each product in chunks of at
+   * most `chunk` rows. Must give the bits of that path: matmul x A^T, scale, matmul B^T, an f32 add.
+   */
+  loraRowsForward?(
+    y: Float32Array,
+    x: Float32Array,
+    inF: number,
+    outF: number,
+    groups: readonly { rows: Int32Array; A: Float32Array; B: Float32Array; r: number; scaling: number }[],
+    chunk: number,
+  ): void;
   // dq, dk, dv overwritten (null when not needed)
   attentionBackward(
     dq: Float32Array | null,

@@ -6,12 +6,16 @@
  *   over 256 crosses a cache block, N <= 8 takes the rank-side kernels.
  * - attentionRowsForward, where a backend has it: each row equals attentionForward of that row alone,
  *   over ragged cache lengths, with GQA, a sliding window and a soft cap.
+ * - loraRowsForward, where a backend has it: the per-kernel path's bits (mixed ranks and scalings).
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { type AttentionDims, availableBackends, setBackend, singleMatmul } from "../../src/kernels/index.js";
 import "../../src/kernels/node/index.js";
+import { batchInvariant } from "../../src/autograd/invariant.js";
+import { loraRows } from "../../src/autograd/rows.js";
 import { Rng } from "../../src/tensor/random.js";
+import { Tensor } from "../../src/tensor/tensor.js";
 
 const rng = new Rng(7);
 const randn = (n: number) => Float32Array.from({ length: n }, () => rng.normal());
@@ -98,5 +102,36 @@ for (const name of availableBackends()) {
           );
         });
       });
+  });
+}
+
+for (const name of availableBackends()) {
+  const k = setBackend(name);
+  describe(`loraRowsForward on ${name}`, { skip: !k.loraRowsForward && `${name} has none` }, () => {
+    it("equals the per-kernel path (matmul, scale, matmul, add) bit for bit, in and out of batch-invariant mode", () => {
+      setBackend(name);
+      const [N, inF, outF] = [13, 40, 72];
+      const x = new Tensor(randn(N * inF), [N, inF]);
+      const y = new Tensor(randn(N * outF), [N, outF]);
+      const groups = [
+        { rows: [0, 3, 4, 5, 6, 7, 8, 9, 10, 12], r: 8, scaling: 2 },
+        { rows: [1], r: 4, scaling: 0.3 },
+        { rows: [11, 2], r: 16, scaling: 1.5 },
+      ].map((g) => ({
+        rows: g.rows,
+        scaling: g.scaling,
+        A: new Tensor(randn(g.r * inF), [g.r, inF]),
+        B: new Tensor(randn(outF * g.r), [outF, g.r]),
+      }));
+      for (const run of [(f: () => Tensor) => f(), batchInvariant]) {
+        const fast = run(() => loraRows(y, x, groups));
+        const slow = run(() => loraRows(y, x, groups, true));
+        assert.ok(
+          fast.data.every((v, j) => Object.is(v, slow.data[j])),
+          `${name}: loraRowsForward differs from the per-kernel path`,
+        );
+        assert.ok(fast.data.some((v, j) => v !== y.data[j]));
+      }
+    });
   });
 }

@@ -91,6 +91,26 @@ export function createNativeBackend(k: NativeAddon): Backend {
         d.softcap ?? 0,
       );
     },
+    // every adapter group of a layer in one call (native/src/lora_rows.cc)
+    loraRowsForward(y, x, inF, outF, groups, chunk) {
+      const starts = new Int32Array(groups.length + 1);
+      groups.forEach((g, i) => (starts[i + 1] = starts[i]! + g.rows.length));
+      const rows = new Int32Array(starts[groups.length]!);
+      groups.forEach((g, i) => rows.set(g.rows, starts[i]!));
+      n.loraRows(
+        y,
+        x,
+        inF,
+        outF,
+        rows,
+        starts,
+        groups.map((g) => g.A),
+        groups.map((g) => g.B),
+        Int32Array.from(groups, (g) => g.r),
+        Float64Array.from(groups, (g) => g.scaling),
+        Math.min(chunk, 2 ** 31 - 1),
+      );
+    },
     attentionBackward(dq, dk, dv, dout, q, k2, v, att, d) {
       n.attentionBackward(dq, dk, dv, dout, q, k2, v, att, ...attentionArgs(d));
     },
