@@ -70,7 +70,8 @@ const child = spawn(
 );
 let out = "";
 child.stdout.on("data", (b) => (out += b));
-for (let i = 0; i < 1000 && !/\/v1\n/.test(out); i++) await new Promise((r) => setTimeout(r, 20));
+// the start-up lines may arrive in separate chunks: wait for the last one (the adapters)
+for (let i = 0; i < 1000 && !/adapters: .*\n/.test(out); i++) await new Promise((r) => setTimeout(r, 20));
 const url = /(http:\/\/127\.0\.0\.1:\d+)\/v1/.exec(out)?.[1];
 if (!url) throw new Error(`lora serve did not start:\n${out}`);
 const base = /base model: (.+)/.exec(out)![1]!.trim();

@@ -2,6 +2,7 @@
 // calls the kernel. Argument order follows src/kernels/backend.ts; null is allowed where it allows null.
 #include <node_api.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -237,6 +238,74 @@ FN(AttentionForward) {
   attention_forward(a.f(0), a.f(1), a.f(2), a.f(3), a.f(4), attn_dims(a, 5));
 }
 
+// attentionRowsForward(out, q, keys: Float32Array[], values: Float32Array[], B, Hq, Hkv, D, causal, scale,
+// window, softcap): row b's keys and values hold its Tk_b positions ([Tk_b, Hkv, D])
+FN(AttentionRowsForward) {
+  Args a(env, info);
+  const long B = a.l(4), Hq = a.l(5), Hkv = a.l(6), D = a.l(7);
+  std::vector<const float*> ks(B), vs(B);
+  std::vector<long> tk(B);
+  for (long b = 0; b < B; b++) {
+    napi_value kv[2];
+    napi_get_element(env, a.v[2], (uint32_t)b, &kv[0]);
+    napi_get_element(env, a.v[3], (uint32_t)b, &kv[1]);
+    size_t n[2];
+    for (int i = 0; i < 2; i++) {
+      napi_typedarray_type type;
+      void* data;
+      napi_value buf;
+      size_t off;
+      if (napi_get_typedarray_info(env, kv[i], &type, &n[i], &data, &buf, &off) != napi_ok ||
+          type != napi_float32_array)
+        throw std::invalid_argument("lora_native: attentionRowsForward: keys and values must be Float32Arrays");
+      (i == 0 ? ks : vs)[b] = (const float*)data;
+    }
+    if (n[0] != n[1] || n[0] % (size_t)(Hkv * D) != 0)
+      throw std::invalid_argument("lora_native: attentionRowsForward: a row's keys and values differ in size");
+    tk[b] = (long)(n[0] / (size_t)(Hkv * D));
+  }
+  AttnDims d{1, 1, 0, Hq, Hkv, D, a.b(8), a.d(9), a.l(10), a.d(11)};
+  attention_rows_forward(a.f(0), a.f(1), ks.data(), vs.data(), tk.data(), B, d);
+}
+
+// loraRows(y, x, inF, outF, rows: Int32Array, starts: Int32Array [G + 1], As: Float32Array[], Bs: Float32Array[],
+// ranks: Int32Array, scalings: Float64Array, chunk): y accumulates each group's term on its rows
+FN(LoraRows) {
+  Args a(env, info);
+  size_t ny = 0, nx = 0, nrows = 0, nstarts = 0;
+  float* y = (float*)a.ptr(0, {napi_float32_array}, &ny);
+  const float* x = (const float*)a.ptr(1, {napi_float32_array}, &nx);
+  const long inF = a.l(2), outF = a.l(3);
+  const int32_t* rows = (const int32_t*)a.ptr(4, {napi_int32_array}, &nrows);
+  const int32_t* starts = (const int32_t*)a.ptr(5, {napi_int32_array}, &nstarts);
+  const int32_t* ranks = a.ids(8);
+  size_t ns = 0;
+  const double* scalings = a.f64(9, &ns);
+  const long G = (long)nstarts - 1, N = inF > 0 ? (long)nx / inF : 0;
+  if (G < 0 || (long)ns != G || (long)ny != N * outF || starts[G] != (long)nrows)
+    throw std::invalid_argument("lora_native: loraRows: inconsistent sizes");
+  for (size_t i = 0; i < nrows; i++)
+    if (rows[i] < 0 || rows[i] >= N) throw std::range_error("lora_native: loraRows: a row is outside the batch");
+  std::vector<const float*> As(G), Bs(G);
+  for (long g = 0; g < G; g++) {
+    napi_value t[2];
+    napi_get_element(env, a.v[6], (uint32_t)g, &t[0]);
+    napi_get_element(env, a.v[7], (uint32_t)g, &t[1]);
+    for (int i = 0; i < 2; i++) {
+      napi_typedarray_type type;
+      size_t n;
+      void* data;
+      napi_value buf;
+      size_t off;
+      if (napi_get_typedarray_info(env, t[i], &type, &n, &data, &buf, &off) != napi_ok ||
+          type != napi_float32_array || n != (size_t)(ranks[g] * (i == 0 ? inF : outF)))
+        throw std::invalid_argument("lora_native: loraRows: A and B must be Float32Arrays of [r, in] and [out, r]");
+      (i == 0 ? As : Bs)[g] = (const float*)data;
+    }
+  }
+  lora_rows(y, x, inF, outF, rows, starts, G, As.data(), Bs.data(), ranks, scalings, std::max(1L, a.l(10)));
+}
+
 FN(AttentionBackward) {
   Args a(env, info);
   attention_backward(a.f(0), a.f(1), a.f(2), a.f(3), a.f(4), a.f(5), a.f(6), a.f(7), attn_dims(a, 8));
@@ -323,6 +392,8 @@ napi_value Init(napi_env env, napi_value exports) {
       E("softmaxBackward", SoftmaxBackward),
       E("rope", Rope),
       E("attentionForward", AttentionForward),
+      E("attentionRowsForward", AttentionRowsForward),
+      E("loraRows", LoraRows),
       E("attentionBackward", AttentionBackward),
       E("crossEntropyForward", CrossEntropyForward),
       E("crossEntropyBackward", CrossEntropyBackward),

@@ -48,33 +48,54 @@ void groups(const AttnDims& d, F fn) {
   });
 }
 
-}  // namespace
-
-void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, const AttnDims& d) {
+// the forward of one (batch item b, kv head hk) group: its query heads' scores, softmax and outputs
+void forward_group(float* out, float* att, const float* q, const float* k, const float* v, const AttnDims& d, long b,
+                   long hk) {
   const long group = d.Hq / d.Hkv, qs = d.Hq * d.D, ks = d.Hkv * d.D;
   const float scale = (float)d.scale, cap = (float)d.softcap;
   // causal: the GEMMs skip what lies past each row's limit (about half the work)
   const Tri tri_n = d.causal ? TRI_N : TRI_NONE, tri_k = d.causal ? TRI_K_LOWER : TRI_NONE;
   const long off = d.Tk - d.Tq;
-  groups(d, [&](long b, long hk) {
-    const float* kb = k + b * d.Tk * ks + hk * d.D;
-    const float* vb = v + b * d.Tk * ks + hk * d.D;
-    for (long h = hk * group; h < (hk + 1) * group; h++) {
-      const float* qb = q + b * d.Tq * qs + h * d.D;
-      float* a = att + (b * d.Hq + h) * d.Tq * d.Tk;
-      // scores [Tq, Tk] = q_h [Tq, D] . k_hk^T (tiles past the causal limit skipped)
-      gemm_single((int)d.Tq, (int)d.Tk, (int)d.D, qb, qs, 1, kb, B_F32, 1, ks, a, d.Tk, false, tri_n, off);
-      // a sliding window's row is a softmax over [start, limit), zero before it; a soft cap comes first
-      for (long i = 0; i < d.Tq; i++) {
-        float* row = a + i * d.Tk;
-        long s0 = start_of(d, i);
-        std::memset(row, 0, sizeof(float) * s0);
-        if (cap > 0) cap_row(row + s0, limit_of(d, i) - s0, scale, cap);
-        softmax_row(row + s0, row + s0, limit_of(d, i) - s0, d.Tk - s0, cap > 0 ? 1.0f : scale);
-      }
-      // out_h [Tq, D] = att [Tq, Tk] . v_hk [Tk, D] (each row's sum stops at its limit: att is 0 past it)
-      gemm_single((int)d.Tq, (int)d.D, (int)d.Tk, a, d.Tk, 1, vb, B_F32, ks, 1, out + b * d.Tq * qs + h * d.D, qs,
-                  false, tri_k, off);
+  const float* kb = k + b * d.Tk * ks + hk * d.D;
+  const float* vb = v + b * d.Tk * ks + hk * d.D;
+  for (long h = hk * group; h < (hk + 1) * group; h++) {
+    const float* qb = q + b * d.Tq * qs + h * d.D;
+    float* a = att + (b * d.Hq + h) * d.Tq * d.Tk;
+    // scores [Tq, Tk] = q_h [Tq, D] . k_hk^T (tiles past the causal limit skipped)
+    gemm_single((int)d.Tq, (int)d.Tk, (int)d.D, qb, qs, 1, kb, B_F32, 1, ks, a, d.Tk, false, tri_n, off);
+    // a sliding window's row is a softmax over [start, limit), zero before it; a soft cap comes first
+    for (long i = 0; i < d.Tq; i++) {
+      float* row = a + i * d.Tk;
+      long s0 = start_of(d, i);
+      std::memset(row, 0, sizeof(float) * s0);
+      if (cap > 0) cap_row(row + s0, limit_of(d, i) - s0, scale, cap);
+      softmax_row(row + s0, row + s0, limit_of(d, i) - s0, d.Tk - s0, cap > 0 ? 1.0f : scale);
+    }
+    // out_h [Tq, D] = att [Tq, Tk] . v_hk [Tk, D] (each row's sum stops at its limit: att is 0 past it)
+    gemm_single((int)d.Tq, (int)d.D, (int)d.Tk, a, d.Tk, 1, vb, B_F32, ks, 1, out + b * d.Tq * qs + h * d.D, qs,
+                false, tri_k, off);
+  }
+}
+
+}  // namespace
+
+void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, const AttnDims& d) {
+  groups(d, [&](long b, long hk) { forward_group(out, att, q, k, v, d, b, hk); });
+}
+
+// A batched decode: row b is one query (Tq 1) over its own keys[b], values[b] ([tk[b], Hkv, D]). Each
+// (row, kv head) group runs forward_group exactly as attention_forward runs it for that row alone (B 1),
+// so the bits are the same; the B x Hkv groups are split between threads once, not once per row.
+void attention_rows_forward(float* out, const float* q, const float* const* keys, const float* const* values,
+                            const long* tk, long B, const AttnDims& d0) {
+  const long qs = d0.Hq * d0.D;
+  parallel_range(B * d0.Hkv, 1, 1, [&](long g0, long g1) {
+    for (long g = g0; g < g1; g++) {
+      const long b = g / d0.Hkv, hk = g % d0.Hkv;
+      AttnDims d = d0;
+      d.B = 1, d.Tq = 1, d.Tk = tk[b];
+      scratch.resize((size_t)d.Hq * d.Tk);
+      forward_group(out + b * qs, scratch.data(), q + b * qs, keys[b], values[b], d, 0, hk);
     }
   });
 }

@@ -59,7 +59,14 @@ struct AttnDims {
   long window;   // sliding window (0: none): query at position p sees keys p - window < j <= p
   double softcap;  // 0: none; else scores s become softcap * tanh(s / softcap) before the softmax
 };
+// a batched decode's LoRA term of one layer, each adapter group on its rows (lora_rows.cc)
+void lora_rows(float* y, const float* x, long inF, long outF, const int32_t* rows, const int32_t* starts, long G,
+               const float* const* As, const float* const* Bs, const int32_t* ranks, const double* scalings,
+               long chunk);
 void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, const AttnDims& d);
+// a batched decode's attention: row b (one query) over its own keys[b], values[b] of tk[b] positions
+void attention_rows_forward(float* out, const float* q, const float* const* keys, const float* const* values,
+                            const long* tk, long B, const AttnDims& d);
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* att, const AttnDims& d);
 

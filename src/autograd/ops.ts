@@ -6,6 +6,7 @@ import { type AttentionDims, backend, singleMatmul } from "../kernels/index.js";
 import type { Rng } from "../tensor/random.js";
 import { broadcastShapes, broadcastStrides, check, numel, sameShape, shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
+import { invariantChunk } from "./invariant.js";
 import { needsTape, record } from "./tape.js";
 
 const empty = (shape: readonly number[]) => new Float32Array(numel(shape));
@@ -62,19 +63,18 @@ export function matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: 
   const outShape = [...batchDims, M, N];
   const out = empty(outShape);
   if (bBroadcast && !transA) {
-    // fold the batch into the rows: [batch*M, K] @ [K, N]
-    backend().matmul(out, a.data, b.weights(), {
-      batch: 1,
-      M: batch * M,
-      N,
-      K,
-      transA,
-      transB,
-      strideA: 0,
-      strideB: 0,
-      strideOut: 0,
-      accumulate: false,
-    });
+    // fold the batch into the rows: [batch*M, K] @ [K, N]; in batch-invariant mode, in row chunks
+    const rows = batch * M;
+    const chunk = transB ? Math.min(rows, invariantChunk()) : rows;
+    for (let i = 0; i < rows; i += chunk) {
+      const m = Math.min(chunk, rows - i);
+      backend().matmul(
+        m === rows ? out : out.subarray(i * N, (i + m) * N),
+        m === rows ? a.data : a.data.subarray(i * K, (i + m) * K),
+        b.weights(),
+        singleMatmul(m, N, K, { transB }),
+      );
+    }
   } else {
     backend().matmul(out, a.data, b.weights(), {
       batch,

@@ -44,7 +44,7 @@ export const serveCommand: Command = {
     "max-batch": {
       type: "string",
       valueName: "N",
-      description: "sequences decoded together, one token each per step, in turn (default 16)",
+      description: "sequences decoded together, one token each per batched step (default 16)",
     },
     "max-tokens": {
       type: "string",

@@ -107,6 +107,16 @@ export interface Backend {
   /** True when a matmul with a bf16 weight runs faster than with f32 (hardware bf16 dot products), so
    *  `--base-dtype auto` picks bf16 on this backend. */
   readonly fastBf16?: boolean;
+  /**
+   * Batch invariance of matmul with a transposed weight (x @ W^T, as every Linear computes it): a
+   * product of at most this many rows gives each output row the bits that row alone (M = 1) gives.
+   * Absent: any number of rows does (ref and wasm sum every element over k in one order whatever M
+   * is). native: 8, its GEMV_ROWS: up to there it runs one dot per output, in the same order for any
+   * M; larger products take the packed FMA tiles, which sum in another order (see native/src/gemm.cc).
+   * A batched decode (autograd/invariant.ts) splits its products into chunks of this many rows, so a
+   * sequence's numbers do not depend on the batch it runs in.
+   */
+  readonly invariantRows?: number;
 
   // out[b]: [M, N] = op(a[b]): [M, K] @ op(b[b]): [K, N]; b may be a frozen 16-bit weight (see HalfArray)
   matmul(out: Float32Array, a: Float32Array, b: WeightArray, d: MatmulDims): void;
@@ -230,6 +240,32 @@ export interface Backend {
     k: Float32Array,
     v: Float32Array,
     d: AttentionDims,
+  ): void;
+  /**
+   * A batched decode's attention (optional; without it autograd/rows.ts calls attentionForward per row):
+   * q, out: [B, 1, Hq, D]; keys[b], values[b]: [Tk_b, Hkv, D], row b's own cache (ragged Tk_b). Row b
+   * must be, bit for bit, attentionForward of that row alone (B 1, Tq 1, Tk Tk_b, the rest from `d`).
+   */
+  attentionRowsForward?(
+    out: Float32Array,
+    q: Float32Array,
+    keys: readonly Float32Array[],
+    values: readonly Float32Array[],
+    d: AttentionDims,
+  ): void;
+  /**
+   * A batched decode's LoRA term of one layer (optional; without it autograd/rows.ts loraRows runs it
+   * with matmul and scale): y [N, outF] accumulates, for each group, on its rows,
+   * (scaling · x[rows] A^T) B^T with x [N, inF], A [r, inF], B [outF, r]; each product in chunks of at
+   * most `chunk` rows. Must give the bits of that path: matmul x A^T, scale, matmul B^T, an f32 add.
+   */
+  loraRowsForward?(
+    y: Float32Array,
+    x: Float32Array,
+    inF: number,
+    outF: number,
+    groups: readonly { rows: Int32Array; A: Float32Array; B: Float32Array; r: number; scaling: number }[],
+    chunk: number,
   ): void;
   // dq, dk, dv overwritten (null when not needed)
   attentionBackward(

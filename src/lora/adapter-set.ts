@@ -122,6 +122,18 @@ export class AdapterSet {
     this.current = frozen;
   }
 
+  /**
+   * A batched decode's adapter per row (null: the base), or null to go back to `set`'s active
+   * adapters. Each wrapped layer then adds every row's own adapter term (MultiLoRALinear.rows).
+   */
+  setRows(rows: readonly (string | null)[] | null): void {
+    for (const name of rows ?? [])
+      if (name !== null && !this.adapters.has(name))
+        throw new Error(`no adapter named "${name}"; loaded: ${this.names().join(", ") || "none"}`);
+    const frozen = rows && Object.freeze([...rows]);
+    for (const layer of this.layers.values()) layer.rows = frozen;
+  }
+
   /** Runs the base model alone (PEFT's disable_adapter). */
   disable(): void {
     this.set(null);

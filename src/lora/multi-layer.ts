@@ -9,6 +9,7 @@
  * no dropout), so one active adapter of weight 1 gives the same bits as a model wrapped with it alone.
  */
 import { add, matmul, scale } from "../autograd/ops.js";
+import { loraRows } from "../autograd/rows.js";
 import type { Linear, LinearLike } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import type { Tensor } from "../tensor/tensor.js";
@@ -41,6 +42,12 @@ export class MultiLoRALinear extends Module implements LinearLike {
   private readonly adapters = new Map<string, Held>();
   /** The adapters forward() adds, in order (empty: the base layer alone). */
   active: readonly ActiveAdapter[] = [];
+  /**
+   * A batched decode's adapter of each row (null: the base), or null when every row uses `active`.
+   * Set: forward() takes [rows, in] (any leading dims) and adds each row's own adapter term, grouped by
+   * adapter (autograd/rows.ts loraRows), the same bits per row as that adapter active alone.
+   */
+  rows: readonly (string | null)[] | null = null;
 
   constructor(base: Linear) {
     super();
@@ -84,6 +91,7 @@ export class MultiLoRALinear extends Module implements LinearLike {
 
   // x: [..., in] -> [..., out]
   forward(x: Tensor): Tensor {
+    if (this.rows) return this.forwardRows(x, this.rows);
     let y = this.base_layer.forward(x);
     for (const { name, weight } of this.active) {
       const a = this.adapters.get(name);
@@ -93,5 +101,29 @@ export class MultiLoRALinear extends Module implements LinearLike {
       y = add(y, matmul(ax, a.B, { transB: true }));
     }
     return y;
+  }
+
+  // one base product for every row, then each adapter's term on its rows
+  private forwardRows(x: Tensor, rows: readonly (string | null)[]): Tensor {
+    const y = this.base_layer.forward(x);
+    const n = x.size / this.inFeatures;
+    if (rows.length !== n)
+      throw new Error(`MultiLoRALinear: ${rows.length} row adapters for an input of ${n} rows`);
+    const groups = new Map<string, number[]>();
+    rows.forEach((name, i) => {
+      if (name === null || !this.adapters.has(name)) return;
+      const g = groups.get(name);
+      if (g) g.push(i);
+      else groups.set(name, [i]);
+    });
+    if (groups.size === 0) return y;
+    return loraRows(
+      y,
+      x,
+      [...groups].map(([name, idx]) => {
+        const a = this.adapters.get(name)!;
+        return { rows: idx, A: a.A, B: a.B, scaling: a.scaling };
+      }),
+    );
   }
 }

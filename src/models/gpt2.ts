@@ -9,6 +9,7 @@ import { Embedding, LayerNorm, Linear, type LinearLike } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { CausalLMBase, ConfigFields, type ParamFactory } from "./model.js";
+import { RowCaches } from "./rows.js";
 
 export interface GPT2Config {
   model_type: "gpt2";
@@ -69,14 +70,19 @@ class GPT2Attention extends Module {
   }
 
   // x: [B, T, C] -> [B, T, C]
-  forward(x: Tensor, cache?: KVCache): Tensor {
+  // With RowCaches (a batched decode, T = 1), each row attends over its own cache.
+  forward(x: Tensor, cache?: KVCache | RowCaches): Tensor {
     const [B, T, C] = x.shape as [number, number, number];
     const H = this.cfg.n_head;
     const qkv = this.c_attn.forward(x); // [B, T, 3C]
     const heads = (i: number) => reshape(slice(qkv, i * C, C), [B, T, H, C / H]);
     let [q, k, v] = [heads(0), heads(1), heads(2)];
-    if (cache) [k, v] = cache.append(this.layer, k, v);
-    const y = attention(q, k, v); // [B, T, H, D]
+    let y: Tensor; // [B, T, H, D]
+    if (cache instanceof RowCaches) y = cache.attend(this.layer, q, k, v);
+    else {
+      if (cache) [k, v] = cache.append(this.layer, k, v);
+      y = attention(q, k, v);
+    }
     return this.c_proj.forward(reshape(y, [B, T, C]));
   }
 }
@@ -111,7 +117,7 @@ class GPT2Block extends Module {
     this.mlp = new GPT2MLP(p, `${name}.mlp`, C);
   }
 
-  forward(x: Tensor, cache?: KVCache): Tensor {
+  forward(x: Tensor, cache?: KVCache | RowCaches): Tensor {
     x = add(x, this.attn.forward(this.ln_1.forward(x), cache));
     return add(x, this.mlp.forward(this.ln_2.forward(x)));
   }
@@ -172,6 +178,21 @@ export class GPT2LMHeadModel extends CausalLMBase {
     for (const block of t.h) x = block.forward(x, cache);
     cache?.commit();
     return t.ln_f.forward(x);
+  }
+
+  // ids: [B] next tokens of B sequences, each with its own cache -> logits [B, 1, V]
+  decodeRows(ids: Int32Array, caches: readonly KVCache[]): Tensor {
+    const B = ids.length;
+    const rows = new RowCaches(caches);
+    const over = rows.offsets.find((p) => p + 1 > this.config.n_positions);
+    if (over !== undefined)
+      throw new RangeError(`GPT-2: ${over + 1} positions exceed n_positions ${this.config.n_positions}`);
+    const t = this.transformer;
+    const pos = Int32Array.from(rows.offsets);
+    let x = add(t.wte.forward(ids, [B, 1]), t.wpe.forward(pos, [B, 1])); // [B, 1, C]
+    for (const block of t.h) x = block.forward(x, rows);
+    rows.commit();
+    return this.head(t.ln_f.forward(x));
   }
 }
 

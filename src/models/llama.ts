@@ -14,6 +14,7 @@ import { Module } from "../nn/module.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { CausalLMBase, ConfigFields, type ParamFactory } from "./model.js";
 import { checkRope, parseRope, type RopeSettings, Rotary, type RotaryPass } from "./rope.js";
+import { RowCaches } from "./rows.js";
 
 export const LLAMA_TYPES = ["llama", "mistral", "qwen2", "qwen3", "smollm3"] as const;
 export type LlamaType = (typeof LLAMA_TYPES)[number];
@@ -171,20 +172,28 @@ class LlamaAttention extends Module {
     this.usesRope = cfg.no_rope_layers?.[layer] !== 0;
   }
 
-  // x: [B, T, C] -> [B, T, C]; rot: this pass's rotary frequencies and cos/sin factor
-  forward(x: Tensor, offset: number, rot: RotaryPass, cache?: KVCache): Tensor {
+  // x: [B, T, C] -> [B, T, C]; rot: this pass's rotary frequencies and cos/sin factor. With RowCaches
+  // (a batched decode, T = 1), each row has its own position, rotary pass and cache.
+  forward(x: Tensor, offset: number, rot: RotaryPass, cache?: KVCache | RowCaches): Tensor {
     const [B, T] = x.shape as [number, number, number];
     const { num_attention_heads: Hq, num_key_value_heads: Hkv, head_dim: D } = this.cfg;
+    const rows = cache instanceof RowCaches ? cache : null;
     const heads = (t: Tensor, H: number, norm?: RMSNorm) => {
       const h = reshape(t, [B, T, H, D]);
       const n = norm ? norm.forward(h) : h;
-      return this.usesRope ? rope(n, offset, rot.freqs, rot.scale) : n;
+      if (!this.usesRope) return n;
+      return rows ? rows.rope(n) : rope(n, offset, rot.freqs, rot.scale);
     };
     const q = heads(this.q_proj.forward(x), Hq, this.q_norm);
     let k = heads(this.k_proj.forward(x), Hkv, this.k_norm);
     let v = reshape(this.v_proj.forward(x), [B, T, Hkv, D]);
-    if (cache) [k, v] = cache.append(this.layer, k, v);
-    const y = attention(q, k, v, { window: this.cfg.layer_windows[this.layer] }); // [B, T, Hq, D]
+    const opts = { window: this.cfg.layer_windows[this.layer] };
+    let y: Tensor; // [B, T, Hq, D]
+    if (rows) y = rows.attend(this.layer, q, k, v, opts);
+    else {
+      if (cache) [k, v] = (cache as KVCache).append(this.layer, k, v);
+      y = attention(q, k, v, opts);
+    }
     return this.o_proj.forward(reshape(y, [B, T, Hq * D]));
   }
 }
@@ -226,7 +235,7 @@ class LlamaDecoderLayer extends Module {
     this.mlp = new LlamaMLP(p, `${name}.mlp`, cfg);
   }
 
-  forward(x: Tensor, offset: number, rot: RotaryPass, cache?: KVCache): Tensor {
+  forward(x: Tensor, offset: number, rot: RotaryPass, cache?: KVCache | RowCaches): Tensor {
     x = add(x, this.self_attn.forward(this.input_layernorm.forward(x), offset, rot, cache));
     return add(x, this.mlp.forward(this.post_attention_layernorm.forward(x)));
   }
@@ -289,6 +298,19 @@ export class LlamaForCausalLM extends CausalLMBase {
     for (const layer of this.model.layers) x = layer.forward(x, offset, rot, cache);
     cache?.commit();
     return this.model.norm.forward(x);
+  }
+
+  // ids: [B] next tokens of B sequences, each with its own cache -> logits [B, 1, V]
+  decodeRows(ids: Int32Array, caches: readonly KVCache[]): Tensor {
+    const rows = new RowCaches(
+      caches,
+      caches.map((c) => this.rotary.pass(c.length + 1)),
+    );
+    let x = this.model.embed_tokens.forward(ids, [ids.length, 1]); // [B, 1, C]
+    const unused = rows.rots[0]!;
+    for (const layer of this.model.layers) x = layer.forward(x, 0, unused, rows);
+    rows.commit();
+    return this.head(this.model.norm.forward(x));
   }
 }
 

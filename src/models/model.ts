@@ -28,6 +28,13 @@ export interface CausalLM extends Module {
   hidden(ids: Int32Array, shape: readonly [number, number], cache?: KVCache): Tensor;
   /** hidden states [..., C] -> logits [..., V] (the lm head, then the soft cap if the model has one). */
   head(h: Tensor): Tensor;
+  /**
+   * A batched decode step (families that have one: llama's, gpt2): ids [B], the next token of B
+   * sequences, each at its own position with its own cache (ragged lengths) -> logits [B, 1, V]. Run
+   * under noGrad and batchInvariant (autograd/invariant.ts): row b then has the bits of
+   * forward([ids[b]], [1, 1], caches[b]).
+   */
+  decodeRows?(ids: Int32Array, caches: readonly KVCache[]): Tensor;
 }
 
 /**

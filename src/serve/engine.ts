@@ -3,12 +3,17 @@
  * plus the per-sequence decode step. A request names the base or an adapter in `model`; an adapter
  * being unloaded takes no new requests and is deleted once its running sequences have finished.
  */
+
+import { batchInvariant } from "../autograd/invariant.js";
+import { noGrad } from "../autograd/tape.js";
 import type { AdapterInput } from "../io/peft.js";
 import { addAdapter } from "../io/peft.js";
 import type { Tokenizer } from "../io/tokenizer.js";
 import { AdapterSet } from "../lora/adapter-set.js";
-import { generate } from "../models/generate.js";
+import { generate, sampleToken } from "../models/generate.js";
 import type { CausalLM } from "../models/model.js";
+import { KVCache } from "../nn/kv-cache.js";
+import { Rng } from "../tensor/random.js";
 import { ApiError } from "./errors.js";
 import type { DecodeStep, Sequence, SequenceSpec } from "./scheduler.js";
 
@@ -31,6 +36,13 @@ export interface ModelCard {
 
 /** Sequence state of the per-sequence step: the generate() iterator, which owns its KV cache and sampler. */
 type Decoding = Iterator<number>;
+
+/** Sequence state of the batched step: its KV cache, its sampler, its last token (-1: not prefilled). */
+interface Batched {
+  cache: KVCache;
+  rng: Rng;
+  last: number;
+}
 
 export class Engine {
   readonly model: CausalLM;
@@ -135,6 +147,65 @@ export class Engine {
       const left = (this.inUse.get(adapter) ?? 1) - 1;
       this.inUse.set(adapter, left);
       if (left === 0 && this.unloading.has(adapter)) this.forget(adapter);
+    };
+  }
+
+  /** The batched step where the model has one (`decodeRows`: llama's family, gpt2), else the per-sequence one. */
+  decodeStep(): DecodeStep<Decoding | Batched> {
+    return this.model.decodeRows ? (this.stepBatched() as DecodeStep<Decoding | Batched>) : this.stepEach();
+  }
+
+  /**
+   * The batched decode step: a new sequence's prompt is prefilled on its own (one sequence, its
+   * adapter active, as `generate` does); then every sequence past its prefill takes its next token in
+   * one `decodeRows` pass: the base products once for all rows, each row's own adapter term
+   * (AdapterSet.setRows), RoPE and attention per row over its own cache. It runs batch-invariant
+   * (autograd/invariant.ts), and samples each row with its own generator as `generate` does, so the
+   * greedy output is `lora generate`'s token for token, alone or in any batch.
+   */
+  stepBatched(): DecodeStep<Batched> {
+    const decodeRows = this.model.decodeRows!.bind(this.model);
+    const V = this.model.vocabSize;
+    return {
+      start: (spec: SequenceSpec) => {
+        if (spec.prompt.length === 0)
+          throw new Error("generate: the prompt is empty; give at least one token (e.g. BOS)");
+        return { cache: new KVCache(), rng: new Rng(spec.sampling.seed ?? 0), last: -1 };
+      },
+      step: (batch: readonly Sequence<Batched>[]) => {
+        const tokens = new Array<number>(batch.length);
+        const decoding: number[] = [];
+        batch.forEach((s, i) => {
+          if (s.state.last >= 0) return decoding.push(i);
+          this.adapters.setRows(null);
+          this.adapters.set(s.spec.adapter);
+          const prompt = Int32Array.from(s.spec.prompt);
+          const logits = noGrad(() => this.model.forward(prompt, [1, prompt.length], s.state.cache));
+          const row = logits.data.subarray((prompt.length - 1) * V, prompt.length * V);
+          tokens[i] = s.state.last = sampleToken(row, s.spec.sampling, s.state.rng);
+        });
+        if (decoding.length === 0) return tokens;
+        const rows = decoding.map((i) => batch[i]!);
+        this.adapters.setRows(rows.map((s) => s.spec.adapter));
+        try {
+          const ids = Int32Array.from(rows, (s) => s.state.last);
+          const logits = noGrad(() =>
+            batchInvariant(() =>
+              decodeRows(
+                ids,
+                rows.map((s) => s.state.cache),
+              ),
+            ),
+          );
+          rows.forEach((s, b) => {
+            const t = sampleToken(logits.data.subarray(b * V, (b + 1) * V), s.spec.sampling, s.state.rng);
+            tokens[decoding[b]!] = s.state.last = t;
+          });
+        } finally {
+          this.adapters.setRows(null);
+        }
+        return tokens;
+      },
     };
   }
 

@@ -3,10 +3,9 @@
  * sequences whose client went away, admits queued requests while fewer than maxBatch sequences run,
  * then makes one decode step over all running sequences; a finished sequence leaves at once.
  *
- * The step is a function of the whole running set (`DecodeStep`), so a batched step (one base product
- * for every row, a gathered per-row LoRA term, ragged attention over per-sequence caches) can replace
- * the per-sequence one without changing the loop. Today's step (engine.ts `stepEach`) runs the
- * sequences one after another, each with its own KV cache and adapter: interleaved, not batched.
+ * The step is a function of the whole running set (`DecodeStep`): engine.ts `stepBatched` makes one
+ * base product for every row, a gathered per-row LoRA term, and attention per row over its own cache;
+ * `stepEach` (families without a batched step) runs the sequences one after another.
  */
 import type { SamplingOptions } from "../models/generate.js";
 import { ApiError } from "./errors.js";

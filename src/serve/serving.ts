@@ -27,7 +27,7 @@ export interface Serving {
 export function createServing(o: ServingOptions): Serving {
   const engine = new Engine(o);
   const metrics = new Metrics();
-  const scheduler = new Scheduler(engine.stepEach(), {
+  const scheduler = new Scheduler(engine.decodeStep(), {
     maxBatch: o.maxBatch,
     maxQueue: o.maxQueue,
     onStep: (rows) => metrics.step(rows),

@@ -9,7 +9,7 @@ import { spawn } from "node:child_process";
 import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { isAbsolute, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import OpenAI from "openai";
 import { loadModel } from "../../src/cli/load.js";
@@ -27,7 +27,7 @@ const KEY = "test-key";
 /** `lora generate`'s continuation (stdout minus the echoed prompt and the final newline). */
 function cliGenerate(prompt: string, adapter: string | null, chat = false, maxTokens = 20): string {
   const args = ["generate", "--model", MODEL, "--prompt", prompt, "--max-tokens", String(maxTokens)];
-  if (adapter) args.push("--adapter", join(fx, adapter));
+  if (adapter) args.push("--adapter", isAbsolute(adapter) ? adapter : join(fx, adapter));
   if (chat) args.push("--chat");
   const r = lora(...args);
   assert.equal(r.code, 0, r.err);
@@ -177,12 +177,35 @@ describe("lora serve", () => {
     }
   });
 
-  it("12 concurrent requests across the base and both adapters each equal their single-request output", async () => {
-    const models = ["model", "pirate", "robot"];
-    const jobs = Array.from({ length: 12 }, (_, i) => {
-      const model = models[i % 3]!;
+  it("16 concurrent greedy requests across 3 adapters and the base each equal their single-request `lora generate` output", async () => {
+    // a third adapter, distinct from both: pirate and robot concatenated with weights (lora merge --method cat)
+    const mix = join(scratch, "mix");
+    const made = lora(
+      "merge",
+      "--adapter",
+      `${join(fx, "pirate")}:0.7`,
+      "--adapter",
+      `${join(fx, "robot")}:0.6`,
+      "--method",
+      "cat",
+      "--out",
+      mix,
+    );
+    assert.equal(made.code, 0, made.err);
+    ref["once mix"] = cliGenerate("once", mix);
+    ref["chat mix"] = cliGenerate("hello", mix, true);
+    assert.notEqual(ref["once mix"], ref["once pirate"]);
+    assert.notEqual(ref["once mix"], ref["once robot"]);
+    s.serving.engine.load("mix", readAdapterInput(mix, { defaultTargets: TARGETS }), mix);
+    const before = await (await fetch(`${s.url}/metrics`)).text();
+    const steps0 = Number(/lora_batch_size_count (\d+)/.exec(before)![1]);
+    const rows0 = Number(/lora_batch_size_sum (\d+)/.exec(before)![1]);
+    const models = ["model", "pirate", "robot", "mix"];
+    // prompts of different lengths (completion and chat), so the rows' caches are ragged
+    const jobs = Array.from({ length: 16 }, (_, i) => {
+      const model = models[i % 4]!;
       const a = model === "model" ? null : model;
-      if (i % 2 === 0)
+      if (i % 8 < 4)
         return api.completions
           .create({ model, prompt: "once", max_tokens: 20, temperature: 0 })
           .then((c) => assert.equal(c.choices[0]!.text, ref[`once ${a}`], `request ${i} (${model})`));
@@ -200,10 +223,11 @@ describe("lora serve", () => {
       })();
     });
     await Promise.all(jobs);
+    s.serving.engine.unload("mix");
     const metrics = await (await fetch(`${s.url}/metrics`)).text();
-    const count = Number(/lora_batch_size_count (\d+)/.exec(metrics)![1]);
-    const sum = Number(/lora_batch_size_sum (\d+)/.exec(metrics)![1]);
-    assert.ok(sum / count > 1, `sequences were interleaved (mean rows per step ${sum / count})`);
+    const count = Number(/lora_batch_size_count (\d+)/.exec(metrics)![1]) - steps0;
+    const sum = Number(/lora_batch_size_sum (\d+)/.exec(metrics)![1]) - rows0;
+    assert.ok(sum / count > 4, `sequences were batched (mean rows per step ${sum / count})`);
   });
 
   it("sampling: n choices, a seed repeats, stop strings cut the text", async () => {

@@ -8,7 +8,10 @@ export interface WasmRuntime {
   threads: Threads;
 }
 
-type Method = Exclude<keyof Backend, "name" | "fastBf16">;
+type Method = Exclude<
+  keyof Backend,
+  "name" | "fastBf16" | "invariantRows" | "attentionRowsForward" | "loraRowsForward"
+>;
 /** A Backend method with the runtime as its first argument. */
 export type WasmOp<K extends Method> = (rt: WasmRuntime, ...args: Parameters<Backend[K]>) => void;
 

@@ -23,6 +23,8 @@ export function createNativeBackend(k: NativeAddon): Backend {
   return {
     name: "native",
     fastBf16: k.info().bf16,
+    // GEMV_ROWS in native/src/gemm.cc: up to 8 rows, one dot per output whatever M is
+    invariantRows: 8,
     matmul(out, a, b, d) {
       const [bits, btype] = unpack(b);
       n.matmul(
@@ -71,6 +73,43 @@ export function createNativeBackend(k: NativeAddon): Backend {
     rope: (...a) => n.rope(...a),
     attentionForward(out, att, q, k2, v, d) {
       n.attentionForward(out, att, q, k2, v, ...attentionArgs(d));
+    },
+    // one call (one split between threads) for every row of a batched decode
+    attentionRowsForward(out, q, keys, values, d) {
+      n.attentionRowsForward(
+        out,
+        q,
+        keys,
+        values,
+        d.B,
+        d.Hq,
+        d.Hkv,
+        d.D,
+        d.causal,
+        attentionScale(d),
+        d.window ?? 0,
+        d.softcap ?? 0,
+      );
+    },
+    // every adapter group of a layer in one call (native/src/lora_rows.cc)
+    loraRowsForward(y, x, inF, outF, groups, chunk) {
+      const starts = new Int32Array(groups.length + 1);
+      groups.forEach((g, i) => (starts[i + 1] = starts[i]! + g.rows.length));
+      const rows = new Int32Array(starts[groups.length]!);
+      groups.forEach((g, i) => rows.set(g.rows, starts[i]!));
+      n.loraRows(
+        y,
+        x,
+        inF,
+        outF,
+        rows,
+        starts,
+        groups.map((g) => g.A),
+        groups.map((g) => g.B),
+        Int32Array.from(groups, (g) => g.r),
+        Float64Array.from(groups, (g) => g.scaling),
+        Math.min(chunk, 2 ** 31 - 1),
+      );
     },
     attentionBackward(dq, dk, dv, dout, q, k2, v, att, d) {
       n.attentionBackward(dq, dk, dv, dout, q, k2, v, att, ...attentionArgs(d));

@@ -1,0 +1,25 @@
+/**
+ * Batch-invariant mode (as thinking-machines' batch_invariant_ops swaps in kernels whose rows do not
+ * depend on the batch): inside `batchInvariant(fn)`, a matmul with a transposed weight (every Linear's
+ * x @ W^T) runs in chunks of at most the backend's `invariantRows` rows, so each row gets the bits it
+ * gets alone (M = 1, the single-sequence decode). A batched decode step runs under it: a sequence's
+ * greedy tokens are then the same alone or in any batch. Outside it nothing changes.
+ */
+import { backend } from "../kernels/index.js";
+
+let depth = 0;
+
+/** Runs fn with every x @ W^T product split into batch-invariant row chunks. */
+export function batchInvariant<T>(fn: () => T): T {
+  depth++;
+  try {
+    return fn();
+  } finally {
+    depth--;
+  }
+}
+
+/** The most rows one x @ W^T product may take now (Infinity outside batch-invariant mode). */
+export function invariantChunk(): number {
+  return depth > 0 ? (backend().invariantRows ?? Number.POSITIVE_INFINITY) : Number.POSITIVE_INFINITY;
+}

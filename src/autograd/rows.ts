@@ -1,0 +1,175 @@
+/**
+ * Ops of a batched decode step, where each row of the batch is its own sequence: its own position,
+ * its own KV cache (ragged lengths), its own adapter. Each runs the same kernel on each row that the
+ * single-sequence op runs on that sequence alone (a batch of one), so a row's bits do not depend on
+ * the batch. Inference only: they record nothing, and refuse inputs that need a gradient.
+ */
+import { backend, singleMatmul } from "../kernels/index.js";
+import { check, shapeStr } from "../tensor/shape.js";
+import { Tensor } from "../tensor/tensor.js";
+import { invariantChunk } from "./invariant.js";
+import { type AttentionOptions, attentionDims } from "./ops.js";
+import { needsTape } from "./tape.js";
+
+function inferenceOnly(op: string, inputs: readonly Tensor[]): void {
+  check(
+    !needsTape(inputs),
+    () => `${op}: a batched-decode op has no gradient; run it under noGrad (inference only)`,
+  );
+  for (const t of inputs)
+    check(!t.half, () => `${op}: input ${shapeStr(t.shape)} is a ${t.dtype} weight; it takes f32 only`);
+}
+
+/** One row's rotary embedding: inverse frequencies and the cos/sin factor (models/rope.ts RotaryPass). */
+export interface RowRotary {
+  freqs: Float64Array;
+  scale: number;
+}
+
+/**
+ * RoPE with a position per row: x [B, 1, H, D], row b at position offsets[b], with its own rotary
+ * pass (`rope` of that row alone at that offset).
+ */
+export function ropeRows(x: Tensor, offsets: readonly number[], rots: readonly RowRotary[]): Tensor {
+  inferenceOnly("ropeRows", [x]);
+  const [B, T, H, D] = x.shape as [number, number, number, number];
+  check(
+    x.ndim === 4 && T === 1 && D % 2 === 0 && offsets.length === B && rots.length === B,
+    () =>
+      `ropeRows: need x [B, 1, H, D] with even D and B offsets and rotaries; got ${shapeStr(x.shape)}, ${offsets.length}, ${rots.length}`,
+  );
+  const out = new Float32Array(x.size);
+  const n = H * D;
+  for (let b = 0; b < B; b++) {
+    const { freqs, scale } = rots[b]!;
+    check(freqs.length * 2 <= D, () => `ropeRows: ${freqs.length} frequencies for head dim ${D}`);
+    const r = [b * n, (b + 1) * n] as const;
+    backend().rope(out.subarray(...r), x.data.subarray(...r), 1, 1, H, D, offsets[b]!, freqs, scale, false);
+  }
+  return new Tensor(out, x.shape);
+}
+
+/**
+ * Attention of one new query per row over that row's own keys and values: q [B, 1, Hq, D], keys[b]
+ * and values[b] [1, Tk_b, Hkv, D] (ragged Tk_b) -> [B, 1, Hq, D]; row b is `attention` of that row alone.
+ */
+export function attentionRows(
+  q: Tensor,
+  keys: readonly Tensor[],
+  values: readonly Tensor[],
+  opts: AttentionOptions = {},
+): Tensor {
+  inferenceOnly("attentionRows", [q, ...keys, ...values]);
+  const [B, T, Hq, D] = q.shape as [number, number, number, number];
+  check(
+    q.ndim === 4 && T === 1 && keys.length === B && values.length === B,
+    () =>
+      `attentionRows: need q [B, 1, Hq, D] and B keys and values; got ${shapeStr(q.shape)}, ${keys.length}, ${values.length}`,
+  );
+  const out = new Float32Array(q.size);
+  const n = Hq * D;
+  const dims = keys.map((k, b) =>
+    attentionDims(new Tensor(q.data.subarray(b * n, (b + 1) * n), [1, 1, Hq, D]), k, values[b]!, opts),
+  );
+  const k = backend();
+  if (k.attentionRowsForward && B > 0) {
+    const rowData = (t: Tensor) => t.data;
+    k.attentionRowsForward(out, q.data, keys.map(rowData), values.map(rowData), { ...dims[0]!, B, Tk: 0 });
+    return new Tensor(out, q.shape);
+  }
+  dims.forEach((d, b) => {
+    const att = new Float32Array(d.Hq * d.Tk);
+    const r = [b * n, (b + 1) * n] as const;
+    k.attentionForward(out.subarray(...r), att, q.data.subarray(...r), keys[b]!.data, values[b]!.data, d);
+  });
+  return new Tensor(out, q.shape);
+}
+
+/** One adapter's low-rank term on the rows that use it: y[rows] += (scaling · x[rows] A^T) B^T. */
+export interface RowGroup {
+  rows: readonly number[];
+  A: Tensor; // [r, in]
+  B: Tensor; // [out, r]
+  scaling: number;
+}
+
+// out [m, N] = x [m, K] @ W^T (W [N, K]), in batch-invariant row chunks
+function productRows(out: Float32Array, x: Float32Array, w: Tensor, m: number): void {
+  const [N, K] = w.shape as [number, number];
+  const chunk = Math.min(m, invariantChunk());
+  if (chunk === m) {
+    backend().matmul(out, x, w.weights(), singleMatmul(m, N, K, { transB: true }));
+    return;
+  }
+  for (let i = 0; i < m; i += chunk) {
+    const c = Math.min(chunk, m - i);
+    backend().matmul(
+      out.subarray(i * N, (i + c) * N),
+      x.subarray(i * K, (i + c) * K),
+      w.weights(),
+      singleMatmul(c, N, K, { transB: true }),
+    );
+  }
+}
+
+/**
+ * The gathered LoRA term of a batch whose rows use different adapters (Punica's BGMV, as one grouped
+ * product per adapter): y [..., out] (base products of every row), x [..., in] -> y plus, on each
+ * group's rows, scaling · (x A^T) B^T. Row by row the same kernels as MultiLoRALinear with that one
+ * adapter active (matmul, scale, matmul), in batch-invariant chunks; rows in no group keep y. The final
+ * y + delta is added here in f64 and rounded to f32, which is the f32 sum every backend's add computes
+ * (a sum of two f32 values rounded once from f64 is the correctly rounded f32 sum). A backend with
+ * `loraRowsForward` runs all groups in one call instead (`noKernel`: the per-kernel path, to test it).
+ */
+export function loraRows(y: Tensor, x: Tensor, groups: readonly RowGroup[], noKernel = false): Tensor {
+  inferenceOnly("loraRows", [y, x, ...groups.flatMap((g) => [g.A, g.B])]);
+  const inF = x.shape[x.ndim - 1]!;
+  const outF = y.shape[y.ndim - 1]!;
+  const N = x.size / inF;
+  check(
+    y.size / outF === N,
+    () => `loraRows: x ${shapeStr(x.shape)} and y ${shapeStr(y.shape)} have different numbers of rows`,
+  );
+  const out = y.data.slice();
+  const xd = x.data;
+  for (const { rows, A, B } of groups) {
+    const r = A.shape[0]!;
+    check(
+      A.ndim === 2 && B.ndim === 2 && A.shape[1] === inF && B.shape[0] === outF && B.shape[1] === r,
+      () => `loraRows: A ${shapeStr(A.shape)} and B ${shapeStr(B.shape)} do not fit ${inF} -> ${outF}`,
+    );
+    const bad = rows.find((row) => !(Number.isInteger(row) && row >= 0 && row < N));
+    check(bad === undefined, () => `loraRows: row ${bad} is outside 0..${N - 1}`);
+  }
+  const k = backend();
+  if (k.loraRowsForward && !noKernel) {
+    const flat = groups.map((g) => ({
+      rows: Int32Array.from(g.rows),
+      A: g.A.data,
+      B: g.B.data,
+      r: g.A.shape[0]!,
+      scaling: g.scaling,
+    }));
+    k.loraRowsForward(out, xd, inF, outF, flat, invariantChunk());
+    return new Tensor(out, y.shape);
+  }
+  for (const { rows, A, B, scaling } of groups) {
+    const r = A.shape[0]!;
+    const m = rows.length;
+    const xs = new Float32Array(m * inF);
+    for (let i = 0; i < m; i++) {
+      const from = rows[i]! * inF;
+      for (let j = 0; j < inF; j++) xs[i * inF + j] = xd[from + j]!;
+    }
+    const ax = new Float32Array(m * r);
+    productRows(ax, xs, A, m);
+    k.scale(ax, ax, scaling);
+    const delta = new Float32Array(m * outF);
+    productRows(delta, ax, B, m);
+    for (let i = 0; i < m; i++) {
+      const to = rows[i]! * outF;
+      for (let j = 0; j < outF; j++) out[to + j] = out[to + j]! + delta[i * outF + j]!;
+    }
+  }
+  return new Tensor(out, y.shape);
+}

@@ -1,0 +1,137 @@
+/**
+ * Batch invariance, the kernels a batched decode relies on, on each backend:
+ * - matmul with a transposed weight (x @ W^T, every Linear): a product of up to `invariantRows` rows
+ *   gives each row exactly (bit for bit) what that row alone gives, wherever the row falls (first,
+ *   last, inside or at the edge of a register tile). Odd sizes cross the kernels' edge tiles, a depth
+ *   over 256 crosses a cache block, N <= 8 takes the rank-side kernels.
+ * - attentionRowsForward, where a backend has it: each row equals attentionForward of that row alone,
+ *   over ragged cache lengths, with GQA, a sliding window and a soft cap.
+ * - loraRowsForward, where a backend has it: the per-kernel path's bits (mixed ranks and scalings).
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { type AttentionDims, availableBackends, setBackend, singleMatmul } from "../../src/kernels/index.js";
+import "../../src/kernels/node/index.js";
+import { batchInvariant } from "../../src/autograd/invariant.js";
+import { loraRows } from "../../src/autograd/rows.js";
+import { Rng } from "../../src/tensor/random.js";
+import { Tensor } from "../../src/tensor/tensor.js";
+
+const rng = new Rng(7);
+const randn = (n: number) => Float32Array.from({ length: n }, () => rng.normal());
+const SHAPES: [number, number][] = [
+  [8, 64], // N, K: LoRA's B side (rank 8) and a rank-side product
+  [17, 300],
+  [100, 48],
+  [64, 8],
+];
+const MAX_ROWS = 20;
+
+for (const name of availableBackends()) {
+  describe(`matmul rows are batch-invariant on ${name}`, () => {
+    it("a row of an M-row x @ W^T equals the same row alone, for every M up to invariantRows", () => {
+      const k = setBackend(name);
+      const top = Math.min(MAX_ROWS, k.invariantRows ?? MAX_ROWS);
+      for (const [N, K] of SHAPES) {
+        const w = randn(N * K);
+        const x = randn(MAX_ROWS * K);
+        const alone = new Float32Array(MAX_ROWS * N);
+        for (let i = 0; i < MAX_ROWS; i++)
+          k.matmul(
+            alone.subarray(i * N, (i + 1) * N),
+            x.subarray(i * K, (i + 1) * K),
+            w,
+            singleMatmul(1, N, K, { transB: true }),
+          );
+        for (let M = 2; M <= top; M++)
+          for (const first of [0, MAX_ROWS - M]) {
+            const out = new Float32Array(M * N);
+            k.matmul(out, x.subarray(first * K, (first + M) * K), w, singleMatmul(M, N, K, { transB: true }));
+            for (let i = 0; i < M; i++) {
+              const want = alone.subarray((first + i) * N, (first + i + 1) * N);
+              const got = out.subarray(i * N, (i + 1) * N);
+              assert.ok(
+                got.every((v, j) => Object.is(v, want[j])),
+                `${name}: row ${i} of ${M} (rows ${first}..) of [${M}, ${K}] @ [${N}, ${K}]^T differs from the row alone`,
+              );
+            }
+          }
+      }
+    });
+  });
+}
+
+for (const name of availableBackends()) {
+  const k = setBackend(name);
+  describe(`attentionRowsForward on ${name}`, { skip: !k.attentionRowsForward && `${name} has none` }, () => {
+    for (const extra of [{}, { window: 5 }, { softcap: 2 }] as Partial<AttentionDims>[])
+      it(`each row equals attentionForward of that row alone (${JSON.stringify(extra)})`, () => {
+        const [Hq, Hkv, D] = [6, 2, 12];
+        const lengths = [1, 9, 3, 40, 17, 2, 64];
+        const B = lengths.length;
+        const q = randn(B * Hq * D);
+        const keys = lengths.map((t) => randn(t * Hkv * D));
+        const values = lengths.map((t) => randn(t * Hkv * D));
+        const d = (Tk: number, rows: number): AttentionDims => ({
+          B: rows,
+          Tq: 1,
+          Tk,
+          Hq,
+          Hkv,
+          D,
+          causal: true,
+          ...extra,
+        });
+        const got = new Float32Array(B * Hq * D);
+        k.attentionRowsForward!(got, q, keys, values, d(0, B));
+        lengths.forEach((t, b) => {
+          const n = Hq * D;
+          const want = new Float32Array(n);
+          k.attentionForward(
+            want,
+            new Float32Array(Hq * t),
+            q.subarray(b * n, (b + 1) * n),
+            keys[b]!,
+            values[b]!,
+            d(t, 1),
+          );
+          const row = got.subarray(b * n, (b + 1) * n);
+          assert.ok(
+            row.every((v, j) => Object.is(v, want[j])),
+            `${name}: row ${b} (${t} keys) differs from the row alone`,
+          );
+        });
+      });
+  });
+}
+
+for (const name of availableBackends()) {
+  const k = setBackend(name);
+  describe(`loraRowsForward on ${name}`, { skip: !k.loraRowsForward && `${name} has none` }, () => {
+    it("equals the per-kernel path (matmul, scale, matmul, add) bit for bit, in and out of batch-invariant mode", () => {
+      setBackend(name);
+      const [N, inF, outF] = [13, 40, 72];
+      const x = new Tensor(randn(N * inF), [N, inF]);
+      const y = new Tensor(randn(N * outF), [N, outF]);
+      const groups = [
+        { rows: [0, 3, 4, 5, 6, 7, 8, 9, 10, 12], r: 8, scaling: 2 },
+        { rows: [1], r: 4, scaling: 0.3 },
+        { rows: [11, 2], r: 16, scaling: 1.5 },
+      ].map((g) => ({
+        rows: g.rows,
+        scaling: g.scaling,
+        A: new Tensor(randn(g.r * inF), [g.r, inF]),
+        B: new Tensor(randn(outF * g.r), [outF, g.r]),
+      }));
+      for (const run of [(f: () => Tensor) => f(), batchInvariant]) {
+        const fast = run(() => loraRows(y, x, groups));
+        const slow = run(() => loraRows(y, x, groups, true));
+        assert.ok(
+          fast.data.every((v, j) => Object.is(v, slow.data[j])),
+          `${name}: loraRowsForward differs from the per-kernel path`,
+        );
+        assert.ok(fast.data.some((v, j) => v !== y.data[j]));
+      }
+    });
+  });
+}
