@@ -71,12 +71,17 @@ function chart(rows: DeltaRow[], path: string): TopLevelSpec {
     width: 360,
     height: 220,
     data: { values },
-    mark: "bar",
+    mark: { type: "point", filled: true, size: 90 },
     encoding: {
       x: { field: "directions", type: "nominal", sort: null, title: null, axis: { labelAngle: 0 } },
-      xOffset: { field: "r", type: "nominal" },
-      y: { field: "value", type: "quantitative", scale: { type: "log" }, title: "Frobenius norm (log)" },
-      color: { field: "r", type: "nominal", title: "rank" },
+      xOffset: { field: "r", type: "nominal", sort: null },
+      y: {
+        field: "value",
+        type: "quantitative",
+        scale: { type: "log" },
+        title: "Frobenius norm (log scale)",
+      },
+      color: { field: "r", type: "nominal", title: "rank", sort: null },
     },
     config: CONFIG,
   } as TopLevelSpec;
@@ -116,7 +121,7 @@ export function deltaSection(
   const yes = (h: boolean) => (h ? "holds here" : "does not hold here");
   const claims = [
     `(1) ΔW_q's directions carry more of W_q than random ones: ${f4(small.projDelta.mean)} against ${f4(small.projRandom.mean)} at r=${small.rank}; this ${yes(holds[0]!)}`,
-    `(2) far less than W_q's own top directions (${f4(small.projW0)}; less than half, say), so ΔW_q amplifies directions W_q does not emphasise: this ${yes(holds[1]!)}`,
+    `(2) they carry far less of W_q than its own top-r directions (${f4(small.projW0)}; the test here: under half), so ΔW_q amplifies directions W_q does not emphasise: this ${yes(holds[1]!)}`,
     `(3) the amplification factor exceeds 1 and is larger at the small rank (the paper: 21.5 at r=4, 1.9 at r=64): here ${f4(small.amplification.mean)} at r=${small.rank}${big !== small ? ` and ${f4(big.amplification.mean)} at r=${big.rank}` : ""}; this ${yes(holds[2]!)}`,
   ];
   const verdict = holds.every(Boolean) ? "Yes" : holds.some(Boolean) ? "In part" : "No";

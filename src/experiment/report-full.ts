@@ -90,9 +90,9 @@ function chart(rows: FullRow[]): TopLevelSpec {
         width: 300,
         height: 200,
         data: { values: sizes },
-        mark: "bar",
+        mark: { type: "point", filled: true, size: 90 },
         encoding: {
-          y: { field: "what", type: "nominal", title: null, sort: null },
+          y: { field: "what", type: "nominal", title: null, sort: null, axis: { labelLimit: 220 } },
           yOffset: { field: "method", type: "nominal" },
           x: { field: "value", type: "quantitative", scale: { type: "log" }, title: "log scale" },
           color: { field: "method", type: "nominal", title: null },

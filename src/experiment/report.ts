@@ -231,7 +231,7 @@ export function experimentReport(
         results.phi_seeds = { i1j1: t.phi[0]! };
         cross += `; between two seeds at r=${big} it is ${f4(t.phi[0]!)}`;
         body.push(
-          `**Subspaces** (${r8.probeA.path}, right-singular directions of A). ${cross}. The paper's pattern is a high first number and a low second one: ${top > t.phi[0]! ? "it holds here" : "it does not hold here"}.`,
+          `**Subspaces** (${r8.probeA.path}, right-singular directions of A). ${cross}. The paper's pattern is a high first number and a low second one: ${top > t.phi[0]! ? "it holds here" : "it does not hold here"}. For scale: two random subspaces of dimensions i and j in ${r8.probeA.k} dimensions give φ(i, j) ≈ max(i, j)/${r8.probeA.k} on average (${f4(1 / r8.probeA.k)} at (1, 1)): numbers near that mean the two sets of directions are no more aligned than chance (A starts random, and ${ctx.steps} steps may not move it far from its start).`,
           "",
           `![r8 vs r${big}](subspace-r8-r${big}.svg)`,
           "",
