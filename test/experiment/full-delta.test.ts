@@ -1,6 +1,6 @@
 /** `lora experiment full` and `delta`: the plans, the reports' charts and tables, and tiny end-to-end runs. */
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -105,7 +105,7 @@ describe("lora experiment full and delta, end to end", () => {
     assert.ok(existsSync(join(out, "full", "full.png")));
   });
 
-  it("delta --steps 2 --seeds 1 trains the rank runs it needs, and reuses the rank experiment's on `all`", () => {
+  it("delta --steps 2 --seeds 1 trains the rank runs it needs, and takes them from the rank experiment's results where they are", () => {
     assertOk(lora(...args("delta")));
     const runs = Object.values(results("delta").runs);
     const rows = deltaRows(runs);
@@ -117,11 +117,11 @@ describe("lora experiment full and delta, end to end", () => {
     const report = readFileSync(join(out, "delta", "report.md"), "utf8");
     assert.match(report, /the chosen layer is model\.layers\.1\.self_attn\.q_proj/);
     assert.ok(existsSync(join(out, "delta", "delta.svg")));
-    // rank then delta: delta finds its runs in rank/results.json and trains nothing
+    // delta finds its runs in rank/results.json (here: a rank folder holding exactly those runs) and trains nothing
     const out2 = join(tmp, "exp2");
-    const a = args("rank").map((x) => (x === out ? out2 : x));
-    assertOk(lora(...a));
-    const again = lora(...a.map((x) => (x === "rank" ? "delta" : x)));
+    mkdirSync(join(out2, "rank"), { recursive: true });
+    copyFileSync(join(out, "delta", "results.json"), join(out2, "rank", "results.json"));
+    const again = lora(...args("delta").map((x) => (x === out ? out2 : x)));
     assertOk(again);
     assert.match(again.err, /delta: 2 of 2 runs already done .* or the rank experiment's/);
   });
