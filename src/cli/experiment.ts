@@ -18,6 +18,7 @@ import { nativeIsa } from "../kernels/node/index.js";
 import { type BaseDType, resolveBaseDtype } from "../nn/base-dtype.js";
 import { type Command, num, required, str, UsageError, type Values } from "./command.js";
 import { loadModel, readRows, tokenizeRows } from "./load.js";
+import { peakMemoryMeter } from "./peak-memory.js";
 
 /** What this machine is, for the report: the CPU, its cores, and the kernels that ran. */
 function machine(): string {
@@ -77,36 +78,55 @@ async function runExperiment(v: Values): Promise<void> {
       "val-batches": "0",
       "base-dtype": baseDtype,
     },
+    meter: peakMemoryMeter(),
   };
+  const readRuns = (path: string) =>
+    (fs.existsSync(path) ? (readJson(path)!.runs as Record<string, RunOutcome>) : {}) ?? {};
+  let warm = false;
   for (const exp of names) {
     const dir = join(out, exp);
     fs.mkdirSync(dir, { recursive: true });
     const resultsPath = join(dir, "results.json");
-    const stored =
-      (fs.existsSync(resultsPath) ? (readJson(resultsPath)!.runs as Record<string, RunOutcome>) : {}) ?? {};
+    const stored = readRuns(resultsPath);
     const planned = planRuns(exp, loaded.model, seeds);
-    const done = planned.filter((p) => stored[p.key]).length;
+    // delta analyses the rank experiment's adapters: take them from rank/results.json where it has them
+    const shared = exp === "delta" ? readRuns(join(out, "rank", "results.json")) : {};
+    for (const p of planned)
+      if (!stored[p.key]?.delta && shared[p.key]?.delta) stored[p.key] = shared[p.key]!;
+    const isDone = (p: (typeof planned)[number]) => !!stored[p.key] && (!p.delta || !!stored[p.key]!.delta);
+    const done = planned.filter(isDone).length;
     if (done > 0)
       console.error(
-        `${exp}: ${done} of ${planned.length} runs already done in ${resultsPath}; skipping them`,
+        `${exp}: ${done} of ${planned.length} runs already done in ${resultsPath}${exp === "delta" ? " or the rank experiment's" : ""}; skipping them`,
       );
     for (const [i, p] of planned.entries()) {
-      if (stored[p.key]) continue;
+      if (isDone(p)) continue;
+      if (exp === "full" && !warm) {
+        // one unrecorded step first, so the first measured run's memory and time leave out one-time costs
+        await runOne({ ...inputs, meter: undefined }, "warm-up", {
+          ...p.settings,
+          steps: "1",
+          "save-every": "1",
+        });
+      }
+      warm = true;
       const t = performance.now();
       process.stderr.write(`[${exp} ${i + 1}/${planned.length}] ${p.key} ... `);
-      stored[p.key] = await runOne(inputs, p.key, { ...p.settings, seed: p.settings.seed! }, p.probe);
+      stored[p.key] = await runOne(inputs, p.key, p.settings, { probe: p.probe, delta: p.delta });
       process.stderr.write(
         `held-out loss ${stored[p.key]!.valLoss.toFixed(4)} (${((performance.now() - t) / 1000).toFixed(1)} s)\n`,
       );
       writeFileAtomic(resultsPath, `${JSON.stringify({ experiment: exp, runs: stored }, null, 1)}\n`);
     }
-    const command = `lora experiment ${name} --model ${modelDir} --data ${dataPath} --out ${out} --seeds ${seeds} --steps ${steps}`;
+    const note = str(v, "machine-note");
+    const extra = ["lr", "batch-size", "seq-len", "base-dtype"].filter((f) => str(v, f) !== undefined);
+    const command = `lora experiment ${name} --model ${modelDir} --data ${dataPath} --out ${out} --seeds ${seeds} --steps ${steps}${extra.map((f) => ` --${f} ${str(v, f)}`).join("")}${note ? ` --machine-note "${note}"` : ""}`;
     const report = experimentReport(
       exp,
       planned.map((p) => stored[p.key]!),
       {
         command,
-        machine: machine(),
+        machine: note ? `${machine()} (${note})` : machine(),
         model: modelDir,
         data: `${dataPath} (${train.length} training rows; held out: ${heldOut}, ${valid.length} rows; seq-len ${seqLen})`,
         steps,
@@ -137,9 +157,10 @@ async function runExperiment(v: Values): Promise<void> {
 export const experimentCommand: Command = {
   name: "experiment",
   summary:
-    "Reproduce the LoRA paper's experiments (targets: Table 5; rank: Table 6 and subspaces) on a model and data.",
-  usage: "lora experiment targets|rank|all --model DIR --data PATH --out DIR [--seeds 3] [--steps 100]",
-  positionals: { valueName: "NAME (targets, rank or all)", min: 1, max: 1 },
+    "Reproduce the LoRA paper's experiments (targets: Table 5; rank: Table 6 and subspaces; full: against full fine-tuning; delta: Table 7) on a model and data.",
+  usage:
+    "lora experiment targets|rank|full|delta|all --model DIR --data PATH --out DIR [--seeds 3] [--steps 100]",
+  positionals: { valueName: "NAME (targets, rank, full, delta or all)", min: 1, max: 1 },
   flags: {
     model: {
       type: "string",
@@ -165,6 +186,11 @@ export const experimentCommand: Command = {
       type: "string",
       valueName: "DTYPE",
       description: "base weights: f32 (default), bf16, f16",
+    },
+    "machine-note": {
+      type: "string",
+      valueName: "TEXT",
+      description: "what the reports add about the machine (its CPU's generation, other load on it)",
     },
   },
   examples: [

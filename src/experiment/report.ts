@@ -4,6 +4,9 @@
  */
 import type { TopLevelSpec } from "vega-lite";
 import { type ExperimentName, type Row, similarity, summarise } from "./experiments.js";
+import { CONFIG, f4, fmt, SCHEMA } from "./format.js";
+import { deltaSection } from "./report-delta.js";
+import { fullSection } from "./report-full.js";
 import type { RunOutcome } from "./runs.js";
 
 export interface ReportContext {
@@ -22,11 +25,6 @@ export interface Chart {
   title: string;
   spec: TopLevelSpec;
 }
-
-const f4 = (x: number) => x.toFixed(4);
-const fmt = (n: number) => n.toLocaleString("en-US");
-const SCHEMA = "https://vega.github.io/schema/vega-lite/v5.json";
-const CONFIG = { font: "DejaVu Sans, Helvetica, Arial, sans-serif", background: "white" };
 
 function lossBars(rows: Row[], title: string): TopLevelSpec {
   const values = rows.map((r) => ({ config: `${r.label.split("/")[1]} (r${r.rank})`, ...r.valLoss }));
@@ -139,6 +137,14 @@ export function experimentReport(
   const charts: Chart[] = [];
   const body: string[] = [];
   const results: Record<string, unknown> = { rows };
+  if (name === "full" || name === "delta") {
+    const section = (name === "full" ? fullSection : deltaSection)(runs, ctx);
+    return {
+      markdown: [...head, ...section.body, ""].join("\n"),
+      charts: section.charts,
+      results: section.results,
+    };
+  }
   if (name === "targets") {
     charts.push({
       name: "targets",
@@ -178,9 +184,11 @@ export function experimentReport(
       "",
     );
     const find = (r: number, seed: number) => runs.find((x) => x.key === `rank/r${r}/seed${seed}`);
+    // the paper's r=64, or the largest rank that fits a narrower model (ranksFor)
+    const big = Math.max(...rows.map((r) => r.rank));
     const r8 = find(8, 0);
-    const r64 = find(64, 0);
-    const r64b = find(64, 1);
+    const r64 = find(big, 0);
+    const r64b = find(big, 1);
     const best = [...rows].sort((a, b) => a.valLoss.mean - b.valLoss.mean)[0]!;
     const small = rows.filter((r) => r.rank <= 4);
     const bestSmall = [...small].sort((a, b) => a.valLoss.mean - b.valLoss.mean)[0];
@@ -192,40 +200,40 @@ export function experimentReport(
     if (r8?.probeA && r64?.probeA) {
       const s = similarity(r8, r64);
       charts.push({
-        name: "subspace-r8-r64",
-        title: "φ(A_r=8, A_r=64)",
+        name: `subspace-r8-r${big}`,
+        title: `φ(A_r=8, A_r=${big})`,
         spec: heatmap(
           s.phi,
           s.r1,
           s.r2,
-          `subspace similarity, ${r8.probeA.path}: r=8 vs r=64`,
+          `subspace similarity, ${r8.probeA.path}: r=8 vs r=${big}`,
           "i (r=8)",
-          "j (r=64)",
+          `j (r=${big})`,
         ),
       });
       const top = s.phi[0]!;
-      results.phi_r8_r64 = { i1j1: top, path: r8.probeA.path };
-      let cross = `φ(1, 1) between A_{r=8} and A_{r=64} is ${f4(top)}`;
+      results.phi_r8_rbig = { rbig: big, i1j1: top, path: r8.probeA.path };
+      let cross = `φ(1, 1) between A_{r=8} and A_{r=${big}} is ${f4(top)}`;
       if (r64b?.probeA) {
         const t = similarity(r64, r64b);
         charts.push({
           name: "subspace-seeds",
-          title: "φ(A_r=64 seed 0, A_r=64 seed 1)",
+          title: `φ(A_r=${big} seed 0, A_r=${big} seed 1)`,
           spec: heatmap(
             t.phi.slice(0, 8 * t.r2),
             8,
             t.r2,
-            "subspace similarity: two seeds at r=64 (first 8 rows)",
+            `subspace similarity: two seeds at r=${big} (first 8 rows)`,
             "i (seed 0)",
             "j (seed 1)",
           ),
         });
         results.phi_seeds = { i1j1: t.phi[0]! };
-        cross += `; between two seeds at r=64 it is ${f4(t.phi[0]!)}`;
+        cross += `; between two seeds at r=${big} it is ${f4(t.phi[0]!)}`;
         body.push(
-          `**Subspaces** (${r8.probeA.path}, right-singular directions of A). ${cross}. The paper's pattern is a high first number and a low second one: ${top > t.phi[0]! ? "it holds here" : "it does not hold here"}.`,
+          `**Subspaces** (${r8.probeA.path}, right-singular directions of A). ${cross}. The paper's pattern is a high first number and a low second one: ${top > t.phi[0]! ? "it holds here" : "it does not hold here"}. For scale: two random subspaces of dimensions i and j in ${r8.probeA.k} dimensions give φ(i, j) ≈ max(i, j)/${r8.probeA.k} on average (${f4(1 / r8.probeA.k)} at (1, 1)): numbers near that mean the two sets of directions are no more aligned than chance (A starts random, and ${ctx.steps} steps may not move it far from its start).`,
           "",
-          "![r8 vs r64](subspace-r8-r64.svg)",
+          `![r8 vs r${big}](subspace-r8-r${big}.svg)`,
           "",
           "![seeds](subspace-seeds.svg)",
         );
@@ -233,7 +241,7 @@ export function experimentReport(
         body.push(
           `**Subspaces.** ${cross}. (Two seeds are needed for the seed comparison: pass --seeds 2 or more.)`,
           "",
-          "![r8 vs r64](subspace-r8-r64.svg)",
+          `![r8 vs r${big}](subspace-r8-r${big}.svg)`,
         );
     }
     body.push(
