@@ -87,7 +87,7 @@ export function attentionRows(
 
 /** One adapter's low-rank term on the rows that use it: y[rows] += (scaling · x[rows] A^T) B^T. */
 export interface RowGroup {
-  rows: readonly number[];
+  rows: readonly number[] | Int32Array;
   A: Tensor; // [r, in]
   B: Tensor; // [out, r]
   scaling: number;
@@ -138,13 +138,16 @@ export function loraRows(y: Tensor, x: Tensor, groups: readonly RowGroup[], noKe
       A.ndim === 2 && B.ndim === 2 && A.shape[1] === inF && B.shape[0] === outF && B.shape[1] === r,
       () => `loraRows: A ${shapeStr(A.shape)} and B ${shapeStr(B.shape)} do not fit ${inF} -> ${outF}`,
     );
-    const bad = rows.find((row) => !(Number.isInteger(row) && row >= 0 && row < N));
-    check(bad === undefined, () => `loraRows: row ${bad} is outside 0..${N - 1}`);
+    for (const row of rows)
+      check(
+        Number.isInteger(row) && row >= 0 && row < N,
+        () => `loraRows: row ${row} is outside 0..${N - 1}`,
+      );
   }
   const k = backend();
   if (k.loraRowsForward && !noKernel) {
     const flat = groups.map((g) => ({
-      rows: Int32Array.from(g.rows),
+      rows: g.rows instanceof Int32Array ? g.rows : Int32Array.from(g.rows),
       A: g.A.data,
       B: g.B.data,
       r: g.A.shape[0]!,

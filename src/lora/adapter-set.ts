@@ -12,7 +12,7 @@
 import { Linear } from "../nn/layers.js";
 import { type Module, setSubmodule } from "../nn/module.js";
 import { LoRALinear } from "./layer.js";
-import { type ActiveAdapter, type LoraWeights, MultiLoRALinear } from "./multi-layer.js";
+import { type ActiveAdapter, type LoraWeights, MultiLoRALinear, rowGroups } from "./multi-layer.js";
 
 /** What `set` takes: one name, none (null), or several names, each with an optional weight (default 1). */
 export type AdapterChoice = string | null | readonly (string | ActiveAdapter)[];
@@ -131,7 +131,11 @@ export class AdapterSet {
       if (name !== null && !this.adapters.has(name))
         throw new Error(`no adapter named "${name}"; loaded: ${this.names().join(", ") || "none"}`);
     const frozen = rows && Object.freeze([...rows]);
-    for (const layer of this.layers.values()) layer.rows = frozen;
+    const plan = frozen && rowGroups(frozen);
+    for (const layer of this.layers.values()) {
+      layer.rows = frozen;
+      layer.rowPlan = plan;
+    }
   }
 
   /** Runs the base model alone (PEFT's disable_adapter). */
