@@ -53,6 +53,7 @@ export class MultiLoRALinear extends Module implements LinearLike {
    * every layer; null: forward() groups `rows` itself.
    */
   rowPlan: RowPlan | null = null;
+  private packed: { plan: RowPlan; groups: RowGroup[] } | null = null;
 
   constructor(base: Linear) {
     super();
@@ -78,11 +79,13 @@ export class MultiLoRALinear extends Module implements LinearLike {
         `adapter "${name}": LoRA weights A [${w.A.shape}] and B [${w.B.shape}] do not fit: expected A [${w.r}, ${inF}] and B [${outF}, ${w.r}]`,
       );
     this.adapters.set(name, { ...w, scaling: loraScaling(w.r, w.alpha, w.rslora ?? false) });
+    this.packed = null;
   }
 
   /** Drops adapter `name` from this layer (no-op when it has none); it is no longer active here. */
   delete(name: string): void {
     this.adapters.delete(name);
+    this.packed = null;
     this.active = this.active.filter((a) => a.name !== name);
   }
 
@@ -115,10 +118,15 @@ export class MultiLoRALinear extends Module implements LinearLike {
     if (rows.length !== n)
       throw new Error(`MultiLoRALinear: ${rows.length} row adapters for an input of ${n} rows`);
     const plan = this.rowPlan?.rows === rows ? this.rowPlan : rowGroups(rows);
-    const groups: RowGroup[] = [];
-    for (const [name, idx] of plan.groups) {
-      const a = this.adapters.get(name);
-      if (a) groups.push({ rows: idx, A: a.A, B: a.B, scaling: a.scaling });
+    // the same groups array for the same plan and adapters, so loraRows reuses its packing
+    let groups = this.packed?.plan === plan ? this.packed.groups : null;
+    if (!groups) {
+      groups = [];
+      for (const [name, idx] of plan.groups) {
+        const a = this.adapters.get(name);
+        if (a) groups.push({ rows: idx, A: a.A, B: a.B, scaling: a.scaling });
+      }
+      this.packed = { plan, groups };
     }
     if (groups.length === 0) return y;
     return loraRows(y, x, groups);
