@@ -886,6 +886,25 @@ LORA_MULTI(float, dot_bf16, (const float* x, const uint16_t* w, int K), (x, w, K
   return s;
 }
 
+// C[i, j] (+)= dot(x_i, W[j]) for rows i < M, columns [n0, n1) of an f32 weight [N, K] (row stride csB):
+// gemv's f32 dots in one call, so the ISA is picked once per product, not once per dot; each dot is
+// dot_f32's body, the same bits
+LORA_MULTI(void, dots_f32,
+           (int M, int K, const float* x, const float* W, long csB, float* C, long ldc, bool accumulate, int n0,
+            int n1),
+           (M, K, x, W, csB, C, ldc, accumulate, n0, n1)) {
+  for (int j = n0; j < n1; j++) {
+    const float* wj = W + (long)j * csB;
+    for (int i = 0; i < M; i++) {
+      const float* xi = x + (long)i * K;
+      float d = 0;
+#pragma omp simd reduction(+ : d)
+      for (int k = 0; k < K; k++) d += xi[k] * wj[k];
+      C[(long)i * ldc + j] = accumulate ? C[(long)i * ldc + j] + d : d;
+    }
+  }
+}
+
 // y[j] += s * w[j] over a weight row contiguous along j
 LORA_MULTI(void, axpy_f32, (float* y, float s, const float* w, int n), (y, s, w, n)) {
 #pragma omp simd
@@ -902,7 +921,9 @@ void gemv(int M, int K, const float* A, long rsA, long csA, const void* B, int b
           long ldc, bool accumulate, int n0, int n1) {
   std::vector<float> x((size_t)M * K), f16row;
   for (int i = 0; i < M; i++) load_row(x.data() + (long)i * K, A + (long)i * rsA, csA, K, bt == B_BF16);
-  if (rsB == 1 || K == 1) {  // B(k, j) = W[j][k]: one dot per output
+  if ((rsB == 1 || K == 1) && bt == B_F32) {  // B(k, j) = W[j][k]: one dot per output
+    dots_f32(M, K, x.data(), (const float*)B, csB, C, ldc, accumulate, n0, n1);
+  } else if (rsB == 1 || K == 1) {
     if (bt == B_F16) f16row.resize(K);
     for (int j = n0; j < n1; j++) {
       const char* wj = (const char*)B + (size_t)j * csB * (bt == B_F32 ? 4 : 2);

@@ -4,7 +4,7 @@
  * single-sequence op runs on that sequence alone (a batch of one), so a row's bits do not depend on
  * the batch. Inference only: they record nothing, and refuse inputs that need a gradient.
  */
-import { backend, singleMatmul } from "../kernels/index.js";
+import { type Backend, backend, singleMatmul } from "../kernels/index.js";
 import { check, shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
 import { invariantChunk } from "./invariant.js";
@@ -85,9 +85,19 @@ export function attentionRows(
   return new Tensor(out, q.shape);
 }
 
+type KernelGroup = Parameters<NonNullable<Backend["loraRowsForward"]>>[4][number];
+/**
+ * A groups array already checked and packed for the kernel, for the sizes it was checked against (a
+ * steady batch passes the same array every step: MultiLoRALinear keeps it). Groups are not mutated.
+ */
+const kernelGroups = new WeakMap<
+  readonly RowGroup[],
+  { inF: number; outF: number; N: number; flat: readonly KernelGroup[] }
+>();
+
 /** One adapter's low-rank term on the rows that use it: y[rows] += (scaling · x[rows] A^T) B^T. */
 export interface RowGroup {
-  rows: readonly number[];
+  rows: readonly number[] | Int32Array;
   A: Tensor; // [r, in]
   B: Tensor; // [out, r]
   scaling: number;
@@ -132,24 +142,33 @@ export function loraRows(y: Tensor, x: Tensor, groups: readonly RowGroup[], noKe
   );
   const out = y.data.slice();
   const xd = x.data;
+  const k = backend();
+  const packed = k.loraRowsForward && !noKernel ? kernelGroups.get(groups) : undefined;
+  if (packed && packed.inF === inF && packed.outF === outF && packed.N === N) {
+    k.loraRowsForward!(out, xd, inF, outF, packed.flat, invariantChunk());
+    return new Tensor(out, y.shape);
+  }
   for (const { rows, A, B } of groups) {
     const r = A.shape[0]!;
     check(
       A.ndim === 2 && B.ndim === 2 && A.shape[1] === inF && B.shape[0] === outF && B.shape[1] === r,
       () => `loraRows: A ${shapeStr(A.shape)} and B ${shapeStr(B.shape)} do not fit ${inF} -> ${outF}`,
     );
-    const bad = rows.find((row) => !(Number.isInteger(row) && row >= 0 && row < N));
-    check(bad === undefined, () => `loraRows: row ${bad} is outside 0..${N - 1}`);
+    for (const row of rows)
+      check(
+        Number.isInteger(row) && row >= 0 && row < N,
+        () => `loraRows: row ${row} is outside 0..${N - 1}`,
+      );
   }
-  const k = backend();
   if (k.loraRowsForward && !noKernel) {
     const flat = groups.map((g) => ({
-      rows: Int32Array.from(g.rows),
+      rows: g.rows instanceof Int32Array ? g.rows : Int32Array.from(g.rows),
       A: g.A.data,
       B: g.B.data,
       r: g.A.shape[0]!,
       scaling: g.scaling,
     }));
+    kernelGroups.set(groups, { inF, outF, N, flat });
     k.loraRowsForward(out, xd, inF, outF, flat, invariantChunk());
     return new Tensor(out, y.shape);
   }

@@ -12,7 +12,13 @@
 import { Linear } from "../nn/layers.js";
 import { type Module, setSubmodule } from "../nn/module.js";
 import { LoRALinear } from "./layer.js";
-import { type ActiveAdapter, type LoraWeights, MultiLoRALinear } from "./multi-layer.js";
+import {
+  type ActiveAdapter,
+  type LoraWeights,
+  MultiLoRALinear,
+  type RowPlan,
+  rowGroups,
+} from "./multi-layer.js";
 
 /** What `set` takes: one name, none (null), or several names, each with an optional weight (default 1). */
 export type AdapterChoice = string | null | readonly (string | ActiveAdapter)[];
@@ -27,6 +33,7 @@ export interface LayerAdapter extends LoraWeights {
 
 export class AdapterSet {
   private readonly layers = new Map<string, MultiLoRALinear>();
+  private lastPlan: RowPlan | null = null;
   private readonly adapters = new Map<string, string[]>(); // name -> the paths it targets
   private current: readonly ActiveAdapter[] = [];
 
@@ -130,8 +137,16 @@ export class AdapterSet {
     for (const name of rows ?? [])
       if (name !== null && !this.adapters.has(name))
         throw new Error(`no adapter named "${name}"; loaded: ${this.names().join(", ") || "none"}`);
-    const frozen = rows && Object.freeze([...rows]);
-    for (const layer of this.layers.values()) layer.rows = frozen;
+    // the same rows as the last batched step (a steady batch) keep its plan, so layers reuse their packing
+    const last = this.lastPlan?.rows;
+    const same = rows && last && last.length === rows.length && rows.every((r, i) => r === last[i]);
+    const frozen = same ? last : rows && Object.freeze([...rows]);
+    const plan = same ? this.lastPlan : frozen && rowGroups(frozen);
+    if (plan) this.lastPlan = plan;
+    for (const layer of this.layers.values()) {
+      layer.rows = frozen;
+      layer.rowPlan = plan;
+    }
   }
 
   /** Runs the base model alone (PEFT's disable_adapter). */

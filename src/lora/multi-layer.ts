@@ -9,7 +9,7 @@
  * no dropout), so one active adapter of weight 1 gives the same bits as a model wrapped with it alone.
  */
 import { add, matmul, scale } from "../autograd/ops.js";
-import { loraRows } from "../autograd/rows.js";
+import { loraRows, type RowGroup } from "../autograd/rows.js";
 import type { Linear, LinearLike } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import type { Tensor } from "../tensor/tensor.js";
@@ -48,6 +48,12 @@ export class MultiLoRALinear extends Module implements LinearLike {
    * adapter (autograd/rows.ts loraRows), the same bits per row as that adapter active alone.
    */
   rows: readonly (string | null)[] | null = null;
+  /**
+   * `rows` grouped by adapter (rowGroups), computed once per step by AdapterSet.setRows and shared by
+   * every layer; null: forward() groups `rows` itself.
+   */
+  rowPlan: RowPlan | null = null;
+  private packed: { plan: RowPlan; groups: RowGroup[] } | null = null;
 
   constructor(base: Linear) {
     super();
@@ -73,11 +79,13 @@ export class MultiLoRALinear extends Module implements LinearLike {
         `adapter "${name}": LoRA weights A [${w.A.shape}] and B [${w.B.shape}] do not fit: expected A [${w.r}, ${inF}] and B [${outF}, ${w.r}]`,
       );
     this.adapters.set(name, { ...w, scaling: loraScaling(w.r, w.alpha, w.rslora ?? false) });
+    this.packed = null;
   }
 
   /** Drops adapter `name` from this layer (no-op when it has none); it is no longer active here. */
   delete(name: string): void {
     this.adapters.delete(name);
+    this.packed = null;
     this.active = this.active.filter((a) => a.name !== name);
   }
 
@@ -109,21 +117,35 @@ export class MultiLoRALinear extends Module implements LinearLike {
     const n = x.size / this.inFeatures;
     if (rows.length !== n)
       throw new Error(`MultiLoRALinear: ${rows.length} row adapters for an input of ${n} rows`);
-    const groups = new Map<string, number[]>();
-    rows.forEach((name, i) => {
-      if (name === null || !this.adapters.has(name)) return;
-      const g = groups.get(name);
-      if (g) g.push(i);
-      else groups.set(name, [i]);
-    });
-    if (groups.size === 0) return y;
-    return loraRows(
-      y,
-      x,
-      [...groups].map(([name, idx]) => {
-        const a = this.adapters.get(name)!;
-        return { rows: idx, A: a.A, B: a.B, scaling: a.scaling };
-      }),
-    );
+    const plan = this.rowPlan?.rows === rows ? this.rowPlan : rowGroups(rows);
+    // the same groups array for the same plan and adapters, so loraRows reuses its packing
+    let groups = this.packed?.plan === plan ? this.packed.groups : null;
+    if (!groups) {
+      groups = [];
+      for (const [name, idx] of plan.groups) {
+        const a = this.adapters.get(name);
+        if (a) groups.push({ rows: idx, A: a.A, B: a.B, scaling: a.scaling });
+      }
+      this.packed = { plan, groups };
+    }
+    if (groups.length === 0) return y;
+    return loraRows(y, x, groups);
   }
+}
+
+/** A batched decode's rows grouped by adapter: each adapter's rows, in order of first use (base rows in none). */
+export interface RowPlan {
+  rows: readonly (string | null)[];
+  groups: ReadonlyMap<string, Int32Array>;
+}
+
+export function rowGroups(rows: readonly (string | null)[]): RowPlan {
+  const lists = new Map<string, number[]>();
+  rows.forEach((name, i) => {
+    if (name === null) return;
+    const g = lists.get(name);
+    if (g) g.push(i);
+    else lists.set(name, [i]);
+  });
+  return { rows, groups: new Map([...lists].map(([name, idx]) => [name, Int32Array.from(idx)])) };
 }

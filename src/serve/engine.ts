@@ -156,8 +156,8 @@ export class Engine {
   }
 
   /**
-   * The batched decode step: a new sequence's prompt is prefilled on its own (one sequence, its
-   * adapter active, as `generate` does); then every sequence past its prefill takes its next token in
+   * The batched decode step: a new sequence's prompt is prefilled on its own (one sequence, every
+   * row on its adapter: the bits of `generate` with that adapter active); then every sequence past its prefill takes its next token in
    * one `decodeRows` pass: the base products once for all rows, each row's own adapter term
    * (AdapterSet.setRows), RoPE and attention per row over its own cache. It runs batch-invariant
    * (autograd/invariant.ts), and samples each row with its own generator as `generate` does, so the
@@ -177,13 +177,15 @@ export class Engine {
         const decoding: number[] = [];
         batch.forEach((s, i) => {
           if (s.state.last >= 0) return decoding.push(i);
-          this.adapters.setRows(null);
-          this.adapters.set(s.spec.adapter);
           const prompt = Int32Array.from(s.spec.prompt);
+          // every prompt row on the sequence's adapter: one loraRows call per layer, the bits of
+          // `generate` with that adapter active (matmul, scale, matmul, add; unchunked outside batchInvariant)
+          this.adapters.setRows(new Array<string | null>(prompt.length).fill(s.spec.adapter));
           const logits = noGrad(() => this.model.forward(prompt, [1, prompt.length], s.state.cache));
           const row = logits.data.subarray((prompt.length - 1) * V, prompt.length * V);
           tokens[i] = s.state.last = sampleToken(row, s.spec.sampling, s.state.rng);
         });
+        this.adapters.setRows(null);
         if (decoding.length === 0) return tokens;
         const rows = decoding.map((i) => batch[i]!);
         this.adapters.setRows(rows.map((s) => s.spec.adapter));

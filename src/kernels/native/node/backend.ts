@@ -17,6 +17,17 @@ function unpack(w: WeightArray): [Float32Array | Uint16Array, number] {
   return isHalf(w) ? [w.bits, BTYPE[w.dtype]] : [w, BTYPE.f32];
 }
 
+type LoraRowsGroups = Parameters<NonNullable<Backend["loraRowsForward"]>>[4];
+type PackedLoraRows = readonly [
+  Int32Array,
+  Int32Array,
+  Float32Array[],
+  Float32Array[],
+  Int32Array,
+  Float64Array,
+];
+const packedLoraRows = new WeakMap<LoraRowsGroups, PackedLoraRows>();
+
 export function createNativeBackend(k: NativeAddon): Backend {
   // biome-ignore lint/suspicious/noExplicitAny: the addon's functions are untyped N-API exports
   const n = k as any;
@@ -92,24 +103,25 @@ export function createNativeBackend(k: NativeAddon): Backend {
       );
     },
     // every adapter group of a layer in one call (native/src/lora_rows.cc)
+    // (the arguments packed once per groups array: a steady batch passes the same one every step)
     loraRowsForward(y, x, inF, outF, groups, chunk) {
-      const starts = new Int32Array(groups.length + 1);
-      groups.forEach((g, i) => (starts[i + 1] = starts[i]! + g.rows.length));
-      const rows = new Int32Array(starts[groups.length]!);
-      groups.forEach((g, i) => rows.set(g.rows, starts[i]!));
-      n.loraRows(
-        y,
-        x,
-        inF,
-        outF,
-        rows,
-        starts,
-        groups.map((g) => g.A),
-        groups.map((g) => g.B),
-        Int32Array.from(groups, (g) => g.r),
-        Float64Array.from(groups, (g) => g.scaling),
-        Math.min(chunk, 2 ** 31 - 1),
-      );
+      let p = packedLoraRows.get(groups);
+      if (!p) {
+        const starts = new Int32Array(groups.length + 1);
+        groups.forEach((g, i) => (starts[i + 1] = starts[i]! + g.rows.length));
+        const rows = new Int32Array(starts[groups.length]!);
+        groups.forEach((g, i) => rows.set(g.rows, starts[i]!));
+        p = [
+          rows,
+          starts,
+          groups.map((g) => g.A),
+          groups.map((g) => g.B),
+          Int32Array.from(groups, (g) => g.r),
+          Float64Array.from(groups, (g) => g.scaling),
+        ];
+        packedLoraRows.set(groups, p);
+      }
+      n.loraRows(y, x, inF, outF, ...p, Math.min(chunk, 2 ** 31 - 1));
     },
     attentionBackward(dq, dk, dv, dout, q, k2, v, att, d) {
       n.attentionBackward(dq, dk, dv, dout, q, k2, v, att, ...attentionArgs(d));

@@ -1,0 +1,127 @@
+/**
+ * Where a batched decode step's adapter time goes (issue #17): the serve engine's batched step
+ * (Engine.stepBatched) on bench:serve's model and adapters (stories260K, else the tiny serve fixture;
+ * three random rank-8 adapters on every linear layer), in process, 16 rows mixed (3 adapters + base,
+ * as bench:serve's mixed clients) against 16 rows all on the base, taking turns step by step so load
+ * on the machine falls on both alike. Reports the median of each: the decode step alone (every row
+ * prefilled) and the step that also prefills every row (a wave of 16 new requests), and the time
+ * inside the backend's loraRows kernel. Not a test:
+ *   npx tsc -p . && node dist/scripts/serve-step-profile.js [--rounds 12] [--steps 40] [--rows 16]
+ */
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import {
+  addAdapter,
+  applyLoRA,
+  backend,
+  Engine,
+  getThreads,
+  type LoraConfig,
+  loadModelFolder,
+  loadTokenizer,
+  loraLayers,
+  Rng,
+  readAdapterInput,
+  type Sequence,
+  saveAdapter,
+  Tensor,
+} from "../src/node.js";
+
+const root = resolve(import.meta.dirname, "../..");
+const { values: a } = parseArgs({
+  options: {
+    rounds: { type: "string", default: "12" },
+    steps: { type: "string", default: "40" },
+    rows: { type: "string", default: "16" },
+  },
+});
+const ROUNDS = Number(a.rounds);
+const STEPS = Number(a.steps);
+const ROWS = Number(a.rows);
+const shared = resolve(root, "../shared/data/stories260K-hf");
+const modelDir = existsSync(shared) ? shared : resolve(root, "test/fixtures/serve/model");
+
+const { model } = loadModelFolder(modelDir);
+const tokenizer = loadTokenizer(modelDir);
+const engine = new Engine({ model, tokenizer, baseName: "base", contextLength: 512 });
+const lora: LoraConfig = {
+  r: 8,
+  lora_alpha: 16,
+  lora_dropout: 0,
+  target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+  use_rslora: false,
+  init_lora_weights: true,
+};
+const ADAPTERS = ["a1", "a2", "a3"];
+const tmp = mkdtempSync(join(tmpdir(), "serve-profile-"));
+for (const [i, name] of ADAPTERS.entries()) {
+  const m = loadModelFolder(modelDir).model;
+  applyLoRA(m, lora, { rng: new Rng(i) });
+  const rng = new Rng(100 + i);
+  for (const [, l] of loraLayers(m)) l.lora_B.data.set(Tensor.randn(l.lora_B.shape, rng, 0.02).data);
+  saveAdapter(m, join(tmp, name), lora, modelDir);
+  addAdapter(engine.adapters, name, readAdapterInput(join(tmp, name)));
+}
+rmSync(tmp, { recursive: true, force: true });
+
+// time inside the backend's loraRows kernel
+const k = backend() as { loraRowsForward?: (...args: never[]) => void };
+let kernelMs = 0;
+if (k.loraRowsForward) {
+  const inner = k.loraRowsForward.bind(k);
+  k.loraRowsForward = (...args: never[]) => {
+    const t0 = performance.now();
+    inner(...args);
+    kernelMs += performance.now() - t0;
+  };
+}
+
+const prompt = tokenizer.encode("Once upon a time");
+const step = engine.stepBatched();
+type S = ReturnType<typeof step.start>;
+function sequences(mixed: boolean): Sequence<S>[] {
+  return Array.from({ length: ROWS }, (_, i) => {
+    const spec = {
+      adapter: mixed ? ([null, ...ADAPTERS][i % 4] ?? null) : null,
+      prompt,
+      sampling: { maxTokens: STEPS + 1, temperature: 0 },
+      onToken: () => true,
+      onEnd: () => {},
+    };
+    return { spec, state: step.start(spec) };
+  });
+}
+
+const median = (xs: number[]) => [...xs].sort((p, q) => p - q)[Math.floor(xs.length / 2)]!;
+const times = { mixed: { decode: [] as number[], prefill: [] as number[], kernel: [] as number[] } };
+const base = { decode: [] as number[], prefill: [] as number[] };
+for (let round = 0; round < ROUNDS; round++) {
+  const runs = { mixed: sequences(true), base: sequences(false) };
+  for (let s = 0; s <= STEPS; s++)
+    for (const which of round % 2 ? (["base", "mixed"] as const) : (["mixed", "base"] as const)) {
+      kernelMs = 0;
+      const t0 = performance.now();
+      step.step(runs[which]);
+      const ms = performance.now() - t0;
+      const into = which === "mixed" ? times.mixed : base;
+      if (s === 0) into.prefill.push(ms);
+      else if (round > 0) into.decode.push(ms); // round 0 warms up
+      if (which === "mixed" && s > 0 && round > 0) times.mixed.kernel.push(kernelMs);
+    }
+}
+
+const f = (x: number) => x.toFixed(2);
+const dm = median(times.mixed.decode);
+const db = median(base.decode);
+const pm = median(times.mixed.prefill);
+const pb = median(base.prefill);
+console.log(
+  `backend ${backend().name}, ${getThreads?.() ?? "?"} threads, model ${modelDir}, ${ROWS} rows, ${ROUNDS - 1}x${STEPS} steps`,
+);
+console.log("| step | mixed ms | base ms | mixed / base |");
+console.log("|---|---:|---:|---:|");
+console.log(`| decode (all rows prefilled) | ${f(dm)} | ${f(db)} | ${f(dm / db)} |`);
+console.log(`| prefill of ${ROWS} new rows | ${f(pm)} | ${f(pb)} | ${f(pm / pb)} |`);
+console.log(`loraRows kernel time per mixed decode step: ${f(median(times.mixed.kernel))} ms`);
