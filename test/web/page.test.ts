@@ -171,7 +171,9 @@ function cliAdapter(
   });
 }
 
-describe("the web page in Chromium", { skip: missing ?? false, timeout: 120_000 }, () => {
+// the tests take about 35 s together; a suite limit well above the sum of their own waits lets a slow
+// wait fail with its own message rather than cancel the rest
+describe("the web page in Chromium", { skip: missing ?? false, timeout: 300_000 }, () => {
   let server: { url: string; proc: ChildProcess };
   // biome-ignore lint/suspicious/noExplicitAny: playwright-core is loaded only when Chromium exists
   let browser: any;
@@ -213,17 +215,24 @@ describe("the web page in Chromium", { skip: missing ?? false, timeout: 120_000 
   });
 
   const status = () => page.getByTestId("status");
+  // waits for the status (or an error), and on a timeout too says what the page shows
   const waitStatus = async (re: RegExp, timeout = 60_000) => {
-    await page.waitForFunction(
-      ([src, flags]: [string, string]) => {
-        const t = document.querySelector('[data-testid="status"]')?.textContent ?? "";
-        return new RegExp(src, flags).test(t) || t.startsWith("error:");
-      },
-      [re.source, re.flags],
-      { timeout },
-    );
+    const waited = await page
+      .waitForFunction(
+        ([src, flags]: [string, string]) => {
+          const t = document.querySelector('[data-testid="status"]')?.textContent ?? "";
+          return new RegExp(src, flags).test(t) || t.startsWith("error:");
+        },
+        [re.source, re.flags],
+        { timeout },
+      )
+      .then(
+        () => "",
+        () => ` (no match after ${timeout / 1000} s)`,
+      );
     const text = (await status().textContent()) as string;
-    assert.match(text, re, `the page's status: ${text}`);
+    const progress = (await page.getByTestId("progress").textContent()) as string;
+    assert.match(text, re, `the page's status: ${text}; progress: ${progress}${waited}`);
   };
   const openDemo = async (steps: number, saveEvery?: number) => {
     await page.getByTestId("use-demo").click();
@@ -406,10 +415,11 @@ describe("the web page in Chromium", { skip: missing ?? false, timeout: 120_000 
   });
 
   it("stops at a step, and after a reload resumes from that very step (OPFS) to the uninterrupted run's adapter", async () => {
-    const cli8 = cliAdapter("cli-8", 8);
-    cli8.catch(() => {}); // awaited at the end
+    // 16 steps: Stop, pressed at step 3, lands well before the end even on a fast machine
+    const cli16 = cliAdapter("cli-16", 16);
+    cli16.catch(() => {}); // awaited at the end
     // save-every is larger than the run: the only checkpoint before the end is the one Stop writes
-    await openDemo(8, 100);
+    await openDemo(16, 100);
     await page.getByTestId("train").click();
     await page.waitForFunction(
       () => /step 3 of/.test(document.querySelector('[data-testid="status"]')?.textContent ?? ""),
@@ -419,22 +429,28 @@ describe("the web page in Chromium", { skip: missing ?? false, timeout: 120_000 
     if (process.env.UPDATE_SCREENSHOT === "1")
       writeFileSync(join(repoRoot, "docs/web-page.png"), await page.screenshot({ fullPage: true }));
     await page.getByTestId("stop").click();
-    await waitStatus(/stopped at step \d+; resume continues from the checkpoint at step \d+/);
+    // a run that outran the Stop says done: fail at once, saying so
+    await waitStatus(/stopped at step \d+; resume continues from the checkpoint at step \d+|^done/);
+    assert.match(
+      (await status().textContent()) as string,
+      /^stopped/,
+      "the run ended before Stop took effect",
+    );
     const [, at, from] = /stopped at step (\d+); .* at step (\d+)/.exec(
       (await status().textContent()) as string,
     )!;
     assert.equal(from, at, "the checkpoint is not at the step the run stopped at");
-    assert.ok(Number(at) >= 3 && Number(at) < 8, `stopped at step ${at}`);
-    assert.match((await page.getByTestId("progress").textContent()) as string, new RegExp(`^step ${at}/8 `));
+    assert.ok(Number(at) >= 3 && Number(at) < 16, `stopped at step ${at}`);
+    assert.match((await page.getByTestId("progress").textContent()) as string, new RegExp(`^step ${at}/16 `));
     await page.reload();
     await page.getByTestId("use-demo").click();
     await waitStatus(new RegExp(`stored run of this model is at step ${at}:`));
-    await page.getByTestId("steps").fill("8");
+    await page.getByTestId("steps").fill("16");
     for (const [k, v] of Object.entries(SHORT)) await page.getByTestId(k).fill(v);
     await page.getByTestId("save-every").fill("100");
     await page.getByTestId("train").click();
     await waitStatus(/done/);
-    sameAsCli(await downloadAdapter(), await cli8);
+    sameAsCli(await downloadAdapter(), await cli16);
   });
 
   it("trains a model folder and a text file given through the inputs; lora eval scores its adapter as the page did", async (t) => {
