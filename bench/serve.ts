@@ -9,47 +9,21 @@
  *   npm run bench:serve [-- --requests N] [--tokens N]
  */
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import {
-  applyLoRA,
-  type LoraConfig,
-  loadModelFolder,
-  loraLayers,
-  Rng,
-  saveAdapter,
-  Tensor,
-} from "../src/node.js";
+import { BENCH_ADAPTERS as ADAPTERS, benchModelDir, writeBenchAdapters } from "./serve-adapters.js";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const { values } = parseArgs({ options: { requests: { type: "string" }, tokens: { type: "string" } } });
 const REQUESTS = Number(values.requests ?? 32);
 const TOKENS = Number(values.tokens ?? 48);
-const shared = join(root, "../shared/data/stories260K-hf");
-const modelDir = existsSync(shared) ? shared : join(root, "test/fixtures/serve/model");
+const modelDir = benchModelDir(root);
 const tmp = mkdtempSync(join(tmpdir(), "bench-serve-"));
 const log = (s: string) => process.stderr.write(`${s}\n`);
-
-// three adapters with non-zero B, so each changes the output
-const ADAPTERS = ["a1", "a2", "a3"];
-for (const [i, name] of ADAPTERS.entries()) {
-  const { model } = loadModelFolder(modelDir);
-  const lora: LoraConfig = {
-    r: 8,
-    lora_alpha: 16,
-    lora_dropout: 0,
-    target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    use_rslora: false,
-    init_lora_weights: true,
-  };
-  applyLoRA(model, lora, { rng: new Rng(i) });
-  const rng = new Rng(100 + i);
-  for (const [, l] of loraLayers(model)) l.lora_B.data.set(Tensor.randn(l.lora_B.shape, rng, 0.02).data);
-  saveAdapter(model, join(tmp, name), lora, modelDir);
-}
+writeBenchAdapters(modelDir, tmp);
 
 const child = spawn(
   process.execPath,

@@ -8,25 +8,20 @@
  * inside the backend's loraRows kernel. Not a test:
  *   npx tsc -p . && node dist/scripts/serve-step-profile.js [--rounds 12] [--steps 40] [--rows 16]
  */
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { BENCH_ADAPTERS as ADAPTERS, benchModelDir, writeBenchAdapters } from "../bench/serve-adapters.js";
 import {
   addAdapter,
-  applyLoRA,
   backend,
   Engine,
   getThreads,
-  type LoraConfig,
   loadModelFolder,
   loadTokenizer,
-  loraLayers,
-  Rng,
   readAdapterInput,
   type Sequence,
-  saveAdapter,
-  Tensor,
 } from "../src/node.js";
 
 const root = resolve(import.meta.dirname, "../..");
@@ -40,30 +35,14 @@ const { values: a } = parseArgs({
 const ROUNDS = Number(a.rounds);
 const STEPS = Number(a.steps);
 const ROWS = Number(a.rows);
-const shared = resolve(root, "../shared/data/stories260K-hf");
-const modelDir = existsSync(shared) ? shared : resolve(root, "test/fixtures/serve/model");
+const modelDir = benchModelDir(root);
 
 const { model } = loadModelFolder(modelDir);
 const tokenizer = loadTokenizer(modelDir);
 const engine = new Engine({ model, tokenizer, baseName: "base", contextLength: 512 });
-const lora: LoraConfig = {
-  r: 8,
-  lora_alpha: 16,
-  lora_dropout: 0,
-  target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-  use_rslora: false,
-  init_lora_weights: true,
-};
-const ADAPTERS = ["a1", "a2", "a3"];
 const tmp = mkdtempSync(join(tmpdir(), "serve-profile-"));
-for (const [i, name] of ADAPTERS.entries()) {
-  const m = loadModelFolder(modelDir).model;
-  applyLoRA(m, lora, { rng: new Rng(i) });
-  const rng = new Rng(100 + i);
-  for (const [, l] of loraLayers(m)) l.lora_B.data.set(Tensor.randn(l.lora_B.shape, rng, 0.02).data);
-  saveAdapter(m, join(tmp, name), lora, modelDir);
-  addAdapter(engine.adapters, name, readAdapterInput(join(tmp, name)));
-}
+writeBenchAdapters(modelDir, tmp);
+for (const name of ADAPTERS) addAdapter(engine.adapters, name, readAdapterInput(join(tmp, name)));
 rmSync(tmp, { recursive: true, force: true });
 
 // time inside the backend's loraRows kernel

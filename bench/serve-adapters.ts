@@ -1,0 +1,43 @@
+/**
+ * The model and adapters of `npm run bench:serve` and scripts/serve-step-profile.ts: stories260K
+ * (../shared/data; else the tiny serve fixture) and three random adapters, rank 8 on every linear
+ * layer of the blocks, with non-zero B so each changes the output.
+ */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import {
+  applyLoRA,
+  type LoraConfig,
+  loadModelFolder,
+  loraLayers,
+  Rng,
+  saveAdapter,
+  Tensor,
+} from "../src/node.js";
+
+export const BENCH_ADAPTERS = ["a1", "a2", "a3"];
+
+/** stories260K beside the checkout, else the tiny serve fixture. */
+export function benchModelDir(root: string): string {
+  const shared = join(root, "../shared/data/stories260K-hf");
+  return existsSync(shared) ? shared : join(root, "test/fixtures/serve/model");
+}
+
+/** Writes BENCH_ADAPTERS as PEFT adapter folders under `dir` (adapter i from seeds i and 100 + i). */
+export function writeBenchAdapters(modelDir: string, dir: string): void {
+  const lora: LoraConfig = {
+    r: 8,
+    lora_alpha: 16,
+    lora_dropout: 0,
+    target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    use_rslora: false,
+    init_lora_weights: true,
+  };
+  for (const [i, name] of BENCH_ADAPTERS.entries()) {
+    const { model } = loadModelFolder(modelDir);
+    applyLoRA(model, lora, { rng: new Rng(i) });
+    const rng = new Rng(100 + i);
+    for (const [, l] of loraLayers(model)) l.lora_B.data.set(Tensor.randn(l.lora_B.shape, rng, 0.02).data);
+    saveAdapter(model, join(dir, name), lora, modelDir);
+  }
+}
