@@ -8,7 +8,7 @@
  * ΔW = s·B·A (B [out, r], A [r, in]) is never formed: with QRs B = Q_B·R_B and Aᵀ = Q_A·R_A,
  * ΔW = s·Q_B·(R_B·R_Aᵀ)·Q_Aᵀ, and the SVD of the small core gives U = Q_B·U_c and V = Q_A·V_c.
  */
-import { qr, svd } from "../lora/lowrank.js";
+import { productSvd, qr, svd } from "../lora/lowrank.js";
 import { Rng } from "../tensor/random.js";
 
 export interface DeltaNorms {
@@ -68,30 +68,11 @@ export function factoredSvd(
   inF: number,
   scale: number,
 ): { u: Float64Array; s: Float64Array; v: Float64Array; k: number } {
-  const qb = qr(out, r, (i, j) => B[i * r + j]!); // Q_B [out, kb], R_B [kb, r]
-  const qa = qr(inF, r, (i, j) => A[j * inF + i]!); // Aᵀ [in, r]: Q_A [in, ka], R_A [ka, r]
-  const core = new Float64Array(qb.k * qa.k); // R_B·R_Aᵀ [kb, ka]
-  for (let i = 0; i < qb.k; i++)
-    for (let j = 0; j < qa.k; j++) {
-      let sum = 0;
-      for (let t = 0; t < r; t++) sum += qb.r[i * r + t]! * qa.r[j * r + t]!;
-      core[i * qa.k + j] = sum;
-    }
-  const c = svd(qb.k, qa.k, (i, j) => core[i * qa.k + j]!);
-  const k = c.k;
-  const times = (q: Float64Array, rows: number, kq: number, small: Float64Array) => {
-    const o = new Float64Array(rows * k);
-    for (let i = 0; i < rows; i++)
-      for (let t = 0; t < kq; t++) {
-        const w = q[i * kq + t]!;
-        for (let d = 0; d < k; d++) o[i * k + d] = o[i * k + d]! + w * small[t * k + d]!;
-      }
-    return o;
-  };
+  const c = productSvd(B, A, out, r, inF);
   const s = Float64Array.from(c.s, (x) => x * Math.abs(scale));
-  const u = times(qb.q, out, qb.k, c.u);
+  const u = c.u;
   if (scale < 0) for (let i = 0; i < u.length; i++) u[i] = -u[i]!; // the sign goes into U, |s| into S
-  return { u, s, v: times(qa.q, inF, qa.k, c.v), k };
+  return { u, s, v: c.v, k: c.k };
 }
 
 /** r orthonormal columns in R^n (row-major [n, r]): the Q of a Gaussian matrix's QR. */

@@ -23,7 +23,7 @@
  * as PEFT does.
  */
 import { Rng } from "../tensor/random.js";
-import { qr, svd } from "./lowrank.js";
+import { productSvd } from "./lowrank.js";
 import type { ReportModule } from "./report.js";
 
 export const COMBINE_METHODS = [
@@ -206,30 +206,13 @@ function bestRank(parts: Part[], rank: number, inF: number, out: number): Omit<C
     };
     [L, M] = out <= inF ? [eye(out), D] : [D, eye(inF)];
   }
-  const qb = qr(out, n, (i, j) => L[i * n + j]!);
-  const qa = qr(inF, n, (i, j) => M[j * inF + i]!); // Mᵀ [in, n]
-  const core = new Float64Array(n * n); // R_L·R_Mᵀ
-  for (let i = 0; i < n; i++)
-    for (let j = 0; j < n; j++) {
-      let s = 0;
-      for (let k = 0; k < n; k++) s += qb.r[i * n + k]! * qa.r[j * n + k]!;
-      core[i * n + j] = s;
-    }
-  const { u, s, v } = svd(n, n, (i, j) => core[i * n + j]!);
-  const keep = Math.min(rank, n);
+  const { u, s, v, k } = productSvd(L, M, out, n, inF);
+  const keep = Math.min(rank, k);
   const A = new Float32Array(rank * inF);
   const B = new Float32Array(out * rank);
   for (let j = 0; j < keep; j++) {
-    for (let o = 0; o < out; o++) {
-      let x = 0;
-      for (let k = 0; k < n; k++) x += qb.q[o * n + k]! * u[k * n + j]!;
-      B[o * rank + j] = x * s[j]!;
-    }
-    for (let i = 0; i < inF; i++) {
-      let x = 0;
-      for (let k = 0; k < n; k++) x += qa.q[i * n + k]! * v[k * n + j]!;
-      A[j * inF + i] = x;
-    }
+    for (let o = 0; o < out; o++) B[o * rank + j] = u[o * k + j]! * s[j]!;
+    for (let i = 0; i < inF; i++) A[j * inF + i] = v[i * k + j]!;
   }
   return { r: rank, in: inF, out, A, B };
 }

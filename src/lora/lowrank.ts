@@ -207,6 +207,42 @@ export function svd(m: number, n: number, at: (i: number, j: number) => number):
 }
 
 /**
+ * The thin SVD of the product L·M (L [out, n], M [n, in], row-major) without forming it: with QRs
+ * L = Q_L·R_L and Mᵀ = Q_M·R_M, L·M = Q_L·(R_L·R_Mᵀ)·Q_Mᵀ, and the SVD of that small core gives
+ * U = Q_L·U_c and V = Q_M·V_c. U [out, k], V [in, k] row-major, S descending.
+ */
+export function productSvd(
+  L: ArrayLike<number>,
+  M: ArrayLike<number>,
+  out: number,
+  n: number,
+  inF: number,
+): Svd {
+  const ql = qr(out, n, (i, j) => L[i * n + j]!); // Q_L [out, kl], R_L [kl, n]
+  const qm = qr(inF, n, (i, j) => M[j * inF + i]!); // Mᵀ [in, n]: Q_M [in, km], R_M [km, n]
+  const core = new Float64Array(ql.k * qm.k); // R_L·R_Mᵀ [kl, km]
+  for (let i = 0; i < ql.k; i++)
+    for (let j = 0; j < qm.k; j++) {
+      let sum = 0;
+      for (let t = 0; t < n; t++) sum += ql.r[i * n + t]! * qm.r[j * n + t]!;
+      core[i * qm.k + j] = sum;
+    }
+  const c = svd(ql.k, qm.k, (i, j) => core[i * qm.k + j]!);
+  const k = c.k;
+  // q [rows, kq] · small [kq, k]
+  const times = (q: Float64Array, rows: number, kq: number, small: Float64Array) => {
+    const o = new Float64Array(rows * k);
+    for (let i = 0; i < rows; i++)
+      for (let t = 0; t < kq; t++) {
+        const w = q[i * kq + t]!;
+        for (let d = 0; d < k; d++) o[i * k + d] = o[i * k + d]! + w * small[t * k + d]!;
+      }
+    return o;
+  };
+  return { u: times(ql.q, out, ql.k, c.u), s: c.s, v: times(qm.q, inF, qm.k, c.v), k };
+}
+
+/**
  * torch.svd_lowrank(M, q, niter) (Halko, Martinsson and Tropp 2009, algorithms 4.4 and 5.1), the
  * algorithm with torch's steps: on the tall one of M and Mᵀ, a random basis X = M·G (G [n, q] drawn
  * from `normal`), Q = qr(X).Q, then `niter` subspace iterations Q = qr(Mᵀ·Q).Q, Q = qr(M·Q).Q, and the
