@@ -138,15 +138,11 @@ export class AdapterSet {
       if (name !== null && !this.adapters.has(name))
         throw new Error(`no adapter named "${name}"; loaded: ${this.names().join(", ") || "none"}`);
     // the same rows as the last batched step (a steady batch) keep its plan, so layers reuse their packing
-    const last = this.lastPlan?.rows;
-    const same = rows && last && last.length === rows.length && rows.every((r, i) => r === last[i]);
-    const frozen = same ? last : rows && Object.freeze([...rows]);
-    const plan = same ? this.lastPlan : frozen && rowGroups(frozen);
+    const last = this.lastPlan;
+    const same = rows && last && last.rows.length === rows.length && rows.every((r, i) => r === last.rows[i]);
+    const plan = rows === null ? null : same ? last : rowGroups(Object.freeze([...rows]));
     if (plan) this.lastPlan = plan;
-    for (const layer of this.layers.values()) {
-      layer.rows = frozen;
-      layer.rowPlan = plan;
-    }
+    for (const layer of this.layers.values()) layer.rowPlan = plan;
   }
 
   /** Runs the base model alone (PEFT's disable_adapter). */

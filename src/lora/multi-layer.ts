@@ -43,14 +43,10 @@ export class MultiLoRALinear extends Module implements LinearLike {
   /** The adapters forward() adds, in order (empty: the base layer alone). */
   active: readonly ActiveAdapter[] = [];
   /**
-   * A batched decode's adapter of each row (null: the base), or null when every row uses `active`.
-   * Set: forward() takes [rows, in] (any leading dims) and adds each row's own adapter term, grouped by
-   * adapter (autograd/rows.ts loraRows), the same bits per row as that adapter active alone.
-   */
-  rows: readonly (string | null)[] | null = null;
-  /**
-   * `rows` grouped by adapter (rowGroups), computed once per step by AdapterSet.setRows and shared by
-   * every layer; null: forward() groups `rows` itself.
+   * A batched decode's adapter of each row (null: the base), grouped by adapter (rowGroups; computed
+   * once per step by AdapterSet.setRows and shared by every layer), or null when every row uses
+   * `active`. Set: forward() takes [rows, in] (any leading dims) and adds each row's own adapter term,
+   * grouped by adapter (autograd/rows.ts loraRows), the same bits per row as that adapter active alone.
    */
   rowPlan: RowPlan | null = null;
   private packed: { plan: RowPlan; groups: RowGroup[] } | null = null;
@@ -99,7 +95,7 @@ export class MultiLoRALinear extends Module implements LinearLike {
 
   // x: [..., in] -> [..., out]
   forward(x: Tensor): Tensor {
-    if (this.rows) return this.forwardRows(x, this.rows);
+    if (this.rowPlan) return this.forwardRows(x, this.rowPlan);
     let y = this.base_layer.forward(x);
     for (const { name, weight } of this.active) {
       const a = this.adapters.get(name);
@@ -112,12 +108,11 @@ export class MultiLoRALinear extends Module implements LinearLike {
   }
 
   // one base product for every row, then each adapter's term on its rows
-  private forwardRows(x: Tensor, rows: readonly (string | null)[]): Tensor {
+  private forwardRows(x: Tensor, plan: RowPlan): Tensor {
     const y = this.base_layer.forward(x);
     const n = x.size / this.inFeatures;
-    if (rows.length !== n)
-      throw new Error(`MultiLoRALinear: ${rows.length} row adapters for an input of ${n} rows`);
-    const plan = this.rowPlan?.rows === rows ? this.rowPlan : rowGroups(rows);
+    if (plan.rows.length !== n)
+      throw new Error(`MultiLoRALinear: ${plan.rows.length} row adapters for an input of ${n} rows`);
     // the same groups array for the same plan and adapters, so loraRows reuses its packing
     let groups = this.packed?.plan === plan ? this.packed.groups : null;
     if (!groups) {

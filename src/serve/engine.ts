@@ -175,21 +175,20 @@ export class Engine {
       step: (batch: readonly Sequence<Batched>[]) => {
         const tokens = new Array<number>(batch.length);
         const decoding: number[] = [];
-        batch.forEach((s, i) => {
-          if (s.state.last >= 0) return decoding.push(i);
-          const prompt = Int32Array.from(s.spec.prompt);
-          // every prompt row on the sequence's adapter: one loraRows call per layer, the bits of
-          // `generate` with that adapter active (matmul, scale, matmul, add; unchunked outside batchInvariant)
-          this.adapters.setRows(new Array<string | null>(prompt.length).fill(s.spec.adapter));
-          const logits = noGrad(() => this.model.forward(prompt, [1, prompt.length], s.state.cache));
-          const row = logits.data.subarray((prompt.length - 1) * V, prompt.length * V);
-          tokens[i] = s.state.last = sampleToken(row, s.spec.sampling, s.state.rng);
-        });
-        this.adapters.setRows(null);
-        if (decoding.length === 0) return tokens;
-        const rows = decoding.map((i) => batch[i]!);
-        this.adapters.setRows(rows.map((s) => s.spec.adapter));
         try {
+          batch.forEach((s, i) => {
+            if (s.state.last >= 0) return decoding.push(i);
+            const prompt = Int32Array.from(s.spec.prompt);
+            // every prompt row on the sequence's adapter: one loraRows call per layer, the bits of
+            // `generate` with that adapter active (matmul, scale, matmul, add; unchunked outside batchInvariant)
+            this.adapters.setRows(new Array<string | null>(prompt.length).fill(s.spec.adapter));
+            const logits = noGrad(() => this.model.forward(prompt, [1, prompt.length], s.state.cache));
+            const row = logits.data.subarray((prompt.length - 1) * V, prompt.length * V);
+            tokens[i] = s.state.last = sampleToken(row, s.spec.sampling, s.state.rng);
+          });
+          if (decoding.length === 0) return tokens;
+          const rows = decoding.map((i) => batch[i]!);
+          this.adapters.setRows(rows.map((s) => s.spec.adapter));
           const ids = Int32Array.from(rows, (s) => s.state.last);
           const logits = noGrad(() =>
             batchInvariant(() =>
