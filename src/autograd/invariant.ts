@@ -5,7 +5,7 @@
  * gets alone (M = 1, the single-sequence decode). A batched decode step runs under it: a sequence's
  * greedy tokens are then the same alone or in any batch. Outside it nothing changes.
  */
-import { backend } from "../kernels/index.js";
+import { backend, singleMatmul, type WeightArray } from "../kernels/index.js";
 
 let depth = 0;
 
@@ -22,4 +22,29 @@ export function batchInvariant<T>(fn: () => T): T {
 /** The most rows one x @ W^T product may take now (Infinity outside batch-invariant mode). */
 export function invariantChunk(): number {
   return depth > 0 ? (backend().invariantRows ?? Number.POSITIVE_INFINITY) : Number.POSITIVE_INFINITY;
+}
+
+/**
+ * out [m, N] = x [m, K] @ op(w) (w [K, N], or [N, K] with transB), one backend matmul, or in
+ * batch-invariant mode and with transB, one per chunk of at most `invariantChunk()` rows.
+ */
+export function matmulRows(
+  out: Float32Array,
+  x: Float32Array,
+  w: WeightArray,
+  m: number,
+  N: number,
+  K: number,
+  transB: boolean,
+): void {
+  const chunk = transB ? Math.min(m, invariantChunk()) : m;
+  for (let i = 0; i < m; i += chunk) {
+    const c = Math.min(chunk, m - i);
+    backend().matmul(
+      c === m ? out : out.subarray(i * N, (i + c) * N),
+      c === m ? x : x.subarray(i * K, (i + c) * K),
+      w,
+      singleMatmul(c, N, K, { transB }),
+    );
+  }
 }

@@ -6,7 +6,7 @@ import { type AttentionDims, backend, singleMatmul } from "../kernels/index.js";
 import type { Rng } from "../tensor/random.js";
 import { broadcastShapes, broadcastStrides, check, numel, sameShape, shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
-import { invariantChunk } from "./invariant.js";
+import { matmulRows } from "./invariant.js";
 import { needsTape, record } from "./tape.js";
 
 const empty = (shape: readonly number[]) => new Float32Array(numel(shape));
@@ -64,17 +64,7 @@ export function matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: 
   const out = empty(outShape);
   if (bBroadcast && !transA) {
     // fold the batch into the rows: [batch*M, K] @ [K, N]; in batch-invariant mode, in row chunks
-    const rows = batch * M;
-    const chunk = transB ? Math.min(rows, invariantChunk()) : rows;
-    for (let i = 0; i < rows; i += chunk) {
-      const m = Math.min(chunk, rows - i);
-      backend().matmul(
-        m === rows ? out : out.subarray(i * N, (i + m) * N),
-        m === rows ? a.data : a.data.subarray(i * K, (i + m) * K),
-        b.weights(),
-        singleMatmul(m, N, K, { transB }),
-      );
-    }
+    matmulRows(out, a.data, b.weights(), batch * M, N, K, transB);
   } else {
     backend().matmul(out, a.data, b.weights(), {
       batch,

@@ -4,10 +4,10 @@
  * single-sequence op runs on that sequence alone (a batch of one), so a row's bits do not depend on
  * the batch. Inference only: they record nothing, and refuse inputs that need a gradient.
  */
-import { type Backend, backend, singleMatmul } from "../kernels/index.js";
+import { type Backend, backend } from "../kernels/index.js";
 import { check, shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
-import { invariantChunk } from "./invariant.js";
+import { invariantChunk, matmulRows } from "./invariant.js";
 import { type AttentionOptions, attentionDims } from "./ops.js";
 import { needsTape } from "./tape.js";
 
@@ -103,25 +103,6 @@ export interface RowGroup {
   scaling: number;
 }
 
-// out [m, N] = x [m, K] @ W^T (W [N, K]), in batch-invariant row chunks
-function productRows(out: Float32Array, x: Float32Array, w: Tensor, m: number): void {
-  const [N, K] = w.shape as [number, number];
-  const chunk = Math.min(m, invariantChunk());
-  if (chunk === m) {
-    backend().matmul(out, x, w.weights(), singleMatmul(m, N, K, { transB: true }));
-    return;
-  }
-  for (let i = 0; i < m; i += chunk) {
-    const c = Math.min(chunk, m - i);
-    backend().matmul(
-      out.subarray(i * N, (i + c) * N),
-      x.subarray(i * K, (i + c) * K),
-      w.weights(),
-      singleMatmul(c, N, K, { transB: true }),
-    );
-  }
-}
-
 /**
  * The gathered LoRA term of a batch whose rows use different adapters (Punica's BGMV, as one grouped
  * product per adapter): y [..., out] (base products of every row), x [..., in] -> y plus, on each
@@ -181,10 +162,10 @@ export function loraRows(y: Tensor, x: Tensor, groups: readonly RowGroup[], noKe
       for (let j = 0; j < inF; j++) xs[i * inF + j] = xd[from + j]!;
     }
     const ax = new Float32Array(m * r);
-    productRows(ax, xs, A, m);
+    matmulRows(ax, xs, A.weights(), m, r, inF, true);
     k.scale(ax, ax, scaling);
     const delta = new Float32Array(m * outF);
-    productRows(delta, ax, B, m);
+    matmulRows(delta, ax, B.weights(), m, outF, r, true);
     for (let i = 0; i < m; i++) {
       const to = rows[i]! * outF;
       for (let j = 0; j < outF; j++) out[to + j] = out[to + j]! + delta[i * outF + j]!;
