@@ -82,6 +82,20 @@ async function runExperiment(v: Values): Promise<void> {
   };
   const readRuns = (path: string) =>
     (fs.existsSync(path) ? (readJson(path)!.runs as Record<string, RunOutcome>) : {}) ?? {};
+  // out/NAME is rewritten on every run (that is how a run resumes), so only a folder this command made
+  // is taken: refused before anything trains, rather than a user's report.md or chart replaced
+  for (const exp of names) {
+    const dir = join(out, exp);
+    if (!fs.existsSync(dir)) continue;
+    const results = join(dir, "results.json");
+    const mine =
+      fs.statSync(dir).isDirectory() &&
+      (fs.readdirSync(dir).length === 0 || (fs.existsSync(results) && readJson(results)?.experiment === exp));
+    if (!mine)
+      throw new UsageError(
+        `${dir} holds files that lora experiment ${exp} did not write (it has no results.json of "${exp}"); give another --out, or move them away`,
+      );
+  }
   let warm = false;
   for (const exp of names) {
     const dir = join(out, exp);

@@ -1,6 +1,14 @@
 /** The paper's experiments: subspace similarity on constructed matrices, the budget arithmetic, the charts, and a tiny end-to-end run. */
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -154,5 +162,14 @@ describe("experiment reports", () => {
     assertOk(again);
     assert.match(again.err, /7 of 7 runs already done/);
     assert.match(lora(...args.slice(0, 1), "nope").err, /unknown experiment "nope"/);
+    // a folder of the same name that this command did not make is refused, its files untouched
+    const theirs = join(tmp, "theirs");
+    mkdirSync(join(theirs, "targets"), { recursive: true });
+    writeFileSync(join(theirs, "targets", "report.md"), "my notes\n");
+    const refused = lora(...args.slice(0, -1), theirs, "--steps", "2", "--seeds", "1", "--batch-size", "2");
+    assert.equal(refused.code, 2, refused.err);
+    assert.match(refused.err, /theirs\/targets holds files that lora experiment targets did not write/);
+    assert.equal(readFileSync(join(theirs, "targets", "report.md"), "utf8"), "my notes\n");
+    assert.deepEqual(readdirSync(join(theirs, "targets")), ["report.md"]);
   });
 });
