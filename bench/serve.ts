@@ -5,8 +5,11 @@
  * scenario sends a fixed number of greedy completions (a fixed number of tokens each, so runs are
  * comparable) and stops by itself: one at a time, then 1, 4 and 16 concurrent clients with mixed
  * adapters, then 16 clients all on the base. Prints a Markdown table: aggregate generated tokens/s,
- * p50 / p99 request latency, failures, and the server's peak resident memory (VmHWM).
- *   npm run bench:serve [-- --requests N] [--tokens N]
+ * p50 / p99 request latency, failures, and the server's peak resident memory (VmHWM). The two 16-client
+ * scenarios, whose ratio is the cost of mixing adapters, run in alternating halves (mixed, base, base,
+ * mixed), so a change in the machine's load falls on both alike. `--width W`: stories260K widened to
+ * hidden size W with random weights (bench/serve-adapters.ts widenedModel).
+ *   npm run bench:serve [-- --requests N] [--tokens N] [--width W]
  */
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -14,14 +17,23 @@ import { cpus, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { BENCH_ADAPTERS as ADAPTERS, benchModelDir, writeBenchAdapters } from "./serve-adapters.js";
+import {
+  BENCH_ADAPTERS as ADAPTERS,
+  benchModelDir,
+  widenedModel,
+  writeBenchAdapters,
+} from "./serve-adapters.js";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const { values } = parseArgs({ options: { requests: { type: "string" }, tokens: { type: "string" } } });
+const { values } = parseArgs({
+  options: { requests: { type: "string" }, tokens: { type: "string" }, width: { type: "string" } },
+});
 const REQUESTS = Number(values.requests ?? 32);
 const TOKENS = Number(values.tokens ?? 48);
-const modelDir = benchModelDir(root);
 const tmp = mkdtempSync(join(tmpdir(), "bench-serve-"));
+const modelDir = values.width
+  ? widenedModel(benchModelDir(root), Number(values.width), tmp)
+  : benchModelDir(root);
 const log = (s: string) => process.stderr.write(`${s}\n`);
 writeBenchAdapters(modelDir, tmp);
 
@@ -79,8 +91,8 @@ async function one(model: string, i: number): Promise<{ ms: number; tokens: numb
   }
 }
 
-/** REQUESTS requests from `clients` clients, each sending its next one when the last returns. */
-async function scenario(clients: number, models: string[]): Promise<Result> {
+/** `requests` requests from `clients` clients, each sending its next one when the last returns. */
+async function scenario(clients: number, models: string[], requests = REQUESTS): Promise<Result> {
   const latencies: number[] = [];
   let tokens = 0;
   let failures = 0;
@@ -88,7 +100,7 @@ async function scenario(clients: number, models: string[]): Promise<Result> {
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: clients }, async () => {
-      while (next < REQUESTS) {
+      while (next < requests) {
         const i = next++;
         const r = await one(models[i % models.length]!, i);
         if (!r) failures++;
@@ -107,18 +119,31 @@ const pct = (xs: number[], p: number) => {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? Number.NaN;
 };
 
+/** Two halves' results as one scenario's. */
+const joined = (a: Result, b: Result): Result => ({
+  latencies: [...a.latencies, ...b.latencies],
+  tokens: a.tokens + b.tokens,
+  failures: a.failures + b.failures,
+  wallS: a.wallS + b.wallS,
+});
+
 const mixed = [base, ...ADAPTERS];
 await scenario(2, mixed); // warm-up
 const rows: [string, Result][] = [];
-for (const [label, clients, models] of [
-  ["one at a time, mixed adapters", 1, mixed],
-  ["4 clients, mixed adapters", 4, mixed],
-  ["16 clients, mixed adapters", 16, mixed],
-  ["16 clients, base only", 16, [base]],
+for (const [label, clients] of [
+  ["one at a time, mixed adapters", 1],
+  ["4 clients, mixed adapters", 4],
 ] as const) {
   log(`bench:serve: ${label}...`);
-  rows.push([label, await scenario(clients, [...models])]);
+  rows.push([label, await scenario(clients, mixed)]);
 }
+log("bench:serve: 16 clients, mixed adapters and base only, in alternating halves...");
+const half = Math.ceil(REQUESTS / 2);
+const m1 = await scenario(16, mixed, half);
+const b1 = await scenario(16, [base], half);
+const b2 = await scenario(16, [base], REQUESTS - half);
+const m2 = await scenario(16, mixed, REQUESTS - half);
+rows.push(["16 clients, mixed adapters", joined(m1, m2)], ["16 clients, base only", joined(b1, b2)]);
 const status = readFileSync(`/proc/${child.pid}/status`, "utf8");
 const hwm = /VmHWM:\s+(\d+) kB/.exec(status)?.[1];
 child.kill("SIGTERM");
@@ -128,7 +153,7 @@ rmSync(tmp, { recursive: true, force: true });
 const seq = rows[0]![1];
 const tps = (r: Result) => r.tokens / r.wallS;
 console.log(
-  `\nlora serve, ${modelDir.endsWith("stories260K-hf") ? "stories260K" : "tiny test model"}, ${REQUESTS} greedy requests x ${TOKENS} tokens per scenario, ${cpus()[0]?.model ?? "CPU"} (${cpus().length} cores)\n`,
+  `\nlora serve, ${values.width ? `stories260K widened to ${values.width} (random weights)` : modelDir.endsWith("stories260K-hf") ? "stories260K" : "tiny test model"}, ${REQUESTS} greedy requests x ${TOKENS} tokens per scenario, ${cpus()[0]?.model ?? "CPU"} (${cpus().length} cores)\n`,
 );
 console.log("| scenario | tokens/s | vs one at a time | p50 latency | p99 latency | failed |");
 console.log("|---|---:|---:|---:|---:|---:|");
@@ -136,9 +161,9 @@ for (const [label, r] of rows)
   console.log(
     `| ${label} | ${tps(r).toFixed(0)} | ${(tps(r) / tps(seq)).toFixed(2)}x | ${pct(r.latencies, 50).toFixed(0)} ms | ${pct(r.latencies, 99).toFixed(0)} ms | ${r.failures} |`,
   );
-console.log(
-  `\nserver peak resident memory (VmHWM): ${hwm ? `${(Number(hwm) / 1024).toFixed(0)} MiB` : "n/a"}`,
-);
+const [mixed16, base16] = [rows[2]![1], rows[3]![1]];
+console.log(`\n16 clients, mixed adapters / base only: ${(tps(mixed16) / tps(base16)).toFixed(3)}`);
+console.log(`server peak resident memory (VmHWM): ${hwm ? `${(Number(hwm) / 1024).toFixed(0)} MiB` : "n/a"}`);
 const failed = rows.reduce((s, [, r]) => s + r.failures, 0);
 if (failed > 0) {
   console.error(`bench:serve: ${failed} request(s) failed`);

@@ -268,42 +268,76 @@ FN(AttentionRowsForward) {
   attention_rows_forward(a.f(0), a.f(1), ks.data(), vs.data(), tk.data(), B, d);
 }
 
-// loraRows(y, x, inF, outF, rows: Int32Array, starts: Int32Array [G + 1], As: Float32Array[], Bs: Float32Array[],
-// ranks: Int32Array, scalings: Float64Array, chunk): y accumulates each group's term on its rows
+// loraRows(y, x, inF, outF, groups: {rows: Int32Array, A: Float32Array, B: Float32Array, r, scaling,
+// panels?: Float32Array}[], chunk): y accumulates each group's term on its rows (lora_rows.cc). The groups are read here,
+// property by property, so the JS side builds no argument arrays when a batch's groups change. `panels`,
+// packLoraB's packing of B (r <= smallK), saves packing B on every call.
 FN(LoraRows) {
   Args a(env, info);
-  size_t ny = 0, nx = 0, nrows = 0, nstarts = 0;
+  size_t ny = 0, nx = 0;
   float* y = (float*)a.ptr(0, {napi_float32_array}, &ny);
   const float* x = (const float*)a.ptr(1, {napi_float32_array}, &nx);
   const long inF = a.l(2), outF = a.l(3);
-  const int32_t* rows = (const int32_t*)a.ptr(4, {napi_int32_array}, &nrows);
-  const int32_t* starts = (const int32_t*)a.ptr(5, {napi_int32_array}, &nstarts);
-  const int32_t* ranks = a.ids(8);
-  size_t ns = 0;
-  const double* scalings = a.f64(9, &ns);
-  const long G = (long)nstarts - 1, N = inF > 0 ? (long)nx / inF : 0;
-  if (G < 0 || (long)ns != G || (long)ny != N * outF || starts[G] != (long)nrows)
+  const long N = inF > 0 ? (long)nx / inF : 0;
+  if (inF <= 0 || outF <= 0 || (long)nx != N * inF || (long)ny != N * outF)
     throw std::invalid_argument("lora_native: loraRows: inconsistent sizes");
-  for (size_t i = 0; i < nrows; i++)
-    if (rows[i] < 0 || rows[i] >= N) throw std::range_error("lora_native: loraRows: a row is outside the batch");
-  std::vector<const float*> As(G), Bs(G);
-  for (long g = 0; g < G; g++) {
-    napi_value t[2];
-    napi_get_element(env, a.v[6], (uint32_t)g, &t[0]);
-    napi_get_element(env, a.v[7], (uint32_t)g, &t[1]);
-    for (int i = 0; i < 2; i++) {
-      napi_typedarray_type type;
-      size_t n;
-      void* data;
-      napi_value buf;
-      size_t off;
-      if (napi_get_typedarray_info(env, t[i], &type, &n, &data, &buf, &off) != napi_ok ||
-          type != napi_float32_array || n != (size_t)(ranks[g] * (i == 0 ? inF : outF)))
-        throw std::invalid_argument("lora_native: loraRows: A and B must be Float32Arrays of [r, in] and [out, r]");
-      (i == 0 ? As : Bs)[g] = (const float*)data;
+  uint32_t G = 0;
+  napi_get_array_length(env, a.v[4], &G);
+  std::vector<RowGroup> groups(G);
+  auto prop = [&](napi_value o, const char* name) {
+    napi_value v;
+    if (napi_get_named_property(env, o, name, &v) != napi_ok)
+      throw std::invalid_argument(std::string("lora_native: loraRows: a group has no ") + name);
+    return v;
+  };
+  auto array = [&](napi_value v, napi_typedarray_type want, size_t* n) {
+    napi_typedarray_type type;
+    void* data;
+    napi_value buf;
+    size_t off;
+    if (napi_get_typedarray_info(env, v, &type, n, &data, &buf, &off) != napi_ok || type != want)
+      throw std::invalid_argument("lora_native: loraRows: rows must be an Int32Array, A and B Float32Arrays");
+    return data;
+  };
+  for (uint32_t g = 0; g < G; g++) {
+    napi_value o;
+    napi_get_element(env, a.v[4], g, &o);
+    RowGroup& q = groups[g];
+    double r = 0;
+    napi_get_value_double(env, prop(o, "r"), &r);
+    napi_get_value_double(env, prop(o, "scaling"), &q.scaling);
+    q.r = (long)r;
+    size_t m = 0, na = 0, nb = 0;
+    q.rows = (const int32_t*)array(prop(o, "rows"), napi_int32_array, &m);
+    q.m = (long)m;
+    q.A = (const float*)array(prop(o, "A"), napi_float32_array, &na);
+    q.B = (const float*)array(prop(o, "B"), napi_float32_array, &nb);
+    if (q.r < 1 || (long)na != q.r * inF || (long)nb != outF * q.r)
+      throw std::invalid_argument("lora_native: loraRows: A and B must be [r, in] and [out, r]");
+    bool has = false;
+    napi_has_named_property(env, o, "panels", &has);
+    if (has && q.r <= DOTS_SMALL_K) {
+      size_t np = 0;
+      q.panels = (const float*)array(prop(o, "panels"), napi_float32_array, &np);
+      if ((long)np != small_k_panel((int)outF, (int)q.r))
+        throw std::invalid_argument("lora_native: loraRows: panels are not packLoraB's packing of B");
     }
+    for (long i = 0; i < q.m; i++)
+      if (q.rows[i] < 0 || q.rows[i] >= N) throw std::range_error("lora_native: loraRows: a row is outside the batch");
   }
-  lora_rows(y, x, inF, outF, rows, starts, G, As.data(), Bs.data(), ranks, scalings, std::max(1L, a.l(10)));
+  lora_rows(y, x, inF, outF, groups.data(), (long)G, std::max(1L, a.l(5)));
+}
+
+// packLoraB(panels, B, outF, r): a LoRA B [outF, r] (r <= smallK) in the small-k panels loraRows reads
+FN(PackLoraB) {
+  Args a(env, info);
+  size_t np = 0, nb = 0;
+  float* panels = (float*)a.ptr(0, {napi_float32_array}, &np);
+  const float* B = (const float*)a.ptr(1, {napi_float32_array}, &nb);
+  const long outF = a.l(2), r = a.l(3);
+  if (r < 1 || r > DOTS_SMALL_K || outF < 1 || (long)nb != outF * r || (long)np != small_k_panel((int)outF, (int)r))
+    throw std::invalid_argument("lora_native: packLoraB: need B [outF, r] with r <= smallK and panels of its size");
+  pack_small_k(panels, B, r, (int)r, (int)outF);
 }
 
 FN(AttentionBackward) {
@@ -334,9 +368,10 @@ FN(SetThreads) {
   set_threads((int)a.l(0));
 }
 
-// info(): { isa, bf16, threads, cpu, forced, error, supported }: the ISA level the kernels run at, whether
-// bf16 products are native, the pool's threads, the CPU's best level, whether LORA_ISA forced the level,
-// why LORA_ISA was refused ("" if it was not) and the levels this CPU runs, best first
+// info(): { isa, bf16, threads, cpu, forced, error, supported, smallK }: the ISA level the kernels run at,
+// whether bf16 products are native, the pool's threads, the CPU's best level, whether LORA_ISA forced the
+// level, why LORA_ISA was refused ("" if it was not), the levels this CPU runs, best first, and the
+// largest K the small-k panels take (gemm.h DOTS_SMALL_K)
 napi_value Info(napi_env env, napi_callback_info info) {
   napi_value o, v;
   napi_create_object(env, &o);
@@ -363,6 +398,8 @@ napi_value Info(napi_env env, napi_callback_info info) {
     napi_set_element(env, arr, (uint32_t)i, v);
   }
   napi_set_named_property(env, o, "supported", arr);
+  napi_create_int32(env, DOTS_SMALL_K, &v);
+  napi_set_named_property(env, o, "smallK", v);
   (void)info;
   return o;
 }
@@ -394,6 +431,7 @@ napi_value Init(napi_env env, napi_value exports) {
       E("attentionForward", AttentionForward),
       E("attentionRowsForward", AttentionRowsForward),
       E("loraRows", LoraRows),
+      E("packLoraB", PackLoraB),
       E("attentionBackward", AttentionBackward),
       E("crossEntropyForward", CrossEntropyForward),
       E("crossEntropyBackward", CrossEntropyBackward),

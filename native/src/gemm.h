@@ -33,6 +33,21 @@ enum Tri { TRI_NONE = 0, TRI_N, TRI_K_LOWER, TRI_K_UPPER };
 void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const void* B, int btype, long rsB,
                  long csB, float* C, long ldc, bool accumulate, Tri tri = TRI_NONE, long off = 0);
 
+// x @ W^T for few k (K <= DOTS_SMALL_K, a LoRA up-projection's K = r), as the GEMV runs it for up to 8
+// rows (gemm.cc): W [N, K] (row stride csB) packed once into panels of 8 outputs, then c [N] (+)= x [K]
+// @ W^T for each row, each output summed over k in order: its bits depend on its row alone.
+constexpr int DOTS_SMALL_K = 16;
+// Products of up to this many rows take the GEMV (packing the weight costs more than it saves: prefill,
+// decode), whose rows do not depend on M: the native backend's invariantRows.
+constexpr int GEMV_ROWS = 8;
+long small_k_panel(int N, int K);  // floats pack_small_k writes
+void pack_small_k(float* wt, const float* W, long csB, int K, int N);
+void dots_small_k(int K, const float* x, const float* wt, int N, float* c, bool accumulate);
+// The f32 dots of the GEMV's rows: C[i, j] (+)= x_i . W[j] for i < M, j in [n0, n1), W [N, K] (row
+// stride csB), x [M, K] contiguous: the bits the GEMV gives each row, whatever M is.
+void dots_f32(int M, int K, const float* x, const float* W, long csB, float* C, long ldc, bool accumulate, int n0,
+              int n1);
+
 // The ISA level every native kernel runs at ("avx512bf16", "avx512", "avx2", "generic"): the CPU's best,
 // or the one LORA_ISA forces; whether bf16 products are native; the CPU's best level; whether LORA_ISA
 // forced it; why LORA_ISA was refused ("" when it was not); and the levels this CPU runs, best first.

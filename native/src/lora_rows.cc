@@ -1,10 +1,13 @@
 // A batched decode's LoRA term, every adapter group of one layer in one call (Punica's BGMV as one
 // grouped product per adapter): for each group g, on its rows,
 //   y[rows] += (scaling_g * x[rows] A_g^T) B_g^T        (A_g [r, inF], B_g [outF, r])
-// Each product runs through gemm() in chunks of at most `chunk` rows with the arguments the matmul
-// export passes, the scale is ops.cc's, and the add is an f32 add: so every row gets the bits the
-// per-kernel path (autograd/rows.ts loraRows without this kernel) gives it, which are the bits of that
-// row alone.
+// with the bits of the per-kernel path (autograd/rows.ts loraRows without this kernel: matmul, scale,
+// matmul, an f32 add), y updated in place (the caller's own base output):
+// - chunk <= GEMV_ROWS (batch-invariant mode): each row alone, through the kernels the GEMV
+//   runs for one row (dots_f32 for x A^T; for B^T over K = r <= DOTS_SMALL_K the small-k panels, B packed
+//   once per call or once for good by packLoraB), so every row gets the bits of that row decoded alone;
+// - else (a prompt's prefill outside it): the group's rows gathered, each product through gemm() in
+//   chunks of at most `chunk` rows, as the matmul export runs it.
 #include <algorithm>
 #include <vector>
 
@@ -28,26 +31,50 @@ void product_rows(float* out, const float* x, const float* w, long m, long N, lo
   }
 }
 
+// one group, its rows gathered and its products in chunks of `chunk` rows
+void group_chunked(float* y, const float* x, long inF, long outF, const RowGroup& q, long chunk) {
+  std::vector<float> xs((size_t)(q.m * inF)), ax((size_t)(q.m * q.r)), delta((size_t)(q.m * outF));
+  for (long i = 0; i < q.m; i++) std::copy(x + q.rows[i] * inF, x + (q.rows[i] + 1) * inF, xs.data() + i * inF);
+  product_rows(ax.data(), xs.data(), q.A, q.m, q.r, inF, chunk);
+  scale(ax.data(), ax.data(), q.m * q.r, (float)q.scaling);
+  product_rows(delta.data(), ax.data(), q.B, q.m, outF, q.r, chunk);
+  for (long i = 0; i < q.m; i++) {
+    float* yr = y + (long)q.rows[i] * outF;
+    const float* d = delta.data() + i * outF;
+    for (long j = 0; j < outF; j++) yr[j] = yr[j] + d[j];
+  }
+}
+
 }  // namespace
 
-void lora_rows(float* y, const float* x, long inF, long outF, const int32_t* rows, const int32_t* starts, long G,
-               const float* const* As, const float* const* Bs, const int32_t* ranks, const double* scalings,
-               long chunk) {
-  std::vector<float> xs, ax, delta;
+void lora_rows(float* y, const float* x, long inF, long outF, const RowGroup* groups, long G, long chunk) {
+  thread_local std::vector<float> ax, delta, bt;
+  delta.resize((size_t)outF);
   for (long g = 0; g < G; g++) {
-    const long m = starts[g + 1] - starts[g], r = ranks[g];
-    const int32_t* rg = rows + starts[g];
-    xs.resize((size_t)(m * inF));
-    ax.resize((size_t)(m * r));
-    delta.resize((size_t)(m * outF));
-    for (long i = 0; i < m; i++) std::copy(x + rg[i] * inF, x + (rg[i] + 1) * inF, xs.data() + i * inF);
-    product_rows(ax.data(), xs.data(), As[g], m, r, inF, chunk);
-    scale(ax.data(), ax.data(), m * r, (float)scalings[g]);
-    product_rows(delta.data(), ax.data(), Bs[g], m, outF, r, chunk);
-    for (long i = 0; i < m; i++) {
-      float* yr = y + rg[i] * outF;
-      const float* d = delta.data() + i * outF;
-      for (long j = 0; j < outF; j++) yr[j] = yr[j] + d[j];
+    const RowGroup& q = groups[g];
+    if (chunk > GEMV_ROWS) {
+      group_chunked(y, x, inF, outF, q, chunk);
+      continue;
+    }
+    const long r = q.r;
+    ax.resize((size_t)r);
+    const bool small = r <= DOTS_SMALL_K;
+    const float* panels = q.panels;
+    if (small && !panels) {
+      bt.resize((size_t)small_k_panel((int)outF, (int)r));
+      pack_small_k(bt.data(), q.B, r, (int)r, (int)outF);
+      panels = bt.data();
+    }
+    for (long i = 0; i < q.m; i++) {
+      const float* xr = x + (long)q.rows[i] * inF;
+      dots_f32(1, (int)inF, xr, q.A, inF, ax.data(), r, false, 0, (int)r);
+      scale(ax.data(), ax.data(), r, (float)q.scaling);
+      if (small)
+        dots_small_k((int)r, ax.data(), panels, (int)outF, delta.data(), false);
+      else
+        dots_f32(1, (int)r, ax.data(), q.B, r, delta.data(), outF, false, 0, (int)outF);
+      float* yr = y + (long)q.rows[i] * outF;
+      for (long j = 0; j < outF; j++) yr[j] = yr[j] + delta[j];
     }
   }
 }

@@ -60,9 +60,16 @@ struct AttnDims {
   double softcap;  // 0: none; else scores s become softcap * tanh(s / softcap) before the softmax
 };
 // a batched decode's LoRA term of one layer, each adapter group on its rows (lora_rows.cc)
-void lora_rows(float* y, const float* x, long inF, long outF, const int32_t* rows, const int32_t* starts, long G,
-               const float* const* As, const float* const* Bs, const int32_t* ranks, const double* scalings,
-               long chunk);
+struct RowGroup {
+  const int32_t* rows;  // m rows of the batch
+  long m;
+  const float* A;  // [r, inF]
+  const float* B;  // [outF, r]
+  long r;
+  double scaling;
+  const float* panels = nullptr;  // B packed by pack_small_k (r <= DOTS_SMALL_K), or null: packed here
+};
+void lora_rows(float* y, const float* x, long inF, long outF, const RowGroup* groups, long G, long chunk);
 void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, const AttnDims& d);
 // a batched decode's attention: row b (one query) over its own keys[b], values[b] of tk[b] positions
 void attention_rows_forward(float* out, const float* q, const float* const* keys, const float* const* values,

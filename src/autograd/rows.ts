@@ -105,15 +105,16 @@ export interface RowGroup {
 
 /**
  * The gathered LoRA term of a batch whose rows use different adapters (Punica's BGMV, as one grouped
- * product per adapter): y [..., out] (base products of every row), x [..., in] -> y plus, on each
- * group's rows, scaling · (x A^T) B^T. Row by row the same kernels as MultiLoRALinear with that one
- * adapter active (matmul, scale, matmul), in batch-invariant chunks; rows in no group keep y. The final
- * y + delta is added here in f64 and rounded to f32, which is the f32 sum every backend's add computes
- * (a sum of two f32 values rounded once from f64 is the correctly rounded f32 sum). A backend with
- * `loraRowsForward` runs all groups in one call instead (`noKernel`: the per-kernel path, to test it).
+ * product per adapter): y [..., out] (base products of every row, the caller's own: it is updated in
+ * place and returned), x [..., in] -> y plus, on each group's rows, scaling · (x A^T) B^T. Row by row the
+ * same kernels as MultiLoRALinear with that one adapter active (matmul, scale, matmul), in
+ * batch-invariant chunks; rows in no group keep y. The final y + delta is added here in f64 and rounded
+ * to f32, which is the f32 sum every backend's add computes (a sum of two f32 values rounded once from f64
+ * is the correctly rounded f32 sum). A backend with `loraRowsForward` runs all groups in one call
+ * instead (`noKernel`: the per-kernel path, to test it).
  */
 export function loraRows(y: Tensor, x: Tensor, groups: readonly RowGroup[], noKernel = false): Tensor {
-  inferenceOnly("loraRows", [y, x, ...groups.flatMap((g) => [g.A, g.B])]);
+  inferenceOnly("loraRows", [y, x]);
   const inF = x.shape[x.ndim - 1]!;
   const outF = y.shape[y.ndim - 1]!;
   const N = x.size / inF;
@@ -121,14 +122,19 @@ export function loraRows(y: Tensor, x: Tensor, groups: readonly RowGroup[], noKe
     y.size / outF === N,
     () => `loraRows: x ${shapeStr(x.shape)} and y ${shapeStr(y.shape)} have different numbers of rows`,
   );
-  const out = y.data.slice();
+  const out = y.data;
   const xd = x.data;
   const k = backend();
-  const packed = k.loraRowsForward && !noKernel ? kernelGroups.get(groups) : undefined;
+  const kernel = k.loraRowsForward && !noKernel;
+  const packed = kernel ? kernelGroups.get(groups) : undefined;
   if (packed && packed.inF === inF && packed.outF === outF && packed.N === N) {
     k.loraRowsForward!(out, xd, inF, outF, packed.flat, invariantChunk());
-    return new Tensor(out, y.shape);
+    return y;
   }
+  inferenceOnly(
+    "loraRows",
+    groups.flatMap((g) => [g.A, g.B]),
+  );
   for (const { rows, A, B } of groups) {
     const r = A.shape[0]!;
     check(
@@ -141,7 +147,7 @@ export function loraRows(y: Tensor, x: Tensor, groups: readonly RowGroup[], noKe
         () => `loraRows: row ${row} is outside 0..${N - 1}`,
       );
   }
-  if (k.loraRowsForward && !noKernel) {
+  if (kernel) {
     const flat = groups.map((g) => ({
       rows: g.rows instanceof Int32Array ? g.rows : Int32Array.from(g.rows),
       A: g.A.data,
@@ -150,8 +156,8 @@ export function loraRows(y: Tensor, x: Tensor, groups: readonly RowGroup[], noKe
       scaling: g.scaling,
     }));
     kernelGroups.set(groups, { inF, outF, N, flat });
-    k.loraRowsForward(out, xd, inF, outF, flat, invariantChunk());
-    return new Tensor(out, y.shape);
+    k.loraRowsForward!(out, xd, inF, outF, flat, invariantChunk());
+    return y;
   }
   for (const { rows, A, B, scaling } of groups) {
     const r = A.shape[0]!;
@@ -171,5 +177,5 @@ export function loraRows(y: Tensor, x: Tensor, groups: readonly RowGroup[], noKe
       for (let j = 0; j < outF; j++) out[to + j] = out[to + j]! + delta[i * outF + j]!;
     }
   }
-  return new Tensor(out, y.shape);
+  return y;
 }

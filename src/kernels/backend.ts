@@ -256,8 +256,11 @@ export interface Backend {
   /**
    * A batched decode's LoRA term of one layer (optional; without it autograd/rows.ts loraRows runs it
    * with matmul and scale): y [N, outF] accumulates, for each group, on its rows,
-   * (scaling · x[rows] A^T) B^T with x [N, inF], A [r, inF], B [outF, r]; each product in chunks of at
-   * most `chunk` rows. Must give the bits of that path: matmul x A^T, scale, matmul B^T, an f32 add.
+   * (scaling · x[rows] A^T) B^T with x [N, inF], A [r, inF], B [outF, r], in place, each product in
+   * chunks of at most `chunk` rows. Must give the bits of that path: matmul x A^T, scale, matmul B^T, an
+   * f32 add. A backend may
+   * keep a copy of each A or B made for its kernel, by the array: an adapter whose values change must
+   * come with new arrays (served adapters never change; a new or replaced one has its own).
    */
   loraRowsForward?(
     y: Float32Array,

@@ -25,6 +25,8 @@ export type AdapterChoice = string | null | readonly (string | ActiveAdapter)[];
 
 /** Each model's AdapterSet (one per model: its layers hold one set's adapters). */
 const sets = new WeakMap<Module, AdapterSet>();
+/** Batched-step plans an AdapterSet keeps (each layer keeps its packed groups for each). */
+const PLANS = 32;
 
 /** One adapter's weights for the layer at `path` (a module path like "model.layers.0.self_attn.q_proj"). */
 export interface LayerAdapter extends LoraWeights {
@@ -33,7 +35,11 @@ export interface LayerAdapter extends LoraWeights {
 
 export class AdapterSet {
   private readonly layers = new Map<string, MultiLoRALinear>();
-  private lastPlan: RowPlan | null = null;
+  /**
+   * Recent batched steps' plans by their rows (a steady batch, or one that returns to an earlier mix,
+   * finds its plan, and each layer its groups packed for it): at most PLANS, the oldest dropped first.
+   */
+  private readonly plans = new Map<string, RowPlan>();
   private readonly adapters = new Map<string, string[]>(); // name -> the paths it targets
   private current: readonly ActiveAdapter[] = [];
 
@@ -137,11 +143,16 @@ export class AdapterSet {
     for (const name of rows ?? [])
       if (name !== null && !this.adapters.has(name))
         throw new Error(`no adapter named "${name}"; loaded: ${this.names().join(", ") || "none"}`);
-    // the same rows as the last batched step (a steady batch) keep its plan, so layers reuse their packing
-    const last = this.lastPlan;
-    const same = rows && last && last.rows.length === rows.length && rows.every((r, i) => r === last.rows[i]);
-    const plan = rows === null ? null : same ? last : rowGroups(Object.freeze([...rows]));
-    if (plan) this.lastPlan = plan;
+    let plan: RowPlan | null = null;
+    if (rows) {
+      const key = JSON.stringify(rows);
+      plan = this.plans.get(key) ?? null;
+      if (plan)
+        this.plans.delete(key); // re-inserted below: the Map's order is the order of last use
+      else plan = rowGroups(Object.freeze([...rows]));
+      this.plans.set(key, plan);
+      if (this.plans.size > PLANS) this.plans.delete(this.plans.keys().next().value!);
+    }
     for (const layer of this.layers.values()) layer.rowPlan = plan;
   }
 

@@ -49,7 +49,8 @@ export class MultiLoRALinear extends Module implements LinearLike {
    * grouped by adapter (autograd/rows.ts loraRows), the same bits per row as that adapter active alone.
    */
   rowPlan: RowPlan | null = null;
-  private packed: { plan: RowPlan; groups: RowGroup[] } | null = null;
+  /** Each recent plan's groups on this layer (loraRows keeps its checks and packing per groups array). */
+  private packed = new WeakMap<RowPlan, RowGroup[]>();
 
   constructor(base: Linear) {
     super();
@@ -75,13 +76,13 @@ export class MultiLoRALinear extends Module implements LinearLike {
         `adapter "${name}": LoRA weights A [${w.A.shape}] and B [${w.B.shape}] do not fit: expected A [${w.r}, ${inF}] and B [${outF}, ${w.r}]`,
       );
     this.adapters.set(name, { ...w, scaling: loraScaling(w.r, w.alpha, w.rslora ?? false) });
-    this.packed = null;
+    this.packed = new WeakMap();
   }
 
   /** Drops adapter `name` from this layer (no-op when it has none); it is no longer active here. */
   delete(name: string): void {
     this.adapters.delete(name);
-    this.packed = null;
+    this.packed = new WeakMap();
     this.active = this.active.filter((a) => a.name !== name);
   }
 
@@ -114,14 +115,14 @@ export class MultiLoRALinear extends Module implements LinearLike {
     if (plan.rows.length !== n)
       throw new Error(`MultiLoRALinear: ${plan.rows.length} row adapters for an input of ${n} rows`);
     // the same groups array for the same plan and adapters, so loraRows reuses its packing
-    let groups = this.packed?.plan === plan ? this.packed.groups : null;
+    let groups = this.packed.get(plan);
     if (!groups) {
       groups = [];
       for (const [name, idx] of plan.groups) {
         const a = this.adapters.get(name);
         if (a) groups.push({ rows: idx, A: a.A, B: a.B, scaling: a.scaling });
       }
-      this.packed = { plan, groups };
+      this.packed.set(plan, groups);
     }
     if (groups.length === 0) return y;
     return loraRows(y, x, groups);

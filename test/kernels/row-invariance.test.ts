@@ -24,6 +24,9 @@ const SHAPES: [number, number][] = [
   [17, 300],
   [100, 48],
   [64, 8],
+  [37, 5], // few k (native: the small-k panels), a partial panel of outputs
+  [19, 32], // the panels' largest K
+  [21, 33], // the first K past them
 ];
 const MAX_ROWS = 20;
 
@@ -108,7 +111,7 @@ for (const name of availableBackends()) {
 for (const name of availableBackends()) {
   const k = setBackend(name);
   describe(`loraRowsForward on ${name}`, { skip: !k.loraRowsForward && `${name} has none` }, () => {
-    it("equals the per-kernel path (matmul, scale, matmul, add) bit for bit, in and out of batch-invariant mode", () => {
+    it("equals the per-kernel path (matmul, scale, matmul, add) bit for bit, in and out of batch-invariant mode, ranks on both sides of the small-k panels", () => {
       setBackend(name);
       const [N, inF, outF] = [13, 40, 72];
       const x = new Tensor(randn(N * inF), [N, inF]);
@@ -117,15 +120,18 @@ for (const name of availableBackends()) {
         { rows: [0, 3, 4, 5, 6, 7, 8, 9, 10, 12], r: 8, scaling: 2 },
         { rows: [1], r: 4, scaling: 0.3 },
         { rows: [11, 2], r: 16, scaling: 1.5 },
+        { rows: [3, 9, 1], r: 40, scaling: 0.7 }, // over DOTS_SMALL_K (native/src/gemm.h): plain dots
+        { rows: [12], r: 1, scaling: 4 },
       ].map((g) => ({
         rows: g.rows,
         scaling: g.scaling,
         A: new Tensor(randn(g.r * inF), [g.r, inF]),
         B: new Tensor(randn(outF * g.r), [outF, g.r]),
       }));
+      // loraRows adds into its y: each call gets its own copy
       for (const run of [(f: () => Tensor) => f(), batchInvariant]) {
-        const fast = run(() => loraRows(y, x, groups));
-        const slow = run(() => loraRows(y, x, groups, true));
+        const fast = run(() => loraRows(y.toFloat32(), x, groups));
+        const slow = run(() => loraRows(y.toFloat32(), x, groups, true));
         assert.ok(
           fast.data.every((v, j) => Object.is(v, slow.data[j])),
           `${name}: loraRowsForward differs from the per-kernel path`,

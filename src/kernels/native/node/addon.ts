@@ -22,6 +22,8 @@ export interface NativeInfo {
   error: string;
   /** the levels this CPU runs, best first (LORA_ISA accepts each) */
   supported: string[];
+  /** the largest K (a LoRA rank) the small-k panels take (native/src/gemm.h DOTS_SMALL_K) */
+  smallK: number;
 }
 
 /** The addon's exports (native/src/addon.cc); argument order follows src/kernels/backend.ts. */

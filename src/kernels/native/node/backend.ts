@@ -17,20 +17,22 @@ function unpack(w: WeightArray): [Float32Array | Uint16Array, number] {
   return isHalf(w) ? [w.bits, BTYPE[w.dtype]] : [w, BTYPE.f32];
 }
 
-type LoraRowsGroups = Parameters<NonNullable<Backend["loraRowsForward"]>>[4];
-type PackedLoraRows = readonly [
-  Int32Array,
-  Int32Array,
-  Float32Array[],
-  Float32Array[],
-  Int32Array,
-  Float64Array,
-];
-const packedLoraRows = new WeakMap<LoraRowsGroups, PackedLoraRows>();
-
 export function createNativeBackend(k: NativeAddon): Backend {
   // biome-ignore lint/suspicious/noExplicitAny: the addon's functions are untyped N-API exports
   const n = k as any;
+  const smallK = k.info().smallK;
+  // a LoRA B's small-k panels, by B's array (the Backend contract: a B array is not changed while used)
+  const panels = new WeakMap<Float32Array, Float32Array>();
+  const panelsOf = (B: Float32Array, outF: number, r: number) => {
+    let p = panels.get(B);
+    if (!p) {
+      p = new Float32Array(Math.ceil(outF / 8) * r * 8);
+      n.packLoraB(p, B, outF, r);
+      panels.set(B, p);
+    }
+    return p;
+  };
+  const loraPanels = new WeakMap<object, object[]>();
   return {
     name: "native",
     fastBf16: k.info().bf16,
@@ -102,26 +104,15 @@ export function createNativeBackend(k: NativeAddon): Backend {
         d.softcap ?? 0,
       );
     },
-    // every adapter group of a layer in one call (native/src/lora_rows.cc)
-    // (the arguments packed once per groups array: a steady batch passes the same one every step)
+    // every adapter group of a layer in one call (native/src/lora_rows.cc, which reads the groups), each
+    // B of rank <= smallK packed once into the kernel's panels and kept beside it
     loraRowsForward(y, x, inF, outF, groups, chunk) {
-      let p = packedLoraRows.get(groups);
-      if (!p) {
-        const starts = new Int32Array(groups.length + 1);
-        groups.forEach((g, i) => (starts[i + 1] = starts[i]! + g.rows.length));
-        const rows = new Int32Array(starts[groups.length]!);
-        groups.forEach((g, i) => rows.set(g.rows, starts[i]!));
-        p = [
-          rows,
-          starts,
-          groups.map((g) => g.A),
-          groups.map((g) => g.B),
-          Int32Array.from(groups, (g) => g.r),
-          Float64Array.from(groups, (g) => g.scaling),
-        ];
-        packedLoraRows.set(groups, p);
+      let withPanels = loraPanels.get(groups);
+      if (!withPanels) {
+        withPanels = groups.map((g) => (g.r <= smallK ? { ...g, panels: panelsOf(g.B, outF, g.r) } : g));
+        loraPanels.set(groups, withPanels);
       }
-      n.loraRows(y, x, inF, outF, ...p, Math.min(chunk, 2 ** 31 - 1));
+      n.loraRows(y, x, inF, outF, withPanels, Math.min(chunk, 2 ** 31 - 1));
     },
     attentionBackward(dq, dk, dv, dout, q, k2, v, att, d) {
       n.attentionBackward(dq, dk, dv, dout, q, k2, v, att, ...attentionArgs(d));
