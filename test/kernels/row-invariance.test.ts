@@ -25,8 +25,9 @@ const SHAPES: [number, number][] = [
   [100, 48],
   [64, 8],
   [37, 5], // few k (native: the small-k panels), a partial panel of outputs
-  [19, 32], // the panels' largest K
-  [21, 33], // the first K past them
+  [19, 16], // the panels' largest K (native/src/gemm.h DOTS_SMALL_K)
+  [21, 17], // the first K past them
+  [23, 32],
 ];
 const MAX_ROWS = 20;
 
