@@ -9,7 +9,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { nativeAddon } from "../src/kernels/native/node/addon.js";
 import { type BenchOptions, parseBenchArgs, stepSpec, USAGE, variantName } from "./args.js";
-import { NODE_FLAGS, probeTorch, runOurs, runTorch } from "./children.js";
+import { NODE_FLAGS, PEFT_PEER, type Peer, probeTorch, runOurs, runTorch, TORCH_PEER } from "./children.js";
 import { type ModelPreset, preset } from "./models.js";
 import { gemmTable, genAgree, lossCheck, mainTable, type RunRecord } from "./report.js";
 import type { ChildResult, StepSpec } from "./spec.js";
@@ -31,15 +31,15 @@ function emptyRecord(p: ModelPreset, spec: StepSpec, threads: number, variant: s
   };
 }
 
-/** Every thread count of one model: each of our variants, then torch once on the weights ours wrote. */
-function runModel(id: string, o: BenchOptions, torchOk: boolean): RunRecord[] {
+/** Every thread count of one model: each of our variants, then each peer once on the weights ours wrote. */
+function runModel(id: string, o: BenchOptions, torchOk: boolean, peft: Peer | null): RunRecord[] {
   const p = preset(id);
   const spec = stepSpec(p, o);
   const dir = mkdtempSync(join(tmpdir(), "lora-bench-"));
   const records: RunRecord[] = [];
   try {
-    // Only the torch side reads the weights file, so without torch nothing is written.
-    let weightsWritten = !torchOk;
+    // Only the Python peers read the weights file, so without them nothing is written.
+    let weightsWritten = !torchOk && !peft;
     for (const threads of o.threads) {
       const group: RunRecord[] = [];
       for (const v of o.variants) {
@@ -66,22 +66,31 @@ function runModel(id: string, o: BenchOptions, torchOk: boolean): RunRecord[] {
         }
       }
       records.push(...group);
-      if (!torchOk || !weightsWritten) continue;
-      log("  torch ...");
-      let torch: ChildResult | null = null;
-      try {
-        torch = runTorch(spec, dir, threads);
-        log(`  torch: ${torch.train.tokPerSec.toFixed(1)} tok/s`);
-      } catch (e) {
-        group[0]!.errors.push(errText(e));
-        log(`  ${errText(e)}`);
-      }
+      if (!weightsWritten) continue;
+      const runPeer = (peer?: Peer): ChildResult | null => {
+        if (!peer) return null;
+        log(`  ${peer.name} ...`);
+        try {
+          const r = runTorch(spec, dir, threads, peer);
+          log(`  ${peer.name}: ${r.train.tokPerSec.toFixed(1)} tok/s`);
+          return r;
+        } catch (e) {
+          group[0]!.errors.push(errText(e));
+          log(`  ${errText(e)}`);
+          return null;
+        }
+      };
+      const torch = torchOk ? runPeer(TORCH_PEER) : null;
+      const peftRun = runPeer(peft ?? undefined);
       for (const rec of group) {
         rec.torch = torch;
+        rec.peft = peftRun;
+        const kind = rec.variant.endsWith("/f32") ? "f32" : "16-bit";
         if (rec.ours && torch) {
-          rec.lossCheck = lossCheck(rec.ours, torch, rec.variant.endsWith("/f32") ? "f32" : "16-bit");
+          rec.lossCheck = lossCheck(rec.ours, torch, kind);
           rec.genAgree = genAgree(rec.ours, torch);
         }
+        if (rec.ours && peftRun) rec.peftLossCheck = lossCheck(rec.ours, peftRun, kind);
       }
     }
   } finally {
@@ -107,8 +116,20 @@ function main(): number {
   const torch = o.torch ? probeTorch() : { version: null, reason: "--no-torch" };
   if (!torch.version) log(`PyTorch side skipped: ${torch.reason}`);
   if (torch.warning) log(`WARNING: ${torch.warning}`);
+  const peft = !o.torch
+    ? { version: null, reason: "--no-torch" }
+    : PEFT_PEER
+      ? probeTorch(PEFT_PEER)
+      : {
+          version: null,
+          reason:
+            "LORA_BENCH_PEFT_PYTHON is not set (a python with torch, transformers and peft: python3 -m venv V && V/bin/pip install torch transformers peft)",
+        };
+  if (!peft.version) log(`transformers + PEFT side skipped: ${peft.reason}`);
 
-  const runs = o.models.flatMap((id) => runModel(id, o, torch.version !== null));
+  const runs = o.models.flatMap((id) =>
+    runModel(id, o, torch.version !== null, peft.version ? PEFT_PEER : null),
+  );
   const first = runs.find((r) => r.ours)?.ours;
   const meta = {
     date: new Date().toISOString(),
@@ -122,6 +143,8 @@ function main(): number {
     cores: cpus().length,
     torch: torch.version,
     torchBlas: torch.blas ?? null,
+    peft: peft.version,
+    peftBlas: peft.blas ?? null,
     timing:
       "per configuration: warm-up steps, then timed steps; step time = median of the timed steps " +
       "(forward + backward + AdamW + zero grad); tok/s = batch*seq / median; peak = maxRSS after training; " +
@@ -136,16 +159,24 @@ function main(): number {
       `LoRA, activations and optimizer f32); torch fp32 (${meta.cpu}, ${meta.node})`,
   );
   if (torch.version) console.log(`torch ${torch.version}, BLAS ${torch.blas?.join(", ") || "unknown"}`);
+  if (peft.version) console.log(`peft: ${peft.version}, BLAS ${peft.blas?.join(", ") || "unknown"}`);
   console.log(`${meta.timing}\n`);
   console.log(mainTable(runs));
   for (const p of new Set(runs.map((r) => r.note).filter(Boolean))) console.log(`note: ${p}`);
-  for (const r of runs) {
-    if (r.lossCheck && !r.lossCheck.ok) {
-      console.log(
-        `MISMATCH ${r.model} ${r.threads}T ${r.variant}: step-0 loss differs by ${r.lossCheck.relDiff.toExponential(2)} relative (> ${r.lossCheck.rtol}): the two sides do not compute the same step`,
-      );
+  for (const r of runs)
+    for (const [peer, c] of [
+      ["torch", r.lossCheck],
+      ["peft", r.peftLossCheck],
+    ] as const) {
+      if (c && !c.ok)
+        console.log(
+          `MISMATCH ${r.model} ${r.threads}T ${r.variant} against ${peer}: step-0 loss differs by ${c.relDiff.toExponential(2)} relative (> ${c.rtol}): the two sides do not compute the same step`,
+        );
+      if (c?.ok && peer === "peft")
+        console.log(
+          `${r.model} ${r.threads}T ${r.variant}: step-0 loss ours ${c.ours.toFixed(6)}, transformers + PEFT ${c.torch.toFixed(6)} (ok)`,
+        );
     }
-  }
   if (torch.warning) console.log(`WARNING: ${torch.warning}`);
   for (const r of runs) if (r.ours?.gemm) console.log(`\n${gemmTable(r)}`);
   const errors = runs.flatMap((r) => r.errors);

@@ -1,4 +1,8 @@
-/** Runs one configuration's child processes: ours (Node entry, LORA_* env) and torch (/usr/bin/python3). */
+/**
+ * Runs one configuration's child processes: ours (Node entry, LORA_* env) and the Python peers, plain
+ * torch (/usr/bin/python3, bench/torch_bench.py) and transformers + PEFT (LORA_BENCH_PEFT_PYTHON,
+ * bench/peft_bench.py).
+ */
 import { spawnSync } from "node:child_process";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -11,6 +15,22 @@ const NODE_CHILD = join(here, "train-step.js");
 export const TORCH_SCRIPT = join(here, "..", "..", "bench", "torch_bench.py");
 /** Debian's python3-torch is visible only to the system interpreter. */
 export const PYTHON = "/usr/bin/python3";
+
+/** A Python peer: its interpreter, its script (torch_bench.py's --probe / --spec interface) and name. */
+export interface Peer {
+  name: string;
+  python: string;
+  script: string;
+}
+export const TORCH_PEER: Peer = { name: "torch", python: PYTHON, script: TORCH_SCRIPT };
+/** transformers + PEFT, where LORA_BENCH_PEFT_PYTHON names a python that has them (null: not asked for). */
+export const PEFT_PEER: Peer | null = process.env.LORA_BENCH_PEFT_PYTHON
+  ? {
+      name: "peft",
+      python: process.env.LORA_BENCH_PEFT_PYTHON,
+      script: join(here, "..", "..", "bench", "peft_bench.py"),
+    }
+  : null;
 
 /** Node 20-21 need this V8 flag for relaxed SIMD (it is process-wide, so it goes on the child). */
 export const NODE_FLAGS =
@@ -61,12 +81,15 @@ export interface TorchProbe {
 /** Debian's reference (netlib) BLAS: python3-torch falls back to it when no OpenBLAS is installed. */
 const REFERENCE_BLAS = /\/blas\/libblas\.so/;
 
-/** The torch version and BLAS, or a null version (with the reason) when /usr/bin/python3 cannot import torch. */
-export function probeTorch(): TorchProbe {
-  const r = spawnSync(PYTHON, [TORCH_SCRIPT, "--probe"], { encoding: "utf8", timeout: 60_000 });
+/** A peer's versions and BLAS, or a null version (with the reason) when its python cannot import them. */
+export function probeTorch(peer: Peer = TORCH_PEER): TorchProbe {
+  const r = spawnSync(peer.python, [peer.script, "--probe"], { encoding: "utf8", timeout: 120_000 });
   if (r.error || r.status !== 0) {
     const why = r.error?.message ?? String(r.stderr).trim().split("\n").pop();
-    return { version: null, reason: `${PYTHON} with torch not usable (${why})` };
+    return {
+      version: null,
+      reason: `${peer.python} with ${peer.name === "torch" ? "torch" : "torch, transformers and peft"} not usable (${why})`,
+    };
   }
   const { torch, blas } = JSON.parse(r.stdout) as { torch: string; blas: string[] };
   const slow = blas.find((b) => REFERENCE_BLAS.test(b));
@@ -81,7 +104,12 @@ export function probeTorch(): TorchProbe {
   };
 }
 
-export function runTorch(spec: StepSpec, weightsDir: string, threads: number): ChildResult {
+export function runTorch(
+  spec: StepSpec,
+  weightsDir: string,
+  threads: number,
+  peer = TORCH_PEER,
+): ChildResult {
   const n = String(threads);
   const env = {
     ...process.env,
@@ -91,8 +119,8 @@ export function runTorch(spec: StepSpec, weightsDir: string, threads: number): C
     OMP_WAIT_POLICY: "PASSIVE",
   };
   const r = spawnSync(
-    PYTHON,
-    [TORCH_SCRIPT, "--spec", JSON.stringify(spec), "--weights", weightsDir, "--threads", n],
+    peer.python,
+    [peer.script, "--spec", JSON.stringify(spec), "--weights", weightsDir, "--threads", n],
     {
       env,
       encoding: "utf8",
@@ -101,5 +129,5 @@ export function runTorch(spec: StepSpec, weightsDir: string, threads: number): C
       timeout: CHILD_TIMEOUT_MS,
     },
   );
-  return parseChild(`torch (${spec.model}, ${threads} thread${threads > 1 ? "s" : ""})`, r);
+  return parseChild(`${peer.name} (${spec.model}, ${threads} thread${threads > 1 ? "s" : ""})`, r);
 }

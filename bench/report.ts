@@ -24,7 +24,11 @@ export interface RunRecord {
   seq: number;
   ours: ChildResult | null;
   torch: ChildResult | null;
+  /** transformers + PEFT on the same weights (bench/peft_bench.py), where LORA_BENCH_PEFT_PYTHON has them. */
+  peft?: ChildResult | null;
   lossCheck: LossCheck | null;
+  /** The same check against the PEFT peer. */
+  peftLossCheck?: LossCheck | null;
   /** How many greedy tokens agree from the start. */
   genAgree: number | null;
   errors: string[];
@@ -67,7 +71,11 @@ function table(head: string[], rows: string[][]): string {
 
 export function mainTable(runs: RunRecord[]): string {
   const rows = runs.map((r) => {
-    const [o, t] = [r.ours, r.torch];
+    const [o, t, p] = [r.ours, r.torch, r.peft ?? null];
+    // the faster peer, per model and thread count (issue #12's target)
+    const peer = (get: (c: ChildResult) => number | undefined) =>
+      Math.max(...[t, p].map((c) => (c ? (get(c) ?? 0) : 0))) || undefined;
+    const peerTrain = peer((c) => c.train.tokPerSec);
     const gen = r.genAgree === null ? "" : `, gen ${r.genAgree}/${o?.gen?.newTokens ?? 0} same`;
     const check = r.lossCheck
       ? `${r.lossCheck.ok ? "ok" : "MISMATCH"} ${r.lossCheck.ours.toFixed(6)} / ${r.lossCheck.torch.toFixed(6)}${gen}`
@@ -80,11 +88,18 @@ export function mainTable(runs: RunRecord[]): string {
       fmt(o?.train.tokPerSec),
       fmt(t?.train.tokPerSec),
       ratio(o?.train.tokPerSec, t?.train.tokPerSec),
+      fmt(p?.train.tokPerSec),
+      ratio(o?.train.tokPerSec, peerTrain),
       fmt(o?.train.peakRssMiB, 0),
       fmt(t?.train.peakRssMiB, 0),
+      fmt(p?.train.peakRssMiB, 0),
       fmt(o?.gen?.tokPerSec),
       fmt(t?.gen?.tokPerSec),
-      ratio(o?.gen?.tokPerSec, t?.gen?.tokPerSec),
+      fmt(p?.gen?.tokPerSec),
+      ratio(
+        o?.gen?.tokPerSec,
+        peer((c) => c.gen?.tokPerSec),
+      ),
       check,
     ];
   });
@@ -97,11 +112,15 @@ export function mainTable(runs: RunRecord[]): string {
       "ours tok/s",
       "torch tok/s",
       "ours/torch",
+      "peft tok/s",
+      "ours/faster peer",
       "ours MiB",
       "torch MiB",
+      "peft MiB",
       "ours gen tok/s",
       "torch gen tok/s",
-      "gen ratio",
+      "peft gen tok/s",
+      "gen ours/faster peer",
       "step-0 loss ours / torch (check)",
     ],
     rows,
