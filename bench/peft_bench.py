@@ -2,7 +2,8 @@
 """The second peer of the LoRA benchmark: the step a Python user would write with the real stack,
 transformers + PEFT on pip's torch (issue #12's "transformers + PEFT" peer).
 
-`AutoModelForCausalLM.from_config` on the bench model's config.json (transformers' default attention),
+`AutoModelForCausalLM.from_config` on the bench model's config.json (transformers' default attention;
+no dropout, as the other sides),
 the base weights the Node side wrote (weights.safetensors; our Linear layout [out, in], transposed into
 GPT-2's Conv1D [in, out]), `get_peft_model(LoraConfig(r, lora_alpha, target_modules))` with PEFT's
 lora_A / lora_B set to the file's initial A and B, cross-entropy over the bench's targets, backward,
@@ -46,6 +47,9 @@ def build(spec, P):
 
     cfg = dict(spec["config"])
     gpt2 = cfg["model_type"] == "gpt2"
+    # no dropout, as on the other two sides (GPT2Config's defaults are 0.1, applied in train mode)
+    for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout"):
+        cfg.setdefault(key, 0.0)
     config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
     model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
     state = {}
