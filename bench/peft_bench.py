@@ -18,18 +18,14 @@ PY is a python with torch, transformers and peft (bench.ts takes it from LORA_BE
 OMP_WAIT_POLICY=PASSIVE in the environment (bench.ts does).
 """
 
-import argparse
-import json
 import os
-import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch_bench import blas_libraries, load_safetensors, rss_mib  # noqa: E402
+from torch_bench import child_result, cli, load_safetensors, train_record  # noqa: E402
 
 CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # GPT-2's [in, out] weights
 
@@ -84,36 +80,7 @@ def run(spec, weights_dir, threads):
     model = build(spec, P)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    ids = P["bench.input_ids"].long()
-    targets = P["bench.targets"].long().reshape(-1)
-    opt = torch.optim.AdamW(params, lr=spec["lr"])
-    losses = []
-
-    def step():
-        t0 = time.perf_counter()
-        logits = model(input_ids=ids).logits
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets, ignore_index=-100)
-        losses.append(loss.item())
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return (time.perf_counter() - t0) * 1000
-
-    for _ in range(spec["warmup"]):
-        step()
-    step_ms = [step() for _ in range(spec["steps"])]
-    median_ms = statistics.median(step_ms)
-    tokens = spec["batch"] * spec["seq"]
-    train = {
-        "tokensPerStep": tokens,
-        "stepMs": step_ms,
-        "medianMs": median_ms,
-        "tokPerSec": tokens * 1000 / median_ms,
-        "losses": losses,
-        "peakRssMiB": rss_mib(),
-        "trainableParams": sum(p.numel() for p in params),
-        "totalParams": sum(t.numel() for k, t in P.items() if not k.startswith("bench.")),
-    }
+    train = train_record(spec, P, params, lambda ids: model(input_ids=ids).logits)
 
     gen = None
     if spec["genTokens"] > 0:
@@ -139,32 +106,8 @@ def run(spec, weights_dir, threads):
             "tokens": new,
         }
 
-    return {
-        "side": "peft",
-        "threads": threads,
-        "backend": versions(),
-        "blas": blas_libraries(),
-        "version": f"python {sys.version.split()[0]}",
-        "train": train,
-        "gen": gen,
-        "finalRssMiB": rss_mib(),
-    }
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--probe", action="store_true", help="print the versions and exit")
-    ap.add_argument("--spec", help="StepSpec JSON (bench/spec.ts)")
-    ap.add_argument("--weights", help="folder holding weights.safetensors")
-    ap.add_argument("--threads", type=int, default=1)
-    a = ap.parse_args()
-    if a.probe:
-        print(json.dumps({"torch": versions(), "blas": blas_libraries()}))
-        return
-    if not a.spec or not a.weights:
-        ap.error("--spec and --weights are required")
-    print(json.dumps(run(json.loads(a.spec), a.weights, a.threads)))
+    return child_result("peft", threads, versions(), train, gen)
 
 
 if __name__ == "__main__":
-    main()
+    cli(run, versions, __doc__.split("\n")[0])

@@ -204,22 +204,17 @@ class Llama:
         return F.linear(rms_norm(x, P["model.norm.weight"], eps), self.head)
 
 
-def run(spec, weights_dir, threads):
-    torch.set_num_threads(threads)
-    P = load_safetensors(os.path.join(weights_dir, "weights.safetensors"))
-    cfg = spec["config"]
-    scale = spec["alpha"] / spec["r"]
-    model = (GPT2 if cfg["model_type"] == "gpt2" else Llama)(P, cfg, scale)
-    params = [t for lin in model.lin.values() for t in lin.lora_params()]
+def train_record(spec, P, params, logits_of):
+    """Warm-up then timed steps (logits_of(ids), cross-entropy, backward, AdamW over `params`): the
+    ChildResult's train record. Shared by both Python peers."""
     ids = P["bench.input_ids"].long()
     targets = P["bench.targets"].long().reshape(-1)
     opt = torch.optim.AdamW(params, lr=spec["lr"])  # weight_decay 0.01, betas (0.9, 0.999), eps 1e-8
-
     losses = []
 
     def step():
         t0 = time.perf_counter()
-        logits = model.forward(ids)
+        logits = logits_of(ids)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets, ignore_index=-100)
         losses.append(loss.item())
         loss.backward()
@@ -232,8 +227,7 @@ def run(spec, weights_dir, threads):
     step_ms = [step() for _ in range(spec["steps"])]
     median_ms = statistics.median(step_ms)
     tokens = spec["batch"] * spec["seq"]
-    total = sum(t.numel() for k, t in P.items() if not k.startswith("bench."))
-    train = {
+    return {
         "tokensPerStep": tokens,
         "stepMs": step_ms,
         "medianMs": median_ms,
@@ -241,8 +235,48 @@ def run(spec, weights_dir, threads):
         "losses": losses,
         "peakRssMiB": rss_mib(),
         "trainableParams": sum(p.numel() for p in params),
-        "totalParams": total,
+        "totalParams": sum(t.numel() for k, t in P.items() if not k.startswith("bench.")),
     }
+
+
+def child_result(side, threads, backend, train, gen):
+    """The one JSON line a Python peer prints (bench/spec.ts ChildResult)."""
+    return {
+        "side": side,
+        "threads": threads,
+        "backend": backend,
+        "blas": blas_libraries(),
+        "version": f"python {sys.version.split()[0]}",
+        "train": train,
+        "gen": gen,
+        "finalRssMiB": rss_mib(),
+    }
+
+
+def cli(run, versions, description):
+    """A peer's command line: --probe prints {torch: versions(), blas}, else run(spec, weights, threads)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--probe", action="store_true", help="print the versions and exit")
+    ap.add_argument("--spec", help="StepSpec JSON (bench/spec.ts)")
+    ap.add_argument("--weights", help="folder holding weights.safetensors")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    if a.probe:
+        print(json.dumps({"torch": versions(), "blas": blas_libraries()}))
+        return
+    if not a.spec or not a.weights:
+        ap.error("--spec and --weights are required")
+    print(json.dumps(run(json.loads(a.spec), a.weights, a.threads)))
+
+
+def run(spec, weights_dir, threads):
+    torch.set_num_threads(threads)
+    P = load_safetensors(os.path.join(weights_dir, "weights.safetensors"))
+    cfg = spec["config"]
+    scale = spec["alpha"] / spec["r"]
+    model = (GPT2 if cfg["model_type"] == "gpt2" else Llama)(P, cfg, scale)
+    params = [t for lin in model.lin.values() for t in lin.lora_params()]
+    train = train_record(spec, P, params, model.forward)
 
     gen = None
     if spec["genTokens"] > 0:
@@ -268,32 +302,8 @@ def run(spec, weights_dir, threads):
             "tokens": out,
         }
 
-    return {
-        "side": "torch",
-        "threads": threads,
-        "backend": f"torch {torch.__version__}",
-        "blas": blas_libraries(),
-        "version": f"python {sys.version.split()[0]}",
-        "train": train,
-        "gen": gen,
-        "finalRssMiB": rss_mib(),
-    }
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--probe", action="store_true", help="print the torch version and exit")
-    ap.add_argument("--spec", help="StepSpec JSON (bench/spec.ts)")
-    ap.add_argument("--weights", help="folder holding weights.safetensors")
-    ap.add_argument("--threads", type=int, default=1)
-    a = ap.parse_args()
-    if a.probe:
-        print(json.dumps({"torch": torch.__version__, "blas": blas_libraries()}))
-        return
-    if not a.spec or not a.weights:
-        ap.error("--spec and --weights are required")
-    print(json.dumps(run(json.loads(a.spec), a.weights, a.threads)))
+    return child_result("torch", threads, f"torch {torch.__version__}", train, gen)
 
 
 if __name__ == "__main__":
-    main()
+    cli(run, lambda: torch.__version__, __doc__.split("\n")[0])

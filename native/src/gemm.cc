@@ -1016,7 +1016,6 @@ void gemv(int M, int K, const float* A, long rsA, long csA, const void* B, int b
   }
 }
 
-
 }  // namespace
 
 const char* gemm_isa() { return isa().name; }
