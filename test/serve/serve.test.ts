@@ -14,6 +14,9 @@ import { after, before, describe, it } from "node:test";
 import OpenAI from "openai";
 import { loadModel } from "../../src/cli/load.js";
 import { readAdapterInput } from "../../src/io/node/adapter-folder.js";
+// the kernels `lora` itself runs (native where it is built), so the server here and `lora generate` compute alike
+import "../../src/kernels/node/index.js";
+import { resolveBaseDtype } from "../../src/nn/base-dtype.js";
 import { adapterDirReader } from "../../src/serve/node/adapter-dir.js";
 import { createApiServer } from "../../src/serve/node/http-server.js";
 import { createServing, type Serving } from "../../src/serve/serving.js";
@@ -44,7 +47,11 @@ interface Started {
 async function start(
   opts: { maxBatch?: number; maxQueue?: number; maxBody?: number; adapterDir?: string } = {},
 ) {
-  const { model, tokenizer } = loadModel(MODEL, undefined, { needTokenizer: true });
+  // the base dtype `lora serve` and `lora generate` both default to (bf16 where the CPU has bf16 products)
+  const { model, tokenizer } = loadModel(MODEL, undefined, {
+    needTokenizer: true,
+    baseDtype: resolveBaseDtype("auto"),
+  });
   const serving = createServing({
     model,
     tokenizer: tokenizer!,
