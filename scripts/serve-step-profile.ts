@@ -5,7 +5,7 @@
  * as bench:serve's mixed clients) against 16 rows all on the base, taking turns step by step so load
  * on the machine falls on both alike. Reports the median of each: the decode step alone (every row
  * prefilled) and the step that also prefills every row (a wave of 16 new requests), and the time
- * inside the backend's loraRows kernel. Not a test:
+ * inside each backend kernel per decode step. Not a test:
  *   npx tsc -p . && node dist/scripts/serve-step-profile.js [--rounds 12] [--steps 40] [--rows 16]
  */
 import { mkdtempSync, rmSync } from "node:fs";
@@ -21,6 +21,7 @@ import {
   loadModelFolder,
   loadTokenizer,
   readAdapterInput,
+  resolveBaseDtype,
   type Sequence,
 } from "../src/node.js";
 
@@ -37,7 +38,8 @@ const STEPS = Number(a.steps);
 const ROWS = Number(a.rows);
 const modelDir = benchModelDir(root);
 
-const { model } = loadModelFolder(modelDir);
+// the base dtype `lora serve` defaults to (bf16 where the backend has bf16 products)
+const { model } = loadModelFolder(modelDir, { baseDtype: resolveBaseDtype("auto") });
 const tokenizer = loadTokenizer(modelDir);
 const engine = new Engine({ model, tokenizer, baseName: "base", contextLength: 512 });
 const tmp = mkdtempSync(join(tmpdir(), "serve-profile-"));
@@ -45,15 +47,20 @@ writeBenchAdapters(modelDir, tmp);
 for (const name of ADAPTERS) addAdapter(engine.adapters, name, readAdapterInput(join(tmp, name)));
 rmSync(tmp, { recursive: true, force: true });
 
-// time inside the backend's loraRows kernel
-const k = backend() as { loraRowsForward?: (...args: never[]) => void };
-let kernelMs = 0;
-if (k.loraRowsForward) {
-  const inner = k.loraRowsForward.bind(k);
-  k.loraRowsForward = (...args: never[]) => {
+// time inside each backend kernel (its JS wrapper and the call), summed per step
+const k = backend() as unknown as Record<string, unknown>;
+const kernelMs = new Map<string, number>();
+for (const name of Object.keys(k)) {
+  const fn = k[name];
+  if (typeof fn !== "function" || name === "invariantRows") continue;
+  const inner = fn.bind(k) as (...args: unknown[]) => unknown;
+  k[name] = (...args: unknown[]) => {
     const t0 = performance.now();
-    inner(...args);
-    kernelMs += performance.now() - t0;
+    try {
+      return inner(...args);
+    } finally {
+      kernelMs.set(name, (kernelMs.get(name) ?? 0) + performance.now() - t0);
+    }
   };
 }
 
@@ -74,20 +81,23 @@ function sequences(mixed: boolean): Sequence<S>[] {
 }
 
 const median = (xs: number[]) => [...xs].sort((p, q) => p - q)[Math.floor(xs.length / 2)]!;
-const times = { mixed: { decode: [] as number[], prefill: [] as number[], kernel: [] as number[] } };
+const times = { mixed: { decode: [] as number[], prefill: [] as number[] } };
 const base = { decode: [] as number[], prefill: [] as number[] };
+// per kernel, its time in each decode step, mixed and base
+const kernels = { mixed: new Map<string, number[]>(), base: new Map<string, number[]>() };
 for (let round = 0; round < ROUNDS; round++) {
   const runs = { mixed: sequences(true), base: sequences(false) };
   for (let s = 0; s <= STEPS; s++)
     for (const which of round % 2 ? (["base", "mixed"] as const) : (["mixed", "base"] as const)) {
-      kernelMs = 0;
+      kernelMs.clear();
       const t0 = performance.now();
       step.step(runs[which]);
       const ms = performance.now() - t0;
       const into = which === "mixed" ? times.mixed : base;
       if (s === 0) into.prefill.push(ms);
       else if (round > 0) into.decode.push(ms); // round 0 warms up
-      if (which === "mixed" && s > 0 && round > 0) times.mixed.kernel.push(kernelMs);
+      if (s > 0 && round > 0)
+        for (const [name, t] of kernelMs) kernels[which].set(name, [...(kernels[which].get(name) ?? []), t]);
     }
 }
 
@@ -103,4 +113,9 @@ console.log("| step | mixed ms | base ms | mixed / base |");
 console.log("|---|---:|---:|---:|");
 console.log(`| decode (all rows prefilled) | ${f(dm)} | ${f(db)} | ${f(dm / db)} |`);
 console.log(`| prefill of ${ROWS} new rows | ${f(pm)} | ${f(pb)} | ${f(pm / pb)} |`);
-console.log(`loraRows kernel time per mixed decode step: ${f(median(times.mixed.kernel))} ms`);
+console.log("\n| kernel, per decode step | mixed ms | base ms |\n|---|---:|---:|");
+const perStep = (ts: number[] | undefined) => (ts ?? []).reduce((x, y) => x + y, 0) / (ROUNDS - 1) / STEPS;
+for (const name of [...kernels.mixed.keys()].sort(
+  (p, q) => perStep(kernels.mixed.get(q)) - perStep(kernels.mixed.get(p)),
+))
+  console.log(`| ${name} | ${f(perStep(kernels.mixed.get(name)))} | ${f(perStep(kernels.base.get(name)))} |`);

@@ -3,9 +3,10 @@
 //   y[rows] += (scaling_g * x[rows] A_g^T) B_g^T        (A_g [r, inF], B_g [outF, r])
 // with the bits of the per-kernel path (autograd/rows.ts loraRows without this kernel: matmul, scale,
 // matmul, an f32 add), y updated in place (the caller's own base output):
-// - chunk <= GEMV_ROWS (batch-invariant mode): each row alone, through the kernels the GEMV
-//   runs for one row (dots_f32 for x A^T; for B^T over K = r <= DOTS_SMALL_K the small-k panels, B packed
-//   once per call or once for good by packLoraB), so every row gets the bits of that row decoded alone;
+// - chunk <= GEMV_ROWS (batch-invariant mode): each row through the kernels the GEMV runs for one row
+//   (dots_f32 for x A^T, whose rows do not depend on M; for B^T over K = r <= DOTS_SMALL_K the small-k
+//   panels, B packed once per call or once for good by packLoraB), so every row gets the bits of that
+//   row decoded alone;
 // - else (a prompt's prefill outside it): the group's rows gathered, each product through gemm() in
 //   chunks of at most `chunk` rows, as the matmul export runs it.
 #include <algorithm>
@@ -48,7 +49,7 @@ void group_chunked(float* y, const float* x, long inF, long outF, const RowGroup
 }  // namespace
 
 void lora_rows(float* y, const float* x, long inF, long outF, const RowGroup* groups, long G, long chunk) {
-  thread_local std::vector<float> ax, delta, bt;
+  thread_local std::vector<float> xs, ax, delta, bt;
   delta.resize((size_t)outF);
   for (long g = 0; g < G; g++) {
     const RowGroup& q = groups[g];
@@ -57,7 +58,6 @@ void lora_rows(float* y, const float* x, long inF, long outF, const RowGroup* gr
       continue;
     }
     const long r = q.r;
-    ax.resize((size_t)r);
     const bool small = r <= DOTS_SMALL_K;
     const float* panels = q.panels;
     if (small && !panels) {
@@ -65,14 +65,19 @@ void lora_rows(float* y, const float* x, long inF, long outF, const RowGroup* gr
       pack_small_k(bt.data(), q.B, r, (int)r, (int)outF);
       panels = bt.data();
     }
+    // x A^T for the group's rows at once (dots_f32 gives each row the bits it gets alone), scaled
+    xs.resize((size_t)(q.m * inF));
+    ax.resize((size_t)(q.m * r));
+    for (long i = 0; i < q.m; i++) std::copy(x + q.rows[i] * inF, x + (q.rows[i] + 1) * inF, xs.data() + i * inF);
+    dots_f32((int)q.m, (int)inF, xs.data(), q.A, inF, ax.data(), r, false, 0, (int)r);
+    const float s = (float)q.scaling;
+    for (long i = 0; i < q.m * r; i++) ax[i] = ax[i] * s;  // scale()'s f32 product
     for (long i = 0; i < q.m; i++) {
-      const float* xr = x + (long)q.rows[i] * inF;
-      dots_f32(1, (int)inF, xr, q.A, inF, ax.data(), r, false, 0, (int)r);
-      scale(ax.data(), ax.data(), r, (float)q.scaling);
+      const float* ai = ax.data() + i * r;
       if (small)
-        dots_small_k((int)r, ax.data(), panels, (int)outF, delta.data(), false);
+        dots_small_k((int)r, ai, panels, (int)outF, delta.data(), false);
       else
-        dots_f32(1, (int)r, ax.data(), q.B, r, delta.data(), outF, false, 0, (int)outF);
+        dots_f32(1, (int)r, ai, q.B, r, delta.data(), outF, false, 0, (int)outF);
       float* yr = y + (long)q.rows[i] * outF;
       for (long j = 0; j < outF; j++) yr[j] = yr[j] + delta[j];
     }

@@ -3,13 +3,14 @@
  * and records itself on the tape (only when some input requires grad).
  */
 import { type AttentionDims, backend, singleMatmul } from "../kernels/index.js";
+import { floats } from "../tensor/alloc.js";
 import type { Rng } from "../tensor/random.js";
 import { broadcastShapes, broadcastStrides, check, numel, sameShape, shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
 import { matmulRows } from "./invariant.js";
 import { needsTape, record } from "./tape.js";
 
-const empty = (shape: readonly number[]) => new Float32Array(numel(shape));
+const empty = (shape: readonly number[]) => floats(numel(shape));
 const last = (t: Tensor) => t.shape[t.shape.length - 1]!;
 
 /** Refuses a 16-bit frozen weight (--base-dtype) in an op that only takes f32 tensors. */

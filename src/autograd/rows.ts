@@ -5,6 +5,7 @@
  * the batch. Inference only: they record nothing, and refuse inputs that need a gradient.
  */
 import { type Backend, backend } from "../kernels/index.js";
+import { floats } from "../tensor/alloc.js";
 import { check, shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
 import { invariantChunk, matmulRows } from "./invariant.js";
@@ -38,7 +39,7 @@ export function ropeRows(x: Tensor, offsets: readonly number[], rots: readonly R
     () =>
       `ropeRows: need x [B, 1, H, D] with even D and B offsets and rotaries; got ${shapeStr(x.shape)}, ${offsets.length}, ${rots.length}`,
   );
-  const out = new Float32Array(x.size);
+  const out = floats(x.size);
   const n = H * D;
   for (let b = 0; b < B; b++) {
     const { freqs, scale } = rots[b]!;
@@ -66,7 +67,7 @@ export function attentionRows(
     () =>
       `attentionRows: need q [B, 1, Hq, D] and B keys and values; got ${shapeStr(q.shape)}, ${keys.length}, ${values.length}`,
   );
-  const out = new Float32Array(q.size);
+  const out = floats(q.size);
   const n = Hq * D;
   const dims = keys.map((k, b) =>
     attentionDims(new Tensor(q.data.subarray(b * n, (b + 1) * n), [1, 1, Hq, D]), k, values[b]!, opts),

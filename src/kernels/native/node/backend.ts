@@ -32,7 +32,7 @@ export function createNativeBackend(k: NativeAddon): Backend {
     }
     return p;
   };
-  const loraPanels = new WeakMap<object, object[]>();
+  const loraPlans = new WeakMap<object, { plan: unknown; inF: number; outF: number }>();
   return {
     name: "native",
     fastBf16: k.info().bf16,
@@ -104,15 +104,19 @@ export function createNativeBackend(k: NativeAddon): Backend {
         d.softcap ?? 0,
       );
     },
-    // every adapter group of a layer in one call (native/src/lora_rows.cc, which reads the groups), each
-    // B of rank <= smallK packed once into the kernel's panels and kept beside it
+    // every adapter group of a layer in one call (native/src/lora_rows.cc), the groups read once into a
+    // plan kept beside the groups array (a steady batch passes the same array every step), each B of
+    // rank <= smallK packed once into the kernel's panels
     loraRowsForward(y, x, inF, outF, groups, chunk) {
-      let withPanels = loraPanels.get(groups);
-      if (!withPanels) {
-        withPanels = groups.map((g) => (g.r <= smallK ? { ...g, panels: panelsOf(g.B, outF, g.r) } : g));
-        loraPanels.set(groups, withPanels);
+      let p = loraPlans.get(groups);
+      if (!p || p.inF !== inF || p.outF !== outF) {
+        const withPanels = groups.map((g) =>
+          g.r <= smallK ? { ...g, panels: panelsOf(g.B, outF, g.r) } : g,
+        );
+        p = { plan: n.loraPlan(withPanels, inF, outF), inF, outF };
+        loraPlans.set(groups, p);
       }
-      n.loraRows(y, x, inF, outF, withPanels, Math.min(chunk, 2 ** 31 - 1));
+      n.loraRows(y, x, inF, outF, p.plan, Math.min(chunk, 2 ** 31 - 1));
     },
     attentionBackward(dq, dk, dv, dout, q, k2, v, att, d) {
       n.attentionBackward(dq, dk, dv, dout, q, k2, v, att, ...attentionArgs(d));
