@@ -6,13 +6,18 @@
  * on the machine falls on both alike. Reports the median of each: the decode step alone (every row
  * prefilled) and the step that also prefills every row (a wave of 16 new requests), and the time
  * inside each backend kernel per decode step. Not a test:
- *   npx tsc -p . && node dist/scripts/serve-step-profile.js [--rounds 12] [--steps 40] [--rows 16]
+ *   npx tsc -p . && node dist/scripts/serve-step-profile.js [--rounds 12] [--steps 40] [--rows 16] [--width W]
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { BENCH_ADAPTERS as ADAPTERS, benchModelDir, writeBenchAdapters } from "../bench/serve-adapters.js";
+import {
+  BENCH_ADAPTERS as ADAPTERS,
+  benchModelDir,
+  widenedModel,
+  writeBenchAdapters,
+} from "../bench/serve-adapters.js";
 import {
   addAdapter,
   backend,
@@ -31,18 +36,20 @@ const { values: a } = parseArgs({
     rounds: { type: "string", default: "12" },
     steps: { type: "string", default: "40" },
     rows: { type: "string", default: "16" },
+    width: { type: "string" },
   },
 });
 const ROUNDS = Number(a.rounds);
 const STEPS = Number(a.steps);
 const ROWS = Number(a.rows);
-const modelDir = benchModelDir(root);
+const tmp = mkdtempSync(join(tmpdir(), "serve-profile-"));
+// bench:serve's --width: stories260K widened to this hidden size (random weights)
+const modelDir = a.width ? widenedModel(benchModelDir(root), Number(a.width), tmp) : benchModelDir(root);
 
 // the base dtype `lora serve` defaults to (bf16 where the backend has bf16 products)
 const { model } = loadModelFolder(modelDir, { baseDtype: resolveBaseDtype("auto") });
 const tokenizer = loadTokenizer(modelDir);
 const engine = new Engine({ model, tokenizer, baseName: "base", contextLength: 512 });
-const tmp = mkdtempSync(join(tmpdir(), "serve-profile-"));
 writeBenchAdapters(modelDir, tmp);
 for (const name of ADAPTERS) addAdapter(engine.adapters, name, readAdapterInput(join(tmp, name)));
 rmSync(tmp, { recursive: true, force: true });

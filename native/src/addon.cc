@@ -104,6 +104,7 @@ FN(Matmul) {
   g.strideB = a.l(11);
   g.strideC = a.l(12);
   g.accumulate = a.b(13);
+  g.invariant = a.b(14);
   g.rsA = tA ? 1 : g.K;
   g.csA = tA ? g.M : 1;
   g.rsB = tB ? 1 : g.N;

@@ -899,19 +899,49 @@ void pack_small_k(float* wt, const float* W, long csB, int K, int N) {
   }
 }
 
-// c [N] (+)= x [K] @ W^T from pack_small_k's panels; the accumulator stays in a register (an array
-// accumulator went through memory on every k, measured 4x slower)
-LORA_MULTI(void, dots_small_k, (int K, const float* x, const float* wt, int N, float* c, bool accumulate),
-           (K, x, wt, N, c, accumulate)) {
-  for (int j0 = 0; j0 < N; j0 += 8) {
-    const float* p = wt + (long)(j0 / 8) * K * 8;
-    v8f acc = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int k = 0; k < K; k++) acc = acc + x[k] * *(const v8f*)(p + k * 8);
-    v8f* cv = (v8f*)(c + j0);
-    if (N - j0 >= 8)  // a whole panel: one store (a loop here became a call to memcpy)
-      *cv = accumulate ? *cv + acc : acc;
-    else
-      for (int jj = 0; jj < N - j0; jj++) c[j0 + jj] = accumulate ? c[j0 + jj] + acc[jj] : acc[jj];
+// one panel's 8 outputs into c (a whole panel: one store; a loop there became a call to memcpy)
+__attribute__((always_inline)) inline void store8(float* c, v8f acc, int n, bool accumulate) {
+  if (n >= 8)
+    *(v8f*)c = accumulate ? *(v8f*)c + acc : acc;
+  else
+    for (int jj = 0; jj < n; jj++) c[jj] = accumulate ? c[jj] + acc[jj] : acc[jj];
+}
+
+// c [M, N] (row stride ldc) (+)= x [M, K] (contiguous) @ W^T from pack_small_k's panels. Four rows at a
+// time share each panel load (four independent sums in flight; a row at a time was latency-bound on its
+// one accumulator); each output's operations are the same whichever rows share its pass.
+LORA_MULTI(void, dots_small_k_rows,
+           (int M, int K, const float* x, const float* wt, int N, float* c, long ldc, bool accumulate),
+           (M, K, x, wt, N, c, ldc, accumulate)) {
+  const v8f zero = {0, 0, 0, 0, 0, 0, 0, 0};
+  int i = 0;
+  for (; i + 4 <= M; i += 4) {
+    const float *x0 = x + (long)i * K, *x1 = x0 + K, *x2 = x1 + K, *x3 = x2 + K;
+    float* ci = c + (long)i * ldc;
+    for (int j0 = 0; j0 < N; j0 += 8) {
+      const float* p = wt + (long)(j0 / 8) * K * 8;
+      v8f a0 = zero, a1 = zero, a2 = zero, a3 = zero;
+      for (int k = 0; k < K; k++) {
+        const v8f pk = *(const v8f*)(p + k * 8);
+        a0 = a0 + x0[k] * pk;
+        a1 = a1 + x1[k] * pk;
+        a2 = a2 + x2[k] * pk;
+        a3 = a3 + x3[k] * pk;
+      }
+      store8(ci + j0, a0, N - j0, accumulate);
+      store8(ci + ldc + j0, a1, N - j0, accumulate);
+      store8(ci + 2 * ldc + j0, a2, N - j0, accumulate);
+      store8(ci + 3 * ldc + j0, a3, N - j0, accumulate);
+    }
+  }
+  for (; i < M; i++) {
+    const float* xi = x + (long)i * K;
+    for (int j0 = 0; j0 < N; j0 += 8) {
+      const float* p = wt + (long)(j0 / 8) * K * 8;
+      v8f acc = zero;
+      for (int k = 0; k < K; k++) acc = acc + xi[k] * *(const v8f*)(p + k * 8);
+      store8(c + (long)i * ldc + j0, acc, N - j0, accumulate);
+    }
   }
 }
 
@@ -922,6 +952,19 @@ LORA_MULTI(void, dots_small_k, (int K, const float* x, const float* wt, int N, f
 // never on which outputs share its eight or on M. The tree is a transpose-and-add of the 8 accumulators
 // (7 vector adds and 14 shuffles for 8 outputs); a horizontal sum per dot cost as much as the dot at
 // K 64 (GEMV at 12-20 GFLOP/s on a Xeon with AVX-512, one thread, before this).
+// dst [8][K] = 8 rows of a 16-bit weight (bf16, else f16) in f32
+LORA_MULTI(void, widen_rows, (float* dst, const uint16_t* const* h, int K, bool bf16), (dst, h, K, bf16)) {
+  for (int jj = 0; jj < 8; jj++) {
+    float* d = dst + (long)jj * K;
+    const uint16_t* src = h[jj];
+    if (bf16) {
+      SIMD for (int k = 0; k < K; k++) d[k] = bf16_to_f32(src[k]);
+    } else {
+      for (int k = 0; k < K; k++) d[k] = f16_table[src[k]];
+    }
+  }
+}
+
 // A weight's 8 values (f32, or bf16 widened by a shift) and one value, in f32.
 __attribute__((always_inline)) inline v8f load8(const float* p) { return *(const v8f*)p; }
 __attribute__((always_inline)) inline v8f load8(const uint16_t* p) {
@@ -932,13 +975,37 @@ __attribute__((always_inline)) inline v8f load8(const uint16_t* p) {
 __attribute__((always_inline)) inline float load1(const float* p) { return *p; }
 __attribute__((always_inline)) inline float load1(const uint16_t* p) { return bf16_to_f32(*p); }
 
-template <class T>
+typedef float v16f __attribute__((vector_size(64), aligned(4)));
+__attribute__((always_inline)) inline v16f load16(const float* p) { return *(const v16f*)p; }
+__attribute__((always_inline)) inline v16f load16(const uint16_t* p) {
+  typedef unsigned short v16h __attribute__((vector_size(32), aligned(2)));
+  typedef unsigned v16u __attribute__((vector_size(64)));
+  return (v16f)(__builtin_convertvector(*(const v16h*)p, v16u) << 16);
+}
+
+// Wide (AVX-512, simd_level() 2): the chunks of 16 k first, on 16 lanes, each accumulator then folded to
+// 8 lanes (lane l + lane l + 8), before the chunks of 8 left: twice the products per instruction where
+// the registers are 512 bits wide. One level runs per process, so a row's bits still do not depend on M.
+template <bool Wide, class T>
 __attribute__((always_inline)) inline v8f dots8(const float* x, const T* const* w, int K) {
   v8f a[8];
   const int K8 = K / 8 * 8;
   const v8f zero = {0, 0, 0, 0, 0, 0, 0, 0};
   for (int j = 0; j < 8; j++) a[j] = zero;
-  for (int k = 0; k < K8; k += 8) {
+  int k = 0;
+  if (Wide && K >= 16) {
+    v16f b[8];
+    const v16f zero16 = {};
+    for (int j = 0; j < 8; j++) b[j] = zero16;
+    for (; k + 16 <= K; k += 16) {
+      const v16f xk = *(const v16f*)(x + k);
+      for (int j = 0; j < 8; j++) b[j] += xk * load16(w[j] + k);
+    }
+    for (int j = 0; j < 8; j++)
+      a[j] = __builtin_shufflevector(b[j], b[j], 0, 1, 2, 3, 4, 5, 6, 7) +
+             __builtin_shufflevector(b[j], b[j], 8, 9, 10, 11, 12, 13, 14, 15);
+  }
+  for (; k < K8; k += 8) {
     const v8f xk = *(const v8f*)(x + k);
     for (int j = 0; j < 8; j++) a[j] += xk * load8(w[j] + k);
   }
@@ -961,8 +1028,9 @@ __attribute__((always_inline)) inline v8f dots8(const float* x, const T* const* 
 template <class T>
 __attribute__((always_inline)) inline void dots8_each_row(int M, int K, const float* x, const T* const* w, int nj,
                                                          float* c, long ldc, bool accumulate) {
+  const bool wide = simd_level() >= 2;
   for (int i = 0; i < M; i++) {
-    const v8f d = dots8(x + (long)i * K, w, K);
+    const v8f d = wide ? dots8<true>(x + (long)i * K, w, K) : dots8<false>(x + (long)i * K, w, K);
     float* ci = c + (long)i * ldc;
     for (int jj = 0; jj < nj; jj++) ci[jj] = accumulate ? ci[jj] + d[jj] : d[jj];
   }
@@ -985,11 +1053,11 @@ LORA_MULTI(void, dots_f32,
            (int M, int K, const float* x, const float* W, long csB, float* C, long ldc, bool accumulate, int n0,
             int n1),
            (M, K, x, W, csB, C, ldc, accumulate, n0, n1)) {
-  if (K <= DOTS_SMALL_K) {  // few k (a LoRA up-projection's K = r): see dots_small_k
+  if (K <= DOTS_SMALL_K) {  // few k (a LoRA up-projection's K = r): see dots_small_k_rows
     thread_local std::vector<float> wt;
     wt.resize((size_t)small_k_panel(n1 - n0, K));
     pack_small_k(wt.data(), W + (long)n0 * csB, csB, K, n1 - n0);
-    for (int i = 0; i < M; i++) dots_small_k(K, x + (long)i * K, wt.data(), n1 - n0, C + (long)i * ldc + n0, accumulate);
+    dots_small_k_rows(M, K, x, wt.data(), n1 - n0, C + n0, ldc, accumulate);
     return;
   }
   // 8 outputs at a time, each row against their 8 weight rows (8 x K floats, kept in L1 across rows)
@@ -1035,14 +1103,8 @@ void gemv(int M, int K, const float* A, long rsA, long csA, const void* B, int b
         continue;
       }
       const float* w[8];
-      for (int jj = 0; jj < 8; jj++) {
-        float* wj = w8.data() + (long)jj * K;
-        w[jj] = wj;
-        if (bt == B_BF16)
-          for (int k = 0; k < K; k++) wj[k] = bf16_to_f32(h[jj][k]);
-        else
-          for (int k = 0; k < K; k++) wj[k] = f16_table[h[jj][k]];
-      }
+      for (int jj = 0; jj < 8; jj++) w[jj] = w8.data() + (long)jj * K;
+      widen_rows(w8.data(), h, K, bt == B_BF16);
       dots8_rows(M, K, x.data(), w, nj, C + j0, ldc, accumulate);
     }
   } else {  // B(k, j) = W[k][j] (csB == 1): rows of B scaled and added, each row read once for all M
@@ -1296,8 +1358,8 @@ void gemm(const GemmArgs& g0) {
   // B read in place: the GEMV's axpy loop stores its accumulators on every k (measured 2x slower at M = 8);
   // a row or two (decoding) stays on the GEMV, which reads the weight once
   // (K == 1 gives csB == 1 to a transposed weight too: it stays on the GEMV, whose rows do not depend on M)
-  const bool use_gemv =
-      g.M <= GEMV_ROWS && g.K > 0 && !(s.ub && g.btype == B_F32 && g.csB == 1 && g.rsB != 1 && g.M >= 4);
+  const bool use_gemv = (g.M <= GEMV_ROWS || (g.invariant && g.M <= INVARIANT_ROWS && g.rsB == 1)) && g.K > 0 &&
+                        !(s.ub && g.btype == B_F32 && g.csB == 1 && g.rsB != 1 && g.M >= 4);
   auto one = [&](int b) {
     if (use_gemv) {  // generation: memory-bound, so split the weight's columns
       const char* Bb = (const char*)g.B + (size_t)b * g.strideB * esize;

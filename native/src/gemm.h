@@ -19,6 +19,9 @@ struct GemmArgs {
   float* C;
   long ldc, strideC;
   bool accumulate;
+  // a batch-invariant product (autograd/invariant.ts): up to INVARIANT_ROWS rows take the GEMV, whose
+  // rows do not depend on M, not the tiled path
+  bool invariant = false;
 };
 
 // Splits between the pool's threads (by batch item, else by output columns or rows).
@@ -34,15 +37,21 @@ void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const 
                  long csB, float* C, long ldc, bool accumulate, Tri tri = TRI_NONE, long off = 0);
 
 // x @ W^T for few k (K <= DOTS_SMALL_K, a LoRA up-projection's K = r), as the GEMV runs it for up to 8
-// rows (gemm.cc): W [N, K] (row stride csB) packed once into panels of 8 outputs, then c [N] (+)= x [K]
-// @ W^T for each row, each output summed over k in order: its bits depend on its row alone.
+// rows (gemm.cc): W [N, K] (row stride csB) packed once into panels of 8 outputs, then each row's
+// outputs from them, each output summed over k in order: its bits depend on its row alone.
 constexpr int DOTS_SMALL_K = 16;
 // Products of up to this many rows take the GEMV (packing the weight costs more than it saves: prefill,
-// decode), whose rows do not depend on M: the native backend's invariantRows.
+// decode), whose rows do not depend on M.
 constexpr int GEMV_ROWS = 8;
+// A batch-invariant product (GemmArgs.invariant) of up to this many rows takes the GEMV too: one call for
+// a whole decode batch reads each weight once for all its rows (two 8-row calls read it twice: the base
+// products of a 16-row decode step of bench:serve --width 512 took 9.6 ms so, 8.1 in one call, on a
+// 2-core Xeon with AVX-512). The native backend's invariantRows.
+constexpr int INVARIANT_ROWS = 64;
 long small_k_panel(int N, int K);  // floats pack_small_k writes
 void pack_small_k(float* wt, const float* W, long csB, int K, int N);
-void dots_small_k(int K, const float* x, const float* wt, int N, float* c, bool accumulate);
+// c [M, N] (row stride ldc) (+)= x [M, K] @ W^T from the panels, each output summed over k in order
+void dots_small_k_rows(int M, int K, const float* x, const float* wt, int N, float* c, long ldc, bool accumulate);
 // The f32 dots of the GEMV's rows: C[i, j] (+)= x_i . W[j] for i < M, j in [n0, n1), W [N, K] (row
 // stride csB), x [M, K] contiguous: the bits the GEMV gives each row, whatever M is.
 void dots_f32(int M, int K, const float* x, const float* W, long csB, float* C, long ldc, bool accumulate, int n0,

@@ -3,7 +3,7 @@
 //   y[rows] += (scaling_g * x[rows] A_g^T) B_g^T        (A_g [r, inF], B_g [outF, r])
 // with the bits of the per-kernel path (autograd/rows.ts loraRows without this kernel: matmul, scale,
 // matmul, an f32 add), y updated in place (the caller's own base output):
-// - chunk <= GEMV_ROWS (batch-invariant mode): each row through the kernels the GEMV runs for one row
+// - chunk <= INVARIANT_ROWS (batch-invariant mode): each row through the kernels the GEMV runs for one row
 //   (dots_f32 for x A^T, whose rows do not depend on M; for B^T over K = r <= DOTS_SMALL_K the small-k
 //   panels, B packed once per call or once for good by packLoraB), so every row gets the bits of that
 //   row decoded alone;
@@ -14,6 +14,7 @@
 
 #include "gemm.h"
 #include "ops.h"
+#include "pool.h"
 
 namespace lora {
 namespace {
@@ -48,40 +49,62 @@ void group_chunked(float* y, const float* x, long inF, long outF, const RowGroup
 
 }  // namespace
 
+// Below this many multiply-adds in a call's up-projections, they stay on the calling thread.
+constexpr long SPLIT_WORK = 1 << 15;
+
 void lora_rows(float* y, const float* x, long inF, long outF, const RowGroup* groups, long G, long chunk) {
-  thread_local std::vector<float> xs, ax, delta, bt;
-  delta.resize((size_t)outF);
+  if (chunk > INVARIANT_ROWS) {
+    for (long g = 0; g < G; g++) group_chunked(y, x, inF, outF, groups[g], chunk);
+    return;
+  }
+  // each group's scaled x A^T [m, r] (dots_f32 gives each row the bits it gets alone), and B's panels
+  thread_local std::vector<float> xs, ax, bt;
+  std::vector<long> at(G + 1, 0), packed_at(G + 1, 0);
+  long work = 0;
+  for (long g = 0; g < G; g++) {
+    at[g + 1] = at[g] + groups[g].m * groups[g].r;
+    const bool pack = groups[g].r <= DOTS_SMALL_K && !groups[g].panels;
+    packed_at[g + 1] = packed_at[g] + (pack ? small_k_panel((int)outF, (int)groups[g].r) : 0);
+    work += groups[g].m * groups[g].r * outF;
+  }
+  ax.resize((size_t)at[G]);
+  bt.resize((size_t)packed_at[G]);
   for (long g = 0; g < G; g++) {
     const RowGroup& q = groups[g];
-    if (chunk > GEMV_ROWS) {
-      group_chunked(y, x, inF, outF, q, chunk);
-      continue;
-    }
-    const long r = q.r;
-    const bool small = r <= DOTS_SMALL_K;
-    const float* panels = q.panels;
-    if (small && !panels) {
-      bt.resize((size_t)small_k_panel((int)outF, (int)r));
-      pack_small_k(bt.data(), q.B, r, (int)r, (int)outF);
-      panels = bt.data();
-    }
-    // x A^T for the group's rows at once (dots_f32 gives each row the bits it gets alone), scaled
     xs.resize((size_t)(q.m * inF));
-    ax.resize((size_t)(q.m * r));
     for (long i = 0; i < q.m; i++) std::copy(x + q.rows[i] * inF, x + (q.rows[i] + 1) * inF, xs.data() + i * inF);
-    dots_f32((int)q.m, (int)inF, xs.data(), q.A, inF, ax.data(), r, false, 0, (int)r);
+    float* a = ax.data() + at[g];
+    dots_f32((int)q.m, (int)inF, xs.data(), q.A, inF, a, q.r, false, 0, (int)q.r);
     const float s = (float)q.scaling;
-    for (long i = 0; i < q.m * r; i++) ax[i] = ax[i] * s;  // scale()'s f32 product
-    for (long i = 0; i < q.m; i++) {
-      const float* ai = ax.data() + i * r;
-      if (small)
-        dots_small_k((int)r, ai, panels, (int)outF, delta.data(), false);
-      else
-        dots_f32(1, (int)r, ai, q.B, r, delta.data(), outF, false, 0, (int)outF);
-      float* yr = y + (long)q.rows[i] * outF;
-      for (long j = 0; j < outF; j++) yr[j] = yr[j] + delta[j];
-    }
+    for (long i = 0; i < q.m * q.r; i++) a[i] = a[i] * s;  // scale()'s f32 product
+    if (packed_at[g + 1] > packed_at[g]) pack_small_k(bt.data() + packed_at[g], q.B, q.r, (int)q.r, (int)outF);
   }
+  // the up-projections and the adds into y, split between threads by output columns, 8 at a time, when
+  // there is enough work (an output's bits do not depend on the split): they are most of the term's
+  // multiply-adds, and with one thread the LoRA term of bench:serve --width 512 took 0.93 ms a step
+  // (thread_local names inside the lambda would be each worker's own vectors: pass the caller's data)
+  const float* axs = ax.data();
+  const float* packed = bt.data();
+  parallel_range(outF, work >= 2 * SPLIT_WORK ? 8 : outF, 8, [&](long n0, long n1) {
+    thread_local std::vector<float> delta;
+    const long n = n1 - n0;
+    for (long g = 0; g < G; g++) {
+      const RowGroup& q = groups[g];
+      delta.resize((size_t)(q.m * n));
+      const float* a = axs + at[g];
+      if (q.r <= DOTS_SMALL_K) {
+        const float* panels = q.panels ? q.panels : packed + packed_at[g];
+        dots_small_k_rows((int)q.m, (int)q.r, a, panels + (n0 / 8) * q.r * 8, (int)n, delta.data(), n, false);
+      } else {
+        dots_f32((int)q.m, (int)q.r, a, q.B + n0 * q.r, q.r, delta.data(), n, false, 0, (int)n);
+      }
+      for (long i = 0; i < q.m; i++) {
+        float* yr = y + (long)q.rows[i] * outF + n0;
+        const float* d = delta.data() + i * n;
+        for (long j = 0; j < n; j++) yr[j] = yr[j] + d[j];
+      }
+    }
+  });
 }
 
 }  // namespace lora

@@ -26,7 +26,8 @@ export function invariantChunk(): number {
 
 /**
  * out [m, N] = x [m, K] @ op(w) (w [K, N], or [N, K] with transB), one backend matmul, or in
- * batch-invariant mode and with transB, one per chunk of at most `invariantChunk()` rows.
+ * batch-invariant mode and with transB, one `rowInvariant` product per chunk of at most
+ * `invariantChunk()` rows.
  */
 export function matmulRows(
   out: Float32Array,
@@ -37,14 +38,15 @@ export function matmulRows(
   K: number,
   transB: boolean,
 ): void {
-  const chunk = transB ? Math.min(m, invariantChunk()) : m;
+  const invariant = transB && depth > 0;
+  const chunk = invariant ? Math.min(m, invariantChunk()) : m;
   for (let i = 0; i < m; i += chunk) {
     const c = Math.min(chunk, m - i);
     backend().matmul(
       c === m ? out : out.subarray(i * N, (i + c) * N),
       c === m ? x : x.subarray(i * K, (i + c) * K),
       w,
-      singleMatmul(c, N, K, { transB }),
+      singleMatmul(c, N, K, { transB, rowInvariant: invariant }),
     );
   }
 }

@@ -25,6 +25,9 @@ export interface MatmulDims {
   strideOut: number;
   /** Add into `out` instead of overwriting it. */
   accumulate: boolean;
+  /** A batch-invariant product (autograd/invariant.ts): at most `invariantRows` rows, each of which must
+   *  get the bits it gets alone (M = 1). A backend invariant at any M ignores it. */
+  rowInvariant?: boolean;
 }
 
 /**
@@ -51,10 +54,22 @@ export function singleMatmul(
   M: number,
   N: number,
   K: number,
-  opts: { transA?: boolean; transB?: boolean; accumulate?: boolean } = {},
+  opts: { transA?: boolean; transB?: boolean; accumulate?: boolean; rowInvariant?: boolean } = {},
 ): MatmulDims {
-  const { transA = false, transB = false, accumulate = false } = opts;
-  return { batch: 1, M, N, K, transA, transB, strideA: 0, strideB: 0, strideOut: 0, accumulate };
+  const { transA = false, transB = false, accumulate = false, rowInvariant = false } = opts;
+  return {
+    batch: 1,
+    M,
+    N,
+    K,
+    transA,
+    transB,
+    strideA: 0,
+    strideB: 0,
+    strideOut: 0,
+    accumulate,
+    rowInvariant,
+  };
 }
 
 export interface AttentionDims {
@@ -109,10 +124,11 @@ export interface Backend {
   readonly fastBf16?: boolean;
   /**
    * Batch invariance of matmul with a transposed weight (x @ W^T, as every Linear computes it): a
-   * product of at most this many rows gives each output row the bits that row alone (M = 1) gives.
-   * Absent: any number of rows does (ref and wasm sum every element over k in one order whatever M
-   * is). native: 8, its GEMV_ROWS: up to there it runs one dot per output, in the same order for any
-   * M; larger products take the packed FMA tiles, which sum in another order (see native/src/gemm.cc).
+   * product of at most this many rows, marked `rowInvariant`, gives each output row the bits that row
+   * alone (M = 1) gives. Absent: any number of rows does (ref and wasm sum every element over k in one
+   * order whatever M is). native: 64, its INVARIANT_ROWS: a marked product up to there takes the GEMV,
+   * whose dots are the same for any M; unmarked products above 8 rows take the packed FMA tiles, which
+   * sum in another order (see native/src/gemm.cc).
    * A batched decode (autograd/invariant.ts) splits its products into chunks of this many rows, so a
    * sequence's numbers do not depend on the batch it runs in.
    */

@@ -1,7 +1,7 @@
 /**
  * Batch invariance, the kernels a batched decode relies on, on each backend:
- * - matmul with a transposed weight (x @ W^T, every Linear): a product of up to `invariantRows` rows
- *   gives each row exactly (bit for bit) what that row alone gives, wherever the row falls (first,
+ * - matmul with a transposed weight (x @ W^T, every Linear; f32, bf16 or f16): a `rowInvariant`
+ *   product of up to `invariantRows` rows gives each row exactly (bit for bit) what that row alone gives, wherever the row falls (first,
  *   last, inside or at the edge of a register tile). Odd sizes cross the kernels' edge tiles, a depth
  *   over 256 crosses a cache block, N <= 8 takes the rank-side kernels.
  * - attentionRowsForward, where a backend has it: each row equals attentionForward of that row alone,
@@ -10,10 +10,17 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { type AttentionDims, availableBackends, setBackend, singleMatmul } from "../../src/kernels/index.js";
+import {
+  type AttentionDims,
+  availableBackends,
+  setBackend,
+  singleMatmul,
+  type WeightArray,
+} from "../../src/kernels/index.js";
 import "../../src/kernels/node/index.js";
 import { batchInvariant } from "../../src/autograd/invariant.js";
 import { loraRows } from "../../src/autograd/rows.js";
+import { float32ToHalf } from "../../src/tensor/dtype.js";
 import { Rng } from "../../src/tensor/random.js";
 import { Tensor } from "../../src/tensor/tensor.js";
 
@@ -33,35 +40,39 @@ const MAX_ROWS = 20;
 
 for (const name of availableBackends()) {
   describe(`matmul rows are batch-invariant on ${name}`, () => {
-    it("a row of an M-row x @ W^T equals the same row alone, for every M up to invariantRows", () => {
-      const k = setBackend(name);
-      const top = Math.min(MAX_ROWS, k.invariantRows ?? MAX_ROWS);
-      for (const [N, K] of SHAPES) {
-        const w = randn(N * K);
-        const x = randn(MAX_ROWS * K);
-        const alone = new Float32Array(MAX_ROWS * N);
-        for (let i = 0; i < MAX_ROWS; i++)
-          k.matmul(
-            alone.subarray(i * N, (i + 1) * N),
-            x.subarray(i * K, (i + 1) * K),
-            w,
-            singleMatmul(1, N, K, { transB: true }),
-          );
-        for (let M = 2; M <= top; M++)
-          for (const first of [0, MAX_ROWS - M]) {
-            const out = new Float32Array(M * N);
-            k.matmul(out, x.subarray(first * K, (first + M) * K), w, singleMatmul(M, N, K, { transB: true }));
-            for (let i = 0; i < M; i++) {
-              const want = alone.subarray((first + i) * N, (first + i + 1) * N);
-              const got = out.subarray(i * N, (i + 1) * N);
-              assert.ok(
-                got.every((v, j) => Object.is(v, want[j])),
-                `${name}: row ${i} of ${M} (rows ${first}..) of [${M}, ${K}] @ [${N}, ${K}]^T differs from the row alone`,
-              );
+    // f32, and the 16-bit weights --base-dtype gives (bf16 is the serve default where the CPU has bf16 products)
+    for (const dtype of ["f32", "bf16", "f16"] as const)
+      it(`a row of an M-row x @ W^T equals the same row alone, for every M up to invariantRows (${dtype} weight)`, () => {
+        const k = setBackend(name);
+        const top = Math.min(MAX_ROWS, k.invariantRows ?? MAX_ROWS);
+        for (const [N, K] of SHAPES) {
+          const w32 = randn(N * K);
+          const w: WeightArray = dtype === "f32" ? w32 : { dtype, bits: float32ToHalf(w32, dtype) };
+          const x = randn(MAX_ROWS * K);
+          const alone = new Float32Array(MAX_ROWS * N);
+          for (let i = 0; i < MAX_ROWS; i++)
+            k.matmul(
+              alone.subarray(i * N, (i + 1) * N),
+              x.subarray(i * K, (i + 1) * K),
+              w,
+              singleMatmul(1, N, K, { transB: true }),
+            );
+          for (let M = 2; M <= top; M++)
+            for (const first of [0, MAX_ROWS - M]) {
+              const out = new Float32Array(M * N);
+              const d = singleMatmul(M, N, K, { transB: true, rowInvariant: true });
+              k.matmul(out, x.subarray(first * K, (first + M) * K), w, d);
+              for (let i = 0; i < M; i++) {
+                const want = alone.subarray((first + i) * N, (first + i + 1) * N);
+                const got = out.subarray(i * N, (i + 1) * N);
+                assert.ok(
+                  got.every((v, j) => Object.is(v, want[j])),
+                  `${name}: row ${i} of ${M} (rows ${first}..) of [${M}, ${K}] @ ${dtype} [${N}, ${K}]^T differs from the row alone`,
+                );
+              }
             }
-          }
-      }
-    });
+        }
+      });
   });
 }
 

@@ -36,8 +36,9 @@ export function createNativeBackend(k: NativeAddon): Backend {
   return {
     name: "native",
     fastBf16: k.info().bf16,
-    // GEMV_ROWS in native/src/gemm.cc: up to 8 rows, one dot per output whatever M is
-    invariantRows: 8,
+    // INVARIANT_ROWS in native/src/gemm.h: a rowInvariant product up to 64 rows takes the GEMV, whose
+    // dots are the same whatever M is
+    invariantRows: 64,
     matmul(out, a, b, d) {
       const [bits, btype] = unpack(b);
       n.matmul(
@@ -55,6 +56,7 @@ export function createNativeBackend(k: NativeAddon): Backend {
         d.strideB,
         d.strideOut,
         d.accumulate,
+        d.rowInvariant ?? false,
       );
     },
     binary(op, out, a, b, shape, as, bs) {
