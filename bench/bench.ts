@@ -9,7 +9,16 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { nativeAddon } from "../src/kernels/native/node/addon.js";
 import { type BenchOptions, parseBenchArgs, stepSpec, USAGE, variantName } from "./args.js";
-import { NODE_FLAGS, PEFT_PEER, type Peer, probeTorch, runOurs, runTorch, TORCH_PEER } from "./children.js";
+import {
+  NODE_FLAGS,
+  PEFT_PEER,
+  type Peer,
+  peerIsaEnv,
+  probeTorch,
+  runOurs,
+  runTorch,
+  TORCH_PEER,
+} from "./children.js";
 import { type ModelPreset, preset } from "./models.js";
 import { gemmTable, genAgree, lossCheck, mainTable, type RunRecord } from "./report.js";
 import type { ChildResult, StepSpec } from "./spec.js";
@@ -145,6 +154,8 @@ function main(): number {
     torchBlas: torch.blas ?? null,
     peft: peft.version,
     peftBlas: peft.blas ?? null,
+    /** What held the peers to our forced ISA level (children.ts peerIsaEnv); {} when none was forced. */
+    peerIsaEnv: peerIsaEnv(),
     timing:
       "per configuration: warm-up steps, then timed steps; step time = median of the timed steps " +
       "(forward + backward + AdamW + zero grad); tok/s = batch*seq / median; peak = maxRSS after training; " +
@@ -160,6 +171,12 @@ function main(): number {
   );
   if (torch.version) console.log(`torch ${torch.version}, BLAS ${torch.blas?.join(", ") || "unknown"}`);
   if (peft.version) console.log(`peft: ${peft.version}, BLAS ${peft.blas?.join(", ") || "unknown"}`);
+  if (Object.keys(meta.peerIsaEnv).length)
+    console.log(
+      `peers held to LORA_ISA=${process.env.LORA_ISA}: ${Object.entries(meta.peerIsaEnv)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(" ")}`,
+    );
   console.log(`${meta.timing}\n`);
   console.log(mainTable(runs));
   for (const p of new Set(runs.map((r) => r.note).filter(Boolean))) console.log(`note: ${p}`);

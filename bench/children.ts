@@ -104,6 +104,23 @@ export function probeTorch(peer: Peer = TORCH_PEER): TorchProbe {
   };
 }
 
+/**
+ * With our kernels forced to a lower level (LORA_ISA=avx2 or avx512 on a newer CPU), the Python peers
+ * are held to the same vector width, so the run compares what a CPU of that level gives both sides:
+ * OpenBLAS's Haswell (or SkylakeX) kernels, MKL's AVX2 (or AVX-512) code path, ATen's avx2 (or avx512)
+ * kernels. A variable already set in the environment is left as it is.
+ */
+const PEER_ISA_ENV: Record<string, Record<string, string>> = {
+  avx2: { OPENBLAS_CORETYPE: "Haswell", MKL_ENABLE_INSTRUCTIONS: "AVX2", ATEN_CPU_CAPABILITY: "avx2" },
+  avx512: { OPENBLAS_CORETYPE: "SkylakeX", MKL_ENABLE_INSTRUCTIONS: "AVX512", ATEN_CPU_CAPABILITY: "avx512" },
+};
+
+export function peerIsaEnv(isa = process.env.LORA_ISA ?? ""): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(PEER_ISA_ENV[isa] ?? {}).filter(([k]) => process.env[k] === undefined),
+  );
+}
+
 export function runTorch(
   spec: StepSpec,
   weightsDir: string,
@@ -117,6 +134,7 @@ export function runTorch(
     OPENBLAS_NUM_THREADS: n,
     MKL_NUM_THREADS: n,
     OMP_WAIT_POLICY: "PASSIVE",
+    ...peerIsaEnv(),
   };
   const r = spawnSync(
     peer.python,

@@ -15,7 +15,7 @@ import { spawn } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { createInterface } from "node:readline";
-import { PYTHON, probeTorch } from "../bench/children.js";
+import { PYTHON, peerIsaEnv, probeTorch } from "../bench/children.js";
 import { type MatmulDims, singleMatmul } from "../src/kernels/backend.js";
 import { nativeAddon, nativeStatus } from "../src/kernels/native/node/addon.js";
 import { createNativeBackend } from "../src/kernels/native/node/backend.js";
@@ -132,6 +132,7 @@ async function startTorch(threads: number) {
       OPENBLAS_NUM_THREADS: n,
       MKL_NUM_THREADS: n,
       OMP_WAIT_POLICY: "PASSIVE",
+      ...peerIsaEnv(), // LORA_ISA=avx2 holds OpenBLAS to its Haswell kernels too
     },
     stdio: ["pipe", "pipe", "inherit"],
   });

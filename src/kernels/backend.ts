@@ -119,8 +119,8 @@ export interface AdamWParams {
 
 export interface Backend {
   readonly name: string;
-  /** True when a matmul with a bf16 weight runs faster than with f32 (hardware bf16 dot products), so
-   *  `--base-dtype auto` picks bf16 on this backend. */
+  /** True when a matmul with a bf16 weight runs faster than with f32 here, so `--base-dtype auto` picks
+   *  bf16 on this backend (native: measured once, see bf16Speedup). */
   readonly fastBf16?: boolean;
   /**
    * Batch invariance of matmul with a transposed weight (x @ W^T, as every Linear computes it): a

@@ -111,7 +111,7 @@ describe("lora train --adapter with an mlx-lm folder", () => {
       "sgd",
       "--batch-size",
       "2",
-      // the reference is PyTorch's f32 loss ("auto" picks bf16 where the CPU has bf16 products)
+      // the reference is PyTorch's f32 loss ("auto" picks bf16 where its products are faster)
       "--base-dtype",
       "f32",
     );

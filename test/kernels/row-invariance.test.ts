@@ -40,7 +40,7 @@ const MAX_ROWS = 20;
 
 for (const name of availableBackends()) {
   describe(`matmul rows are batch-invariant on ${name}`, () => {
-    // f32, and the 16-bit weights --base-dtype gives (bf16 is the serve default where the CPU has bf16 products)
+    // f32, and the 16-bit weights --base-dtype gives (bf16 is the serve default where its products are faster)
     for (const dtype of ["f32", "bf16", "f16"] as const)
       it(`a row of an M-row x @ W^T equals the same row alone, for every M up to invariantRows (${dtype} weight)`, () => {
         const k = setBackend(name);

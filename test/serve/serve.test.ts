@@ -47,7 +47,7 @@ interface Started {
 async function start(
   opts: { maxBatch?: number; maxQueue?: number; maxBody?: number; adapterDir?: string } = {},
 ) {
-  // the base dtype `lora serve` and `lora generate` both default to (bf16 where the CPU has bf16 products)
+  // the base dtype `lora serve` and `lora generate` both default to (bf16 where its products are faster)
   const { model, tokenizer } = loadModel(MODEL, undefined, {
     needTokenizer: true,
     baseDtype: resolveBaseDtype("auto"),

@@ -17,6 +17,49 @@ function unpack(w: WeightArray): [Float32Array | Uint16Array, number] {
   return isHalf(w) ? [w.bits, BTYPE[w.dtype]] : [w, BTYPE.f32];
 }
 
+/**
+ * How much faster a product with a bf16 weight runs here than with f32 (f32 time / bf16 time), timed
+ * once: x [256, 768] @ W^T [768, 768], a Linear's forward, alternating, best of 3 each. Having
+ * AVX512_BF16 does not settle it: on a Zen 4 its dot products run at twice the f32 FMA rate (GPT-2
+ * small's LoRA step: 242 tok/s with a bf16 base against 144 with f32), on a 2-core Xeon of the Sapphire
+ * Rapids class at about the f32 rate plus the packing (132 against 183). 1 where the level has no bf16
+ * products (a bf16 weight is widened in the packing there).
+ */
+export function bf16Speedup(k: NativeAddon): number {
+  let r = speedups.get(k);
+  if (r === undefined) speedups.set(k, (r = measureBf16(k)));
+  return r;
+}
+const speedups = new WeakMap<NativeAddon, number>();
+
+function measureBf16(k: NativeAddon): number {
+  if (!k.info().bf16) return 1;
+  const [M, K, N] = [256, 768, 768];
+  const x = new Float32Array(M * K).map((_, i) => Math.sin(i));
+  const w = new Float32Array(N * K).map((_, i) => Math.cos(i) / 32);
+  const half = new Uint16Array(w.buffer.slice(0)).filter((_, i) => i % 2 === 1); // bf16: the high halves
+  const out = new Float32Array(M * N);
+  const time = (bits: Float32Array | Uint16Array, btype: number) => {
+    const t0 = performance.now();
+    k.matmul(out, x, bits, btype, 1, M, N, K, false, true, 0, 0, 0, false, false);
+    return performance.now() - t0;
+  };
+  let f32 = Number.POSITIVE_INFINITY;
+  let bf16 = Number.POSITIVE_INFINITY;
+  for (let round = 0; round < 4; round++) {
+    const a = time(w, BTYPE.f32);
+    const b = time(half, BTYPE.bf16);
+    if (round === 0) continue; // warm-up
+    f32 = Math.min(f32, a);
+    bf16 = Math.min(bf16, b);
+  }
+  return f32 / bf16;
+}
+
+/** `--base-dtype auto` picks bf16 where it is at least this much faster (a margin, so that a noisy
+ *  machine does not switch between runs). */
+export const BF16_MARGIN = 1.2;
+
 export function createNativeBackend(k: NativeAddon): Backend {
   // biome-ignore lint/suspicious/noExplicitAny: the addon's functions are untyped N-API exports
   const n = k as any;
@@ -35,7 +78,10 @@ export function createNativeBackend(k: NativeAddon): Backend {
   const loraPlans = new WeakMap<object, { plan: unknown; inF: number; outF: number }>();
   return {
     name: "native",
-    fastBf16: k.info().bf16,
+    // measured on first use (bf16Speedup), not read off the ISA
+    get fastBf16() {
+      return bf16Speedup(k) >= BF16_MARGIN;
+    },
     // INVARIANT_ROWS in native/src/gemm.h: a rowInvariant product up to 64 rows takes the GEMV, whose
     // dots are the same whatever M is
     invariantRows: 64,
