@@ -104,7 +104,11 @@ for (let round = 0; round < ROUNDS; round++) {
       if (s === 0) into.prefill.push(ms);
       else if (round > 0) into.decode.push(ms); // round 0 warms up
       if (s > 0 && round > 0)
-        for (const [name, t] of kernelMs) kernels[which].set(name, [...(kernels[which].get(name) ?? []), t]);
+        for (const [name, t] of kernelMs) {
+          const ts = kernels[which].get(name) ?? [];
+          ts.push(t);
+          kernels[which].set(name, ts);
+        }
     }
 }
 

@@ -87,7 +87,8 @@ void check_ids(const int32_t* ids, size_t n, long rows, bool ignore, const char*
                              " is outside [0, " + std::to_string(rows) + ")");
 }
 
-// matmul(out, a, b, btype, batch, M, N, K, transA, transB, strideA, strideB, strideOut, accumulate)
+// matmul(out, a, b, btype, batch, M, N, K, transA, transB, strideA, strideB, strideOut, accumulate,
+// rowInvariant)
 FN(Matmul) {
   Args a(env, info);
   GemmArgs g;
@@ -277,8 +278,11 @@ FN(AttentionRowsForward) {
 struct LoraPlan {
   std::vector<RowGroup> groups;
   std::vector<napi_ref> keep;  // the typed arrays the groups point into, kept alive with the plan
-  long inF, outF, max_row = -1;
+  long inF, outF;
 };
+
+// marks an external as a LoraPlan, so loraRows refuses any other external
+const napi_type_tag PLAN_TAG = {0x6c6f72615f706c61ULL, 0x6e5f726f77730001ULL};
 
 void free_plan(napi_env env, void* data, void*) {
   auto* p = (LoraPlan*)data;
@@ -340,13 +344,10 @@ napi_value LoraPlanNew(napi_env env, napi_callback_info info) {
         if ((long)np != small_k_panel((int)outF, (int)q.r))
           throw std::invalid_argument("lora_native: loraPlan: panels are not packLoraB's packing of B");
       }
-      for (long i = 0; i < q.m; i++) {
-        if (q.rows[i] < 0) throw std::range_error("lora_native: loraPlan: a row is negative");
-        plan->max_row = std::max(plan->max_row, (long)q.rows[i]);
-      }
     }
     napi_value out;
-    if (napi_create_external(env, plan.get(), free_plan, nullptr, &out) != napi_ok)
+    if (napi_create_external(env, plan.get(), free_plan, nullptr, &out) != napi_ok ||
+        napi_type_tag_object(env, out, &PLAN_TAG) != napi_ok)
       throw std::runtime_error("lora_native: loraPlan: could not create the plan");
     plan.release();
     return out;
@@ -369,12 +370,17 @@ FN(LoraRows) {
   if (inF <= 0 || outF <= 0 || (long)nx != N * inF || (long)ny != N * outF)
     throw std::invalid_argument("lora_native: loraRows: inconsistent sizes");
   void* data = nullptr;
-  if (napi_get_value_external(env, a.v[4], &data) != napi_ok || !data)
+  bool tagged = false;
+  if (napi_check_object_type_tag(env, a.v[4], &PLAN_TAG, &tagged) != napi_ok || !tagged ||
+      napi_get_value_external(env, a.v[4], &data) != napi_ok || !data)
     throw std::invalid_argument("lora_native: loraRows: argument 4 is not a loraPlan");
   const LoraPlan& plan = *(const LoraPlan*)data;
   if (plan.inF != inF || plan.outF != outF)
     throw std::invalid_argument("lora_native: loraRows: the plan was made for other layer sizes");
-  if (plan.max_row >= N) throw std::range_error("lora_native: loraRows: a row is outside the batch");
+  // the rows again on every call (a few dozen): their arrays could have changed since the plan was made
+  for (const RowGroup& q : plan.groups)
+    for (long i = 0; i < q.m; i++)
+      if (q.rows[i] < 0 || q.rows[i] >= N) throw std::range_error("lora_native: loraRows: a row is outside the batch");
   lora_rows(y, x, inF, outF, plan.groups.data(), (long)plan.groups.size(), std::max(1L, a.l(5)));
 }
 
@@ -418,10 +424,11 @@ FN(SetThreads) {
   set_threads((int)a.l(0));
 }
 
-// info(): { isa, bf16, threads, cpu, forced, error, supported, smallK }: the ISA level the kernels run at,
-// whether bf16 products are native, the pool's threads, the CPU's best level, whether LORA_ISA forced the
-// level, why LORA_ISA was refused ("" if it was not), the levels this CPU runs, best first, and the
-// largest K the small-k panels take (gemm.h DOTS_SMALL_K)
+// info(): { isa, bf16, threads, cpu, forced, error, supported, smallK, invariantRows }: the ISA level the
+// kernels run at, whether bf16 products are native, the pool's threads, the CPU's best level, whether
+// LORA_ISA forced the level, why LORA_ISA was refused ("" if it was not), the levels this CPU runs, best
+// first, the largest K the small-k panels take (gemm.h DOTS_SMALL_K), and the most rows a rowInvariant
+// product takes through the GEMV (gemm.h INVARIANT_ROWS)
 napi_value Info(napi_env env, napi_callback_info info) {
   napi_value o, v;
   napi_create_object(env, &o);
@@ -450,6 +457,8 @@ napi_value Info(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, o, "supported", arr);
   napi_create_int32(env, DOTS_SMALL_K, &v);
   napi_set_named_property(env, o, "smallK", v);
+  napi_create_int32(env, INVARIANT_ROWS, &v);
+  napi_set_named_property(env, o, "invariantRows", v);
   (void)info;
   return o;
 }

@@ -40,7 +40,7 @@ LORA_MULTI(void, cap_grad_row, (float* ds, const float* s, long n, float scale, 
   }
 }
 
-// Below this many multiply-adds in all, attention stays on the calling thread: at decode sizes (16 rows
+// With fewer than twice this many multiply-adds in all, attention stays on the calling thread: at decode sizes (16 rows
 // of stories260K, about 70k) handing half to a worker cost more than it saved (bench:serve at 16
 // clients: 5.9k -> 6.8k tok/s on a 2-core Xeon; the worker's wake-up and the cores the server's own
 // clients need).

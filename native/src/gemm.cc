@@ -880,7 +880,7 @@ void load_row(float* dst, const float* a, long cs, int K, bool round) {
 // summed over k in order, 8 lanes at a time: out_j = (((0 + x_0 w_j0) + x_1 w_j1) + ...), the same
 // sequence of f32 operations for every output, so an output's bits depend only on its x row and weight
 // row: never on M, on which outputs share its panel, or on the thread split (invariantRows; gemv and
-// lora_rows.cc both call these two, so a batched LoRA row gets the bits of that row decoded alone).
+// lora_rows.cc both call them, so a batched LoRA row gets the bits of that row decoded alone).
 typedef float v8f __attribute__((vector_size(32), aligned(4)));  // loads need no alignment
 
 long small_k_panel(int N, int K) { return (long)((N + 7) / 8) * K * 8; }
@@ -945,13 +945,6 @@ LORA_MULTI(void, dots_small_k_rows,
   }
 }
 
-// Eight dots x . w[j] (j < 8, each w[j] contiguous along k) at once. Output j's f32 operations: lanes
-// l < 8 of acc_j summed over chunks c in order (acc_j[l] = sum_c x[8c + l] w_j[8c + l]), the 8 lanes
-// added in one fixed tree ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), then the k past the last
-// chunk in order: the same for every j, so an output's bits depend on its x row and weight row only,
-// never on which outputs share its eight or on M. The tree is a transpose-and-add of the 8 accumulators
-// (7 vector adds and 14 shuffles for 8 outputs); a horizontal sum per dot cost as much as the dot at
-// K 64 (GEMV at 12-20 GFLOP/s on a Xeon with AVX-512, one thread, before this).
 // dst [8][K] = 8 rows of a 16-bit weight (bf16, else f16) in f32
 LORA_MULTI(void, widen_rows, (float* dst, const uint16_t* const* h, int K, bool bf16), (dst, h, K, bf16)) {
   for (int jj = 0; jj < 8; jj++) {
@@ -983,6 +976,13 @@ __attribute__((always_inline)) inline v16f load16(const uint16_t* p) {
   return (v16f)(__builtin_convertvector(*(const v16h*)p, v16u) << 16);
 }
 
+// Eight dots x . w[j] (j < 8, each w[j] contiguous along k) at once. Output j's f32 operations: lanes
+// l < 8 of acc_j summed over chunks c in order (acc_j[l] = sum_c x[8c + l] w_j[8c + l]), the 8 lanes
+// added in one fixed tree ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), then the k past the last
+// chunk in order: the same for every j, so an output's bits depend on its x row and weight row only,
+// never on which outputs share its eight or on M. The tree is a transpose-and-add of the 8 accumulators
+// (7 vector adds and 14 shuffles for 8 outputs); a horizontal sum per dot cost as much as the dot at
+// K 64 (GEMV at 12-20 GFLOP/s on a Xeon with AVX-512, one thread, before this).
 // Wide (AVX-512, simd_level() 2): the chunks of 16 k first, on 16 lanes, each accumulator then folded to
 // 8 lanes (lane l + lane l + 8), before the chunks of 8 left: twice the products per instruction where
 // the registers are 512 bits wide. One level runs per process, so a row's bits still do not depend on M.
@@ -1082,7 +1082,7 @@ LORA_MULTI(void, axpy_bf16, (float* y, float s, const uint16_t* w, int n), (y, s
   for (int j = 0; j < n; j++) y[j] += s * bf16_to_f32(w[j]);
 }
 
-// C[M, N] (+)= op(A) @ op(B) for M <= GEMV_ROWS, columns [n0, n1)
+// C[M, N] (+)= op(A) @ op(B) for M <= GEMV_ROWS (INVARIANT_ROWS for a rowInvariant product), columns [n0, n1)
 void gemv(int M, int K, const float* A, long rsA, long csA, const void* B, int bt, long rsB, long csB, float* C,
           long ldc, bool accumulate, int n0, int n1) {
   std::vector<float> x((size_t)M * K);

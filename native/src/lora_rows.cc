@@ -49,7 +49,7 @@ void group_chunked(float* y, const float* x, long inF, long outF, const RowGroup
 
 }  // namespace
 
-// Below this many multiply-adds in a call's up-projections, they stay on the calling thread.
+// With fewer than twice this many multiply-adds in a call's up-projections, they stay on the calling thread.
 constexpr long SPLIT_WORK = 1 << 15;
 
 void lora_rows(float* y, const float* x, long inF, long outF, const RowGroup* groups, long G, long chunk) {

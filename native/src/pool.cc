@@ -58,7 +58,7 @@ struct Pool {
     long seen = 0;
     for (;;) {
       // spin for SPIN, then sleep. The spin is timed, not counted in pauses: a pause takes 10 ns on a
-      // Xeon (Sapphire Rapids class), a few cycles on other CPUs, 140 on Skylake-SP, so a count meant
+      // Xeon (Sapphire Rapids class), a few cycles on other CPUs, 140 cycles on Skylake-SP, so a count meant
       // anything from microseconds to a millisecond of a core kept busy. 50 us bridges the gaps
       // between the kernels of a step (bench:serve gained nothing from 300 us on a 2-core Xeon).
       const auto until = std::chrono::steady_clock::now() + SPIN;

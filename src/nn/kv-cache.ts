@@ -1,15 +1,19 @@
 /** Key/value cache for incremental decoding: per layer, keys and values of every position so far. */
-import { check, shapeStr } from "../tensor/shape.js";
+import { check, sameShape, shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
 
 /**
  * One layer's keys or values, [B, capacity, H, D], with room past the cached positions: a step writes
- * its T new positions in place, and the buffer doubles when full, so a decode of n tokens copies O(n)
- * floats, not O(n^2) (a copy of the whole cache per step was 11% of a batched serve step on stories260K).
+ * its T new positions in place, and the buffer doubles when full. With B 1 (generation, and every
+ * sequence of a batched serve step) the cache is handed out as a view, so a decode of n tokens copies
+ * O(n) floats, not O(n^2) (a copy of the whole cache per step was 11% of a batched serve step on
+ * stories260K); with B > 1 each step still returns a compact copy.
  */
 class Slots {
   private data = new Float32Array(0);
   private capacity = 0;
+  /** Positions written so far (committed or not): a view handed out covers up to here. */
+  private written = 0;
 
   constructor(
     private readonly B: number,
@@ -24,7 +28,9 @@ class Slots {
   write(past: number, T: number, add: Float32Array): Float32Array {
     const { B, row } = this;
     const need = past + T;
-    if (need > this.capacity) {
+    // positions written again (a step appended twice before commit) would change a view already handed
+    // out: they go to a new buffer instead
+    if (need > this.capacity || past < this.written) {
       const capacity = Math.max(need, 2 * this.capacity, 16);
       const grown = new Float32Array(B * capacity * row);
       for (let b = 0; b < B; b++)
@@ -37,6 +43,7 @@ class Slots {
     }
     for (let b = 0; b < B; b++)
       this.data.set(add.subarray(b * T * row, (b + 1) * T * row), (b * this.capacity + past) * row);
+    this.written = need;
     if (B === 1) return this.data.subarray(0, need * row); // a view: the next write lands past its end
     const out = new Float32Array(B * need * row);
     for (let b = 0; b < B; b++)
@@ -55,7 +62,8 @@ export class KVCache {
   /**
    * Appends this step's k, v: [B, T, H, D] for one layer and returns the whole cache so far as
    * [B, length + T, H, D]. Call commit() once every layer has appended. With B 1 the returned tensors
-   * are views of the cache, which later appends leave as they are (they write past the views' end).
+   * are views of the cache, which later appends leave as they are (they write past the views' end, or,
+   * appending a step again before commit, into a new buffer).
    */
   append(layer: number, k: Tensor, v: Tensor): [Tensor, Tensor] {
     const [B, T, H, D] = k.shape as [number, number, number, number];
@@ -63,9 +71,9 @@ export class KVCache {
     this.k[layer] ??= new Slots(B, H * D);
     this.v[layer] ??= new Slots(B, H * D);
     check(
-      this.k[layer].fits(B, H * D),
+      this.k[layer].fits(B, H * D) && this.v[layer].fits(B, H * D) && sameShape(k.shape, v.shape),
       () =>
-        `KVCache: layer ${layer} holds another shape than k ${shapeStr(k.shape)}; use one cache per batch`,
+        `KVCache: layer ${layer} holds another shape than k ${shapeStr(k.shape)}, v ${shapeStr(v.shape)}; use one cache per batch`,
     );
     this.pending = T;
     const shape = [B, past + T, H, D];

@@ -36,7 +36,7 @@ const SHAPES: [number, number][] = [
   [21, 17], // the first K past them
   [23, 32],
 ];
-const MAX_ROWS = 20;
+const MAX_ROWS = 66; // past native's invariantRows (64)
 
 for (const name of availableBackends()) {
   describe(`matmul rows are batch-invariant on ${name}`, () => {
@@ -123,33 +123,35 @@ for (const name of availableBackends()) {
 for (const name of availableBackends()) {
   const k = setBackend(name);
   describe(`loraRowsForward on ${name}`, { skip: !k.loraRowsForward && `${name} has none` }, () => {
-    it("equals the per-kernel path (matmul, scale, matmul, add) bit for bit, in and out of batch-invariant mode, ranks on both sides of the small-k panels", () => {
-      setBackend(name);
-      const [N, inF, outF] = [13, 40, 72];
-      const x = new Tensor(randn(N * inF), [N, inF]);
-      const y = new Tensor(randn(N * outF), [N, outF]);
-      const groups = [
-        { rows: [0, 3, 4, 5, 6, 7, 8, 9, 10, 12], r: 8, scaling: 2 },
-        { rows: [1], r: 4, scaling: 0.3 },
-        { rows: [11, 2], r: 16, scaling: 1.5 },
-        { rows: [3, 9, 1], r: 40, scaling: 0.7 }, // over DOTS_SMALL_K (native/src/gemm.h): plain dots
-        { rows: [12], r: 1, scaling: 4 },
-      ].map((g) => ({
-        rows: g.rows,
-        scaling: g.scaling,
-        A: new Tensor(randn(g.r * inF), [g.r, inF]),
-        B: new Tensor(randn(outF * g.r), [outF, g.r]),
-      }));
-      // loraRows adds into its y: each call gets its own copy
-      for (const run of [(f: () => Tensor) => f(), batchInvariant]) {
-        const fast = run(() => loraRows(y.toFloat32(), x, groups));
-        const slow = run(() => loraRows(y.toFloat32(), x, groups, true));
-        assert.ok(
-          fast.data.every((v, j) => Object.is(v, slow.data[j])),
-          `${name}: loraRowsForward differs from the per-kernel path`,
-        );
-        assert.ok(fast.data.some((v, j) => v !== y.data[j]));
-      }
-    });
+    // outF 1003: enough work that native splits the up-projections between threads, by columns, with a tail
+    for (const outF of [72, 1003])
+      it(`equals the per-kernel path (matmul, scale, matmul, add) bit for bit, in and out of batch-invariant mode, ranks on both sides of the small-k panels (out ${outF})`, () => {
+        setBackend(name);
+        const [N, inF] = [13, 40];
+        const x = new Tensor(randn(N * inF), [N, inF]);
+        const y = new Tensor(randn(N * outF), [N, outF]);
+        const groups = [
+          { rows: [0, 3, 4, 5, 6, 7, 8, 9, 10, 12], r: 8, scaling: 2 },
+          { rows: [1], r: 4, scaling: 0.3 },
+          { rows: [11, 2], r: 16, scaling: 1.5 },
+          { rows: [3, 9, 1], r: 40, scaling: 0.7 }, // over DOTS_SMALL_K (native/src/gemm.h): plain dots
+          { rows: [12], r: 1, scaling: 4 },
+        ].map((g) => ({
+          rows: g.rows,
+          scaling: g.scaling,
+          A: new Tensor(randn(g.r * inF), [g.r, inF]),
+          B: new Tensor(randn(outF * g.r), [outF, g.r]),
+        }));
+        // loraRows adds into its y: each call gets its own copy
+        for (const run of [(f: () => Tensor) => f(), batchInvariant]) {
+          const fast = run(() => loraRows(y.toFloat32(), x, groups));
+          const slow = run(() => loraRows(y.toFloat32(), x, groups, true));
+          assert.ok(
+            fast.data.every((v, j) => Object.is(v, slow.data[j])),
+            `${name}: loraRowsForward differs from the per-kernel path`,
+          );
+          assert.ok(fast.data.some((v, j) => v !== y.data[j]));
+        }
+      });
   });
 }

@@ -26,10 +26,14 @@ const fx = join(fixturesDir, "serve");
 const MODEL = join(fx, "model");
 const TARGETS = ["q_proj", "v_proj"];
 const KEY = "test-key";
+// the base dtype `lora serve` and `lora generate` default to (bf16 where its products are measured
+// faster), resolved once here and given to both, so that two timings cannot disagree
+const DTYPE = resolveBaseDtype("auto");
 
 /** `lora generate`'s continuation (stdout minus the echoed prompt and the final newline). */
 function cliGenerate(prompt: string, adapter: string | null, chat = false, maxTokens = 20): string {
   const args = ["generate", "--model", MODEL, "--prompt", prompt, "--max-tokens", String(maxTokens)];
+  args.push("--base-dtype", DTYPE);
   if (adapter) args.push("--adapter", isAbsolute(adapter) ? adapter : join(fx, adapter));
   if (chat) args.push("--chat");
   const r = lora(...args);
@@ -47,11 +51,7 @@ interface Started {
 async function start(
   opts: { maxBatch?: number; maxQueue?: number; maxBody?: number; adapterDir?: string } = {},
 ) {
-  // the base dtype `lora serve` and `lora generate` both default to (bf16 where its products are faster)
-  const { model, tokenizer } = loadModel(MODEL, undefined, {
-    needTokenizer: true,
-    baseDtype: resolveBaseDtype("auto"),
-  });
+  const { model, tokenizer } = loadModel(MODEL, undefined, { needTokenizer: true, baseDtype: DTYPE });
   const serving = createServing({
     model,
     tokenizer: tokenizer!,

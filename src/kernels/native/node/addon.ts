@@ -24,6 +24,8 @@ export interface NativeInfo {
   supported: string[];
   /** the largest K (a LoRA rank) the small-k panels take (native/src/gemm.h DOTS_SMALL_K) */
   smallK: number;
+  /** the most rows a rowInvariant product takes through the GEMV (native/src/gemm.h INVARIANT_ROWS) */
+  invariantRows: number;
 }
 
 /** The addon's exports (native/src/addon.cc); argument order follows src/kernels/backend.ts. */

@@ -82,9 +82,9 @@ export function createNativeBackend(k: NativeAddon): Backend {
     get fastBf16() {
       return bf16Speedup(k) >= BF16_MARGIN;
     },
-    // INVARIANT_ROWS in native/src/gemm.h: a rowInvariant product up to 64 rows takes the GEMV, whose
+    // INVARIANT_ROWS in native/src/gemm.h (64): a rowInvariant product up to there takes the GEMV, whose
     // dots are the same whatever M is
-    invariantRows: 64,
+    invariantRows: k.info().invariantRows,
     matmul(out, a, b, d) {
       const [bits, btype] = unpack(b);
       n.matmul(
