@@ -424,8 +424,8 @@ FN(SetThreads) {
   set_threads((int)a.l(0));
 }
 
-// info(): { isa, bf16, threads, cpu, forced, error, supported, smallK, invariantRows }: the ISA level the
-// kernels run at, whether bf16 products are native, the pool's threads, the CPU's best level, whether
+// info(): { isa, bf16, bf16Faster, threads, cpu, forced, error, supported, smallK, invariantRows }: the ISA
+// level the kernels run at, whether bf16 products are native and whether they beat f32 here, the pool's threads, the CPU's best level, whether
 // LORA_ISA forced the level, why LORA_ISA was refused ("" if it was not), the levels this CPU runs, best
 // first, the largest K the small-k panels take (gemm.h DOTS_SMALL_K), and the most rows a rowInvariant
 // product takes through the GEMV (gemm.h INVARIANT_ROWS)
@@ -442,6 +442,7 @@ napi_value Info(napi_env env, napi_callback_info info) {
   };
   str("isa", gemm_isa());
   flag("bf16", gemm_native_bf16());
+  flag("bf16Faster", gemm_bf16_faster());
   napi_create_int32(env, get_threads(), &v);
   napi_set_named_property(env, o, "threads", v);
   str("cpu", gemm_cpu_isa());

@@ -1137,6 +1137,22 @@ void gemv(int M, int K, const float* A, long rsA, long csA, const void* B, int b
 
 const char* gemm_isa() { return isa().name; }
 bool gemm_native_bf16() { return isa().bf16 != nullptr; }
+
+// Whether a bf16 weight's products beat f32 here, from measurements (README, "16-bit base weights"). A
+// VDPBF16PS does twice the multiply-adds of an f32 FMA, but the rate depends on the FMA pipes: AMD's Zen
+// 4 runs a 512-bit FMA as two 256-bit halves, so bf16 doubles it (GPT-2 small's LoRA step: 242 tok/s
+// with a bf16 base, 144 with f32), while an Intel Xeon of the Sapphire Rapids class has two full 512-bit
+// FMA pipes and VDPBF16PS on one port, so bf16 gains nothing and packs more (132 against 183). Timing the
+// two at run time was tried and dropped: under load the choice differed between processes, which broke
+// bit-identical resumes. So: bf16 where the level has bf16 products and the CPU is AMD's.
+bool gemm_bf16_faster() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  return gemm_native_bf16() && __builtin_cpu_is("amd");
+#else
+  return false;
+#endif
+}
 const char* gemm_cpu_isa() { return LEVEL_NAMES[choice().cpu]; }
 bool gemm_isa_forced() { return choice().forced; }
 const char* gemm_isa_error() { return choice().error.c_str(); }

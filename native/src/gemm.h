@@ -61,6 +61,7 @@ void dots_f32(int M, int K, const float* x, const float* W, long csB, float* C, 
 // forced it; why LORA_ISA was refused ("" when it was not); and the levels this CPU runs, best first.
 const char* gemm_isa();
 bool gemm_native_bf16();
+bool gemm_bf16_faster();  // --base-dtype auto's choice: bf16 products faster than f32 here (gemm.cc)
 const char* gemm_cpu_isa();
 bool gemm_isa_forced();
 const char* gemm_isa_error();

@@ -70,7 +70,7 @@ function doctor(): string {
   const bf16 =
     speedup == null
       ? ""
-      : ` (bf16 products, measured at ${speedup.toFixed(2)}x f32 here: --base-dtype auto ${backend().fastBf16 ? "picks bf16" : "keeps f32"})`;
+      : ` (bf16 products, timed at ${speedup.toFixed(2)}x f32 here; --base-dtype auto ${backend().fastBf16 ? "picks bf16: AMD's cores run them at twice the f32 rate" : "keeps f32: this CPU runs them at about the f32 rate"})`;
   const why = isa?.forced
     ? `forced by LORA_ISA=${isa.isa}; this CPU has ${isa.cpu}`
     : `this CPU's best; LORA_ISA=${isa?.supported.join("|")} forces a level`;

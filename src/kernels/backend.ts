@@ -120,7 +120,8 @@ export interface AdamWParams {
 export interface Backend {
   readonly name: string;
   /** True when a matmul with a bf16 weight runs faster than with f32 here, so `--base-dtype auto` picks
-   *  bf16 on this backend (native: measured once, see bf16Speedup). */
+   *  bf16 on this backend (native: a fixed rule from measurements, native/src/gemm.cc gemm_bf16_faster).
+   *  It must not change between processes on one machine: a run and its resume pick the same dtype. */
   readonly fastBf16?: boolean;
   /**
    * Batch invariance of matmul with a transposed weight (x @ W^T, as every Linear computes it): a

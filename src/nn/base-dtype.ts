@@ -23,9 +23,10 @@ export function isBaseDtypeSetting(s: unknown): s is BaseDTypeSetting {
  * The one place "auto" is decided: the default is whatever trains faster, provided held-out loss stays
  * within 0.5% of f32 (measured on the embedded model and stories260K: see the README, "16-bit base
  * weights", and test/nn/base-dtype.test.ts). bf16 meets the loss bound, but it is only faster where the
- * backend's bf16 products are (`fastBf16`: native times them against f32 once, since AVX512_BF16 runs
- * them at twice the f32 rate on a Zen 4 and below it on a Sapphire Rapids-class Xeon); elsewhere (ref,
- * wasm) a bf16 weight is decoded and the activations rounded on every product, slower than f32.
+ * backend's bf16 products are (`fastBf16`: native says so on AMD CPUs with AVX512_BF16, which run them
+ * at twice the f32 rate, and not on Intel's, which run them at about the f32 rate; native/src/gemm.cc
+ * gemm_bf16_faster); elsewhere (ref, wasm) a bf16 weight is decoded and the activations rounded on
+ * every product, slower than f32.
  * f16 is never the automatic choice: no CPU multiplies it faster than f32.
  */
 export function resolveBaseDtype(setting: BaseDTypeSetting = "auto"): BaseDType {

@@ -13,6 +13,8 @@ export interface NativeInfo {
   isa: string;
   /** bf16 weights' products are native bf16 dot products (AVX512_BF16) */
   bf16: boolean;
+  /** and they beat f32 on this CPU (native/src/gemm.cc gemm_bf16_faster): `--base-dtype auto` picks bf16 */
+  bf16Faster: boolean;
   threads: number;
   /** the best level this CPU runs */
   cpu: string;

@@ -18,12 +18,10 @@ function unpack(w: WeightArray): [Float32Array | Uint16Array, number] {
 }
 
 /**
- * How much faster a product with a bf16 weight runs here than with f32 (f32 time / bf16 time), timed
- * once: x [256, 768] @ W^T [768, 768], a Linear's forward, alternating, best of 3 each. Having
- * AVX512_BF16 does not settle it: on a Zen 4 its dot products run at twice the f32 FMA rate (GPT-2
- * small's LoRA step: 242 tok/s with a bf16 base against 144 with f32), on a 2-core Xeon of the Sapphire
- * Rapids class at about the f32 rate plus the packing (132 against 183). 1 where the level has no bf16
- * products (a bf16 weight is widened in the packing there).
+ * How fast a product with a bf16 weight runs here against f32 (f32 time / bf16 time), timed once for
+ * `lora doctor`: x [256, 768] @ W^T [768, 768], a Linear's forward, alternating, best of 3 each. Only
+ * shown: `--base-dtype auto` follows the addon's fixed rule (bf16Faster), since a timing taken under
+ * load can differ between processes, and a run and its resume must pick the same dtype.
  */
 export function bf16Speedup(k: NativeAddon): number {
   let r = speedups.get(k);
@@ -56,10 +54,6 @@ function measureBf16(k: NativeAddon): number {
   return f32 / bf16;
 }
 
-/** `--base-dtype auto` picks bf16 where it is at least this much faster (a margin, so that a noisy
- *  machine does not switch between runs). */
-export const BF16_MARGIN = 1.2;
-
 export function createNativeBackend(k: NativeAddon): Backend {
   // biome-ignore lint/suspicious/noExplicitAny: the addon's functions are untyped N-API exports
   const n = k as any;
@@ -78,10 +72,7 @@ export function createNativeBackend(k: NativeAddon): Backend {
   const loraPlans = new WeakMap<object, { plan: unknown; inF: number; outF: number }>();
   return {
     name: "native",
-    // measured on first use (bf16Speedup), not read off the ISA
-    get fastBf16() {
-      return bf16Speedup(k) >= BF16_MARGIN;
-    },
+    fastBf16: k.info().bf16Faster,
     // INVARIANT_ROWS in native/src/gemm.h (64): a rowInvariant product up to there takes the GEMV, whose
     // dots are the same whatever M is
     invariantRows: k.info().invariantRows,
