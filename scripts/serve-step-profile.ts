@@ -46,7 +46,7 @@ const tmp = mkdtempSync(join(tmpdir(), "serve-profile-"));
 // bench:serve's --width: stories260K widened to this hidden size (random weights)
 const modelDir = a.width ? widenedModel(benchModelDir(root), Number(a.width), tmp) : benchModelDir(root);
 
-// the base dtype `lora serve` defaults to (bf16 where the backend has bf16 products)
+// the base dtype `lora serve` defaults to (bf16 where its products are faster)
 const { model } = loadModelFolder(modelDir, { baseDtype: resolveBaseDtype("auto") });
 const tokenizer = loadTokenizer(modelDir);
 const engine = new Engine({ model, tokenizer, baseName: "base", contextLength: 512 });

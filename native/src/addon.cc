@@ -425,10 +425,10 @@ FN(SetThreads) {
 }
 
 // info(): { isa, bf16, bf16Faster, threads, cpu, forced, error, supported, smallK, invariantRows }: the ISA
-// level the kernels run at, whether bf16 products are native and whether they beat f32 here, the pool's threads, the CPU's best level, whether
-// LORA_ISA forced the level, why LORA_ISA was refused ("" if it was not), the levels this CPU runs, best
-// first, the largest K the small-k panels take (gemm.h DOTS_SMALL_K), and the most rows a rowInvariant
-// product takes through the GEMV (gemm.h INVARIANT_ROWS)
+// level the kernels run at, whether bf16 products are native and whether they beat f32 here, the pool's
+// threads, the CPU's best level, whether LORA_ISA forced the level, why LORA_ISA was refused ("" if it
+// was not), the levels this CPU runs, best first, the largest K the small-k panels take (gemm.h
+// DOTS_SMALL_K), and the most rows a rowInvariant product takes through the GEMV (gemm.h INVARIANT_ROWS)
 napi_value Info(napi_env env, napi_callback_info info) {
   napi_value o, v;
   napi_create_object(env, &o);

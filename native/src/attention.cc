@@ -40,17 +40,17 @@ LORA_MULTI(void, cap_grad_row, (float* ds, const float* s, long n, float scale, 
   }
 }
 
-// With fewer than twice this many multiply-adds in all, attention stays on the calling thread: at decode sizes (16 rows
-// of stories260K, about 70k) handing half to a worker cost more than it saved (bench:serve at 16
-// clients: 5.9k -> 6.8k tok/s on a 2-core Xeon; the worker's wake-up and the cores the server's own
-// clients need).
-constexpr long SPLIT_WORK = 1 << 16;
+// The grain of a split of n (batch item, kv head) groups between threads for `work` multiply-adds in
+// all: one group, or all of them (on the calling thread) below 2^17. At decode sizes (16 rows of
+// stories260K, about 70k) handing half to a worker cost more than it saved (bench:serve at 16 clients:
+// 5.9k -> 6.8k tok/s on a 2-core Xeon; the worker's wake-up and the cores the server's own clients need).
+long group_grain(double work, long n) { return work >= 2.0 * (1 << 16) ? 1 : n; }
 
 // for every (b, kv head): fn(b, hk), split between threads by group when there is enough work
 template <class F>
 void groups(const AttnDims& d, F fn) {
-  const bool split = (double)d.B * d.Hq * d.Tq * d.Tk * d.D * 2 >= 2.0 * SPLIT_WORK;
-  parallel_range(d.B * d.Hkv, split ? 1 : d.B * d.Hkv, 1, [&](long g0, long g1) {
+  const double work = (double)d.B * d.Hq * d.Tq * d.Tk * d.D * 2;
+  parallel_range(d.B * d.Hkv, group_grain(work, d.B * d.Hkv), 1, [&](long g0, long g1) {
     for (long g = g0; g < g1; g++) fn(g / d.Hkv, g % d.Hkv);
   });
 }
@@ -58,7 +58,6 @@ void groups(const AttnDims& d, F fn) {
 // Decode-step pieces (Tq 1) over a head dim D: with D % 8 == 0 (every model's head dim here) they run on
 // 8-lane vectors, else on scalars. Each output's f32 operations come in one fixed order whatever the
 // batch, the thread split or the other heads, so a row's bits depend on that row alone.
-typedef float v8f __attribute__((vector_size(32), aligned(4)));  // loads need no alignment
 
 // s[h * lds + j] = q_h . k_j for heads h < group (q [group, D] contiguous) and keys j < n (k_j = k + j ldk):
 // 8 lanes of products summed over D / 8 chunks, then the lanes in a fixed tree
@@ -163,10 +162,9 @@ void attention_forward(float* out, float* att, const float* q, const float* k, c
 void attention_rows_forward(float* out, const float* q, const float* const* keys, const float* const* values,
                             const long* tk, long B, const AttnDims& d0) {
   const long qs = d0.Hq * d0.D;
-  long work = 0;
-  for (long b = 0; b < B; b++) work += tk[b] * d0.Hq * d0.D * 2;
-  const long grain = work < 2 * SPLIT_WORK ? B * d0.Hkv : 1;
-  parallel_range(B * d0.Hkv, grain, 1, [&](long g0, long g1) {
+  double work = 0;
+  for (long b = 0; b < B; b++) work += (double)tk[b] * d0.Hq * d0.D * 2;
+  parallel_range(B * d0.Hkv, group_grain(work, B * d0.Hkv), 1, [&](long g0, long g1) {
     for (long g = g0; g < g1; g++) {
       const long b = g / d0.Hkv, hk = g % d0.Hkv;
       AttnDims d = d0;

@@ -881,7 +881,6 @@ void load_row(float* dst, const float* a, long cs, int K, bool round) {
 // sequence of f32 operations for every output, so an output's bits depend only on its x row and weight
 // row: never on M, on which outputs share its panel, or on the thread split (invariantRows; gemv and
 // lora_rows.cc both call them, so a batched LoRA row gets the bits of that row decoded alone).
-typedef float v8f __attribute__((vector_size(32), aligned(4)));  // loads need no alignment
 
 long small_k_panel(int N, int K) { return (long)((N + 7) / 8) * K * 8; }
 
@@ -1093,12 +1092,13 @@ void gemv(int M, int K, const float* A, long rsA, long csA, const void* B, int b
     // a 16-bit W [N, K], 8 rows at a time: for one row bf16 is widened in registers as it is read; for
     // more, each weight row is widened once into f32 (the same values: widening is exact), which beat
     // widening it again for every row (2.4 against 4.2 us at M 8, N = K = 64, a Xeon with AVX-512)
-    std::vector<float> w8(bt == B_F16 || M > 1 ? (size_t)8 * K : 0);
+    const bool in_place = bt == B_BF16 && M == 1;
+    std::vector<float> w8(in_place ? 0 : (size_t)8 * K);
     for (int j0 = n0; j0 < n1; j0 += 8) {
       const int nj = n1 - j0 < 8 ? n1 - j0 : 8;
       const uint16_t* h[8];
       for (int jj = 0; jj < 8; jj++) h[jj] = (const uint16_t*)B + (size_t)(jj < nj ? j0 + jj : j0) * csB;
-      if (w8.empty()) {
+      if (in_place) {
         dots8_rows_bf16(M, K, x.data(), h, nj, C + j0, ldc, accumulate);
         continue;
       }

@@ -36,8 +36,9 @@ enum Tri { TRI_NONE = 0, TRI_N, TRI_K_LOWER, TRI_K_UPPER };
 void gemm_single(int M, int N, int K, const float* A, long rsA, long csA, const void* B, int btype, long rsB,
                  long csB, float* C, long ldc, bool accumulate, Tri tri = TRI_NONE, long off = 0);
 
-// x @ W^T for few k (K <= DOTS_SMALL_K, a LoRA up-projection's K = r), as the GEMV runs it (gemm.cc): W [N, K] (row stride csB) packed once into panels of 8 outputs, then each row's
-// outputs from them, each output summed over k in order: its bits depend on its row alone.
+// x @ W^T for few k (K <= DOTS_SMALL_K, a LoRA up-projection's K = r), as the GEMV runs it (gemm.cc):
+// W [N, K] (row stride csB) packed once into panels of 8 outputs, then each row's outputs from them,
+// each output summed over k in order: its bits depend on its row alone.
 constexpr int DOTS_SMALL_K = 16;
 // Products of up to this many rows take the GEMV (packing the weight costs more than it saves: prefill,
 // decode), whose rows do not depend on M.

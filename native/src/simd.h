@@ -33,6 +33,10 @@ int simd_level();
 
 namespace lora {
 
+// 8 floats in one vector (GCC's vector extension), for kernels that fix their own summation order; loads
+// through it need no alignment
+typedef float v8f __attribute__((vector_size(32), aligned(4)));
+
 // exp(x) in f32 to about 1 ulp, branch-free so loops vectorize: 2^n * p(r), r = x - n ln2 (Cody-Waite).
 // Below -87 it gives 0 (below 2^-125, far under any tolerance), above 88.7 +inf; NaN stays NaN.
 

@@ -5,7 +5,14 @@ import { parseMemorySize } from "../io/memory.js";
 import { setMaxMemory } from "../io/node/memory.js";
 import { availableBackends, backend, setBackend } from "../kernels/index.js";
 // registers the native and worker-thread wasm backends (LORA_THREADS sets their size)
-import { getThreads, nativeIsa, nativeIsaInfo, nativeStatus, setThreads } from "../kernels/node/index.js";
+import {
+  getThreads,
+  nativeBf16Speedup,
+  nativeIsa,
+  nativeIsaInfo,
+  nativeStatus,
+  setThreads,
+} from "../kernels/node/index.js";
 import { type Command, helpText, num, parseFlags, str, UsageError } from "./command.js";
 import { evalCommand } from "./eval.js";
 import { experimentCommand } from "./experiment.js";
@@ -66,7 +73,7 @@ function backendLine(): string {
 /** `lora doctor`: what runs the kernels here, and what to do when it is not the fastest. */
 function doctor(): string {
   const isa = nativeIsaInfo();
-  const speedup = isa?.bf16Speedup;
+  const speedup = nativeBf16Speedup();
   const bf16 =
     speedup == null
       ? ""

@@ -33,22 +33,23 @@ class Slots {
     if (need > this.capacity || past < this.written) {
       const capacity = Math.max(need, 2 * this.capacity, 16);
       const grown = new Float32Array(B * capacity * row);
-      for (let b = 0; b < B; b++)
-        grown.set(
-          this.data.subarray(b * this.capacity * row, (b * this.capacity + past) * row),
-          b * capacity * row,
-        );
+      this.copy(this.data, this.capacity, grown, capacity, 0, past);
       this.data = grown;
       this.capacity = capacity;
     }
-    for (let b = 0; b < B; b++)
-      this.data.set(add.subarray(b * T * row, (b + 1) * T * row), (b * this.capacity + past) * row);
+    this.copy(add, T, this.data, this.capacity, past, T);
     this.written = need;
     if (B === 1) return this.data.subarray(0, need * row); // a view: the next write lands past its end
     const out = new Float32Array(B * need * row);
-    for (let b = 0; b < B; b++)
-      out.set(this.data.subarray(b * this.capacity * row, (b * this.capacity + need) * row), b * need * row);
+    this.copy(this.data, this.capacity, out, need, 0, need);
     return out;
+  }
+
+  /** The first n positions of each of the B rows of src [B, srcCap, row] to dst [B, dstCap, row] at `at`. */
+  private copy(src: Float32Array, srcCap: number, dst: Float32Array, dstCap: number, at: number, n: number) {
+    const { B, row } = this;
+    for (let b = 0; b < B; b++)
+      dst.set(src.subarray(b * srcCap * row, (b * srcCap + n) * row), (b * dstCap + at) * row);
   }
 }
 

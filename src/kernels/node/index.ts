@@ -40,15 +40,14 @@ export function nativeIsa(): string | null {
 }
 
 /** The level in use, the CPU's best, and whether LORA_ISA forced it (null without the addon). */
-export function nativeIsaInfo(): {
-  isa: string;
-  cpu: string;
-  forced: boolean;
-  supported: string[];
-  /** a native bf16 product's speed against f32 here (bf16Speedup), where the level has bf16 products */
-  bf16Speedup: number | null;
-} | null {
+export function nativeIsaInfo(): { isa: string; cpu: string; forced: boolean; supported: string[] } | null {
   if (!addon) return null;
-  const { isa, cpu, forced, supported, bf16 } = addon.info();
-  return { isa, cpu, forced, supported, bf16Speedup: bf16 ? bf16Speedup(addon) : null };
+  const { isa, cpu, forced, supported } = addon.info();
+  return { isa, cpu, forced, supported };
+}
+
+/** A native bf16 product's speed against f32 here, timed once (bf16Speedup, about 25 ms: `lora doctor`
+ *  shows it); null without the addon or where the level has no bf16 products. */
+export function nativeBf16Speedup(): number | null {
+  return addon?.info().bf16 ? bf16Speedup(addon) : null;
 }

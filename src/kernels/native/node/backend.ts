@@ -3,6 +3,7 @@
  * between the addon's own threads. AVX-512 (with bf16 dot products where the CPU has AVX512_BF16), AVX2
  * or portable C++ is chosen at load time by the addon.
  */
+import { float32ToHalf } from "../../../tensor/dtype.js";
 import { type AttentionDims, attentionScale, type Backend, isHalf, type WeightArray } from "../../backend.js";
 
 /** AttentionDims as the addon's scalar arguments (native/src/addon.cc attn_dims). */
@@ -35,7 +36,7 @@ function measureBf16(k: NativeAddon): number {
   const [M, K, N] = [256, 768, 768];
   const x = new Float32Array(M * K).map((_, i) => Math.sin(i));
   const w = new Float32Array(N * K).map((_, i) => Math.cos(i) / 32);
-  const half = new Uint16Array(w.buffer.slice(0)).filter((_, i) => i % 2 === 1); // bf16: the high halves
+  const half = float32ToHalf(w, "bf16");
   const out = new Float32Array(M * N);
   const time = (bits: Float32Array | Uint16Array, btype: number) => {
     const t0 = performance.now();
