@@ -231,6 +231,18 @@ FN(Rope) {
   rope(a.f(0), a.f(1), a.l(2), a.l(3), a.l(4), a.l(5), a.l(6), freqs, (long)nf * 2, a.d(8), a.b(9));
 }
 
+// ropeRows(out, x, B, H, D, offsets: Int32Array [B], freqs: Float64Array, scale): x, out [B, H, D]
+FN(RopeRows) {
+  Args a(env, info);
+  const long B = a.l(2), H = a.l(3), D = a.l(4);
+  size_t nf = 0;
+  const double* freqs = a.f64(6, &nf);
+  if ((long)nf * 2 > D) throw std::invalid_argument("lora_native: ropeRows has more than D/2 frequencies");
+  if (a.len(0) < (size_t)(B * H * D) || a.len(1) < (size_t)(B * H * D) || a.len(5) < (size_t)B)
+    throw std::invalid_argument("lora_native: ropeRows: out, x or offsets is shorter than B rows");
+  rope_rows(a.f(0), a.f(1), B, H, D, a.ids(5), freqs, (long)nf * 2, a.d(7));
+}
+
 AttnDims attn_dims(Args& a, size_t i) {
   return {a.l(i),     a.l(i + 1), a.l(i + 2), a.l(i + 3), a.l(i + 4),
           a.l(i + 5), a.b(i + 6), a.d(i + 7), a.l(i + 8), a.d(i + 9)};
@@ -488,6 +500,7 @@ napi_value Init(napi_env env, napi_value exports) {
       E("softmaxForward", SoftmaxForward),
       E("softmaxBackward", SoftmaxBackward),
       E("rope", Rope),
+      E("ropeRows", RopeRows),
       E("attentionForward", AttentionForward),
       E("attentionRowsForward", AttentionRowsForward),
       E("loraPlan", LoraPlanNew),

@@ -59,43 +59,102 @@ void groups(const AttnDims& d, F fn) {
 // 8-lane vectors, else on scalars. Each output's f32 operations come in one fixed order whatever the
 // batch, the thread split or the other heads, so a row's bits depend on that row alone.
 
-// s[h * lds + j] = q_h . k_j for heads h < group (q [group, D] contiguous) and keys j < n (k_j = k + j ldk):
-// 8 lanes of products summed over D / 8 chunks, then the lanes in a fixed tree
+// s[h * lds + j] = q_h . k_j for heads h < group (q [group, D] contiguous) and keys j < n (k_j = k + j ldk).
+// With D % 8 == 0, 8 keys at a time: each key's products summed over the D / 8 chunks in 8 lanes, then
+// the lanes by sum8x8, for 8 keys at once (a lane tree per key cost more than its products at D 8). The
+// keys past the last 8 take the same code, the block padded with the first key (its extra dots unused).
 LORA_MULTI(void, head_scores, (float* s, long lds, const float* q, long group, const float* k, long ldk, long n, long D),
            (s, lds, q, group, k, ldk, n, D)) {
-  for (long h = 0; h < group; h++) {
-    const float* qh = q + h * D;
-    for (long j = 0; j < n; j++) {
-      const float* kj = k + j * ldk;
-      float dot = 0.0f;
-      if (D % 8 == 0) {
-        v8f acc = *(const v8f*)qh * *(const v8f*)kj;
-        for (long e = 8; e < D; e += 8) acc += *(const v8f*)(qh + e) * *(const v8f*)(kj + e);
-        dot = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-      } else {
-        for (long e = 0; e < D; e++) dot += qh[e] * kj[e];
+  if (D % 8 != 0) {
+    for (long h = 0; h < group; h++)
+      for (long j = 0; j < n; j++) {
+        float dot = 0.0f;
+        for (long e = 0; e < D; e++) dot += q[h * D + e] * k[j * ldk + e];
+        s[h * lds + j] = dot;
       }
-      s[h * lds + j] = dot;
+    return;
+  }
+  for (long j0 = 0; j0 < n; j0 += 8) {
+    const long nj = n - j0 < 8 ? n - j0 : 8;
+    const float* kp[8];
+    for (long jj = 0; jj < 8; jj++) kp[jj] = k + (j0 + (jj < nj ? jj : 0)) * ldk;
+    for (long h = 0; h < group; h++) {
+      const float* qh = q + h * D;
+      v8f a[8];
+      const v8f q0 = *(const v8f*)qh;
+      for (int jj = 0; jj < 8; jj++) a[jj] = q0 * *(const v8f*)kp[jj];
+      for (long e = 8; e < D; e += 8) {
+        const v8f qe = *(const v8f*)(qh + e);
+        for (int jj = 0; jj < 8; jj++) a[jj] += qe * *(const v8f*)(kp[jj] + e);
+      }
+      const v8f d = sum8x8(a);
+      for (long jj = 0; jj < nj; jj++) s[h * lds + j0 + jj] = d[jj];
     }
   }
 }
 
-// out [D] = sum_j p[j] v_j over keys [j0, j1) in key order (v_j = v + j ldv)
-LORA_MULTI(void, weighted_values, (float* out, const float* p, const float* v, long ldv, long j0, long j1, long D),
-           (out, p, v, ldv, j0, j1, D)) {
-  if (D % 8 == 0) {
-    for (long e = 0; e < D; e += 8) {
-      v8f acc = {0, 0, 0, 0, 0, 0, 0, 0};
-      for (long j = j0; j < j1; j++) acc += p[j] * *(const v8f*)(v + j * ldv + e);
-      *(v8f*)(out + e) = acc;
-    }
+// out_h [D] = sum_j p_h[j] v_j over keys [j0, j1) in key order (out_h = out + h D, p_h = p + h lds,
+// v_j = v + j ldv), for the heads h < group: with D % 8 == 0, up to 4 heads at a time share each value's
+// load (4 independent sums in flight; a head at a time waited on its one accumulator)
+LORA_MULTI(void, weighted_values,
+           (float* out, const float* p, long lds, long group, const float* v, long ldv, long j0, long j1, long D),
+           (out, p, lds, group, v, ldv, j0, j1, D)) {
+  if (D % 8 != 0) {
+    for (long h = 0; h < group; h++)
+      for (long e = 0; e < D; e++) {
+        float acc = 0.0f;
+        for (long j = j0; j < j1; j++) acc += p[h * lds + j] * v[j * ldv + e];
+        out[h * D + e] = acc;
+      }
     return;
   }
-  for (long e = 0; e < D; e++) {
-    float acc = 0.0f;
-    for (long j = j0; j < j1; j++) acc += p[j] * v[j * ldv + e];
-    out[e] = acc;
+  for (long h0 = 0; h0 < group; h0 += 4) {
+    const long nh = group - h0 < 4 ? group - h0 : 4;
+    const float* ph[4];
+    for (long hh = 0; hh < 4; hh++) ph[hh] = p + (h0 + (hh < nh ? hh : 0)) * lds;
+    for (long e = 0; e < D; e += 8) {
+      v8f acc[4] = {};
+      for (long j = j0; j < j1; j++) {
+        const v8f vj = *(const v8f*)(v + j * ldv + e);
+        for (int hh = 0; hh < 4; hh++) acc[hh] += ph[hh][j] * vj;
+      }
+      for (long hh = 0; hh < nh; hh++) *(v8f*)(out + (h0 + hh) * D + e) = acc[hh];
+    }
   }
+}
+
+// A decode row's softmax in place: row [n] = softmax(scale * row) over its first lim entries, 0 after. On
+// 8 lanes with the tail padded (-inf for the max and the exp, whose exp is exactly 0): ops.cc's
+// softmax_row left a decode row's tail and its lane sums to scalar code, which at 10 to 60 keys was half
+// of the attention kernel (a Xeon with AVX-512). The sum's lanes go through one fixed tree.
+LORA_MULTI(void, softmax_decode_row, (float* row, long lim, long n, float scale), (row, lim, n, scale)) {
+  const v8f ninf = v8f{} - __builtin_inff();
+  const long body = lim / 8 * 8;
+  const long rest = lim - body;
+  v8f tail = ninf;
+  for (long j = 0; j < rest; j++) tail[j] = row[body + j];
+  v8f vm = ninf;
+  for (long j = 0; j < body; j += 8) {
+    const v8f t = *(v8f*)(row + j) * scale;
+    *(v8f*)(row + j) = t;
+    vm = t > vm ? t : vm;  // a NaN is skipped by the max but not by exp: the row still turns NaN
+  }
+  tail = tail * scale;
+  vm = tail > vm ? tail : vm;
+  float m = vm[0];
+  for (int l = 1; l < 8; l++) m = vm[l] > m ? vm[l] : m;
+  v8f vs = v8f{};
+  for (long j = 0; j < body; j += 8) {
+    const v8f e = vexp8(*(v8f*)(row + j) - m);
+    *(v8f*)(row + j) = e;
+    vs += e;
+  }
+  tail = vexp8(tail - m);
+  vs += tail;
+  const float inv = 1.0f / (((vs[0] + vs[1]) + (vs[2] + vs[3])) + ((vs[4] + vs[5]) + (vs[6] + vs[7])));
+  for (long j = 0; j < body; j += 8) *(v8f*)(row + j) = *(v8f*)(row + j) * inv;
+  for (long j = 0; j < rest; j++) row[body + j] = tail[j] * inv;
+  for (long j = lim; j < n; j++) row[j] = 0.0f;
 }
 
 // A decode step's group (Tq 1): its query heads' scores, softmax and weighted values straight from the
@@ -115,9 +174,9 @@ void decode_group(float* out, float* att, const float* q, const float* k, const 
     float* row = a + h * d.Tk;
     std::memset(row, 0, sizeof(float) * s0);  // keys before a sliding window's start
     if (cap > 0) cap_row(row + s0, lim - s0, scale, cap);
-    softmax_row(row + s0, row + s0, lim - s0, d.Tk - s0, cap > 0 ? 1.0f : scale);
-    weighted_values(out + b * qs + (hk * group + h) * d.D, row, vb, ks, s0, lim, d.D);
+    softmax_decode_row(row + s0, lim - s0, d.Tk - s0, cap > 0 ? 1.0f : scale);
   }
+  weighted_values(out + b * qs + hk * group * d.D, a, d.Tk, group, vb, ks, s0, lim, d.D);
 }
 
 // the forward of one (batch item b, kv head hk) group: its query heads' scores, softmax and outputs

@@ -979,9 +979,8 @@ __attribute__((always_inline)) inline v16f load16(const uint16_t* p) {
 // l < 8 of acc_j summed over chunks c in order (acc_j[l] = sum_c x[8c + l] w_j[8c + l]), the 8 lanes
 // added in one fixed tree ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), then the k past the last
 // chunk in order: the same for every j, so an output's bits depend on its x row and weight row only,
-// never on which outputs share its eight or on M. The tree is a transpose-and-add of the 8 accumulators
-// (7 vector adds and 14 shuffles for 8 outputs); a horizontal sum per dot cost as much as the dot at
-// K 64 (GEMV at 12-20 GFLOP/s on a Xeon with AVX-512, one thread, before this).
+// never on which outputs share its eight or on M. The tree is simd.h's sum8x8; a horizontal sum per dot
+// cost as much as the dot at K 64 (GEMV at 12-20 GFLOP/s on a Xeon with AVX-512, one thread, before it).
 // Wide (AVX-512, simd_level() 2): the chunks of 16 k first, on 16 lanes, each accumulator then folded to
 // 8 lanes (lane l + lane l + 8), before the chunks of 8 left: twice the products per instruction where
 // the registers are 512 bits wide. One level runs per process, so a row's bits still do not depend on M.
@@ -1008,16 +1007,7 @@ __attribute__((always_inline)) inline v8f dots8(const float* x, const T* const* 
     const v8f xk = *(const v8f*)(x + k);
     for (int j = 0; j < 8; j++) a[j] += xk * load8(w[j] + k);
   }
-  typedef int v8i __attribute__((vector_size(32)));
-  const auto pairs = [](v8f p, v8f q, v8i lo, v8i hi) {
-    return __builtin_shuffle(p, q, lo) + __builtin_shuffle(p, q, hi);
-  };
-  const v8i e1 = {0, 8, 2, 10, 4, 12, 6, 14}, o1 = {1, 9, 3, 11, 5, 13, 7, 15};
-  const v8i e2 = {0, 1, 8, 9, 4, 5, 12, 13}, o2 = {2, 3, 10, 11, 6, 7, 14, 15};
-  const v8i e3 = {0, 1, 2, 3, 8, 9, 10, 11}, o3 = {4, 5, 6, 7, 12, 13, 14, 15};
-  const v8f u0 = pairs(a[0], a[1], e1, o1), u1 = pairs(a[2], a[3], e1, o1);
-  const v8f u2 = pairs(a[4], a[5], e1, o1), u3 = pairs(a[6], a[7], e1, o1);
-  v8f d = pairs(pairs(u0, u1, e2, o2), pairs(u2, u3, e2, o2), e3, o3);
+  v8f d = sum8x8(a);
   for (int k = K8; k < K; k++)
     for (int j = 0; j < 8; j++) d[j] += x[k] * load1(w[j] + k);
   return d;

@@ -117,20 +117,35 @@ LORA_MULTI(float, row_max, (const float* x, long n), (x, n)) {
   return nan ? __builtin_nanf("") : m;
 }
 
-// out[i] = exp(x[i] - m) (when out is given); returns their sum
+// out[i] = exp(x[i] - m) (when out is given); returns their sum. The last n % 16 values go through the
+// vector loop too, padded to 16 with -inf (whose exp is exactly 0): left to the compiler's scalar
+// epilogue they cost more than the rest at attention-row lengths (a decode step's rows of 10 to 60 keys
+// spent a third of the attention kernel there, on a Xeon with AVX-512).
 LORA_MULTI(float, exp_sum, (float* out, const float* x, long n, float m), (out, x, n, m)) {
   float s = 0;
+  const long body = n / 16 * 16;
+  float tail[16], et[16];
+  for (long i = 0; i < 16; i++) tail[i] = body + i < n ? x[body + i] : -__builtin_inff();
   if (out) {
 #pragma omp simd reduction(+ : s)
-    for (long i = 0; i < n; i++) {
+    for (long i = 0; i < body; i++) {
       out[i] = vexp(x[i] - m);
       s += out[i];
     }
   } else {
 #pragma omp simd reduction(+ : s)
-    for (long i = 0; i < n; i++) s += vexp(x[i] - m);
+    for (long i = 0; i < body; i++) s += vexp(x[i] - m);
   }
-  return s;
+  if (body == n) return s;
+  float t = 0;
+#pragma omp simd reduction(+ : t)
+  for (long i = 0; i < 16; i++) {
+    et[i] = vexp(tail[i] - m);
+    t += et[i];
+  }
+  if (out)
+    for (long i = body; i < n; i++) out[i] = et[i - body];
+  return s + t;
 }
 
 LORA_MULTI(void, adamw_loop, (float* p, const float* g, float* m, float* v, long n, float b1, float b2, float c1, float c2, float lr, float decay, float eps), (p, g, m, v, n, b1, b2, c1, c2, lr, decay, eps)) {
@@ -421,31 +436,57 @@ void softmax_backward(float* dx, const float* dout, const float* y, long N, long
   });
 }
 
+namespace {
+
+// cos and sin of one position's angles pos * freqs[i] (i < half), times scale (sin also times sign)
+void rope_angles(double* cs, double* sn, double pos, const double* freqs, long half, double scale, double sign) {
+  for (long i = 0; i < half; i++) {
+    double angle = pos * freqs[i];
+    cs[i] = scale * std::cos(angle);
+    sn[i] = sign * scale * std::sin(angle);
+  }
+}
+
+// one position's H heads (x, out: [H, D]) turned by the angles of cs, sn on their first R dims
+void rope_heads(float* out, const float* x, long H, long D, long R, const double* cs, const double* sn) {
+  const long half = R / 2;
+  for (long h = 0; h < H; h++) {
+    const long o = h * D;
+    for (long i = 0; i < half; i++) {
+      double x1 = x[o + i], x2 = x[o + i + half];
+      out[o + i] = (float)(x1 * cs[i] - x2 * sn[i]);
+      out[o + i + half] = (float)(x2 * cs[i] + x1 * sn[i]);
+    }
+    for (long d = R; d < D; d++) out[o + d] = x[o + d];
+  }
+}
+
+}  // namespace
+
 void rope(float* out, const float* x, long B, long T, long H, long D, long offset, const double* freqs, long R,
           double scale, bool inverse) {
-  long half = R / 2;
-  double sign = inverse ? -1.0 : 1.0;
   rows(T, B * H * D * 4, [&](long t0, long t1) {
-    std::vector<double> cs(half), sn(half);
+    std::vector<double> cs(R / 2), sn(R / 2);
     for (long t = t0; t < t1; t++) {
-      double pos = (double)(offset + t);
-      for (long i = 0; i < half; i++) {
-        double angle = pos * freqs[i];
-        cs[i] = scale * std::cos(angle);
-        sn[i] = sign * scale * std::sin(angle);
+      rope_angles(cs.data(), sn.data(), (double)(offset + t), freqs, R / 2, scale, inverse ? -1.0 : 1.0);
+      for (long b = 0; b < B; b++) {
+        const long o = (b * T + t) * H * D;
+        rope_heads(out + o, x + o, H, D, R, cs.data(), sn.data());
       }
-      for (long b = 0; b < B; b++)
-        for (long h = 0; h < H; h++) {
-          long o = ((b * T + t) * H + h) * D;
-          for (long i = 0; i < half; i++) {
-            double x1 = x[o + i], x2 = x[o + i + half];
-            out[o + i] = (float)(x1 * cs[i] - x2 * sn[i]);
-            out[o + i + half] = (float)(x2 * cs[i] + x1 * sn[i]);
-          }
-          for (long d = R; d < D; d++) out[o + d] = x[o + d];
-        }
     }
   });
+}
+
+// A batched decode's RoPE: x, out [B, H, D], row b at position offsets[b], each row the bits of rope() of
+// that row alone (B 1, T 1, offset offsets[b]): the same two steps. On the calling thread: at decode
+// sizes a split costs more than the rows (16 rows of stories260K: 1k values).
+void rope_rows(float* out, const float* x, long B, long H, long D, const int32_t* offsets, const double* freqs,
+               long R, double scale) {
+  std::vector<double> cs(R / 2), sn(R / 2);
+  for (long b = 0; b < B; b++) {
+    rope_angles(cs.data(), sn.data(), (double)offsets[b], freqs, R / 2, scale, 1.0);
+    rope_heads(out + b * H * D, x + b * H * D, H, D, R, cs.data(), sn.data());
+  }
 }
 
 void cross_entropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets, long N, long V) {

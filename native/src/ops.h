@@ -44,6 +44,9 @@ void softmax_backward(float* dx, const float* dout, const float* y, long N, long
 // (i, i + R/2) turns by (offset + t) * freqs[i], cos and sin times scale
 void rope(float* out, const float* x, long B, long T, long H, long D, long offset, const double* freqs, long R,
           double scale, bool inverse);
+// x, out: [B, H, D], row b at position offsets[b] (forward only), each row as rope() of it alone
+void rope_rows(float* out, const float* x, long B, long H, long D, const int32_t* offsets, const double* freqs,
+               long R, double scale);
 
 void cross_entropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets, long N, long V);
 void cross_entropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets, long N,

@@ -37,6 +37,22 @@ namespace lora {
 // through it need no alignment
 typedef float v8f __attribute__((vector_size(32), aligned(4)));
 
+// The lane sums of 8 accumulators at once: lane j of the result is a[j]'s 8 lanes added in one fixed tree,
+// ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), as a transpose-and-add (7 vector adds, 14 shuffles
+// for 8 sums; a horizontal sum per accumulator cost about as much as its products at short depths)
+__attribute__((always_inline)) inline v8f sum8x8(const v8f* a) {
+  typedef int v8i __attribute__((vector_size(32)));
+  const auto pairs = [](v8f p, v8f q, v8i lo, v8i hi) {
+    return __builtin_shuffle(p, q, lo) + __builtin_shuffle(p, q, hi);
+  };
+  const v8i e1 = {0, 8, 2, 10, 4, 12, 6, 14}, o1 = {1, 9, 3, 11, 5, 13, 7, 15};
+  const v8i e2 = {0, 1, 8, 9, 4, 5, 12, 13}, o2 = {2, 3, 10, 11, 6, 7, 14, 15};
+  const v8i e3 = {0, 1, 2, 3, 8, 9, 10, 11}, o3 = {4, 5, 6, 7, 12, 13, 14, 15};
+  const v8f u0 = pairs(a[0], a[1], e1, o1), u1 = pairs(a[2], a[3], e1, o1);
+  const v8f u2 = pairs(a[4], a[5], e1, o1), u3 = pairs(a[6], a[7], e1, o1);
+  return pairs(pairs(u0, u1, e2, o2), pairs(u2, u3, e2, o2), e3, o3);
+}
+
 // exp(x) in f32 to about 1 ulp, branch-free so loops vectorize: 2^n * p(r), r = x - n ln2 (Cody-Waite).
 // Below -87 it gives 0 (below 2^-125, far under any tolerance), above 88.7 +inf; NaN stays NaN.
 
@@ -58,6 +74,29 @@ static inline float vexp(float x) {
   float y = p * __builtin_bit_cast(float, e) * 2.0f;
   y = x < -87.3f ? 0.0f : y;
   y = x > 88.7f ? __builtin_inff() : y;
+  return x != x ? x : y;
+}
+
+// vexp on 8 lanes at once, the same operations lane by lane (for kernels that fix their own vector code)
+__attribute__((always_inline)) inline v8f vexp8(v8f x) {
+  typedef int v8i __attribute__((vector_size(32)));
+  const v8f lo = v8f{} - 87.3f, hi = v8f{} + 88.7f;
+  v8f xc = x < lo ? lo : x;
+  xc = xc > hi ? hi : xc;
+  const v8f n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  v8f r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  v8f p = v8f{} + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const v8i e = (__builtin_convertvector(n, v8i) + 126) << 23;
+  v8f y = p * (v8f)e * 2.0f;
+  y = x < lo ? v8f{} : y;
+  y = x > hi ? v8f{} + __builtin_inff() : y;
   return x != x ? x : y;
 }
 

@@ -41,47 +41,79 @@ export function ropeRows(x: Tensor, offsets: readonly number[], rots: readonly R
   );
   const out = floats(x.size);
   const n = H * D;
-  for (let b = 0; b < B; b++) {
-    const { freqs, scale } = rots[b]!;
+  for (const { freqs } of rots)
     check(freqs.length * 2 <= D, () => `ropeRows: ${freqs.length} frequencies for head dim ${D}`);
+  const k = backend();
+  const { freqs, scale } = rots[0] ?? { freqs: new Float64Array(0), scale: 1 };
+  if (k.ropeRows && rots.every((r) => r.freqs === freqs && r.scale === scale)) {
+    // one call for the batch (every row at its own position, the same rotary pass)
+    k.ropeRows(out, x.data, B, H, D, Int32Array.from(offsets), freqs, scale);
+    return new Tensor(out, x.shape);
+  }
+  for (let b = 0; b < B; b++) {
     const r = [b * n, (b + 1) * n] as const;
-    backend().rope(out.subarray(...r), x.data.subarray(...r), 1, 1, H, D, offsets[b]!, freqs, scale, false);
+    k.rope(
+      out.subarray(...r),
+      x.data.subarray(...r),
+      1,
+      1,
+      H,
+      D,
+      offsets[b]!,
+      rots[b]!.freqs,
+      rots[b]!.scale,
+      false,
+    );
   }
   return new Tensor(out, x.shape);
 }
 
 /**
  * Attention of one new query per row over that row's own keys and values: q [B, 1, Hq, D], keys[b]
- * and values[b] [1, Tk_b, Hkv, D] (ragged Tk_b) -> [B, 1, Hq, D]; row b is `attention` of that row alone.
+ * and values[b] [Tk_b, Hkv, D] (ragged Tk_b; a row's KV cache as it stands, no tensor around it)
+ * -> [B, 1, Hq, D]; row b is `attention` of that row alone.
  */
 export function attentionRows(
   q: Tensor,
-  keys: readonly Tensor[],
-  values: readonly Tensor[],
+  keys: readonly Float32Array[],
+  values: readonly Float32Array[],
+  Hkv: number,
   opts: AttentionOptions = {},
 ): Tensor {
-  inferenceOnly("attentionRows", [q, ...keys, ...values]);
+  inferenceOnly("attentionRows", [q]);
   const [B, T, Hq, D] = q.shape as [number, number, number, number];
   check(
     q.ndim === 4 && T === 1 && keys.length === B && values.length === B,
     () =>
       `attentionRows: need q [B, 1, Hq, D] and B keys and values; got ${shapeStr(q.shape)}, ${keys.length}, ${values.length}`,
   );
+  const row = Hkv * D;
+  const lengths = keys.map((k, b) => {
+    check(
+      k.length === values[b]!.length && k.length >= row && k.length % row === 0,
+      () =>
+        `attentionRows: row ${b}'s keys and values hold ${k.length} and ${values[b]!.length} values; each needs Tk_b >= 1 positions of [${Hkv}, ${D}]`,
+    );
+    return k.length / row;
+  });
+  // the options and head counts checked once, as attention checks them
+  const shape = (H: number) => new Tensor(new Float32Array(0), [0, 1, H, D]);
+  const dims = attentionDims(shape(Hq), shape(Hkv), shape(Hkv), opts);
   const out = floats(q.size);
-  const n = Hq * D;
-  const dims = keys.map((k, b) =>
-    attentionDims(new Tensor(q.data.subarray(b * n, (b + 1) * n), [1, 1, Hq, D]), k, values[b]!, opts),
-  );
   const k = backend();
   if (k.attentionRowsForward && B > 0) {
-    const rowData = (t: Tensor) => t.data;
-    k.attentionRowsForward(out, q.data, keys.map(rowData), values.map(rowData), { ...dims[0]!, B, Tk: 0 });
+    k.attentionRowsForward(out, q.data, keys, values, { ...dims, B, Tk: 0 });
     return new Tensor(out, q.shape);
   }
-  dims.forEach((d, b) => {
-    const att = new Float32Array(d.Hq * d.Tk);
+  const n = Hq * D;
+  lengths.forEach((Tk, b) => {
     const r = [b * n, (b + 1) * n] as const;
-    k.attentionForward(out.subarray(...r), att, q.data.subarray(...r), keys[b]!.data, values[b]!.data, d);
+    const att = new Float32Array(Hq * Tk);
+    k.attentionForward(out.subarray(...r), att, q.data.subarray(...r), keys[b]!, values[b]!, {
+      ...dims,
+      B: 1,
+      Tk,
+    });
   });
   return new Tensor(out, q.shape);
 }

@@ -249,6 +249,22 @@ export interface Backend {
     inverse: boolean,
   ): void;
 
+  /**
+   * A batched decode's RoPE (optional; without it autograd/rows.ts calls rope per row): x, out [B, 1, H, D],
+   * row b at position offsets[b], all rows with the same freqs and scale (forward only). Row b must be,
+   * bit for bit, rope of that row alone (B 1, T 1, offset offsets[b]).
+   */
+  ropeRows?(
+    out: Float32Array,
+    x: Float32Array,
+    B: number,
+    H: number,
+    D: number,
+    offsets: Int32Array,
+    freqs: Float64Array,
+    scale: number,
+  ): void;
+
   // q: [B, Tq, Hq, D], k, v: [B, Tk, Hkv, D] -> out: [B, Tq, Hq, D]; att: [B, Hq, Tq, Tk] probabilities
   attentionForward(
     out: Float32Array,

@@ -6,7 +6,8 @@
 import type { AttentionOptions } from "../autograd/ops.js";
 import { attentionRows, type RowRotary, ropeRows } from "../autograd/rows.js";
 import type { KVCache } from "../nn/kv-cache.js";
-import { Tensor } from "../tensor/tensor.js";
+import { check, sameShape, shapeStr } from "../tensor/shape.js";
+import type { Tensor } from "../tensor/tensor.js";
 
 export class RowCaches {
   /** Each row's position: its cache's length before this step. */
@@ -32,16 +33,21 @@ export class RowCaches {
   /** q [B, 1, Hq, D], k, v [B, 1, Hkv, D] -> [B, 1, Hq, D]: k, v appended to each row's cache, then its attention. */
   attend(layer: number, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
     const [B, , H, D] = k.shape as [number, number, number, number];
+    check(
+      k.ndim === 4 && B === this.size && sameShape(k.shape, v.shape),
+      () =>
+        `RowCaches: need k, v [${this.size}, 1, H, D] alike; got ${shapeStr(k.shape)}, ${shapeStr(v.shape)}`,
+    );
     const n = H * D;
-    const keys: Tensor[] = [];
-    const values: Tensor[] = [];
+    const keys: Float32Array[] = [];
+    const values: Float32Array[] = [];
     for (let b = 0; b < B; b++) {
-      const row = (t: Tensor) => new Tensor(t.data.subarray(b * n, (b + 1) * n), [1, 1, H, D]);
-      const [kb, vb] = this.caches[b]!.append(layer, row(k), row(v));
+      const row = (t: Tensor) => t.data.subarray(b * n, (b + 1) * n);
+      const [kb, vb] = this.caches[b]!.appendValues(layer, row(k), row(v), 1, 1, H, D);
       keys.push(kb);
       values.push(vb);
     }
-    return attentionRows(q, keys, values, opts);
+    return attentionRows(q, keys, values, H, opts);
   }
 
   /** Marks this step's positions as cached, in every row. */

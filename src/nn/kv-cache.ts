@@ -67,21 +67,46 @@ export class KVCache {
    * appending a step again before commit, into a new buffer).
    */
   append(layer: number, k: Tensor, v: Tensor): [Tensor, Tensor] {
-    const [B, T, H, D] = k.shape as [number, number, number, number];
-    const past = this.length;
-    this.k[layer] ??= new Slots(B, H * D);
-    this.v[layer] ??= new Slots(B, H * D);
     check(
-      this.k[layer].fits(B, H * D) && this.v[layer].fits(B, H * D) && sameShape(k.shape, v.shape),
+      k.ndim === 4 && sameShape(k.shape, v.shape),
       () =>
-        `KVCache: layer ${layer} holds another shape than k ${shapeStr(k.shape)}, v ${shapeStr(v.shape)}; use one cache per batch`,
+        `KVCache: v ${shapeStr(v.shape)} has another shape than k ${shapeStr(k.shape)}; both are [B, T, H, D]`,
+    );
+    const [B, T, H, D] = k.shape as [number, number, number, number];
+    const [ks, vs] = this.appendValues(layer, k.data, v.data, B, T, H, D);
+    const shape = [B, this.length + T, H, D];
+    return [new Tensor(ks, shape), new Tensor(vs, shape)];
+  }
+
+  /**
+   * `append` on the values alone (k, v: [B, T, H, D] each): returns the cache's keys and values so far,
+   * [B, length + T, H, D] each. A batched decode appends one row this way per sequence and layer, with no
+   * tensor made around either side.
+   */
+  appendValues(
+    layer: number,
+    k: Float32Array,
+    v: Float32Array,
+    B: number,
+    T: number,
+    H: number,
+    D: number,
+  ): [Float32Array, Float32Array] {
+    const row = H * D;
+    this.k[layer] ??= new Slots(B, row);
+    this.v[layer] ??= new Slots(B, row);
+    check(
+      this.k[layer].fits(B, row) && this.v[layer].fits(B, row),
+      () =>
+        `KVCache: layer ${layer} holds another shape than [${B}, ${T}, ${H}, ${D}]; use one cache per batch`,
+    );
+    check(
+      k.length === B * T * row && v.length === k.length,
+      () =>
+        `KVCache: k and v hold ${k.length} and ${v.length} values; [${B}, ${T}, ${H}, ${D}] needs ${B * T * row}`,
     );
     this.pending = T;
-    const shape = [B, past + T, H, D];
-    return [
-      new Tensor(this.k[layer].write(past, T, k.data), shape),
-      new Tensor(this.v[layer].write(past, T, v.data), shape),
-    ];
+    return [this.k[layer].write(this.length, T, k), this.v[layer].write(this.length, T, v)];
   }
 
   /** Marks the appended positions as part of the cache. */

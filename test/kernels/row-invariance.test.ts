@@ -6,6 +6,7 @@
  *   over 256 crosses a cache block, N <= 8 takes the rank-side kernels.
  * - attentionRowsForward, where a backend has it: each row equals attentionForward of that row alone,
  *   over ragged cache lengths, with GQA, a sliding window and a soft cap.
+ * - ropeRows, where a backend has it: each row equals rope of that row alone at its position.
  * - loraRowsForward, where a backend has it: the per-kernel path's bits (mixed ranks and scalings).
  */
 import assert from "node:assert/strict";
@@ -117,6 +118,36 @@ for (const name of availableBackends()) {
           );
         });
       });
+  });
+}
+
+for (const name of availableBackends()) {
+  const k = setBackend(name);
+  describe(`ropeRows on ${name}`, { skip: !k.ropeRows && `${name} has none` }, () => {
+    it("each row equals rope of that row alone at its position (full and partial rotary, a scale)", () => {
+      const [H, D] = [3, 10];
+      const offsets = Int32Array.from([0, 7, 1, 300, 7, 65535]);
+      const B = offsets.length;
+      for (const [R, scale] of [
+        [D, 1],
+        [6, 1.25], // partial rotary: dims 6..9 pass through; LongRoPE's factor
+      ] as const) {
+        const freqs = Float64Array.from({ length: R / 2 }, (_, i) => 10000 ** (-(2 * i) / R));
+        const x = randn(B * H * D);
+        const got = new Float32Array(B * H * D);
+        k.ropeRows!(got, x, B, H, D, offsets, freqs, scale);
+        const n = H * D;
+        offsets.forEach((pos, b) => {
+          const want = new Float32Array(n);
+          k.rope(want, x.subarray(b * n, (b + 1) * n), 1, 1, H, D, pos, freqs, scale, false);
+          const row = got.subarray(b * n, (b + 1) * n);
+          assert.ok(
+            row.every((v, j) => Object.is(v, want[j])),
+            `${name}: row ${b} (position ${pos}, R ${R}) differs from the row alone`,
+          );
+        });
+      }
+    });
   });
 }
 

@@ -10,7 +10,7 @@ export interface WasmRuntime {
 
 type Method = Exclude<
   keyof Backend,
-  "name" | "fastBf16" | "invariantRows" | "attentionRowsForward" | "loraRowsForward"
+  "name" | "fastBf16" | "invariantRows" | "attentionRowsForward" | "loraRowsForward" | "ropeRows"
 >;
 /** A Backend method with the runtime as its first argument. */
 export type WasmOp<K extends Method> = (rt: WasmRuntime, ...args: Parameters<Backend[K]>) => void;

@@ -124,6 +124,7 @@ export function createNativeBackend(k: NativeAddon): Backend {
     softmaxForward: (...a) => n.softmaxForward(...a),
     softmaxBackward: (...a) => n.softmaxBackward(...a),
     rope: (...a) => n.rope(...a),
+    ropeRows: (...a) => n.ropeRows(...a),
     attentionForward(out, att, q, k2, v, d) {
       n.attentionForward(out, att, q, k2, v, ...attentionArgs(d));
     },
