@@ -283,117 +283,102 @@ FN(AttentionRowsForward) {
   attention_rows_forward(a.f(0), a.f(1), ks.data(), vs.data(), tk.data(), B, d);
 }
 
-// A layer's adapter groups as lora_rows reads them, made once by loraPlan and passed to every loraRows
-// call of a batch that keeps them (a steady batch does, step after step): reading the groups' properties
-// on every call cost more than the products at decode sizes (3.7 us a call for 12 rows of stories260K on
-// a Xeon, about half of it property lookups).
-struct LoraPlan {
-  std::vector<RowGroup> groups;
-  std::vector<napi_ref> keep;  // the typed arrays the groups point into, kept alive with the plan
+// One adapter's weights on one layer as lora_rows reads them (its rows aside), made once by loraWeights and
+// passed to every loraRows call with rows on that adapter. Rows change whenever a sequence joins or
+// leaves the batch; the weights do not, and a plan of weights and rows remade per change (napi
+// references, an external, its finalizer) cost 12 us a layer against the term's 1 us (stories260K, 16 rows,
+// a Xeon), paid on most steps of a busy server.
+struct LoraWeights {
+  RowGroup w;  // rows and m unset
+  std::vector<napi_ref> keep;  // A, B (and panels) kept alive with the handle
   long inF, outF;
 };
 
-// marks an external as a LoraPlan, so loraRows refuses any other external
-const napi_type_tag PLAN_TAG = {0x6c6f72615f706c61ULL, 0x6e5f726f77730001ULL};
+// marks an external as LoraWeights, so loraRows refuses any other external
+const napi_type_tag WEIGHTS_TAG = {0x6c6f72615f776569ULL, 0x676874735f000002ULL};
 
-void free_plan(napi_env env, void* data, void*) {
-  auto* p = (LoraPlan*)data;
+void free_weights(napi_env env, void* data, void*) {
+  auto* p = (LoraWeights*)data;
   for (napi_ref r : p->keep) napi_delete_reference(env, r);
   delete p;
 }
 
-// loraPlan(groups: {rows: Int32Array, A: Float32Array, B: Float32Array, r, scaling, panels?: Float32Array}[],
-// inF, outF) -> the plan loraRows takes. `panels`, packLoraB's packing of B (r <= smallK), saves packing
-// B on every call.
-napi_value LoraPlanNew(napi_env env, napi_callback_info info) {
-  auto plan = std::make_unique<LoraPlan>();
+// loraWeights(A: Float32Array [r, inF], B: Float32Array [outF, r], r, scaling, inF, outF, panels: Float32Array
+// | null) -> the handle loraRows takes. `panels`, packLoraB's packing of B (r <= smallK), saves packing B on
+// every call.
+napi_value LoraWeightsNew(napi_env env, napi_callback_info info) {
+  auto h = std::make_unique<LoraWeights>();
   try {
     Args a(env, info);
-    plan->inF = a.l(1), plan->outF = a.l(2);
-    const long inF = plan->inF, outF = plan->outF;
-    if (inF <= 0 || outF <= 0) throw std::invalid_argument("lora_native: loraPlan: inF and outF must be positive");
-    uint32_t G = 0;
-    napi_get_array_length(env, a.v[0], &G);
-    plan->groups.resize(G);
-    auto prop = [&](napi_value o, const char* name) {
-      napi_value v;
-      if (napi_get_named_property(env, o, name, &v) != napi_ok)
-        throw std::invalid_argument(std::string("lora_native: loraPlan: a group has no ") + name);
-      return v;
-    };
-    auto array = [&](napi_value v, napi_typedarray_type want, size_t* n) {
-      napi_typedarray_type type;
-      void* data;
-      napi_value buf;
-      size_t off;
-      if (napi_get_typedarray_info(env, v, &type, n, &data, &buf, &off) != napi_ok || type != want)
-        throw std::invalid_argument("lora_native: loraPlan: rows must be an Int32Array, A and B Float32Arrays");
-      napi_ref r;
-      napi_create_reference(env, v, 1, &r);
-      plan->keep.push_back(r);
-      return data;
-    };
-    for (uint32_t g = 0; g < G; g++) {
-      napi_value o;
-      napi_get_element(env, a.v[0], g, &o);
-      RowGroup& q = plan->groups[g];
-      double r = 0;
-      napi_get_value_double(env, prop(o, "r"), &r);
-      napi_get_value_double(env, prop(o, "scaling"), &q.scaling);
-      q.r = (long)r;
-      size_t m = 0, na = 0, nb = 0;
-      q.rows = (const int32_t*)array(prop(o, "rows"), napi_int32_array, &m);
-      q.m = (long)m;
-      q.A = (const float*)array(prop(o, "A"), napi_float32_array, &na);
-      q.B = (const float*)array(prop(o, "B"), napi_float32_array, &nb);
-      if (q.r < 1 || (long)na != q.r * inF || (long)nb != outF * q.r)
-        throw std::invalid_argument("lora_native: loraPlan: A and B must be [r, in] and [out, r]");
-      bool has = false;
-      napi_has_named_property(env, o, "panels", &has);
-      if (has && q.r <= DOTS_SMALL_K) {
-        size_t np = 0;
-        q.panels = (const float*)array(prop(o, "panels"), napi_float32_array, &np);
-        if ((long)np != small_k_panel((int)outF, (int)q.r))
-          throw std::invalid_argument("lora_native: loraPlan: panels are not packLoraB's packing of B");
-      }
+    const long r = a.l(2), inF = a.l(4), outF = a.l(5);
+    h->inF = inF, h->outF = outF;
+    size_t na = 0, nb = 0, np = 0;
+    RowGroup& q = h->w;
+    q.A = (const float*)a.ptr(0, {napi_float32_array}, &na);
+    q.B = (const float*)a.ptr(1, {napi_float32_array}, &nb);
+    q.r = r, q.scaling = a.d(3), q.rows = nullptr, q.m = 0;
+    q.panels = r <= DOTS_SMALL_K ? (const float*)a.ptr(6, {napi_float32_array}, &np) : nullptr;
+    if (inF <= 0 || outF <= 0 || r < 1 || !q.A || !q.B || (long)na != r * inF || (long)nb != outF * r)
+      throw std::invalid_argument("lora_native: loraWeights: A and B must be Float32Arrays [r, in] and [out, r]");
+    if (q.panels && (long)np != small_k_panel((int)outF, (int)r))
+      throw std::invalid_argument("lora_native: loraWeights: panels are not packLoraB's packing of B");
+    for (size_t i : {0, 1, 6}) {
+      if (i == 6 && !q.panels) continue;
+      napi_ref ref;
+      napi_create_reference(env, a.v[i], 1, &ref);
+      h->keep.push_back(ref);
     }
     napi_value out;
-    if (napi_create_external(env, plan.get(), free_plan, nullptr, &out) != napi_ok ||
-        napi_type_tag_object(env, out, &PLAN_TAG) != napi_ok)
-      throw std::runtime_error("lora_native: loraPlan: could not create the plan");
-    plan.release();
+    if (napi_create_external(env, h.get(), free_weights, nullptr, &out) != napi_ok ||
+        napi_type_tag_object(env, out, &WEIGHTS_TAG) != napi_ok)
+      throw std::runtime_error("lora_native: loraWeights: could not create the handle");
+    h.release();
     return out;
   } catch (const std::exception& e) {
-    for (napi_ref r : plan->keep) napi_delete_reference(env, r);
+    for (napi_ref r : h->keep) napi_delete_reference(env, r);
     napi_throw_error(env, nullptr, e.what());
     return nullptr;
   }
 }
 
-// loraRows(y, x, inF, outF, plan, chunk): y accumulates each of the plan's groups' terms on its rows
+// loraRows(y, x, inF, outF, weights: loraWeights handle[], rows: Int32Array, counts: Int32Array, chunk): group
+// g is weights[g] on the next counts[g] rows of `rows`; y accumulates each group's term on its rows
 // (lora_rows.cc)
 FN(LoraRows) {
   Args a(env, info);
-  size_t ny = 0, nx = 0;
+  size_t ny = 0, nx = 0, nr = 0, nc = 0;
   float* y = (float*)a.ptr(0, {napi_float32_array}, &ny);
   const float* x = (const float*)a.ptr(1, {napi_float32_array}, &nx);
   const long inF = a.l(2), outF = a.l(3);
   const long N = inF > 0 ? (long)nx / inF : 0;
   if (inF <= 0 || outF <= 0 || (long)nx != N * inF || (long)ny != N * outF)
     throw std::invalid_argument("lora_native: loraRows: inconsistent sizes");
-  void* data = nullptr;
-  bool tagged = false;
-  if (napi_check_object_type_tag(env, a.v[4], &PLAN_TAG, &tagged) != napi_ok || !tagged ||
-      napi_get_value_external(env, a.v[4], &data) != napi_ok || !data)
-    throw std::invalid_argument("lora_native: loraRows: argument 4 is not a loraPlan");
-  const LoraPlan& plan = *(const LoraPlan*)data;
-  if (plan.inF != inF || plan.outF != outF)
-    throw std::invalid_argument("lora_native: loraRows: the plan was made for other layer sizes");
-  // the rows again on every call (a few dozen): their arrays could have changed since the plan was made
-  for (const RowGroup& q : plan.groups)
-    for (long i = 0; i < q.m; i++)
-      if (q.rows[i] < 0 || q.rows[i] >= N) throw std::range_error("lora_native: loraRows: a row is outside the batch");
-  lora_rows(y, x, inF, outF, plan.groups.data(), (long)plan.groups.size(), std::max(1L, a.l(5)));
+  const int32_t* rows = (const int32_t*)a.ptr(5, {napi_int32_array}, &nr);
+  const int32_t* counts = (const int32_t*)a.ptr(6, {napi_int32_array}, &nc);
+  uint32_t G = 0;
+  napi_get_array_length(env, a.v[4], &G);
+  if (nc != G) throw std::invalid_argument("lora_native: loraRows: one count per weights handle");
+  std::vector<RowGroup> groups(G);
+  size_t at = 0;
+  for (uint32_t g = 0; g < G; g++) {
+    napi_value o;
+    void* data = nullptr;
+    bool tagged = false;
+    if (napi_get_element(env, a.v[4], g, &o) != napi_ok || napi_check_object_type_tag(env, o, &WEIGHTS_TAG, &tagged) != napi_ok ||
+        !tagged || napi_get_value_external(env, o, &data) != napi_ok || !data)
+      throw std::invalid_argument("lora_native: loraRows: a weights entry is not a loraWeights handle");
+    const LoraWeights& h = *(const LoraWeights*)data;
+    if (h.inF != inF || h.outF != outF)
+      throw std::invalid_argument("lora_native: loraRows: a weights handle was made for other layer sizes");
+    if (counts[g] < 0 || at + (size_t)counts[g] > nr)
+      throw std::invalid_argument("lora_native: loraRows: the counts exceed the rows");
+    groups[g] = h.w;
+    groups[g].rows = rows + at, groups[g].m = counts[g];
+    at += (size_t)counts[g];
+  }
+  for (size_t i = 0; i < at; i++)
+    if (rows[i] < 0 || rows[i] >= N) throw std::range_error("lora_native: loraRows: a row is outside the batch");
+  lora_rows(y, x, inF, outF, groups.data(), (long)G, std::max(1L, a.l(7)));
 }
 
 // packLoraB(panels, B, outF, r): a LoRA B [outF, r] (r <= smallK) in the small-k panels loraRows reads
@@ -503,7 +488,7 @@ napi_value Init(napi_env env, napi_value exports) {
       E("ropeRows", RopeRows),
       E("attentionForward", AttentionForward),
       E("attentionRowsForward", AttentionRowsForward),
-      E("loraPlan", LoraPlanNew),
+      E("loraWeights", LoraWeightsNew),
       E("loraRows", LoraRows),
       E("packLoraB", PackLoraB),
       E("attentionBackward", AttentionBackward),

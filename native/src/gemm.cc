@@ -1074,10 +1074,16 @@ LORA_MULTI(void, axpy_bf16, (float* y, float s, const uint16_t* w, int n), (y, s
 // C[M, N] (+)= op(A) @ op(B) for M <= GEMV_ROWS (INVARIANT_ROWS for a rowInvariant product), columns [n0, n1)
 void gemv(int M, int K, const float* A, long rsA, long csA, const void* B, int bt, long rsB, long csB, float* C,
           long ldc, bool accumulate, int n0, int n1) {
-  std::vector<float> x((size_t)M * K);
-  for (int i = 0; i < M; i++) load_row(x.data() + (long)i * K, A + (long)i * rsA, csA, K, bt == B_BF16);
+  // the rows of op(A), contiguous and (for a bf16 weight) rounded to bf16; an f32 product whose A rows
+  // already are contiguous reads them in place (a copy per call was a malloc, a memset and a copy at
+  // decode sizes, where the products take a microsecond or two)
+  const bool in_place_x = csA == 1 && rsA == K && bt != B_BF16;
+  std::vector<float> xs(in_place_x ? 0 : (size_t)M * K);
+  if (!in_place_x)
+    for (int i = 0; i < M; i++) load_row(xs.data() + (long)i * K, A + (long)i * rsA, csA, K, bt == B_BF16);
+  const float* x = in_place_x ? A : xs.data();
   if ((rsB == 1 || K == 1) && bt == B_F32) {  // B(k, j) = W[j][k]: one dot per output
-    dots_f32(M, K, x.data(), (const float*)B, csB, C, ldc, accumulate, n0, n1);
+    dots_f32(M, K, x, (const float*)B, csB, C, ldc, accumulate, n0, n1);
   } else if (rsB == 1 || K == 1) {
     // a 16-bit W [N, K], 8 rows at a time: for one row bf16 is widened in registers as it is read; for
     // more, each weight row is widened once into f32 (the same values: widening is exact), which beat
@@ -1089,13 +1095,13 @@ void gemv(int M, int K, const float* A, long rsA, long csA, const void* B, int b
       const uint16_t* h[8];
       for (int jj = 0; jj < 8; jj++) h[jj] = (const uint16_t*)B + (size_t)(jj < nj ? j0 + jj : j0) * csB;
       if (in_place) {
-        dots8_rows_bf16(M, K, x.data(), h, nj, C + j0, ldc, accumulate);
+        dots8_rows_bf16(M, K, x, h, nj, C + j0, ldc, accumulate);
         continue;
       }
       const float* w[8];
       for (int jj = 0; jj < 8; jj++) w[jj] = w8.data() + (long)jj * K;
       widen_rows(w8.data(), h, K, bt == B_BF16);
-      dots8_rows(M, K, x.data(), w, nj, C + j0, ldc, accumulate);
+      dots8_rows(M, K, x, w, nj, C + j0, ldc, accumulate);
     }
   } else {  // B(k, j) = W[k][j] (csB == 1): rows of B scaled and added, each row read once for all M
     const int n = n1 - n0;

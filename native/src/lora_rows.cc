@@ -59,7 +59,13 @@ void lora_rows(float* y, const float* x, long inF, long outF, const RowGroup* gr
   }
   // each group's scaled x A^T [m, r] (dots_f32 gives each row the bits it gets alone), and B's panels
   thread_local std::vector<float> xs, ax, bt;
-  std::vector<long> at(G + 1, 0), packed_at(G + 1, 0);
+  // offsets of each group's x A^T and B panels: on the stack for a batch's few groups (no malloc a call)
+  constexpr long FEW = 32;
+  long at_few[FEW + 1], packed_few[FEW + 1];
+  std::vector<long> at_many(G < FEW ? 0 : G + 1), packed_many(G < FEW ? 0 : G + 1);
+  long* at = G < FEW ? at_few : at_many.data();
+  long* packed_at = G < FEW ? packed_few : packed_many.data();
+  at[0] = packed_at[0] = 0;
   long work = 0;
   for (long g = 0; g < G; g++) {
     at[g + 1] = at[g] + groups[g].m * groups[g].r;

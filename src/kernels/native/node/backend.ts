@@ -6,6 +6,8 @@
 import { float32ToHalf } from "../../../tensor/dtype.js";
 import { type AttentionDims, attentionScale, type Backend, isHalf, type WeightArray } from "../../backend.js";
 
+type LoraRowGroup = Parameters<NonNullable<Backend["loraRowsForward"]>>[4][number];
+
 /** AttentionDims as the addon's scalar arguments (native/src/addon.cc attn_dims). */
 const attentionArgs = (d: AttentionDims) =>
   [d.B, d.Tq, d.Tk, d.Hq, d.Hkv, d.D, d.causal, attentionScale(d), d.window ?? 0, d.softcap ?? 0] as const;
@@ -70,7 +72,38 @@ export function createNativeBackend(k: NativeAddon): Backend {
     }
     return p;
   };
-  const loraPlans = new WeakMap<object, { plan: unknown; inF: number; outF: number }>();
+  // each adapter's weights on a layer as the kernel's handle (loraWeights), by A's array: made once, while
+  // the rows of a busy server's batch change on most steps
+  const weights = new WeakMap<
+    Float32Array,
+    { handle: unknown; B: Float32Array; scaling: number; inF: number; outF: number }
+  >();
+  const handleOf = (g: LoraRowGroup, inF: number, outF: number) => {
+    let h = weights.get(g.A);
+    if (!h || h.B !== g.B || h.scaling !== g.scaling || h.inF !== inF || h.outF !== outF) {
+      const panels = g.r <= smallK ? panelsOf(g.B, outF, g.r) : null;
+      const handle = n.loraWeights(g.A, g.B, g.r, g.scaling, inF, outF, panels);
+      h = { handle, B: g.B, scaling: g.scaling, inF, outF };
+      weights.set(g.A, h);
+    }
+    return h.handle;
+  };
+  // Small index arrays for the addon go through one scratch buffer, rewritten per call: a small typed
+  // array made in JS lives on V8's heap, and N-API moves it off the heap the first time it is handed over
+  // (an allocation and a copy). For the rows of a loraRows call that cost 5 of its 6.6 us whenever the
+  // batch had changed (stories260K, 16 rows, a Xeon); a buffer made as an ArrayBuffer is off the heap.
+  let ints = new Int32Array(new ArrayBuffer(4 * 256));
+  const scratchInts = (n: number) =>
+    ints.length >= n ? ints : (ints = new Int32Array(new ArrayBuffer(4 * Math.max(n, 2 * ints.length))));
+  // an op's shape and strides, in one scratch Float64Array (as the index arrays above)
+  let f64 = new Float64Array(new ArrayBuffer(8 * 64));
+  const dims = (...parts: readonly (readonly number[])[]) => {
+    const len = parts.reduce((s, p) => s + p.length, 0);
+    if (f64.length < len) f64 = new Float64Array(new ArrayBuffer(8 * 2 * len));
+    let at = 0;
+    for (const p of parts) for (const v of p) f64[at++] = v;
+    return f64.subarray(0, len);
+  };
   return {
     name: "native",
     fastBf16: k.info().bf16Faster,
@@ -98,10 +131,10 @@ export function createNativeBackend(k: NativeAddon): Backend {
       );
     },
     binary(op, out, a, b, shape, as, bs) {
-      n.binary(op === "mul", out, a, b, Float64Array.from([...shape, ...as, ...bs]));
+      n.binary(op === "mul", out, a, b, dims(shape, as, bs));
     },
     sumTo(out, g, shape, os) {
-      n.sumTo(out, g, Float64Array.from([...shape, ...os]));
+      n.sumTo(out, g, dims(shape, os));
     },
     scale: (out, x, s) => n.scale(out, x, s),
     slice: (...a) => n.slice(...a),
@@ -124,7 +157,11 @@ export function createNativeBackend(k: NativeAddon): Backend {
     softmaxForward: (...a) => n.softmaxForward(...a),
     softmaxBackward: (...a) => n.softmaxBackward(...a),
     rope: (...a) => n.rope(...a),
-    ropeRows: (...a) => n.ropeRows(...a),
+    ropeRows(out, x, B, H, D, offsets, freqs, scale) {
+      const at = scratchInts(B).subarray(0, B);
+      at.set(offsets);
+      n.ropeRows(out, x, B, H, D, at, freqs, scale);
+    },
     attentionForward(out, att, q, k2, v, d) {
       n.attentionForward(out, att, q, k2, v, ...attentionArgs(d));
     },
@@ -145,19 +182,30 @@ export function createNativeBackend(k: NativeAddon): Backend {
         d.softcap ?? 0,
       );
     },
-    // every adapter group of a layer in one call (native/src/lora_rows.cc), the groups read once into a
-    // plan kept beside the groups array (a steady batch passes the same array every step), each B of
-    // rank <= smallK packed once into the kernel's panels
+    // every adapter group of a layer in one call (native/src/lora_rows.cc): each group's weights handle
+    // and its rows, all rows in one array
     loraRowsForward(y, x, inF, outF, groups, chunk) {
-      let p = loraPlans.get(groups);
-      if (!p || p.inF !== inF || p.outF !== outF) {
-        const withPanels = groups.map((g) =>
-          g.r <= smallK ? { ...g, panels: panelsOf(g.B, outF, g.r) } : g,
-        );
-        p = { plan: n.loraPlan(withPanels, inF, outF), inF, outF };
-        loraPlans.set(groups, p);
-      }
-      n.loraRows(y, x, inF, outF, p.plan, Math.min(chunk, 2 ** 31 - 1));
+      const G = groups.length;
+      let m = 0;
+      for (const g of groups) m += g.rows.length;
+      const idx = scratchInts(G + m); // [counts of the G groups, then their rows]
+      let at = G;
+      groups.forEach((g, i) => {
+        idx[i] = g.rows.length;
+        idx.set(g.rows, at);
+        at += g.rows.length;
+      });
+      const handles = groups.map((g) => handleOf(g, inF, outF));
+      n.loraRows(
+        y,
+        x,
+        inF,
+        outF,
+        handles,
+        idx.subarray(G, at),
+        idx.subarray(0, G),
+        Math.min(chunk, 2 ** 31 - 1),
+      );
     },
     attentionBackward(dq, dk, dv, dout, q, k2, v, att, d) {
       n.attentionBackward(dq, dk, dv, dout, q, k2, v, att, ...attentionArgs(d));
