@@ -25,6 +25,26 @@ export function invariantChunk(): number {
 }
 
 /**
+ * The longest prompt (in tokens) prefilled in batch-invariant mode; see `invariantPrefill`. 8: the rows
+ * the native backend's products take through the GEMV anyway (native/src/gemm.h GEMV_ROWS), so
+ * `generate` keeps its kernels and speed; at 64 its prefills of 9 to 64 tokens would go through the
+ * row-invariant GEMV instead of the GEMM, about half the rate on a wide model.
+ */
+export const INVARIANT_PREFILL = 8;
+
+/**
+ * Whether a prompt of T tokens is prefilled in batch-invariant mode: up to INVARIANT_PREFILL tokens (and
+ * the backend's invariantRows), by `generate` and by a batched serve step alike, so that a server can
+ * prefill several short prompts in one pass with its decodes and each still gets `generate`'s bits
+ * (16 new prompts of 7 tokens on stories260K: 3.8-4.4 ms in one pass, 5.7-6.3 ms one by one, a Xeon).
+ * A longer prompt is prefilled alone, in both, with the backend's fastest products (a GEMM whose rows
+ * may depend on M): there the products outweigh the per-op costs a shared pass saves.
+ */
+export function invariantPrefill(T: number): boolean {
+  return T <= Math.min(INVARIANT_PREFILL, backend().invariantRows ?? INVARIANT_PREFILL);
+}
+
+/**
  * out [m, N] = x [m, K] @ op(w) (w [K, N], or [N, K] with transB), one backend matmul, or in
  * batch-invariant mode and with transB, one `rowInvariant` product per chunk of at most
  * `invariantChunk()` rows.

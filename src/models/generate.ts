@@ -1,4 +1,5 @@
 /** Autoregressive decoding with a KV cache: greedy at temperature 0, else temperature / top-k / top-p sampling. */
+import { batchInvariant, invariantPrefill } from "../autograd/invariant.js";
 import { noGrad } from "../autograd/tape.js";
 import { KVCache } from "../nn/kv-cache.js";
 import { Rng } from "../tensor/random.js";
@@ -61,7 +62,10 @@ export function* generate(
   const V = model.vocabSize;
   let input = Int32Array.from(prompt);
   for (let n = 0; n < opts.maxTokens; n++) {
-    const logits = noGrad(() => model.forward(input, [1, input.length], cache));
+    // a short prompt's prefill (and every one-token step, whose products are row-invariant anyway) in
+    // batch-invariant mode: the bits a batched server step gives it (autograd/invariant.ts)
+    const step = () => model.forward(input, [1, input.length], cache);
+    const logits = noGrad(() => (invariantPrefill(input.length) ? batchInvariant(step) : step()));
     const next = sampleToken(logits.data.subarray((input.length - 1) * V, input.length * V), opts, rng);
     yield next;
     if (opts.stopIds?.includes(next)) return;

@@ -180,19 +180,21 @@ export class GPT2LMHeadModel extends CausalLMBase {
     return t.ln_f.forward(x);
   }
 
-  // ids: [B] next tokens of B sequences, each with its own cache -> logits [B, 1, V]
-  decodeRows(ids: Int32Array, caches: readonly KVCache[]): Tensor {
-    const B = ids.length;
-    const rows = new RowCaches(caches);
-    const over = rows.offsets.find((p) => p + 1 > this.config.n_positions);
+  // ids: the next lengths[b] (default 1) tokens of each of B sequences, each with its own cache ->
+  // logits [B, 1, V] of each sequence's last token
+  decodeRows(ids: Int32Array, caches: readonly KVCache[], lengths?: readonly number[]): Tensor {
+    const rows = new RowCaches(caches, [], lengths);
+    const positions = rows.positions();
+    const over = positions.find((p) => p + 1 > this.config.n_positions);
     if (over !== undefined)
       throw new RangeError(`GPT-2: ${over + 1} positions exceed n_positions ${this.config.n_positions}`);
     const t = this.transformer;
-    const pos = Int32Array.from(rows.offsets);
-    let x = add(t.wte.forward(ids, [B, 1]), t.wpe.forward(pos, [B, 1])); // [B, 1, C]
+    const N = ids.length;
+    let x = add(t.wte.forward(ids, [N, 1]), t.wpe.forward(Int32Array.from(positions), [N, 1])); // [rows, 1, C]
     for (const block of t.h) x = block.forward(x, rows);
     rows.commit();
-    return this.head(t.ln_f.forward(x));
+    // the head on every row, then each sequence's last: an adapter on the head has one per row too
+    return rows.lastRows(this.head(t.ln_f.forward(x)));
   }
 }
 

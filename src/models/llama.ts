@@ -300,17 +300,21 @@ export class LlamaForCausalLM extends CausalLMBase {
     return this.model.norm.forward(x);
   }
 
-  // ids: [B] next tokens of B sequences, each with its own cache -> logits [B, 1, V]
-  decodeRows(ids: Int32Array, caches: readonly KVCache[]): Tensor {
+  // ids: the next lengths[b] (default 1) tokens of each of B sequences, each with its own cache ->
+  // logits [B, 1, V] of each sequence's last token
+  decodeRows(ids: Int32Array, caches: readonly KVCache[], lengths?: readonly number[]): Tensor {
+    const T = (b: number) => lengths?.[b] ?? 1;
     const rows = new RowCaches(
       caches,
-      caches.map((c) => this.rotary.pass(c.length + 1)),
+      caches.map((c, b) => this.rotary.pass(c.length + T(b))),
+      lengths,
     );
-    let x = this.model.embed_tokens.forward(ids, [ids.length, 1]); // [B, 1, C]
+    let x = this.model.embed_tokens.forward(ids, [ids.length, 1]); // [rows, 1, C]
     const unused = rows.rots[0]!;
     for (const layer of this.model.layers) x = layer.forward(x, 0, unused, rows);
     rows.commit();
-    return this.head(this.model.norm.forward(x));
+    // the head on every row, then each sequence's last: an adapter on the head has one per row too
+    return rows.lastRows(this.head(this.model.norm.forward(x)));
   }
 }
 

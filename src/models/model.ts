@@ -29,12 +29,15 @@ export interface CausalLM extends Module {
   /** hidden states [..., C] -> logits [..., V] (the lm head, then the soft cap if the model has one). */
   head(h: Tensor): Tensor;
   /**
-   * A batched decode step (families that have one: llama's, gpt2): ids [B], the next token of B
-   * sequences, each at its own position with its own cache (ragged lengths) -> logits [B, 1, V]. Run
-   * under noGrad and batchInvariant (autograd/invariant.ts): row b then has the bits of
-   * forward([ids[b]], [1, 1], caches[b]).
+   * A batched step (families that have one: llama's, gpt2): ids, the next lengths[b] tokens (default 1:
+   * a decode) of each of B sequences, consecutive, each at its own position with its own cache (ragged
+   * lengths) -> logits [B, 1, V] of each sequence's last token (sequences of one token first share one
+   * attention call). Run
+   * under noGrad and batchInvariant (autograd/invariant.ts): row b then has the bits of the last row of
+   * forward(its tokens, [1, lengths[b]], caches[b]) in batch-invariant mode, as `generate` runs a prefill
+   * of up to INVARIANT_PREFILL tokens and every decode step.
    */
-  decodeRows?(ids: Int32Array, caches: readonly KVCache[]): Tensor;
+  decodeRows?(ids: Int32Array, caches: readonly KVCache[], lengths?: readonly number[]): Tensor;
 }
 
 /**

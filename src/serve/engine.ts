@@ -4,7 +4,7 @@
  * being unloaded takes no new requests and is deleted once its running sequences have finished.
  */
 
-import { batchInvariant } from "../autograd/invariant.js";
+import { batchInvariant, invariantPrefill } from "../autograd/invariant.js";
 import { noGrad } from "../autograd/tape.js";
 import type { AdapterInput } from "../io/peft.js";
 import { addAdapter } from "../io/peft.js";
@@ -156,12 +156,14 @@ export class Engine {
   }
 
   /**
-   * The batched decode step: a new sequence's prompt is prefilled on its own (one sequence, every
-   * row on its adapter: the bits of `generate` with that adapter active); then every sequence past its prefill takes its next token in
-   * one `decodeRows` pass: the base products once for all rows, each row's own adapter term
-   * (AdapterSet.setRows), RoPE and attention per row over its own cache. It runs batch-invariant
-   * (autograd/invariant.ts), and samples each row with its own generator as `generate` does, so the
-   * greedy output is `lora generate`'s token for token, alone or in any batch.
+   * The batched step: every running sequence's next token and every new short prompt's prefill
+   * (invariantPrefill: up to INVARIANT_PREFILL tokens) in one `decodeRows` pass, decodes first: the base
+   * products once for all rows, each row's own adapter term (AdapterSet.setRows), RoPE per row and
+   * attention per sequence over its own cache. A longer prompt is prefilled on its own first, as
+   * `generate` runs it (every row on its adapter: one loraRows call per layer, the bits of `generate`
+   * with that adapter active). The pass runs batch-invariant (autograd/invariant.ts), as `generate`
+   * runs a short prefill and every decode step, and samples each sequence with its own generator as
+   * `generate` does, so the greedy output is `lora generate`'s token for token, alone or in any batch.
    */
   stepBatched(): DecodeStep<Batched> {
     const decodeRows = this.model.decodeRows!.bind(this.model);
@@ -174,34 +176,46 @@ export class Engine {
       },
       step: (batch: readonly Sequence<Batched>[]) => {
         const tokens = new Array<number>(batch.length);
-        const decoding: number[] = [];
+        const sample = (i: number, logits: Float32Array) => {
+          const s = batch[i]!.state;
+          tokens[i] = s.last = sampleToken(logits, batch[i]!.spec.sampling, s.rng);
+        };
+        // the pass: decodes (one row each), then short prompts (their tokens)
+        const decodes: number[] = [];
+        const prompts: number[] = [];
         try {
           batch.forEach((s, i) => {
-            if (s.state.last >= 0) return decoding.push(i);
+            if (s.state.last >= 0) return decodes.push(i);
+            if (invariantPrefill(s.spec.prompt.length)) return prompts.push(i);
             const prompt = Int32Array.from(s.spec.prompt);
-            // every prompt row on the sequence's adapter: one loraRows call per layer, the bits of
-            // `generate` with that adapter active (matmul, scale, matmul, add; unchunked outside batchInvariant)
             this.adapters.setRows(new Array<string | null>(prompt.length).fill(s.spec.adapter));
             const logits = noGrad(() => this.model.forward(prompt, [1, prompt.length], s.state.cache));
-            const row = logits.data.subarray((prompt.length - 1) * V, prompt.length * V);
-            tokens[i] = s.state.last = sampleToken(row, s.spec.sampling, s.state.rng);
+            sample(i, logits.data.subarray((prompt.length - 1) * V, prompt.length * V));
           });
-          if (decoding.length === 0) return tokens;
-          const rows = decoding.map((i) => batch[i]!);
-          this.adapters.setRows(rows.map((s) => s.spec.adapter));
-          const ids = Int32Array.from(rows, (s) => s.state.last);
+          const pass = [...decodes, ...prompts];
+          if (pass.length === 0) return tokens;
+          const seqs = pass.map((i) => batch[i]!);
+          const lengths = seqs.map((s) => (s.state.last >= 0 ? 1 : s.spec.prompt.length));
+          const ids = new Int32Array(lengths.reduce((a, t) => a + t, 0));
+          const adapters: (string | null)[] = [];
+          let at = 0;
+          seqs.forEach((s, b) => {
+            if (s.state.last >= 0) ids[at] = s.state.last;
+            else ids.set(s.spec.prompt, at);
+            at += lengths[b]!;
+            for (let t = 0; t < lengths[b]!; t++) adapters.push(s.spec.adapter);
+          });
+          this.adapters.setRows(adapters);
           const logits = noGrad(() =>
             batchInvariant(() =>
               decodeRows(
                 ids,
-                rows.map((s) => s.state.cache),
+                seqs.map((s) => s.state.cache),
+                lengths,
               ),
             ),
           );
-          rows.forEach((s, b) => {
-            const t = sampleToken(logits.data.subarray(b * V, (b + 1) * V), s.spec.sampling, s.state.rng);
-            tokens[decoding[b]!] = s.state.last = t;
-          });
+          pass.forEach((i, b) => sample(i, logits.data.subarray(b * V, (b + 1) * V)));
         } finally {
           this.adapters.setRows(null);
         }

@@ -4,7 +4,9 @@
  * (1 to 11 cached positions) and mixed adapters (the base and three adapters, one of them on the head)
  * gives each row exactly the logits that row's sequence gets alone with its adapter active, bit for
  * bit, over two consecutive steps; llama (with GQA and, as mistral, a sliding window) and gpt2.
- * 11 rows: more than the native GEMM's 8-row GEMV, so its chunking is exercised.
+ * 11 rows: more than the native GEMM's 8-row GEMV, so its chunking is exercised. And a batched prefill:
+ * new prompts of ragged lengths in the same pass as decodes each get the logits of their prefill alone
+ * in batch-invariant mode (as `generate` runs a short prompt's).
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -135,6 +137,68 @@ for (const backendName of availableBackends())
             assert.ok(want.some((w, b) => b > 0 && w.some((v, j) => v !== want[0]![j])));
             ids = Int32Array.from(seqs, () => rng.int(V));
           }
+        });
+      });
+  });
+
+for (const backendName of availableBackends())
+  describe(`batched prefill on ${backendName}`, () => {
+    for (const [family, config, targets] of FAMILIES)
+      it(`${family}: new prompts of ragged lengths joining decodes in one pass each get their prefill alone, bit for bit`, () => {
+        setBackend(backendName);
+        const { model, set } = setup(config, targets);
+        const rng = new Rng(5);
+        // 5 running sequences (decodes), then 6 new prompts of 1 to 11 tokens (past the GEMV's 8 rows)
+        const decodes = Array.from({ length: 5 }, (_, i) => ({
+          adapter: ADAPTERS[i % ADAPTERS.length]!,
+          tokens: Int32Array.from({ length: 1 + i }, () => rng.int(V)),
+          alone: new KVCache(),
+          batched: new KVCache(),
+        }));
+        const prompts = [3, 1, 11, 7, 2, 9].map((T, i) => ({
+          adapter: ADAPTERS[(i + 1) % ADAPTERS.length]!,
+          tokens: Int32Array.from({ length: T }, () => rng.int(V)),
+          alone: new KVCache(),
+          batched: new KVCache(),
+        }));
+        noGrad(() => {
+          for (const s of decodes) {
+            set.set(s.adapter);
+            model.forward(s.tokens, [1, s.tokens.length], s.alone);
+            model.forward(s.tokens, [1, s.tokens.length], s.batched);
+          }
+          const next = Int32Array.from(decodes, () => rng.int(V));
+          const seqs = [...decodes, ...prompts];
+          // alone, in batch-invariant mode (as generate runs a prompt of up to INVARIANT_PREFILL tokens)
+          const want = seqs.map((s, b) => {
+            set.set(s.adapter);
+            const ids = b < decodes.length ? next.subarray(b, b + 1) : s.tokens;
+            const out = batchInvariant(() => model.forward(ids, [1, ids.length], s.alone));
+            return out.data.subarray((ids.length - 1) * V);
+          });
+          set.set(null);
+          const lengths = seqs.map((s, b) => (b < decodes.length ? 1 : s.tokens.length));
+          const ids = Int32Array.from([...next, ...prompts.flatMap((s) => [...s.tokens])]);
+          set.setRows(seqs.flatMap((s, b) => new Array<string | null>(lengths[b]!).fill(s.adapter)));
+          const got = batchInvariant(() =>
+            model.decodeRows!(
+              ids,
+              seqs.map((s) => s.batched),
+              lengths,
+            ),
+          );
+          set.setRows(null);
+          assert.deepEqual(got.shape, [seqs.length, 1, V]);
+          seqs.forEach((s, b) => {
+            const row = got.data.subarray(b * V, (b + 1) * V);
+            const bad = row.findIndex((v, j) => !Object.is(v, want[b]![j]));
+            assert.equal(
+              bad,
+              -1,
+              `sequence ${b} (${lengths[b]} rows, adapter ${s.adapter}): logit ${bad} differs`,
+            );
+            assert.equal(s.batched.length, s.alone.length);
+          });
         });
       });
   });
