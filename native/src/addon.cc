@@ -290,52 +290,58 @@ FN(AttentionRowsForward) {
 // a Xeon), paid on most steps of a busy server.
 struct LoraWeights {
   RowGroup w;  // rows and m unset
-  std::vector<napi_ref> keep;  // A, B (and panels) kept alive with the handle
   long inF, outF;
 };
 
-// marks an external as LoraWeights, so loraRows refuses any other external
-const napi_type_tag WEIGHTS_TAG = {0x6c6f72615f776569ULL, 0x676874735f000002ULL};
+// marks a handle as LoraWeights, so loraRows refuses any other object
+const napi_type_tag WEIGHTS_TAG = {0x6c6f72615f776569ULL, 0x676874735f000003ULL};
 
-void free_weights(napi_env env, void* data, void*) {
-  auto* p = (LoraWeights*)data;
-  for (napi_ref r : p->keep) napi_delete_reference(env, r);
-  delete p;
-}
+void free_weights(napi_env, void* data, void*) { delete (LoraWeights*)data; }
 
-// loraWeights(A: Float32Array [r, inF], B: Float32Array [outF, r], r, scaling, inF, outF, panels: Float32Array
-// | null) -> the handle loraRows takes. `panels`, packLoraB's packing of B (r <= smallK), saves packing B on
-// every call.
+// loraWeights(holder: {A: Float32Array [r, inF], B: Float32Array [outF, r], panels: Float32Array | null}, r,
+// scaling, inF, outF): makes `holder` the handle loraRows takes (frozen, tagged, the weights' pointers
+// wrapped in it). The holder keeps the arrays alive as its own properties, JS edges the collector sees,
+// so a handle cached by its A array (a WeakMap) goes when the adapter does; napi references to the arrays
+// would have kept them, and the handle, forever. `panels`, packLoraB's packing of B (r <= smallK), saves
+// packing B on every call.
 napi_value LoraWeightsNew(napi_env env, napi_callback_info info) {
-  auto h = std::make_unique<LoraWeights>();
   try {
     Args a(env, info);
-    const long r = a.l(2), inF = a.l(4), outF = a.l(5);
+    napi_value holder = a.v[0];
+    const long r = a.l(1), inF = a.l(3), outF = a.l(4);
+    auto array = [&](const char* name, size_t* n) -> const float* {
+      napi_value v;
+      napi_valuetype t;
+      if (napi_get_named_property(env, holder, name, &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok)
+        throw std::invalid_argument("lora_native: loraWeights: the holder must be an object with A, B and panels");
+      if (t == napi_null || t == napi_undefined) return *n = 0, nullptr;
+      napi_typedarray_type type;
+      void* data;
+      napi_value buf;
+      size_t off;
+      if (napi_get_typedarray_info(env, v, &type, n, &data, &buf, &off) != napi_ok || type != napi_float32_array)
+        throw std::invalid_argument("lora_native: loraWeights: A, B and panels must be Float32Arrays");
+      return (const float*)data;
+    };
+    auto h = std::make_unique<LoraWeights>();
     h->inF = inF, h->outF = outF;
     size_t na = 0, nb = 0, np = 0;
     RowGroup& q = h->w;
-    q.A = (const float*)a.ptr(0, {napi_float32_array}, &na);
-    q.B = (const float*)a.ptr(1, {napi_float32_array}, &nb);
-    q.r = r, q.scaling = a.d(3), q.rows = nullptr, q.m = 0;
-    q.panels = r <= DOTS_SMALL_K ? (const float*)a.ptr(6, {napi_float32_array}, &np) : nullptr;
+    q.A = array("A", &na);
+    q.B = array("B", &nb);
+    q.panels = array("panels", &np);
+    q.r = r, q.scaling = a.d(2), q.rows = nullptr, q.m = 0;
     if (inF <= 0 || outF <= 0 || r < 1 || !q.A || !q.B || (long)na != r * inF || (long)nb != outF * r)
       throw std::invalid_argument("lora_native: loraWeights: A and B must be Float32Arrays [r, in] and [out, r]");
-    if (q.panels && (long)np != small_k_panel((int)outF, (int)r))
+    if (q.panels && (r > DOTS_SMALL_K || (long)np != small_k_panel((int)outF, (int)r)))
       throw std::invalid_argument("lora_native: loraWeights: panels are not packLoraB's packing of B");
-    for (size_t i : {0, 1, 6}) {
-      if (i == 6 && !q.panels) continue;
-      napi_ref ref;
-      napi_create_reference(env, a.v[i], 1, &ref);
-      h->keep.push_back(ref);
-    }
-    napi_value out;
-    if (napi_create_external(env, h.get(), free_weights, nullptr, &out) != napi_ok ||
-        napi_type_tag_object(env, out, &WEIGHTS_TAG) != napi_ok)
-      throw std::runtime_error("lora_native: loraWeights: could not create the handle");
-    h.release();
-    return out;
+    // frozen, so no property can be pointed elsewhere while the pointers above are in use
+    if (napi_object_freeze(env, holder) != napi_ok || napi_type_tag_object(env, holder, &WEIGHTS_TAG) != napi_ok ||
+        napi_wrap(env, holder, h.get(), free_weights, nullptr, nullptr) != napi_ok)
+      throw std::runtime_error("lora_native: loraWeights: could not make the handle (a holder used twice?)");
+    h.release();  // the holder owns it now: free_weights runs when it is collected
+    return holder;
   } catch (const std::exception& e) {
-    for (napi_ref r : h->keep) napi_delete_reference(env, r);
     napi_throw_error(env, nullptr, e.what());
     return nullptr;
   }
@@ -356,16 +362,18 @@ FN(LoraRows) {
   const int32_t* rows = (const int32_t*)a.ptr(5, {napi_int32_array}, &nr);
   const int32_t* counts = (const int32_t*)a.ptr(6, {napi_int32_array}, &nc);
   uint32_t G = 0;
-  napi_get_array_length(env, a.v[4], &G);
+  if (napi_get_array_length(env, a.v[4], &G) != napi_ok)
+    throw std::invalid_argument("lora_native: loraRows: argument 4 must be an array of loraWeights handles");
   if (nc != G) throw std::invalid_argument("lora_native: loraRows: one count per weights handle");
-  std::vector<RowGroup> groups(G);
+  thread_local std::vector<RowGroup> groups;
+  groups.resize(G);
   size_t at = 0;
   for (uint32_t g = 0; g < G; g++) {
     napi_value o;
     void* data = nullptr;
     bool tagged = false;
     if (napi_get_element(env, a.v[4], g, &o) != napi_ok || napi_check_object_type_tag(env, o, &WEIGHTS_TAG, &tagged) != napi_ok ||
-        !tagged || napi_get_value_external(env, o, &data) != napi_ok || !data)
+        !tagged || napi_unwrap(env, o, &data) != napi_ok || !data)
       throw std::invalid_argument("lora_native: loraRows: a weights entry is not a loraWeights handle");
     const LoraWeights& h = *(const LoraWeights*)data;
     if (h.inF != inF || h.outF != outF)

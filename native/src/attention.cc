@@ -131,15 +131,14 @@ LORA_MULTI(void, softmax_decode_row, (float* row, long lim, long n, float scale)
   const v8f ninf = v8f{} - __builtin_inff();
   const long body = lim / 8 * 8;
   const long rest = lim - body;
-  v8f tail = ninf;
-  for (long j = 0; j < rest; j++) tail[j] = row[body + j];
+  v8f tail = ninf;  // the padding stays -inf whatever the scale's sign
+  for (long j = 0; j < rest; j++) tail[j] = row[body + j] * scale;
   v8f vm = ninf;
   for (long j = 0; j < body; j += 8) {
     const v8f t = *(v8f*)(row + j) * scale;
     *(v8f*)(row + j) = t;
     vm = t > vm ? t : vm;  // a NaN is skipped by the max but not by exp: the row still turns NaN
   }
-  tail = tail * scale;
   vm = tail > vm ? tail : vm;
   float m = vm[0];
   for (int l = 1; l < 8; l++) m = vm[l] > m ? vm[l] : m;

@@ -59,13 +59,10 @@ void lora_rows(float* y, const float* x, long inF, long outF, const RowGroup* gr
   }
   // each group's scaled x A^T [m, r] (dots_f32 gives each row the bits it gets alone), and B's panels
   thread_local std::vector<float> xs, ax, bt;
-  // offsets of each group's x A^T and B panels: on the stack for a batch's few groups (no malloc a call)
-  constexpr long FEW = 32;
-  long at_few[FEW + 1], packed_few[FEW + 1];
-  std::vector<long> at_many(G < FEW ? 0 : G + 1), packed_many(G < FEW ? 0 : G + 1);
-  long* at = G < FEW ? at_few : at_many.data();
-  long* packed_at = G < FEW ? packed_few : packed_many.data();
-  at[0] = packed_at[0] = 0;
+  // offsets of each group's x A^T and B panels (kept between calls: no malloc a call)
+  thread_local std::vector<long> at, packed_at;
+  at.assign(G + 1, 0);
+  packed_at.assign(G + 1, 0);
   long work = 0;
   for (long g = 0; g < G; g++) {
     at[g + 1] = at[g] + groups[g].m * groups[g].r;
@@ -91,15 +88,17 @@ void lora_rows(float* y, const float* x, long inF, long outF, const RowGroup* gr
   // (thread_local names inside the lambda would be each worker's own vectors: pass the caller's data)
   const float* axs = ax.data();
   const float* packed = bt.data();
+  const long* ax_at = at.data();
+  const long* panel_at = packed_at.data();
   parallel_range(outF, work >= 2 * SPLIT_WORK ? 8 : outF, 8, [&](long n0, long n1) {
     thread_local std::vector<float> delta;
     const long n = n1 - n0;
     for (long g = 0; g < G; g++) {
       const RowGroup& q = groups[g];
       delta.resize((size_t)(q.m * n));
-      const float* a = axs + at[g];
+      const float* a = axs + ax_at[g];
       if (q.r <= DOTS_SMALL_K) {
-        const float* panels = q.panels ? q.panels : packed + packed_at[g];
+        const float* panels = q.panels ? q.panels : packed + panel_at[g];
         dots_small_k_rows((int)q.m, (int)q.r, a, panels + (n0 / 8) * q.r * 8, (int)n, delta.data(), n, false);
       } else {
         dots_f32((int)q.m, (int)q.r, a, q.B + n0 * q.r, q.r, delta.data(), n, false, 0, (int)n);

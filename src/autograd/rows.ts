@@ -47,7 +47,7 @@ export function ropeRows(x: Tensor, offsets: readonly number[], rots: readonly R
   const { freqs, scale } = rots[0] ?? { freqs: new Float64Array(0), scale: 1 };
   if (k.ropeRows && rots.every((r) => r.freqs === freqs && r.scale === scale)) {
     // one call for the batch (every row at its own position, the same rotary pass)
-    k.ropeRows(out, x.data, B, H, D, Int32Array.from(offsets), freqs, scale);
+    k.ropeRows(out, x.data, B, H, D, offsets, freqs, scale);
     return new Tensor(out, x.shape);
   }
   for (let b = 0; b < B; b++) {

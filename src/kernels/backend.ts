@@ -260,7 +260,7 @@ export interface Backend {
     B: number,
     H: number,
     D: number,
-    offsets: Int32Array,
+    offsets: readonly number[],
     freqs: Float64Array,
     scale: number,
   ): void;

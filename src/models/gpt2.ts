@@ -70,7 +70,7 @@ class GPT2Attention extends Module {
   }
 
   // x: [B, T, C] -> [B, T, C]
-  // With RowCaches (a batched decode, T = 1), each row attends over its own cache.
+  // With RowCaches (a batched step, T = 1: x [rows, 1, C]), each sequence attends over its own cache.
   forward(x: Tensor, cache?: KVCache | RowCaches): Tensor {
     const [B, T, C] = x.shape as [number, number, number];
     const H = this.cfg.n_head;
@@ -184,7 +184,7 @@ export class GPT2LMHeadModel extends CausalLMBase {
   // logits [B, 1, V] of each sequence's last token
   decodeRows(ids: Int32Array, caches: readonly KVCache[], lengths?: readonly number[]): Tensor {
     const rows = new RowCaches(caches, [], lengths);
-    const positions = rows.positions();
+    const positions = rows.positions;
     const over = positions.find((p) => p + 1 > this.config.n_positions);
     if (over !== undefined)
       throw new RangeError(`GPT-2: ${over + 1} positions exceed n_positions ${this.config.n_positions}`);

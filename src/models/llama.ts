@@ -173,7 +173,8 @@ class LlamaAttention extends Module {
   }
 
   // x: [B, T, C] -> [B, T, C]; rot: this pass's rotary frequencies and cos/sin factor. With RowCaches
-  // (a batched decode, T = 1), each row has its own position, rotary pass and cache.
+  // (a batched step, T = 1: x [rows, 1, C]), each row has its own position and rotary pass, and each
+  // sequence its cache.
   forward(x: Tensor, offset: number, rot: RotaryPass, cache?: KVCache | RowCaches): Tensor {
     const [B, T] = x.shape as [number, number, number];
     const { num_attention_heads: Hq, num_key_value_heads: Hkv, head_dim: D } = this.cfg;

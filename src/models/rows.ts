@@ -3,8 +3,9 @@
  * own, with its own cache (ragged lengths), positions and rotary pass, and brings lengths[b] consecutive
  * rows to the step: 1 for a decode, a short prompt's tokens for a prefill that joins the batch
  * (autograd/invariant.ts invariantPrefill). The attention of a layer appends each sequence's new keys
- * and values to its cache and attends over it alone: the one-row sequences through one attentionRows
- * call, each longer one through `attention` of that sequence, as its own forward pass runs it.
+ * and values to its cache and attends over it alone: the leading run of one-row sequences (the decodes)
+ * through one attentionRows call, each other one through `attention` of that sequence, as its own
+ * forward pass runs it (the same bits either way).
  */
 import { type AttentionOptions, attention } from "../autograd/ops.js";
 import { attentionRows, type RowRotary, ropeRows } from "../autograd/rows.js";
@@ -37,6 +38,10 @@ export class RowCaches {
         `RowCaches: need one length of at least 1 per cache; got ${this.lengths.length} for ${caches.length}`,
     );
     this.rows = this.lengths.reduce((s, t) => s + t, 0);
+    const each = <T>(f: (b: number, t: number) => T) =>
+      this.lengths.flatMap((T, b) => Array.from({ length: T }, (_, t) => f(b, t)));
+    this.positions = lengths ? each((b, t) => this.offsets[b]! + t) : this.offsets;
+    this.rowRots = lengths && rots.length > 0 ? each((b) => rots[b]!) : rots;
     const multi = this.lengths.findIndex((t) => t > 1);
     this.singles = multi < 0 ? this.lengths.length : multi;
   }
@@ -46,18 +51,13 @@ export class RowCaches {
   }
 
   /** Each row's position (offsets[b] + t for row t of sequence b). */
-  positions(): number[] {
-    return this.lengths.flatMap((T, b) => Array.from({ length: T }, (_, t) => this.offsets[b]! + t));
-  }
+  readonly positions: readonly number[];
+  /** Each row's rotary pass (its sequence's). */
+  private readonly rowRots: readonly RowRotary[];
 
   /** x [rows, 1, H, D] rotated, each row at its own position with its sequence's rotary pass. */
   rope(x: Tensor): Tensor {
-    if (this.singles === this.size) return ropeRows(x, this.offsets, this.rots);
-    return ropeRows(
-      x,
-      this.positions(),
-      this.lengths.flatMap((T, b) => new Array<RowRotary>(T).fill(this.rots[b]!)),
-    );
+    return ropeRows(x, this.positions, this.rowRots);
   }
 
   /**

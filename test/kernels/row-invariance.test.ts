@@ -80,44 +80,50 @@ for (const name of availableBackends()) {
 for (const name of availableBackends()) {
   const k = setBackend(name);
   describe(`attentionRowsForward on ${name}`, { skip: !k.attentionRowsForward && `${name} has none` }, () => {
-    for (const extra of [{}, { window: 5 }, { softcap: 2 }] as Partial<AttentionDims>[])
-      it(`each row equals attentionForward of that row alone (${JSON.stringify(extra)})`, () => {
-        const [Hq, Hkv, D] = [6, 2, 12];
-        const lengths = [1, 9, 3, 40, 17, 2, 64];
-        const B = lengths.length;
-        const q = randn(B * Hq * D);
-        const keys = lengths.map((t) => randn(t * Hkv * D));
-        const values = lengths.map((t) => randn(t * Hkv * D));
-        const d = (Tk: number, rows: number): AttentionDims => ({
-          B: rows,
-          Tq: 1,
-          Tk,
-          Hq,
-          Hkv,
-          D,
-          causal: true,
-          ...extra,
+    // head shapes: D 12 (native's scalar decode path), D 8 (one 8-lane chunk), D 64 with 6 query heads on
+    // one kv head (several chunks; a second block of heads, partial); key counts off and on multiples of 8
+    for (const [Hq, Hkv, D] of [
+      [6, 2, 12],
+      [4, 2, 8],
+      [6, 1, 64],
+    ] as const)
+      for (const extra of [{}, { window: 5 }, { softcap: 2 }] as Partial<AttentionDims>[])
+        it(`each row equals attentionForward of that row alone (Hq ${Hq}, Hkv ${Hkv}, D ${D}, ${JSON.stringify(extra)})`, () => {
+          const lengths = [1, 9, 3, 40, 17, 2, 64, 8, 16];
+          const B = lengths.length;
+          const q = randn(B * Hq * D);
+          const keys = lengths.map((t) => randn(t * Hkv * D));
+          const values = lengths.map((t) => randn(t * Hkv * D));
+          const d = (Tk: number, rows: number): AttentionDims => ({
+            B: rows,
+            Tq: 1,
+            Tk,
+            Hq,
+            Hkv,
+            D,
+            causal: true,
+            ...extra,
+          });
+          const got = new Float32Array(B * Hq * D);
+          k.attentionRowsForward!(got, q, keys, values, d(0, B));
+          lengths.forEach((t, b) => {
+            const n = Hq * D;
+            const want = new Float32Array(n);
+            k.attentionForward(
+              want,
+              new Float32Array(Hq * t),
+              q.subarray(b * n, (b + 1) * n),
+              keys[b]!,
+              values[b]!,
+              d(t, 1),
+            );
+            const row = got.subarray(b * n, (b + 1) * n);
+            assert.ok(
+              row.every((v, j) => Object.is(v, want[j])),
+              `${name}: row ${b} (${t} keys) differs from the row alone`,
+            );
+          });
         });
-        const got = new Float32Array(B * Hq * D);
-        k.attentionRowsForward!(got, q, keys, values, d(0, B));
-        lengths.forEach((t, b) => {
-          const n = Hq * D;
-          const want = new Float32Array(n);
-          k.attentionForward(
-            want,
-            new Float32Array(Hq * t),
-            q.subarray(b * n, (b + 1) * n),
-            keys[b]!,
-            values[b]!,
-            d(t, 1),
-          );
-          const row = got.subarray(b * n, (b + 1) * n);
-          assert.ok(
-            row.every((v, j) => Object.is(v, want[j])),
-            `${name}: row ${b} (${t} keys) differs from the row alone`,
-          );
-        });
-      });
   });
 }
 
@@ -126,7 +132,7 @@ for (const name of availableBackends()) {
   describe(`ropeRows on ${name}`, { skip: !k.ropeRows && `${name} has none` }, () => {
     it("each row equals rope of that row alone at its position (full and partial rotary, a scale)", () => {
       const [H, D] = [3, 10];
-      const offsets = Int32Array.from([0, 7, 1, 300, 7, 65535]);
+      const offsets = [0, 7, 1, 300, 7, 65535];
       const B = offsets.length;
       for (const [R, scale] of [
         [D, 1],
@@ -183,6 +189,19 @@ for (const name of availableBackends()) {
           );
           assert.ok(fast.data.some((v, j) => v !== y.data[j]));
         }
+        // the same weights again on other rows and with other scalings (a batch that changed, an adapter
+        // loaded again with another alpha): the kernel's kept weights follow
+        const again = groups.map((g, i) => ({
+          ...g,
+          rows: g.rows.map((r) => (r + 5 + i) % N),
+          scaling: i % 2 ? g.scaling : -g.scaling / 3,
+        }));
+        const fast = batchInvariant(() => loraRows(y.toFloat32(), x, again));
+        const slow = batchInvariant(() => loraRows(y.toFloat32(), x, again, true));
+        assert.ok(
+          fast.data.every((v, j) => Object.is(v, slow.data[j])),
+          `${name}: loraRowsForward on new rows and scalings differs from the per-kernel path`,
+        );
       });
   });
 }

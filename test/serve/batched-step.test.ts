@@ -169,7 +169,8 @@ for (const backendName of availableBackends())
           }
           const next = Int32Array.from(decodes, () => rng.int(V));
           const seqs = [...decodes, ...prompts];
-          // alone, in batch-invariant mode (as generate runs a prompt of up to INVARIANT_PREFILL tokens)
+          // alone, in batch-invariant mode (as generate runs a prompt of up to INVARIANT_PREFILL tokens;
+          // the 9- and 11-token prompts, longer than the engine batches, check the mechanism past it)
           const want = seqs.map((s, b) => {
             set.set(s.adapter);
             const ids = b < decodes.length ? next.subarray(b, b + 1) : s.tokens;
@@ -198,6 +199,28 @@ for (const backendName of availableBackends())
               `sequence ${b} (${lengths[b]} rows, adapter ${s.adapter}): logit ${bad} differs`,
             );
             assert.equal(s.batched.length, s.alone.length);
+          });
+          // the caches it left: one more decode step of every sequence, batched, against each alone
+          const step = Int32Array.from(seqs, () => rng.int(V));
+          const after = seqs.map((s, b) => {
+            set.set(s.adapter);
+            return model.forward(step.subarray(b, b + 1), [1, 1], s.alone).data;
+          });
+          set.set(null);
+          set.setRows(seqs.map((s) => s.adapter));
+          const then = batchInvariant(() =>
+            model.decodeRows!(
+              step,
+              seqs.map((s) => s.batched),
+            ),
+          );
+          set.setRows(null);
+          seqs.forEach((_, b) => {
+            const row = then.data.subarray(b * V, (b + 1) * V);
+            assert.ok(
+              row.every((v, j) => Object.is(v, after[b]![j])),
+              `sequence ${b}: the decode after the batched prefill differs`,
+            );
           });
         });
       });

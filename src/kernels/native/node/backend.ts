@@ -82,7 +82,9 @@ export function createNativeBackend(k: NativeAddon): Backend {
     let h = weights.get(g.A);
     if (!h || h.B !== g.B || h.scaling !== g.scaling || h.inF !== inF || h.outF !== outF) {
       const panels = g.r <= smallK ? panelsOf(g.B, outF, g.r) : null;
-      const handle = n.loraWeights(g.A, g.B, g.r, g.scaling, inF, outF, panels);
+      // the holder keeps A, B and the panels as its properties: the handle goes with A (a native
+      // reference to A would keep it, and this entry, forever)
+      const handle = n.loraWeights({ A: g.A, B: g.B, panels }, g.r, g.scaling, inF, outF);
       h = { handle, B: g.B, scaling: g.scaling, inF, outF };
       weights.set(g.A, h);
     }
@@ -188,6 +190,7 @@ export function createNativeBackend(k: NativeAddon): Backend {
       const G = groups.length;
       let m = 0;
       for (const g of groups) m += g.rows.length;
+      const handles = groups.map((g) => handleOf(g, inF, outF)); // before the scratch is filled
       const idx = scratchInts(G + m); // [counts of the G groups, then their rows]
       let at = G;
       groups.forEach((g, i) => {
@@ -195,7 +198,6 @@ export function createNativeBackend(k: NativeAddon): Backend {
         idx.set(g.rows, at);
         at += g.rows.length;
       });
-      const handles = groups.map((g) => handleOf(g, inF, outF));
       n.loraRows(
         y,
         x,
