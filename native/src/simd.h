@@ -56,49 +56,41 @@ __attribute__((always_inline)) inline v8f sum8x8(const v8f* a) {
 // exp(x) in f32 to about 1 ulp, branch-free so loops vectorize: 2^n * p(r), r = x - n ln2 (Cody-Waite).
 // Below -87 it gives 0 (below 2^-125, far under any tolerance), above 88.7 +inf; NaN stays NaN.
 
-static inline float vexp(float x) {
-  float xc = x < -87.3f ? -87.3f : x;  // ternaries, not fminf: those vectorize without -ffast-math
-  xc = xc > 88.7f ? 88.7f : xc;
+// 2^(n-1) for integral n, on a float or on 8 lanes: the exponent bits built directly
+__attribute__((always_inline)) inline float pow2_less1(float n) {
+  return __builtin_bit_cast(float, ((int32_t)n + 126) << 23);
+}
+__attribute__((always_inline)) inline v8f pow2_less1(v8f n) {
+  typedef int v8i __attribute__((vector_size(32)));
+  return (v8f)((__builtin_convertvector(n, v8i) + 126) << 23);
+}
+
+// vexp's operations on a float (vexp) or lane by lane on 8 at once (vexp8, for kernels that fix their own
+// vector code)
+template <class F>
+__attribute__((always_inline)) inline F vexp_of(F x) {
+  const F lo = F{} - 87.3f, hi = F{} + 88.7f;
+  F xc = x < lo ? lo : x;  // ternaries, not fminf: those vectorize without -ffast-math
+  xc = xc > hi ? hi : xc;
   // round to nearest (even) by adding and removing 1.5 * 2^23: vectorizes where roundevenf does not
-  float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  float r = xc - n * 0.693359375f;
+  const F n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  F r = xc - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
+  F p = F{} + 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  int32_t e = ((int32_t)n + 126) << 23;  // 2^(n-1), then * 2: n = 128 stays finite
-  float y = p * __builtin_bit_cast(float, e) * 2.0f;
-  y = x < -87.3f ? 0.0f : y;
-  y = x > 88.7f ? __builtin_inff() : y;
+  F y = p * pow2_less1(n) * 2.0f;  // 2^(n-1), then * 2: n = 128 stays finite
+  y = x < lo ? F{} : y;
+  y = x > hi ? F{} + __builtin_inff() : y;
   return x != x ? x : y;
 }
 
-// vexp on 8 lanes at once, the same operations lane by lane (for kernels that fix their own vector code)
-__attribute__((always_inline)) inline v8f vexp8(v8f x) {
-  typedef int v8i __attribute__((vector_size(32)));
-  const v8f lo = v8f{} - 87.3f, hi = v8f{} + 88.7f;
-  v8f xc = x < lo ? lo : x;
-  xc = xc > hi ? hi : xc;
-  const v8f n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  v8f r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  v8f p = v8f{} + 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const v8i e = (__builtin_convertvector(n, v8i) + 126) << 23;
-  v8f y = p * (v8f)e * 2.0f;
-  y = x < lo ? v8f{} : y;
-  y = x > hi ? v8f{} + __builtin_inff() : y;
-  return x != x ? x : y;
-}
+static inline float vexp(float x) { return vexp_of(x); }
+__attribute__((always_inline)) inline v8f vexp8(v8f x) { return vexp_of(x); }
 
 // tanh(x) in f32, branch-free: the odd Taylor polynomial to x^9 where |x| < 0.25 (relative error under
 // 1e-8 there), else sign(x) (1 - 2 / (exp(2|x|) + 1)), which saturates to +-1; NaN stays NaN.
