@@ -1,8 +1,12 @@
 /**
- * Non-GEMM kernels, wasm (single-thread core and the 2-thread pool) against ref, at GPT-2-small shapes
- * with seq 256: milliseconds per call (best of the timed runs). Not a test: `npm run bench:kernels`.
+ * Non-GEMM kernels, wasm (single-thread core and the 2-thread pool) and native (1 and 2 threads, at the
+ * ISA level LORA_ISA forces or the CPU's best) against ref, at GPT-2-small shapes with seq 256:
+ * milliseconds per call (best of the timed runs). Not a test: `npm run bench:kernels`.
  */
+import { cpus } from "node:os";
 import type { Backend } from "../src/kernels/backend.js";
+import { availableBackends, setBackend } from "../src/kernels/index.js";
+import { nativeIsa, setThreads } from "../src/kernels/node/index.js";
 import { refBackend } from "../src/kernels/ref/index.js";
 import { wasmBackend } from "../src/kernels/wasm/index.js";
 import { createThreadedWasm } from "../src/kernels/wasm/node/pool.js";
@@ -31,6 +35,10 @@ const cases: [string, (b: Backend) => void][] = [
   ["gelu bwd [256, 3072]", (b) => b.geluBackward(out, x, x)],
   ["layerNorm fwd [256, 768]", (b) => b.layerNormForward(out, s2, s3, q, w, w, N, C, 1e-5)],
   ["layerNorm bwd [256, 768]", (b) => b.layerNormBackward(out, out2, s1, q, q, w, s2, s3, N, C)],
+  ["silu fwd [256, 3072]", (b) => b.siluForward(out, x)],
+  ["silu bwd [256, 3072]", (b) => b.siluBackward(out, x, x)],
+  ["rmsNorm fwd [256, 768]", (b) => b.rmsNormForward(out, s2, q, w, N, C, 1e-5)],
+  ["rmsNorm bwd [256, 768]", (b) => b.rmsNormBackward(out, out2, q, q, w, s2, N, C)],
   ["softmax fwd [256, 3072]", (b) => b.softmaxForward(out, x, N, 4 * C)],
   ["attention fwd 12x256x256x64", (b) => b.attentionForward(out, s1, q, k, v, att)],
   ["attention bwd 12x256x256x64", (b) => b.attentionBackward(out, out2, s1, q, q, k, v, s1, att)],
@@ -62,8 +70,19 @@ function best(fn: () => void): number {
 }
 
 const pool = createThreadedWasm({ threads: 2, name: "bench" }).backend;
-console.log("| kernel | ref ms | wasm 1T ms | wasm 2T ms |\n|---|---|---|---|");
+const isa = nativeIsa();
+const native = availableBackends().includes("native") ? setBackend("native") : null;
+// native at 1 thread, then at 2: the thread count is the addon's, so it is set around each timing
+const nativeAt = (threads: number, fn: (b: Backend) => void) => {
+  if (!native) return "";
+  setThreads(threads);
+  return best(() => fn(native)).toFixed(2);
+};
+console.log(`${cpus()[0]?.model ?? "unknown CPU"}; native ISA ${isa ?? "(addon absent)"}\n`);
+console.log(
+  "| kernel | ref ms | wasm 1T ms | wasm 2T ms | native 1T ms | native 2T ms |\n|---|---|---|---|---|---|",
+);
 for (const [name, fn] of cases) {
   const [a, b, c] = [refBackend, wasmBackend, pool].map((be) => best(() => fn(be)).toFixed(2));
-  console.log(`| ${name} | ${a} | ${b} | ${c} |`);
+  console.log(`| ${name} | ${a} | ${b} | ${c} | ${nativeAt(1, fn)} | ${nativeAt(2, fn)} |`);
 }

@@ -1,7 +1,7 @@
 // Standalone GEMM benchmark: our gemm() against OpenBLAS cblas_sgemm (dlopen'd), in one process,
 // interleaved (ours, OpenBLAS, ours, ...), best of R repetitions each, so both see the same machine load.
 // Not part of the addon. Build and run (from native/):
-//   g++ -O3 -std=c++17 -fno-math-errno -fopenmp-simd -pthread bench/gemm_bench.cc src/gemm.cc src/pool.cc
+//   g++ -O3 -std=c++17 -fno-math-errno -fno-trapping-math -fopenmp-simd -pthread bench/gemm_bench.cc src/gemm.cc src/pool.cc
 //       -ldl -o /tmp/gemm_bench && OPENBLAS_THREAD_TIMEOUT=4 /tmp/gemm_bench [threads...]
 // OPENBLAS_THREAD_TIMEOUT=4 makes OpenBLAS's idle workers sleep at once, so they do not steal a core
 // from our pool while ours is being timed.

@@ -117,35 +117,37 @@ LORA_MULTI(float, row_max, (const float* x, long n), (x, n)) {
   return nan ? __builtin_nanf("") : m;
 }
 
-// out[i] = exp(x[i] - m) (when out is given); returns their sum. The last n % 16 values go through the
-// vector loop too, padded to 16 with -inf (whose exp is exactly 0): left to the compiler's scalar
-// epilogue they cost more than the rest at attention-row lengths (a decode step's rows of 10 to 60 keys
-// spent a third of the attention kernel there, on a Xeon with AVX-512).
+// out[i] = exp(x[i] - m) (when out is given); returns their sum. The sum runs in 16 lanes, lane l adding
+// x[l], x[l + 16], ... in order, then the lanes in one fixed tree: the same bits wherever the row lies
+// in memory and at every vector width (an omp simd reduction leaves the order to the vectorizer, which
+// may peel for alignment, so a row's sum could change with its address: a prompt's attention row in a
+// batched prefill then differed from the same row alone). The last n % 16 values go through the lanes
+// too, padded with -inf (whose exp is exactly 0): left to a scalar epilogue they cost more than the rest
+// at attention-row lengths (a decode step's rows of 10 to 60 keys spent a third of the attention kernel
+// there, on a Xeon with AVX-512).
 LORA_MULTI(float, exp_sum, (float* out, const float* x, long n, float m), (out, x, n, m)) {
-  float s = 0;
+  float acc[16] = {0}, e[16];
   const long body = n / 16 * 16;
-  float tail[16], et[16];
-  for (long i = 0; i < 16; i++) tail[i] = body + i < n ? x[body + i] : -__builtin_inff();
-  if (out) {
-#pragma omp simd reduction(+ : s)
-    for (long i = 0; i < body; i++) {
-      out[i] = vexp(x[i] - m);
-      s += out[i];
-    }
-  } else {
-#pragma omp simd reduction(+ : s)
-    for (long i = 0; i < body; i++) s += vexp(x[i] - m);
+  for (long i = 0; i < body; i += 16) {
+    SIMD for (long l = 0; l < 16; l++) e[l] = vexp(x[i + l] - m);
+    SIMD for (long l = 0; l < 16; l++) acc[l] += e[l];
+    if (out) std::memcpy(out + i, e, sizeof e);
   }
-  if (body == n) return s;
-  float t = 0;
-#pragma omp simd reduction(+ : t)
-  for (long i = 0; i < 16; i++) {
-    et[i] = vexp(tail[i] - m);
-    t += et[i];
+  if (body < n) {
+    SIMD for (long l = 0; l < 16; l++) e[l] = vexp((body + l < n ? x[body + l] : -__builtin_inff()) - m);
+    SIMD for (long l = 0; l < 16; l++) acc[l] += e[l];
+    if (out) std::memcpy(out + body, e, sizeof(float) * (n - body));
   }
-  if (out)
-    for (long i = body; i < n; i++) out[i] = et[i - body];
-  return s + t;
+  for (long w = 8; w > 0; w /= 2)
+    for (long l = 0; l < w; l++) acc[l] += acc[l + w];
+  return acc[0];
+}
+
+// out[i] = exp(x[i] - m) * s: the cross-entropy gradient's softmax in one pass (the same bits as exp_sum
+// then scale_loop, without the sum and the second pass over a vocabulary-long row)
+LORA_MULTI(void, exp_scale, (float* out, const float* x, long n, float m, float s), (out, x, n, m, s)) {
+  SIMD
+  for (long i = 0; i < n; i++) out[i] = vexp(x[i] - m) * s;
 }
 
 LORA_MULTI(void, adamw_loop, (float* p, const float* g, float* m, float* v, long n, float b1, float b2, float c1, float c2, float lr, float decay, float eps), (p, g, m, v, n, b1, b2, c1, c2, lr, decay, eps)) {
@@ -514,8 +516,7 @@ void cross_entropy_backward(float* dlogits, const float* logits, const float* ls
         std::memset(d, 0, sizeof(float) * V);
         continue;
       }
-      exp_sum(d, logits + n * V, V, lse[n]);
-      scale_loop(d, d, V, scale);
+      exp_scale(d, logits + n * V, V, lse[n], scale);
       d[t] -= scale;
     }
   });

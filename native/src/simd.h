@@ -3,7 +3,12 @@
 #include <cstdint>
 #include <cstring>
 
-// Loops marked SIMD are vectorized (with -fopenmp-simd; no OpenMP runtime is used).
+// Loops marked SIMD are vectorized (with -fopenmp-simd; no OpenMP runtime is used). They need
+// -fno-trapping-math too (binding.gyp): the branch-free selects below (vexp's clamps, NaN and range
+// checks) compute both sides, and while a trap counts as observable GCC 12 if-converts such a loop only
+// with AVX-512's masked operations, so at AVX2 and baseline it kept the branches and the loop stayed
+// scalar (GELU, SiLU, softmax and the cross-entropy rows ran 5-12x slower at LORA_ISA=avx2 than at avx512
+// on one Xeon). No FP exception is ever unmasked in Node, so the flag changes no value.
 #define SIMD _Pragma("omp simd")
 
 namespace lora {
@@ -13,14 +18,16 @@ int simd_level();
 }  // namespace lora
 
 // LORA_MULTI(ret, name, (params), (args)) { body }: the loop is compiled three times, for AVX-512, AVX2
-// and baseline (the body is inlined into three wrappers with their own target), and name() picks one by
-// simd_level() on each call. GCC's target_clones did the same by CPU alone, at load time, which left no
-// way to run (and test) the AVX2 or baseline loops on a newer CPU.
+// with FMA (the avx2 level requires it) and baseline (the body is inlined into three wrappers with their
+// own target), and name() picks one by simd_level() on each call. GCC's target_clones did the same by CPU alone, at load time, which left no
+// way to run (and test) the AVX2 or baseline loops on a newer CPU. GCC contracts a * b + c into an FMA
+// where the target has one, so an element-wise result is the same bits at avx512 and avx2 and differs in
+// the last bits at baseline; reductions differ between levels too (the vector width sets their order).
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
 #define LORA_MULTI(ret, name, params, args)                                                            \
   static inline __attribute__((always_inline)) ret name##_body params;                                \
   __attribute__((target("avx512f"))) static ret name##_avx512 params { return name##_body args; }      \
-  __attribute__((target("avx2"))) static ret name##_avx2 params { return name##_body args; }           \
+  __attribute__((target("avx2,fma"))) static ret name##_avx2 params { return name##_body args; }       \
   static ret name##_base params { return name##_body args; }                                          \
   ret name params {                                                                                   \
     const int level = ::lora::simd_level();                                                           \

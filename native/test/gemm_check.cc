@@ -2,7 +2,7 @@
 // glue) by any C++17 compiler, for this machine or cross-compiled (aarch64-linux-gnu-g++ -static, run
 // under qemu-aarch64-static), which is how the NEON kernels are tested where no arm64 machine exists.
 // test/kernels/native-arm64.test.ts builds and runs it; by hand (from the repo root):
-//   g++ -O2 -std=c++17 -fno-math-errno -fopenmp-simd -pthread native/test/gemm_check.cc native/src/gemm.cc
+//   g++ -O2 -std=c++17 -fno-math-errno -fno-trapping-math -fopenmp-simd -pthread native/test/gemm_check.cc native/src/gemm.cc
 //       native/src/pool.cc native/src/ops.cc native/src/attention.cc -o /tmp/gemm_check && /tmp/gemm_check
 // (for arm64: aarch64-linux-gnu-g++ with -static, then qemu-aarch64-static /tmp/gemm_check)
 // It runs at the ISA level LORA_ISA forces (else the CPU's best) and prints that level, the levels this

@@ -32,6 +32,7 @@ const FLAGS = [
   "-O2",
   "-std=c++17",
   "-fno-math-errno",
+  "-fno-trapping-math",
   "-fopenmp-simd",
   "-pthread",
   "-Wall",
