@@ -117,6 +117,14 @@ LORA_MULTI(float, row_max, (const float* x, long n), (x, n)) {
   return nan ? __builtin_nanf("") : m;
 }
 
+// The sum of 16 lane partials in one fixed tree (8 pairs, then 4, 2, 1): the last step of a sum whose
+// order must not depend on the vectorizer (exp_sum, softmax_backward_row)
+inline float lane_sum16(float* acc) {
+  for (long w = 8; w > 0; w /= 2)
+    for (long l = 0; l < w; l++) acc[l] += acc[l + w];
+  return acc[0];
+}
+
 // out[i] = exp(x[i] - m) (when out is given); returns their sum. The sum runs in 16 lanes, lane l adding
 // x[l], x[l + 16], ... in order, then the lanes in one fixed tree: the same bits wherever the row lies
 // in memory and at every vector width (an omp simd reduction leaves the order to the vectorizer, which
@@ -138,13 +146,12 @@ LORA_MULTI(float, exp_sum, (float* out, const float* x, long n, float m), (out, 
     SIMD for (long l = 0; l < 16; l++) acc[l] += e[l];
     if (out) std::memcpy(out + body, e, sizeof(float) * (n - body));
   }
-  for (long w = 8; w > 0; w /= 2)
-    for (long l = 0; l < w; l++) acc[l] += acc[l + w];
-  return acc[0];
+  return lane_sum16(acc);
 }
 
-// out[i] = exp(x[i] - m) * s: the cross-entropy gradient's softmax in one pass (the same bits as exp_sum
-// then scale_loop, without the sum and the second pass over a vocabulary-long row)
+// out[i] = exp(x[i] - m) * s: the cross-entropy gradient's softmax in one pass, without exp_sum's sum and
+// a second pass over a vocabulary-long row to scale it (at avx2 the same bits as the two passes; at
+// avx512 GCC's code for it differs from theirs in the last bits, within every tolerance against ref)
 LORA_MULTI(void, exp_scale, (float* out, const float* x, long n, float m, float s), (out, x, n, m, s)) {
   SIMD
   for (long i = 0; i < n; i++) out[i] = vexp(x[i] - m) * s;
@@ -183,9 +190,7 @@ LORA_MULTI(void, softmax_backward_row, (float* ds, const float* dp, const float*
   const long body = lim / 16 * 16;
   for (long j = 0; j < body; j += 16) SIMD for (long l = 0; l < 16; l++) acc[l] += dp[j + l] * p[j + l];
   for (long l = 0; body + l < lim; l++) acc[l] += dp[body + l] * p[body + l];
-  for (long w = 8; w > 0; w /= 2)
-    for (long l = 0; l < w; l++) acc[l] += acc[l + w];
-  const float dot = acc[0];
+  const float dot = lane_sum16(acc);
   SIMD for (long j = 0; j < lim; j++) ds[j] = p[j] * (dp[j] - dot) * scale;
   for (long j = lim; j < n; j++) ds[j] = 0.0f;
 }

@@ -19,12 +19,13 @@ int simd_level();
 
 // LORA_MULTI(ret, name, (params), (args)) { body }: the loop is compiled three times, for AVX-512, AVX2
 // with FMA (the avx2 level requires it) and baseline (the body is inlined into three wrappers with their
-// own target), and name() picks one by simd_level() on each call. GCC's target_clones did the same by CPU alone, at load time, which left no
-// way to run (and test) the AVX2 or baseline loops on a newer CPU. GCC contracts a * b + c into an FMA
-// where the target has one, so most element-wise results (GELU, SiLU, softcap, exp_sum's) are the same
-// bits at avx512 and avx2 and differ in the last bits at baseline; not every one is (the cross-entropy
-// gradient's exp_scale differs between the two), and nothing relies on agreement between levels: a
-// level's results are checked against ref, and are the same bits at any thread count.
+// own target), and name() picks one by simd_level() on each call. GCC's target_clones did the same by
+// CPU alone, at load time, which left no way to run (and test) the AVX2 or baseline loops on a newer
+// CPU. GCC contracts a * b + c into an FMA where the target has one, so most element-wise results
+// (GELU, SiLU, softcap, exp_sum's) are the same bits at avx512 and avx2 and differ in the last bits at
+// baseline; not every one is (the cross-entropy gradient's exp_scale differs between the two), and
+// nothing relies on agreement between levels: a level's results are checked against ref, and are the
+// same bits at any thread count.
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
 #define LORA_MULTI(ret, name, params, args)                                                            \
   static inline __attribute__((always_inline)) ret name##_body params;                                \
