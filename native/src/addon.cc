@@ -291,12 +291,40 @@ FN(AttentionRowsForward) {
 struct LoraWeights {
   RowGroup w;  // rows and m unset
   long inF, outF;
+  int32_t id;  // its slot in the env's table
 };
 
-// marks a handle as LoraWeights, so loraRows refuses any other object
-const napi_type_tag WEIGHTS_TAG = {0x6c6f72615f776569ULL, 0x676874735f000003ULL};
+// Every live handle of one JS thread (env) by number, its `id`: loraRows and linearRows take their groups'
+// ids in an Int32Array and look each up here. Reading each handle from a JS array instead (napi_get_element,
+// its type tag, napi_unwrap) took 0.4 us a group in a decode step, as long as the group's products
+// (stories260K, 16 rows, a Xeon). A slot is emptied when its handle is collected, and may be reused: an id
+// names a live handle of this env or none, so a stale or made-up id is refused or gives another adapter's
+// weights, never freed memory (the sizes are checked either way).
+struct WeightsTable {
+  std::vector<LoraWeights*> slots;
+  std::vector<int32_t> free;
+};
 
-void free_weights(napi_env, void* data, void*) { delete (LoraWeights*)data; }
+WeightsTable& weights_table(napi_env env) {
+  void* data = nullptr;
+  if (napi_get_instance_data(env, &data) == napi_ok && data) return *(WeightsTable*)data;
+  // never freed (a few bytes per JS thread): so the handles' finalizers, which may run at env teardown
+  // in any order with the env's own, always find it
+  auto* t = new WeightsTable();
+  if (napi_set_instance_data(env, t, nullptr, nullptr) != napi_ok) {
+    delete t;
+    throw std::runtime_error("lora_native: could not keep the LoRA weights table");
+  }
+  return *t;
+}
+
+void free_weights(napi_env env, void* data, void*) {
+  auto* h = (LoraWeights*)data;
+  WeightsTable& table = weights_table(env);
+  table.slots[(size_t)h->id] = nullptr;
+  table.free.push_back(h->id);
+  delete h;
+}
 
 // loraWeights(holder: {A: Float32Array [r, inF], B: Float32Array [outF, r], panels: Float32Array | null}, r,
 // scaling, inF, outF): makes `holder` the handle loraRows takes (frozen, tagged, the weights' pointers
@@ -335,11 +363,21 @@ napi_value LoraWeightsNew(napi_env env, napi_callback_info info) {
       throw std::invalid_argument("lora_native: loraWeights: A and B must be Float32Arrays [r, in] and [out, r]");
     if (q.panels && (r > DOTS_SMALL_K || (long)np != small_k_panel((int)outF, (int)r)))
       throw std::invalid_argument("lora_native: loraWeights: panels are not packLoraB's packing of B");
+    WeightsTable& table = weights_table(env);
+    if (table.free.empty()) {
+      if (table.slots.size() >= 2147483647u) throw std::runtime_error("lora_native: loraWeights: too many handles");
+      table.free.push_back((int32_t)table.slots.size());
+      table.slots.push_back(nullptr);
+    }
+    h->id = table.free.back();
+    napi_value id;
     // frozen, so no property can be pointed elsewhere while the pointers above are in use
-    if (napi_object_freeze(env, holder) != napi_ok || napi_type_tag_object(env, holder, &WEIGHTS_TAG) != napi_ok ||
-        napi_wrap(env, holder, h.get(), free_weights, nullptr, nullptr) != napi_ok)
+    if (napi_create_int32(env, h->id, &id) != napi_ok || napi_set_named_property(env, holder, "id", id) != napi_ok ||
+        napi_object_freeze(env, holder) != napi_ok || napi_wrap(env, holder, h.get(), free_weights, nullptr, nullptr) != napi_ok)
       throw std::runtime_error("lora_native: loraWeights: could not make the handle (a holder used twice?)");
-    h.release();  // the holder owns it now: free_weights runs when it is collected
+    table.free.pop_back();
+    const size_t slot = (size_t)h->id;
+    table.slots[slot] = h.release();  // the holder owns it now: free_weights runs when it is collected
     return holder;
   } catch (const std::exception& e) {
     napi_throw_error(env, nullptr, e.what());
@@ -347,46 +385,79 @@ napi_value LoraWeightsNew(napi_env env, napi_callback_info info) {
   }
 }
 
-// loraRows(y, x, inF, outF, weights: loraWeights handle[], rows: Int32Array, counts: Int32Array, chunk): group
-// g is weights[g] on the next counts[g] rows of `rows`; y accumulates each group's term on its rows
-// (lora_rows.cc)
+// The G groups of a loraRows or linearRows call (an Int32Array at argument `at`, G at at + 1), laid out
+// [ids of G loraWeights handles][G counts][rows]: group g is the handle with id ids[g] on the next
+// counts[g] rows. Checked against the layer's sizes and the N rows of the batch.
+std::vector<RowGroup>& read_groups(napi_env env, Args& a, size_t at, long inF, long outF, long N, const char* fn) {
+  auto fail = [&](const char* what) { throw std::invalid_argument(std::string("lora_native: ") + fn + ": " + what); };
+  size_t n = 0;
+  const int32_t* idx = (const int32_t*)a.ptr(at, {napi_int32_array}, &n);
+  const long G = a.l(at + 1);
+  if (G < 0 || (size_t)(2 * G) > n) fail("the index holds fewer than G ids and G counts");
+  const int32_t *ids = idx, *counts = idx + G, *rows = idx + 2 * G;
+  const size_t nr = n - (size_t)(2 * G);
+  const WeightsTable& table = weights_table(env);
+  thread_local std::vector<RowGroup> groups;
+  groups.resize((size_t)G);
+  size_t used = 0;
+  for (long g = 0; g < G; g++) {
+    const LoraWeights* h = ids[g] >= 0 && (size_t)ids[g] < table.slots.size() ? table.slots[(size_t)ids[g]] : nullptr;
+    if (!h) fail("an id is not a live loraWeights handle's");
+    if (h->inF != inF || h->outF != outF) fail("a weights handle was made for other layer sizes");
+    if (counts[g] < 0 || used + (size_t)counts[g] > nr) fail("the counts exceed the rows");
+    groups[(size_t)g] = h->w;
+    groups[(size_t)g].rows = rows + used, groups[(size_t)g].m = counts[g];
+    used += (size_t)counts[g];
+  }
+  for (size_t i = 0; i < used; i++)
+    if (rows[i] < 0 || rows[i] >= N)
+      throw std::range_error(std::string("lora_native: ") + fn + ": a row is outside the batch");
+  return groups;
+}
+
+// loraRows(y, x, inF, outF, index: Int32Array, G, chunk): G groups (read_groups); y accumulates each group's
+// term on its rows (lora_rows.cc)
 FN(LoraRows) {
   Args a(env, info);
-  size_t ny = 0, nx = 0, nr = 0, nc = 0;
+  size_t ny = 0, nx = 0;
   float* y = (float*)a.ptr(0, {napi_float32_array}, &ny);
   const float* x = (const float*)a.ptr(1, {napi_float32_array}, &nx);
   const long inF = a.l(2), outF = a.l(3);
   const long N = inF > 0 ? (long)nx / inF : 0;
   if (inF <= 0 || outF <= 0 || (long)nx != N * inF || (long)ny != N * outF)
     throw std::invalid_argument("lora_native: loraRows: inconsistent sizes");
-  const int32_t* rows = (const int32_t*)a.ptr(5, {napi_int32_array}, &nr);
-  const int32_t* counts = (const int32_t*)a.ptr(6, {napi_int32_array}, &nc);
-  uint32_t G = 0;
-  if (napi_get_array_length(env, a.v[4], &G) != napi_ok)
-    throw std::invalid_argument("lora_native: loraRows: argument 4 must be an array of loraWeights handles");
-  if (nc != G) throw std::invalid_argument("lora_native: loraRows: one count per weights handle");
-  thread_local std::vector<RowGroup> groups;
-  groups.resize(G);
-  size_t at = 0;
-  for (uint32_t g = 0; g < G; g++) {
-    napi_value o;
-    void* data = nullptr;
-    bool tagged = false;
-    if (napi_get_element(env, a.v[4], g, &o) != napi_ok || napi_check_object_type_tag(env, o, &WEIGHTS_TAG, &tagged) != napi_ok ||
-        !tagged || napi_unwrap(env, o, &data) != napi_ok || !data)
-      throw std::invalid_argument("lora_native: loraRows: a weights entry is not a loraWeights handle");
-    const LoraWeights& h = *(const LoraWeights*)data;
-    if (h.inF != inF || h.outF != outF)
-      throw std::invalid_argument("lora_native: loraRows: a weights handle was made for other layer sizes");
-    if (counts[g] < 0 || at + (size_t)counts[g] > nr)
-      throw std::invalid_argument("lora_native: loraRows: the counts exceed the rows");
-    groups[g] = h.w;
-    groups[g].rows = rows + at, groups[g].m = counts[g];
-    at += (size_t)counts[g];
+  std::vector<RowGroup>& groups = read_groups(env, a, 4, inF, outF, N, "loraRows");
+  lora_rows(y, x, inF, outF, groups.data(), (long)groups.size(), std::max(1L, a.l(6)));
+}
+
+// linearRows(y, x, W bits, btype, M, N, K, chunk, index, G): a batched decode's adapted layer
+// in one call: y [M, N] = x [M, K] @ W^T as the matmul export runs it batch-invariant (chunks of at most
+// `chunk` rows), then loraRows' term of each group on its rows: the bits of the two calls, without the
+// second call (at decode sizes its fixed cost was most of the term's time)
+FN(LinearRows) {
+  Args a(env, info);
+  size_t ny = 0, nx = 0, nw = 0;
+  float* y = (float*)a.ptr(0, {napi_float32_array}, &ny);
+  const float* x = (const float*)a.ptr(1, {napi_float32_array}, &nx);
+  const int btype = (int)a.l(3);
+  const void* W = btype == B_F32 ? (const void*)a.ptr(2, {napi_float32_array}, &nw)
+                                 : (const void*)a.ptr(2, {napi_uint16_array}, &nw);
+  const long M = a.l(4), N = a.l(5), K = a.l(6), chunk = std::max(1L, a.l(7));
+  if (M < 0 || N <= 0 || K <= 0 || (long)nx != M * K || (long)ny != M * N || (long)nw != N * K ||
+      (btype != B_F32 && btype != B_BF16 && btype != B_F16) || M * K > 2147483647L || M * N > 2147483647L)
+    throw std::invalid_argument("lora_native: linearRows: inconsistent sizes");
+  std::vector<RowGroup>& groups = read_groups(env, a, 8, K, N, M, "linearRows");
+  for (long i = 0; i < M; i += chunk) {
+    GemmArgs g;
+    g.batch = 1, g.M = (int)std::min(chunk, M - i), g.N = (int)N, g.K = (int)K;
+    g.A = x + i * K, g.rsA = K, g.csA = 1, g.strideA = 0;
+    g.B = W, g.btype = btype, g.rsB = 1, g.csB = K, g.strideB = 0;
+    g.C = y + i * N, g.ldc = N, g.strideC = 0;
+    g.accumulate = false;
+    g.invariant = true;
+    gemm(g);
   }
-  for (size_t i = 0; i < at; i++)
-    if (rows[i] < 0 || rows[i] >= N) throw std::range_error("lora_native: loraRows: a row is outside the batch");
-  lora_rows(y, x, inF, outF, groups.data(), (long)G, std::max(1L, a.l(7)));
+  lora_rows(y, x, K, N, groups.data(), (long)groups.size(), chunk);
 }
 
 // packLoraB(panels, B, outF, r): a LoRA B [outF, r] (r <= smallK) in the small-k panels loraRows reads
@@ -498,6 +569,7 @@ napi_value Init(napi_env env, napi_value exports) {
       E("attentionRowsForward", AttentionRowsForward),
       E("loraWeights", LoraWeightsNew),
       E("loraRows", LoraRows),
+      E("linearRows", LinearRows),
       E("packLoraB", PackLoraB),
       E("attentionBackward", AttentionBackward),
       E("crossEntropyForward", CrossEntropyForward),

@@ -906,18 +906,44 @@ __attribute__((always_inline)) inline void store8(float* c, v8f acc, int n, bool
     for (int jj = 0; jj < n; jj++) c[jj] = accumulate ? c[jj] + acc[jj] : acc[jj];
 }
 
-// c [M, N] (row stride ldc) (+)= x [M, K] (contiguous) @ W^T from pack_small_k's panels. Four rows at a
-// time share each panel load (four independent sums in flight; a row at a time was latency-bound on its
-// one accumulator); each output's operations are the same whichever rows share its pass.
-LORA_MULTI(void, dots_small_k_rows,
-           (int M, int K, const float* x, const float* wt, int N, float* c, long ldc, bool accumulate),
-           (M, K, x, wt, N, c, ldc, accumulate)) {
+// c [M, N] (+)= x [M, K] (contiguous) @ W^T from pack_small_k's panels, output row i at crow(i). Four rows
+// at a time share each panel load (four independent sums in flight; a row at a time was latency-bound on
+// its one accumulator); each output's operations are the same whichever rows share its pass.
+template <class CRow>
+__attribute__((always_inline)) inline void small_k_rows(int M, int K, const float* x, const float* wt, int N,
+                                                       CRow crow, bool accumulate) {
   const v8f zero = {0, 0, 0, 0, 0, 0, 0, 0};
   int i = 0;
   for (; i + 4 <= M; i += 4) {
     const float *x0 = x + (long)i * K, *x1 = x0 + K, *x2 = x1 + K, *x3 = x2 + K;
-    float* ci = c + (long)i * ldc;
-    for (int j0 = 0; j0 < N; j0 += 8) {
+    float *c0 = crow(i), *c1 = crow(i + 1), *c2 = crow(i + 2), *c3 = crow(i + 3);
+    int j0 = 0;
+    // two panels a pass: eight sums in flight, enough to cover the FMA latency at K = r = 8
+    for (; j0 + 16 <= N; j0 += 16) {
+      const float* p = wt + (long)(j0 / 8) * K * 8;
+      const float* q = p + K * 8;
+      v8f a0 = zero, a1 = zero, a2 = zero, a3 = zero, b0 = zero, b1 = zero, b2 = zero, b3 = zero;
+      for (int k = 0; k < K; k++) {
+        const v8f pk = *(const v8f*)(p + k * 8), qk = *(const v8f*)(q + k * 8);
+        a0 = a0 + x0[k] * pk;
+        a1 = a1 + x1[k] * pk;
+        a2 = a2 + x2[k] * pk;
+        a3 = a3 + x3[k] * pk;
+        b0 = b0 + x0[k] * qk;
+        b1 = b1 + x1[k] * qk;
+        b2 = b2 + x2[k] * qk;
+        b3 = b3 + x3[k] * qk;
+      }
+      store8(c0 + j0, a0, 8, accumulate);
+      store8(c1 + j0, a1, 8, accumulate);
+      store8(c2 + j0, a2, 8, accumulate);
+      store8(c3 + j0, a3, 8, accumulate);
+      store8(c0 + j0 + 8, b0, 8, accumulate);
+      store8(c1 + j0 + 8, b1, 8, accumulate);
+      store8(c2 + j0 + 8, b2, 8, accumulate);
+      store8(c3 + j0 + 8, b3, 8, accumulate);
+    }
+    for (; j0 < N; j0 += 8) {
       const float* p = wt + (long)(j0 / 8) * K * 8;
       v8f a0 = zero, a1 = zero, a2 = zero, a3 = zero;
       for (int k = 0; k < K; k++) {
@@ -927,21 +953,36 @@ LORA_MULTI(void, dots_small_k_rows,
         a2 = a2 + x2[k] * pk;
         a3 = a3 + x3[k] * pk;
       }
-      store8(ci + j0, a0, N - j0, accumulate);
-      store8(ci + ldc + j0, a1, N - j0, accumulate);
-      store8(ci + 2 * ldc + j0, a2, N - j0, accumulate);
-      store8(ci + 3 * ldc + j0, a3, N - j0, accumulate);
+      store8(c0 + j0, a0, N - j0, accumulate);
+      store8(c1 + j0, a1, N - j0, accumulate);
+      store8(c2 + j0, a2, N - j0, accumulate);
+      store8(c3 + j0, a3, N - j0, accumulate);
     }
   }
   for (; i < M; i++) {
     const float* xi = x + (long)i * K;
+    float* ci = crow(i);
     for (int j0 = 0; j0 < N; j0 += 8) {
       const float* p = wt + (long)(j0 / 8) * K * 8;
       v8f acc = zero;
       for (int k = 0; k < K; k++) acc = acc + xi[k] * *(const v8f*)(p + k * 8);
-      store8(c + (long)i * ldc + j0, acc, N - j0, accumulate);
+      store8(ci + j0, acc, N - j0, accumulate);
     }
   }
+}
+
+LORA_MULTI(void, dots_small_k_rows,
+           (int M, int K, const float* x, const float* wt, int N, float* c, long ldc, bool accumulate),
+           (M, K, x, wt, N, c, ldc, accumulate)) {
+  small_k_rows(M, K, x, wt, N, [&](int i) { return c + (long)i * ldc; }, accumulate);
+}
+
+// The same outputs added into rows of a batch: out row i is c + rows[i] * ldc. c + acc is the f32 sum
+// of c and the product dots_small_k_rows writes, so this is that product, then an add, in one pass.
+LORA_MULTI(void, dots_small_k_scatter,
+           (int M, int K, const float* x, const float* wt, int N, float* c, const int32_t* rows, long ldc),
+           (M, K, x, wt, N, c, rows, ldc)) {
+  small_k_rows(M, K, x, wt, N, [&](int i) { return c + (long)rows[i] * ldc; }, true);
 }
 
 // dst [8][K] = 8 rows of a 16-bit weight (bf16, else f16) in f32
@@ -1013,16 +1054,21 @@ __attribute__((always_inline)) inline v8f dots8(const float* x, const T* const* 
   return d;
 }
 
-// c[i, j] (+)= dots8(x_i, w)[j] for rows i < M and the first nj of the 8 outputs
-template <class T>
-__attribute__((always_inline)) inline void dots8_each_row(int M, int K, const float* x, const T* const* w, int nj,
+// c[i, j] (+)= dots8(x_i, w)[j] for rows i < M (row i at xrow(i)) and the first nj of the 8 outputs
+template <class T, class XRow>
+__attribute__((always_inline)) inline void dots8_each_row(int M, int K, XRow xrow, const T* const* w, int nj,
                                                          float* c, long ldc, bool accumulate) {
   const bool wide = simd_level() >= 2;
   for (int i = 0; i < M; i++) {
-    const v8f d = wide ? dots8<true>(x + (long)i * K, w, K) : dots8<false>(x + (long)i * K, w, K);
+    const v8f d = wide ? dots8<true>(xrow(i), w, K) : dots8<false>(xrow(i), w, K);
     float* ci = c + (long)i * ldc;
     for (int jj = 0; jj < nj; jj++) ci[jj] = accumulate ? ci[jj] + d[jj] : d[jj];
   }
+}
+template <class T>
+__attribute__((always_inline)) inline void dots8_each_row(int M, int K, const float* x, const T* const* w, int nj,
+                                                         float* c, long ldc, bool accumulate) {
+  dots8_each_row(M, K, [&](int i) { return x + (long)i * K; }, w, nj, c, ldc, accumulate);
 }
 LORA_MULTI(void, dots8_rows,
            (int M, int K, const float* x, const float* const* w, int nj, float* c, long ldc, bool accumulate),
@@ -1055,6 +1101,19 @@ LORA_MULTI(void, dots_f32,
     const float* w[8];
     for (int jj = 0; jj < 8; jj++) w[jj] = W + (long)(jj < nj ? j0 + jj : j0) * csB;  // pads repeat j0
     dots8_each_row(M, K, x, w, nj, C + j0, ldc, accumulate);
+  }
+}
+
+// dots_f32's dots (K > DOTS_SMALL_K) over rows of a batch read in place: row i is x + rows[i] * K
+LORA_MULTI(void, dots_f32_gather,
+           (int M, int K, const float* x, const int32_t* rows, const float* W, long csB, float* C, long ldc, int n0,
+            int n1),
+           (M, K, x, rows, W, csB, C, ldc, n0, n1)) {
+  for (int j0 = n0; j0 < n1; j0 += 8) {
+    const int nj = n1 - j0 < 8 ? n1 - j0 : 8;
+    const float* w[8];
+    for (int jj = 0; jj < 8; jj++) w[jj] = W + (long)(jj < nj ? j0 + jj : j0) * csB;
+    dots8_each_row(M, K, [&](int i) { return x + (long)rows[i] * K; }, w, nj, C + j0, ldc, false);
   }
 }
 

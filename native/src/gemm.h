@@ -2,6 +2,7 @@
 // Element (i, k) of op(A) is A[i*rsA + k*csA]; (k, j) of op(B) is B[k*rsB + j*csB]: any transpose or
 // row stride (attention heads) is just strides, resolved while packing.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -52,10 +53,16 @@ long small_k_panel(int N, int K);  // floats pack_small_k writes
 void pack_small_k(float* wt, const float* W, long csB, int K, int N);
 // c [M, N] (row stride ldc) (+)= x [M, K] @ W^T from the panels, each output summed over k in order
 void dots_small_k_rows(int M, int K, const float* x, const float* wt, int N, float* c, long ldc, bool accumulate);
+// the same product added into rows of a batch: c + rows[i] * ldc += x_i @ W^T (y + the product, in one pass)
+void dots_small_k_scatter(int M, int K, const float* x, const float* wt, int N, float* c, const int32_t* rows,
+                          long ldc);
 // The f32 dots of the GEMV's rows: C[i, j] (+)= x_i . W[j] for i < M, j in [n0, n1), W [N, K] (row
 // stride csB), x [M, K] contiguous: the bits the GEMV gives each row, whatever M is.
 void dots_f32(int M, int K, const float* x, const float* W, long csB, float* C, long ldc, bool accumulate, int n0,
               int n1);
+// dots_f32 (K > DOTS_SMALL_K, no accumulate) over rows of a batch read in place: row i is x + rows[i] * K
+void dots_f32_gather(int M, int K, const float* x, const int32_t* rows, const float* W, long csB, float* C, long ldc,
+                     int n0, int n1);
 
 // The ISA level every native kernel runs at ("avx512bf16", "avx512", "avx2", "generic"): the CPU's best,
 // or the one LORA_ISA forces; whether bf16 products are native; the CPU's best level; whether LORA_ISA

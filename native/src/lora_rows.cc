@@ -57,10 +57,15 @@ void lora_rows(float* y, const float* x, long inF, long outF, const RowGroup* gr
     for (long g = 0; g < G; g++) group_chunked(y, x, inF, outF, groups[g], chunk);
     return;
   }
-  // each group's scaled x A^T [m, r] (dots_f32 gives each row the bits it gets alone), and B's panels
-  thread_local std::vector<float> xs, ax, bt;
-  // offsets of each group's x A^T and B panels (kept between calls: no malloc a call)
-  thread_local std::vector<long> at, packed_at;
+  // each group's scaled x A^T [m, r] (dots_f32 gives each row the bits it gets alone; its rows read in
+  // place), and B's panels where packLoraB made none. Kept between calls (no malloc a call), in one
+  // thread_local: in a shared library each thread_local's address is a call to __tls_get_addr.
+  thread_local struct {
+    std::vector<float> xs, ax, bt, delta;
+    std::vector<long> at, packed_at;  // offsets of each group's x A^T and B panels
+  } tls;
+  auto &xs = tls.xs, &ax = tls.ax, &bt = tls.bt;
+  auto &at = tls.at, &packed_at = tls.packed_at;
   at.assign(G + 1, 0);
   packed_at.assign(G + 1, 0);
   long work = 0;
@@ -74,10 +79,14 @@ void lora_rows(float* y, const float* x, long inF, long outF, const RowGroup* gr
   bt.resize((size_t)packed_at[G]);
   for (long g = 0; g < G; g++) {
     const RowGroup& q = groups[g];
-    xs.resize((size_t)(q.m * inF));
-    for (long i = 0; i < q.m; i++) std::copy(x + q.rows[i] * inF, x + (q.rows[i] + 1) * inF, xs.data() + i * inF);
     float* a = ax.data() + at[g];
-    dots_f32((int)q.m, (int)inF, xs.data(), q.A, inF, a, q.r, false, 0, (int)q.r);
+    if (inF > DOTS_SMALL_K) {
+      dots_f32_gather((int)q.m, (int)inF, x, q.rows, q.A, inF, a, q.r, 0, (int)q.r);
+    } else {  // a layer this narrow packs A (dots_f32's few-k path) and reads its rows contiguous
+      xs.resize((size_t)(q.m * inF));
+      for (long i = 0; i < q.m; i++) std::copy(x + q.rows[i] * inF, x + (q.rows[i] + 1) * inF, xs.data() + i * inF);
+      dots_f32((int)q.m, (int)inF, xs.data(), q.A, inF, a, q.r, false, 0, (int)q.r);
+    }
     const float s = (float)q.scaling;
     for (long i = 0; i < q.m * q.r; i++) a[i] = a[i] * s;  // scale()'s f32 product
     if (packed_at[g + 1] > packed_at[g]) pack_small_k(bt.data() + packed_at[g], q.B, q.r, (int)q.r, (int)outF);
@@ -85,30 +94,36 @@ void lora_rows(float* y, const float* x, long inF, long outF, const RowGroup* gr
   // the up-projections and the adds into y, split between threads by output columns, 8 at a time, when
   // there is enough work (an output's bits do not depend on the split): they are most of the term's
   // multiply-adds, and with one thread the LoRA term of bench:serve --width 512 took 0.93 ms a step
-  // (thread_local names inside the lambda would be each worker's own vectors: pass the caller's data)
+  // (the caller's arrays go to the workers as pointers: a thread_local named there is each worker's own).
+  // With r <= DOTS_SMALL_K each product is added into its row of y as it is made (dots_small_k_scatter:
+  // the bits of the product, then the add); a larger r goes through a delta and an add.
   const float* axs = ax.data();
   const float* packed = bt.data();
   const long* ax_at = at.data();
   const long* panel_at = packed_at.data();
-  parallel_range(outF, work >= 2 * SPLIT_WORK ? 8 : outF, 8, [&](long n0, long n1) {
-    thread_local std::vector<float> delta;
+  auto up = [&](long n0, long n1, std::vector<float>& delta) {
     const long n = n1 - n0;
     for (long g = 0; g < G; g++) {
       const RowGroup& q = groups[g];
-      delta.resize((size_t)(q.m * n));
       const float* a = axs + ax_at[g];
       if (q.r <= DOTS_SMALL_K) {
         const float* panels = q.panels ? q.panels : packed + panel_at[g];
-        dots_small_k_rows((int)q.m, (int)q.r, a, panels + (n0 / 8) * q.r * 8, (int)n, delta.data(), n, false);
-      } else {
-        dots_f32((int)q.m, (int)q.r, a, q.B + n0 * q.r, q.r, delta.data(), n, false, 0, (int)n);
+        dots_small_k_scatter((int)q.m, (int)q.r, a, panels + (n0 / 8) * q.r * 8, (int)n, y + n0, q.rows, outF);
+        continue;
       }
+      delta.resize((size_t)(q.m * n));
+      dots_f32((int)q.m, (int)q.r, a, q.B + n0 * q.r, q.r, delta.data(), n, false, 0, (int)n);
       for (long i = 0; i < q.m; i++) {
         float* yr = y + (long)q.rows[i] * outF + n0;
         const float* d = delta.data() + i * n;
         for (long j = 0; j < n; j++) yr[j] = yr[j] + d[j];
       }
     }
+  };
+  if (work < 2 * SPLIT_WORK) return up(0, outF, tls.delta);  // no std::function, no pool, at decode sizes
+  parallel_range(outF, 8, 8, [&](long n0, long n1) {
+    thread_local std::vector<float> delta;  // each worker's own
+    up(n0, n1, delta);
   });
 }
 

@@ -9,7 +9,7 @@ import { floats } from "../tensor/alloc.js";
 import { check, shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
 import { invariantChunk, matmulRows } from "./invariant.js";
-import { type AttentionOptions, attentionDims } from "./ops.js";
+import { type AttentionOptions, attentionDims, matmul } from "./ops.js";
 import { needsTape } from "./tape.js";
 
 function inferenceOnly(op: string, inputs: readonly Tensor[]): void {
@@ -119,14 +119,6 @@ export function attentionRows(
 }
 
 type KernelGroup = Parameters<NonNullable<Backend["loraRowsForward"]>>[4][number];
-/**
- * A groups array already checked and packed for the kernel, for the sizes it was checked against (a
- * steady batch passes the same array every step: MultiLoRALinear keeps it). Groups are not mutated.
- */
-const kernelGroups = new WeakMap<
-  readonly RowGroup[],
-  { inF: number; outF: number; N: number; flat: readonly KernelGroup[] }
->();
 
 /** One adapter's low-rank term on the rows that use it: y[rows] += (scaling · x[rows] A^T) B^T. */
 export interface RowGroup {
@@ -134,6 +126,60 @@ export interface RowGroup {
   A: Tensor; // [r, in]
   B: Tensor; // [out, r]
   scaling: number;
+}
+
+/**
+ * Row groups checked against a layer's sizes (in, out) and a batch of N rows, in the kernels' form: made
+ * once per batch plan and layer (MultiLoRALinear keeps them in the plan), then passed every step.
+ */
+export interface PackedRowGroups {
+  readonly inF: number;
+  readonly outF: number;
+  readonly N: number;
+  readonly groups: readonly RowGroup[];
+  readonly flat: readonly KernelGroup[];
+}
+
+/** Checks `groups` for a layer in -> out over N rows and packs them for the kernels. */
+export function packRowGroups(
+  groups: readonly RowGroup[],
+  inF: number,
+  outF: number,
+  N: number,
+): PackedRowGroups {
+  const flat: KernelGroup[] = [];
+  for (const g of groups) {
+    const { rows, A, B } = g;
+    inferenceOnly("loraRows", [A, B]);
+    const r = A.shape[0]!;
+    check(
+      A.ndim === 2 && B.ndim === 2 && A.shape[1] === inF && B.shape[0] === outF && B.shape[1] === r,
+      () => `loraRows: A ${shapeStr(A.shape)} and B ${shapeStr(B.shape)} do not fit ${inF} -> ${outF}`,
+    );
+    for (const row of rows)
+      if (!(Number.isInteger(row) && row >= 0 && row < N))
+        throw new Error(`loraRows: row ${row} is outside 0..${N - 1}`);
+    const ints = rows instanceof Int32Array ? rows : Int32Array.from(rows);
+    flat.push({ rows: ints, A: A.data, B: B.data, r, scaling: g.scaling });
+  }
+  return { inF, outF, N, groups, flat };
+}
+
+/** `groups` as packed for these sizes: packed ones are checked to fit them, plain ones packed now. */
+function packedFor(
+  groups: readonly RowGroup[] | PackedRowGroups,
+  inF: number,
+  outF: number,
+  N: number,
+): PackedRowGroups {
+  if (Array.isArray(groups)) return packRowGroups(groups, inF, outF, N);
+  const p = groups as PackedRowGroups;
+  check(
+    p.inF === inF && p.outF === outF && p.N === N,
+    () =>
+      `loraRows: groups packed for ${p.N} rows of ${p.inF} -> ${p.outF}, used for ${N} rows of ${inF} -> ${outF}`,
+  );
+  return p;
 }
 
 /**
@@ -146,7 +192,12 @@ export interface RowGroup {
  * is the correctly rounded f32 sum). A backend with `loraRowsForward` runs all groups in one call
  * instead (`noKernel`: the per-kernel path, to test it).
  */
-export function loraRows(y: Tensor, x: Tensor, groups: readonly RowGroup[], noKernel = false): Tensor {
+export function loraRows(
+  y: Tensor,
+  x: Tensor,
+  groups: readonly RowGroup[] | PackedRowGroups,
+  noKernel = false,
+): Tensor {
   inferenceOnly("loraRows", [y, x]);
   const inF = x.shape[x.ndim - 1]!;
   const outF = y.shape[y.ndim - 1]!;
@@ -155,44 +206,15 @@ export function loraRows(y: Tensor, x: Tensor, groups: readonly RowGroup[], noKe
     y.size / outF === N,
     () => `loraRows: x ${shapeStr(x.shape)} and y ${shapeStr(y.shape)} have different numbers of rows`,
   );
+  const packed = packedFor(groups, inF, outF, N);
   const out = y.data;
   const xd = x.data;
   const k = backend();
-  const kernel = k.loraRowsForward && !noKernel;
-  const packed = kernel ? kernelGroups.get(groups) : undefined;
-  if (packed && packed.inF === inF && packed.outF === outF && packed.N === N) {
-    k.loraRowsForward!(out, xd, inF, outF, packed.flat, invariantChunk());
+  if (k.loraRowsForward && !noKernel) {
+    k.loraRowsForward(out, xd, inF, outF, packed.flat, invariantChunk());
     return y;
   }
-  inferenceOnly(
-    "loraRows",
-    groups.flatMap((g) => [g.A, g.B]),
-  );
-  for (const { rows, A, B } of groups) {
-    const r = A.shape[0]!;
-    check(
-      A.ndim === 2 && B.ndim === 2 && A.shape[1] === inF && B.shape[0] === outF && B.shape[1] === r,
-      () => `loraRows: A ${shapeStr(A.shape)} and B ${shapeStr(B.shape)} do not fit ${inF} -> ${outF}`,
-    );
-    for (const row of rows)
-      check(
-        Number.isInteger(row) && row >= 0 && row < N,
-        () => `loraRows: row ${row} is outside 0..${N - 1}`,
-      );
-  }
-  if (kernel) {
-    const flat = groups.map((g) => ({
-      rows: g.rows instanceof Int32Array ? g.rows : Int32Array.from(g.rows),
-      A: g.A.data,
-      B: g.B.data,
-      r: g.A.shape[0]!,
-      scaling: g.scaling,
-    }));
-    kernelGroups.set(groups, { inF, outF, N, flat });
-    k.loraRowsForward!(out, xd, inF, outF, flat, invariantChunk());
-    return y;
-  }
-  for (const { rows, A, B, scaling } of groups) {
+  for (const { rows, A, B, scaling } of packed.groups) {
     const r = A.shape[0]!;
     const m = rows.length;
     const xs = new Float32Array(m * inF);
@@ -211,4 +233,36 @@ export function loraRows(y: Tensor, x: Tensor, groups: readonly RowGroup[], noKe
     }
   }
   return y;
+}
+
+/**
+ * A batched decode's adapted layer with no bias: x [..., in] @ weight^T (weight [out, in], f32 or 16-bit)
+ * plus each group's term on its rows: the bits of loraRows(matmul(x, weight, { transB: true }), x,
+ * groups), in one backend call where the backend has `linearRowsForward` and the product runs
+ * batch-invariant (autograd/invariant.ts), as a batched decode's does. `noKernel`: the two calls.
+ */
+export function linearRows(
+  x: Tensor,
+  weight: Tensor,
+  groups: readonly RowGroup[] | PackedRowGroups,
+  noKernel = false,
+): Tensor {
+  const k = backend();
+  const chunk = invariantChunk();
+  const [N, K] = weight.shape as [number, number];
+  if (
+    !k.linearRowsForward ||
+    noKernel ||
+    !Number.isFinite(chunk) ||
+    weight.ndim !== 2 ||
+    x.shape.at(-1) !== K
+  )
+    return loraRows(matmul(x, weight, { transB: true }), x, groups, noKernel);
+  inferenceOnly("linearRows", [x]);
+  check(!needsTape([weight]), () => "linearRows: the base weight needs a gradient; run it under noGrad");
+  const M = x.size / K;
+  const packed = packedFor(groups, K, N, M);
+  const out = floats(M * N);
+  k.linearRowsForward(out, x.data, weight.weights(), M, N, K, packed.flat, chunk);
+  return new Tensor(out, [...x.shape.slice(0, -1), N]);
 }

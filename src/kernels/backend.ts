@@ -291,15 +291,31 @@ export interface Backend {
    * with matmul and scale): y [N, outF] accumulates, for each group, on its rows,
    * (scaling · x[rows] A^T) B^T with x [N, inF], A [r, inF], B [outF, r], in place, each product in
    * chunks of at most `chunk` rows. Must give the bits of that path: matmul x A^T, scale, matmul B^T, an
-   * f32 add. A backend may
-   * keep a copy of each A or B made for its kernel, by the array: an adapter whose values change must
-   * come with new arrays (served adapters never change; a new or replaced one has its own).
+   * f32 add. A backend may keep a copy of each A or B made for its kernel, by the array: an adapter
+   * whose values change must come with new arrays (served adapters never change; a new or replaced one
+   * has its own).
    */
   loraRowsForward?(
     y: Float32Array,
     x: Float32Array,
     inF: number,
     outF: number,
+    groups: readonly { rows: Int32Array; A: Float32Array; B: Float32Array; r: number; scaling: number }[],
+    chunk: number,
+  ): void;
+  /**
+   * A batched decode's adapted layer in one call (optional; without it autograd/rows.ts runs matmul,
+   * then loraRowsForward): y [M, N] = x [M, K] @ W^T (W [N, K]) as `matmul` with rowInvariant, in
+   * chunks of at most `chunk` rows, then loraRowsForward(y, x, K, N, groups, chunk). Must give the bits
+   * of those two calls; the same contract on A and B.
+   */
+  linearRowsForward?(
+    y: Float32Array,
+    x: Float32Array,
+    w: WeightArray,
+    M: number,
+    N: number,
+    K: number,
     groups: readonly { rows: Int32Array; A: Float32Array; B: Float32Array; r: number; scaling: number }[],
     chunk: number,
   ): void;

@@ -9,7 +9,13 @@
  * no dropout), so one active adapter of weight 1 gives the same bits as a model wrapped with it alone.
  */
 import { add, matmul, scale } from "../autograd/ops.js";
-import { loraRows, type RowGroup } from "../autograd/rows.js";
+import {
+  linearRows,
+  loraRows,
+  type PackedRowGroups,
+  packRowGroups,
+  type RowGroup,
+} from "../autograd/rows.js";
 import type { Linear, LinearLike } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import type { Tensor } from "../tensor/tensor.js";
@@ -49,8 +55,8 @@ export class MultiLoRALinear extends Module implements LinearLike {
    * grouped by adapter (autograd/rows.ts loraRows), the same bits per row as that adapter active alone.
    */
   rowPlan: RowPlan | null = null;
-  /** Each recent plan's groups on this layer (loraRows keeps its checks and packing per groups array). */
-  private packed = new WeakMap<RowPlan, RowGroup[]>();
+  /** Counts add() and delete(): a plan's groups for this layer packed before a change are made again. */
+  private version = 0;
 
   constructor(base: Linear) {
     super();
@@ -76,13 +82,13 @@ export class MultiLoRALinear extends Module implements LinearLike {
         `adapter "${name}": LoRA weights A [${w.A.shape}] and B [${w.B.shape}] do not fit: expected A [${w.r}, ${inF}] and B [${outF}, ${w.r}]`,
       );
     this.adapters.set(name, { ...w, scaling: loraScaling(w.r, w.alpha, w.rslora ?? false) });
-    this.packed = new WeakMap();
+    this.version++;
   }
 
   /** Drops adapter `name` from this layer (no-op when it has none); it is no longer active here. */
   delete(name: string): void {
     this.adapters.delete(name);
-    this.packed = new WeakMap();
+    this.version++;
     this.active = this.active.filter((a) => a.name !== name);
   }
 
@@ -108,24 +114,29 @@ export class MultiLoRALinear extends Module implements LinearLike {
     return y;
   }
 
-  // one base product for every row, then each adapter's term on its rows
+  // one base product for every row, then each adapter's term on its rows (in one call without a bias:
+  // autograd/rows.ts linearRows)
   private forwardRows(x: Tensor, plan: RowPlan): Tensor {
-    const y = this.base_layer.forward(x);
     const n = x.size / this.inFeatures;
     if (plan.rows.length !== n)
       throw new Error(`MultiLoRALinear: ${plan.rows.length} row adapters for an input of ${n} rows`);
-    // the same groups array for the same plan and adapters, so loraRows reuses its packing
-    let groups = this.packed.get(plan);
-    if (!groups) {
-      groups = [];
+    // this layer's groups of the plan, checked and packed once: kept in the plan, which a busy server
+    // makes anew whenever a sequence joins or leaves (a WeakMap per layer cost 2 us a layer there)
+    let kept = plan.packed.get(this);
+    if (!kept || kept.version !== this.version) {
+      const groups: RowGroup[] = [];
       for (const [name, idx] of plan.groups) {
         const a = this.adapters.get(name);
         if (a) groups.push({ rows: idx, A: a.A, B: a.B, scaling: a.scaling });
       }
-      this.packed.set(plan, groups);
+      const packed = groups.length ? packRowGroups(groups, this.inFeatures, this.outFeatures, n) : null;
+      kept = { version: this.version, packed };
+      plan.packed.set(this, kept);
     }
-    if (groups.length === 0) return y;
-    return loraRows(y, x, groups);
+    const { weight, bias } = this.base_layer;
+    if (kept.packed && !bias) return linearRows(x, weight, kept.packed);
+    const y = this.base_layer.forward(x);
+    return kept.packed ? loraRows(y, x, kept.packed) : y;
   }
 }
 
@@ -133,6 +144,8 @@ export class MultiLoRALinear extends Module implements LinearLike {
 export interface RowPlan {
   rows: readonly (string | null)[];
   groups: ReadonlyMap<string, Int32Array>;
+  /** Each layer's groups of this plan, packed for the kernels (MultiLoRALinear's own). */
+  packed: Map<object, { version: number; packed: PackedRowGroups | null }>;
 }
 
 export function rowGroups(rows: readonly (string | null)[]): RowPlan {
@@ -143,5 +156,9 @@ export function rowGroups(rows: readonly (string | null)[]): RowPlan {
     if (g) g.push(i);
     else lists.set(name, [i]);
   });
-  return { rows, groups: new Map([...lists].map(([name, idx]) => [name, Int32Array.from(idx)])) };
+  return {
+    rows,
+    groups: new Map([...lists].map(([name, idx]) => [name, Int32Array.from(idx)])),
+    packed: new Map(),
+  };
 }

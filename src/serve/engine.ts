@@ -13,6 +13,7 @@ import { AdapterSet } from "../lora/adapter-set.js";
 import { generate, sampleToken } from "../models/generate.js";
 import type { CausalLM } from "../models/model.js";
 import { KVCache } from "../nn/kv-cache.js";
+import { scratch } from "../tensor/alloc.js";
 import { Rng } from "../tensor/random.js";
 import { ApiError } from "./errors.js";
 import type { DecodeStep, Sequence, SequenceSpec } from "./scheduler.js";
@@ -174,53 +175,56 @@ export class Engine {
           throw new Error("generate: the prompt is empty; give at least one token (e.g. BOS)");
         return { cache: new KVCache(), rng: new Rng(spec.sampling.seed ?? 0), last: -1 };
       },
-      step: (batch: readonly Sequence<Batched>[]) => {
-        const tokens = new Array<number>(batch.length);
-        const sample = (i: number, logits: Float32Array) => {
-          const s = batch[i]!.state;
-          tokens[i] = s.last = sampleToken(logits, batch[i]!.spec.sampling, s.rng);
-        };
-        // the pass: decodes (one row each), then short prompts (their tokens)
-        const decodes: number[] = [];
-        const prompts: number[] = [];
-        try {
-          batch.forEach((s, i) => {
-            if (s.state.last >= 0) return decodes.push(i);
-            if (invariantPrefill(s.spec.prompt.length)) return prompts.push(i);
-            const prompt = Int32Array.from(s.spec.prompt);
-            this.adapters.setRows(new Array<string | null>(prompt.length).fill(s.spec.adapter));
-            const logits = noGrad(() => this.model.forward(prompt, [1, prompt.length], s.state.cache));
-            sample(i, logits.data.subarray((prompt.length - 1) * V, prompt.length * V));
-          });
-          const pass = [...decodes, ...prompts];
-          if (pass.length === 0) return tokens;
-          const seqs = pass.map((i) => batch[i]!);
-          const lengths = seqs.map((s) => (s.state.last >= 0 ? 1 : s.spec.prompt.length));
-          const ids = new Int32Array(lengths.reduce((a, t) => a + t, 0));
-          const adapters: (string | null)[] = [];
-          let at = 0;
-          seqs.forEach((s, b) => {
-            if (s.state.last >= 0) ids[at] = s.state.last;
-            else ids.set(s.spec.prompt, at);
-            at += lengths[b]!;
-            for (let t = 0; t < lengths[b]!; t++) adapters.push(s.spec.adapter);
-          });
-          this.adapters.setRows(adapters);
-          const logits = noGrad(() =>
-            batchInvariant(() =>
-              decodeRows(
-                ids,
-                seqs.map((s) => s.state.cache),
-                lengths,
+      // in a scratch scope (tensor/alloc.ts): the logits are sampled inside, and the caches copy their
+      // rows in, so no op output outlives the step
+      step: (batch: readonly Sequence<Batched>[]) =>
+        scratch(() => {
+          const tokens = new Array<number>(batch.length);
+          const sample = (i: number, logits: Float32Array) => {
+            const s = batch[i]!.state;
+            tokens[i] = s.last = sampleToken(logits, batch[i]!.spec.sampling, s.rng);
+          };
+          // the pass: decodes (one row each), then short prompts (their tokens)
+          const decodes: number[] = [];
+          const prompts: number[] = [];
+          try {
+            batch.forEach((s, i) => {
+              if (s.state.last >= 0) return decodes.push(i);
+              if (invariantPrefill(s.spec.prompt.length)) return prompts.push(i);
+              const prompt = Int32Array.from(s.spec.prompt);
+              this.adapters.setRows(new Array<string | null>(prompt.length).fill(s.spec.adapter));
+              const logits = noGrad(() => this.model.forward(prompt, [1, prompt.length], s.state.cache));
+              sample(i, logits.data.subarray((prompt.length - 1) * V, prompt.length * V));
+            });
+            const pass = [...decodes, ...prompts];
+            if (pass.length === 0) return tokens;
+            const seqs = pass.map((i) => batch[i]!);
+            const lengths = seqs.map((s) => (s.state.last >= 0 ? 1 : s.spec.prompt.length));
+            const ids = new Int32Array(lengths.reduce((a, t) => a + t, 0));
+            const adapters: (string | null)[] = [];
+            let at = 0;
+            seqs.forEach((s, b) => {
+              if (s.state.last >= 0) ids[at] = s.state.last;
+              else ids.set(s.spec.prompt, at);
+              at += lengths[b]!;
+              for (let t = 0; t < lengths[b]!; t++) adapters.push(s.spec.adapter);
+            });
+            this.adapters.setRows(adapters);
+            const logits = noGrad(() =>
+              batchInvariant(() =>
+                decodeRows(
+                  ids,
+                  seqs.map((s) => s.state.cache),
+                  lengths,
+                ),
               ),
-            ),
-          );
-          pass.forEach((i, b) => sample(i, logits.data.subarray(b * V, (b + 1) * V)));
-        } finally {
-          this.adapters.setRows(null);
-        }
-        return tokens;
-      },
+            );
+            pass.forEach((i, b) => sample(i, logits.data.subarray(b * V, (b + 1) * V)));
+          } finally {
+            this.adapters.setRows(null);
+          }
+          return tokens;
+        }),
     };
   }
 

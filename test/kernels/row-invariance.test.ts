@@ -8,6 +8,7 @@
  *   over ragged cache lengths, with GQA, a sliding window and a soft cap.
  * - ropeRows, where a backend has it: each row equals rope of that row alone at its position.
  * - loraRowsForward, where a backend has it: the per-kernel path's bits (mixed ranks and scalings).
+ * - linearRowsForward, where a backend has it: the bits of matmul then loraRows (f32 and 16-bit weights).
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -20,7 +21,7 @@ import {
 } from "../../src/kernels/index.js";
 import "../../src/kernels/node/index.js";
 import { batchInvariant } from "../../src/autograd/invariant.js";
-import { loraRows } from "../../src/autograd/rows.js";
+import { linearRows, loraRows } from "../../src/autograd/rows.js";
 import { float32ToHalf } from "../../src/tensor/dtype.js";
 import { Rng } from "../../src/tensor/random.js";
 import { Tensor } from "../../src/tensor/tensor.js";
@@ -160,11 +161,16 @@ for (const name of availableBackends()) {
 for (const name of availableBackends()) {
   const k = setBackend(name);
   describe(`loraRowsForward on ${name}`, { skip: !k.loraRowsForward && `${name} has none` }, () => {
-    // outF 1003: enough work that native splits the up-projections between threads, by columns, with a tail
-    for (const outF of [72, 1003])
-      it(`equals the per-kernel path (matmul, scale, matmul, add) bit for bit, in and out of batch-invariant mode, ranks on both sides of the small-k panels (out ${outF})`, () => {
+    // outF 1003: enough work that native splits the up-projections between threads, by columns, with a
+    // tail; in 12: a layer narrower than the small-k panels (native packs A and gathers its rows)
+    for (const [inF, outF] of [
+      [40, 72],
+      [40, 1003],
+      [12, 72],
+    ] as const)
+      it(`equals the per-kernel path (matmul, scale, matmul, add) bit for bit, in and out of batch-invariant mode, ranks on both sides of the small-k panels (in ${inF}, out ${outF})`, () => {
         setBackend(name);
-        const [N, inF] = [13, 40];
+        const N = 13;
         const x = new Tensor(randn(N * inF), [N, inF]);
         const y = new Tensor(randn(N * outF), [N, outF]);
         const groups = [
@@ -203,5 +209,53 @@ for (const name of availableBackends()) {
           `${name}: loraRowsForward on new rows and scalings differs from the per-kernel path`,
         );
       });
+  });
+}
+
+for (const name of availableBackends()) {
+  const k = setBackend(name);
+  describe(`linearRowsForward on ${name}`, { skip: !k.linearRowsForward && `${name} has none` }, () => {
+    it("equals matmul then loraRows bit for bit: f32, bf16 and f16 weights, rows over the invariant chunk", () => {
+      setBackend(name);
+      for (const [N, inF, outF] of [
+        [16, 64, 172],
+        [MAX_ROWS + 3, 40, 37], // past invariantRows: the product in chunks
+        [5, 12, 8],
+      ] as const) {
+        const x = new Tensor(randn(N * inF), [N, inF]);
+        const groups = [
+          { rows: [0, 3, 4], r: 8 },
+          { rows: [1, N - 1], r: 4 },
+          { rows: [2], r: 20 },
+        ].map((g, i) => ({
+          rows: g.rows,
+          scaling: 0.5 + i,
+          A: new Tensor(randn(g.r * inF), [g.r, inF]),
+          B: new Tensor(randn(outF * g.r), [outF, g.r]),
+        }));
+        const w32 = new Tensor(randn(outF * inF), [outF, inF]);
+        for (const w of [w32, w32.toHalf("bf16"), w32.toHalf("f16")]) {
+          const fused = batchInvariant(() => linearRows(x, w, groups));
+          const apart = batchInvariant(() => linearRows(x, w, groups, true));
+          assert.deepEqual(fused.shape, [N, outF]);
+          assert.ok(
+            fused.data.every((v, j) => Object.is(v, apart.data[j])),
+            `${name}: linearRowsForward (${w.dtype}, ${N} x ${inF} -> ${outF}) differs from matmul then loraRows`,
+          );
+        }
+      }
+    });
+
+    it("refuses rows outside the batch, naming them", () => {
+      setBackend(name);
+      const x = new Tensor(randn(4 * 16), [4, 16]);
+      const w = new Tensor(randn(8 * 16), [8, 16]);
+      const A = new Tensor(randn(2 * 16), [2, 16]);
+      const B = new Tensor(randn(8 * 2), [8, 2]);
+      assert.throws(
+        () => batchInvariant(() => linearRows(x, w, [{ rows: [4], A, B, scaling: 1 }])),
+        /row 4 is outside 0\.\.3/,
+      );
+    });
   });
 }

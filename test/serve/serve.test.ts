@@ -20,7 +20,12 @@ import { resolveBaseDtype } from "../../src/nn/base-dtype.js";
 import { adapterDirReader } from "../../src/serve/node/adapter-dir.js";
 import { createApiServer } from "../../src/serve/node/http-server.js";
 import { createServing, type Serving } from "../../src/serve/serving.js";
+import { setScratchChecks } from "../../src/tensor/alloc.js";
 import { CLI, fixturesDir, lora } from "../helpers.js";
+
+// every decode step's scratch arena is new and filled with NaN when the step ends: an op output that
+// outlived its step would turn the outputs compared below into garbage
+setScratchChecks(true);
 
 const fx = join(fixturesDir, "serve");
 const MODEL = join(fx, "model");

@@ -10,7 +10,13 @@ export interface WasmRuntime {
 
 type Method = Exclude<
   keyof Backend,
-  "name" | "fastBf16" | "invariantRows" | "attentionRowsForward" | "loraRowsForward" | "ropeRows"
+  | "name"
+  | "fastBf16"
+  | "invariantRows"
+  | "attentionRowsForward"
+  | "loraRowsForward"
+  | "linearRowsForward"
+  | "ropeRows"
 >;
 /** A Backend method with the runtime as its first argument. */
 export type WasmOp<K extends Method> = (rt: WasmRuntime, ...args: Parameters<Backend[K]>) => void;
