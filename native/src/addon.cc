@@ -327,7 +327,7 @@ void free_weights(napi_env env, void* data, void*) {
 }
 
 // loraWeights(holder: {A: Float32Array [r, inF], B: Float32Array [outF, r], panels: Float32Array | null}, r,
-// scaling, inF, outF): makes `holder` the handle loraRows takes (frozen, tagged, the weights' pointers
+// scaling, inF, outF): makes `holder` the handle loraRows takes (frozen, its `id` set, the weights' pointers
 // wrapped in it). The holder keeps the arrays alive as its own properties, JS edges the collector sees,
 // so a handle cached by its A array (a WeakMap) goes when the adapter does; napi references to the arrays
 // would have kept them, and the handle, forever. `panels`, packLoraB's packing of B (r <= smallK), saves
@@ -433,7 +433,7 @@ FN(LoraRows) {
 // linearRows(y, x, W bits, btype, M, N, K, chunk, index, G): a batched decode's adapted layer
 // in one call: y [M, N] = x [M, K] @ W^T as the matmul export runs it batch-invariant (chunks of at most
 // `chunk` rows), then loraRows' term of each group on its rows: the bits of the two calls, without the
-// second call (at decode sizes its fixed cost was most of the term's time)
+// second call (at decode sizes its fixed cost was most of the term's time); lora_rows.cc linear_rows
 FN(LinearRows) {
   Args a(env, info);
   size_t ny = 0, nx = 0, nw = 0;
@@ -447,17 +447,7 @@ FN(LinearRows) {
       (btype != B_F32 && btype != B_BF16 && btype != B_F16) || M * K > 2147483647L || M * N > 2147483647L)
     throw std::invalid_argument("lora_native: linearRows: inconsistent sizes");
   std::vector<RowGroup>& groups = read_groups(env, a, 8, K, N, M, "linearRows");
-  for (long i = 0; i < M; i += chunk) {
-    GemmArgs g;
-    g.batch = 1, g.M = (int)std::min(chunk, M - i), g.N = (int)N, g.K = (int)K;
-    g.A = x + i * K, g.rsA = K, g.csA = 1, g.strideA = 0;
-    g.B = W, g.btype = btype, g.rsB = 1, g.csB = K, g.strideB = 0;
-    g.C = y + i * N, g.ldc = N, g.strideC = 0;
-    g.accumulate = false;
-    g.invariant = true;
-    gemm(g);
-  }
-  lora_rows(y, x, K, N, groups.data(), (long)groups.size(), chunk);
+  linear_rows(y, x, W, btype, M, N, K, groups.data(), (long)groups.size(), chunk);
 }
 
 // packLoraB(panels, B, outF, r): a LoRA B [outF, r] (r <= smallK) in the small-k panels loraRows reads

@@ -19,16 +19,19 @@
 namespace lora {
 namespace {
 
-// out [m, N] = x [m, K] @ W^T (W [N, K]), in chunks of at most `chunk` rows
-void product_rows(float* out, const float* x, const float* w, long m, long N, long K, long chunk) {
+// out [m, N] = x [m, K] @ W^T (W [N, K], f32 or 16-bit `btype`), in chunks of at most `chunk` rows, as the
+// matmul export runs x @ W^T (batch-invariant: `invariant`)
+void product_rows(float* out, const float* x, const void* w, int btype, long m, long N, long K, long chunk,
+                  bool invariant) {
   for (long i = 0; i < m; i += chunk) {
     const long c = std::min(chunk, m - i);
     GemmArgs g;
     g.batch = 1, g.M = (int)c, g.N = (int)N, g.K = (int)K;
     g.A = x + i * K, g.rsA = K, g.csA = 1, g.strideA = 0;
-    g.B = w, g.btype = B_F32, g.rsB = 1, g.csB = K, g.strideB = 0;
+    g.B = w, g.btype = btype, g.rsB = 1, g.csB = K, g.strideB = 0;
     g.C = out + i * N, g.ldc = N, g.strideC = 0;
     g.accumulate = false;
+    g.invariant = invariant;
     gemm(g);
   }
 }
@@ -37,9 +40,9 @@ void product_rows(float* out, const float* x, const float* w, long m, long N, lo
 void group_chunked(float* y, const float* x, long inF, long outF, const RowGroup& q, long chunk) {
   std::vector<float> xs((size_t)(q.m * inF)), ax((size_t)(q.m * q.r)), delta((size_t)(q.m * outF));
   for (long i = 0; i < q.m; i++) std::copy(x + q.rows[i] * inF, x + (q.rows[i] + 1) * inF, xs.data() + i * inF);
-  product_rows(ax.data(), xs.data(), q.A, q.m, q.r, inF, chunk);
+  product_rows(ax.data(), xs.data(), q.A, B_F32, q.m, q.r, inF, chunk, false);
   scale(ax.data(), ax.data(), q.m * q.r, (float)q.scaling);
-  product_rows(delta.data(), ax.data(), q.B, q.m, outF, q.r, chunk);
+  product_rows(delta.data(), ax.data(), q.B, B_F32, q.m, outF, q.r, chunk, false);
   for (long i = 0; i < q.m; i++) {
     float* yr = y + (long)q.rows[i] * outF;
     const float* d = delta.data() + i * outF;
@@ -125,6 +128,12 @@ void lora_rows(float* y, const float* x, long inF, long outF, const RowGroup* gr
     thread_local std::vector<float> delta;  // each worker's own
     up(n0, n1, delta);
   });
+}
+
+void linear_rows(float* y, const float* x, const void* w, int btype, long M, long N, long K, const RowGroup* groups,
+                 long G, long chunk) {
+  product_rows(y, x, w, btype, M, N, K, chunk, true);
+  lora_rows(y, x, K, N, groups, G, chunk);
 }
 
 }  // namespace lora

@@ -73,6 +73,10 @@ struct RowGroup {
   const float* panels = nullptr;  // B packed by pack_small_k (r <= DOTS_SMALL_K), or null: packed here
 };
 void lora_rows(float* y, const float* x, long inF, long outF, const RowGroup* groups, long G, long chunk);
+// a batched decode's adapted layer: y [M, N] = x [M, K] @ W^T batch-invariant in chunks of `chunk` rows
+// (the matmul export's product), then lora_rows' term of each group
+void linear_rows(float* y, const float* x, const void* w, int btype, long M, long N, long K, const RowGroup* groups,
+                 long G, long chunk);
 void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, const AttnDims& d);
 // a batched decode's attention: row b (one query) over its own keys[b], values[b] of tk[b] positions
 void attention_rows_forward(float* out, const float* q, const float* const* keys, const float* const* values,
