@@ -110,6 +110,8 @@ for (let round = 0; round < ROUNDS; round++) {
           kernels[which].set(name, ts);
         }
     }
+  // the sequences leave, as the scheduler lets them: their caches go back to the engine's pool
+  for (const seq of [...runs.mixed, ...runs.base]) step.end?.(seq.state);
 }
 
 const f = (x: number) => x.toFixed(2);

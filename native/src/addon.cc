@@ -255,32 +255,30 @@ FN(AttentionForward) {
 
 // attentionRowsForward(out, q, keys: Float32Array[], values: Float32Array[], B, Hq, Hkv, D, causal, scale,
 // window, softcap): row b's keys and values hold its Tk_b positions ([Tk_b, Hkv, D])
+// attentionRowsForward(out, q, k, v, keys, values, at, B, Hq, Hkv, D, causal, scale, window, softcap): a
+// batched decode over caches in one pool (attention.cc attention_rows_forward). Every row's cache and the
+// position it writes are checked to lie inside the pool.
 FN(AttentionRowsForward) {
   Args a(env, info);
-  const long B = a.l(4), Hq = a.l(5), Hkv = a.l(6), D = a.l(7);
-  std::vector<const float*> ks(B), vs(B);
-  std::vector<long> tk(B);
-  for (long b = 0; b < B; b++) {
-    napi_value kv[2];
-    napi_get_element(env, a.v[2], (uint32_t)b, &kv[0]);
-    napi_get_element(env, a.v[3], (uint32_t)b, &kv[1]);
-    size_t n[2];
-    for (int i = 0; i < 2; i++) {
-      napi_typedarray_type type;
-      void* data;
-      napi_value buf;
-      size_t off;
-      if (napi_get_typedarray_info(env, kv[i], &type, &n[i], &data, &buf, &off) != napi_ok ||
-          type != napi_float32_array)
-        throw std::invalid_argument("lora_native: attentionRowsForward: keys and values must be Float32Arrays");
-      (i == 0 ? ks : vs)[b] = (const float*)data;
-    }
-    if (n[0] != n[1] || n[0] % (size_t)(Hkv * D) != 0)
-      throw std::invalid_argument("lora_native: attentionRowsForward: a row's keys and values differ in size");
-    tk[b] = (long)(n[0] / (size_t)(Hkv * D));
-  }
-  AttnDims d{1, 1, 0, Hq, Hkv, D, a.b(8), a.d(9), a.l(10), a.d(11)};
-  attention_rows_forward(a.f(0), a.f(1), ks.data(), vs.data(), tk.data(), B, d);
+  const long B = a.l(7), Hq = a.l(8), Hkv = a.l(9), D = a.l(10);
+  size_t no = 0, nq = 0, nk = 0, nv = 0, nkeys = 0, nvalues = 0, nat = 0;
+  float* out = (float*)a.ptr(0, {napi_float32_array}, &no);
+  const float* q = (const float*)a.ptr(1, {napi_float32_array}, &nq);
+  const float* k = (const float*)a.ptr(2, {napi_float32_array}, &nk);
+  const float* v = (const float*)a.ptr(3, {napi_float32_array}, &nv);
+  float* keys = (float*)a.ptr(4, {napi_float32_array}, &nkeys);
+  float* values = (float*)a.ptr(5, {napi_float32_array}, &nvalues);
+  const int32_t* at = (const int32_t*)a.ptr(6, {napi_int32_array}, &nat);
+  if (B < 0 || Hq <= 0 || Hkv <= 0 || D <= 0 || Hq % Hkv != 0 || no != (size_t)(B * Hq * D) || nq != no ||
+      nk != (size_t)(B * Hkv * D) || nv != nk || nkeys != nvalues || nkeys % (size_t)(Hkv * D) != 0 ||
+      nat < (size_t)(2 * B))
+    throw std::invalid_argument("lora_native: attentionRowsForward: inconsistent sizes");
+  const long P = (long)(nkeys / (size_t)(Hkv * D));
+  for (long b = 0; b < B; b++)
+    if (at[2 * b] < 0 || at[2 * b + 1] < 0 || (long)at[2 * b] + at[2 * b + 1] + 1 > P)
+      throw std::range_error("lora_native: attentionRowsForward: a row's cache lies outside the pool");
+  AttnDims d{1, 1, 0, Hq, Hkv, D, a.b(11), a.d(12), a.l(13), a.d(14)};
+  attention_rows_forward(out, q, k, v, keys, values, at, B, d);
 }
 
 // One adapter's weights on one layer as lora_rows reads them (its rows aside), made once by loraWeights and

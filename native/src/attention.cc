@@ -124,35 +124,49 @@ LORA_MULTI(void, weighted_values,
 }
 
 // A decode row's softmax in place: row [n] = softmax(scale * row) over its first lim entries, 0 after. On
-// 8 lanes with the tail padded (-inf for the max and the exp, whose exp is exactly 0): ops.cc's
-// softmax_row left a decode row's tail and its lane sums to scalar code, which at 10 to 60 keys was half
-// of the attention kernel (a Xeon with AVX-512). The sum's lanes go through one fixed tree.
+// 16 lanes, the tail block padded (-inf for the max and the exp, whose exp is exactly 0) through a small
+// buffer: an 8-lane version that built its tail lane by lane and reduced the lanes with scalar chains
+// spent half of a 16-row decode's attention here at 10 to 60 keys (stories260K on a Xeon with AVX-512:
+// its 8-lane code had 16 registers for the exp's constants and spilled). The max is exact in any order;
+// the sum's lanes go through one fixed tree, so a row's bits depend on that row alone.
 LORA_MULTI(void, softmax_decode_row, (float* row, long lim, long n, float scale), (row, lim, n, scale)) {
-  const v8f ninf = v8f{} - __builtin_inff();
-  const long body = lim / 8 * 8;
-  const long rest = lim - body;
-  v8f tail = ninf;  // the padding stays -inf whatever the scale's sign
-  for (long j = 0; j < rest; j++) tail[j] = row[body + j] * scale;
-  v8f vm = ninf;
-  for (long j = 0; j < body; j += 8) {
-    const v8f t = *(v8f*)(row + j) * scale;
-    *(v8f*)(row + j) = t;
+  typedef int v16i __attribute__((vector_size(64)));
+  const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  const v16f ninf = v16f{} - __builtin_inff();
+  const long body = lim / 16 * 16;
+  const int rest = (int)(lim - body);
+  float pad[16];
+  for (int j = 0; j < 16; j++) pad[j] = j < rest ? row[body + j] : 0.0f;
+  // the padding stays -inf whatever the scale's sign
+  v16f tail = lane < rest ? *(const v16f*)pad * scale : ninf;
+  v16f vm = tail;
+  for (long j = 0; j < body; j += 16) {
+    const v16f t = *(v16f*)(row + j) * scale;
+    *(v16f*)(row + j) = t;
     vm = t > vm ? t : vm;  // a NaN is skipped by the max but not by exp: the row still turns NaN
   }
-  vm = tail > vm ? tail : vm;
-  float m = vm[0];
-  for (int l = 1; l < 8; l++) m = vm[l] > m ? vm[l] : m;
-  v8f vs = v8f{};
-  for (long j = 0; j < body; j += 8) {
-    const v8f e = vexp8(*(v8f*)(row + j) - m);
-    *(v8f*)(row + j) = e;
+  // the lanes' max by halves (exact, in any order), in every lane
+  const auto max = [](v16f a, v16f b) { return a > b ? a : b; };
+  vm = max(vm, __builtin_shufflevector(vm, vm, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
+  vm = max(vm, __builtin_shufflevector(vm, vm, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
+  vm = max(vm, __builtin_shufflevector(vm, vm, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
+  vm = max(vm, __builtin_shufflevector(vm, vm, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
+  v16f vs = v16f{};
+  for (long j = 0; j < body; j += 16) {
+    const v16f e = vexp16(*(v16f*)(row + j) - vm);
+    *(v16f*)(row + j) = e;
     vs += e;
   }
-  tail = vexp8(tail - m);
+  tail = vexp16(tail - vm);
   vs += tail;
-  const float inv = 1.0f / (((vs[0] + vs[1]) + (vs[2] + vs[3])) + ((vs[4] + vs[5]) + (vs[6] + vs[7])));
-  for (long j = 0; j < body; j += 8) *(v8f*)(row + j) = *(v8f*)(row + j) * inv;
-  for (long j = 0; j < rest; j++) row[body + j] = tail[j] * inv;
+  // ((l0 + l8) + (l4 + l12)) + ... : halves added lane by lane, four times
+  const v16f h8 = vs + __builtin_shufflevector(vs, vs, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+  const v16f h4 = h8 + __builtin_shufflevector(h8, h8, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3);
+  const v16f h2 = h4 + __builtin_shufflevector(h4, h4, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1);
+  const float inv = 1.0f / (h2[0] + h2[1]);
+  for (long j = 0; j < body; j += 16) *(v16f*)(row + j) = *(v16f*)(row + j) * inv;
+  *(v16f*)pad = tail * inv;
+  for (int j = 0; j < rest; j++) row[body + j] = pad[j];
   for (long j = lim; j < n; j++) row[j] = 0.0f;
 }
 
@@ -214,21 +228,29 @@ void attention_forward(float* out, float* att, const float* q, const float* k, c
   groups(d, [&](long b, long hk) { forward_group(out, att, q, k, v, d, b, hk); });
 }
 
-// A batched decode: row b is one query (Tq 1) over its own keys[b], values[b] ([tk[b], Hkv, D]). Each
-// (row, kv head) group runs forward_group exactly as attention_forward runs it for that row alone (B 1),
-// so the bits are the same; the B x Hkv groups are split between threads once, not once per row.
-void attention_rows_forward(float* out, const float* q, const float* const* keys, const float* const* values,
-                            const long* tk, long B, const AttnDims& d0) {
-  const long qs = d0.Hq * d0.D;
+// A batched decode over caches in one pool: keys, values [P, Hkv, D]; row b's cache lies at positions
+// [at[2b], at[2b] + at[2b + 1]). Row b's new key and value (k, v [B, Hkv, D]) are written at the position
+// after it, then row b (one query, Tq 1) attends over its at[2b + 1] + 1 positions: forward_group exactly as
+// attention_forward runs it for that row alone (B 1), so the bits are the same; the B x Hkv groups are
+// split between threads once, not once per row. The caller checks every row's place against P.
+void attention_rows_forward(float* out, const float* q, const float* k, const float* v, float* keys, float* values,
+                            const int32_t* at, long B, const AttnDims& d0) {
+  const long qs = d0.Hq * d0.D, ks = d0.Hkv * d0.D;
   double work = 0;
-  for (long b = 0; b < B; b++) work += (double)tk[b] * d0.Hq * d0.D * 2;
+  for (long b = 0; b < B; b++) {
+    const long end = (long)at[2 * b] + at[2 * b + 1];
+    std::memcpy(keys + end * ks, k + b * ks, sizeof(float) * ks);
+    std::memcpy(values + end * ks, v + b * ks, sizeof(float) * ks);
+    work += (double)(at[2 * b + 1] + 1) * d0.Hq * d0.D * 2;
+  }
   parallel_range(B * d0.Hkv, group_grain(work, B * d0.Hkv), 1, [&](long g0, long g1) {
     for (long g = g0; g < g1; g++) {
       const long b = g / d0.Hkv, hk = g % d0.Hkv;
       AttnDims d = d0;
-      d.B = 1, d.Tq = 1, d.Tk = tk[b];
+      d.B = 1, d.Tq = 1, d.Tk = at[2 * b + 1] + 1;
       scratch.resize((size_t)d.Hq * d.Tk);
-      forward_group(out + b * qs, scratch.data(), q + b * qs, keys[b], values[b], d, 0, hk);
+      const long first = (long)at[2 * b] * ks;
+      forward_group(out + b * qs, scratch.data(), q + b * qs, keys + first, values + first, d, 0, hk);
     }
   });
 }

@@ -73,13 +73,12 @@ LORA_MULTI(void, mul_loop, (float* o, const float* a, long sa, const float* b, l
 
 constexpr float GELU_K = 0.7978845608028654f;  // sqrt(2 / pi)
 
+// (map16: the same vector code for every element, so a row's bits do not depend on its place in the batch)
 LORA_MULTI(void, gelu_fwd, (float* out, const float* x, long n), (out, x, n)) {
-  SIMD
-  for (long i = 0; i < n; i++) {
-    float v = x[i];
-    float t = 1.0f - 2.0f / (vexp(2.0f * GELU_K * (v + 0.044715f * v * v * v)) + 1.0f);
-    out[i] = 0.5f * v * (1.0f + t);
-  }
+  map16(out, x, n, [](v16f v) {
+    const v16f t = 1.0f - 2.0f / (vexp16(2.0f * GELU_K * (v + 0.044715f * v * v * v)) + 1.0f);
+    return 0.5f * v * (1.0f + t);
+  });
 }
 
 LORA_MULTI(void, gelu_bwd, (float* dx, const float* dout, const float* x, long n), (dx, dout, x, n)) {
@@ -92,9 +91,9 @@ LORA_MULTI(void, gelu_bwd, (float* dx, const float* dout, const float* x, long n
   }
 }
 
+// (map16, as gelu_fwd)
 LORA_MULTI(void, silu_fwd, (float* out, const float* x, long n), (out, x, n)) {
-  SIMD
-  for (long i = 0; i < n; i++) out[i] = x[i] / (1.0f + vexp(-x[i]));
+  map16(out, x, n, [](v16f v) { return v / (1.0f + vexp16(-v)); });
 }
 
 LORA_MULTI(void, silu_bwd, (float* dx, const float* dout, const float* x, long n), (dx, dout, x, n)) {

@@ -78,9 +78,10 @@ void lora_rows(float* y, const float* x, long inF, long outF, const RowGroup* gr
 void linear_rows(float* y, const float* x, const void* w, int btype, long M, long N, long K, const RowGroup* groups,
                  long G, long chunk);
 void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, const AttnDims& d);
-// a batched decode's attention: row b (one query) over its own keys[b], values[b] of tk[b] positions
-void attention_rows_forward(float* out, const float* q, const float* const* keys, const float* const* values,
-                            const long* tk, long B, const AttnDims& d);
+// a batched decode's attention over caches in one pool: row b's new k, v written after its cache
+// [at[2b], at[2b] + at[2b + 1]) of keys, values, then row b (one query) over that cache (attention.cc)
+void attention_rows_forward(float* out, const float* q, const float* k, const float* v, float* keys, float* values,
+                            const int32_t* at, long B, const AttnDims& d);
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* att, const AttnDims& d);
 

@@ -69,52 +69,72 @@ export function ropeRows(x: Tensor, offsets: readonly number[], rots: readonly R
 }
 
 /**
- * Attention of one new query per row over that row's own keys and values: q [B, 1, Hq, D], keys[b]
- * and values[b] [Tk_b, Hkv, D] (ragged Tk_b; a row's KV cache as it stands, no tensor around it)
- * -> [B, 1, Hq, D]; row b is `attention` of that row alone.
+ * Attention of one new query per row over that row's own KV cache, every cache a region of one pool
+ * (nn/kv-pool.ts): q [B, 1, Hq, D]; k, v [B, 1, Hkv, D], each row's new key and value; keys, values
+ * [P, Hkv, D], one layer of the pool; at [2B]: row b's cache lies at positions [at[2b], at[2b] + at[2b+1]).
+ * Row b's k and v are written at the position after its cache, then row b is `attention` of that row
+ * alone over its at[2b+1] + 1 positions -> [B, 1, Hq, D].
  */
 export function attentionRows(
   q: Tensor,
-  keys: readonly Float32Array[],
-  values: readonly Float32Array[],
-  Hkv: number,
+  k: Tensor,
+  v: Tensor,
+  keys: Float32Array,
+  values: Float32Array,
+  at: Int32Array,
   opts: AttentionOptions = {},
 ): Tensor {
-  inferenceOnly("attentionRows", [q]);
+  inferenceOnly("attentionRows", [q, k, v]);
   const [B, T, Hq, D] = q.shape as [number, number, number, number];
-  check(
-    q.ndim === 4 && T === 1 && keys.length === B && values.length === B,
-    () =>
-      `attentionRows: need q [B, 1, Hq, D] and B keys and values; got ${shapeStr(q.shape)}, ${keys.length}, ${values.length}`,
-  );
+  const Hkv = k.shape[2]!;
   const row = Hkv * D;
-  const lengths = keys.map((k, b) => {
+  const P = keys.length / row;
+  check(
+    q.ndim === 4 &&
+      T === 1 &&
+      k.ndim === 4 &&
+      k.shape[0] === B &&
+      k.shape[1] === 1 &&
+      k.shape[3] === D &&
+      v.size === k.size &&
+      keys.length === values.length &&
+      Number.isInteger(P) &&
+      at.length >= 2 * B,
+    () =>
+      `attentionRows: need q [B, 1, Hq, D], k and v [B, 1, Hkv, D], a pool [P, Hkv, D] and 2B places; got ${shapeStr(q.shape)}, ${shapeStr(k.shape)}, ${shapeStr(v.shape)}, ${keys.length} and ${values.length} values, ${at.length} places`,
+  );
+  for (let b = 0; b < B; b++)
     check(
-      k.length === values[b]!.length && k.length >= row && k.length % row === 0,
+      at[2 * b]! >= 0 && at[2 * b + 1]! >= 0 && at[2 * b]! + at[2 * b + 1]! + 1 <= P,
       () =>
-        `attentionRows: row ${b}'s keys and values hold ${k.length} and ${values[b]!.length} values; each needs Tk_b >= 1 positions of [${Hkv}, ${D}]`,
+        `attentionRows: row ${b}'s cache [${at[2 * b]}, ${at[2 * b]! + at[2 * b + 1]!}) and its new position do not fit the pool's ${P} positions`,
     );
-    return k.length / row;
-  });
   // the options and head counts checked once, as attention checks them
   const shape = (H: number) => new Tensor(new Float32Array(0), [0, 1, H, D]);
   const dims = attentionDims(shape(Hq), shape(Hkv), shape(Hkv), opts);
   const out = floats(q.size);
-  const k = backend();
-  if (k.attentionRowsForward && B > 0) {
-    k.attentionRowsForward(out, q.data, keys, values, { ...dims, B, Tk: 0 });
+  const kernel = backend();
+  if (kernel.attentionRowsForward && B > 0) {
+    kernel.attentionRowsForward(out, q.data, k.data, v.data, keys, values, at, { ...dims, B, Tk: 0 });
     return new Tensor(out, q.shape);
   }
   const n = Hq * D;
-  lengths.forEach((Tk, b) => {
+  for (let b = 0; b < B; b++) {
+    const [first, Tk] = [at[2 * b]!, at[2 * b + 1]! + 1];
+    const end = (first + Tk - 1) * row;
+    keys.set(k.data.subarray(b * row, (b + 1) * row), end);
+    values.set(v.data.subarray(b * row, (b + 1) * row), end);
     const r = [b * n, (b + 1) * n] as const;
-    const att = new Float32Array(Hq * Tk);
-    k.attentionForward(out.subarray(...r), att, q.data.subarray(...r), keys[b]!, values[b]!, {
-      ...dims,
-      B: 1,
-      Tk,
-    });
-  });
+    const cache = [first * row, (first + Tk) * row] as const;
+    kernel.attentionForward(
+      out.subarray(...r),
+      new Float32Array(Hq * Tk),
+      q.data.subarray(...r),
+      keys.subarray(...cache),
+      values.subarray(...cache),
+      { ...dims, B: 1, Tk },
+    );
+  }
   return new Tensor(out, q.shape);
 }
 
@@ -159,10 +179,10 @@ export function packRowGroups(
     for (const row of rows)
       if (!(Number.isInteger(row) && row >= 0 && row < N))
         throw new Error(`loraRows: row ${row} is outside 0..${N - 1}`);
-    const ints = rows instanceof Int32Array ? rows : Int32Array.from(rows);
-    flat.push({ rows: ints, A: A.data, B: B.data, r, scaling: g.scaling });
+    // the rows copied and the array frozen: a backend may keep what it derives from it (its index)
+    flat.push(Object.freeze({ rows: Int32Array.from(rows), A: A.data, B: B.data, r, scaling: g.scaling }));
   }
-  return { inF, outF, N, groups, flat };
+  return { inF, outF, N, groups, flat: Object.freeze(flat) };
 }
 
 /** `groups` as packed for these sizes: packed ones are checked to fit them, plain ones packed now. */

@@ -275,15 +275,21 @@ export interface Backend {
     d: AttentionDims,
   ): void;
   /**
-   * A batched decode's attention (optional; without it autograd/rows.ts calls attentionForward per row):
-   * q, out: [B, 1, Hq, D]; keys[b], values[b]: [Tk_b, Hkv, D], row b's own cache (ragged Tk_b). Row b
-   * must be, bit for bit, attentionForward of that row alone (B 1, Tq 1, Tk Tk_b, the rest from `d`).
+   * A batched decode's attention over caches in one pool (optional; without it autograd/rows.ts writes
+   * the rows and calls attentionForward per row): q, out [B, 1, Hq, D]; k, v [B, 1, Hkv, D], each row's
+   * new key and value; keys, values [P, Hkv, D], one layer of the pool (nn/kv-pool.ts); at [2B]: row b's
+   * cache lies at positions [at[2b], at[2b] + at[2b + 1]). Writes row b's k and v at position
+   * at[2b] + at[2b + 1], then row b must be, bit for bit, attentionForward of that row alone over its
+   * at[2b + 1] + 1 positions (B 1, Tq 1, the rest from `d`).
    */
   attentionRowsForward?(
     out: Float32Array,
     q: Float32Array,
-    keys: readonly Float32Array[],
-    values: readonly Float32Array[],
+    k: Float32Array,
+    v: Float32Array,
+    keys: Float32Array,
+    values: Float32Array,
+    at: Int32Array,
     d: AttentionDims,
   ): void;
   /**
@@ -293,7 +299,8 @@ export interface Backend {
    * chunks of at most `chunk` rows. Must give the bits of that path: matmul x A^T, scale, matmul B^T, an
    * f32 add. A backend may keep a copy of each A or B made for its kernel, by the array: an adapter
    * whose values change must come with new arrays (served adapters never change; a new or replaced one
-   * has its own).
+   * has its own); likewise what it derives from a `groups` array, by that array: one passed once is not
+   * changed (autograd/rows.ts packRowGroups' arrays are frozen).
    */
   loraRowsForward?(
     y: Float32Array,

@@ -3,13 +3,15 @@
  * own, with its own cache (ragged lengths), positions and rotary pass, and brings lengths[b] consecutive
  * rows to the step: 1 for a decode, a short prompt's tokens for a prefill that joins the batch
  * (autograd/invariant.ts invariantPrefill). The attention of a layer appends each sequence's new keys
- * and values to its cache and attends over it alone: the leading run of one-row sequences (the decodes)
- * through one attentionRows call, each other one through `attention` of that sequence, as its own
- * forward pass runs it (the same bits either way).
+ * and values to its cache and attends over it alone: with every cache in one pool (nn/kv-pool.ts, as a
+ * server keeps them) the leading run of one-row sequences (the decodes) through one attentionRows call,
+ * each other sequence through `attention` of that sequence, as its own forward pass runs it (the same
+ * bits either way).
  */
 import { type AttentionOptions, attention } from "../autograd/ops.js";
 import { attentionRows, type RowRotary, ropeRows } from "../autograd/rows.js";
 import type { KVCache } from "../nn/kv-cache.js";
+import type { KVPool } from "../nn/kv-pool.js";
 import { floats } from "../tensor/alloc.js";
 import { check, sameShape, shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
@@ -23,6 +25,10 @@ export class RowCaches {
   readonly rows: number;
   /** Sequences 0 .. singles - 1 bring one row each (a leading run, so their rows are rows 0 .. singles - 1). */
   private readonly singles: number;
+  /** The pool every cache lies in, if they all lie in one. */
+  private readonly pool: KVPool | null;
+  /** With a pool: [first position, length] of each one-row sequence's cache (attentionRows' `at`). */
+  private readonly at = new Int32Array(0);
 
   constructor(
     readonly caches: readonly KVCache[],
@@ -44,6 +50,17 @@ export class RowCaches {
     this.rowRots = lengths && rots.length > 0 ? each((b) => rots[b]!) : rots;
     const multi = this.lengths.findIndex((t) => t > 1);
     this.singles = multi < 0 ? this.lengths.length : multi;
+    const pool = caches[0]?.region?.pool;
+    this.pool = pool && caches.every((c) => c.region?.pool === pool) ? pool : null;
+    if (this.pool) {
+      // every region moved (if it must grow) before the first layer's append, then the decodes' places
+      caches.forEach((c, b) => c.reserve(this.lengths[b]!));
+      this.at = new Int32Array(new ArrayBuffer(8 * this.singles));
+      for (let b = 0; b < this.singles; b++) {
+        this.at[2 * b] = caches[b]!.region!.at;
+        this.at[2 * b + 1] = caches[b]!.length;
+      }
+    }
   }
 
   get size(): number {
@@ -73,35 +90,30 @@ export class RowCaches {
         `RowCaches: need q, k, v [${this.rows}, 1, H, D]; got ${shapeStr(q.shape)}, ${shapeStr(k.shape)}, ${shapeStr(v.shape)}`,
     );
     const n = H * D;
-    const keys: Float32Array[] = [];
-    const values: Float32Array[] = [];
-    let row = 0;
-    this.caches.forEach((cache, b) => {
-      const T = this.lengths[b]!;
-      const part = (t: Tensor) => t.data.subarray(row * n, (row + T) * n);
-      const [kb, vb] = cache.appendValues(layer, part(k), part(v), 1, T, H, D);
-      keys.push(kb);
-      values.push(vb);
-      row += T;
-    });
-    if (this.singles === this.size) return attentionRows(q, keys, values, H, opts);
-    // one-row sequences together; each longer one as `attention` of that sequence alone
-    const out = floats(q.size);
     const qn = Hq * D;
-    const s = this.singles;
-    if (s > 0) {
-      const head = new Tensor(q.data.subarray(0, s * qn), [s, 1, Hq, D]);
-      out.set(attentionRows(head, keys.slice(0, s), values.slice(0, s), H, opts).data);
+    const out = floats(q.size);
+    // one-row sequences together, over the pool
+    let s = 0;
+    if (this.pool) {
+      s = this.singles;
+      const { keys, values } = this.pool.layer(layer, n);
+      const head = (t: Tensor, w: number) => new Tensor(t.data.subarray(0, s * w), [s, 1, t.shape[2]!, D]);
+      const y = attentionRows(head(q, qn), head(k, n), head(v, n), keys, values, this.at, opts);
+      for (let b = 0; b < s; b++) this.caches[b]!.wrote(1);
+      if (s === this.size) return y;
+      out.set(y.data);
     }
-    row = s;
+    // each other one as `attention` of that sequence alone
+    let row = s;
     for (let b = s; b < this.size; b++) {
       const T = this.lengths[b]!;
-      const Tk = keys[b]!.length / n;
-      const qb = new Tensor(q.data.subarray(row * qn, (row + T) * qn), [1, T, Hq, D]);
+      const part = (t: Tensor, w: number) => t.data.subarray(row * w, (row + T) * w);
+      const [kb, vb] = this.caches[b]!.appendValues(layer, part(k, n), part(v, n), 1, T, H, D);
+      const Tk = kb.length / n;
       const y = attention(
-        qb,
-        new Tensor(keys[b]!, [1, Tk, H, D]),
-        new Tensor(values[b]!, [1, Tk, H, D]),
+        new Tensor(part(q, qn), [1, T, Hq, D]),
+        new Tensor(kb, [1, Tk, H, D]),
+        new Tensor(vb, [1, Tk, H, D]),
         opts,
       );
       out.set(y.data, row * qn);

@@ -71,7 +71,11 @@ export class Api {
       return {
         status: 200,
         contentType: "text/plain; version=0.0.4",
-        text: this.metrics.text({ running: this.scheduler.active, waiting: this.scheduler.waiting }),
+        text: this.metrics.text({
+          running: this.scheduler.active,
+          waiting: this.scheduler.waiting,
+          kv: this.engine.kvPool,
+        }),
       };
     if (path.startsWith("/v1/")) this.authorize(req);
     switch (route) {

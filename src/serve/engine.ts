@@ -13,6 +13,7 @@ import { AdapterSet } from "../lora/adapter-set.js";
 import { generate, sampleToken } from "../models/generate.js";
 import type { CausalLM } from "../models/model.js";
 import { KVCache } from "../nn/kv-cache.js";
+import { KVPool } from "../nn/kv-pool.js";
 import { scratch } from "../tensor/alloc.js";
 import { Rng } from "../tensor/random.js";
 import { ApiError } from "./errors.js";
@@ -38,7 +39,7 @@ export interface ModelCard {
 /** Sequence state of the per-sequence step: the generate() iterator, which owns its KV cache and sampler. */
 type Decoding = Iterator<number>;
 
-/** Sequence state of the batched step: its KV cache, its sampler, its last token (-1: not prefilled). */
+/** Sequence state of the batched step: its KV cache (in the step's pool), its sampler, its last token (-1: not prefilled). */
 interface Batched {
   cache: KVCache;
   rng: Rng;
@@ -51,6 +52,8 @@ export class Engine {
   readonly baseName: string;
   readonly contextLength: number;
   readonly adapters: AdapterSet;
+  /** The batched step's KV caches, every sequence's in one pool (a layer's attention is one kernel call). */
+  readonly kvPool = new KVPool();
   private readonly info = new Map<string, { created: number; root: string }>();
   private readonly inUse = new Map<string, number>();
   private readonly unloading = new Set<string>();
@@ -169,12 +172,15 @@ export class Engine {
   stepBatched(): DecodeStep<Batched> {
     const decodeRows = this.model.decodeRows!.bind(this.model);
     const V = this.model.vocabSize;
+    const pool = this.kvPool;
     return {
       start: (spec: SequenceSpec) => {
         if (spec.prompt.length === 0)
           throw new Error("generate: the prompt is empty; give at least one token (e.g. BOS)");
-        return { cache: new KVCache(), rng: new Rng(spec.sampling.seed ?? 0), last: -1 };
+        const expect = spec.prompt.length + spec.sampling.maxTokens;
+        return { cache: new KVCache({ pool, expect }), rng: new Rng(spec.sampling.seed ?? 0), last: -1 };
       },
+      end: (state: Batched) => state.cache.release(),
       // in a scratch scope (tensor/alloc.ts): the logits are sampled inside, and the caches copy their
       // rows in, so no op output outlives the step
       step: (batch: readonly Sequence<Batched>[]) =>

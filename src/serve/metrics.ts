@@ -52,7 +52,7 @@ export class Metrics {
   }
 
   /** The Prometheus exposition text, with the scheduler's current depths. */
-  text(state: { running: number; waiting: number }): string {
+  text(state: { running: number; waiting: number; kv: { inUse: number; positions: number } }): string {
     const lines: string[] = [];
     const metric = (name: string, type: string, help: string, rows: string[]) =>
       lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, ...rows);
@@ -79,6 +79,10 @@ export class Metrics {
     ]);
     metric("lora_num_requests_waiting", "gauge", "Requests in the queue.", [
       `lora_num_requests_waiting ${state.waiting}`,
+    ]);
+    metric("lora_kv_cache_positions", "gauge", "KV-cache positions of the batched step's pool.", [
+      `lora_kv_cache_positions{state="in_use"} ${state.kv.inUse}`,
+      `lora_kv_cache_positions{state="total"} ${state.kv.positions}`,
     ]);
     let acc = 0;
     const buckets = BATCH_BUCKETS.map((b, i) => {

@@ -30,6 +30,8 @@ export interface Sequence<S = unknown> {
 export interface DecodeStep<S> {
   start(spec: SequenceSpec): S;
   step(batch: readonly Sequence<S>[]): number[];
+  /** Called once per started sequence when it leaves (finished, dropped or failed): frees its state. */
+  end?(state: S): void;
 }
 
 interface Waiting {
@@ -120,11 +122,20 @@ export class Scheduler<S> {
     }
   }
 
+  /** A sequence leaves the running set: its state is freed, then its spec told why. */
+  private leave(seq: Sequence<S>, error?: Error): void {
+    try {
+      this.decode.end?.(seq.state);
+    } finally {
+      seq.spec.onEnd(error);
+    }
+  }
+
   private async run(): Promise<void> {
     for (;;) {
       this.running = this.running.filter(({ seq, signal }) => {
         if (!signal?.aborted) return true;
-        seq.spec.onEnd(disconnected());
+        this.leave(seq, disconnected());
         return false;
       });
       this.admit();
@@ -134,7 +145,7 @@ export class Scheduler<S> {
       try {
         tokens = this.decode.step(batch);
       } catch (e) {
-        for (const s of batch) s.spec.onEnd(e as Error);
+        for (const s of batch) this.leave(s, e as Error);
         this.running = [];
         continue;
       }
@@ -144,10 +155,10 @@ export class Scheduler<S> {
         try {
           more = seq.spec.onToken(tokens[i]!);
         } catch (e) {
-          seq.spec.onEnd(e as Error);
+          this.leave(seq, e as Error);
           return false;
         }
-        if (!more) seq.spec.onEnd();
+        if (!more) this.leave(seq);
         return more;
       });
       await (this.opts.yieldToIO ?? defaultYield)();

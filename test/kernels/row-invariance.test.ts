@@ -4,8 +4,11 @@
  *   product of up to `invariantRows` rows gives each row exactly (bit for bit) what that row alone gives, wherever the row falls (first,
  *   last, inside or at the edge of a register tile). Odd sizes cross the kernels' edge tiles, a depth
  *   over 256 crosses a cache block, N <= 8 takes the rank-side kernels.
- * - attentionRowsForward, where a backend has it: each row equals attentionForward of that row alone,
- *   over ragged cache lengths, with GQA, a sliding window and a soft cap.
+ * - attentionRowsForward, where a backend has it: each row's k, v written after its cache in the pool (and
+ *   nothing else), then each row equals attentionForward of that row alone, over ragged cache lengths
+ *   at scattered places, with GQA, a sliding window and a soft cap; a place outside the pool refused.
+ * - silu and gelu forward (element-wise over a batch): each row equals that row alone, for rows whose
+ *   length is no multiple of the vector width (the tail of the row alone lies inside the batch's body).
  * - ropeRows, where a backend has it: each row equals rope of that row alone at its position.
  * - loraRowsForward, where a backend has it: the per-kernel path's bits (mixed ranks and scalings).
  * - linearRowsForward, where a backend has it: the bits of matmul then loraRows (f32 and 16-bit weights).
@@ -89,12 +92,25 @@ for (const name of availableBackends()) {
       [6, 1, 64],
     ] as const)
       for (const extra of [{}, { window: 5 }, { softcap: 2 }] as Partial<AttentionDims>[])
-        it(`each row equals attentionForward of that row alone (Hq ${Hq}, Hkv ${Hkv}, D ${D}, ${JSON.stringify(extra)})`, () => {
-          const lengths = [1, 9, 3, 40, 17, 2, 64, 8, 16];
+        it(`each row writes its k, v after its cache in the pool, then equals attentionForward of that row alone (Hq ${Hq}, Hkv ${Hkv}, D ${D}, ${JSON.stringify(extra)})`, () => {
+          const lengths = [0, 9, 3, 40, 17, 2, 63, 8, 16]; // cached positions (the row's is one more)
           const B = lengths.length;
+          const row = Hkv * D;
+          // regions in a scattered order with gaps between them, as a busy pool holds them
+          const at = new Int32Array(2 * B);
+          let next = 3;
+          for (const b of [4, 0, 8, 2, 6, 1, 7, 3, 5]) {
+            at[2 * b] = next;
+            at[2 * b + 1] = lengths[b]!;
+            next += lengths[b]! + 1 + (b % 3);
+          }
+          const P = next + 2;
+          const keys = randn(P * row);
+          const values = randn(P * row);
+          const [keys0, values0] = [keys.slice(), values.slice()];
           const q = randn(B * Hq * D);
-          const keys = lengths.map((t) => randn(t * Hkv * D));
-          const values = lengths.map((t) => randn(t * Hkv * D));
+          const kNew = randn(B * row);
+          const vNew = randn(B * row);
           const d = (Tk: number, rows: number): AttentionDims => ({
             B: rows,
             Tq: 1,
@@ -106,25 +122,86 @@ for (const name of availableBackends()) {
             ...extra,
           });
           const got = new Float32Array(B * Hq * D);
-          k.attentionRowsForward!(got, q, keys, values, d(0, B));
+          k.attentionRowsForward!(got, q, kNew, vNew, keys, values, at, d(0, B));
+          // the pool: each row's new k, v at its cache's end, nothing else changed
+          const wantKeys = keys0.slice();
+          const wantValues = values0.slice();
+          lengths.forEach((t, b) => {
+            wantKeys.set(kNew.subarray(b * row, (b + 1) * row), (at[2 * b]! + t) * row);
+            wantValues.set(vNew.subarray(b * row, (b + 1) * row), (at[2 * b]! + t) * row);
+          });
+          assert.ok(
+            keys.every((v, j) => Object.is(v, wantKeys[j])),
+            `${name}: the pool's keys`,
+          );
+          assert.ok(
+            values.every((v, j) => Object.is(v, wantValues[j])),
+            `${name}: the pool's values`,
+          );
           lengths.forEach((t, b) => {
             const n = Hq * D;
             const want = new Float32Array(n);
+            const cache = [at[2 * b]! * row, (at[2 * b]! + t + 1) * row] as const;
             k.attentionForward(
               want,
-              new Float32Array(Hq * t),
+              new Float32Array(Hq * (t + 1)),
               q.subarray(b * n, (b + 1) * n),
-              keys[b]!,
-              values[b]!,
-              d(t, 1),
+              wantKeys.subarray(...cache),
+              wantValues.subarray(...cache),
+              d(t + 1, 1),
             );
-            const row = got.subarray(b * n, (b + 1) * n);
+            const got_b = got.subarray(b * n, (b + 1) * n);
             assert.ok(
-              row.every((v, j) => Object.is(v, want[j])),
-              `${name}: row ${b} (${t} keys) differs from the row alone`,
+              got_b.every((v, j) => Object.is(v, want[j])),
+              `${name}: row ${b} (${t + 1} keys) differs from the row alone`,
             );
           });
         });
+    it("refuses a row whose cache or new position lies outside the pool", () => {
+      const [Hq, Hkv, D] = [4, 2, 8];
+      const row = Hkv * D;
+      const d: AttentionDims = { B: 2, Tq: 1, Tk: 0, Hq, Hkv, D, causal: true };
+      const call = (at: number[]) =>
+        k.attentionRowsForward!(
+          new Float32Array(2 * Hq * D),
+          new Float32Array(2 * Hq * D),
+          new Float32Array(2 * row),
+          new Float32Array(2 * row),
+          new Float32Array(10 * row),
+          new Float32Array(10 * row),
+          Int32Array.from(at),
+          d,
+        );
+      call([0, 4, 5, 4]); // the last position of the pool: fits
+      for (const bad of [
+        [0, 4, 5, 5],
+        [-1, 2, 0, 0],
+        [0, -1, 0, 0],
+        [0, 2],
+      ])
+        assert.throws(() => call(bad), /outside the pool|inconsistent sizes/, `${bad}`);
+    });
+  });
+}
+
+for (const name of availableBackends()) {
+  const k = setBackend(name);
+  describe(`element-wise activations on ${name}`, () => {
+    for (const op of ["siluForward", "geluForward"] as const)
+      it(`${op}: each row of a batch equals that row alone`, () => {
+        const [R, C] = [11, 300];
+        for (let trial = 0; trial < 40; trial++) {
+          const x = Float32Array.from({ length: R * C }, () => 6 * rng.normal());
+          const all = new Float32Array(R * C);
+          k[op](all, x);
+          for (let r = 0; r < R; r++) {
+            const alone = new Float32Array(C);
+            k[op](alone, x.subarray(r * C, (r + 1) * C));
+            const bad = alone.findIndex((v, j) => !Object.is(v, all[r * C + j]));
+            assert.equal(bad, -1, `${name} ${op}: row ${r}, element ${bad} differs from the row alone`);
+          }
+        }
+      });
   });
 }
 

@@ -381,6 +381,12 @@ describe("lora serve", () => {
     assert.equal(s.serving.scheduler.active, 0);
     const made = (await tokens()) - before;
     assert.ok(made < 40, `decoding stopped when the client left (${made} of 40 tokens made)`);
+    // every sequence so far (finished, failed or dropped) gave its KV-cache region back
+    assert.equal(s.serving.engine.kvPool.inUse, 0);
+    assert.match(
+      await (await fetch(`${s.url}/metrics`)).text(),
+      /lora_kv_cache_positions\{state="in_use"\} 0\n/,
+    );
   });
 });
 

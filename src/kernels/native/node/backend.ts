@@ -90,16 +90,21 @@ export function createNativeBackend(k: NativeAddon): Backend {
     }
     return h.handle;
   };
-  // A loraRows / linearRows call's groups as the addon reads them, in the scratch buffer below:
-  // [G handle ids][G counts][their rows]. One buffer rewritten per call: nothing is made per call or
-  // kept per batch (a busy server's batch changes on most steps), and a handle's id is a number the
-  // addon looks up, where reading handles out of a JS array took 0.4 us a group.
+  // A loraRows / linearRows call's groups as the addon reads them: [G handle ids][G counts][their rows],
+  // off V8's heap, kept by the groups array (the Backend contract: an array passed once is not changed;
+  // a server's batch plan passes the same one on every step until the batch changes). A handle's id is
+  // a number the addon looks up, where reading handles out of a JS array took 0.4 us a group; making the
+  // index anew per call (a lookup per group) was a tenth of a decode step's LoRA term.
+  // The entry keeps its handles too, so no id in it can be freed and reused while it is in use.
+  const indexes = new WeakMap<readonly LoraRowGroup[], { idx: Int32Array; handles: unknown[] }>();
   const groupIndex = (groups: readonly LoraRowGroup[], inF: number, outF: number) => {
+    const kept = indexes.get(groups);
+    if (kept) return kept.idx;
     const G = groups.length;
     let m = 0;
     for (const g of groups) m += g.rows.length;
-    const handles = groups.map((g) => handleOf(g, inF, outF)); // before the scratch is filled
-    const idx = scratchInts(2 * G + m);
+    const idx = new Int32Array(new ArrayBuffer(4 * (2 * G + m)));
+    const handles = groups.map((g) => handleOf(g, inF, outF));
     let at = 2 * G;
     for (let i = 0; i < G; i++) {
       const g = groups[i]!;
@@ -108,6 +113,7 @@ export function createNativeBackend(k: NativeAddon): Backend {
       idx.set(g.rows, at);
       at += g.rows.length;
     }
+    indexes.set(groups, { idx, handles });
     return idx;
   };
   // Small index arrays for the addon go through one scratch buffer, rewritten per call: a small typed
@@ -187,13 +193,16 @@ export function createNativeBackend(k: NativeAddon): Backend {
     attentionForward(out, att, q, k2, v, d) {
       n.attentionForward(out, att, q, k2, v, ...attentionArgs(d));
     },
-    // one call (one split between threads) for every row of a batched decode
-    attentionRowsForward(out, q, keys, values, d) {
+    // one call (one split between threads) for every row of a batched decode, over one pool of caches
+    attentionRowsForward(out, q, k2, v, keys, values, at, d) {
       n.attentionRowsForward(
         out,
         q,
+        k2,
+        v,
         keys,
         values,
+        at,
         d.B,
         d.Hq,
         d.Hkv,
