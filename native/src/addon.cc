@@ -253,8 +253,6 @@ FN(AttentionForward) {
   attention_forward(a.f(0), a.f(1), a.f(2), a.f(3), a.f(4), attn_dims(a, 5));
 }
 
-// attentionRowsForward(out, q, keys: Float32Array[], values: Float32Array[], B, Hq, Hkv, D, causal, scale,
-// window, softcap): row b's keys and values hold its Tk_b positions ([Tk_b, Hkv, D])
 // attentionRowsForward(out, q, k, v, keys, values, at, B, Hq, Hkv, D, causal, scale, window, softcap): a
 // batched decode over caches in one pool (attention.cc attention_rows_forward). Every row's cache and the
 // position it writes are checked to lie inside the pool.
@@ -269,9 +267,11 @@ FN(AttentionRowsForward) {
   float* keys = (float*)a.ptr(4, {napi_float32_array}, &nkeys);
   float* values = (float*)a.ptr(5, {napi_float32_array}, &nvalues);
   const int32_t* at = (const int32_t*)a.ptr(6, {napi_int32_array}, &nat);
-  if (B < 0 || Hq <= 0 || Hkv <= 0 || D <= 0 || Hq % Hkv != 0 || no != (size_t)(B * Hq * D) || nq != no ||
-      nk != (size_t)(B * Hkv * D) || nv != nk || nkeys != nvalues || nkeys % (size_t)(Hkv * D) != 0 ||
-      nat < (size_t)(2 * B))
+  // sizes first (each factor at most 2^31, so the products fit a long), then the arrays against them
+  const long big = 2147483647L;
+  if (B < 0 || B > big || Hq <= 0 || Hq > big || Hkv <= 0 || Hkv > big || D <= 0 || D > big || Hq % Hkv != 0 ||
+      Hq * D > big || no != (size_t)(B * Hq * D) || nq != no || nk != (size_t)(B * Hkv * D) || nv != nk ||
+      nkeys != nvalues || nkeys % (size_t)(Hkv * D) != 0 || nat < (size_t)(2 * B))
     throw std::invalid_argument("lora_native: attentionRowsForward: inconsistent sizes");
   const long P = (long)(nkeys / (size_t)(Hkv * D));
   for (long b = 0; b < B; b++)

@@ -143,7 +143,7 @@ LORA_MULTI(void, softmax_decode_row, (float* row, long lim, long n, float scale)
   for (long j = 0; j < body; j += 16) {
     const v16f t = *(v16f*)(row + j) * scale;
     *(v16f*)(row + j) = t;
-    vm = t > vm ? t : vm;  // a NaN is skipped by the max but not by exp: the row still turns NaN
+    vm = t > vm ? t : vm;  // whatever a NaN does to the max, exp carries it: the row turns NaN
   }
   // the lanes' max by halves (exact, in any order), in every lane
   const auto max = [](v16f a, v16f b) { return a > b ? a : b; };
@@ -241,13 +241,13 @@ void attention_rows_forward(float* out, const float* q, const float* k, const fl
     const long end = (long)at[2 * b] + at[2 * b + 1];
     std::memcpy(keys + end * ks, k + b * ks, sizeof(float) * ks);
     std::memcpy(values + end * ks, v + b * ks, sizeof(float) * ks);
-    work += (double)(at[2 * b + 1] + 1) * d0.Hq * d0.D * 2;
+    work += ((double)at[2 * b + 1] + 1) * d0.Hq * d0.D * 2;
   }
   parallel_range(B * d0.Hkv, group_grain(work, B * d0.Hkv), 1, [&](long g0, long g1) {
     for (long g = g0; g < g1; g++) {
       const long b = g / d0.Hkv, hk = g % d0.Hkv;
       AttnDims d = d0;
-      d.B = 1, d.Tq = 1, d.Tk = at[2 * b + 1] + 1;
+      d.B = 1, d.Tq = 1, d.Tk = (long)at[2 * b + 1] + 1;
       scratch.resize((size_t)d.Hq * d.Tk);
       const long first = (long)at[2 * b] * ks;
       forward_group(out + b * qs, scratch.data(), q + b * qs, keys + first, values + first, d, 0, hk);

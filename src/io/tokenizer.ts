@@ -65,8 +65,8 @@ export class Tokenizer {
   readonly vocabSize: number;
   readonly chatTemplate: string | null;
   private template: Template | null = null;
-  /** decode of one id, by id (then with special tokens skipped, by -1 - id): a pure function of the id */
-  private readonly single = new Map<number, string>();
+  /** decode of one id in the vocabulary, by id (a pure function of it), with and without special tokens */
+  private readonly single = [new Map<number, string>(), new Map<number, string>()] as const;
   /** Special-token strings the chat template sees (bos_token, eos_token, ...), like transformers passes them. */
   private readonly specialStrings: Record<string, unknown> = {};
 
@@ -173,16 +173,13 @@ export class Tokenizer {
   /** Text of `ids`; ids outside the vocabulary are dropped (as HF's Rust tokenizers does). */
   decode(ids: number[], { skipSpecialTokens = false }: { skipSpecialTokens?: boolean } = {}): string {
     // one id (a stream decoder's every other call) from a cache: tokenizers.js costs 1.5 us a call
-    const key = ids.length === 1 ? (skipSpecialTokens ? -1 - ids[0]! : ids[0]!) : null;
-    const kept = key === null ? undefined : this.single.get(key);
+    const cache = ids.length === 1 ? this.single[skipSpecialTokens ? 1 : 0] : null;
+    const kept = cache?.get(ids[0]!);
     if (kept !== undefined) return kept;
     const known = ids.filter((id) => this.hf.id_to_token(id) !== undefined);
-    // tokenizers.js throws on an empty list
-    const text =
-      known.length === 0
-        ? ""
-        : this.malformed(() => this.hf.decode(known, { skip_special_tokens: skipSpecialTokens }));
-    if (key !== null && Number.isInteger(key)) this.single.set(key, text);
+    if (known.length === 0) return ""; // tokenizers.js throws on an empty list
+    const text = this.malformed(() => this.hf.decode(known, { skip_special_tokens: skipSpecialTokens }));
+    if (cache && known.length === 1) cache.set(known[0]!, text); // only ids in the vocabulary: bounded
     return text;
   }
 

@@ -91,11 +91,14 @@ export class KVCache {
     const pool = this.pool;
     const need = this.length + T;
     if (!pool || need <= this.capacity) return;
-    // the expected length at once where it is near (a 48-token request never moves), else doubling
-    const capacity = Math.max(need, Math.min(Math.max(2 * this.capacity, need + 256), this.expect));
+    // the expected length at once where it is near (a 48-token request never moves), else doubling;
+    // past the expected length, doubling again
+    const grown = Math.max(2 * this.capacity, need + 256);
+    const capacity = need <= this.expect ? Math.min(grown, this.expect) : grown;
     const at = pool.allocate(capacity);
     if (this.capacity > 0) {
-      pool.move(this.at, at, this.capacity);
+      // the cached positions and any this step has appended so far
+      pool.move(this.at, at, this.length + this.pending);
       pool.release(this.at, this.capacity);
     }
     this.at = at;
@@ -120,7 +123,9 @@ export class KVCache {
    * Appends this step's k, v: [B, T, H, D] for one layer and returns the whole cache so far as
    * [B, length + T, H, D]. Call commit() once every layer has appended. With B 1 the returned tensors
    * are views of the cache, which later appends leave as they are (they write past the views' end, or,
-   * appending a step again before commit, into a new buffer).
+   * appending a step again before commit, into a new buffer). A pooled cache's views are of the pool:
+   * use them within the step; a second append before commit writes the same positions again, and a
+   * later step may move the cache (its old region then holds another sequence's positions).
    */
   append(layer: number, k: Tensor, v: Tensor): [Tensor, Tensor] {
     check(

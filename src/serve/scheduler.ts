@@ -122,12 +122,21 @@ export class Scheduler<S> {
     }
   }
 
-  /** A sequence leaves the running set: its state is freed, then its spec told why. */
+  /**
+   * A sequence leaves the running set: its state is freed, then its spec told why. Neither may stop the
+   * loop: a throw here would leave the sequence running over a freed state, or the rest of a failed
+   * batch unfreed (onEnd is the request's own code; the server's never throws).
+   */
   private leave(seq: Sequence<S>, error?: Error): void {
     try {
       this.decode.end?.(seq.state);
-    } finally {
+    } catch {
+      // a state that cannot be freed is the step's bug; the sequence still ends
+    }
+    try {
       seq.spec.onEnd(error);
+    } catch {
+      // as above: the request's own failure to finish is not the other sequences'
     }
   }
 

@@ -98,6 +98,15 @@ test("tiny-chat fixture: special ids, config token objects, encode/decode", () =
   );
   assert.equal(tok.decode([1, 88, 5, 76]), "<s>hello user");
   assert.equal(tok.decode([1, 88, 5, 76, 4], { skipSpecialTokens: true }), "hello user");
+  // one id at a time (decodes of one id are cached): the same text again, each way, and none for an id
+  // outside the vocabulary
+  for (let round = 0; round < 2; round++) {
+    assert.equal(tok.decode([1]), "<s>");
+    assert.equal(tok.decode([1], { skipSpecialTokens: true }), "");
+    assert.equal(tok.decode([88]), "hello");
+    assert.equal(tok.decode([-1]), "");
+    assert.equal(tok.decode([9999]), "");
+  }
 });
 
 test("tiny-chat fixture: add_bos_token / add_eos_token override the post-processor", async () => {

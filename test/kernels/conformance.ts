@@ -307,6 +307,11 @@ export function conformance(name: string, fast: () => Backend, skip: string | fa
         { B: 1, Tq: 3, Tk: 9, Hq: 2, Hkv: 1, D: 6, causal: true, window: 4, scale: 0.6, softcap: 2 },
         { B: 1, Tq: 5, Tk: 5, Hq: 3, Hkv: 3, D: 5, causal: false, softcap: 0.8 },
         { B: 1, Tq: 1, Tk: 13, Hq: 2, Hkv: 2, D: 16, causal: true, softcap: 50 },
+        // decodes past native's 16-lane softmax blocks: a whole block, blocks and a tail, a negative
+        // scale (the padding must stay out of the max), a window starting inside the first block
+        { B: 1, Tq: 1, Tk: 16, Hq: 2, Hkv: 1, D: 8, causal: true, scale: -0.5 },
+        { B: 3, Tq: 1, Tk: 33, Hq: 4, Hkv: 2, D: 8, causal: true },
+        { B: 1, Tq: 1, Tk: 40, Hq: 2, Hkv: 2, D: 8, causal: true, window: 19 },
       ];
       for (const d of dims) {
         const nq = d.B * d.Tq * d.Hq * d.D;

@@ -88,4 +88,30 @@ describe("KVCache in a pool", () => {
     assert.equal(pool.inUse, 0);
     assert.equal(pooled.length, 0);
   });
+
+  it("takes its expected length at once, doubles past it, and is reusable after a release (twice is a no-op)", () => {
+    const pool = new KVPool();
+    const [H, D] = [1, 2];
+    const step = (c: KVCache, T: number) => {
+      c.appendValues(0, new Float32Array(T * H * D), new Float32Array(T * H * D), 1, T, H, D);
+      c.commit();
+    };
+    const c = new KVCache({ pool, expect: 10 });
+    step(c, 4);
+    assert.equal(pool.inUse, 10, "the expected length, not the need");
+    for (let i = 0; i < 6; i++) step(c, 1);
+    assert.equal(pool.inUse, 10, "no move while within it");
+    step(c, 1); // 11 positions: past the expected length, doubled (at least 256 past the need)
+    const grown = pool.inUse;
+    assert.ok(grown >= 11 + 256, `${grown} positions`);
+    for (let i = 0; i < 40; i++) step(c, 1);
+    assert.equal(pool.inUse, grown, "one move for many steps past the expected length");
+    c.release();
+    c.release();
+    assert.equal(pool.inUse, 0);
+    step(c, 3); // a released cache starts again, empty
+    assert.equal(c.length, 3);
+    assert.equal(pool.inUse, 10);
+    c.release();
+  });
 });

@@ -90,12 +90,12 @@ export function createNativeBackend(k: NativeAddon): Backend {
     }
     return h.handle;
   };
-  // A loraRows / linearRows call's groups as the addon reads them: [G handle ids][G counts][their rows],
-  // off V8's heap, kept by the groups array (the Backend contract: an array passed once is not changed;
-  // a server's batch plan passes the same one on every step until the batch changes). A handle's id is
-  // a number the addon looks up, where reading handles out of a JS array took 0.4 us a group; making the
-  // index anew per call (a lookup per group) was a tenth of a decode step's LoRA term.
-  // The entry keeps its handles too, so no id in it can be freed and reused while it is in use.
+  // A loraRows / linearRows call's groups as the addon reads them: [G handle ids][G counts][their rows].
+  // A handle's id is a number the addon looks up, where reading handles out of a JS array took 0.4 us a
+  // group. A frozen groups array (packRowGroups': a server's batch plan passes the same one every step
+  // until the batch changes) keeps its index, off V8's heap, with its handles, so no id in it is freed
+  // and reused while it is kept (the Backend contract: an array passed once is not changed); any other
+  // is written into the scratch buffer below on each call.
   const indexes = new WeakMap<readonly LoraRowGroup[], { idx: Int32Array; handles: unknown[] }>();
   const groupIndex = (groups: readonly LoraRowGroup[], inF: number, outF: number) => {
     const kept = indexes.get(groups);
@@ -103,8 +103,9 @@ export function createNativeBackend(k: NativeAddon): Backend {
     const G = groups.length;
     let m = 0;
     for (const g of groups) m += g.rows.length;
-    const idx = new Int32Array(new ArrayBuffer(4 * (2 * G + m)));
-    const handles = groups.map((g) => handleOf(g, inF, outF));
+    const handles = groups.map((g) => handleOf(g, inF, outF)); // before the scratch is filled
+    const keep = Object.isFrozen(groups);
+    const idx = keep ? new Int32Array(new ArrayBuffer(4 * (2 * G + m))) : scratchInts(2 * G + m);
     let at = 2 * G;
     for (let i = 0; i < G; i++) {
       const g = groups[i]!;
@@ -113,7 +114,7 @@ export function createNativeBackend(k: NativeAddon): Backend {
       idx.set(g.rows, at);
       at += g.rows.length;
     }
-    indexes.set(groups, { idx, handles });
+    if (keep) indexes.set(groups, { idx, handles });
     return idx;
   };
   // Small index arrays for the addon go through one scratch buffer, rewritten per call: a small typed
