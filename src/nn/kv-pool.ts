@@ -2,8 +2,8 @@
  * The KV caches of many sequences in one pair of arrays per layer, [positions, H, D] each: a cache made
  * with a pool (`new KVCache({ pool })`) is a region of consecutive positions, the same region in every
  * layer. A batched decode hands its kernel the pool and each row's region (autograd/rows.ts
- * attentionRows), not two arrays per row: reading those through N-API was most of a 16-row decode's
- * attention at stories260K's sizes (13 of 21 us a layer, a Xeon, 30 keys a row).
+ * attentionRows), not two arrays per row: no typed array is made per row and layer in JS, nor read
+ * through N-API (stories260K, 16 rows, a Xeon: the decode step 0.68 -> 0.62 ms in process).
  *
  * Regions come first-fit from a free list, merged with their neighbours when released. When none fits,
  * the pool doubles: every layer's arrays are copied into larger ones at the same offsets (so a region

@@ -97,13 +97,47 @@ function setup(config: Record<string, unknown>, targets: string[]) {
   return { model, set };
 }
 
+type Setup = ReturnType<typeof setup>;
+interface Seq {
+  adapter: string | null;
+  alone: KVCache;
+  batched: KVCache;
+}
+
+/** One decode step of each sequence alone, its adapter active: each one's logits. */
+function stepAlone({ model, set }: Setup, seqs: readonly Seq[], ids: Int32Array): Float32Array[] {
+  const logits = seqs.map((s, b) => {
+    set.set(s.adapter);
+    return model.forward(ids.subarray(b, b + 1), [1, 1], s.alone).data;
+  });
+  set.set(null);
+  return logits;
+}
+
+/** One batched pass (decodeRows in batch-invariant mode), each of its rows on its own adapter. */
+function stepBatched(
+  { model, set }: Setup,
+  rowAdapters: readonly (string | null)[],
+  ids: Int32Array,
+  caches: readonly KVCache[],
+  lengths?: readonly number[],
+) {
+  set.setRows(rowAdapters);
+  try {
+    return batchInvariant(() => model.decodeRows!(ids, caches, lengths));
+  } finally {
+    set.setRows(null);
+  }
+}
+
 for (const backendName of availableBackends())
   describe(`batched decode step on ${backendName}`, () => {
     for (const [family, config, targets] of FAMILIES)
       for (const [caches, makePool] of CACHES)
         it(`${family}, ${caches}: each row's logits equal its sequence stepped alone, bit for bit`, () => {
           setBackend(backendName);
-          const { model, set } = setup(config, targets);
+          const m = setup(config, targets);
+          const { model, set } = m;
           const pool = makePool();
           const rng = new Rng(99);
           const seqs = Array.from({ length: ROWS }, (_, i) => ({
@@ -120,19 +154,13 @@ for (const backendName of availableBackends())
             }
             let ids = Int32Array.from(seqs, () => rng.int(V));
             for (let step = 0; step < 2; step++) {
-              const want = seqs.map((s, b) => {
-                set.set(s.adapter);
-                return model.forward(ids.subarray(b, b + 1), [1, 1], s.alone).data;
-              });
-              set.set(null);
-              set.setRows(seqs.map((s) => s.adapter));
-              const got = batchInvariant(() =>
-                model.decodeRows!(
-                  ids,
-                  seqs.map((s) => s.batched),
-                ),
+              const want = stepAlone(m, seqs, ids);
+              const got = stepBatched(
+                m,
+                seqs.map((s) => s.adapter),
+                ids,
+                seqs.map((s) => s.batched),
               );
-              set.setRows(null);
               assert.deepEqual(got.shape, [ROWS, 1, V]);
               seqs.forEach((s, b) => {
                 const row = got.data.subarray(b * V, (b + 1) * V);
@@ -162,7 +190,8 @@ for (const backendName of availableBackends())
       for (const [caches, makePool] of CACHES)
         it(`${family}, ${caches}: new prompts of ragged lengths joining decodes in one pass each get their prefill alone, bit for bit`, () => {
           setBackend(backendName);
-          const { model, set } = setup(config, targets);
+          const m = setup(config, targets);
+          const { model, set } = m;
           const pool = makePool();
           const rng = new Rng(5);
           // 5 running sequences (decodes), then 6 new prompts of 1 to 11 tokens (past the GEMV's 8 rows)
@@ -197,15 +226,13 @@ for (const backendName of availableBackends())
             set.set(null);
             const lengths = seqs.map((s, b) => (b < decodes.length ? 1 : s.tokens.length));
             const ids = Int32Array.from([...next, ...prompts.flatMap((s) => [...s.tokens])]);
-            set.setRows(seqs.flatMap((s, b) => new Array<string | null>(lengths[b]!).fill(s.adapter)));
-            const got = batchInvariant(() =>
-              model.decodeRows!(
-                ids,
-                seqs.map((s) => s.batched),
-                lengths,
-              ),
+            const got = stepBatched(
+              m,
+              seqs.flatMap((s, b) => new Array<string | null>(lengths[b]!).fill(s.adapter)),
+              ids,
+              seqs.map((s) => s.batched),
+              lengths,
             );
-            set.setRows(null);
             assert.deepEqual(got.shape, [seqs.length, 1, V]);
             seqs.forEach((s, b) => {
               const row = got.data.subarray(b * V, (b + 1) * V);
@@ -219,19 +246,13 @@ for (const backendName of availableBackends())
             });
             // the caches it left: one more decode step of every sequence, batched, against each alone
             const step = Int32Array.from(seqs, () => rng.int(V));
-            const after = seqs.map((s, b) => {
-              set.set(s.adapter);
-              return model.forward(step.subarray(b, b + 1), [1, 1], s.alone).data;
-            });
-            set.set(null);
-            set.setRows(seqs.map((s) => s.adapter));
-            const then = batchInvariant(() =>
-              model.decodeRows!(
-                step,
-                seqs.map((s) => s.batched),
-              ),
+            const after = stepAlone(m, seqs, step);
+            const then = stepBatched(
+              m,
+              seqs.map((s) => s.adapter),
+              step,
+              seqs.map((s) => s.batched),
             );
-            set.setRows(null);
             seqs.forEach((_, b) => {
               const row = then.data.subarray(b * V, (b + 1) * V);
               assert.ok(
