@@ -6,10 +6,11 @@
  * comparable) and stops by itself: one at a time, then 1, 4 and 16 concurrent clients with mixed
  * adapters, then 16 clients all on the base. Prints a Markdown table: aggregate generated tokens/s,
  * p50 / p99 request latency, failures, and the server's peak resident memory (VmHWM). The two 16-client
- * scenarios, whose ratio is the cost of mixing adapters, run in alternating halves (mixed, base, base,
- * mixed), so a change in the machine's load falls on both alike. `--width W`: stories260K widened to
- * hidden size W with random weights (bench/serve-adapters.ts widenedModel).
- *   npm run bench:serve [-- --requests N] [--tokens N] [--width W]
+ * scenarios, whose ratio is the cost of mixing adapters, run in alternating parts (mixed, base, base,
+ * mixed, ...: `--rounds` pairs, 2 unless told), so a change in the machine's load falls on both alike;
+ * the ratio of each pair is printed too, to show how much the machine moved. `--width W`: stories260K
+ * widened to hidden size W with random weights (bench/serve-adapters.ts widenedModel).
+ *   npm run bench:serve [-- --requests N] [--tokens N] [--rounds N] [--width W]
  */
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -26,10 +27,18 @@ import {
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const { values } = parseArgs({
-  options: { requests: { type: "string" }, tokens: { type: "string" }, width: { type: "string" } },
+  options: {
+    requests: { type: "string" },
+    tokens: { type: "string" },
+    rounds: { type: "string" },
+    width: { type: "string" },
+  },
 });
 const REQUESTS = Number(values.requests ?? 32);
 const TOKENS = Number(values.tokens ?? 48);
+const ROUNDS = Number(values.rounds ?? 2);
+if (!(Number.isInteger(ROUNDS) && ROUNDS >= 1 && ROUNDS <= REQUESTS))
+  throw new Error(`--rounds ${values.rounds}: give a whole number from 1 to --requests (${REQUESTS})`);
 const tmp = mkdtempSync(join(tmpdir(), "bench-serve-"));
 const modelDir = values.width
   ? widenedModel(benchModelDir(root), Number(values.width), tmp)
@@ -67,6 +76,18 @@ interface Result {
   tokens: number;
   failures: number;
   wallS: number;
+  /** The server's CPU time over the scenario, seconds (NaN where /proc is not there). */
+  cpuS: number;
+}
+
+/** The server's CPU time so far (user + system, /proc/PID/stat's utime and stime in 1/100 s), seconds. */
+function serverCpuS(): number {
+  try {
+    const fields = readFileSync(`/proc/${child.pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return Number.NaN;
+  }
 }
 
 async function one(model: string, i: number): Promise<{ ms: number; tokens: number } | null> {
@@ -98,6 +119,7 @@ async function scenario(clients: number, models: string[], requests = REQUESTS):
   let failures = 0;
   let next = 0;
   const t0 = performance.now();
+  const cpu0 = serverCpuS();
   await Promise.all(
     Array.from({ length: clients }, async () => {
       while (next < requests) {
@@ -111,7 +133,8 @@ async function scenario(clients: number, models: string[], requests = REQUESTS):
       }
     }),
   );
-  return { latencies, tokens, failures, wallS: (performance.now() - t0) / 1000 };
+  const wallS = (performance.now() - t0) / 1000;
+  return { latencies, tokens, failures, wallS, cpuS: serverCpuS() - cpu0 };
 }
 
 const pct = (xs: number[], p: number) => {
@@ -119,12 +142,13 @@ const pct = (xs: number[], p: number) => {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? Number.NaN;
 };
 
-/** Two halves' results as one scenario's. */
+/** Two parts' results as one scenario's. */
 const joined = (a: Result, b: Result): Result => ({
   latencies: [...a.latencies, ...b.latencies],
   tokens: a.tokens + b.tokens,
   failures: a.failures + b.failures,
   wallS: a.wallS + b.wallS,
+  cpuS: a.cpuS + b.cpuS,
 });
 
 const mixed = [base, ...ADAPTERS];
@@ -137,13 +161,18 @@ for (const [label, clients] of [
   log(`bench:serve: ${label}...`);
   rows.push([label, await scenario(clients, mixed)]);
 }
-log("bench:serve: 16 clients, mixed adapters and base only, in alternating halves...");
-const half = Math.ceil(REQUESTS / 2);
-const m1 = await scenario(16, mixed, half);
-const b1 = await scenario(16, [base], half);
-const b2 = await scenario(16, [base], REQUESTS - half);
-const m2 = await scenario(16, mixed, REQUESTS - half);
-rows.push(["16 clients, mixed adapters", joined(m1, m2)], ["16 clients, base only", joined(b1, b2)]);
+log(`bench:serve: 16 clients, mixed adapters and base only, in ${ROUNDS} alternating pairs...`);
+const parts = { mixed: [] as Result[], base: [] as Result[] };
+for (let r = 0; r < ROUNDS; r++) {
+  // this pair's share of the requests, mixed first in even pairs and base first in odd ones
+  const n = Math.floor((REQUESTS * (r + 1)) / ROUNDS) - Math.floor((REQUESTS * r) / ROUNDS);
+  for (const which of r % 2 ? (["base", "mixed"] as const) : (["mixed", "base"] as const))
+    parts[which].push(await scenario(16, which === "mixed" ? mixed : [base], n));
+}
+rows.push(
+  ["16 clients, mixed adapters", parts.mixed.reduce(joined)],
+  ["16 clients, base only", parts.base.reduce(joined)],
+);
 const status = readFileSync(`/proc/${child.pid}/status`, "utf8");
 const hwm = /VmHWM:\s+(\d+) kB/.exec(status)?.[1];
 child.kill("SIGTERM");
@@ -155,14 +184,23 @@ const tps = (r: Result) => r.tokens / r.wallS;
 console.log(
   `\nlora serve, ${values.width ? `stories260K widened to ${values.width} (random weights)` : modelDir.endsWith("stories260K-hf") ? "stories260K" : "tiny test model"}, ${REQUESTS} greedy requests x ${TOKENS} tokens per scenario, ${cpus()[0]?.model ?? "CPU"} (${cpus().length} cores)\n`,
 );
-console.log("| scenario | tokens/s | vs one at a time | p50 latency | p99 latency | failed |");
-console.log("|---|---:|---:|---:|---:|---:|");
+// the server's CPU time per generated token: steadier than tokens/s where other work shares the machine
+const cpuPer = (r: Result) => (r.cpuS * 1e6) / r.tokens;
+console.log(
+  "| scenario | tokens/s | vs one at a time | p50 latency | p99 latency | server CPU per token | failed |",
+);
+console.log("|---|---:|---:|---:|---:|---:|---:|");
 for (const [label, r] of rows)
   console.log(
-    `| ${label} | ${tps(r).toFixed(0)} | ${(tps(r) / tps(seq)).toFixed(2)}x | ${pct(r.latencies, 50).toFixed(0)} ms | ${pct(r.latencies, 99).toFixed(0)} ms | ${r.failures} |`,
+    `| ${label} | ${tps(r).toFixed(0)} | ${(tps(r) / tps(seq)).toFixed(2)}x | ${pct(r.latencies, 50).toFixed(0)} ms | ${pct(r.latencies, 99).toFixed(0)} ms | ${cpuPer(r).toFixed(0)} us | ${r.failures} |`,
   );
 const [mixed16, base16] = [rows[2]![1], rows[3]![1]];
-console.log(`\n16 clients, mixed adapters / base only: ${(tps(mixed16) / tps(base16)).toFixed(3)}`);
+console.log(
+  `\n16 clients, mixed adapters / base only: ${(tps(mixed16) / tps(base16)).toFixed(3)} (each pair: ${parts.mixed.map((m, r) => (tps(m) / tps(parts.base[r]!)).toFixed(3)).join(", ")})`,
+);
+console.log(
+  `server CPU per token, base only / mixed adapters (16 clients): ${(cpuPer(base16) / cpuPer(mixed16)).toFixed(3)}`,
+);
 console.log(`server peak resident memory (VmHWM): ${hwm ? `${(Number(hwm) / 1024).toFixed(0)} MiB` : "n/a"}`);
 const failed = rows.reduce((s, [, r]) => s + r.failures, 0);
 if (failed > 0) {

@@ -383,17 +383,21 @@ napi_value LoraWeightsNew(napi_env env, napi_callback_info info) {
   }
 }
 
-// The G groups of a loraRows or linearRows call (an Int32Array at argument `at`, G at at + 1), laid out
-// [ids of G loraWeights handles][G counts][rows]: group g is the handle with id ids[g] on the next
-// counts[g] rows. Checked against the layer's sizes and the N rows of the batch.
+// The G groups of a loraRows or linearRows call, in two Int32Arrays at arguments `at` and at + 1 (G at
+// at + 2): the ids of G loraWeights handles (at least G entries; the rest unread), then [G counts][rows]:
+// group g is the handle with id ids[g] on the next counts[g] rows. Two arrays, since a batch plan's rows
+// are the same in every layer of a step and its weights are each layer's own: the caller keeps the rows'
+// array per plan and writes the ids per call. Checked against the layer's sizes and the N rows of the batch.
 std::vector<RowGroup>& read_groups(napi_env env, Args& a, size_t at, long inF, long outF, long N, const char* fn) {
   auto fail = [&](const char* what) { throw std::invalid_argument(std::string("lora_native: ") + fn + ": " + what); };
-  size_t n = 0;
-  const int32_t* idx = (const int32_t*)a.ptr(at, {napi_int32_array}, &n);
-  const long G = a.l(at + 1);
-  if (G < 0 || (size_t)(2 * G) > n) fail("the index holds fewer than G ids and G counts");
-  const int32_t *ids = idx, *counts = idx + G, *rows = idx + 2 * G;
-  const size_t nr = n - (size_t)(2 * G);
+  size_t ni = 0, n = 0;
+  const int32_t* ids = (const int32_t*)a.ptr(at, {napi_int32_array}, &ni);
+  const int32_t* idx = (const int32_t*)a.ptr(at + 1, {napi_int32_array}, &n);
+  const long G = a.l(at + 2);
+  if (G < 0 || (size_t)G > ni) fail("the ids hold fewer than G ids");
+  if ((size_t)G > n) fail("the rows hold fewer than G counts");
+  const int32_t *counts = idx, *rows = idx + G;
+  const size_t nr = n - (size_t)G;
   const WeightsTable& table = weights_table(env);
   thread_local std::vector<RowGroup> groups;
   groups.resize((size_t)G);
@@ -413,8 +417,8 @@ std::vector<RowGroup>& read_groups(napi_env env, Args& a, size_t at, long inF, l
   return groups;
 }
 
-// loraRows(y, x, inF, outF, index: Int32Array, G, chunk): G groups (read_groups); y accumulates each group's
-// term on its rows (lora_rows.cc)
+// loraRows(y, x, inF, outF, ids: Int32Array, rows: Int32Array, G, chunk): G groups (read_groups); y
+// accumulates each group's term on its rows (lora_rows.cc)
 FN(LoraRows) {
   Args a(env, info);
   size_t ny = 0, nx = 0;
@@ -425,10 +429,10 @@ FN(LoraRows) {
   if (inF <= 0 || outF <= 0 || (long)nx != N * inF || (long)ny != N * outF)
     throw std::invalid_argument("lora_native: loraRows: inconsistent sizes");
   std::vector<RowGroup>& groups = read_groups(env, a, 4, inF, outF, N, "loraRows");
-  lora_rows(y, x, inF, outF, groups.data(), (long)groups.size(), std::max(1L, a.l(6)));
+  lora_rows(y, x, inF, outF, groups.data(), (long)groups.size(), std::max(1L, a.l(7)));
 }
 
-// linearRows(y, x, W bits, btype, M, N, K, chunk, index, G): a batched decode's adapted layer
+// linearRows(y, x, W bits, btype, M, N, K, chunk, ids, rows, G): a batched decode's adapted layer
 // in one call: y [M, N] = x [M, K] @ W^T as the matmul export runs it batch-invariant (chunks of at most
 // `chunk` rows), then loraRows' term of each group on its rows: the bits of the two calls, without the
 // second call (at decode sizes its fixed cost was most of the term's time); lora_rows.cc linear_rows

@@ -4,7 +4,7 @@
  * single-sequence op runs on that sequence alone (a batch of one), so a row's bits do not depend on
  * the batch. Inference only: they record nothing, and refuse inputs that need a gradient.
  */
-import { type Backend, backend } from "../kernels/index.js";
+import { backend, type LoraRowWeights } from "../kernels/index.js";
 import { floats } from "../tensor/alloc.js";
 import { check, shapeStr } from "../tensor/shape.js";
 import { Tensor } from "../tensor/tensor.js";
@@ -138,8 +138,6 @@ export function attentionRows(
   return new Tensor(out, q.shape);
 }
 
-type KernelGroup = Parameters<NonNullable<Backend["loraRowsForward"]>>[4][number];
-
 /** One adapter's low-rank term on the rows that use it: y[rows] += (scaling · x[rows] A^T) B^T. */
 export interface RowGroup {
   rows: readonly number[] | Int32Array;
@@ -149,15 +147,43 @@ export interface RowGroup {
 }
 
 /**
- * Row groups checked against a layer's sizes (in, out) and a batch of N rows, in the kernels' form: made
- * once per batch plan and layer (MultiLoRALinear keeps them in the plan), then passed every step.
+ * Row groups in the kernels' form, checked against a layer's sizes (in, out) and a batch of N rows:
+ * group g is adapter `weights[g]` on the rows `rows[g]`. The two halves are made apart (rowWeights
+ * once per adapter and layer, packRows once per batch plan) and passed every step: a plan's rows are
+ * the same in every layer, and a layer's weights in every plan.
  */
 export interface PackedRowGroups {
   readonly inF: number;
   readonly outF: number;
   readonly N: number;
-  readonly groups: readonly RowGroup[];
-  readonly flat: readonly KernelGroup[];
+  readonly weights: readonly LoraRowWeights[];
+  readonly rows: readonly Int32Array[];
+}
+
+/** An adapter's A [r, in] and B [out, r] checked for a layer in -> out, in the kernels' form (frozen). */
+export function rowWeights(A: Tensor, B: Tensor, scaling: number, inF: number, outF: number): LoraRowWeights {
+  inferenceOnly("loraRows", [A, B]);
+  const r = A.shape[0]!;
+  check(
+    A.ndim === 2 && B.ndim === 2 && A.shape[1] === inF && B.shape[0] === outF && B.shape[1] === r,
+    () => `loraRows: A ${shapeStr(A.shape)} and B ${shapeStr(B.shape)} do not fit ${inF} -> ${outF}`,
+  );
+  return Object.freeze({ A: A.data, B: B.data, r, scaling });
+}
+
+/**
+ * Each group's rows checked against a batch of N rows, copied and frozen: a backend may keep what it
+ * derives from the array (its index), so it must not change.
+ */
+export function packRows(
+  rows: readonly (readonly number[] | Int32Array)[],
+  N: number,
+): readonly Int32Array[] {
+  for (const rs of rows)
+    for (const row of rs)
+      if (!(Number.isInteger(row) && row >= 0 && row < N))
+        throw new Error(`loraRows: row ${row} is outside 0..${N - 1}`);
+  return Object.freeze(rows.map((rs) => Int32Array.from(rs)));
 }
 
 /** Checks `groups` for a layer in -> out over N rows and packs them for the kernels. */
@@ -167,22 +193,16 @@ export function packRowGroups(
   outF: number,
   N: number,
 ): PackedRowGroups {
-  const flat: KernelGroup[] = [];
-  for (const g of groups) {
-    const { rows, A, B } = g;
-    inferenceOnly("loraRows", [A, B]);
-    const r = A.shape[0]!;
-    check(
-      A.ndim === 2 && B.ndim === 2 && A.shape[1] === inF && B.shape[0] === outF && B.shape[1] === r,
-      () => `loraRows: A ${shapeStr(A.shape)} and B ${shapeStr(B.shape)} do not fit ${inF} -> ${outF}`,
-    );
-    for (const row of rows)
-      if (!(Number.isInteger(row) && row >= 0 && row < N))
-        throw new Error(`loraRows: row ${row} is outside 0..${N - 1}`);
-    // the rows copied and the array frozen: a backend may keep what it derives from it (its index)
-    flat.push(Object.freeze({ rows: Int32Array.from(rows), A: A.data, B: B.data, r, scaling: g.scaling }));
-  }
-  return { inF, outF, N, groups, flat: Object.freeze(flat) };
+  return {
+    inF,
+    outF,
+    N,
+    weights: Object.freeze(groups.map((g) => rowWeights(g.A, g.B, g.scaling, inF, outF))),
+    rows: packRows(
+      groups.map((g) => g.rows),
+      N,
+    ),
+  };
 }
 
 /** `groups` as packed for these sizes: packed ones are checked to fit them, plain ones packed now. */
@@ -195,7 +215,7 @@ function packedFor(
   if (Array.isArray(groups)) return packRowGroups(groups, inF, outF, N);
   const p = groups as PackedRowGroups;
   check(
-    p.inF === inF && p.outF === outF && p.N === N,
+    p.inF === inF && p.outF === outF && p.N === N && p.weights.length === p.rows.length,
     () =>
       `loraRows: groups packed for ${p.N} rows of ${p.inF} -> ${p.outF}, used for ${N} rows of ${inF} -> ${outF}`,
   );
@@ -226,16 +246,16 @@ export function loraRows(
     y.size / outF === N,
     () => `loraRows: x ${shapeStr(x.shape)} and y ${shapeStr(y.shape)} have different numbers of rows`,
   );
-  const packed = packedFor(groups, inF, outF, N);
+  const { weights, rows: groupRows } = packedFor(groups, inF, outF, N);
   const out = y.data;
   const xd = x.data;
   const k = backend();
   if (k.loraRowsForward && !noKernel) {
-    k.loraRowsForward(out, xd, inF, outF, packed.flat, invariantChunk());
+    k.loraRowsForward(out, xd, inF, outF, weights, groupRows, invariantChunk());
     return y;
   }
-  for (const { rows, A, B, scaling } of packed.groups) {
-    const r = A.shape[0]!;
+  weights.forEach(({ A, B, r, scaling }, g) => {
+    const rows = groupRows[g]!;
     const m = rows.length;
     const xs = new Float32Array(m * inF);
     for (let i = 0; i < m; i++) {
@@ -243,15 +263,15 @@ export function loraRows(
       for (let j = 0; j < inF; j++) xs[i * inF + j] = xd[from + j]!;
     }
     const ax = new Float32Array(m * r);
-    matmulRows(ax, xs, A.weights(), m, r, inF, true);
+    matmulRows(ax, xs, A, m, r, inF, true);
     k.scale(ax, ax, scaling);
     const delta = new Float32Array(m * outF);
-    matmulRows(delta, ax, B.weights(), m, outF, r, true);
+    matmulRows(delta, ax, B, m, outF, r, true);
     for (let i = 0; i < m; i++) {
       const to = rows[i]! * outF;
       for (let j = 0; j < outF; j++) out[to + j] = out[to + j]! + delta[i * outF + j]!;
     }
-  }
+  });
   return y;
 }
 
@@ -283,6 +303,6 @@ export function linearRows(
   const M = x.size / K;
   const packed = packedFor(groups, K, N, M);
   const out = floats(M * N);
-  k.linearRowsForward(out, x.data, weight.weights(), M, N, K, packed.flat, chunk);
+  k.linearRowsForward(out, x.data, weight.weights(), M, N, K, packed.weights, packed.rows, chunk);
   return new Tensor(out, [...x.shape.slice(0, -1), N]);
 }

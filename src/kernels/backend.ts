@@ -117,6 +117,14 @@ export interface AdamWParams {
   step: number;
 }
 
+/** One adapter's LoRA weights on one layer, as the batched-decode row kernels take them. */
+export interface LoraRowWeights {
+  readonly A: Float32Array; // [r, inF]
+  readonly B: Float32Array; // [outF, r]
+  readonly r: number;
+  readonly scaling: number;
+}
+
 export interface Backend {
   readonly name: string;
   /** True when a matmul with a bf16 weight runs faster than with f32 here, so `--base-dtype auto` picks
@@ -294,27 +302,29 @@ export interface Backend {
   ): void;
   /**
    * A batched decode's LoRA term of one layer (optional; without it autograd/rows.ts loraRows runs it
-   * with matmul and scale): y [N, outF] accumulates, for each group, on its rows,
-   * (scaling · x[rows] A^T) B^T with x [N, inF], A [r, inF], B [outF, r], in place, each product in
-   * chunks of at most `chunk` rows. Must give the bits of that path: matmul x A^T, scale, matmul B^T, an
-   * f32 add. A backend may keep a copy of each A or B made for its kernel, by the array: an adapter
-   * whose values change must come with new arrays (served adapters never change; a new or replaced one
-   * has its own); likewise what it derives from a `groups` array, by that array: one passed once is not
-   * changed (autograd/rows.ts packRowGroups' arrays are frozen).
+   * with matmul and scale): group g is adapter `weights[g]` on the rows `rows[g]`; y [N, outF]
+   * accumulates, on each group's rows, (scaling · x[rows] A^T) B^T with x [N, inF], A [r, inF],
+   * B [outF, r], in place, each product in chunks of at most `chunk` rows. Must give the bits of that
+   * path: matmul x A^T, scale, matmul B^T, an f32 add. A backend may keep a copy of each A or B made for
+   * its kernel, by the array: an adapter whose values change must come with new arrays (served adapters
+   * never change; a new or replaced one has its own); likewise what it derives from a frozen `rows`
+   * array, by that array: one passed frozen is not changed, its row arrays included (a batch plan's,
+   * autograd/rows.ts packRows, passed to every layer on every step until the batch changes).
    */
   loraRowsForward?(
     y: Float32Array,
     x: Float32Array,
     inF: number,
     outF: number,
-    groups: readonly { rows: Int32Array; A: Float32Array; B: Float32Array; r: number; scaling: number }[],
+    weights: readonly LoraRowWeights[],
+    rows: readonly Int32Array[],
     chunk: number,
   ): void;
   /**
    * A batched decode's adapted layer in one call (optional; without it autograd/rows.ts runs matmul,
    * then loraRowsForward): y [M, N] = x [M, K] @ W^T (W [N, K]) as `matmul` with rowInvariant, in
-   * chunks of at most `chunk` rows, then loraRowsForward(y, x, K, N, groups, chunk). Must give the bits
-   * of those two calls; the same contract on A and B.
+   * chunks of at most `chunk` rows, then loraRowsForward(y, x, K, N, weights, rows, chunk). Must give
+   * the bits of those two calls; the same contract on A, B and rows.
    */
   linearRowsForward?(
     y: Float32Array,
@@ -323,7 +333,8 @@ export interface Backend {
     M: number,
     N: number,
     K: number,
-    groups: readonly { rows: Int32Array; A: Float32Array; B: Float32Array; r: number; scaling: number }[],
+    weights: readonly LoraRowWeights[],
+    rows: readonly Int32Array[],
     chunk: number,
   ): void;
   // dq, dk, dv overwritten (null when not needed)

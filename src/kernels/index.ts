@@ -9,7 +9,15 @@ import type { Backend } from "./backend.js";
 import { refBackend } from "./ref/index.js";
 import { wasmAvailable, wasmBackend } from "./wasm/index.js";
 
-export type { AdamWParams, AttentionDims, Backend, HalfArray, MatmulDims, WeightArray } from "./backend.js";
+export type {
+  AdamWParams,
+  AttentionDims,
+  Backend,
+  HalfArray,
+  LoraRowWeights,
+  MatmulDims,
+  WeightArray,
+} from "./backend.js";
 export { isHalf, singleMatmul } from "./backend.js";
 /** Browser main threads: `await precompileKernels()` before the first kernel call (see wasm/index.ts). */
 export { precompileKernels } from "./wasm/index.js";

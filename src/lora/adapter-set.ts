@@ -40,6 +40,8 @@ export class AdapterSet {
    * finds its plan, and each layer its groups packed for it): at most PLANS, the oldest dropped first.
    */
   private readonly plans = new Map<string, RowPlan>();
+  /** The plan of the last setRows with rows (one of `plans`): checked first, without making a key. */
+  private lastPlan: RowPlan | null = null;
   private readonly adapters = new Map<string, string[]>(); // name -> the paths it targets
   private current: readonly ActiveAdapter[] = [];
 
@@ -144,7 +146,10 @@ export class AdapterSet {
       if (name !== null && !this.adapters.has(name))
         throw new Error(`no adapter named "${name}"; loaded: ${this.names().join(", ") || "none"}`);
     let plan: RowPlan | null = null;
-    if (rows) {
+    const last = this.lastPlan;
+    if (rows && last && sameRows(rows, last.rows))
+      plan = last; // a steady batch: most steps
+    else if (rows) {
       const key = JSON.stringify(rows);
       plan = this.plans.get(key) ?? null;
       if (plan)
@@ -152,6 +157,7 @@ export class AdapterSet {
       else plan = rowGroups(Object.freeze([...rows]));
       this.plans.set(key, plan);
       if (this.plans.size > PLANS) this.plans.delete(this.plans.keys().next().value!);
+      this.lastPlan = plan;
     }
     for (const layer of this.layers.values()) layer.rowPlan = plan;
   }
@@ -167,9 +173,15 @@ export class AdapterSet {
       throw new Error(`no adapter named "${name}"; loaded: ${this.names().join(", ") || "none"}`);
     for (const path of this.adapters.get(name)!) this.layers.get(path)?.delete(name);
     this.adapters.delete(name);
+    // the kept plans hold each layer's weights for them: the adapter's arrays go with them
+    this.plans.clear();
+    this.lastPlan = null;
     this.set(this.current.filter((a) => a.name !== name));
   }
 }
+
+const sameRows = (a: readonly (string | null)[], b: readonly (string | null)[]) =>
+  a.length === b.length && a.every((name, i) => name === b[i]);
 
 /** The model's AdapterSet, made (taking the model over: frozen, eval mode) on first use. */
 export function adapterSetOf(model: Module): AdapterSet {

@@ -9,13 +9,8 @@
  * no dropout), so one active adapter of weight 1 gives the same bits as a model wrapped with it alone.
  */
 import { add, matmul, scale } from "../autograd/ops.js";
-import {
-  linearRows,
-  loraRows,
-  type PackedRowGroups,
-  packRowGroups,
-  type RowGroup,
-} from "../autograd/rows.js";
+import { linearRows, loraRows, type PackedRowGroups, packRows, rowWeights } from "../autograd/rows.js";
+import type { LoraRowWeights } from "../kernels/index.js";
 import type { Linear, LinearLike } from "../nn/layers.js";
 import { Module } from "../nn/module.js";
 import type { Tensor } from "../tensor/tensor.js";
@@ -34,6 +29,8 @@ export interface LoraWeights {
 
 interface Held extends LoraWeights {
   scaling: number;
+  /** A and B in the row kernels' form, made at a batched decode's first use. */
+  rowWeights?: LoraRowWeights;
 }
 
 /** An active adapter and the weight its delta is multiplied by (1: as trained). */
@@ -57,6 +54,11 @@ export class MultiLoRALinear extends Module implements LinearLike {
   rowPlan: RowPlan | null = null;
   /** Counts add() and delete(): a plan's groups for this layer packed before a change are made again. */
   private version = 0;
+  /** This layer's weights for each set of adapters a plan has named (RowPlan.key); add and delete empty it. */
+  private rowWeightLists = new Map<
+    string,
+    { weights: readonly LoraRowWeights[]; present: readonly boolean[] }
+  >();
 
   constructor(base: Linear) {
     super();
@@ -82,14 +84,21 @@ export class MultiLoRALinear extends Module implements LinearLike {
         `adapter "${name}": LoRA weights A [${w.A.shape}] and B [${w.B.shape}] do not fit: expected A [${w.r}, ${inF}] and B [${outF}, ${w.r}]`,
       );
     this.adapters.set(name, { ...w, scaling: loraScaling(w.r, w.alpha, w.rslora ?? false) });
-    this.version++;
+    this.changed();
   }
 
   /** Drops adapter `name` from this layer (no-op when it has none); it is no longer active here. */
   delete(name: string): void {
     this.adapters.delete(name);
-    this.version++;
+    this.changed();
     this.active = this.active.filter((a) => a.name !== name);
+  }
+
+  // plans' groups packed before now are made again; the weights lists go at once (a dropped adapter's
+  // arrays with them)
+  private changed(): void {
+    this.version++;
+    this.rowWeightLists = new Map();
   }
 
   has(name: string): boolean {
@@ -120,17 +129,39 @@ export class MultiLoRALinear extends Module implements LinearLike {
     const n = x.size / this.inFeatures;
     if (plan.rows.length !== n)
       throw new Error(`MultiLoRALinear: ${plan.rows.length} row adapters for an input of ${n} rows`);
-    // this layer's groups of the plan, checked and packed once: kept in the plan, which a busy server
-    // makes anew whenever a sequence joins or leaves (a WeakMap per layer cost 2 us a layer there)
+    // this layer's groups of the plan, kept in the plan, which a busy server makes anew whenever a
+    // sequence joins or leaves (a WeakMap per layer cost 2 us a layer there): the plan's rows (one array
+    // for every layer, unless this layer lacks one of its adapters) and this layer's weights for the
+    // plan's adapters, kept per set of adapters (rowWeightLists), so a backend's handles for them are
+    // looked up once a call, not once a group, and not made again for every plan
     let kept = plan.packed.get(this);
     if (!kept || kept.version !== this.version) {
-      const groups: RowGroup[] = [];
-      for (const [name, idx] of plan.groups) {
-        const a = this.adapters.get(name);
-        if (a) groups.push({ rows: idx, A: a.A, B: a.B, scaling: a.scaling });
+      if (this.rowWeightLists.size >= WEIGHT_LISTS) this.rowWeightLists.clear();
+      let listed = this.rowWeightLists.get(plan.key);
+      if (!listed) {
+        const weights: LoraRowWeights[] = [];
+        const present: boolean[] = [];
+        for (const name of plan.groups.keys()) {
+          const a = this.adapters.get(name);
+          present.push(a !== undefined);
+          if (a)
+            weights.push(
+              (a.rowWeights ??= rowWeights(a.A, a.B, a.scaling, this.inFeatures, this.outFeatures)),
+            );
+        }
+        listed = { weights: Object.freeze(weights), present };
+        this.rowWeightLists.set(plan.key, listed);
       }
-      const packed = groups.length ? packRowGroups(groups, this.inFeatures, this.outFeatures, n) : null;
-      kept = { version: this.version, packed };
+      const { weights, present } = listed;
+      const { inFeatures: inF, outFeatures: outF } = this;
+      const rows =
+        weights.length === plan.rowList.length
+          ? plan.rowList
+          : packRows(
+              plan.rowList.filter((_, g) => present[g]),
+              n,
+            );
+      kept = { version: this.version, packed: weights.length ? { inF, outF, N: n, weights, rows } : null };
       plan.packed.set(this, kept);
     }
     const { weight, bias } = this.base_layer;
@@ -140,10 +171,21 @@ export class MultiLoRALinear extends Module implements LinearLike {
   }
 }
 
-/** A batched decode's rows grouped by adapter: each adapter's rows, in order of first use (base rows in none). */
+/** How many sets of adapters a layer keeps its weights for (past it, it starts again). */
+const WEIGHT_LISTS = 64;
+
+/**
+ * A batched decode's rows grouped by adapter: each adapter's rows, the adapters in name order (base
+ * rows in none). The order of the groups changes no row's bits (each row gets its own group's term),
+ * and one order per set of adapters lets a layer keep its weights per set, under `key`.
+ */
 export interface RowPlan {
   rows: readonly (string | null)[];
   groups: ReadonlyMap<string, Int32Array>;
+  /** The adapters' names, in order, as one string. */
+  key: string;
+  /** The groups' rows in their order, frozen (autograd/rows.ts packRows): every layer's, the same array. */
+  rowList: readonly Int32Array[];
   /** Each layer's groups of this plan, packed for the kernels (MultiLoRALinear's own). */
   packed: Map<object, { version: number; packed: PackedRowGroups | null }>;
 }
@@ -156,9 +198,16 @@ export function rowGroups(rows: readonly (string | null)[]): RowPlan {
     if (g) g.push(i);
     else lists.set(name, [i]);
   });
+  const names = [...lists.keys()].sort();
+  const rowList = packRows(
+    names.map((name) => lists.get(name)!),
+    rows.length,
+  );
   return {
     rows,
-    groups: new Map([...lists].map(([name, idx]) => [name, Int32Array.from(idx)])),
+    groups: new Map(names.map((name, i) => [name, rowList[i]!])),
+    key: JSON.stringify(names),
+    rowList,
     packed: new Map(),
   };
 }

@@ -30,7 +30,7 @@ describe("native LoRA weights handles", {
     for (let i = 0; i < ADAPTERS; i++) {
       const A = new Float32Array(r * inF).fill(0.01);
       const B = new Float32Array(outF * r).fill(0.01);
-      k.loraRowsForward!(y, x, inF, outF, [{ rows: Int32Array.from([0, 2]), A, B, r, scaling: 2 }], 64);
+      k.loraRowsForward!(y, x, inF, outF, [{ A, B, r, scaling: 2 }], [Int32Array.from([0, 2])], 64);
       registry.register(A, i);
     }
     for (let round = 0; round < 20 && collected < ADAPTERS; round++) {
@@ -59,15 +59,28 @@ describe("native LoRA weights handles", {
     const h = n.loraWeights({ A, B, panels: null }, r, 1, inF, outF) as { id: number };
     const x = new Float32Array(N * inF);
     const y = new Float32Array(N * outF);
-    const call = (...idx: number[]) => n.loraRows(y, x, inF, outF, Int32Array.from(idx), 1, 64);
-    call(h.id, 2, 0, 2); // [id][count][rows]
-    assert.throws(() => call(1_000_000, 1, 0), /not a live loraWeights handle/);
-    assert.throws(() => call(-1, 1, 0), /not a live loraWeights handle/);
-    assert.throws(() => call(h.id, 3, 0, 1), /the counts exceed the rows/);
-    assert.throws(() => call(h.id, 1, N), /a row is outside the batch/);
-    assert.throws(() => call(h.id), /fewer than G ids and G counts/);
+    // [ids], [counts][rows]
+    const call = (id: number[], ...idx: number[]) =>
+      n.loraRows(y, x, inF, outF, Int32Array.from(id), Int32Array.from(idx), 1, 64);
+    call([h.id], 2, 0, 2);
+    assert.throws(() => call([1_000_000], 1, 0), /not a live loraWeights handle/);
+    assert.throws(() => call([-1], 1, 0), /not a live loraWeights handle/);
+    assert.throws(() => call([h.id], 3, 0, 1), /the counts exceed the rows/);
+    assert.throws(() => call([h.id], 1, N), /a row is outside the batch/);
+    assert.throws(() => call([h.id]), /fewer than G counts/);
+    assert.throws(() => call([], 1, 0), /fewer than G ids/);
     assert.throws(
-      () => n.loraRows(new Float32Array(N * 9), x, inF, 9, Int32Array.from([h.id, 1, 0]), 1, 64),
+      () =>
+        n.loraRows(
+          new Float32Array(N * 9),
+          x,
+          inF,
+          9,
+          Int32Array.from([h.id]),
+          Int32Array.from([1, 0]),
+          1,
+          64,
+        ),
       /other layer sizes/,
     );
   });

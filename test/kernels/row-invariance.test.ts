@@ -24,7 +24,7 @@ import {
 } from "../../src/kernels/index.js";
 import "../../src/kernels/node/index.js";
 import { batchInvariant } from "../../src/autograd/invariant.js";
-import { linearRows, loraRows } from "../../src/autograd/rows.js";
+import { linearRows, loraRows, packRows, rowWeights } from "../../src/autograd/rows.js";
 import { float32ToHalf } from "../../src/tensor/dtype.js";
 import { Rng } from "../../src/tensor/random.js";
 import { Tensor } from "../../src/tensor/tensor.js";
@@ -321,6 +321,35 @@ for (const name of availableBackends()) {
           );
         }
       }
+    });
+
+    it("keeps a plan's rows apart from each layer's weights: one frozen rows array for layers of every size, weights lists made anew", () => {
+      setBackend(name);
+      // a batch plan's rows (packRows: frozen, as MultiLoRALinear passes them to every layer) with the
+      // weights of three layers of other sizes, each list made twice (a plan made again)
+      const N = 9;
+      const rows = packRows([[0, 4, 8], [2], [5, 1]], N);
+      for (const [inF, outF] of [
+        [64, 172],
+        [172, 64],
+        [64, 32],
+      ] as const)
+        for (let again = 0; again < 2; again++) {
+          const x = new Tensor(randn(N * inF), [N, inF]);
+          const w = new Tensor(randn(outF * inF), [outF, inF]);
+          const ab = [4, 8, 2].map((r) => [
+            new Tensor(randn(r * inF), [r, inF]),
+            new Tensor(randn(outF * r), [outF, r]),
+          ]);
+          const weights = Object.freeze(ab.map(([A, B], g) => rowWeights(A!, B!, 1 + g, inF, outF)));
+          const fused = batchInvariant(() => linearRows(x, w, { inF, outF, N, weights, rows }));
+          const plain = ab.map(([A, B], g) => ({ rows: [...rows[g]!], A: A!, B: B!, scaling: 1 + g }));
+          const apart = batchInvariant(() => linearRows(x, w, plain, true));
+          assert.ok(
+            fused.data.every((v, j) => Object.is(v, apart.data[j])),
+            `${name}: shared rows with the weights of ${inF} -> ${outF} (list ${again}) differ from matmul then loraRows`,
+          );
+        }
     });
 
     it("refuses rows outside the batch, naming them", () => {

@@ -4,9 +4,14 @@
  * or portable C++ is chosen at load time by the addon.
  */
 import { float32ToHalf } from "../../../tensor/dtype.js";
-import { type AttentionDims, attentionScale, type Backend, isHalf, type WeightArray } from "../../backend.js";
-
-type LoraRowGroup = Parameters<NonNullable<Backend["loraRowsForward"]>>[4][number];
+import {
+  type AttentionDims,
+  attentionScale,
+  type Backend,
+  isHalf,
+  type LoraRowWeights,
+  type WeightArray,
+} from "../../backend.js";
 
 /** AttentionDims as the addon's scalar arguments (native/src/addon.cc attn_dims). */
 const attentionArgs = (d: AttentionDims) =>
@@ -78,7 +83,7 @@ export function createNativeBackend(k: NativeAddon): Backend {
     Float32Array,
     { handle: { id: number }; B: Float32Array; scaling: number; inF: number; outF: number }
   >();
-  const handleOf = (g: LoraRowGroup, inF: number, outF: number) => {
+  const handleOf = (g: LoraRowWeights, inF: number, outF: number) => {
     let h = weights.get(g.A);
     if (!h || h.B !== g.B || h.scaling !== g.scaling || h.inF !== inF || h.outF !== outF) {
       const panels = g.r <= smallK ? panelsOf(g.B, outF, g.r) : null;
@@ -90,31 +95,51 @@ export function createNativeBackend(k: NativeAddon): Backend {
     }
     return h.handle;
   };
-  // A loraRows / linearRows call's groups as the addon reads them: [G handle ids][G counts][their rows].
-  // A handle's id is a number the addon looks up, where reading handles out of a JS array took 0.4 us a
-  // group. A frozen groups array (packRowGroups': a server's batch plan passes the same one every step
-  // until the batch changes) keeps its index, off V8's heap, with its handles, so no id in it is freed
-  // and reused while it is kept (the Backend contract: an array passed once is not changed); any other
-  // is written into the scratch buffer below on each call.
-  const indexes = new WeakMap<readonly LoraRowGroup[], { idx: Int32Array; handles: unknown[] }>();
-  const groupIndex = (groups: readonly LoraRowGroup[], inF: number, outF: number) => {
-    const kept = indexes.get(groups);
-    if (kept) return kept.idx;
-    const G = groups.length;
-    let m = 0;
-    for (const g of groups) m += g.rows.length;
-    const handles = groups.map((g) => handleOf(g, inF, outF)); // before the scratch is filled
-    const keep = Object.isFrozen(groups);
-    const idx = keep ? new Int32Array(new ArrayBuffer(4 * (2 * G + m))) : scratchInts(2 * G + m);
-    let at = 2 * G;
-    for (let i = 0; i < G; i++) {
-      const g = groups[i]!;
-      idx[i] = handles[i]!.id;
-      idx[G + i] = g.rows.length;
-      idx.set(g.rows, at);
-      at += g.rows.length;
+  // A loraRows / linearRows call's groups as the addon reads them: the ids of the groups' weights
+  // handles, written per call (a number the addon looks up, where reading handles out of a JS array took
+  // 0.4 us a group), and [G counts][their rows]. A frozen rows array (a batch plan's, passed to every
+  // layer on every step until the batch changes) keeps its index, off V8's heap, so it is made once a
+  // plan, not once a layer; any other is written into a scratch buffer on each call. (With an index per
+  // layer and plan, handle ids and rows in one, and the groups packed per layer, a step that made its plan
+  // anew took 0.15 ms more than one that kept it, against 0.03 ms now: stories260K, 16 rows on 3
+  // adapters and the base, a Xeon; a busy server makes one on about a tenth of its steps.)
+  const rowIndexes = new WeakMap<readonly Int32Array[], Int32Array>();
+  // a frozen weights array's handle ids, kept with the handles (so no id in it is freed and reused):
+  // one lookup a call instead of one a group
+  const weightIds = new WeakMap<
+    readonly LoraRowWeights[],
+    { ids: number[]; handles: unknown[]; inF: number; outF: number }
+  >();
+  // writes the groups' ids into idScratch and returns their rows' index
+  const groupIndex = (
+    ws: readonly LoraRowWeights[],
+    rows: readonly Int32Array[],
+    inF: number,
+    outF: number,
+  ) => {
+    const G = ws.length;
+    if (rows.length !== G) throw new Error(`loraRows: ${G} adapters' weights for ${rows.length} row groups`);
+    const ids = scratchIds(G);
+    let kept = weightIds.get(ws);
+    if (!kept || kept.inF !== inF || kept.outF !== outF) {
+      const handles = ws.map((w) => handleOf(w, inF, outF));
+      kept = { ids: handles.map((h) => h.id), handles, inF, outF };
+      if (Object.isFrozen(ws)) weightIds.set(ws, kept);
     }
-    if (keep) indexes.set(groups, { idx, handles });
+    for (let i = 0; i < G; i++) ids[i] = kept.ids[i]!;
+    let idx = rowIndexes.get(rows);
+    if (idx) return idx;
+    let m = 0;
+    for (const r of rows) m += r.length;
+    const keep = Object.isFrozen(rows);
+    idx = keep ? new Int32Array(new ArrayBuffer(4 * (G + m))) : scratchInts(G + m);
+    let at = G;
+    for (let i = 0; i < G; i++) {
+      idx[i] = rows[i]!.length;
+      idx.set(rows[i]!, at);
+      at += rows[i]!.length;
+    }
+    if (keep) rowIndexes.set(rows, idx);
     return idx;
   };
   // Small index arrays for the addon go through one scratch buffer, rewritten per call: a small typed
@@ -124,6 +149,11 @@ export function createNativeBackend(k: NativeAddon): Backend {
   let ints = new Int32Array(new ArrayBuffer(4 * 256));
   const scratchInts = (n: number) =>
     ints.length >= n ? ints : (ints = new Int32Array(new ArrayBuffer(4 * Math.max(n, 2 * ints.length))));
+  let idScratch = new Int32Array(new ArrayBuffer(4 * 16));
+  const scratchIds = (n: number) =>
+    idScratch.length >= n
+      ? idScratch
+      : (idScratch = new Int32Array(new ArrayBuffer(4 * Math.max(n, 2 * idScratch.length))));
   // an op's shape and strides, in one scratch Float64Array (as the index arrays above)
   let f64 = new Float64Array(new ArrayBuffer(8 * 64));
   const dims = (...parts: readonly (readonly number[])[]) => {
@@ -214,17 +244,17 @@ export function createNativeBackend(k: NativeAddon): Backend {
         d.softcap ?? 0,
       );
     },
-    // every adapter group of a layer in one call (native/src/lora_rows.cc): each group's weights handle
-    // and its rows, all rows in one array
-    loraRowsForward(y, x, inF, outF, groups, chunk) {
-      const idx = groupIndex(groups, inF, outF);
-      n.loraRows(y, x, inF, outF, idx, groups.length, Math.min(chunk, 2 ** 31 - 1));
+    // every adapter group of a layer in one call (native/src/lora_rows.cc): each group's weights handle's
+    // id and its rows (groupIndex)
+    loraRowsForward(y, x, inF, outF, ws, rows, chunk) {
+      const idx = groupIndex(ws, rows, inF, outF);
+      n.loraRows(y, x, inF, outF, idScratch, idx, ws.length, Math.min(chunk, 2 ** 31 - 1));
     },
     // the base product and the LoRA term of a batched decode's layer in one call (addon.cc linearRows)
-    linearRowsForward(y, x, w, M, N, K, groups, chunk) {
-      const idx = groupIndex(groups, K, N);
+    linearRowsForward(y, x, w, M, N, K, ws, rows, chunk) {
+      const idx = groupIndex(ws, rows, K, N);
       const [bits, btype] = unpack(w);
-      n.linearRows(y, x, bits, btype, M, N, K, Math.min(chunk, 2 ** 31 - 1), idx, groups.length);
+      n.linearRows(y, x, bits, btype, M, N, K, Math.min(chunk, 2 ** 31 - 1), idScratch, idx, ws.length);
     },
     attentionBackward(dq, dk, dv, dout, q, k2, v, att, d) {
       n.attentionBackward(dq, dk, dv, dout, q, k2, v, att, ...attentionArgs(d));
