@@ -83,7 +83,8 @@ interface Result {
 /** The server's CPU time so far (user + system, /proc/PID/stat's utime and stime in 1/100 s), seconds. */
 function serverCpuS(): number {
   try {
-    const fields = readFileSync(`/proc/${child.pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    const stat = readFileSync(`/proc/${child.pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     return (Number(fields[11]) + Number(fields[12])) / 100;
   } catch {
     return Number.NaN;

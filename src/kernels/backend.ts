@@ -307,9 +307,10 @@ export interface Backend {
    * B [outF, r], in place, each product in chunks of at most `chunk` rows. Must give the bits of that
    * path: matmul x A^T, scale, matmul B^T, an f32 add. A backend may keep a copy of each A or B made for
    * its kernel, by the array: an adapter whose values change must come with new arrays (served adapters
-   * never change; a new or replaced one has its own); likewise what it derives from a frozen `rows`
-   * array, by that array: one passed frozen is not changed, its row arrays included (a batch plan's,
-   * autograd/rows.ts packRows, passed to every layer on every step until the batch changes).
+   * never change; a new or replaced one has its own); likewise what it derives from a frozen `rows` or
+   * `weights` array, by that array: one passed frozen is not changed, its row arrays and weights
+   * objects included (a batch plan's rows, autograd/rows.ts packRows, passed to every layer on every
+   * step until the batch changes; a layer's weights, frozen rowWeights objects).
    */
   loraRowsForward?(
     y: Float32Array,

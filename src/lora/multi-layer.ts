@@ -136,9 +136,9 @@ export class MultiLoRALinear extends Module implements LinearLike {
     // looked up once a call, not once a group, and not made again for every plan
     let kept = plan.packed.get(this);
     if (!kept || kept.version !== this.version) {
-      if (this.rowWeightLists.size >= WEIGHT_LISTS) this.rowWeightLists.clear();
       let listed = this.rowWeightLists.get(plan.key);
       if (!listed) {
+        if (this.rowWeightLists.size >= WEIGHT_LISTS) this.rowWeightLists.clear();
         const weights: LoraRowWeights[] = [];
         const present: boolean[] = [];
         for (const name of plan.groups.keys()) {
