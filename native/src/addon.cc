@@ -492,7 +492,12 @@ FN(SetThreads) {
   set_threads((int)a.l(0));
 }
 
-// info(): { isa, bf16, bf16Faster, threads, cpu, forced, error, supported, smallK, invariantRows }: the ISA
+// The exports' calling convention, one number: raised whenever an export's arguments change, so the JS
+// side refuses an addon built from older sources (src/kernels/native/node/addon.ts NATIVE_ABI) instead
+// of misreading its arguments. 2: loraRows and linearRows take the handle ids and the rows apart.
+constexpr int NATIVE_ABI = 2;
+
+// info(): { abi, isa, bf16, bf16Faster, threads, cpu, forced, error, supported, smallK, invariantRows }: NATIVE_ABI, the ISA
 // level the kernels run at, whether bf16 products are native and whether they beat f32 here, the pool's
 // threads, the CPU's best level, whether LORA_ISA forced the level, why LORA_ISA was refused ("" if it
 // was not), the levels this CPU runs, best first, the largest K the small-k panels take (gemm.h
@@ -508,6 +513,8 @@ napi_value Info(napi_env env, napi_callback_info info) {
     napi_get_boolean(env, b, &v);
     napi_set_named_property(env, o, name, v);
   };
+  napi_create_int32(env, NATIVE_ABI, &v);
+  napi_set_named_property(env, o, "abi", v);
   str("isa", gemm_isa());
   flag("bf16", gemm_native_bf16());
   flag("bf16Faster", gemm_bf16_faster());

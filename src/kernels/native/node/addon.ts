@@ -9,6 +9,8 @@ import { fileURLToPath } from "node:url";
 
 /** What the addon runs (native/src/addon.cc, Info). */
 export interface NativeInfo {
+  /** the exports' calling convention (native/src/addon.cc NATIVE_ABI); absent before there was one */
+  abi?: number;
   /** the ISA level every native kernel runs at: on x86-64 "avx512bf16", "avx512", "avx2" or "generic"; on arm64 "neon" or "generic" */
   isa: string;
   /** bf16 weights' products are native bf16 dot products (AVX512_BF16) */
@@ -45,6 +47,9 @@ const root = new URL("../../../../../", import.meta.url);
 export const ADDON_PATH = fileURLToPath(new URL("native/build/Release/lora_native.node", root));
 export const STATUS_PATH = fileURLToPath(new URL("native/build-status.json", root));
 
+/** The calling convention this JS speaks (native/src/addon.cc NATIVE_ABI): an addon of another is not used. */
+export const NATIVE_ABI = 2;
+
 let loaded: { addon: NativeAddon | null; reason: string } | undefined;
 
 function load(): { addon: NativeAddon | null; reason: string } {
@@ -61,7 +66,14 @@ function load(): { addon: NativeAddon | null; reason: string } {
     };
   }
   try {
-    return { addon: createRequire(import.meta.url)(ADDON_PATH) as NativeAddon, reason: "" };
+    const addon = createRequire(import.meta.url)(ADDON_PATH) as NativeAddon;
+    const abi = addon.info().abi;
+    if (abi !== NATIVE_ABI)
+      return {
+        addon: null,
+        reason: `${ADDON_PATH} was built from other sources (calling convention ${abi ?? 1}, this code's ${NATIVE_ABI}); run \`npm run build:native\``,
+      };
+    return { addon, reason: "" };
   } catch (e) {
     return {
       addon: null,
