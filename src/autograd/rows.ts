@@ -215,9 +215,13 @@ function packedFor(
   if (Array.isArray(groups)) return packRowGroups(groups, inF, outF, N);
   const p = groups as PackedRowGroups;
   check(
-    p.inF === inF && p.outF === outF && p.N === N && p.weights.length === p.rows.length,
+    p.inF === inF && p.outF === outF && p.N === N,
     () =>
       `loraRows: groups packed for ${p.N} rows of ${p.inF} -> ${p.outF}, used for ${N} rows of ${inF} -> ${outF}`,
+  );
+  check(
+    p.weights.length === p.rows.length,
+    () => `loraRows: ${p.weights.length} adapters' weights for ${p.rows.length} row groups`,
   );
   return p;
 }

@@ -110,7 +110,7 @@ export function createNativeBackend(k: NativeAddon): Backend {
     readonly LoraRowWeights[],
     { ids: number[]; handles: unknown[]; inF: number; outF: number }
   >();
-  // writes the groups' ids into idScratch and returns their rows' index
+  // writes the groups' ids into scratchIds(G) and returns their rows' index
   const groupIndex = (
     ws: readonly LoraRowWeights[],
     rows: readonly Int32Array[],
@@ -142,18 +142,18 @@ export function createNativeBackend(k: NativeAddon): Backend {
     if (keep) rowIndexes.set(rows, idx);
     return idx;
   };
-  // Small index arrays for the addon go through one scratch buffer, rewritten per call: a small typed
-  // array made in JS lives on V8's heap, and N-API moves it off the heap the first time it is handed over
-  // (an allocation and a copy). For the rows of a loraRows call that cost 5 of its 6.6 us whenever the
-  // batch had changed (stories260K, 16 rows, a Xeon); a buffer made as an ArrayBuffer is off the heap.
-  let ints = new Int32Array(new ArrayBuffer(4 * 256));
-  const scratchInts = (n: number) =>
-    ints.length >= n ? ints : (ints = new Int32Array(new ArrayBuffer(4 * Math.max(n, 2 * ints.length))));
-  let idScratch = new Int32Array(new ArrayBuffer(4 * 16));
-  const scratchIds = (n: number) =>
-    idScratch.length >= n
-      ? idScratch
-      : (idScratch = new Int32Array(new ArrayBuffer(4 * Math.max(n, 2 * idScratch.length))));
+  // Small index arrays for the addon go through scratch buffers, rewritten per call (one for rows, one
+  // for handle ids: a call passes both), each grown by doubling: a small typed array made in JS lives on
+  // V8's heap, and N-API moves it off the heap the first time it is handed over (an allocation and a
+  // copy). For the rows of a loraRows call that cost 5 of its 6.6 us whenever the batch had changed
+  // (stories260K, 16 rows, a Xeon); a buffer made as an ArrayBuffer is off the heap.
+  const int32Scratch = (initial: number) => {
+    let buf = new Int32Array(new ArrayBuffer(4 * initial));
+    return (n: number) =>
+      buf.length >= n ? buf : (buf = new Int32Array(new ArrayBuffer(4 * Math.max(n, 2 * buf.length))));
+  };
+  const scratchInts = int32Scratch(256);
+  const scratchIds = int32Scratch(16);
   // an op's shape and strides, in one scratch Float64Array (as the index arrays above)
   let f64 = new Float64Array(new ArrayBuffer(8 * 64));
   const dims = (...parts: readonly (readonly number[])[]) => {
@@ -248,13 +248,25 @@ export function createNativeBackend(k: NativeAddon): Backend {
     // id and its rows (groupIndex)
     loraRowsForward(y, x, inF, outF, ws, rows, chunk) {
       const idx = groupIndex(ws, rows, inF, outF);
-      n.loraRows(y, x, inF, outF, idScratch, idx, ws.length, Math.min(chunk, 2 ** 31 - 1));
+      n.loraRows(y, x, inF, outF, scratchIds(ws.length), idx, ws.length, Math.min(chunk, 2 ** 31 - 1));
     },
     // the base product and the LoRA term of a batched decode's layer in one call (addon.cc linearRows)
     linearRowsForward(y, x, w, M, N, K, ws, rows, chunk) {
       const idx = groupIndex(ws, rows, K, N);
       const [bits, btype] = unpack(w);
-      n.linearRows(y, x, bits, btype, M, N, K, Math.min(chunk, 2 ** 31 - 1), idScratch, idx, ws.length);
+      n.linearRows(
+        y,
+        x,
+        bits,
+        btype,
+        M,
+        N,
+        K,
+        Math.min(chunk, 2 ** 31 - 1),
+        scratchIds(ws.length),
+        idx,
+        ws.length,
+      );
     },
     attentionBackward(dq, dk, dv, dout, q, k2, v, att, d) {
       n.attentionBackward(dq, dk, dv, dout, q, k2, v, att, ...attentionArgs(d));
