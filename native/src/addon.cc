@@ -494,14 +494,16 @@ FN(SetThreads) {
 
 // The exports' calling convention, one number: raised whenever an export's arguments change, so the JS
 // side refuses an addon built from older sources (src/kernels/native/node/addon.ts NATIVE_ABI) instead
-// of misreading its arguments. 2: loraRows and linearRows take the handle ids and the rows apart.
-constexpr int NATIVE_ABI = 2;
+// of misreading its arguments. 2: loraRows and linearRows take the handle ids and the rows apart. 3:
+// packLoraB's panels are info().smallKLanes wide.
+constexpr int NATIVE_ABI = 3;
 
-// info(): { abi, isa, bf16, bf16Faster, threads, cpu, forced, error, supported, smallK, invariantRows }: NATIVE_ABI, the ISA
-// level the kernels run at, whether bf16 products are native and whether they beat f32 here, the pool's
-// threads, the CPU's best level, whether LORA_ISA forced the level, why LORA_ISA was refused ("" if it
-// was not), the levels this CPU runs, best first, the largest K the small-k panels take (gemm.h
-// DOTS_SMALL_K), and the most rows a rowInvariant product takes through the GEMV (gemm.h INVARIANT_ROWS)
+// info(): { abi, isa, bf16, bf16Faster, threads, cpu, forced, error, supported, smallK, smallKLanes,
+// invariantRows }: NATIVE_ABI, the ISA level the kernels run at, whether bf16 products are native and
+// whether they beat f32 here, the pool's threads, the CPU's best level, whether LORA_ISA forced the
+// level, why LORA_ISA was refused ("" if it was not), the levels this CPU runs, best first, the largest
+// K the small-k panels take (gemm.h DOTS_SMALL_K) and the outputs in one panel (small_k_lanes), and the
+// most rows a rowInvariant product takes through the GEMV (gemm.h INVARIANT_ROWS)
 napi_value Info(napi_env env, napi_callback_info info) {
   napi_value o, v;
   napi_create_object(env, &o);
@@ -533,6 +535,8 @@ napi_value Info(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, o, "supported", arr);
   napi_create_int32(env, DOTS_SMALL_K, &v);
   napi_set_named_property(env, o, "smallK", v);
+  napi_create_int32(env, small_k_lanes(), &v);
+  napi_set_named_property(env, o, "smallKLanes", v);
   napi_create_int32(env, INVARIANT_ROWS, &v);
   napi_set_named_property(env, o, "invariantRows", v);
   (void)info;

@@ -873,58 +873,78 @@ void load_row(float* dst, const float* a, long cs, int K, bool round) {
 
 }  // namespace
 
-// ---- products over few k (K <= DOTS_SMALL_K): outputs 8 at a time -----------------------------------
+// ---- products over few k (K <= DOTS_SMALL_K): outputs a vector at a time ---------------------------
 // With K = r (a LoRA up-projection, ax [M, r] @ B^T, B [out, r]) a dot per output spends more on its
 // horizontal sum than on its K products (measured 5 ns per output at K = 8 on Zen 3, about 15 cycles).
-// Instead the weight is turned into panels of 8 outputs [K][8] (pack_small_k) and each row's outputs are
-// summed over k in order, 8 lanes at a time: out_j = (((0 + x_0 w_j0) + x_1 w_j1) + ...), the same
-// sequence of f32 operations for every output, so an output's bits depend only on its x row and weight
-// row: never on M, on which outputs share its panel, or on the thread split (invariantRows; gemv and
-// lora_rows.cc both call them, so a batched LoRA row gets the bits of that row decoded alone).
+// Instead the weight is turned into panels of L outputs [K][L] (pack_small_k; L = small_k_lanes(), 16
+// where the registers are 512 bits wide, else 8) and each row's outputs are summed over k in order, L
+// lanes at a time: out_j = (((0 + x_0 w_j0) + x_1 w_j1) + ...), the same sequence of f32 operations for
+// every output, so an output's bits depend only on its x row and weight row: never on M, on which
+// outputs share its panel, on L, or on the thread split (invariantRows; gemv and lora_rows.cc both call
+// them, so a batched LoRA row gets the bits of that row decoded alone).
 
-long small_k_panel(int N, int K) { return (long)((N + 7) / 8) * K * 8; }
+int small_k_lanes() { return simd_level() >= 2 ? 16 : 8; }
 
-// wt [ceil(N/8)][K][8] = W's rows j < N (row stride csB, K values each), zero past N
+long small_k_panel(int N, int K) {
+  const int L = small_k_lanes();
+  return (long)((N + L - 1) / L) * K * L;
+}
+
+// wt [ceil(N/L)][K][L] = W's rows j < N (row stride csB, K values each), zero past N
 void pack_small_k(float* wt, const float* W, long csB, int K, int N) {
-  for (int j0 = 0; j0 < N; j0 += 8) {
-    float* p = wt + (long)(j0 / 8) * K * 8;
-    const int nj = N - j0 < 8 ? N - j0 : 8;
+  const int L = small_k_lanes();
+  for (int j0 = 0; j0 < N; j0 += L) {
+    float* p = wt + (long)(j0 / L) * K * L;
+    const int nj = N - j0 < L ? N - j0 : L;
     for (int jj = 0; jj < nj; jj++) {
       const float* wj = W + (long)(j0 + jj) * csB;
-      for (int k = 0; k < K; k++) p[k * 8 + jj] = wj[k];
+      for (int k = 0; k < K; k++) p[k * L + jj] = wj[k];
     }
-    for (int jj = nj; jj < 8; jj++)
-      for (int k = 0; k < K; k++) p[k * 8 + jj] = 0.0f;
+    for (int jj = nj; jj < L; jj++)
+      for (int k = 0; k < K; k++) p[k * L + jj] = 0.0f;
   }
 }
 
-// one panel's 8 outputs into c (a whole panel: one store; a loop there became a call to memcpy)
-__attribute__((always_inline)) inline void store8(float* c, v8f acc, int n, bool accumulate) {
-  if (n >= 8)
-    *(v8f*)c = accumulate ? *(v8f*)c + acc : acc;
-  else
-    for (int jj = 0; jj < n; jj++) c[jj] = accumulate ? c[jj] + acc[jj] : acc[jj];
+// V's L floats at p, unaligned (a template argument drops the typedef's aligned(4): a plain V* access
+// assumed the vector's full alignment and faulted)
+template <class V>
+__attribute__((always_inline)) inline V load_panel(const float* p) {
+  V v;
+  __builtin_memcpy(&v, p, sizeof(V));
+  return v;
 }
 
-// c [M, N] (+)= x [M, K] (contiguous) @ W^T from pack_small_k's panels, output row i at crow(i). Four rows
-// at a time share each panel load (four independent sums in flight; a row at a time was latency-bound on
-// its one accumulator); each output's operations are the same whichever rows share its pass.
-template <class CRow>
-__attribute__((always_inline)) inline void small_k_rows(int M, int K, const float* x, const float* wt, int N,
-                                                       CRow crow, bool accumulate) {
-  const v8f zero = {0, 0, 0, 0, 0, 0, 0, 0};
+// one panel's L outputs into c (a whole panel: one store; a loop there became a call to memcpy)
+template <class V, int L>
+__attribute__((always_inline)) inline void store_panel(float* c, V acc, int n, bool accumulate) {
+  if (n >= L) {
+    const V sum = accumulate ? load_panel<V>(c) + acc : acc;
+    __builtin_memcpy(c, &sum, sizeof(V));
+  } else {
+    for (int jj = 0; jj < n; jj++) c[jj] = accumulate ? c[jj] + acc[jj] : acc[jj];
+  }
+}
+
+// c [M, N] (+)= x [M, K] (contiguous) @ W^T from pack_small_k's panels of L lanes (V holds L floats),
+// output row i at crow(i). Four rows at a time share each panel load (four independent sums in flight; a
+// row at a time was latency-bound on its one accumulator); each output's operations are the same
+// whichever rows share its pass.
+template <class V, int L, class CRow>
+__attribute__((always_inline)) inline void small_k_lanes_rows(int M, int K, const float* x, const float* wt, int N,
+                                                             CRow crow, bool accumulate) {
+  const V zero = {};
   int i = 0;
   for (; i + 4 <= M; i += 4) {
     const float *x0 = x + (long)i * K, *x1 = x0 + K, *x2 = x1 + K, *x3 = x2 + K;
     float *c0 = crow(i), *c1 = crow(i + 1), *c2 = crow(i + 2), *c3 = crow(i + 3);
     int j0 = 0;
     // two panels a pass: eight sums in flight, enough to cover the FMA latency at K = r = 8
-    for (; j0 + 16 <= N; j0 += 16) {
-      const float* p = wt + (long)(j0 / 8) * K * 8;
-      const float* q = p + K * 8;
-      v8f a0 = zero, a1 = zero, a2 = zero, a3 = zero, b0 = zero, b1 = zero, b2 = zero, b3 = zero;
+    for (; j0 + 2 * L <= N; j0 += 2 * L) {
+      const float* p = wt + (long)(j0 / L) * K * L;
+      const float* q = p + K * L;
+      V a0 = zero, a1 = zero, a2 = zero, a3 = zero, b0 = zero, b1 = zero, b2 = zero, b3 = zero;
       for (int k = 0; k < K; k++) {
-        const v8f pk = *(const v8f*)(p + k * 8), qk = *(const v8f*)(q + k * 8);
+        const V pk = load_panel<V>(p + k * L), qk = load_panel<V>(q + k * L);
         a0 = a0 + x0[k] * pk;
         a1 = a1 + x1[k] * pk;
         a2 = a2 + x2[k] * pk;
@@ -934,41 +954,50 @@ __attribute__((always_inline)) inline void small_k_rows(int M, int K, const floa
         b2 = b2 + x2[k] * qk;
         b3 = b3 + x3[k] * qk;
       }
-      store8(c0 + j0, a0, 8, accumulate);
-      store8(c1 + j0, a1, 8, accumulate);
-      store8(c2 + j0, a2, 8, accumulate);
-      store8(c3 + j0, a3, 8, accumulate);
-      store8(c0 + j0 + 8, b0, 8, accumulate);
-      store8(c1 + j0 + 8, b1, 8, accumulate);
-      store8(c2 + j0 + 8, b2, 8, accumulate);
-      store8(c3 + j0 + 8, b3, 8, accumulate);
+      store_panel<V, L>(c0 + j0, a0, L, accumulate);
+      store_panel<V, L>(c1 + j0, a1, L, accumulate);
+      store_panel<V, L>(c2 + j0, a2, L, accumulate);
+      store_panel<V, L>(c3 + j0, a3, L, accumulate);
+      store_panel<V, L>(c0 + j0 + L, b0, L, accumulate);
+      store_panel<V, L>(c1 + j0 + L, b1, L, accumulate);
+      store_panel<V, L>(c2 + j0 + L, b2, L, accumulate);
+      store_panel<V, L>(c3 + j0 + L, b3, L, accumulate);
     }
-    for (; j0 < N; j0 += 8) {
-      const float* p = wt + (long)(j0 / 8) * K * 8;
-      v8f a0 = zero, a1 = zero, a2 = zero, a3 = zero;
+    for (; j0 < N; j0 += L) {
+      const float* p = wt + (long)(j0 / L) * K * L;
+      V a0 = zero, a1 = zero, a2 = zero, a3 = zero;
       for (int k = 0; k < K; k++) {
-        const v8f pk = *(const v8f*)(p + k * 8);
+        const V pk = load_panel<V>(p + k * L);
         a0 = a0 + x0[k] * pk;
         a1 = a1 + x1[k] * pk;
         a2 = a2 + x2[k] * pk;
         a3 = a3 + x3[k] * pk;
       }
-      store8(c0 + j0, a0, N - j0, accumulate);
-      store8(c1 + j0, a1, N - j0, accumulate);
-      store8(c2 + j0, a2, N - j0, accumulate);
-      store8(c3 + j0, a3, N - j0, accumulate);
+      store_panel<V, L>(c0 + j0, a0, N - j0, accumulate);
+      store_panel<V, L>(c1 + j0, a1, N - j0, accumulate);
+      store_panel<V, L>(c2 + j0, a2, N - j0, accumulate);
+      store_panel<V, L>(c3 + j0, a3, N - j0, accumulate);
     }
   }
   for (; i < M; i++) {
     const float* xi = x + (long)i * K;
     float* ci = crow(i);
-    for (int j0 = 0; j0 < N; j0 += 8) {
-      const float* p = wt + (long)(j0 / 8) * K * 8;
-      v8f acc = zero;
-      for (int k = 0; k < K; k++) acc = acc + xi[k] * *(const v8f*)(p + k * 8);
-      store8(ci + j0, acc, N - j0, accumulate);
+    for (int j0 = 0; j0 < N; j0 += L) {
+      const float* p = wt + (long)(j0 / L) * K * L;
+      V acc = zero;
+      for (int k = 0; k < K; k++) acc = acc + xi[k] * load_panel<V>(p + k * L);
+      store_panel<V, L>(ci + j0, acc, N - j0, accumulate);
     }
   }
+}
+
+template <class CRow>
+__attribute__((always_inline)) inline void small_k_rows(int M, int K, const float* x, const float* wt, int N,
+                                                       CRow crow, bool accumulate) {
+  if (small_k_lanes() == 16)
+    small_k_lanes_rows<v16f, 16>(M, K, x, wt, N, crow, accumulate);
+  else
+    small_k_lanes_rows<v8f, 8>(M, K, x, wt, N, crow, accumulate);
 }
 
 LORA_MULTI(void, dots_small_k_rows,

@@ -49,6 +49,7 @@ constexpr int GEMV_ROWS = 8;
 // products of a 16-row decode step of bench:serve --width 512 took 9.6 ms so, 8.1 in one call, on a
 // 2-core Xeon with AVX-512). The native backend's invariantRows.
 constexpr int INVARIANT_ROWS = 64;
+int small_k_lanes();               // outputs per panel: 16 at AVX-512, else 8
 long small_k_panel(int N, int K);  // floats pack_small_k writes
 void pack_small_k(float* wt, const float* W, long csB, int K, int N);
 // c [M, N] (row stride ldc) (+)= x [M, K] @ W^T from the panels, each output summed over k in order

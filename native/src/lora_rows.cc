@@ -94,7 +94,7 @@ void lora_rows(float* y, const float* x, long inF, long outF, const RowGroup* gr
     for (long i = 0; i < q.m * q.r; i++) a[i] = a[i] * s;  // scale()'s f32 product
     if (packed_at[g + 1] > packed_at[g]) pack_small_k(bt.data() + packed_at[g], q.B, q.r, (int)q.r, (int)outF);
   }
-  // the up-projections and the adds into y, split between threads by output columns, 8 at a time, when
+  // the up-projections and the adds into y, split between threads by output columns, a panel at a time, when
   // there is enough work (an output's bits do not depend on the split): they are most of the term's
   // multiply-adds, and with one thread the LoRA term of bench:serve --width 512 took 0.93 ms a step
   // (the caller's arrays go to the workers as pointers: a thread_local named there is each worker's own).
@@ -104,6 +104,7 @@ void lora_rows(float* y, const float* x, long inF, long outF, const RowGroup* gr
   const float* packed = bt.data();
   const long* ax_at = at.data();
   const long* panel_at = packed_at.data();
+  const long lanes = small_k_lanes();  // a split's columns start on a panel
   auto up = [&](long n0, long n1, std::vector<float>& delta) {
     const long n = n1 - n0;
     for (long g = 0; g < G; g++) {
@@ -111,7 +112,8 @@ void lora_rows(float* y, const float* x, long inF, long outF, const RowGroup* gr
       const float* a = axs + ax_at[g];
       if (q.r <= DOTS_SMALL_K) {
         const float* panels = q.panels ? q.panels : packed + panel_at[g];
-        dots_small_k_scatter((int)q.m, (int)q.r, a, panels + (n0 / 8) * q.r * 8, (int)n, y + n0, q.rows, outF);
+        dots_small_k_scatter((int)q.m, (int)q.r, a, panels + (n0 / lanes) * q.r * lanes, (int)n, y + n0, q.rows,
+                             outF);
         continue;
       }
       delta.resize((size_t)(q.m * n));
@@ -124,7 +126,7 @@ void lora_rows(float* y, const float* x, long inF, long outF, const RowGroup* gr
     }
   };
   if (work < 2 * SPLIT_WORK) return up(0, outF, tls.delta);  // no std::function, no pool, at decode sizes
-  parallel_range(outF, 8, 8, [&](long n0, long n1) {
+  parallel_range(outF, lanes, lanes, [&](long n0, long n1) {
     thread_local std::vector<float> delta;  // each worker's own
     up(n0, n1, delta);
   });

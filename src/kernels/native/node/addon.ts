@@ -28,6 +28,8 @@ export interface NativeInfo {
   supported: string[];
   /** the largest K (a LoRA rank) the small-k panels take (native/src/gemm.h DOTS_SMALL_K) */
   smallK: number;
+  /** the outputs in one small-k panel (16 at AVX-512, else 8): packLoraB's panels are that wide */
+  smallKLanes: number;
   /** the most rows a rowInvariant product takes through the GEMV (native/src/gemm.h INVARIANT_ROWS) */
   invariantRows: number;
 }
@@ -48,7 +50,7 @@ export const ADDON_PATH = fileURLToPath(new URL("native/build/Release/lora_nativ
 export const STATUS_PATH = fileURLToPath(new URL("native/build-status.json", root));
 
 /** The calling convention this JS speaks (native/src/addon.cc NATIVE_ABI): an addon of another is not used. */
-export const NATIVE_ABI = 2;
+export const NATIVE_ABI = 3;
 
 let loaded: { addon: NativeAddon | null; reason: string } | undefined;
 

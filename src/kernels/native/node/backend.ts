@@ -65,13 +65,13 @@ function measureBf16(k: NativeAddon): number {
 export function createNativeBackend(k: NativeAddon): Backend {
   // biome-ignore lint/suspicious/noExplicitAny: the addon's functions are untyped N-API exports
   const n = k as any;
-  const smallK = k.info().smallK;
+  const { smallK, smallKLanes: lanes } = k.info();
   // a LoRA B's small-k panels, by B's array (the Backend contract: a B array is not changed while used)
   const panels = new WeakMap<Float32Array, Float32Array>();
   const panelsOf = (B: Float32Array, outF: number, r: number) => {
     let p = panels.get(B);
     if (!p) {
-      p = new Float32Array(Math.ceil(outF / 8) * r * 8);
+      p = new Float32Array(Math.ceil(outF / lanes) * r * lanes);
       n.packLoraB(p, B, outF, r);
       panels.set(B, p);
     }
