@@ -1,7 +1,7 @@
 /**
  * The model and adapters of `npm run bench:serve` and scripts/serve-step-profile.ts: stories260K
  * (../shared/data; else the tiny serve fixture) and three random adapters, rank 8 on every linear
- * layer of the blocks, with non-zero B so each changes the output. `--width W` widens the model (see
+ * layer of the blocks unless told (`--targets`), with non-zero B so each changes the output. `--width W` widens the model (see
  * widenedModel): stories260K is 64 wide, where a rank-8 term on every linear layer is a quarter of the
  * base products' work, far from the r << d a served adapter has.
  */
@@ -48,13 +48,19 @@ export function benchModelDir(root: string): string {
   return existsSync(shared) ? shared : join(root, "test/fixtures/serve/model");
 }
 
-/** Writes BENCH_ADAPTERS as PEFT adapter folders under `dir` (adapter i from seeds i and 100 + i). */
-export function writeBenchAdapters(modelDir: string, dir: string): void {
+/** Every linear layer of a block: the bench's adapters unless told (`--targets`). */
+export const BENCH_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+/**
+ * Writes BENCH_ADAPTERS as PEFT adapter folders under `dir` (adapter i from seeds i and 100 + i), rank 8
+ * on `targets` (e.g. q_proj and v_proj, PEFT's default for Llama and the paper's).
+ */
+export function writeBenchAdapters(modelDir: string, dir: string, targets = BENCH_TARGETS): void {
   const lora: LoraConfig = {
     r: 8,
     lora_alpha: 16,
     lora_dropout: 0,
-    target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    target_modules: targets,
     use_rslora: false,
     init_lora_weights: true,
   };

@@ -1,7 +1,8 @@
 /**
  * `npm run bench:serve`: a bounded load test of `lora serve` on loopback. The server runs as the real
  * CLI in a child process, over stories260K (../shared/data; else the tiny test model) with three
- * random adapters (rank 8 on every linear layer of the blocks, written to a temporary folder). Each
+ * random adapters (rank 8 on every linear layer of the blocks, or on `--targets`, written to a temporary
+ * folder). Each
  * scenario sends a fixed number of greedy completions (a fixed number of tokens each, so runs are
  * comparable) and stops by itself: one at a time, then 1, 4 and 16 concurrent clients with mixed
  * adapters, then 16 clients all on the base. Prints a Markdown table: aggregate generated tokens/s,
@@ -10,7 +11,8 @@
  * mixed, ...: `--rounds` pairs, 2 unless told), so a change in the machine's load falls on both alike;
  * the ratio of each pair is printed too, to show how much the machine moved. `--width W`: stories260K
  * widened to hidden size W with random weights (bench/serve-adapters.ts widenedModel).
- *   npm run bench:serve [-- --requests N] [--tokens N] [--rounds N] [--width W]
+ * `--targets q_proj,v_proj`: the adapters on those layers only (PEFT's default for Llama, the paper's).
+ *   npm run bench:serve [-- --requests N] [--tokens N] [--rounds N] [--width W] [--targets T,...]
  */
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -20,6 +22,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import {
   BENCH_ADAPTERS as ADAPTERS,
+  BENCH_TARGETS,
   benchModelDir,
   widenedModel,
   writeBenchAdapters,
@@ -32,6 +35,7 @@ const { values } = parseArgs({
     tokens: { type: "string" },
     rounds: { type: "string" },
     width: { type: "string" },
+    targets: { type: "string" },
   },
 });
 const REQUESTS = Number(values.requests ?? 32);
@@ -44,7 +48,10 @@ const modelDir = values.width
   ? widenedModel(benchModelDir(root), Number(values.width), tmp)
   : benchModelDir(root);
 const log = (s: string) => process.stderr.write(`${s}\n`);
-writeBenchAdapters(modelDir, tmp);
+const TARGETS = values.targets?.split(",").map((t) => t.trim());
+if (TARGETS && !TARGETS.every((t) => BENCH_TARGETS.includes(t)))
+  throw new Error(`--targets ${values.targets}: give some of ${BENCH_TARGETS.join(", ")}, comma-separated`);
+writeBenchAdapters(modelDir, tmp, TARGETS);
 
 const child = spawn(
   process.execPath,
@@ -183,7 +190,7 @@ rmSync(tmp, { recursive: true, force: true });
 const seq = rows[0]![1];
 const tps = (r: Result) => r.tokens / r.wallS;
 console.log(
-  `\nlora serve, ${values.width ? `stories260K widened to ${values.width} (random weights)` : modelDir.endsWith("stories260K-hf") ? "stories260K" : "tiny test model"}, ${REQUESTS} greedy requests x ${TOKENS} tokens per scenario, ${cpus()[0]?.model ?? "CPU"} (${cpus().length} cores)\n`,
+  `\nlora serve, ${values.width ? `stories260K widened to ${values.width} (random weights)` : modelDir.endsWith("stories260K-hf") ? "stories260K" : "tiny test model"}, rank-8 adapters on ${TARGETS ? TARGETS.join(", ") : "every linear layer"}, ${REQUESTS} greedy requests x ${TOKENS} tokens per scenario, ${cpus()[0]?.model ?? "CPU"} (${cpus().length} cores)\n`,
 );
 // the server's CPU time per generated token: steadier than tokens/s where other work shares the machine
 const cpuPer = (r: Result) => (r.cpuS * 1e6) / r.tokens;
