@@ -123,51 +123,92 @@ LORA_MULTI(void, weighted_values,
   }
 }
 
-// A decode row's softmax in place: row [n] = softmax(scale * row) over its first lim entries, 0 after. On
-// 16 lanes, the tail block padded (-inf for the max and the exp, whose exp is exactly 0) through a small
-// buffer: an 8-lane version that built its tail lane by lane and reduced the lanes with scalar chains
-// spent half of a 16-row decode's attention here at 10 to 60 keys (stories260K on a Xeon with AVX-512:
-// its 8-lane code had 16 registers for the exp's constants and spilled). The max is exact in any order;
-// the sum's lanes go through one fixed tree, so a row's bits depend on that row alone.
-LORA_MULTI(void, softmax_decode_row, (float* row, long lim, long n, float scale), (row, lim, n, scale)) {
-  typedef int v16i __attribute__((vector_size(64)));
-  const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-  const v16f ninf = v16f{} - __builtin_inff();
-  const long body = lim / 16 * 16;
-  const int rest = (int)(lim - body);
-  float pad[16];
-  for (int j = 0; j < 16; j++) pad[j] = j < rest ? row[body + j] : 0.0f;
-  // the padding stays -inf whatever the scale's sign
-  v16f tail = lane < rest ? *(const v16f*)pad * scale : ninf;
-  v16f vm = tail;
-  for (long j = 0; j < body; j += 16) {
-    const v16f t = *(v16f*)(row + j) * scale;
-    *(v16f*)(row + j) = t;
-    vm = t > vm ? t : vm;  // whatever a NaN does to the max, exp carries it: the row turns NaN
-  }
-  // the lanes' max by halves (exact, in any order), in every lane
+// Every lane the max of v's lanes, by halves (exact in any order).
+__attribute__((always_inline)) inline v16f all_max(v16f v) {
   const auto max = [](v16f a, v16f b) { return a > b ? a : b; };
-  vm = max(vm, __builtin_shufflevector(vm, vm, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
-  vm = max(vm, __builtin_shufflevector(vm, vm, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
-  vm = max(vm, __builtin_shufflevector(vm, vm, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
-  vm = max(vm, __builtin_shufflevector(vm, vm, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
-  v16f vs = v16f{};
-  for (long j = 0; j < body; j += 16) {
-    const v16f e = vexp16(*(v16f*)(row + j) - vm);
-    *(v16f*)(row + j) = e;
-    vs += e;
-  }
-  tail = vexp16(tail - vm);
-  vs += tail;
-  // ((l0 + l8) + (l4 + l12)) + ... : halves added lane by lane, four times
-  const v16f h8 = vs + __builtin_shufflevector(vs, vs, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+  v = max(v, __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
+  v = max(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
+  v = max(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
+  return max(v, __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
+}
+__attribute__((always_inline)) inline v8f all_max(v8f v) {
+  const auto max = [](v8f a, v8f b) { return a > b ? a : b; };
+  v = max(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3));
+  v = max(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5));
+  return max(v, __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6));
+}
+__attribute__((always_inline)) inline v4f all_max(v4f v) {
+  const auto max = [](v4f a, v4f b) { return a > b ? a : b; };
+  v = max(v, __builtin_shufflevector(v, v, 2, 3, 0, 1));
+  return max(v, __builtin_shufflevector(v, v, 1, 0, 3, 2));
+}
+
+// The sum of v's lanes in one fixed tree: the halves added lane by lane down to two lanes, then those
+// (16 lanes: ((l0 + l8) + (l4 + l12)) + ...).
+__attribute__((always_inline)) inline float lane_sum(v16f v) {
+  const v16f h8 = v + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
   const v16f h4 = h8 + __builtin_shufflevector(h8, h8, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3);
   const v16f h2 = h4 + __builtin_shufflevector(h4, h4, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1);
-  const float inv = 1.0f / (h2[0] + h2[1]);
-  for (long j = 0; j < body; j += 16) *(v16f*)(row + j) = *(v16f*)(row + j) * inv;
-  *(v16f*)pad = tail * inv;
+  return h2[0] + h2[1];
+}
+__attribute__((always_inline)) inline float lane_sum(v8f v) {
+  const v8f h4 = v + __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+  const v8f h2 = h4 + __builtin_shufflevector(h4, h4, 2, 3, 0, 1, 2, 3, 0, 1);
+  return h2[0] + h2[1];
+}
+__attribute__((always_inline)) inline float lane_sum(v4f v) {
+  const v4f h2 = v + __builtin_shufflevector(v, v, 2, 3, 0, 1);
+  return h2[0] + h2[1];
+}
+
+// A decode row's softmax in place: row [n] = softmax(scale * row) over its first lim entries, 0 after. On
+// L lanes (V), the tail block padded (-inf for the max and the exp, whose exp is exactly 0) through a
+// small buffer: an 8-lane version that built its tail lane by lane and reduced the lanes with scalar
+// chains spent half of a 16-row decode's attention here at 10 to 60 keys (stories260K on a Xeon with
+// AVX-512: its 8-lane code had 16 registers for the exp's constants and spilled). The max is exact in any
+// order; the sum's lanes go through one fixed tree, so a row's bits depend on that row alone.
+template <class V, int L>
+__attribute__((always_inline)) inline void softmax_decode_lanes(float* row, long lim, long n, float scale) {
+  typename ints_of<V>::type lane;
+  for (int j = 0; j < L; j++) lane[j] = j;
+  const V ninf = V{} - __builtin_inff();
+  const long body = lim / L * L;
+  const int rest = (int)(lim - body);
+  float pad[L];
+  for (int j = 0; j < L; j++) pad[j] = j < rest ? row[body + j] : 0.0f;
+  // the padding stays -inf whatever the scale's sign
+  V tail = lane < rest ? loadu<V>(pad) * scale : ninf;
+  V vm = tail;
+  for (long j = 0; j < body; j += L) {
+    const V t = loadu<V>(row + j) * scale;
+    storeu(row + j, t);
+    vm = t > vm ? t : vm;  // whatever a NaN does to the max, exp carries it: the row turns NaN
+  }
+  vm = all_max(vm);
+  V vs = V{};
+  for (long j = 0; j < body; j += L) {
+    const V e = vexp_of(loadu<V>(row + j) - vm);
+    storeu(row + j, e);
+    vs += e;
+  }
+  tail = vexp_of(tail - vm);
+  vs += tail;
+  const float inv = 1.0f / lane_sum(vs);
+  for (long j = 0; j < body; j += L) storeu(row + j, loadu<V>(row + j) * inv);
+  storeu(pad, tail * inv);
   for (int j = 0; j < rest; j++) row[body + j] = pad[j];
   for (long j = lim; j < n; j++) row[j] = 0.0f;
+}
+
+// on the lanes of this process's level, as simd.h's map_lanes (16 lanes at AVX2 ran lane by lane)
+LORA_MULTI(void, softmax_decode_row, (float* row, long lim, long n, float scale), (row, lim, n, scale)) {
+  const int level = simd_level();
+  if (level >= 2)
+    softmax_decode_lanes<v16f, 16>(row, lim, n, scale);
+  else if (level == 1)
+    softmax_decode_lanes<v8f, 8>(row, lim, n, scale);
+  else
+    softmax_decode_lanes<v4f, 4>(row, lim, n, scale);
 }
 
 // A decode step's group (Tq 1): its query heads' scores, softmax and weighted values straight from the

@@ -905,21 +905,12 @@ void pack_small_k(float* wt, const float* W, long csB, int K, int N) {
   }
 }
 
-// V's L floats at p, unaligned (a template argument drops the typedef's aligned(4): a plain V* access
-// assumed the vector's full alignment and faulted)
-template <class V>
-__attribute__((always_inline)) inline V load_panel(const float* p) {
-  V v;
-  __builtin_memcpy(&v, p, sizeof(V));
-  return v;
-}
-
 // one panel's L outputs into c (a whole panel: one store; a loop there became a call to memcpy)
 template <class V, int L>
 __attribute__((always_inline)) inline void store_panel(float* c, V acc, int n, bool accumulate) {
   if (n >= L) {
-    const V sum = accumulate ? load_panel<V>(c) + acc : acc;
-    __builtin_memcpy(c, &sum, sizeof(V));
+    const V sum = accumulate ? loadu<V>(c) + acc : acc;
+    storeu(c, sum);
   } else {
     for (int jj = 0; jj < n; jj++) c[jj] = accumulate ? c[jj] + acc[jj] : acc[jj];
   }
@@ -944,7 +935,7 @@ __attribute__((always_inline)) inline void small_k_lanes_rows(int M, int K, cons
       const float* q = p + K * L;
       V a0 = zero, a1 = zero, a2 = zero, a3 = zero, b0 = zero, b1 = zero, b2 = zero, b3 = zero;
       for (int k = 0; k < K; k++) {
-        const V pk = load_panel<V>(p + k * L), qk = load_panel<V>(q + k * L);
+        const V pk = loadu<V>(p + k * L), qk = loadu<V>(q + k * L);
         a0 = a0 + x0[k] * pk;
         a1 = a1 + x1[k] * pk;
         a2 = a2 + x2[k] * pk;
@@ -967,7 +958,7 @@ __attribute__((always_inline)) inline void small_k_lanes_rows(int M, int K, cons
       const float* p = wt + (long)(j0 / L) * K * L;
       V a0 = zero, a1 = zero, a2 = zero, a3 = zero;
       for (int k = 0; k < K; k++) {
-        const V pk = load_panel<V>(p + k * L);
+        const V pk = loadu<V>(p + k * L);
         a0 = a0 + x0[k] * pk;
         a1 = a1 + x1[k] * pk;
         a2 = a2 + x2[k] * pk;
@@ -985,7 +976,7 @@ __attribute__((always_inline)) inline void small_k_lanes_rows(int M, int K, cons
     for (int j0 = 0; j0 < N; j0 += L) {
       const float* p = wt + (long)(j0 / L) * K * L;
       V acc = zero;
-      for (int k = 0; k < K; k++) acc = acc + xi[k] * load_panel<V>(p + k * L);
+      for (int k = 0; k < K; k++) acc = acc + xi[k] * loadu<V>(p + k * L);
       store_panel<V, L>(ci + j0, acc, N - j0, accumulate);
     }
   }
@@ -1037,7 +1028,6 @@ __attribute__((always_inline)) inline v8f load8(const uint16_t* p) {
 __attribute__((always_inline)) inline float load1(const float* p) { return *p; }
 __attribute__((always_inline)) inline float load1(const uint16_t* p) { return bf16_to_f32(*p); }
 
-typedef float v16f __attribute__((vector_size(64), aligned(4)));
 __attribute__((always_inline)) inline v16f load16(const float* p) { return *(const v16f*)p; }
 __attribute__((always_inline)) inline v16f load16(const uint16_t* p) {
   typedef unsigned short v16h __attribute__((vector_size(32), aligned(2)));

@@ -73,10 +73,10 @@ LORA_MULTI(void, mul_loop, (float* o, const float* a, long sa, const float* b, l
 
 constexpr float GELU_K = 0.7978845608028654f;  // sqrt(2 / pi)
 
-// (map16: the same vector code for every element, so a row's bits do not depend on its place in the batch)
+// (map_lanes: the same vector code for every element, so a row's bits do not depend on its place in the batch)
 LORA_MULTI(void, gelu_fwd, (float* out, const float* x, long n), (out, x, n)) {
-  map16(out, x, n, [](v16f v) {
-    const v16f t = 1.0f - 2.0f / (vexp16(2.0f * GELU_K * (v + 0.044715f * v * v * v)) + 1.0f);
+  map_lanes(out, x, n, [](auto v) __attribute__((always_inline)) {
+    const auto t = 1.0f - 2.0f / (vexp_of(2.0f * GELU_K * (v + 0.044715f * v * v * v)) + 1.0f);
     return 0.5f * v * (1.0f + t);
   });
 }
@@ -91,9 +91,9 @@ LORA_MULTI(void, gelu_bwd, (float* dx, const float* dout, const float* x, long n
   }
 }
 
-// (map16, as gelu_fwd)
+// (map_lanes, as gelu_fwd)
 LORA_MULTI(void, silu_fwd, (float* out, const float* x, long n), (out, x, n)) {
-  map16(out, x, n, [](v16f v) { return v / (1.0f + vexp16(-v)); });
+  map_lanes(out, x, n, [](auto v) __attribute__((always_inline)) { return v / (1.0f + vexp_of(-v)); });
 }
 
 LORA_MULTI(void, silu_bwd, (float* dx, const float* dout, const float* x, long n), (dx, dout, x, n)) {
