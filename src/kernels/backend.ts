@@ -360,7 +360,8 @@ export interface Backend {
     N: number,
     V: number,
   ): void;
-  // dlogits: [N, V] = scale * (softmax(logits) - onehot(target)); rows with ignored targets get 0
+  // dlogits: [N, V] = scale * (softmax(logits) - onehot(target)); rows with ignored targets get 0; dlogits may
+  // be logits itself (in place)
   crossEntropyBackward(
     dlogits: Float32Array,
     logits: Float32Array,
