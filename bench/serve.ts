@@ -39,7 +39,6 @@ const { values } = parseArgs({
   },
 });
 const REQUESTS = Number(values.requests ?? 32);
-const TOKENS = Number(values.tokens ?? 48);
 const ROUNDS = Number(values.rounds ?? 2);
 if (!(Number.isInteger(ROUNDS) && ROUNDS >= 1 && ROUNDS <= REQUESTS))
   throw new Error(`--rounds ${values.rounds}: give a whole number from 1 to --requests (${REQUESTS})`);
@@ -47,6 +46,12 @@ const tmp = mkdtempSync(join(tmpdir(), "bench-serve-"));
 const modelDir = values.width
   ? widenedModel(benchModelDir(root), Number(values.width), tmp)
   : benchModelDir(root);
+// 48 new tokens, or fewer where the context is short (the tiny fixture's 64 positions hold about 19
+// prompt tokens and 40 new ones): past it, every request is refused as context_length_exceeded
+const context = Number(
+  JSON.parse(readFileSync(join(modelDir, "config.json"), "utf8")).max_position_embeddings,
+);
+const TOKENS = Number(values.tokens ?? Math.min(48, context - 24));
 const log = (s: string) => process.stderr.write(`${s}\n`);
 const TARGETS = values.targets?.split(",").map((t) => t.trim());
 if (TARGETS && !TARGETS.every((t) => BENCH_TARGETS.includes(t)))
@@ -98,6 +103,9 @@ function serverCpuS(): number {
   }
 }
 
+/** What the first failed request got, to print beside the count. */
+let firstError: string | undefined;
+
 async function one(model: string, i: number): Promise<{ ms: number; tokens: number } | null> {
   const t0 = performance.now();
   try {
@@ -112,10 +120,14 @@ async function one(model: string, i: number): Promise<{ ms: number; tokens: numb
         stop: [],
       }),
     });
-    if (r.status !== 200) return null;
+    if (r.status !== 200) {
+      firstError ??= `HTTP ${r.status}: ${await r.text()}`;
+      return null;
+    }
     const body = (await r.json()) as { usage: { completion_tokens: number } };
     return { ms: performance.now() - t0, tokens: body.usage.completion_tokens };
-  } catch {
+  } catch (e) {
+    firstError ??= String(e);
     return null;
   }
 }
@@ -212,6 +224,6 @@ console.log(
 console.log(`server peak resident memory (VmHWM): ${hwm ? `${(Number(hwm) / 1024).toFixed(0)} MiB` : "n/a"}`);
 const failed = rows.reduce((s, [, r]) => s + r.failures, 0);
 if (failed > 0) {
-  console.error(`bench:serve: ${failed} request(s) failed`);
+  console.error(`bench:serve: ${failed} request(s) failed; the first: ${firstError}`);
   process.exitCode = 1;
 }
