@@ -383,19 +383,16 @@ function countTargets(what: string, targets: Int32Array, V: number, reduction: "
 }
 
 /**
- * At most this many floats of logits and their gradient exist at once in linearCrossEntropy: 64 MiB of
- * f32. The gradient is written over the logits (one buffer) except with a soft cap, whose gradient reads
- * the capped logits (two). Smaller chunks save memory but repeat the head's product per chunk, packing
- * its whole weight each time: GPT-2's 255 × 50257 in one chunk, not two of 128 rows, saved 22 ms of its
- * 1,300 ms training step (the head's forward and dx products at 113 and 117 GFLOP/s, not 106 and 112; a
- * Zen 5 at LORA_ISA=avx2, one thread) for the same peak memory.
+ * At most this many logits exist at once in linearCrossEntropy: 32 MiB of f32, the wasm arena's block per
+ * operand. Smaller chunks save memory but repeat the head's weight operand per chunk (each wasm call copies
+ * it into the arena): 8 Mi logits split GPT-2's 255 × 50257 in two.
  */
-export const LINEAR_CE_CHUNK = 1 << 24;
+export const LINEAR_CE_CHUNK = 1 << 23;
 
 /**
  * crossEntropy(matmul(x, weight, { transB: true }), targets, reduction) without ever holding the [N, V]
  * logits: x: [N, C], weight: [V, C] (a bias-free Linear such as the lm head). Rows run in chunks of at
- * most `chunk` floats of logits and logit gradients. When the tape records it, each chunk's gradients (dL/dx, and dL/dweight
+ * most `chunk` logits. When the tape records it, each chunk's gradients (dL/dx, and dL/dweight
  * if the weight requires grad) are computed right away for dL/dloss = 1 and kept, so no logits outlive
  * their chunk and backward only scales them: the gradients are linear in dL/dloss. With `softcap`, the
  * logits are soft-capped first, cap · tanh(z / cap) (Gemma's final_logit_softcapping), and each chunk's
@@ -424,11 +421,10 @@ export function linearCrossEntropy(
   const count = countTargets("linearCrossEntropy", targets, V, reduction);
   const k = backend();
   const tape = needsTape([x, weight]);
-  const buffers = tape && cap ? 2 : 1;
-  const chunks = Math.max(1, Math.ceil(N / Math.max(1, Math.floor(chunk / (buffers * V)))));
-  const rows = Math.ceil(N / chunks); // even chunks of at most `chunk` floats in all (one row at least)
+  const chunks = Math.max(1, Math.ceil(N / Math.max(1, Math.floor(chunk / V))));
+  const rows = Math.ceil(N / chunks); // even chunks of at most `chunk` logits (one row at least)
   const logits = new Float32Array(rows * V);
-  const dlogits = !tape ? null : cap ? new Float32Array(rows * V) : logits;
+  const dlogits = tape ? new Float32Array(rows * V) : null;
   const dx = tape && x.requiresGrad ? new Float32Array(N * C) : null;
   const dw = tape && weight.requiresGrad ? new Float32Array(V * C) : null;
   const losses = new Float32Array(N);
@@ -445,7 +441,7 @@ export function linearCrossEntropy(
     if (cap) k.softcapForward(z, z, cap);
     k.crossEntropyForward(losses.subarray(r0, r0 + n), ls, z, ts, n, V);
     if (!dlogits) continue;
-    const dz = dlogits.subarray(0, n * V); // z itself without a cap
+    const dz = dlogits.subarray(0, n * V);
     k.crossEntropyBackward(dz, z, ls, ts, n, V, reduction === "mean" ? 1 / count : 1);
     if (cap) k.softcapBackward(dz, dz, z, cap); // z holds the capped logits, which the cap's gradient reads
     if (dx) k.matmul(dx.subarray(r0 * C, (r0 + n) * C), dz, weight.weights(), singleMatmul(n, C, V));

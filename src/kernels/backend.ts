@@ -360,8 +360,7 @@ export interface Backend {
     N: number,
     V: number,
   ): void;
-  // dlogits: [N, V] = scale * (softmax(logits) - onehot(target)); rows with ignored targets get 0; dlogits may
-  // be logits itself (in place)
+  // dlogits: [N, V] = scale * (softmax(logits) - onehot(target)); rows with ignored targets get 0
   crossEntropyBackward(
     dlogits: Float32Array,
     logits: Float32Array,
