@@ -200,15 +200,12 @@ __attribute__((always_inline)) inline void softmax_decode_lanes(float* row, long
   for (long j = lim; j < n; j++) row[j] = 0.0f;
 }
 
-// on the lanes of this process's level, as simd.h's map_lanes (16 lanes at AVX2 ran lane by lane)
+// on the lanes of this process's level (simd.h's on_level_lanes: 16 lanes at AVX2 ran lane by lane)
 LORA_MULTI(void, softmax_decode_row, (float* row, long lim, long n, float scale), (row, lim, n, scale)) {
-  const int level = simd_level();
-  if (level >= 2)
-    softmax_decode_lanes<v16f, 16>(row, lim, n, scale);
-  else if (level == 1)
-    softmax_decode_lanes<v8f, 8>(row, lim, n, scale);
-  else
-    softmax_decode_lanes<v4f, 4>(row, lim, n, scale);
+  on_level_lanes([&](auto tag) __attribute__((always_inline)) {
+    using V = decltype(tag);
+    softmax_decode_lanes<V, sizeof(V) / sizeof(float)>(row, lim, n, scale);
+  });
 }
 
 // A decode step's group (Tq 1): its query heads' scores, softmax and weighted values straight from the

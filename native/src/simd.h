@@ -150,19 +150,29 @@ __attribute__((always_inline)) inline void map_n(float* out, const float* x, lon
   for (long j = 0; i + j < n; j++) out[i + j] = pad[j];
 }
 
-// map_n on the lanes of this process's level (one level per process, so a row's bits still depend on that
-// row alone), f generic over the vector type: 16 at AVX-512, 8 at AVX2, 4 at baseline and on NEON. On 16
-// lanes everywhere, GCC 12 ran vexp_of's ?: lane by lane in scalar code at AVX2: SiLU and GELU forward
-// took 2.3 ms for [256, 3072] against 0.3 at AVX-512 (Zen 5, one thread).
+// f(V{}) for the float vector of this process's level (one level per process, so a row's bits still depend
+// on that row alone): 16 lanes at AVX-512, 8 at AVX2, 4 at baseline and on NEON. On 16 lanes everywhere,
+// GCC 12 ran vexp_of's ?: lane by lane in scalar code at AVX2: SiLU and GELU forward took 2.3 ms for
+// [256, 3072] against 0.3 at AVX-512 (Zen 5, one thread). f takes the vector as a tag (`auto`, always
+// inlined, so no wide vector is ever passed by value between targets).
 template <class F>
-__attribute__((always_inline)) inline void map_lanes(float* out, const float* x, long n, F f) {
+__attribute__((always_inline)) inline void on_level_lanes(F f) {
   const int level = simd_level();
   if (level >= 2)
-    map_n<v16f, 16>(out, x, n, f);
+    f(v16f{});
   else if (level == 1)
-    map_n<v8f, 8>(out, x, n, f);
+    f(v8f{});
   else
-    map_n<v4f, 4>(out, x, n, f);
+    f(v4f{});
+}
+
+// map_n on the lanes of this process's level, f generic over the vector type
+template <class F>
+__attribute__((always_inline)) inline void map_lanes(float* out, const float* x, long n, F f) {
+  on_level_lanes([&](auto tag) __attribute__((always_inline)) {
+    using V = decltype(tag);
+    map_n<V, sizeof(V) / sizeof(float)>(out, x, n, f);
+  });
 }
 
 // tanh(x) in f32, branch-free: the odd Taylor polynomial to x^9 where |x| < 0.25 (relative error under
