@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
-import { backward, gelu, matmul, sum } from "../../src/autograd/index.js";
+import { add, backward, gelu, matmul, reshape, sum } from "../../src/autograd/index.js";
 import { Rng } from "../../src/tensor/random.js";
 import { Tensor } from "../../src/tensor/tensor.js";
 import { languageModelLoss, nextTokenTargets } from "../../src/train/loss.js";
@@ -128,5 +128,25 @@ describe("the tape keeps only what backward reads", () => {
     const y = gelu(matmul(x, w1, { transB: true }));
     backward(sum(y));
     assert.throws(() => backward(sum(y)), /released by an earlier backward/);
+  });
+});
+
+describe("a gradient passed on unchanged (add, reshape) is handed on, not copied", () => {
+  it("x + y: each input gets its own array; x + x gets twice the gradient; the caller's seed is left alone", () => {
+    const x = new Tensor(Float32Array.of(1, 2, 3), [3], true);
+    const y = new Tensor(Float32Array.of(4, 5, 6), [3], true);
+    const seed = Float32Array.of(0.5, -1, 2);
+    backward(reshape(add(x, y), [1, 3]), seed);
+    assert.deepEqual([...x.grad!], [0.5, -1, 2]);
+    assert.deepEqual([...y.grad!], [0.5, -1, 2]);
+    assert.notEqual(x.grad, y.grad, "x and y share a gradient array");
+    assert.ok(x.grad !== seed && y.grad !== seed, "the seed was handed to a leaf");
+    x.grad![0] = 9;
+    assert.equal(y.grad![0], 0.5);
+    assert.deepEqual([...seed], [0.5, -1, 2]);
+
+    const z = new Tensor(Float32Array.of(1, 1), [2], true);
+    backward(add(z, z), Float32Array.of(3, 4));
+    assert.deepEqual([...z.grad!], [6, 8]);
   });
 });
