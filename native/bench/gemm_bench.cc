@@ -4,7 +4,8 @@
 //   g++ -O3 -std=c++17 -fno-math-errno -fno-trapping-math -fopenmp-simd -pthread bench/gemm_bench.cc src/gemm.cc src/pool.cc
 //       -ldl -o /tmp/gemm_bench && OPENBLAS_THREAD_TIMEOUT=4 /tmp/gemm_bench [threads...]
 // OPENBLAS_THREAD_TIMEOUT=4 makes OpenBLAS's idle workers sleep at once, so they do not steal a core
-// from our pool while ours is being timed.
+// from our pool while ours is being timed. LORA_ISA picks our level; "% peak" is our rate over one core's
+// FMA peak at that level (measured first, see fma_peak) times the threads.
 #include <dlfcn.h>
 
 #include <chrono>
@@ -61,6 +62,38 @@ const Shape SHAPES[] = {
     {"b", 1, 8, 2048, 256, true, false, true},     {"b", 8, 256, 8, 256, false, false, false},
 };
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+// One core's f32 FMA peak at an ISA level: 12 independent FMA chains (more than the FMA latency times
+// the FMA pipes on any of these cores), so the pipes, not the latency, set the rate. The "% peak" column
+// divides by this times the thread count.
+const long PEAK_ROUNDS = 50000000;
+#define FMA_PEAK(name, tgt, V, set1, fmadd, lanes)                          \
+  __attribute__((target(tgt))) double name() {                             \
+    V a[12];                                                               \
+    for (int i = 0; i < 12; i++) a[i] = set1((float)i);                    \
+    const V b = set1(1.0000001f), c = set1(1e-7f);                         \
+    auto t0 = std::chrono::steady_clock::now();                            \
+    for (long r = 0; r < PEAK_ROUNDS; r++)                                 \
+      for (int i = 0; i < 12; i++) a[i] = fmadd(a[i], b, c);               \
+    double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); \
+    volatile float sink = 0;                                               \
+    for (int i = 0; i < 12; i++) sink = sink + a[i][0];                    \
+    return 2.0 * lanes * 12 * PEAK_ROUNDS / sec / 1e9;                     \
+  }
+FMA_PEAK(fma_peak_avx512, "avx512f", __m512, _mm512_set1_ps, _mm512_fmadd_ps, 16)
+FMA_PEAK(fma_peak_avx2, "avx2,fma", __m256, _mm256_set1_ps, _mm256_fmadd_ps, 8)
+// GFLOP/s of one core at the level gemm() runs (0: the portable level, no fixed vector width)
+double fma_peak() {
+  const std::string isa = gemm_isa();
+  if (isa.rfind("avx512", 0) == 0) return fma_peak_avx512();
+  if (isa == "avx2") return fma_peak_avx2();
+  return 0;
+}
+#else
+double fma_peak() { return 0; }
+#endif
+
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 // seconds per call: best of `reps` rounds of calls lasting >= 30 ms each
@@ -89,8 +122,9 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; i++) threads.push_back(std::atoi(argv[i]));
   if (threads.empty()) threads = {1, 2};
   const char* only = std::getenv("SHAPES");  // e.g. SHAPES=0,1,2
-  std::printf("isa %s\n| model | shape | thr | ours GFLOP/s | OpenBLAS GFLOP/s | ours/OpenBLAS | max rel err |\n|---|---|---|---|---|---|---|\n",
-              gemm_isa());
+  const double peak = fma_peak();
+  std::printf("isa %s, one core's FMA peak at it %.1f GFLOP/s\n| model | shape | thr | ours GFLOP/s | OpenBLAS GFLOP/s | ours/OpenBLAS | ours %% peak | max rel err |\n|---|---|---|---|---|---|---|---|\n",
+              gemm_isa(), peak);
   int idx = -1;
   for (const Shape& s : SHAPES) {
     idx++;
@@ -162,8 +196,8 @@ int main(int argc, char** argv) {
       char name[80];
       std::snprintf(name, sizeof name, "%s%dx%d @ %dx%d %s%s%s", nb > 1 ? (std::to_string(nb) + "x ").c_str() : "", M,
                     K, K, N, s.tA ? "T" : "N", s.tB ? "T" : "N", s.acc ? "+" : "");
-      std::printf("| %s | %s | %d | %.1f | %.1f | %.2f | %.1e |\n", s.model, name, t, flop / ours / 1e9,
-                  sgemm ? flop / ob / 1e9 : 0.0, sgemm ? ob / ours : 0.0, err);
+      std::printf("| %s | %s | %d | %.1f | %.1f | %.2f | %.0f%% | %.1e |\n", s.model, name, t, flop / ours / 1e9,
+                  sgemm ? flop / ob / 1e9 : 0.0, sgemm ? ob / ours : 0.0, peak > 0 ? 100 * flop / ours / 1e9 / (peak * t) : 0.0, err);
       std::fflush(stdout);
     }
   }
