@@ -20,6 +20,7 @@ import { cpus, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { contextLength } from "../src/node.js";
 import {
   BENCH_ADAPTERS as ADAPTERS,
   BENCH_TARGETS,
@@ -48,9 +49,7 @@ const modelDir = values.width
   : benchModelDir(root);
 // 48 new tokens, or fewer where the context is short (the tiny fixture's 64 positions hold about 19
 // prompt tokens and 40 new ones): past it, every request is refused as context_length_exceeded
-const context = Number(
-  JSON.parse(readFileSync(join(modelDir, "config.json"), "utf8")).max_position_embeddings,
-);
+const context = contextLength(JSON.parse(readFileSync(join(modelDir, "config.json"), "utf8")));
 const TOKENS = Number(values.tokens ?? Math.min(48, context - 24));
 const log = (s: string) => process.stderr.write(`${s}\n`);
 const TARGETS = values.targets?.split(",").map((t) => t.trim());
